@@ -1,0 +1,1 @@
+"""cnfs-api: the backend of the Conseillers numériques France Services programme."""

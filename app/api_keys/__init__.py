@@ -1,0 +1,1 @@
+"""API keys: who calls, with which role, over which territories."""

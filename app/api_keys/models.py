@@ -1,0 +1,36 @@
+"""API key rows; only a SHA-256 of the secret is stored."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, String, Table
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, new_id, utcnow
+from app.territories.models import Territory
+
+api_key_territories = Table(
+    "api_key_territories",
+    Base.metadata,
+    Column("api_key_id", ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True),
+    Column("territory_id", ForeignKey("territories.id", ondelete="RESTRICT"), primary_key=True, index=True),
+)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(32))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # No foreign key yet: counsellors arrive in a later migration, which adds it.
+    counsellor_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    territories: Mapped[list[Territory]] = relationship(secondary=api_key_territories, lazy="raise")

@@ -1,0 +1,59 @@
+"""API key models: the secret appears once, in the creation response."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import Field
+
+from app.core.auth import Role
+from app.core.schemas import InputModel, ReadModel
+
+
+class ApiKeyCreate(InputModel):
+    name: str = Field(min_length=1, max_length=120, examples=["SIRH Métropole de Lyon"])
+    role: Role = Field(description="admin, territory_manager, counsellor or viewer.")
+    territory_ids: list[uuid.UUID] = Field(
+        default_factory=list, max_length=100, description="Required except for admin: the key's scope (subtrees)."
+    )
+    counsellor_id: uuid.UUID | None = Field(default=None, description="Required for the counsellor role.")
+    expires_at: datetime | None = Field(default=None, description="After this instant the key is refused.")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "name": "SIRH Métropole de Lyon",
+                    "role": "territory_manager",
+                    "territory_ids": ["019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e"],
+                    "expires_at": "2027-12-31T23:59:59Z",
+                }
+            ]
+        }
+    }
+
+
+class ApiKeyRead(ReadModel):
+    id: uuid.UUID
+    name: str
+    role: Role
+    prefix: str = Field(description="The first characters of the key, to recognise it.")
+    territory_ids: list[uuid.UUID]
+    counsellor_id: uuid.UUID | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="The secret, shown only in this response.", examples=["cnfs_3q2v..."])
+
+
+class Me(ReadModel):
+    key_id: uuid.UUID | None
+    name: str | None
+    role: Role
+    territory_ids: list[uuid.UUID] = Field(description="Empty for admin, meaning everywhere.")
+    counsellor_id: uuid.UUID | None
+    expires_at: datetime | None

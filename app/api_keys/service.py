@@ -1,0 +1,83 @@
+"""Rules of API keys: role and scope consistency, hashing, revocation."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_keys import repository as repo
+from app.api_keys.models import ApiKey
+from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from app.core.auth import KEY_PREFIX, Role, hash_secret
+from app.core.problems import NotFound, UnknownReference, ValidationFailed
+from app.db import utcnow
+from app.territories import repository as territories_repo
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def to_read(key: ApiKey) -> ApiKeyRead:
+    return ApiKeyRead(
+        id=key.id,
+        name=key.name,
+        role=Role(key.role),
+        prefix=key.prefix,
+        territory_ids=[t.id for t in key.territories],
+        counsellor_id=key.counsellor_id,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        created_at=key.created_at,
+    )
+
+
+async def create(session: AsyncSession, data: ApiKeyCreate) -> ApiKeyCreated:
+    if data.role is Role.public:
+        raise ValidationFailed("/role", "public is the role of callers without a key")
+    if data.role is not Role.admin and not data.territory_ids:
+        raise ValidationFailed("/territory_ids", "a key other than admin needs at least one territory")
+    if data.role is Role.admin and data.territory_ids:
+        raise ValidationFailed("/territory_ids", "an admin key covers everything: leave territory_ids empty")
+    if data.role is Role.counsellor and data.counsellor_id is None:
+        raise ValidationFailed("/counsellor_id", "a counsellor key is bound to one counsellor")
+    if data.role is not Role.counsellor and data.counsellor_id is not None:
+        raise ValidationFailed("/counsellor_id", "only a counsellor key names a counsellor")
+    if data.expires_at is not None and data.expires_at <= utcnow():
+        raise ValidationFailed("/expires_at", "must be in the future")
+    wanted = list(dict.fromkeys(data.territory_ids))
+    territories = await territories_repo.get_many(session, wanted)
+    found = {t.id for t in territories}
+    for index, territory_id in enumerate(data.territory_ids):
+        if territory_id not in found:
+            raise UnknownReference(f"/territory_ids/{index}", "no territory with this id")
+    secret = new_secret()
+    key = ApiKey(
+        name=data.name,
+        role=data.role.value,
+        prefix=secret[:12],
+        secret_hash=hash_secret(secret),
+        counsellor_id=data.counsellor_id,
+        expires_at=data.expires_at,
+        created_at=utcnow(),
+    )
+    key.territories = territories
+    repo.add(session, key)
+    await session.flush()
+    return ApiKeyCreated(**to_read(key).model_dump(), key=secret)
+
+
+async def get(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
+    key = await repo.get(session, key_id)
+    if key is None:
+        raise NotFound("no API key with this id")
+    return key
+
+
+async def revoke(session: AsyncSession, key_id: uuid.UUID) -> None:
+    key = await get(session, key_id)
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await session.flush()

@@ -1,0 +1,135 @@
+"""The `cnfs-api` command: serve, migrate, seed-demo, create-key."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from alembic import command
+from alembic.config import Config
+from rich.console import Console
+
+from app.config import Settings, get_settings
+
+cli = typer.Typer(help="cnfs-api: the Conseillers numériques France Services backend.", no_args_is_help=True)
+console = Console()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def _ensure_sqlite_dir(settings: Settings) -> None:
+    if settings.is_sqlite and ":memory:" not in settings.database_url:
+        path = settings.database_url.split("///", 1)[-1]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def run_migrations(settings: Settings, revision: str = "head") -> None:
+    _ensure_sqlite_dir(settings)
+    command.upgrade(alembic_config(settings.database_url), revision)
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision (head, base, or an id).")] = "head",
+    downgrade: Annotated[bool, typer.Option(help="Downgrade to the revision instead.")] = False,
+) -> None:
+    """Apply the database migrations (or downgrade)."""
+    settings = get_settings()
+    _ensure_sqlite_dir(settings)
+    config = alembic_config(settings.database_url)
+    if downgrade:
+        command.downgrade(config, revision)
+    else:
+        command.upgrade(config, revision)
+    console.print(f"[green]database at {revision}[/green]")
+
+
+@cli.command("seed-demo")
+def seed_demo(
+    force: Annotated[bool, typer.Option(help="Load even if the database already has territories.")] = False,
+) -> None:
+    """Load the demo data (territories, programme, agreements) and print a demo admin key."""
+    from app.demo import seed
+
+    settings = get_settings()
+    result = asyncio.run(seed(settings, force=force))
+    _report_seed(result)
+
+
+def _report_seed(result: dict[str, object]) -> None:
+    if result.get("loaded"):
+        console.print(f"[green]demo data loaded[/green]: {result.get('summary')}")
+    else:
+        console.print("demo data: the database already has data, nothing loaded")
+    if result.get("admin_key"):
+        console.print(f"demo admin API key (shown once): [bold]{result['admin_key']}[/bold]")
+
+
+@cli.command("create-key")
+def create_key(
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    role: Annotated[str, typer.Option(help="admin, territory_manager, counsellor or viewer.")] = "admin",
+    territory: Annotated[list[str] | None, typer.Option(help="Territory id (repeatable).")] = None,
+    counsellor: Annotated[str | None, typer.Option(help="Counsellor id, for the counsellor role.")] = None,
+) -> None:
+    """Create an API key and print its secret (shown once)."""
+    from app.demo import create_key as do_create
+
+    settings = get_settings()
+    secret = asyncio.run(
+        do_create(
+            settings,
+            name=name,
+            role=role,
+            territory_ids=[uuid.UUID(t) for t in territory or []],
+            counsellor_id=uuid.UUID(counsellor) if counsellor else None,
+        )
+    )
+    console.print(secret)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(envvar="WEB_CONCURRENCY", help="Worker processes.")] = 1,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
+    demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Load demo data into an empty database.")] = True,
+) -> None:
+    """Serve the API (migrations applied, demo data loaded into an empty database)."""
+    import uvicorn
+
+    from app.demo import seed
+
+    settings = get_settings()
+    if migrate_first:
+        run_migrations(settings)
+    if demo:
+        _report_seed(asyncio.run(seed(settings, force=False)))
+    console.print(f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

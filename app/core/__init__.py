@@ -1,0 +1,1 @@
+"""Mechanisms every domain uses: problems, pagination, versions, idempotency, auth, scoping."""

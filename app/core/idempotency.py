@@ -1,0 +1,149 @@
+"""Idempotency-Key: replay the first response of a POST, stored in the same transaction as its write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request, Response
+from sqlalchemy import JSON, LargeBinary, String, UniqueConstraint, delete, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.auth import PrincipalDep
+from app.core.problems import AppError
+from app.db import Base, SessionDep, new_id, utcnow
+
+MAX_KEY_LENGTH = 255
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Headers of the first response that a replay repeats.
+_REPLAYED_HEADERS = ("location", "etag", "content-type")
+
+
+class IdempotencyKeyReused(AppError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency key reused"
+
+
+class IdempotencyKeyInUse(AppError):
+    status, code, title = 409, "idempotency_key_in_use", "Idempotency key in use"
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("caller", "key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    caller: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column()
+    headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=MAX_KEY_LENGTH,
+        min_length=1,
+        description="Makes a retry safe: the same key with the same body within 24 h replays the first "
+        "response (`Idempotent-Replayed: true`); with another body → 422 `idempotency_key_reused`.",
+    ),
+]
+
+
+@dataclass
+class Idempotency:
+    session: AsyncSession
+    caller: str
+    key: str | None
+    fingerprint: str
+    ttl: timedelta
+
+    async def run(self, produce: Callable[[], Awaitable[Response]]) -> Response:
+        """Replays a stored response for this key, or produces one and stores it before commit."""
+        if self.key is None:
+            return await produce()
+        await self._lock()
+        now = utcnow()
+        existing = (
+            await self.session.execute(
+                select(IdempotencyRecord).where(
+                    IdempotencyRecord.caller == self.caller, IdempotencyRecord.key == self.key
+                )
+            )
+        ).scalar_one_or_none()
+        if existing is not None and existing.created_at > now - self.ttl:
+            if existing.fingerprint != self.fingerprint:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was used for another request; use a new key for a new request"
+                )
+            headers = dict(existing.headers)
+            headers[REPLAYED_HEADER] = "true"
+            return Response(content=existing.body, status_code=existing.status_code, headers=headers)
+        if existing is not None:
+            await self.session.delete(existing)
+            await self.session.flush()
+        response = await produce()
+        body = bytes(response.body) if hasattr(response, "body") else b""
+        kept = {k: v for k, v in response.headers.items() if k.lower() in _REPLAYED_HEADERS}
+        self.session.add(
+            IdempotencyRecord(
+                caller=self.caller,
+                key=self.key,
+                fingerprint=self.fingerprint,
+                status_code=response.status_code,
+                headers=kept,
+                body=body,
+                created_at=now,
+            )
+        )
+        await self.session.flush()
+        return response
+
+    async def _lock(self) -> None:
+        """On PostgreSQL a second request with the same key, while the first is uncommitted, gets 409.
+
+        SQLite transactions are serialised by BEGIN IMMEDIATE, so there is never a first in flight."""
+        bind = self.session.get_bind()
+        if bind.dialect.name != "postgresql":
+            return
+        lock_id = int.from_bytes(hashlib.sha256(f"{self.caller}|{self.key}".encode()).digest()[:8], "big", signed=True)
+        got = (await self.session.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id})).scalar()
+        if not got:
+            raise IdempotencyKeyInUse(
+                "a request with this Idempotency-Key is still being processed; retry after it completes",
+                headers={"Retry-After": "1"},
+            )
+
+
+async def get_idempotency(
+    request: Request, session: SessionDep, principal: PrincipalDep, key: IdempotencyKeyHeader = None
+) -> Idempotency:
+    body = await request.body()
+    try:
+        canonical: Any = json.loads(body) if body else None
+        material = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        material = body
+    digest = hashlib.sha256()
+    digest.update(f"{request.method} {request.url.path}?{request.url.query}\n".encode())
+    digest.update(material)
+    ttl = timedelta(hours=request.app.state.settings.idempotency_ttl_hours)
+    return Idempotency(session, principal.caller, key, digest.hexdigest(), ttl)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
+
+
+async def purge_expired(session: AsyncSession, ttl: timedelta) -> int:
+    result = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - ttl))
+    return int(getattr(result, "rowcount", 0) or 0)
+

@@ -1,0 +1,180 @@
+"""Keyset pagination with opaque, signed cursors bound to the filters and the caller."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+
+from fastapi import Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.problems import AppError, ValidationFailed
+
+T = TypeVar("T")
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class InvalidCursor(AppError):
+    status, code, title = 422, "invalid_cursor", "Invalid cursor"
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page.", examples=[None]
+    )
+    total: int | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="Number of matching items; present only with `include_total=true`.",
+    )
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One ORDER BY term. `parse` turns the cursor's JSON value back into the bound Python type."""
+
+    name: str
+    expr: ColumnElement[Any]
+    desc: bool = False
+    parse: Callable[[Any], Any] = field(default=_identity)
+
+    def ordered(self) -> ColumnElement[Any]:
+        return self.expr.desc() if self.desc else self.expr.asc()
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def parse_uuid(value: Any) -> uuid.UUID:
+    return uuid.UUID(str(value))
+
+
+def parse_datetime(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+def parse_date(value: Any) -> date:
+    return date.fromisoformat(str(value))
+
+
+class Cursors:
+    """Signs and reads cursors; the binding ties a cursor to one query and one caller."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret.encode()
+
+    def _sign(self, payload: bytes) -> str:
+        return base64.urlsafe_b64encode(hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]).decode()
+
+    def encode(self, values: Sequence[Any], binding: str) -> str:
+        payload = json.dumps({"v": [_to_json(v) for v in values], "b": binding}, separators=(",", ":")).encode()
+        body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+        return f"{body}.{self._sign(payload)}".replace("=", "")
+
+    def decode(self, cursor: str, binding: str, keys: Sequence[SortKey]) -> list[Any]:
+        try:
+            body, sig = cursor.split(".", 1)
+            payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            expected = self._sign(payload).replace("=", "")
+            if not hmac.compare_digest(expected, sig):
+                raise ValueError("signature")
+            data = json.loads(payload)
+            values = data["v"]
+            if data["b"] != binding:
+                raise InvalidCursor("this cursor belongs to another query (other filters, sort or caller)")
+            if not isinstance(values, list) or len(values) != len(keys):
+                raise ValueError("shape")
+            return [None if v is None else k.parse(v) for k, v in zip(keys, values, strict=True)]
+        except InvalidCursor:
+            raise
+        except Exception as exc:
+            raise InvalidCursor("the cursor is malformed or was altered; start again without it") from exc
+
+
+def binding_for(request: Request, caller: str) -> str:
+    """Everything that defines the result set except the page position and size."""
+    params = sorted((k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "limit"))
+    raw = json.dumps([request.url.path, params, caller], separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def keyset_after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows strictly after `values` in the order of `keys` (mixed directions allowed)."""
+    clauses = []
+    for i, key in enumerate(keys):
+        equal = [keys[j].expr == values[j] for j in range(i)]
+        step = key.expr < values[i] if key.desc else key.expr > values[i]
+        clauses.append(and_(*equal, step))
+    return or_(*clauses)
+
+
+def parse_sort(value: str | None, allowed: Mapping[str, SortKey], default: str, tiebreak: SortKey) -> list[SortKey]:
+    """`sort=name` or `sort=-name`; the id tiebreak keeps the order total."""
+    raw = value or default
+    desc = raw.startswith("-")
+    name = raw[1:] if desc else raw
+    if name not in allowed:
+        raise ValidationFailed("/query/sort", f"sort by one of: {', '.join(sorted(allowed))} (prefix - to reverse)")
+    key = allowed[name]
+    chosen = SortKey(key.name, key.expr, desc != key.desc, key.parse)
+    return [chosen, SortKey(tiebreak.name, tiebreak.expr, chosen.desc, tiebreak.parse)]
+
+
+@dataclass
+class PageRequest:
+    limit: int
+    cursor: str | None
+    include_total: bool
+    binding: str
+    cursors: Cursors
+
+
+async def fetch_page(
+    session: AsyncSession,
+    stmt: Select[Any],
+    keys: Sequence[SortKey],
+    page: PageRequest,
+    *,
+    row_values: Callable[[Any], Sequence[Any]],
+    scalars: bool = True,
+) -> tuple[list[Any], str | None, int | None]:
+    """Runs one query for the page (limit + 1 rows) and, when asked, one for the total."""
+    total = None
+    if page.include_total:
+        total = (await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))).scalar_one()
+    if page.cursor:
+        stmt = stmt.where(keyset_after(keys, page.cursors.decode(page.cursor, page.binding, keys)))
+    stmt = stmt.order_by(*(k.ordered() for k in keys)).limit(page.limit + 1)
+    result = await session.execute(stmt)
+    rows = list(result.scalars().all() if scalars else result.all())
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        next_cursor = page.cursors.encode(row_values(rows[-1]), page.binding)
+    return rows, next_cursor, total
+
+
+def set_link_header(request: Request, response: Response, next_cursor: str | None) -> None:
+    if next_cursor:
+        url = request.url.include_query_params(cursor=next_cursor)
+        response.headers["Link"] = f'<{url}>; rel="next"'

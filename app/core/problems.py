@@ -1,0 +1,294 @@
+"""RFC 9457 problem details: the one error format of the API, and the handlers that produce it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from asgi_correlation_id import correlation_id
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://cnfs-api.anct.gouv.fr/problems/"
+
+logger = logging.getLogger("app.problems")
+
+
+class FieldError(BaseModel):
+    pointer: str = Field(examples=["/code"])
+    detail: str = Field(examples=["must be 2 digits for a region"])
+
+
+class Problem(BaseModel):
+    """An error response (`application/problem+json`)."""
+
+    type: str = Field(examples=[PROBLEM_BASE + "validation_error"])
+    title: str = Field(examples=["Invalid request"])
+    status: int = Field(examples=[422])
+    detail: str | None = Field(default=None, examples=["The request has 1 invalid field."])
+    instance: str | None = Field(default=None, examples=["/api/v1/territories"])
+    code: str = Field(description="Stable machine-readable code: the contract.", examples=["validation_error"])
+    request_id: str | None = Field(default=None, examples=["3f1c1a52a1b54f4c9f3c5d3c2b1a0f9e"])
+    errors: list[FieldError] | None = None
+
+
+class AppError(Exception):
+    """A domain error rendered as a problem. Subclass per domain with fixed status/code/title."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        errors: Sequence[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        title: str | None = None,
+    ) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = headers or {}
+        self.extra = extra or {}
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        if title is not None:
+            self.title = title
+
+
+class ValidationFailed(AppError):
+    status, code, title = 422, "validation_error", "Invalid request"
+
+    def __init__(self, pointer: str, detail: str) -> None:
+        super().__init__(detail, errors=[FieldError(pointer=pointer, detail=detail)])
+
+
+class UnknownReference(AppError):
+    status, code, title = 422, "unknown_reference", "Unknown reference"
+
+    def __init__(self, pointer: str, detail: str = "no such object, or outside your territories") -> None:
+        super().__init__(detail, errors=[FieldError(pointer=pointer, detail=detail)])
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class Unauthenticated(AppError):
+    status, code, title = 401, "unauthenticated", "Authentication required"
+
+    def __init__(self, detail: str = "a valid API key is required: Authorization: Bearer <key>") -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="cnfs-api"'})
+
+
+class Conflict(AppError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PreconditionRequired(AppError):
+    status, code, title = 428, "precondition_required", "If-Match required"
+
+
+class PreconditionFailed(AppError):
+    status, code, title = 412, "precondition_failed", "Version mismatch"
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    errors: Sequence[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "instance": request.url.path,
+        "code": code,
+        "request_id": correlation_id.get(),
+    }
+    if errors:
+        body["errors"] = [e.model_dump() for e in errors]
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _pointer(loc: Sequence[int | str]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        where = parts.pop(0)
+        if where != "body":
+            return f"/{where}/" + "/".join(str(p) for p in parts) if parts else f"/{where}"
+    escaped = [str(p).replace("~", "~0").replace("/", "~1") for p in parts]
+    return "/" + "/".join(escaped)
+
+
+def validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    out = []
+    for err in exc.errors():
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        out.append(FieldError(pointer=_pointer(err.get("loc", ())), detail=msg))
+    return out
+
+
+_STATUS_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    406: ("not_acceptable", "Not acceptable"),
+    413: ("payload_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def app_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return problem_response(
+            request,
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            errors=exc.errors,
+            headers=exc.headers,
+            extra=exc.extra,
+        )
+
+    async def request_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = validation_errors(exc)
+        return problem_response(
+            request,
+            status=422,
+            code="validation_error",
+            title="Invalid request",
+            detail=f"The request has {len(errors)} invalid field(s).",
+            errors=errors,
+        )
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+        detail = None
+        if exc.status_code == 404:
+            detail = "no such resource"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed here"
+        elif exc.status_code == 413:
+            detail = "the request body is larger than the limit"
+        return problem_response(
+            request, status=exc.status_code, code=code, title=title, detail=detail, headers=exc.headers
+        )
+
+    async def integrity_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("integrity error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            status=409,
+            code="conflict",
+            title="Conflict",
+            detail="the change conflicts with the current state of another object",
+        )
+
+    async def stale_data(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(
+            request,
+            status=412,
+            code="precondition_failed",
+            title="Version mismatch",
+            detail="the object changed meanwhile: fetch it again and retry with its new ETag",
+        )
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            request,
+            status=503,
+            code="service_unavailable",
+            title="Service unavailable",
+            detail="the database is not reachable right now; retry later",
+            headers={"Retry-After": "5"},
+        )
+
+    async def dbapi_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DBAPIError)
+        if exc.connection_invalidated or _looks_unavailable(exc):
+            return await unavailable(request, exc)
+        return await server_error(request, exc)
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            request,
+            status=500,
+            code="internal_error",
+            title="Internal error",
+            detail="an unexpected error occurred; quote the request_id when reporting it",
+        )
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(IntegrityError, integrity_error)
+    app.add_exception_handler(StaleDataError, stale_data)
+    app.add_exception_handler(PoolTimeoutError, unavailable)
+    app.add_exception_handler(OperationalError, dbapi_error)
+    app.add_exception_handler(DBAPIError, dbapi_error)
+    app.add_exception_handler(ConnectionError, unavailable)
+    app.add_exception_handler(Exception, server_error)
+
+
+def _looks_unavailable(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower() if exc.orig is not None else ""
+    needles = ("connection", "could not connect", "database is locked", "terminating", "closed", "refused")
+    return isinstance(exc, OperationalError) or any(n in text for n in needles)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting problem answers."""
+    described = {
+        400: "Bad request",
+        401: "Missing or invalid API key (`unauthenticated`)",
+        403: "The caller's role may not do this (`forbidden`)",
+        404: "No such object, or outside the caller's territories (`not_found`)",
+        409: "Conflict with the current state (see `code`)",
+        412: "The `If-Match` version is stale (`precondition_failed`)",
+        413: "Body larger than the limit (`payload_too_large`)",
+        422: "Invalid input (`validation_error`, `invalid_cursor`, `unknown_reference`, ...)",
+        428: "`If-Match` header required (`precondition_required`)",
+    }
+    return {
+        s: {"model": Problem, "description": described.get(s, "Problem"), "content": {PROBLEM_MEDIA_TYPE: {}}}
+        for s in statuses
+    }

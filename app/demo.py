@@ -1,0 +1,94 @@
+"""Demo data: real territories and, once the programme domain exists, the programme's launch figures."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_keys import repository as api_keys_repo
+from app.api_keys import service as api_keys
+from app.api_keys.schemas import ApiKeyCreate
+from app.config import Settings
+from app.core.auth import Role
+from app.db import make_engine, make_sessionmaker
+from app.territories import service as territories
+from app.territories.codes import TerritoryKind
+from app.territories.models import Territory
+from app.territories.schemas import TerritoryCreate
+
+# (kind, code, name, parent (kind, code)). Official codes; the Métropole de Lyon is a collectivité with
+# département powers, distinct from the département du Rhône, so it hangs off the région.
+TERRITORIES: list[tuple[str, str, str, tuple[str, str] | None]] = [
+    ("region", "84", "Auvergne-Rhône-Alpes", None),
+    ("region", "76", "Occitanie", None),
+    ("departement", "69", "Rhône", ("region", "84")),
+    ("departement", "31", "Haute-Garonne", ("region", "76")),
+    ("metropole", "200046977", "Métropole de Lyon", ("region", "84")),
+    ("metropole", "243100518", "Toulouse Métropole", ("departement", "31")),
+    ("commune", "69123", "Lyon", ("metropole", "200046977")),
+    ("commune", "69266", "Villeurbanne", ("metropole", "200046977")),
+    ("commune", "69264", "Villefranche-sur-Saône", ("departement", "69")),
+    ("commune", "31555", "Toulouse", ("metropole", "243100518")),
+]
+
+# Later domains append loaders here: each receives the session and the territories by (kind, code).
+EXTRA_LOADERS: list[Callable[[AsyncSession, dict[tuple[str, str], Territory]], Awaitable[str]]] = []
+
+
+async def load_territories(session: AsyncSession) -> dict[tuple[str, str], Territory]:
+    by_code: dict[tuple[str, str], Territory] = {}
+    for kind, code, name, parent in TERRITORIES:
+        parent_id = by_code[parent].id if parent else None
+        territory = await territories.create(
+            session, TerritoryCreate(kind=TerritoryKind(kind), code=code, name=name, parent_id=parent_id)
+        )
+        by_code[(kind, code)] = territory
+    return by_code
+
+
+async def seed(settings: Settings, *, force: bool = False) -> dict[str, Any]:
+    """Loads the demo into an empty database; creates a demo admin key when there is none."""
+    engine = make_engine(settings.database_url)
+    result: dict[str, Any] = {"loaded": False, "admin_key": None}
+    try:
+        async with make_sessionmaker(engine)() as session:
+            count = (await session.execute(select(func.count()).select_from(Territory))).scalar_one()
+            if count == 0 or force:
+                by_code = await load_territories(session)
+                summaries = [f"{len(by_code)} territories"]
+                for loader in EXTRA_LOADERS:
+                    summaries.append(await loader(session, by_code))
+                result["loaded"] = True
+                result["summary"] = ", ".join(summaries)
+            if not await api_keys_repo.any_admin(session):
+                created = await api_keys.create(session, ApiKeyCreate(name="demo admin", role=Role.admin))
+                result["admin_key"] = created.key
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return result
+
+
+async def create_key(
+    settings: Settings,
+    *,
+    name: str,
+    role: str,
+    territory_ids: list[uuid.UUID],
+    counsellor_id: uuid.UUID | None,
+) -> str:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            created = await api_keys.create(
+                session,
+                ApiKeyCreate(name=name, role=Role(role), territory_ids=territory_ids, counsellor_id=counsellor_id),
+            )
+            await session.commit()
+            return created.key
+    finally:
+        await engine.dispose()

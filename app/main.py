@@ -1,0 +1,133 @@
+"""Application factory: create_app(settings) builds the FastAPI app; the lifespan owns the engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+
+from app.api import api_router
+from app.config import Settings, get_settings
+from app.core.logging import configure_logging
+from app.core.middleware import ErrorAndAccessLogMiddleware, valid_request_id
+from app.core.pagination import Cursors
+from app.core.problems import install_problem_handlers
+from app.db import make_engine, make_sessionmaker
+from app.ops.router import router as ops_router
+
+EXPOSED_HEADERS = [
+    "ETag",
+    "Link",
+    "Location",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-Request-ID",
+    "Idempotent-Replayed",
+]
+
+DESCRIPTION = """
+Backend of the **Conseillers numériques France Services** programme: territories, programmes,
+agreements and amendments, positions, counsellors, workshops, statistics.
+
+* Authenticate with an API key: click **Authorize** and paste `cnfs_...` (sent as `Authorization: Bearer`).
+* Errors are `application/problem+json` with a stable `code`.
+* Lists are cursor-paginated: `{"items": [...], "next_cursor": ...}` plus a `Link: rel="next"` header.
+* Changes need `If-Match: "<version>"` (the `ETag` of your last GET).
+* POSTs accept `Idempotency-Key` so that a retry never creates twice.
+"""
+
+TAGS = [
+    {"name": "territories", "description": "Régions, départements, métropoles, EPCI and communes, as one tree."},
+    {"name": "programmes", "description": "Funding envelopes: positions target, budget, subsidy per position."},
+    {"name": "agreements", "description": "State ↔ territory agreements and their amendments (avenants)."},
+    {"name": "referentials", "description": "Reference lists with French labels."},
+    {"name": "access", "description": "API keys and the caller's identity."},
+    {"name": "operations", "description": "Liveness, readiness and metrics."},
+]
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            pool_timeout=settings.database_pool_timeout_seconds,
+            sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        )
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="cnfs-api",
+        version="1.0.0",
+        summary="Conseillers numériques France Services",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+    )
+    app.state.settings = settings
+    app.state.cursors = Cursors(settings.secret_key)
+
+    install_problem_handlers(app)
+    app.include_router(ops_router)
+    app.include_router(api_router)
+
+    Instrumentator(registry=CollectorRegistry(), excluded_handlers=["/metrics"]).instrument(app).expose(
+        app, include_in_schema=True, tags=["operations"], operation_id="ops_metrics"
+    )
+
+    # Added innermost first: errors → body limit → CORS → request id (outermost).
+    app.add_middleware(ErrorAndAccessLogMiddleware)
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_allow_origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
+                       "X-Request-ID", "X-Cancel-Token"],
+        expose_headers=EXPOSED_HEADERS,
+    )
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id)
+
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        schema["servers"] = [{"url": "/"}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+    return app

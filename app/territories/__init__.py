@@ -1,0 +1,1 @@
+"""Territories: régions, départements, métropoles, EPCI and communes, as one tree."""

@@ -1,0 +1,110 @@
+"""Every query of the territories domain."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.territories.models import Territory
+
+
+def visible(principal: Principal) -> ColumnElement[bool]:
+    return principal.path_clause(Territory.path)
+
+
+async def get(session: AsyncSession, territory_id: uuid.UUID, principal: Principal | None = None) -> Territory | None:
+    stmt = select(Territory).where(Territory.id == territory_id)
+    if principal is not None:
+        stmt = stmt.where(visible(principal))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_by_code(session: AsyncSession, kind: str, code: str) -> Territory | None:
+    stmt = select(Territory).where(Territory.kind == kind, Territory.code == code)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:
+    if not ids:
+        return []
+    return list((await session.execute(select(Territory).where(Territory.id.in_(ids)))).scalars())
+
+
+def list_query(
+    *,
+    kind: str | None = None,
+    code: str | None = None,
+    parent_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    q_folded: str | None = None,
+) -> Select[tuple[Territory]]:
+    stmt = select(Territory)
+    if kind is not None:
+        stmt = stmt.where(Territory.kind == kind)
+    if code is not None:
+        stmt = stmt.where(Territory.code == code)
+    if parent_id is not None:
+        stmt = stmt.where(Territory.parent_id == parent_id)
+    if within_path is not None:
+        stmt = stmt.where(Territory.path.like(within_path + "%"))
+    if q_folded:
+        escaped = q_folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(Territory.name_sort.like(f"%{escaped}%", escape="\\"))
+    return stmt
+
+
+def relevance(q_folded: str) -> ColumnElement[int]:
+    """0 for names starting with the query, 1 otherwise (then communes rank by population)."""
+    escaped = q_folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return case((Territory.name_sort.like(f"{escaped}%", escape="\\"), literal(0)), else_=literal(1))
+
+
+def population_key() -> ColumnElement[int]:
+    return func.coalesce(Territory.population, -1)
+
+
+async def exists_with_code(session: AsyncSession, kind: str, code: str, exclude_id: uuid.UUID | None) -> bool:
+    stmt = select(exists().where(Territory.kind == kind, Territory.code == code))
+    if exclude_id is not None:
+        stmt = select(exists().where(Territory.kind == kind, Territory.code == code, Territory.id != exclude_id))
+    return bool((await session.execute(stmt)).scalar())
+
+
+async def has_children(session: AsyncSession, territory_id: uuid.UUID) -> bool:
+    return bool((await session.execute(select(exists().where(Territory.parent_id == territory_id)))).scalar())
+
+
+async def min_child_rank_kinds(session: AsyncSession, territory_id: uuid.UUID) -> list[str]:
+    return list(
+        (await session.execute(select(Territory.kind).where(Territory.parent_id == territory_id).distinct())).scalars()
+    )
+
+
+async def move_subtree(session: AsyncSession, old_path: str, new_path: str, depth_delta: int) -> None:
+    """Rewrites the paths of every descendant after a change of parent (one UPDATE)."""
+    await session.execute(
+        update(Territory)
+        .where(Territory.path.like(old_path + "%"), Territory.path != old_path)
+        .values(
+            path=literal(new_path) + func.substr(Territory.path, len(old_path) + 1),
+            depth=Territory.depth + depth_delta,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def add(session: AsyncSession, territory: Territory) -> None:
+    session.add(territory)
+
+
+async def delete(session: AsyncSession, territory: Territory) -> None:
+    await session.delete(territory)
+
+
+def row_values(territory: Territory, keys: Sequence[str]) -> list[Any]:
+    return [getattr(territory, k) for k in keys]

@@ -1,0 +1,175 @@
+"""HTTP handlers of /territories."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from app.core.auth import AdminDep, PrincipalDep
+from app.core.idempotency import IdempotencyDep
+from app.core.listing import PageDep
+from app.core.pagination import Page, SortKey, fetch_page, parse_sort, parse_uuid, set_link_header
+from app.core.problems import ValidationFailed, problem_responses
+from app.core.responses import created, model_response
+from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
+from app.db import SessionDep
+from app.territories import repository as repo
+from app.territories import service
+from app.territories.codes import TerritoryKind, fold
+from app.territories.models import Territory
+from app.territories.schemas import TerritoryCreate, TerritoryRead, TerritoryUpdate
+
+router = APIRouter(prefix="/territories", tags=["territories"])
+
+ID_KEY = SortKey("id", Territory.id, parse=parse_uuid)
+SORTS = {"name": SortKey("name", Territory.name_sort)}
+
+
+@router.get(
+    "",
+    summary="List territories",
+    description="Public. `q` searches names (case- and accent-insensitive: `metropole` finds `Métropole`) and "
+    "ranks names that start with it first, then by population. `within` keeps one territory and its whole subtree.",
+    responses=problem_responses(422),
+)
+async def territories_list(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    page: PageDep,
+    kind: TerritoryKind | None = None,
+    code: Annotated[str | None, Query(max_length=16, examples=["69"])] = None,
+    parent_id: uuid.UUID | None = None,
+    within: Annotated[uuid.UUID | None, Query(description="A territory id: it and all its descendants.")] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=100, examples=["metropole de lyon"])] = None,
+    sort: Annotated[
+        str | None, Query(description="`name` or `-name`; default: relevance with `q`, else `name`.")
+    ] = None,
+) -> Page[TerritoryRead]:
+    within_path = None
+    if within is not None:
+        root = await repo.get(session, within)
+        if root is None:
+            raise ValidationFailed("/query/within", "no territory with this id")
+        within_path = root.path
+    q_folded = fold(q) if q else None
+    stmt = repo.list_query(kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded)
+    if q_folded and sort is None:
+        keys = [
+            SortKey("relevance", repo.relevance(q_folded)),
+            SortKey("population", repo.population_key(), desc=True),
+            SortKey("name", Territory.name_sort),
+            ID_KEY,
+        ]
+
+        def values(t: Territory) -> list[object]:
+            starts = 0 if t.name_sort.startswith(q_folded) else 1
+            return [starts, t.population if t.population is not None else -1, t.name_sort, t.id]
+    else:
+        keys = parse_sort(sort, SORTS, "name", ID_KEY)
+
+        def values(t: Territory) -> list[object]:
+            return [t.name_sort, t.id]
+
+    rows, next_cursor, total = await fetch_page(session, stmt, keys, page, row_values=values)
+    set_link_header(request, response, next_cursor)
+    return Page[TerritoryRead](
+        items=[TerritoryRead.model_validate(t) for t in rows], next_cursor=next_cursor, total=total
+    )
+
+
+@router.get(
+    "/{kind}/{code}",
+    response_model=TerritoryRead,
+    summary="Get a territory by its official code",
+    description="E.g. `/territories/departement/69` or `/territories/metropole/200046977`.",
+    responses=problem_responses(404),
+)
+async def territories_get_by_code(
+    request: Request, session: SessionDep, kind: TerritoryKind, code: Annotated[str, Path(max_length=16)]
+) -> Response:
+    territory = await service.get_by_code(session, kind, code)
+    return not_modified(request, territory.version) or model_response(
+        TerritoryRead.model_validate(territory), version=territory.version
+    )
+
+
+@router.get(
+    "/{territory_id}",
+    response_model=TerritoryRead,
+    summary="Get a territory",
+    description="Public. Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
+    responses=problem_responses(404),
+)
+async def territories_get(
+    request: Request, session: SessionDep, principal: PrincipalDep, territory_id: uuid.UUID
+) -> Response:
+    territory = await service.get_visible(session, territory_id, principal)
+    return not_modified(request, territory.version) or model_response(
+        TerritoryRead.model_validate(territory), version=territory.version
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TerritoryRead,
+    summary="Create a territory",
+    description="Admin. The code is checked per kind (INSEE codes; SIREN with its Luhn key for métropoles and "
+    "EPCI); the parent must be of a strictly higher kind.",
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def territories_create(
+    request: Request, session: SessionDep, _admin: AdminDep, idem: IdempotencyDep, body: TerritoryCreate
+) -> Response:
+    async def produce() -> Response:
+        territory = await service.create(session, body)
+        return created(
+            request,
+            TerritoryRead.model_validate(territory),
+            "territories_get",
+            version=territory.version,
+            territory_id=str(territory.id),
+        )
+
+    return await idem.run(produce)
+
+
+@router.patch(
+    "/{territory_id}",
+    response_model=TerritoryRead,
+    summary="Change a territory",
+    description="Admin. JSON Merge Patch (`application/merge-patch+json` or `application/json`). "
+    + IF_MATCH_DOC,
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 428),
+)
+async def territories_update(
+    session: SessionDep,
+    principal: AdminDep,
+    territory_id: uuid.UUID,
+    body: TerritoryUpdate,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    territory = await service.get_visible(session, territory_id, principal)
+    require_if_match(if_match, territory.version)
+    territory = await service.update(session, territory, body)
+    return model_response(TerritoryRead.model_validate(territory), version=territory.version)
+
+
+@router.delete(
+    "/{territory_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a territory",
+    description="Admin. Refused with 409 `territory_in_use` while anything refers to it. " + IF_MATCH_DOC,
+    responses=problem_responses(401, 403, 404, 409, 412, 428),
+)
+async def territories_delete(
+    session: SessionDep, principal: AdminDep, territory_id: uuid.UUID, if_match: IfMatchHeader = None
+) -> Response:
+    territory = await service.get_visible(session, territory_id, principal)
+    require_if_match(if_match, territory.version)
+    await service.delete(session, territory)
+    return Response(status_code=204)

@@ -1,0 +1,70 @@
+"""Territory API models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pydantic import Field
+
+from app.core.schemas import InputModel, PatchModel, ReadModel
+from app.territories.codes import TerritoryKind
+
+CodeField = Field(min_length=2, max_length=9, description="Official code, checked per kind.", examples=["69"])
+NameField = Field(min_length=1, max_length=200, examples=["Rhône"])
+PopulationField = Field(ge=0, le=100_000_000, description="Municipal population (INSEE).", examples=[1_900_000])
+
+
+class TerritoryCreate(InputModel):
+    kind: TerritoryKind
+    code: str = CodeField
+    name: str = NameField
+    parent_id: uuid.UUID | None = Field(default=None, description="A territory of a strictly higher kind.")
+    population: int | None = PopulationField
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"kind": "departement", "code": "69", "name": "Rhône", "population": 1_900_000}]
+        }
+    }
+
+
+class TerritoryUpdate(PatchModel):
+    """Merge patch: `kind` cannot change; a new `code` is checked against the kind."""
+
+    code: str | None = CodeField
+    name: str | None = NameField
+    parent_id: uuid.UUID | None = None
+    population: int | None = PopulationField
+
+    model_config = {"json_schema_extra": {"examples": [{"name": "Métropole de Lyon", "population": 1_411_571}]}}
+
+
+class TerritoryRead(ReadModel):
+    id: uuid.UUID
+    kind: TerritoryKind
+    code: str
+    name: str
+    parent_id: uuid.UUID | None
+    population: int | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    model_config = {
+        "from_attributes": True,
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e",
+                    "kind": "metropole",
+                    "code": "200046977",
+                    "name": "Métropole de Lyon",
+                    "parent_id": "019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d00",
+                    "population": 1_411_571,
+                    "created_at": "2026-11-26T09:30:00Z",
+                    "updated_at": "2026-11-26T09:30:00Z",
+                    "version": 1,
+                }
+            ]
+        },
+    }

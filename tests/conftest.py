@@ -1,0 +1,269 @@
+"""Test fixtures: a database migrated once per run, a rollback per test, an httpx client on the app.
+
+Set TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres to run on PostgreSQL: a fresh
+database is created for the run (one per xdist worker) and dropped at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic import command
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.api_keys import service as api_keys
+from app.api_keys.schemas import ApiKeyCreate
+from app.cli import alembic_config
+from app.config import Settings
+from app.core.auth import Role
+from app.db import make_engine
+from app.main import create_app
+from app.territories import service as territories
+from app.territories.codes import TerritoryKind
+from app.territories.models import Territory
+from app.territories.schemas import TerritoryCreate
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+IS_POSTGRES = bool(TEST_DATABASE_URL and TEST_DATABASE_URL.startswith("postgresql"))
+
+postgres_only = pytest.mark.skipif(not IS_POSTGRES, reason="needs PostgreSQL (TEST_DATABASE_URL)")
+
+
+async def _create_pg_database(admin_url: str, name: str) -> None:
+    engine = make_engine(admin_url)
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await engine.dispose()
+
+
+async def _drop_pg_database(admin_url: str, name: str) -> None:
+    engine = make_engine(admin_url)
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(worker_id: str) -> Iterator[str]:
+    """A new, migrated database for this run (this xdist worker)."""
+    if IS_POSTGRES:
+        assert TEST_DATABASE_URL
+        name = f"cnfs_test_{worker_id}_{uuid.uuid4().hex[:8]}"
+        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        asyncio.run(_create_pg_database(TEST_DATABASE_URL, name))
+        try:
+            command.upgrade(alembic_config(url), "head")
+            yield url
+        finally:
+            asyncio.run(_drop_pg_database(TEST_DATABASE_URL, name))
+    else:
+        with tempfile.TemporaryDirectory(prefix="cnfs-test-") as tmp:
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'test.db'}"
+            command.upgrade(alembic_config(url), "head")
+            yield url
+
+
+@pytest.fixture(scope="session")
+def worker_id(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request.config, "workerinput", {}).get("workerid", "main"))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        secret_key="test-secret",
+        cors_allow_origins=["https://app.example.fr"],
+        log_json=False,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(settings.database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One outer transaction per test, rolled back at the end: tests never see each other's rows."""
+    async with engine.connect() as conn:
+        trans = await conn.begin()
+        try:
+            yield conn
+        finally:
+            await trans.rollback()
+
+
+@pytest.fixture
+def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(
+        bind=connection, expire_on_commit=False, autoflush=False, join_transaction_mode="create_savepoint"
+    )
+
+
+@pytest.fixture
+async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as session:
+        yield session
+        await session.flush()
+
+
+@pytest.fixture
+async def client(app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[httpx.AsyncClient]:
+    """The app, every request of which runs in a savepoint of the test's transaction."""
+    original = app.state.sessionmaker
+    app.state.sessionmaker = sessionmaker
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+    finally:
+        app.state.sessionmaker = original
+
+
+class QueryCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+@pytest.fixture
+def count_queries(connection: AsyncConnection) -> Callable[[], Any]:
+    """`with count_queries() as counter:` counts the SQL statements run on the test connection."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def counting() -> Iterator[QueryCounter]:
+        counter = QueryCounter()
+
+        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
+                counter.statements.append(statement)
+
+        sync_engine = connection.sync_connection.engine if connection.sync_connection else None
+        assert sync_engine is not None
+        event.listen(sync_engine, "before_cursor_execute", before)
+        try:
+            yield counter
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", before)
+
+    return counting
+
+
+# --- data helpers ---------------------------------------------------------------------------------
+
+KeyMaker = Callable[..., Awaitable[str]]
+TerritoryMaker = Callable[..., Awaitable[Territory]]
+
+
+@pytest.fixture
+def make_key(session: AsyncSession) -> KeyMaker:
+    async def make(
+        role: str = "admin",
+        territories: list[Territory] | None = None,
+        counsellor_id: uuid.UUID | None = None,
+        name: str | None = None,
+    ) -> str:
+        created = await api_keys.create(
+            session,
+            ApiKeyCreate(
+                name=name or f"test {role}",
+                role=Role(role),
+                territory_ids=[t.id for t in territories or []],
+                counsellor_id=counsellor_id,
+            ),
+        )
+        await session.flush()
+        return created.key
+
+    return make
+
+
+@pytest.fixture
+async def admin_key(make_key: KeyMaker) -> str:
+    return await make_key("admin")
+
+
+@pytest.fixture
+def admin(admin_key: str) -> dict[str, str]:
+    """Headers of an admin caller."""
+    return {"Authorization": f"Bearer {admin_key}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def make_territory(session: AsyncSession) -> TerritoryMaker:
+    async def make(kind: str, code: str, name: str | None = None, parent: Territory | None = None,
+                   population: int | None = None) -> Territory:
+        territory = await territories.create(
+            session,
+            TerritoryCreate(
+                kind=TerritoryKind(kind),
+                code=code,
+                name=name or f"{kind} {code}",
+                parent_id=parent.id if parent else None,
+                population=population,
+            ),
+        )
+        await session.flush()
+        return territory
+
+    return make
+
+
+class Tree:
+    """Two régions, each with a département and communes: the scoping tests' map."""
+
+    def __init__(self, **nodes: Territory) -> None:
+        self.__dict__.update(nodes)
+
+    def __getattr__(self, name: str) -> Territory:  # pragma: no cover - for mypy
+        raise AttributeError(name)
+
+
+@pytest.fixture
+async def tree(make_territory: TerritoryMaker) -> Tree:
+    ara = await make_territory("region", "84", "Auvergne-Rhône-Alpes")
+    occ = await make_territory("region", "76", "Occitanie")
+    rhone = await make_territory("departement", "69", "Rhône", ara)
+    hg = await make_territory("departement", "31", "Haute-Garonne", occ)
+    lyon_metro = await make_territory("metropole", "200046977", "Métropole de Lyon", ara, 1_400_000)
+    lyon = await make_territory("commune", "69123", "Lyon", lyon_metro, 520_000)
+    villeurbanne = await make_territory("commune", "69266", "Villeurbanne", lyon_metro, 150_000)
+    villefranche = await make_territory("commune", "69264", "Villefranche-sur-Saône", rhone, 36_000)
+    toulouse = await make_territory("commune", "31555", "Toulouse", hg, 500_000)
+    return Tree(
+        ara=ara, occ=occ, rhone=rhone, hg=hg, lyon_metro=lyon_metro, lyon=lyon,
+        villeurbanne=villeurbanne, villefranche=villefranche, toulouse=toulouse,
+    )
