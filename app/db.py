@@ -98,7 +98,8 @@ def make_engine(
     echo: bool = False,
 ) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, pool_timeout=pool_timeout)
+        in_memory = ":memory:" in url or url.rstrip("/").endswith(":")
+        engine = create_async_engine(url, echo=echo, **({} if in_memory else {"pool_timeout": pool_timeout}))
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect(sqlite_busy_timeout_ms))
 
         @event.listens_for(engine.sync_engine, "begin")

@@ -26,16 +26,18 @@ RANK = {
     TerritoryKind.commune: 3,
 }
 
-_REGION = re.compile(r"^\d{2}$")
-_DEPARTEMENT = re.compile(r"^(0[1-9]|1\d|[3-8]\d|9[0-5]|2[1-9]|2A|2B|97[1-6])$")
-_COMMUNE = re.compile(r"^([013-9]\d|2[AB1-9])\d{3}$")
+# ASCII only: for Python's `re`, `\d` also matches Arabic-Indic or full-width digits, which no INSEE code
+# holds. Matched with fullmatch, since `$` would also accept a trailing newline.
+_REGION = re.compile(r"\d{2}", re.ASCII)
+_DEPARTEMENT = re.compile(r"0[1-9]|1\d|2[1-9AB]|[3-8]\d|9[0-5]|97[1-6]", re.ASCII)
+_COMMUNE = re.compile(r"([013-9]\d|2[AB1-9])\d{3}", re.ASCII)
 
 CODE_RULES = {
     TerritoryKind.region: "2 digits (INSEE region code, e.g. 84)",
     TerritoryKind.departement: "01–95 except 20, 2A, 2B or 971–976 (e.g. 69)",
     TerritoryKind.metropole: "a SIREN: 9 digits with a valid Luhn key (e.g. 200046977)",
     TerritoryKind.epci: "a SIREN: 9 digits with a valid Luhn key (e.g. 200046977)",
-    TerritoryKind.commune: "an INSEE commune code, 5 characters (e.g. 69123; a postcode is not a commune code)",
+    TerritoryKind.commune: "an INSEE commune code, 5 characters (e.g. 69123; not a postcode)",
 }
 
 
@@ -43,11 +45,11 @@ def code_error(kind: TerritoryKind, code: str) -> str | None:
     """None when `code` is a valid official code for `kind`, else what it should look like."""
     ok: bool
     if kind is TerritoryKind.region:
-        ok = bool(_REGION.match(code))
+        ok = bool(_REGION.fullmatch(code))
     elif kind is TerritoryKind.departement:
-        ok = bool(_DEPARTEMENT.match(code))
+        ok = bool(_DEPARTEMENT.fullmatch(code))
     elif kind is TerritoryKind.commune:
-        ok = bool(_COMMUNE.match(code))
+        ok = bool(_COMMUNE.fullmatch(code))
     else:
         ok = code.isascii() and code.isdigit() and len(code) == 9 and siren.is_valid(code)
     return None if ok else f"invalid code for a {kind.value}: expected {CODE_RULES[kind]}"

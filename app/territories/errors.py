@@ -1,17 +1,19 @@
-"""Problem types of the territories domain."""
+"""Problem types of the territories domain.
+
+Named after the problem they render, like `NotFound` or `Forbidden` in app.core.problems (hence noqa N818)."""
 
 from app.core.problems import AppError, FieldError
 
 
-class TerritoryExists(AppError):
+class TerritoryExists(AppError):  # noqa: N818
     status, code, title = 409, "territory_exists", "Territory exists"
 
 
-class TerritoryInUse(AppError):
+class TerritoryInUse(AppError):  # noqa: N818
     status, code, title = 409, "territory_in_use", "Territory in use"
 
 
-class InvalidParent(AppError):
+class InvalidParent(AppError):  # noqa: N818
     status, code, title = 422, "invalid_parent", "Invalid parent"
 
     def __init__(self, detail: str) -> None:

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, update
+from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.paths import path_startswith
 from app.territories.models import Territory
+
+# One advisory lock serialises the writes that read or rewrite paths (PostgreSQL only: SQLite's
+# BEGIN IMMEDIATE already serialises every writer).
+_TREE_LOCK_ID = int.from_bytes(hashlib.sha256(b"territories.tree").digest()[:8], "big", signed=True)
 
 
 def visible(principal: Principal) -> ColumnElement[bool]:
-    return principal.path_clause(Territory.path)
+    return principal.path_clause(Territory.path.expression)
 
 
-async def get(session: AsyncSession, territory_id: uuid.UUID, principal: Principal | None = None) -> Territory | None:
+async def lock_tree(session: AsyncSession) -> None:
+    """Taken by every write that reads a parent's path (create under a parent) or rewrites paths (a move).
+
+    Without it, a child created while one of its ancestors moves could keep the ancestor's old path: the
+    move's UPDATE cannot see a row that is not committed yet, and no row lock makes the two transactions
+    meet."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _TREE_LOCK_ID})
+
+
+async def get(
+    session: AsyncSession, territory_id: uuid.UUID, principal: Principal | None = None
+) -> Territory | None:
     stmt = select(Territory).where(Territory.id == territory_id)
     if principal is not None:
         stmt = stmt.where(visible(principal))
@@ -42,7 +59,7 @@ def list_query(
     parent_id: uuid.UUID | None = None,
     within_path: str | None = None,
     q_folded: str | None = None,
-) -> Select[tuple[Territory]]:
+) -> Select[Territory]:
     stmt = select(Territory)
     if kind is not None:
         stmt = stmt.where(Territory.kind == kind)
@@ -51,7 +68,7 @@ def list_query(
     if parent_id is not None:
         stmt = stmt.where(Territory.parent_id == parent_id)
     if within_path is not None:
-        stmt = stmt.where(Territory.path.like(within_path + "%"))
+        stmt = stmt.where(path_startswith(Territory.path, within_path))
     if q_folded:
         escaped = q_folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         stmt = stmt.where(Territory.name_sort.like(f"%{escaped}%", escape="\\"))
@@ -69,27 +86,17 @@ def population_key() -> ColumnElement[int]:
 
 
 async def exists_with_code(session: AsyncSession, kind: str, code: str, exclude_id: uuid.UUID | None) -> bool:
-    stmt = select(exists().where(Territory.kind == kind, Territory.code == code))
+    condition = exists().where(Territory.kind == kind, Territory.code == code)
     if exclude_id is not None:
-        stmt = select(exists().where(Territory.kind == kind, Territory.code == code, Territory.id != exclude_id))
-    return bool((await session.execute(stmt)).scalar())
-
-
-async def has_children(session: AsyncSession, territory_id: uuid.UUID) -> bool:
-    return bool((await session.execute(select(exists().where(Territory.parent_id == territory_id)))).scalar())
-
-
-async def min_child_rank_kinds(session: AsyncSession, territory_id: uuid.UUID) -> list[str]:
-    return list(
-        (await session.execute(select(Territory.kind).where(Territory.parent_id == territory_id).distinct())).scalars()
-    )
+        condition = condition.where(Territory.id != exclude_id)
+    return bool((await session.execute(select(condition))).scalar())
 
 
 async def move_subtree(session: AsyncSession, old_path: str, new_path: str, depth_delta: int) -> None:
     """Rewrites the paths of every descendant after a change of parent (one UPDATE)."""
     await session.execute(
         update(Territory)
-        .where(Territory.path.like(old_path + "%"), Territory.path != old_path)
+        .where(path_startswith(Territory.path, old_path), Territory.path != old_path)
         .values(
             path=literal(new_path) + func.substr(Territory.path, len(old_path) + 1),
             depth=Territory.depth + depth_delta,
@@ -104,7 +111,3 @@ def add(session: AsyncSession, territory: Territory) -> None:
 
 async def delete(session: AsyncSession, territory: Territory) -> None:
     await session.delete(territory)
-
-
-def row_values(territory: Territory, keys: Sequence[str]) -> list[Any]:
-    return [getattr(territory, k) for k in keys]

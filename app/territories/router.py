@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import AfterValidator
 
 from app.core.auth import AdminDep, PrincipalDep
 from app.core.idempotency import IdempotencyDep
@@ -19,20 +20,21 @@ from app.territories import repository as repo
 from app.territories import service
 from app.territories.codes import TerritoryKind, fold
 from app.territories.models import Territory
-from app.territories.schemas import TerritoryCreate, TerritoryRead, TerritoryUpdate
+from app.territories.schemas import TerritoryCreate, TerritoryRead, TerritoryUpdate, printable
 
 router = APIRouter(prefix="/territories", tags=["territories"])
 
-ID_KEY = SortKey("id", Territory.id, parse=parse_uuid)
-SORTS = {"name": SortKey("name", Territory.name_sort)}
+ID_KEY = SortKey("id", Territory.id.expression, parse=parse_uuid)
+SORTS = {"name": SortKey("name", Territory.name_sort.expression)}
 
 
 @router.get(
     "",
     summary="List territories",
-    description="Public. `q` searches names (case- and accent-insensitive: `metropole` finds `Métropole`) and "
-    "ranks names that start with it first, then by population. `within` keeps one territory and its whole subtree.",
-    responses=problem_responses(422),
+    description="Public. `q` searches names (case- and accent-insensitive: `metropole` finds `Métropole`) "
+    "and ranks names that start with it first, then by population. `within` keeps one territory and its "
+    "whole subtree.",
+    responses=problem_responses(401, 422),
 )
 async def territories_list(
     request: Request,
@@ -40,10 +42,16 @@ async def territories_list(
     session: SessionDep,
     page: PageDep,
     kind: TerritoryKind | None = None,
-    code: Annotated[str | None, Query(max_length=16, examples=["69"])] = None,
+    code: Annotated[str | None, Query(max_length=16, examples=["69"]), AfterValidator(printable)] = None,
     parent_id: uuid.UUID | None = None,
-    within: Annotated[uuid.UUID | None, Query(description="A territory id: it and all its descendants.")] = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=100, examples=["metropole de lyon"])] = None,
+    within: Annotated[
+        uuid.UUID | None, Query(description="A territory id: it and all its descendants.")
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, examples=["metropole de lyon"]),
+        AfterValidator(printable),
+    ] = None,
     sort: Annotated[
         str | None, Query(description="`name` or `-name`; default: relevance with `q`, else `name`.")
     ] = None,
@@ -55,12 +63,14 @@ async def territories_list(
             raise ValidationFailed("/query/within", "no territory with this id")
         within_path = root.path
     q_folded = fold(q) if q else None
-    stmt = repo.list_query(kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded)
+    stmt = repo.list_query(
+        kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded
+    )
     if q_folded and sort is None:
         keys = [
             SortKey("relevance", repo.relevance(q_folded)),
             SortKey("population", repo.population_key(), desc=True),
-            SortKey("name", Territory.name_sort),
+            SortKey("name", Territory.name_sort.expression),
             ID_KEY,
         ]
 
@@ -85,10 +95,14 @@ async def territories_list(
     response_model=TerritoryRead,
     summary="Get a territory by its official code",
     description="E.g. `/territories/departement/69` or `/territories/metropole/200046977`.",
-    responses=problem_responses(404),
+    responses=problem_responses(401, 404, 422),
 )
 async def territories_get_by_code(
-    request: Request, session: SessionDep, kind: TerritoryKind, code: Annotated[str, Path(max_length=16)]
+    request: Request,
+    session: SessionDep,
+    _principal: PrincipalDep,
+    kind: TerritoryKind,
+    code: Annotated[str, Path(max_length=16)],
 ) -> Response:
     territory = await service.get_by_code(session, kind, code)
     return not_modified(request, territory.version) or model_response(
@@ -101,7 +115,7 @@ async def territories_get_by_code(
     response_model=TerritoryRead,
     summary="Get a territory",
     description="Public. Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
-    responses=problem_responses(404),
+    responses=problem_responses(401, 404, 422),
 )
 async def territories_get(
     request: Request, session: SessionDep, principal: PrincipalDep, territory_id: uuid.UUID
@@ -117,8 +131,9 @@ async def territories_get(
     status_code=201,
     response_model=TerritoryRead,
     summary="Create a territory",
-    description="Admin. The code is checked per kind (INSEE codes; SIREN with its Luhn key for métropoles and "
-    "EPCI); the parent must be of a strictly higher kind.",
+    description="Admin. The code is checked per kind (INSEE codes; SIREN with its Luhn key for métropoles "
+    "and EPCI); the parent must be of a strictly higher kind (else 422 `invalid_parent`; an unknown parent "
+    "is 422 `unknown_reference`); `(kind, code)` is unique (409 `territory_exists`).",
     responses=problem_responses(401, 403, 409, 422),
 )
 async def territories_create(

@@ -2,41 +2,67 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, Field
 
 from app.core.schemas import InputModel, PatchModel, ReadModel
 from app.territories.codes import TerritoryKind
 
+# Control characters (NUL above all, which PostgreSQL cannot store in text), lone surrogates (not encodable in
+# UTF-8) and line separators have no place in a name or a search: refused here as a 422, they would otherwise
+# fail in the database driver as a 500.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def printable(value: str) -> str:
+    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
+
+
+PrintableText = Annotated[str, AfterValidator(printable)]
+
 CodeField = Field(min_length=2, max_length=9, description="Official code, checked per kind.", examples=["69"])
 NameField = Field(min_length=1, max_length=200, examples=["Rhône"])
-PopulationField = Field(ge=0, le=100_000_000, description="Municipal population (INSEE).", examples=[1_900_000])
+PopulationField = Field(
+    default=None, ge=0, le=100_000_000, description="Municipal population (INSEE).", examples=[1_900_000]
+)
 
 
 class TerritoryCreate(InputModel):
     kind: TerritoryKind
     code: str = CodeField
-    name: str = NameField
+    name: PrintableText = NameField
     parent_id: uuid.UUID | None = Field(default=None, description="A territory of a strictly higher kind.")
     population: int | None = PopulationField
 
-    model_config = {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "examples": [{"kind": "departement", "code": "69", "name": "Rhône", "population": 1_900_000}]
         }
-    }
+    )
 
 
 class TerritoryUpdate(PatchModel):
     """Merge patch: `kind` cannot change; a new `code` is checked against the kind."""
 
-    code: str | None = CodeField
-    name: str | None = NameField
-    parent_id: uuid.UUID | None = None
+    code: str | None = Field(
+        default=None, min_length=2, max_length=9, description="A new official code, checked against the kind."
+    )
+    name: PrintableText | None = Field(default=None, min_length=1, max_length=200, examples=["Rhône"])
+    parent_id: uuid.UUID | None = Field(
+        default=None,
+        description="A territory of a strictly higher kind; `null` makes it a root. Its subtree follows.",
+    )
     population: int | None = PopulationField
 
-    model_config = {"json_schema_extra": {"examples": [{"name": "Métropole de Lyon", "population": 1_411_571}]}}
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Métropole de Lyon", "population": 1_411_571}]}
+    )
 
 
 class TerritoryRead(ReadModel):
@@ -50,9 +76,9 @@ class TerritoryRead(ReadModel):
     updated_at: datetime
     version: int
 
-    model_config = {
-        "from_attributes": True,
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
             "examples": [
                 {
                     "id": "019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e",
@@ -67,4 +93,4 @@ class TerritoryRead(ReadModel):
                 }
             ]
         },
-    }
+    )

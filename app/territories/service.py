@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
-from app.core.problems import NotFound, ValidationFailed
+from app.core.problems import NotFound, UnknownReference, ValidationFailed
 from app.db import new_id
 from app.territories import repository as repo
 from app.territories.codes import RANK, TerritoryKind, code_error, fold
 from app.territories.errors import InvalidParent, TerritoryExists, TerritoryInUse
-from app.territories.models import Territory
+from app.territories.models import NAME_SORT_LENGTH, Territory
 from app.territories.schemas import TerritoryCreate, TerritoryUpdate
+
+
+def _name_sort(name: str) -> str:
+    # Folding can lengthen a name (ß → ss, some ligatures → many letters): cut to the column's size, which
+    # only affects searches for text beyond the 200th folded character.
+    return fold(name)[:NAME_SORT_LENGTH]
 
 
 async def get_visible(session: AsyncSession, territory_id: uuid.UUID, principal: Principal) -> Territory:
@@ -25,13 +33,16 @@ async def get_visible(session: AsyncSession, territory_id: uuid.UUID, principal:
     return territory
 
 
-async def get_in_scope(session: AsyncSession, territory_id: uuid.UUID, principal: Principal) -> Territory | None:
+async def get_in_scope(
+    session: AsyncSession, territory_id: uuid.UUID, principal: Principal
+) -> Territory | None:
     """The territory if it lies in the caller's subtrees (for references in bodies of other domains)."""
     return await repo.get(session, territory_id, principal)
 
 
 async def get_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Territory:
-    territory = await repo.get_by_code(session, kind.value, code)
+    # A code that is not valid for the kind cannot exist: no query (and no odd bytes sent to the database).
+    territory = None if code_error(kind, code) else await repo.get_by_code(session, kind.value, code)
     if territory is None:
         raise NotFound(f"no {kind.value} with code {code}")
     return territory
@@ -43,19 +54,45 @@ def _check_code(kind: TerritoryKind, code: str) -> None:
         raise ValidationFailed("/code", error)
 
 
-async def _resolve_parent(session: AsyncSession, kind: TerritoryKind, parent_id: uuid.UUID | None) -> Territory | None:
+async def _resolve_parent(
+    session: AsyncSession, kind: TerritoryKind, parent_id: uuid.UUID | None
+) -> Territory | None:
     if parent_id is None:
         return None
     parent = await repo.get(session, parent_id)
     if parent is None:
-        raise InvalidParent("no territory with this id")
+        # API.md, "Who sees what": a body's reference to a missing object is `unknown_reference`.
+        raise UnknownReference("/parent_id", "no territory with this id")
     if RANK[TerritoryKind(parent.kind)] >= RANK[kind]:
-        raise InvalidParent(f"a {kind.value} cannot be inside a {parent.kind}: the parent must be of a higher kind")
+        raise InvalidParent(
+            f"a {kind.value} cannot be inside a {parent.kind}: the parent must be of a strictly higher kind"
+        )
     return parent
+
+
+@asynccontextmanager
+async def _writing(
+    session: AsyncSession, kind: TerritoryKind, code: str, exclude_id: uuid.UUID | None
+) -> AsyncIterator[None]:
+    """Applies the block's changes in a savepoint, so that a concurrent write of the same (kind, code) that
+    won the race between our check and our flush is still answered `territory_exists`, not a bare conflict.
+
+    The savepoint opens before the block: `begin_nested` flushes pending changes first, outside of it."""
+    try:
+        async with session.begin_nested():
+            yield
+            await session.flush()
+    except IntegrityError:
+        if await repo.exists_with_code(session, kind.value, code, exclude_id):
+            raise TerritoryExists(f"a {kind.value} with code {code} already exists") from None
+        raise
 
 
 async def create(session: AsyncSession, data: TerritoryCreate) -> Territory:
     _check_code(data.kind, data.code)
+    if data.parent_id is not None:
+        # Before reading the parent's path: a move in flight would otherwise leave this child on the old path.
+        await repo.lock_tree(session)
     parent = await _resolve_parent(session, data.kind, data.parent_id)
     if await repo.exists_with_code(session, data.kind.value, data.code, None):
         raise TerritoryExists(f"a {data.kind.value} with code {data.code} already exists")
@@ -65,14 +102,14 @@ async def create(session: AsyncSession, data: TerritoryCreate) -> Territory:
         kind=data.kind.value,
         code=data.code,
         name=data.name,
-        name_sort=fold(data.name),
+        name_sort=_name_sort(data.name),
         parent_id=parent.id if parent else None,
         path=(parent.path if parent else "/") + f"{territory_id}/",
         depth=(parent.depth + 1) if parent else 0,
         population=data.population,
     )
-    repo.add(session, territory)
-    await session.flush()
+    async with _writing(session, data.kind, data.code, None):
+        repo.add(session, territory)
     return territory
 
 
@@ -84,32 +121,38 @@ async def update(session: AsyncSession, territory: Territory, patch: TerritoryUp
             raise ValidationFailed(f"/{field}", "cannot be null")
     if "code" in changes:
         _check_code(kind, changes["code"])
+    moving = "parent_id" in changes and changes["parent_id"] != territory.parent_id
     new_parent: Territory | None = None
-    if "parent_id" in changes and changes["parent_id"] != territory.parent_id:
+    if moving:
+        await repo.lock_tree(session)
+        # The path was read before the lock: an ancestor may have moved meanwhile (which changes the path
+        # but not the version).
+        await session.refresh(territory, ["path", "depth"])
         new_parent = await _resolve_parent(session, kind, changes["parent_id"])
-    if "code" in changes and changes["code"] != territory.code:
-        if await repo.exists_with_code(session, kind.value, changes["code"], territory.id):
-            raise TerritoryExists(f"a {kind.value} with code {changes['code']} already exists")
-        territory.code = changes["code"]
-    if "name" in changes:
-        territory.name = changes["name"]
-        territory.name_sort = fold(changes["name"])
-    if "population" in changes:
-        territory.population = changes["population"]
-    if "parent_id" in changes and changes["parent_id"] != territory.parent_id:
-        old_path = territory.path
-        new_path = (new_parent.path if new_parent else "/") + f"{territory.id}/"
-        new_depth = (new_parent.depth + 1) if new_parent else 0
-        await repo.move_subtree(session, old_path, new_path, new_depth - territory.depth)
-        territory.parent_id = new_parent.id if new_parent else None
-        territory.path = new_path
-        territory.depth = new_depth
-    await session.flush()
+    code = changes.get("code") or territory.code
+    if code != territory.code and await repo.exists_with_code(session, kind.value, code, territory.id):
+        raise TerritoryExists(f"a {kind.value} with code {code} already exists")
+    async with _writing(session, kind, code, territory.id):
+        if code != territory.code:
+            territory.code = code
+        if "name" in changes:
+            territory.name = changes["name"]
+            territory.name_sort = _name_sort(changes["name"])
+        if "population" in changes:
+            territory.population = changes["population"]
+        if moving:
+            old_path = territory.path
+            new_path = (new_parent.path if new_parent else "/") + f"{territory.id}/"
+            new_depth = (new_parent.depth + 1) if new_parent else 0
+            await repo.move_subtree(session, old_path, new_path, new_depth - territory.depth)
+            territory.parent_id = new_parent.id if new_parent else None
+            territory.path = new_path
+            territory.depth = new_depth
     return territory
 
 
 async def delete(session: AsyncSession, territory: Territory) -> None:
-    """Refused while anything refers to it (children, keys, agreements...): every such foreign key restricts."""
+    """Refused while anything refers to it (children, keys, agreements...): such foreign keys restrict."""
     try:
         async with session.begin_nested():
             await repo.delete(session, territory)

@@ -69,6 +69,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('territories', schema=None) as batch_op:
         batch_op.create_index('ix_territories_name_sort', ['name_sort', 'id'], unique=False)
+        batch_op.create_index('ix_territories_kind_name_sort', ['kind', 'name_sort', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_territories_parent_id'), ['parent_id'], unique=False)
         batch_op.create_index('ix_territories_path', ['path'], unique=False, postgresql_ops={'path': 'text_pattern_ops'})
 
@@ -94,6 +95,7 @@ def downgrade() -> None:
     with op.batch_alter_table('territories', schema=None) as batch_op:
         batch_op.drop_index('ix_territories_path', postgresql_ops={'path': 'text_pattern_ops'})
         batch_op.drop_index(batch_op.f('ix_territories_parent_id'))
+        batch_op.drop_index('ix_territories_kind_name_sort')
         batch_op.drop_index('ix_territories_name_sort')
 
     op.drop_table('territories')

@@ -1,0 +1,166 @@
+"""Benchmark of the territory reads on a France-sized tree, over real HTTP on loopback.
+
+    .venv/bin/python -m bench.bench_territories                      # SQLite in a temporary folder
+    .venv/bin/python -m bench.bench_territories --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench
+    .venv/bin/python -m bench.bench_territories --communes 35000 --requests 300
+
+It builds the tree (18 régions, 101 départements, EPCI, communes) straight into a fresh database, starts
+uvicorn on 127.0.0.1, sends a bounded number of sequential requests per scenario and prints latency
+percentiles. Nothing leaves the machine; the run stops by itself."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import insert, text
+from stdnum import luhn
+
+from app.cli import alembic_config
+from app.db import make_engine, new_id, utcnow
+from app.territories.codes import fold
+from app.territories.models import Territory
+
+DEPARTEMENTS = [f"{n:02d}" for n in range(1, 96) if n != 20] + ["2A", "2B", "971", "972", "973", "974", "976"]
+WORDS = ["Saint", "Sainte", "Mont", "Val", "Bourg", "Villeneuve", "Château", "Pont", "Montagne", "Rivière"]
+
+
+def siren(n: int) -> str:
+    base = f"2{n:07d}"
+    return base + luhn.calc_check_digit(base)
+
+
+async def build_tree(url: str, communes: int) -> dict[str, str]:
+    """Inserts the tree in bulk; returns a few ids and codes the scenarios use."""
+    engine = make_engine(url)
+    rows: list[dict[str, object]] = []
+    now = utcnow()
+
+    def node(kind: str, code: str, name: str, parent: dict[str, object] | None, population: int | None) -> dict[str, object]:
+        ident = new_id()
+        row: dict[str, object] = {
+            "id": ident, "kind": kind, "code": code, "name": name, "name_sort": fold(name),
+            "parent_id": parent["id"] if parent else None,
+            "path": (str(parent["path"]) if parent else "/") + f"{ident}/",
+            "depth": (int(str(parent["depth"])) + 1) if parent else 0,
+            "population": population, "created_at": now, "updated_at": now, "version": 1,
+        }
+        rows.append(row)
+        return row
+
+    regions = [node("region", f"{10 + i:02d}", f"Région {i}", None, None) for i in range(18)]
+    deps = [node("departement", d, f"Département {d}", regions[i % 18], None) for i, d in enumerate(DEPARTEMENTS)]
+    epcis = [node("epci", siren(i), f"Communauté {i}", deps[i % len(deps)], None) for i in range(1200)]
+    for i in range(communes):
+        dep = deps[i % len(deps)]
+        code = f"{dep['code']}{(i // len(deps)) % 1000:03d}" if len(str(dep["code"])) == 2 else f"{dep['code']}{(i // len(deps)) % 100:02d}"
+        name = f"{WORDS[i % len(WORDS)]}-{'é' if i % 3 else 'e'}glise {i}"
+        node("commune", code, name, epcis[i % len(epcis)] if i % 2 else dep, 50 + (i * 7919) % 200_000)
+    async with engine.begin() as conn:
+        seen: set[tuple[object, object]] = set()
+        unique = [r for r in rows if (r["kind"], r["code"]) not in seen and not seen.add((r["kind"], r["code"]))]
+        for start in range(0, len(unique), 2000):
+            await conn.execute(insert(Territory), unique[start : start + 2000])
+        if url.startswith("postgresql"):
+            await conn.execute(text("ANALYZE territories"))
+    await engine.dispose()
+    return {"departement_id": str(deps[68]["id"]), "region_id": str(regions[0]["id"]), "commune_code": "69001"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_scenarios(base: str, requests: int, ids: dict[str, str]) -> list[tuple[str, list[float], int]]:
+    scenarios: list[tuple[str, str]] = [
+        ("list, first page of 50", "/api/v1/territories?limit=50"),
+        ("list communes, 200 per page", "/api/v1/territories?kind=commune&limit=200"),
+        ("within a département (subtree)", f"/api/v1/territories?within={ids['departement_id']}&limit=50"),
+        ("within a région + total", f"/api/v1/territories?within={ids['region_id']}&include_total=true"),
+        ("search q=saint (accent-free)", "/api/v1/territories?q=eglise%201&limit=20"),
+        ("get by kind/code", "/api/v1/territories/departement/69"),
+    ]
+    results = []
+    with httpx.Client(base_url=base, timeout=30) as client:
+        # A deep page: follow cursors 20 times, then time that page.
+        url = "/api/v1/territories?kind=commune&limit=50"
+        for _ in range(20):
+            nxt = client.get(url).json()["next_cursor"]
+            url = f"/api/v1/territories?kind=commune&limit=50&cursor={nxt}"
+        scenarios.append(("list communes, page 21 (keyset)", url))
+        for name, path in scenarios:
+            client.get(path)
+            timings = []
+            status = 0
+            for _ in range(requests):
+                started = time.perf_counter()
+                response = client.get(path)
+                timings.append((time.perf_counter() - started) * 1000)
+                status = response.status_code
+            results.append((name, timings, status))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", help="a fresh database (its territories are replaced); default: SQLite")
+    parser.add_argument("--communes", type=int, default=35_000)
+    parser.add_argument("--requests", type=int, default=200, help="requests per scenario (bounded)")
+    args = parser.parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="cnfs-bench-") as tmp:
+        url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        from alembic import command
+
+        command.downgrade(alembic_config(url), "base") if args.database_url else None
+        command.upgrade(alembic_config(url), "head")
+        started = time.perf_counter()
+        ids = asyncio.run(build_tree(url, args.communes))
+        console.print(f"tree built in {time.perf_counter() - started:.1f}s ({args.communes} communes)")
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", "SECRET_KEY": uuid.uuid4().hex}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--no-access-log", "--log-level", "warning"],
+            env=env,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            results = run_scenarios(base, args.requests, ids)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    table = Table(title=f"territories on {'PostgreSQL' if url.startswith('postgresql') else 'SQLite'}, "
+                  f"{args.requests} sequential requests each, one uvicorn worker")
+    for column in ("scenario", "status", "p50 ms", "p95 ms", "p99 ms", "req/s"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for name, timings, status in results:
+        q = statistics.quantiles(timings, n=100)
+        table.add_row(name, str(status), f"{q[49]:.1f}", f"{q[94]:.1f}", f"{q[98]:.1f}",
+                      f"{1000 / statistics.mean(timings):.0f}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
