@@ -1,14 +1,14 @@
-"""Demo data: real territories and, once the programme domain exists, the programme's launch figures."""
+"""Demo data: real territories and the programme's launch figures (France Relance, Lyon and the Rhône)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.agreements import demo as agreements_demo
 from app.api_keys import repository as api_keys_repo
 from app.api_keys import service as api_keys
 from app.api_keys.schemas import ApiKeyCreate
@@ -35,9 +35,6 @@ TERRITORIES: list[tuple[str, str, str, tuple[str, str] | None]] = [
     ("commune", "31555", "Toulouse", ("metropole", "243100518")),
 ]
 
-# Later domains append loaders here: each receives the session and the territories by (kind, code).
-EXTRA_LOADERS: list[Callable[[AsyncSession, dict[tuple[str, str], Territory]], Awaitable[str]]] = []
-
 
 async def load_territories(session: AsyncSession) -> dict[tuple[str, str], Territory]:
     by_code: dict[tuple[str, str], Territory] = {}
@@ -59,9 +56,7 @@ async def seed(settings: Settings, *, force: bool = False) -> dict[str, Any]:
             count = (await session.execute(select(func.count()).select_from(Territory))).scalar_one()
             if count == 0 or force:
                 by_code = await load_territories(session)
-                summaries = [f"{len(by_code)} territories"]
-                for loader in EXTRA_LOADERS:
-                    summaries.append(await loader(session, by_code))
+                summaries = [f"{len(by_code)} territories", await agreements_demo.load(session, by_code)]
                 result["loaded"] = True
                 result["summary"] = ", ".join(summaries)
             if not await api_keys_repo.any_admin(session):

@@ -1,0 +1,1 @@
+"""Agreements between the State and territories, and their amendments (avenants)."""

@@ -1,0 +1,310 @@
+"""HTTP handlers of /agreements and their amendments."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from app.agreements import repository as repo
+from app.agreements import service
+from app.agreements.models import Agreement, AgreementKind, AgreementStatus, Amendment
+from app.agreements.schemas import (
+    AgreementCreate,
+    AgreementRead,
+    AgreementSign,
+    AgreementTerminate,
+    AgreementUpdate,
+    AmendmentCreate,
+    AmendmentRead,
+)
+from app.core.auth import AdminDep, Principal, Role, require_roles
+from app.core.idempotency import IdempotencyDep
+from app.core.listing import PageDep
+from app.core.pagination import (
+    Page,
+    SortKey,
+    fetch_page,
+    parse_datetime,
+    parse_sort,
+    parse_uuid,
+    set_link_header,
+)
+from app.core.problems import problem_responses
+from app.core.responses import created, model_response
+from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
+from app.db import SessionDep
+
+router = APIRouter(prefix="/agreements", tags=["agreements"])
+
+ReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer))]
+ActionIfMatchHeader = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description='Optional: when sent, the action applies only to that version (stale → 412), e.g. `"2"`.',
+        examples=['"1"'],
+    ),
+]
+
+READERS_DOC = (
+    "Roles: `admin` (everywhere), `territory_manager` and `viewer` (agreements of their territories "
+    "and their descendants; any other is 404). `counsellor` → 403, no key → 401."
+)
+ID_KEY = SortKey("id", Agreement.id, parse=parse_uuid)
+SORTS = {
+    "created_at": SortKey("created_at", Agreement.created_at, parse=parse_datetime),
+    "reference": SortKey("reference", Agreement.reference),
+}
+AMENDMENT_KEYS = [
+    SortKey("created_at", Amendment.created_at, parse=parse_datetime),
+    SortKey("id", Amendment.id, parse=parse_uuid),
+]
+
+
+def _respond(read: AgreementRead) -> Response:
+    return model_response(read, version=read.version)
+
+
+@router.get(
+    "", summary="List agreements", description=READERS_DOC, responses=problem_responses(401, 403, 422)
+)
+async def agreements_list(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: ReaderDep,
+    page: PageDep,
+    programme_id: uuid.UUID | None = None,
+    territory_id: Annotated[
+        uuid.UUID | None, Query(description="Agreements signed with this territory.")
+    ] = None,
+    within: Annotated[
+        uuid.UUID | None, Query(description="A territory id: agreements of it and of its whole subtree.")
+    ] = None,
+    status: AgreementStatus | None = None,
+    kind: AgreementKind | None = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            description="`created_at` or `reference`, `-` to reverse; default `created_at`.",
+            examples=["reference"],
+        ),
+    ] = None,
+) -> Page[AgreementRead]:
+    keys = parse_sort(sort, SORTS, "created_at", ID_KEY)
+    stmt = repo.list_query(
+        principal,
+        programme_id=programme_id,
+        territory_id=territory_id,
+        within_path=await service.subtree_path(session, within, principal),
+        status=status.value if status else None,
+        kind=kind.value if kind else None,
+    )
+
+    def values(a: Agreement) -> list[object]:
+        return [getattr(a, keys[0].name), a.id]
+
+    rows, next_cursor, total = await fetch_page(session, stmt, keys, page, row_values=values)
+    set_link_header(request, response, next_cursor)
+    return Page[AgreementRead](
+        items=await service.read_many(session, rows), next_cursor=next_cursor, total=total
+    )
+
+
+@router.get(
+    "/{agreement_id}",
+    response_model=AgreementRead,
+    summary="Get an agreement",
+    description=READERS_DOC + " Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def agreements_get(
+    request: Request, session: SessionDep, principal: ReaderDep, agreement_id: uuid.UUID
+) -> Response:
+    agreement = await service.get_visible(session, agreement_id, principal)
+    return not_modified(request, agreement.version) or _respond(await service.read(session, agreement))
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AgreementRead,
+    summary="Create an agreement (draft)",
+    description="Admin. The agreement starts as a `draft`, which already reserves its positions and "
+    "subsidy in the programme: past the programme's `positions_target` → 409 "
+    "`programme_positions_exceeded`, past its `budget_cents` → 409 `programme_budget_exceeded`. "
+    "`subsidy_per_position_cents` defaults to the programme's. `reference` is unique within the "
+    "programme (409 `agreement_reference_exists`). An unknown `programme_id` or `territory_id` → 422 "
+    "`unknown_reference`.",
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def agreements_create(
+    request: Request, session: SessionDep, principal: AdminDep, idem: IdempotencyDep, body: AgreementCreate
+) -> Response:
+    async def produce() -> Response:
+        agreement = await service.create(session, body, principal)
+        return created(
+            request,
+            await service.read(session, agreement),
+            "agreements_get",
+            version=agreement.version,
+            agreement_id=str(agreement.id),
+        )
+
+    return await idem.run(produce)
+
+
+@router.patch(
+    "/{agreement_id}",
+    response_model=AgreementRead,
+    summary="Change a draft agreement",
+    description="Admin. JSON Merge Patch (`application/merge-patch+json` or `application/json`), only "
+    "while the agreement is a `draft` (else 409 `agreement_not_editable`: amend a signed agreement "
+    "instead). The programme cannot change. The programme invariants apply as on creation. " + IF_MATCH_DOC,
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 428),
+)
+async def agreements_update(
+    session: SessionDep,
+    principal: AdminDep,
+    agreement_id: uuid.UUID,
+    body: AgreementUpdate,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    agreement, programme = await service.get_for_change(session, agreement_id, principal)
+    require_if_match(if_match, agreement.version)
+    agreement = await service.update(session, agreement, programme, body, principal)
+    return _respond(await service.read(session, agreement))
+
+
+@router.post(
+    "/{agreement_id}/sign",
+    response_model=AgreementRead,
+    summary="Sign an agreement",
+    description="Admin. `draft` → `signed`; from any other status → 409 `invalid_transition`. "
+    "Answers 200 with the agreement.",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
+async def agreements_sign(
+    session: SessionDep,
+    principal: AdminDep,
+    idem: IdempotencyDep,
+    agreement_id: uuid.UUID,
+    body: AgreementSign,
+    if_match: ActionIfMatchHeader = None,
+) -> Response:
+    async def produce() -> Response:
+        agreement, _programme = await service.get_for_change(session, agreement_id, principal)
+        if if_match is not None:
+            require_if_match(if_match, agreement.version)
+        agreement = await service.sign(session, agreement, body)
+        return _respond(await service.read(session, agreement))
+
+    return await idem.run(produce)
+
+
+@router.post(
+    "/{agreement_id}/terminate",
+    response_model=AgreementRead,
+    summary="Terminate an agreement",
+    description="Admin. `draft` or `signed` → `terminated`: its positions and subsidy no longer count in the "
+    "programme. Already terminated → 409 `invalid_transition`; with an occupied position → 409 "
+    "`agreement_has_occupied_positions`; `terminated_on` before `signed_on` → 422. "
+    "Answers 200 with the agreement.",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
+async def agreements_terminate(
+    session: SessionDep,
+    principal: AdminDep,
+    idem: IdempotencyDep,
+    agreement_id: uuid.UUID,
+    body: AgreementTerminate,
+    if_match: ActionIfMatchHeader = None,
+) -> Response:
+    async def produce() -> Response:
+        agreement, programme = await service.get_for_change(session, agreement_id, principal)
+        if if_match is not None:
+            require_if_match(if_match, agreement.version)
+        agreement = await service.terminate(session, agreement, programme, body)
+        return _respond(await service.read(session, agreement))
+
+    return await idem.run(produce)
+
+
+@router.get(
+    "/{agreement_id}/amendments",
+    summary="List an agreement's amendments",
+    description=READERS_DOC + " The history, oldest first.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def agreements_amendments_list(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: ReaderDep,
+    page: PageDep,
+    agreement_id: uuid.UUID,
+) -> Page[AmendmentRead]:
+    agreement = await service.get_visible(session, agreement_id, principal)
+    rows, next_cursor, total = await fetch_page(
+        session,
+        repo.amendments_query(agreement.id),
+        AMENDMENT_KEYS,
+        page,
+        row_values=lambda a: [a.created_at, a.id],
+    )
+    set_link_header(request, response, next_cursor)
+    return Page[AmendmentRead](
+        items=[AmendmentRead.model_validate(a) for a in rows], next_cursor=next_cursor, total=total
+    )
+
+
+@router.post(
+    "/{agreement_id}/amendments",
+    status_code=201,
+    response_model=AmendmentRead,
+    summary="Amend a signed agreement",
+    description="Admin. Adds or withdraws positions of a `signed` agreement "
+    "(else 409 `agreement_not_signed`), "
+    "atomically with its `positions_granted` and subsidy, and keeps the record with the figures before and "
+    "after. Adding past the programme's target or budget → 409 `programme_positions_exceeded` / "
+    "`programme_budget_exceeded`; withdrawing below the open positions → 409 `positions_below_allocated`. "
+    "`reason` is a value of the `amendment_reasons` referential; `autre` needs `reason_detail`.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def agreements_amendments_create(
+    request: Request,
+    session: SessionDep,
+    principal: AdminDep,
+    idem: IdempotencyDep,
+    agreement_id: uuid.UUID,
+    body: AmendmentCreate,
+) -> Response:
+    async def produce() -> Response:
+        agreement, programme = await service.get_for_change(session, agreement_id, principal)
+        amendment = await service.amend(session, agreement, programme, body)
+        return created(
+            request,
+            AmendmentRead.model_validate(amendment),
+            "agreements_amendments_get",
+            agreement_id=str(agreement.id),
+            amendment_id=str(amendment.id),
+        )
+
+    return await idem.run(produce)
+
+
+@router.get(
+    "/{agreement_id}/amendments/{amendment_id}",
+    response_model=AmendmentRead,
+    summary="Get an amendment",
+    description=READERS_DOC + " Amendments are immutable.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def agreements_amendments_get(
+    session: SessionDep, principal: ReaderDep, agreement_id: uuid.UUID, amendment_id: uuid.UUID
+) -> AmendmentRead:
+    return AmendmentRead.model_validate(
+        await service.get_amendment(session, agreement_id, amendment_id, principal)
+    )

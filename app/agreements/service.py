@@ -1,0 +1,334 @@
+"""Rules of the agreements domain: the draft → signed → terminated life cycle, amendments, and the
+programme invariants (positions target and budget), checked under the programme's row lock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.agreements import repository as repo
+from app.agreements.errors import (
+    AgreementHasOccupiedPositions,
+    AgreementNotEditable,
+    AgreementNotSigned,
+    AgreementReferenceExists,
+    InvalidTransition,
+    PositionsBelowAllocated,
+    ProgrammeBudgetExceeded,
+    ProgrammePositionsExceeded,
+)
+from app.agreements.models import Agreement, AgreementStatus, Amendment, AmendmentKind, subsidy_total
+from app.agreements.schemas import (
+    AgreementCreate,
+    AgreementRead,
+    AgreementSign,
+    AgreementTerminate,
+    AgreementUpdate,
+    AmendmentCreate,
+)
+from app.core.auth import Principal
+from app.core.problems import NotFound, UnknownReference, ValidationFailed
+from app.db import utcnow
+from app.programmes import service as programmes
+from app.programmes.models import Programme
+from app.referentials.data import AmendmentReason
+from app.territories import service as territories
+
+
+@dataclass(frozen=True)
+class PositionCounts:
+    open: int = 0
+    occupied: int = 0
+
+
+async def position_counts(
+    session: AsyncSession, agreement_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, PositionCounts]:
+    """Open and occupied positions per agreement, for a whole page at once. Every read model and every
+    rule that counts an agreement's positions takes its numbers from here."""
+    return {agreement_id: PositionCounts() for agreement_id in agreement_ids}
+
+
+def to_read(agreement: Agreement, counts: PositionCounts) -> AgreementRead:
+    return AgreementRead(
+        id=agreement.id,
+        programme_id=agreement.programme_id,
+        territory_id=agreement.territory_id,
+        kind=agreement.kind,
+        reference=agreement.reference,
+        status=agreement.status,
+        positions_granted=agreement.positions_granted,
+        subsidy_per_position_cents=agreement.subsidy_per_position_cents,
+        subsidy_total_cents=agreement.subsidy_total_cents,
+        signed_on=agreement.signed_on,
+        starts_on=agreement.starts_on,
+        ends_on=agreement.ends_on,
+        terminated_on=agreement.terminated_on,
+        termination_reason=agreement.termination_reason,
+        positions_open=counts.open,
+        positions_occupied=counts.occupied,
+        created_at=agreement.created_at,
+        updated_at=agreement.updated_at,
+        version=agreement.version,
+    )
+
+
+async def read(session: AsyncSession, agreement: Agreement) -> AgreementRead:
+    return to_read(agreement, (await position_counts(session, [agreement.id]))[agreement.id])
+
+
+async def read_many(session: AsyncSession, agreements: Sequence[Agreement]) -> list[AgreementRead]:
+    counts = await position_counts(session, [a.id for a in agreements])
+    return [to_read(a, counts[a.id]) for a in agreements]
+
+
+async def get_visible(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Agreement:
+    """404 alike for an agreement that does not exist and one outside the caller's territories."""
+    agreement = await repo.get(session, agreement_id, principal)
+    if agreement is None:
+        raise NotFound("no agreement with this id")
+    return agreement
+
+
+async def get_for_change(
+    session: AsyncSession, agreement_id: uuid.UUID, principal: Principal
+) -> tuple[Agreement, Programme]:
+    """The agreement and its programme, both locked, the programme first.
+
+    Every write to agreements takes the locks in this order, so two writers never wait on each other
+    crosswise; the agreement is read again after the programme lock so that its state is the latest."""
+    agreement = await get_visible(session, agreement_id, principal)
+    programme = await programmes.get_for_update(session, agreement.programme_id)
+    locked = await repo.get(session, agreement_id, principal, for_update=True)
+    if locked is None:
+        raise NotFound("no agreement with this id")
+    return locked, programme
+
+
+async def subtree_path(session: AsyncSession, within: uuid.UUID | None, principal: Principal) -> str | None:
+    """The materialised path of a `within` filter's territory (422 when there is no such territory).
+
+    Territories are public, so any of them may root the filter; the caller's scope still applies to
+    the rows."""
+    if within is None:
+        return None
+    try:
+        territory = await territories.get_visible(session, within, principal)
+    except NotFound as exc:
+        raise ValidationFailed("/query/within", "no territory with this id") from exc
+    return territory.path
+
+
+def _check_dates(starts_on: date, ends_on: date | None) -> None:
+    if ends_on is not None and ends_on < starts_on:
+        raise ValidationFailed("/ends_on", "must be on or after starts_on")
+
+
+async def _check_territory(session: AsyncSession, territory_id: uuid.UUID, principal: Principal) -> None:
+    if await territories.get_in_scope(session, territory_id, principal) is None:
+        raise UnknownReference("/territory_id", "no territory with this id")
+
+
+async def _check_room(
+    session: AsyncSession, programme: Programme, *, positions: int, subsidy_cents: int
+) -> None:
+    """Refuses a change that would take the programme's live agreements past its target or its budget.
+
+    `positions` and `subsidy_cents` are what the change adds to the programme's totals (negative when it
+    frees some); a dimension that does not grow is not checked. The caller holds the programme's lock."""
+    held = await programmes.committed(session, programme.id)
+    if positions > 0 and held.positions + positions > programme.positions_target:
+        available = max(programme.positions_target - held.positions, 0)
+        raise ProgrammePositionsExceeded(
+            f"the programme has {available} of its {programme.positions_target} positions left; "
+            f"this change needs {positions}",
+            extra={"positions_available": available},
+        )
+    if subsidy_cents > 0 and held.subsidy_cents + subsidy_cents > programme.budget_cents:
+        available = max(programme.budget_cents - held.subsidy_cents, 0)
+        raise ProgrammeBudgetExceeded(
+            f"the programme has {available} cents of its budget left; this change needs {subsidy_cents}",
+            extra={"budget_available_cents": available},
+        )
+
+
+async def _check_reference(
+    session: AsyncSession, programme_id: uuid.UUID, reference: str, exclude_id: uuid.UUID | None
+) -> None:
+    if await repo.exists_with_reference(session, programme_id, reference, exclude_id):
+        raise AgreementReferenceExists(f"the programme already has an agreement with reference {reference}")
+
+
+async def create(session: AsyncSession, data: AgreementCreate, principal: Principal) -> Agreement:
+    """A new draft. A draft already reserves its positions and subsidy in the programme."""
+    _check_dates(data.starts_on, data.ends_on)
+    programme = await programmes.find_for_update(session, data.programme_id)
+    if programme is None:
+        raise UnknownReference("/programme_id", "no programme with this id")
+    await _check_territory(session, data.territory_id, principal)
+    await _check_reference(session, programme.id, data.reference, None)
+    per_position = (
+        data.subsidy_per_position_cents
+        if data.subsidy_per_position_cents is not None
+        else programme.subsidy_per_position_cents
+    )
+    await _check_room(
+        session,
+        programme,
+        positions=data.positions_granted,
+        subsidy_cents=subsidy_total(data.positions_granted, per_position),
+    )
+    agreement = Agreement(
+        programme_id=programme.id,
+        territory_id=data.territory_id,
+        kind=data.kind.value,
+        reference=data.reference,
+        status=AgreementStatus.draft.value,
+        positions_granted=data.positions_granted,
+        subsidy_per_position_cents=per_position,
+        starts_on=data.starts_on,
+        ends_on=data.ends_on,
+    )
+    repo.add(session, agreement)
+    programmes.totals_changed(programme)
+    await session.flush()
+    return agreement
+
+
+_NOT_NULL = (
+    "territory_id",
+    "kind",
+    "reference",
+    "positions_granted",
+    "subsidy_per_position_cents",
+    "starts_on",
+)
+
+
+async def update(
+    session: AsyncSession,
+    agreement: Agreement,
+    programme: Programme,
+    patch: AgreementUpdate,
+    principal: Principal,
+) -> Agreement:
+    """Changes a draft; `agreement` and `programme` come from `get_for_change`."""
+    changes = patch.changes()
+    for field in _NOT_NULL:
+        if field in changes and changes[field] is None:
+            raise ValidationFailed(f"/{field}", "cannot be null")
+    _check_dates(changes.get("starts_on", agreement.starts_on), changes.get("ends_on", agreement.ends_on))
+    if "territory_id" in changes and changes["territory_id"] != agreement.territory_id:
+        await _check_territory(session, changes["territory_id"], principal)
+    if agreement.status != AgreementStatus.draft:
+        raise AgreementNotEditable(f"a {agreement.status} agreement cannot be changed; amend a signed one")
+    if "reference" in changes and changes["reference"] != agreement.reference:
+        await _check_reference(session, programme.id, changes["reference"], agreement.id)
+    positions = changes.get("positions_granted", agreement.positions_granted)
+    per_position = changes.get("subsidy_per_position_cents", agreement.subsidy_per_position_cents)
+    await _check_positions_cover_open(session, agreement, positions)
+    await _check_room(
+        session,
+        programme,
+        positions=positions - agreement.positions_granted,
+        subsidy_cents=subsidy_total(positions, per_position) - agreement.subsidy_total_cents,
+    )
+    if positions != agreement.positions_granted or per_position != agreement.subsidy_per_position_cents:
+        programmes.totals_changed(programme)
+    for field, value in changes.items():
+        setattr(agreement, field, value)
+    await session.flush()
+    return agreement
+
+
+async def _check_positions_cover_open(session: AsyncSession, agreement: Agreement, positions: int) -> None:
+    open_positions = (await position_counts(session, [agreement.id]))[agreement.id].open
+    if positions < open_positions or positions < 0:
+        raise PositionsBelowAllocated(
+            f"the agreement has {open_positions} open positions and must grant at least as many; "
+            f"this change would leave it {positions}",
+            extra={"positions_open": open_positions},
+        )
+
+
+async def sign(session: AsyncSession, agreement: Agreement, data: AgreementSign) -> Agreement:
+    """draft → signed. The positions were reserved by the draft, so the programme's totals do not move."""
+    if agreement.status != AgreementStatus.draft:
+        raise InvalidTransition(f"only a draft can be signed; this agreement is {agreement.status}")
+    agreement.status = AgreementStatus.signed.value
+    agreement.signed_on = data.signed_on
+    await session.flush()
+    return agreement
+
+
+async def terminate(
+    session: AsyncSession, agreement: Agreement, programme: Programme, data: AgreementTerminate
+) -> Agreement:
+    """draft or signed → terminated: the agreement frees its positions and subsidy in the programme."""
+    if agreement.status == AgreementStatus.terminated:
+        raise InvalidTransition("this agreement is already terminated")
+    if agreement.signed_on is not None and data.terminated_on < agreement.signed_on:
+        raise ValidationFailed("/terminated_on", "must be on or after signed_on")
+    occupied = (await position_counts(session, [agreement.id]))[agreement.id].occupied
+    if occupied:
+        raise AgreementHasOccupiedPositions(
+            f"{occupied} positions of this agreement are occupied: end their assignments first",
+            extra={"positions_occupied": occupied},
+        )
+    agreement.status = AgreementStatus.terminated.value
+    agreement.terminated_on = data.terminated_on
+    agreement.termination_reason = data.reason
+    programmes.totals_changed(programme)
+    await session.flush()
+    return agreement
+
+
+async def amend(
+    session: AsyncSession, agreement: Agreement, programme: Programme, data: AmendmentCreate
+) -> Amendment:
+    """Adds or withdraws positions of a signed agreement, and keeps the record with the figures before and
+    after; `agreement` and `programme` come from `get_for_change`."""
+    if data.reason is AmendmentReason.autre and not data.reason_detail:
+        raise ValidationFailed("/reason_detail", "required when reason is autre")
+    if agreement.status != AgreementStatus.signed or agreement.signed_on is None:
+        raise AgreementNotSigned(f"only a signed agreement can be amended; this one is {agreement.status}")
+    if data.effective_on < agreement.signed_on:
+        raise ValidationFailed("/effective_on", "must be on or after the agreement's signed_on")
+    before = agreement.positions_granted
+    delta = data.positions if data.kind is AmendmentKind.add_positions else -data.positions
+    after = before + delta
+    await _check_positions_cover_open(session, agreement, after)
+    per_position = agreement.subsidy_per_position_cents
+    await _check_room(session, programme, positions=delta, subsidy_cents=subsidy_total(delta, per_position))
+    amendment = Amendment(
+        agreement_id=agreement.id,
+        kind=data.kind.value,
+        positions=data.positions,
+        reason=data.reason.value,
+        reason_detail=data.reason_detail,
+        effective_on=data.effective_on,
+        positions_before=before,
+        positions_after=after,
+        subsidy_total_before_cents=subsidy_total(before, per_position),
+        subsidy_total_after_cents=subsidy_total(after, per_position),
+        created_at=utcnow(),
+    )
+    repo.add(session, amendment)
+    agreement.positions_granted = after
+    programmes.totals_changed(programme)
+    await session.flush()
+    return amendment
+
+
+async def get_amendment(
+    session: AsyncSession, agreement_id: uuid.UUID, amendment_id: uuid.UUID, principal: Principal
+) -> Amendment:
+    agreement = await get_visible(session, agreement_id, principal)
+    amendment = await repo.get_amendment(session, agreement.id, amendment_id)
+    if amendment is None:
+        raise NotFound("no amendment with this id on this agreement")
+    return amendment
