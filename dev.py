@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Bootstrap for a machine with only Python 3.11+: installs the locked dependencies into .venv, then runs.
 
-    python3 dev.py serve    # install, migrate, load demo data, serve on http://127.0.0.1:8000 (Swagger: /docs)
-    python3 dev.py test     # install, then run the whole test suite (extra arguments go to pytest)
-    python3 dev.py lint     # ruff + mypy
-    python3 dev.py lock     # re-resolve requirements*.lock from pyproject.toml
+python3 dev.py serve    # install, migrate, load demo data, serve on http://127.0.0.1:8000 (Swagger: /docs)
+python3 dev.py test     # install, then run the whole test suite (extra arguments go to pytest)
+python3 dev.py lint     # ruff + mypy
+python3 dev.py lock     # re-resolve requirements*.lock from pyproject.toml
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _run(*args: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def ensure_venv(dev: bool) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may be started by an older python3
         sys.exit("cnfs-api needs Python 3.11 or newer")
     lock = ROOT / ("requirements-dev.lock" if dev else "requirements.lock")
     stamp_text = hashlib.sha256(lock.read_bytes() + (ROOT / "pyproject.toml").read_bytes()).hexdigest()

@@ -103,8 +103,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(envvar="WEB_CONCURRENCY", help="Worker processes.")] = 1,
-    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
-    demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Load demo data into an empty database.")] = True,
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
+    ] = True,
+    demo: Annotated[
+        bool, typer.Option("--demo/--no-demo", help="Load demo data into an empty database.")
+    ] = True,
 ) -> None:
     """Serve the API (migrations applied, demo data loaded into an empty database)."""
     import uvicorn
@@ -116,7 +120,9 @@ def serve(
         run_migrations(settings)
     if demo:
         _report_seed(asyncio.run(seed(settings, force=False)))
-    console.print(f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)")
+    console.print(
+        f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)"
+    )
     uvicorn.run(
         "app.main:create_app",
         factory=True,

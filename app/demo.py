@@ -81,7 +81,9 @@ async def create_key(
         async with make_sessionmaker(engine)() as session:
             created = await api_keys.create(
                 session,
-                ApiKeyCreate(name=name, role=Role(role), territory_ids=territory_ids, counsellor_id=counsellor_id),
+                ApiKeyCreate(
+                    name=name, role=Role(role), territory_ids=territory_ids, counsellor_id=counsellor_id
+                ),
             )
             await session.commit()
             return created.key

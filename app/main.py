@@ -13,14 +13,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from app.api import api_router
 from app.config import Settings, get_settings
 from app.core.logging import configure_logging
-from app.core.middleware import ErrorAndAccessLogMiddleware, valid_request_id
+from app.core.middleware import BodyLimitMiddleware, ErrorAndAccessLogMiddleware, valid_request_id
 from app.core.pagination import Cursors
-from app.core.problems import install_problem_handlers
+from app.core.problems import document_problems, install_problem_handlers
 from app.db import make_engine, make_sessionmaker
 from app.ops.router import router as ops_router
 
@@ -48,8 +47,14 @@ agreements and amendments, positions, counsellors, workshops, statistics.
 """
 
 TAGS = [
-    {"name": "territories", "description": "Régions, départements, métropoles, EPCI and communes, as one tree."},
-    {"name": "programmes", "description": "Funding envelopes: positions target, budget, subsidy per position."},
+    {
+        "name": "territories",
+        "description": "Régions, départements, métropoles, EPCI and communes, as one tree.",
+    },
+    {
+        "name": "programmes",
+        "description": "Funding envelopes: positions target, budget, subsidy per position.",
+    },
     {"name": "agreements", "description": "State ↔ territory agreements and their amendments (avenants)."},
     {"name": "referentials", "description": "Reference lists with French labels."},
     {"name": "access", "description": "API keys and the caller's identity."},
@@ -101,15 +106,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app, include_in_schema=True, tags=["operations"], operation_id="ops_metrics"
     )
 
-    # Added innermost first: errors → body limit → CORS → request id (outermost).
+    # Added innermost first: body limit → errors and access log → CORS → request id (outermost), so that a
+    # refused body is logged and every answer, 413 and 500 included, carries CORS headers and X-Request-ID.
+    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(ErrorAndAccessLogMiddleware)
-    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
-                       "X-Request-ID", "X-Cancel-Token"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "If-Match",
+            "If-None-Match",
+            "Idempotency-Key",
+            "X-Request-ID",
+            "X-Cancel-Token",
+        ],
         expose_headers=EXPOSED_HEADERS,
     )
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id)
@@ -126,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tags=app.openapi_tags,
         )
         schema["servers"] = [{"url": "/"}]
+        document_problems(schema, api_prefix=api_router.prefix)
         app.openapi_schema = schema
         return schema
 

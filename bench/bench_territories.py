@@ -48,35 +48,56 @@ async def build_tree(url: str, communes: int) -> dict[str, str]:
     rows: list[dict[str, object]] = []
     now = utcnow()
 
-    def node(kind: str, code: str, name: str, parent: dict[str, object] | None, population: int | None) -> dict[str, object]:
+    def node(
+        kind: str, code: str, name: str, parent: dict[str, object] | None, population: int | None
+    ) -> dict[str, object]:
         ident = new_id()
         row: dict[str, object] = {
-            "id": ident, "kind": kind, "code": code, "name": name, "name_sort": fold(name),
+            "id": ident,
+            "kind": kind,
+            "code": code,
+            "name": name,
+            "name_sort": fold(name),
             "parent_id": parent["id"] if parent else None,
             "path": (str(parent["path"]) if parent else "/") + f"{ident}/",
             "depth": (int(str(parent["depth"])) + 1) if parent else 0,
-            "population": population, "created_at": now, "updated_at": now, "version": 1,
+            "population": population,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
         }
         rows.append(row)
         return row
 
     regions = [node("region", f"{10 + i:02d}", f"Région {i}", None, None) for i in range(18)]
-    deps = [node("departement", d, f"Département {d}", regions[i % 18], None) for i, d in enumerate(DEPARTEMENTS)]
+    deps = [
+        node("departement", d, f"Département {d}", regions[i % 18], None) for i, d in enumerate(DEPARTEMENTS)
+    ]
     epcis = [node("epci", siren(i), f"Communauté {i}", deps[i % len(deps)], None) for i in range(1200)]
     for i in range(communes):
         dep = deps[i % len(deps)]
-        code = f"{dep['code']}{(i // len(deps)) % 1000:03d}" if len(str(dep["code"])) == 2 else f"{dep['code']}{(i // len(deps)) % 100:02d}"
+        code = (
+            f"{dep['code']}{(i // len(deps)) % 1000:03d}"
+            if len(str(dep["code"])) == 2
+            else f"{dep['code']}{(i // len(deps)) % 100:02d}"
+        )
         name = f"{WORDS[i % len(WORDS)]}-{'é' if i % 3 else 'e'}glise {i}"
         node("commune", code, name, epcis[i % len(epcis)] if i % 2 else dep, 50 + (i * 7919) % 200_000)
     async with engine.begin() as conn:
         seen: set[tuple[object, object]] = set()
-        unique = [r for r in rows if (r["kind"], r["code"]) not in seen and not seen.add((r["kind"], r["code"]))]
+        unique = [
+            r for r in rows if (r["kind"], r["code"]) not in seen and not seen.add((r["kind"], r["code"]))
+        ]
         for start in range(0, len(unique), 2000):
             await conn.execute(insert(Territory), unique[start : start + 2000])
         if url.startswith("postgresql"):
             await conn.execute(text("ANALYZE territories"))
     await engine.dispose()
-    return {"departement_id": str(deps[68]["id"]), "region_id": str(regions[0]["id"]), "commune_code": "69001"}
+    return {
+        "departement_id": str(deps[68]["id"]),
+        "region_id": str(regions[0]["id"]),
+        "commune_code": "69001",
+    }
 
 
 def free_port() -> int:
@@ -116,8 +137,12 @@ def run_scenarios(base: str, requests: int, ids: dict[str, str]) -> list[tuple[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", help="a fresh database (its territories are replaced); default: SQLite")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--database-url", help="a fresh database (its territories are replaced); default: SQLite"
+    )
     parser.add_argument("--communes", type=int, default=35_000)
     parser.add_argument("--requests", type=int, default=200, help="requests per scenario (bounded)")
     args = parser.parse_args()
@@ -134,8 +159,20 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", "SECRET_KEY": uuid.uuid4().hex}
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--no-access-log", "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
             env=env,
         )
         try:
@@ -151,14 +188,22 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=10)
-    table = Table(title=f"territories on {'PostgreSQL' if url.startswith('postgresql') else 'SQLite'}, "
-                  f"{args.requests} sequential requests each, one uvicorn worker")
+    table = Table(
+        title=f"territories on {'PostgreSQL' if url.startswith('postgresql') else 'SQLite'}, "
+        f"{args.requests} sequential requests each, one uvicorn worker"
+    )
     for column in ("scenario", "status", "p50 ms", "p95 ms", "p99 ms", "req/s"):
         table.add_column(column, justify="left" if column == "scenario" else "right")
     for name, timings, status in results:
         q = statistics.quantiles(timings, n=100)
-        table.add_row(name, str(status), f"{q[49]:.1f}", f"{q[94]:.1f}", f"{q[98]:.1f}",
-                      f"{1000 / statistics.mean(timings):.0f}")
+        table.add_row(
+            name,
+            str(status),
+            f"{q[49]:.1f}",
+            f"{q[94]:.1f}",
+            f"{q[98]:.1f}",
+            f"{1000 / statistics.mean(timings):.0f}",
+        )
     console.print(table)
 
 

@@ -133,7 +133,9 @@ async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterat
 
 
 @pytest.fixture
-async def client(app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
     """The app, every request of which runs in a savepoint of the test's transaction."""
     original = app.state.sessionmaker
     app.state.sessionmaker = sessionmaker
@@ -224,8 +226,13 @@ def bearer(key: str) -> dict[str, str]:
 
 @pytest.fixture
 def make_territory(session: AsyncSession) -> TerritoryMaker:
-    async def make(kind: str, code: str, name: str | None = None, parent: Territory | None = None,
-                   population: int | None = None) -> Territory:
+    async def make(
+        kind: str,
+        code: str,
+        name: str | None = None,
+        parent: Territory | None = None,
+        population: int | None = None,
+    ) -> Territory:
         territory = await territories.create(
             session,
             TerritoryCreate(
@@ -264,6 +271,13 @@ async def tree(make_territory: TerritoryMaker) -> Tree:
     villefranche = await make_territory("commune", "69264", "Villefranche-sur-Saône", rhone, 36_000)
     toulouse = await make_territory("commune", "31555", "Toulouse", hg, 500_000)
     return Tree(
-        ara=ara, occ=occ, rhone=rhone, hg=hg, lyon_metro=lyon_metro, lyon=lyon,
-        villeurbanne=villeurbanne, villefranche=villefranche, toulouse=toulouse,
+        ara=ara,
+        occ=occ,
+        rhone=rhone,
+        hg=hg,
+        lyon_metro=lyon_metro,
+        lyon=lyon,
+        villeurbanne=villeurbanne,
+        villefranche=villefranche,
+        toulouse=toulouse,
     )

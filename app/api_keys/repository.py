@@ -11,7 +11,7 @@ from sqlalchemy.orm import selectinload
 from app.api_keys.models import ApiKey
 
 
-def list_query(role: str | None, include_revoked: bool) -> Select[tuple[ApiKey]]:
+def list_query(role: str | None, include_revoked: bool) -> Select[ApiKey]:
     stmt = select(ApiKey).options(selectinload(ApiKey.territories))
     if role is not None:
         stmt = stmt.where(ApiKey.role == role)

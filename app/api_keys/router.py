@@ -28,7 +28,8 @@ me_router = APIRouter(tags=["access"])
     status_code=201,
     response_model=ApiKeyCreated,
     summary="Create an API key",
-    description="Admin. The secret (`cnfs_...`) is in `key`, shown only in this response; only its hash is kept.",
+    description="Admin. The secret (`cnfs_...`) is in `key`, shown only in this response; only its hash "
+    "is kept.",
     responses=problem_responses(401, 403, 422),
 )
 async def api_keys_create(
@@ -41,7 +42,9 @@ async def api_keys_create(
     return await idem.run(produce)
 
 
-@router.get("", summary="List API keys", description="Admin. Newest first.", responses=problem_responses(401, 403))
+@router.get(
+    "", summary="List API keys", description="Admin. Newest first.", responses=problem_responses(401, 403)
+)
 async def api_keys_list(
     request: Request,
     response: Response,

@@ -5,23 +5,27 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from app.core.auth import Role
-from app.core.schemas import InputModel, ReadModel
+from app.core.schemas import InputModel, ReadModel, Timestamp
 
 
 class ApiKeyCreate(InputModel):
     name: str = Field(min_length=1, max_length=120, examples=["SIRH Métropole de Lyon"])
     role: Role = Field(description="admin, territory_manager, counsellor or viewer.")
     territory_ids: list[uuid.UUID] = Field(
-        default_factory=list, max_length=100, description="Required except for admin: the key's scope (subtrees)."
+        default_factory=list,
+        max_length=100,
+        description="Required except for admin: the key's scope (subtrees).",
     )
     counsellor_id: uuid.UUID | None = Field(default=None, description="Required for the counsellor role.")
-    expires_at: datetime | None = Field(default=None, description="After this instant the key is refused.")
+    expires_at: Timestamp | None = Field(
+        default=None, description="After this instant the key is refused (RFC 3339, with an offset)."
+    )
 
-    model_config = {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "examples": [
                 {
                     "name": "SIRH Métropole de Lyon",
@@ -31,7 +35,7 @@ class ApiKeyCreate(InputModel):
                 }
             ]
         }
-    }
+    )
 
 
 class ApiKeyRead(ReadModel):

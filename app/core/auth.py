@@ -13,8 +13,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, false, or_, select, true
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import QueryableAttribute, selectinload
 
+from app.core.paths import path_startswith
 from app.core.problems import Forbidden, Unauthenticated
 from app.db import SessionDep, utcnow
 
@@ -59,17 +60,17 @@ class Principal:
         """A stable name for the caller, for cursors and idempotency keys."""
         return str(self.key_id) if self.key_id else "public"
 
-    def path_clause(self, path_column: ColumnElement[str]) -> ColumnElement[bool]:
-        """True for territory rows inside the caller's subtrees (everything for admin).
-
-        Paths hold only hex digits, `-` and `/`, so a plain LIKE prefix is exact (and uses the index)."""
+    def path_clause(self, path_column: ColumnElement[str] | QueryableAttribute[str]) -> ColumnElement[bool]:
+        """True for territory rows inside the caller's subtrees (everything for admin)."""
         if self.is_admin:
             return true()
         if not self.territory_paths:
             return false()
-        return or_(*(path_column.like(p + "%") for p in self.territory_paths))
+        return or_(*(path_startswith(path_column, p) for p in self.territory_paths))
 
-    def territory_clause(self, territory_id_column: ColumnElement[uuid.UUID]) -> ColumnElement[bool]:
+    def territory_clause(
+        self, territory_id_column: ColumnElement[uuid.UUID] | QueryableAttribute[uuid.UUID]
+    ) -> ColumnElement[bool]:
         """True for rows whose territory is inside the caller's subtrees (everything for admin)."""
         if self.is_admin:
             return true()
@@ -101,14 +102,14 @@ async def get_principal(
 ) -> Principal:
     """Anonymous without a key; 401 for a key that is malformed, unknown, revoked or expired."""
     if "authorization" in request.headers and credentials is None:
-        raise Unauthenticated("the Authorization header must be `Bearer <api key>`")
+        raise Unauthenticated("the Authorization header must be `Bearer <api key>`", error="invalid_request")
     if credentials is None:
         return ANONYMOUS
     from app.api_keys.models import ApiKey
 
     secret = credentials.credentials.strip()
     if not secret.startswith(KEY_PREFIX):
-        raise Unauthenticated("invalid API key")
+        raise Unauthenticated("invalid API key", error="invalid_token")
     key = (
         await session.execute(
             select(ApiKey)
@@ -118,7 +119,7 @@ async def get_principal(
     ).scalar_one_or_none()
     now = utcnow()
     if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
-        raise Unauthenticated("invalid, revoked or expired API key")
+        raise Unauthenticated("invalid, revoked or expired API key", error="invalid_token")
     principal = Principal(
         role=Role(key.role),
         key_id=key.id,

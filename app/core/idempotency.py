@@ -1,5 +1,7 @@
 """Idempotency-Key: replay the first response of a POST, stored in the same transaction as its write."""
 
+# Problem types are named after the problem (NotFound, InvalidCursor), as their `title` is: no Error suffix.
+
 from __future__ import annotations
 
 import hashlib
@@ -59,6 +61,11 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
+def advisory_lock_id(caller: str, key: str) -> int:
+    """The PostgreSQL advisory lock (a signed 64-bit integer) that serialises one caller's uses of one key."""
+    return int.from_bytes(hashlib.sha256(f"{caller}|{key}".encode()).digest()[:8], "big", signed=True)
+
+
 @dataclass
 class Idempotency:
     session: AsyncSession
@@ -71,7 +78,7 @@ class Idempotency:
         """Replays a stored response for this key, or produces one and stores it before commit."""
         if self.key is None:
             return await produce()
-        await self._lock()
+        await self._lock(self.key)
         now = utcnow()
         existing = (
             await self.session.execute(
@@ -108,15 +115,17 @@ class Idempotency:
         await self.session.flush()
         return response
 
-    async def _lock(self) -> None:
+    async def _lock(self, key: str) -> None:
         """On PostgreSQL a second request with the same key, while the first is uncommitted, gets 409.
 
         SQLite transactions are serialised by BEGIN IMMEDIATE, so there is never a first in flight."""
         bind = self.session.get_bind()
         if bind.dialect.name != "postgresql":
             return
-        lock_id = int.from_bytes(hashlib.sha256(f"{self.caller}|{self.key}".encode()).digest()[:8], "big", signed=True)
-        got = (await self.session.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id})).scalar()
+        lock_id = advisory_lock_id(self.caller, key)
+        got = (
+            await self.session.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id})
+        ).scalar()
         if not got:
             raise IdempotencyKeyInUse(
                 "a request with this Idempotency-Key is still being processed; retry after it completes",
@@ -144,6 +153,7 @@ IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
 
 
 async def purge_expired(session: AsyncSession, ttl: timedelta) -> int:
-    result = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - ttl))
+    result = await session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - ttl)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
-

@@ -1,5 +1,7 @@
 """Keyset pagination with opaque, signed cursors bound to the filters and the caller."""
 
+# Problem types are named after the problem (NotFound, InvalidCursor), as their `title` is: no Error suffix.
+
 from __future__ import annotations
 
 import base64
@@ -8,14 +10,15 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 from fastapi import Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from app.core.problems import AppError, ValidationFailed
 
@@ -44,14 +47,30 @@ def _identity(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
 class SortKey:
-    """One ORDER BY term. `parse` turns the cursor's JSON value back into the bound Python type."""
+    """One ORDER BY term. `parse` turns the cursor's JSON value back into the bound Python type.
 
-    name: str
-    expr: ColumnElement[Any]
-    desc: bool = False
-    parse: Callable[[Any], Any] = field(default=_identity)
+    `expr` may be a mapped attribute (`Territory.name_sort`) or any column expression; SQLAlchemy 2.1's
+    typing no longer treats the former as a ColumnElement, so it is resolved here once."""
+
+    __slots__ = ("desc", "expr", "name", "parse")
+
+    def __init__(
+        self,
+        name: str,
+        expr: ColumnElement[Any] | QueryableAttribute[Any],
+        desc: bool = False,
+        parse: Callable[[Any], Any] = _identity,
+    ) -> None:
+        self.name = name
+        self.expr: ColumnElement[Any] = (
+            expr.__clause_element__() if isinstance(expr, QueryableAttribute) else expr
+        )
+        self.desc = desc
+        self.parse = parse
+
+    def __repr__(self) -> str:
+        return f"SortKey({self.name!r}, desc={self.desc})"
 
     def ordered(self) -> ColumnElement[Any]:
         return self.expr.desc() if self.desc else self.expr.asc()
@@ -84,10 +103,14 @@ class Cursors:
         self._secret = secret.encode()
 
     def _sign(self, payload: bytes) -> str:
-        return base64.urlsafe_b64encode(hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]).decode()
+        return base64.urlsafe_b64encode(
+            hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
+        ).decode()
 
     def encode(self, values: Sequence[Any], binding: str) -> str:
-        payload = json.dumps({"v": [_to_json(v) for v in values], "b": binding}, separators=(",", ":")).encode()
+        payload = json.dumps(
+            {"v": [_to_json(v) for v in values], "b": binding}, separators=(",", ":")
+        ).encode()
         body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
         return f"{body}.{self._sign(payload)}".replace("=", "")
 
@@ -120,6 +143,11 @@ def binding_for(request: Request, caller: str) -> str:
 
 def keyset_after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
     """Rows strictly after `values` in the order of `keys` (mixed directions allowed)."""
+    if all(k.desc == keys[0].desc for k in keys):
+        # A row-value comparison lets both databases seek the (sort, id) index instead of scanning.
+        left = tuple_(*(k.expr for k in keys))
+        right = tuple_(*(literal(v, k.expr.type) for k, v in zip(keys, values, strict=True)))
+        return left < right if keys[0].desc else left > right
     clauses = []
     for i, key in enumerate(keys):
         equal = [keys[j].expr == values[j] for j in range(i)]
@@ -128,13 +156,17 @@ def keyset_after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElemen
     return or_(*clauses)
 
 
-def parse_sort(value: str | None, allowed: Mapping[str, SortKey], default: str, tiebreak: SortKey) -> list[SortKey]:
+def parse_sort(
+    value: str | None, allowed: Mapping[str, SortKey], default: str, tiebreak: SortKey
+) -> list[SortKey]:
     """`sort=name` or `sort=-name`; the id tiebreak keeps the order total."""
     raw = value or default
     desc = raw.startswith("-")
     name = raw[1:] if desc else raw
     if name not in allowed:
-        raise ValidationFailed("/query/sort", f"sort by one of: {', '.join(sorted(allowed))} (prefix - to reverse)")
+        raise ValidationFailed(
+            "/query/sort", f"sort by one of: {', '.join(sorted(allowed))} (prefix - to reverse)"
+        )
     key = allowed[name]
     chosen = SortKey(key.name, key.expr, desc != key.desc, key.parse)
     return [chosen, SortKey(tiebreak.name, tiebreak.expr, chosen.desc, tiebreak.parse)]
@@ -161,7 +193,9 @@ async def fetch_page(
     """Runs one query for the page (limit + 1 rows) and, when asked, one for the total."""
     total = None
     if page.include_total:
-        total = (await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))).scalar_one()
+        total = (
+            await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))
+        ).scalar_one()
     if page.cursor:
         stmt = stmt.where(keyset_after(keys, page.cursors.decode(page.cursor, page.binding, keys)))
     stmt = stmt.order_by(*(k.ordered() for k in keys)).limit(page.limit + 1)

@@ -17,7 +17,8 @@ from sqlalchemy.types import NullType
 
 class PathStartsWith(ColumnElement[bool]):
     # The patterns are bound parameters that take part in traversal, so cached SQL is reused safely.
-    _traverse_internals = [
+    # (SQLAlchemy's traversal protocol declares this class-level list; it is never mutated.)
+    _traverse_internals = [  # noqa: RUF012
         ("column", InternalTraversal.dp_clauseelement),
         ("like_pattern", InternalTraversal.dp_clauseelement),
         ("glob_pattern", InternalTraversal.dp_clauseelement),

@@ -1,7 +1,10 @@
 """RFC 9457 problem details: the one error format of the API, and the handlers that produce it."""
 
+# Problem types are named after the problem (NotFound, InvalidCursor), as their `title` is: no Error suffix.
+
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -10,14 +13,17 @@ from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_BASE = "https://cnfs-api.anct.gouv.fr/problems/"
+# Relative URI references (RFC 9457 §3.1.1): each resolves against the API host to the problem's page.
+PROBLEM_BASE = "/problems/"
 
 logger = logging.getLogger("app.problems")
 
@@ -35,7 +41,9 @@ class Problem(BaseModel):
     status: int = Field(examples=[422])
     detail: str | None = Field(default=None, examples=["The request has 1 invalid field."])
     instance: str | None = Field(default=None, examples=["/api/v1/territories"])
-    code: str = Field(description="Stable machine-readable code: the contract.", examples=["validation_error"])
+    code: str = Field(
+        description="Stable machine-readable code: the contract.", examples=["validation_error"]
+    )
     request_id: str | None = Field(default=None, examples=["3f1c1a52a1b54f4c9f3c5d3c2b1a0f9e"])
     errors: list[FieldError] | None = None
 
@@ -96,8 +104,15 @@ class Forbidden(AppError):
 class Unauthenticated(AppError):
     status, code, title = 401, "unauthenticated", "Authentication required"
 
-    def __init__(self, detail: str = "a valid API key is required: Authorization: Bearer <key>") -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="cnfs-api"'})
+    def __init__(
+        self,
+        detail: str = "a valid API key is required: Authorization: Bearer <key>",
+        *,
+        error: str | None = None,
+    ) -> None:
+        # RFC 6750 §3: no error code when no credentials were sent; `invalid_token` or `invalid_request` else.
+        challenge = 'Bearer realm="cnfs-api"' + (f', error="{error}"' if error else "")
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class Conflict(AppError):
@@ -140,23 +155,56 @@ def problem_response(
 
 
 def _pointer(loc: Sequence[int | str]) -> str:
+    """A JSON Pointer (RFC 6901) into the body, or `/query/<name>`, `/path/<name>`, `/header/<name>`.
+
+    The whole body is "" (an error on the body itself: not an object, not JSON); "/" would name a member
+    called ""."""
     parts = list(loc)
+    prefix = ""
     if parts and parts[0] in ("body", "query", "path", "header"):
         where = parts.pop(0)
         if where != "body":
-            return f"/{where}/" + "/".join(str(p) for p in parts) if parts else f"/{where}"
+            prefix = f"/{where}"
     escaped = [str(p).replace("~", "~0").replace("/", "~1") for p in parts]
-    return "/" + "/".join(escaped)
+    return prefix + "".join("/" + p for p in escaped)
 
 
 def validation_errors(exc: RequestValidationError) -> list[FieldError]:
     out = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            # FastAPI's loc is ("body", <character offset>): as a pointer it would name a field "/19".
+            # The empty pointer designates the whole document (RFC 6901).
+            reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+            offset = list(err.get("loc", ()))[-1:]
+            where = f" at character {offset[0]}" if offset and isinstance(offset[0], int) else ""
+            out.append(FieldError(pointer="", detail=f"the body is not valid JSON: {reason}{where}"))
+            continue
         msg = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"
         out.append(FieldError(pointer=_pointer(err.get("loc", ())), detail=msg))
     return out
+
+
+def route_path(scope: Scope) -> str:
+    """The path that routes match: the request path without the application's `root_path`."""
+    path: str = scope.get("path", "")
+    root_path: str = scope.get("root_path", "")
+    return path[len(root_path) :] if root_path and path.startswith(root_path) else path
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the resource: Starlette's 405 names only the first route whose path matched
+    (GET /territories), although another route serves POST on the same path."""
+    path = route_path(request.scope)
+    methods: set[str] = set()
+    # Included routers are composed lazily (FastAPI ≥ 0.160): iterate their effective routes.
+    for route in iter_route_contexts(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if route.methods and regex is not None and regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 _STATUS_CODES = {
@@ -207,8 +255,11 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail = f"{request.method} is not allowed here"
         elif exc.status_code == 413:
             detail = "the request body is larger than the limit"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return problem_response(
-            request, status=exc.status_code, code=code, title=title, detail=detail, headers=exc.headers
+            request, status=exc.status_code, code=code, title=title, detail=detail, headers=headers
         )
 
     async def integrity_error(request: Request, exc: Exception) -> JSONResponse:
@@ -275,6 +326,47 @@ def _looks_unavailable(exc: DBAPIError) -> bool:
     return isinstance(exc, OperationalError) or any(n in text for n in needles)
 
 
+_PROBLEM_REF = "#/components/schemas/Problem"
+_FASTAPI_422_REF = "#/components/schemas/HTTPValidationError"
+_VALIDATION_DESCRIPTION = "Invalid input (`validation_error`, `invalid_cursor`, `unknown_reference`, ...)"
+
+
+def document_problems(schema: dict[str, Any], api_prefix: str) -> None:
+    """Rewrites the generated OpenAPI so that errors are documented as they are answered.
+
+    FastAPI files a `responses=` model under `application/json` and adds its own 422 shape
+    (`HTTPValidationError`) to any operation with parameters; every error is in fact a Problem in
+    `application/problem+json`, and every operation under `api_prefix` may answer 422 (unknown query
+    parameters are refused)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "Problem" not in components:
+        problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(problem_schema.pop("$defs", {}))
+        components["Problem"] = problem_schema
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for response in responses.values():
+                content = response.get("content", {})
+                json_ref = content.get("application/json", {}).get("schema", {}).get("$ref")
+                if json_ref not in (_PROBLEM_REF, _FASTAPI_422_REF):
+                    continue
+                if json_ref == _FASTAPI_422_REF:
+                    response["description"] = _VALIDATION_DESCRIPTION
+                content.pop("application/json")
+                content[PROBLEM_MEDIA_TYPE] = {"schema": {"$ref": _PROBLEM_REF}}
+            if path.startswith(api_prefix) and "422" not in responses:
+                responses["422"] = {
+                    "description": _VALIDATION_DESCRIPTION,
+                    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
+                }
+    if f'"{_FASTAPI_422_REF}"' not in json.dumps(schema.get("paths", {})):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries documenting problem answers."""
     described = {
@@ -285,7 +377,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict with the current state (see `code`)",
         412: "The `If-Match` version is stale (`precondition_failed`)",
         413: "Body larger than the limit (`payload_too_large`)",
-        422: "Invalid input (`validation_error`, `invalid_cursor`, `unknown_reference`, ...)",
+        422: _VALIDATION_DESCRIPTION,
         428: "`If-Match` header required (`precondition_required`)",
     }
     return {

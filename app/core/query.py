@@ -8,7 +8,9 @@ from fastapi.routing import APIRoute
 
 from app.core.problems import AppError, FieldError
 
-_allowed_cache: dict[int, frozenset[str]] = {}
+# Keyed by id(route) (routes are unhashable); the route itself is kept in the value so that its id cannot be
+# recycled by another route (tests build many apps) while the entry exists.
+_allowed_cache: dict[int, tuple[APIRoute, frozenset[str]]] = {}
 
 
 def _query_names(dependant: Dependant) -> set[str]:
@@ -19,10 +21,11 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 
 def _allowed(route: APIRoute) -> frozenset[str]:
-    key = id(route)
-    if key not in _allowed_cache:
-        _allowed_cache[key] = frozenset(_query_names(route.dependant))
-    return _allowed_cache[key]
+    cached = _allowed_cache.get(id(route))
+    if cached is None or cached[0] is not route:
+        cached = (route, frozenset(_query_names(route.dependant)))
+        _allowed_cache[id(route)] = cached
+    return cached[1]
 
 
 async def reject_unknown_query(request: Request) -> None:
@@ -36,5 +39,7 @@ async def reject_unknown_query(request: Request) -> None:
             status=422,
             code="validation_error",
             title="Invalid request",
-            errors=[FieldError(pointer=f"/query/{name}", detail="unknown query parameter") for name in unknown],
+            errors=[
+                FieldError(pointer=f"/query/{name}", detail="unknown query parameter") for name in unknown
+            ],
         )

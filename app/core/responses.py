@@ -21,11 +21,16 @@ def model_response(
     if location is not None:
         headers["Location"] = location
     return Response(
-        content=model.model_dump_json(), status_code=status_code, media_type="application/json", headers=headers
+        content=model.model_dump_json(),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
     )
 
 
-def created(request: Request, model: BaseModel, route_name: str, version: int | None = None, **params: str) -> Response:
+def created(
+    request: Request, model: BaseModel, route_name: str, version: int | None = None, **params: str
+) -> Response:
     """201 with Location (the path of the new object) and, for versioned objects, its ETag."""
     location = request.app.url_path_for(route_name, **params)
     return model_response(model, status_code=201, version=version, location=str(location))

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later), normalised to UTC so
+that the response says `...Z` like every other timestamp."""
 
 
 class InputModel(BaseModel):

@@ -47,7 +47,9 @@ def not_modified(request: Request, version: int) -> Response | None:
     return None
 
 
-IF_MATCH_DOC = 'Send `If-Match` with the ETag of the version being changed, e.g. `"3"` (428 if absent, 412 if stale).'
+IF_MATCH_DOC = (
+    'Send `If-Match` with the ETag of the version being changed, e.g. `"3"` (428 if absent, 412 if stale).'
+)
 
 IfMatchHeader = Annotated[
     str | None,

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 router = APIRouter(tags=["operations"])
@@ -55,7 +56,12 @@ async def ops_readyz(request: Request) -> JSONResponse:
     database = "ok"
     try:
         async with asyncio.timeout(3), sessionmaker() as session:
-            revision = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+            await session.execute(text("SELECT 1"))
+            try:
+                revision = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+            except DBAPIError:
+                # The database answers but was never migrated: say so rather than "unreachable".
+                revision = None
     except Exception:
         database = "unreachable"
     ready = database == "ok" and revision == expected

@@ -1,7 +1,5 @@
 """Problem types of the programmes domain."""
 
-# ruff: noqa: N818  (problem types are named after their problem code, as in app/core/problems.py)
-
 from app.core.problems import AppError
 
 

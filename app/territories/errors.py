@@ -5,15 +5,15 @@ Named after the problem they render, like `NotFound` or `Forbidden` in app.core.
 from app.core.problems import AppError, FieldError
 
 
-class TerritoryExists(AppError):  # noqa: N818
+class TerritoryExists(AppError):
     status, code, title = 409, "territory_exists", "Territory exists"
 
 
-class TerritoryInUse(AppError):  # noqa: N818
+class TerritoryInUse(AppError):
     status, code, title = 409, "territory_in_use", "Territory in use"
 
 
-class InvalidParent(AppError):  # noqa: N818
+class InvalidParent(AppError):
     status, code, title = 422, "invalid_parent", "Invalid parent"
 
     def __init__(self, detail: str) -> None:

@@ -1,0 +1,52 @@
+"""Assertions and app builders shared by the conventions tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.core.problems import PROBLEM_BASE
+from app.main import create_app
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "code", "request_id"}
+
+
+def assert_problem(
+    response: httpx.Response, status: int, code: str, pointer: str | None = None
+) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status and code (and an error at `pointer`, if given)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body.keys() >= PROBLEM_FIELDS, body
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"{PROBLEM_BASE}{code}"
+    assert body["title"]
+    assert body["detail"]
+    assert body["instance"] == response.request.url.path
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    if pointer is not None:
+        assert pointer in [e["pointer"] for e in body["errors"]], body
+    return body
+
+
+@asynccontextmanager
+async def app_client(
+    settings: Settings, setup: Callable[[FastAPI], None] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A fresh app with its own lifespan (own engine), for tests that must not share the test transaction."""
+    app = create_app(settings)
+    if setup is not None:
+        setup(app)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client

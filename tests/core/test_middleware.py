@@ -1,0 +1,113 @@
+"""Request ids (accepted, replaced or generated, echoed everywhere) and the CORS allow-list."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.core.middleware import valid_request_id
+from tests.core.helpers import assert_problem
+
+TERRITORIES = "/api/v1/territories"
+ORIGIN = "https://app.example.fr"
+EXPOSED = {"etag", "link", "location", "retry-after", "x-request-id"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["abc-123", "3f1c1a52-a1b5-4f4c-9f3c-5d3c2b1a0f9e", "x" * 128, "trace:42/7;a=b", "req 42"],
+)
+async def test_a_printable_request_id_is_echoed(client: httpx.AsyncClient, value: str) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": value})
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == value
+
+
+@pytest.mark.parametrize("value", ["x" * 129, "abc\x01def", "tab\there", "café"])
+async def test_an_unacceptable_request_id_is_replaced(client: httpx.AsyncClient, value: str) -> None:
+    response = await client.get("/healthz", headers={"X-Request-ID": value.encode("latin-1")})
+    generated = response.headers["x-request-id"]
+    assert generated != value
+    assert valid_request_id(generated)
+    assert len(generated) <= 128
+
+
+async def test_a_request_id_is_generated_when_absent(client: httpx.AsyncClient) -> None:
+    first = await client.get("/healthz")
+    second = await client.get("/healthz")
+    assert valid_request_id(first.headers["x-request-id"])
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+async def test_the_request_id_is_in_problem_bodies(client: httpx.AsyncClient) -> None:
+    given = await client.get(TERRITORIES, params={"bogus": "1"}, headers={"X-Request-ID": "client-side-7"})
+    assert assert_problem(given, 422, "validation_error")["request_id"] == "client-side-7"
+    replaced = await client.get(TERRITORIES, params={"bogus": "1"}, headers={"X-Request-ID": "y" * 129})
+    body = assert_problem(replaced, 422, "validation_error")
+    assert body["request_id"] == replaced.headers["x-request-id"] != "y" * 129
+
+
+def test_request_id_validator() -> None:
+    assert valid_request_id("a")
+    assert valid_request_id("~" * 128)
+    assert not valid_request_id("")
+    assert not valid_request_id("a" * 129)
+    assert not valid_request_id("a\nb")
+    assert not valid_request_id("a\x7fb")
+    assert not valid_request_id("é")
+
+
+async def test_preflight_from_an_allowed_origin(client: httpx.AsyncClient) -> None:
+    response = await client.options(
+        TERRITORIES,
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key, x-request-id",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in response.headers["access-control-allow-methods"]
+    allowed = {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
+    assert {"authorization", "content-type", "idempotency-key", "if-match", "x-request-id"} <= allowed
+    assert response.headers["x-request-id"]
+
+
+async def test_preflight_for_a_patch_with_if_match(client: httpx.AsyncClient) -> None:
+    response = await client.options(
+        f"{TERRITORIES}/019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "if-match, content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+
+
+async def test_responses_to_an_allowed_origin_expose_the_convention_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    # Access-Control-Expose-Headers belongs on the actual response (Fetch standard), not on the preflight.
+    for response in (
+        await client.get(TERRITORIES, headers={"Origin": ORIGIN}),
+        await client.get("/api/v1/nowhere", headers={"Origin": ORIGIN}),
+    ):
+        assert response.headers["access-control-allow-origin"] == ORIGIN
+        exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+        assert exposed >= EXPOSED | {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"}
+
+
+async def test_another_origin_gets_no_cors_grant(client: httpx.AsyncClient) -> None:
+    preflight = await client.options(
+        TERRITORIES,
+        headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 400
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = await client.get(TERRITORIES, headers={"Origin": "https://evil.example.com"})
+    assert simple.status_code == 200
+    # Without Access-Control-Allow-Origin the browser hides the response from the page.
+    assert "access-control-allow-origin" not in simple.headers

@@ -1,0 +1,317 @@
+"""The one error format: RFC 9457 problems for routing, validation, size, database and unexpected errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.config import Settings
+from app.core.idempotency import IdempotencyRecord
+from app.db import SessionDep
+from app.ops.router import expected_head
+from tests.core.helpers import app_client, assert_problem
+
+TERRITORIES = "/api/v1/territories"
+REGION = {"kind": "region", "code": "84", "name": "Auvergne-Rhône-Alpes"}
+
+
+async def test_unknown_route_is_a_not_found_problem(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/no-such-thing", headers={"X-Request-ID": "probe-404"})
+    body = assert_problem(response, 404, "not_found")
+    assert body["request_id"] == "probe-404"
+    assert body["instance"] == "/api/v1/no-such-thing"
+    assert body["title"] == "Not found"
+
+
+async def test_unknown_route_outside_the_api_is_a_problem_too(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/nothing-here"), 404, "not_found")
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_known_route_with_another_method_is_405_with_allow(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    response = await client.request(method, TERRITORIES)
+    body = assert_problem(response, 405, "method_not_allowed")
+    assert method in body["detail"]
+    # Allow names every method of the resource, not only those of the first route matching the path.
+    assert sorted(m.strip() for m in response.headers["allow"].split(",")) == ["GET", "POST"]
+
+
+async def test_405_on_an_item_path_lists_its_methods(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"{TERRITORIES}/019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e")
+    assert_problem(response, 405, "method_not_allowed")
+    assert sorted(m.strip() for m in response.headers["allow"].split(",")) == ["DELETE", "GET", "PATCH"]
+
+
+async def test_malformed_json_is_a_validation_error(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    response = await client.post(
+        TERRITORIES, content=b'{"kind": "region", ', headers={**admin, "Content-Type": "application/json"}
+    )
+    body = assert_problem(response, 422, "validation_error")
+    # The pointer designates the whole document (RFC 6901 ""), not a character offset posing as a field.
+    assert body["errors"][0]["pointer"] == ""
+    assert "JSON" in body["errors"][0]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [(b"[1, 2]", "application/json"), (b'"text"', "application/json"), (b'{"kind": "region"}', "text/plain")],
+)
+async def test_a_body_that_is_not_a_json_object_points_at_the_document(
+    client: httpx.AsyncClient, admin: dict[str, str], content: bytes, content_type: str
+) -> None:
+    response = await client.post(
+        TERRITORIES, content=content, headers={**admin, "Content-Type": content_type}
+    )
+    body = assert_problem(response, 422, "validation_error")
+    assert [e["pointer"] for e in body["errors"]] == [""]
+
+
+async def test_wrong_type_points_at_the_field(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    response = await client.post(TERRITORIES, json={**REGION, "population": "many"}, headers=admin)
+    body = assert_problem(response, 422, "validation_error", pointer="/population")
+    assert len(body["errors"]) == 1
+    assert body["errors"][0]["detail"]
+
+
+async def test_missing_field_points_at_it(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    response = await client.post(TERRITORIES, json={"kind": "region", "code": "84"}, headers=admin)
+    assert_problem(response, 422, "validation_error", pointer="/name")
+
+
+async def test_unknown_body_field_is_rejected_with_its_pointer(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    response = await client.post(TERRITORIES, json={**REGION, "colour": "red"}, headers=admin)
+    body = assert_problem(response, 422, "validation_error", pointer="/colour")
+    assert body["errors"] == [{"pointer": "/colour", "detail": "unknown field"}]
+
+
+async def test_unknown_query_parameter_is_rejected(client: httpx.AsyncClient) -> None:
+    response = await client.get(TERRITORIES, params={"kind": "region", "knid": "commune", "zzz": "1"})
+    body = assert_problem(response, 422, "validation_error")
+    assert [e["pointer"] for e in body["errors"]] == ["/query/knid", "/query/zzz"]
+
+
+async def test_invalid_query_value_points_at_the_parameter(client: httpx.AsyncClient) -> None:
+    response = await client.get(TERRITORIES, params={"parent_id": "not-a-uuid"})
+    assert_problem(response, 422, "validation_error", pointer="/query/parent_id")
+
+
+# --- body size -------------------------------------------------------------------------------------
+
+
+def _big_territory(size: int) -> bytes:
+    return json.dumps({**REGION, "name": "x" * size}).encode()
+
+
+async def test_body_over_one_mebibyte_is_413(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    body = _big_territory(int(1.1 * 1024 * 1024))
+    response = await client.post(
+        TERRITORIES, content=body, headers={**admin, "Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 413, "payload_too_large")
+    assert problem["title"] == "Request body too large"
+
+
+async def test_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        # No Content-Length: the limit is enforced while reading.
+        yield b'{"kind": "region", "code": "84", "name": "'
+        for _ in range(12):
+            yield b"x" * 100_000
+        yield b'"}'
+
+    response = await client.post(
+        TERRITORIES, content=chunks(), headers={**admin, "Content-Type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/api/v1/nowhere"), ("GET", "/healthz")])
+async def test_declared_length_over_the_limit_is_413_even_where_the_body_is_not_read(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(
+        method, path, content=b"{}", headers={"Content-Length": str(2 * 1024 * 1024)}
+    )
+    assert_problem(response, 413, "payload_too_large")
+
+
+async def test_body_at_the_limit_is_accepted(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    # Just under 1 MiB goes through to validation (the name is too long: 422, not 413).
+    body = _big_territory(1024 * 1024 - 100)
+    assert len(body) <= 1024 * 1024
+    response = await client.post(
+        TERRITORIES, content=body, headers={**admin, "Content-Type": "application/json"}
+    )
+    assert_problem(response, 422, "validation_error", pointer="/name")
+
+
+# --- errors raised by handlers, on an app of their own -------------------------------------------
+
+
+def _add_failing_routes(app: FastAPI) -> None:
+    async def boom() -> None:
+        raise RuntimeError("secret detail")
+
+    async def integrity() -> None:
+        raise IntegrityError("INSERT INTO secret_table", {}, Exception("duplicate key secret_constraint"))
+
+    async def duplicate(session: SessionDep) -> None:
+        # A real unique violation from the driver: the same (caller, key) twice.
+        for _ in range(2):
+            session.add(
+                IdempotencyRecord(
+                    caller="test-duplicate", key="k", fingerprint="f", status_code=200, headers={}, body=b""
+                )
+            )
+        await session.flush()
+
+    async def pool_exhausted() -> None:
+        raise PoolTimeoutError("QueuePool limit of size 10 overflow 10 reached, connection timed out")
+
+    async def connection_reset() -> None:
+        raise ConnectionResetError("connection to 10.0.0.7 reset")
+
+    async def connection_lost() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    async def bad_sql() -> None:
+        raise ProgrammingError("SELECT secret_column", {}, Exception('column "secret_column" does not exist'))
+
+    async def stale() -> None:
+        raise StaleDataError(
+            "UPDATE statement on table 'territories' expected to update 1 row(s); 0 were matched"
+        )
+
+    app.add_api_route("/boom", boom)
+    app.add_api_route("/integrity", integrity)
+    app.add_api_route("/duplicate", duplicate, methods=["POST"])
+    app.add_api_route("/pool-exhausted", pool_exhausted)
+    app.add_api_route("/connection-reset", connection_reset)
+    app.add_api_route("/connection-lost", connection_lost)
+    app.add_api_route("/bad-sql", bad_sql)
+    app.add_api_route("/stale", stale)
+
+
+async def test_unexpected_exception_is_a_500_problem_without_internals(settings: Settings) -> None:
+    async with app_client(settings, _add_failing_routes) as client:
+        response = await client.get("/boom", headers={"X-Request-ID": "trace-500"})
+    body = assert_problem(response, 500, "internal_error")
+    assert response.headers["x-request-id"] == "trace-500"
+    assert body["request_id"] == "trace-500"
+    assert "secret detail" not in response.text
+    assert "RuntimeError" not in response.text
+    assert "errors" not in body
+
+
+async def test_500_carries_a_generated_request_id(settings: Settings) -> None:
+    async with app_client(settings, _add_failing_routes) as client:
+        response = await client.get("/boom")
+    body = assert_problem(response, 500, "internal_error")
+    assert len(body["request_id"]) >= 16
+
+
+async def test_integrity_error_is_a_409_conflict(settings: Settings) -> None:
+    async with app_client(settings, _add_failing_routes) as client:
+        response = await client.get("/integrity")
+    assert_problem(response, 409, "conflict")
+    assert "secret" not in response.text
+    assert "INSERT" not in response.text
+
+
+async def test_unique_violation_from_the_database_is_a_409_conflict(settings: Settings) -> None:
+    async with app_client(settings, _add_failing_routes) as client:
+        response = await client.post("/duplicate")
+    assert_problem(response, 409, "conflict")
+    assert "idempotency_keys" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/pool-exhausted", 503, "service_unavailable"),
+        ("/connection-reset", 503, "service_unavailable"),
+        ("/connection-lost", 503, "service_unavailable"),
+        ("/bad-sql", 500, "internal_error"),
+        ("/stale", 412, "precondition_failed"),
+    ],
+)
+async def test_database_errors_map_to_problems(settings: Settings, path: str, status: int, code: str) -> None:
+    async with app_client(settings, _add_failing_routes) as client:
+        response = await client.get(path)
+    assert_problem(response, status, code)
+    if status == 503:
+        assert int(response.headers["retry-after"]) > 0
+    for secret in ("secret", "10.0.0.7", "QueuePool", "territories", "SELECT"):
+        assert secret not in response.text
+
+
+async def test_access_log_has_the_route_template_not_the_query(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.access")
+    await client.get(
+        f"{TERRITORIES}/019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e",
+        params={"email": "jeanne.dupont@example.fr"},
+        headers={"X-Request-ID": "log-me"},
+    )
+    lines = [r for r in caplog.records if r.name == "app.access"]
+    assert [r.getMessage() for r in lines] == ["GET /api/v1/territories/{territory_id} 422"]
+    assert lines[0].request_id == "log-me"  # type: ignore[attr-defined]
+    assert lines[0].status == 422  # type: ignore[attr-defined]
+    assert "dupont" not in caplog.text
+    assert "019abc3e" not in caplog.text
+
+
+# --- database unreachable ------------------------------------------------------------------------
+
+UNREACHABLE = [
+    pytest.param("postgresql+asyncpg://postgres@127.0.0.1:1/nope", id="postgres-closed-port"),
+    pytest.param("postgresql+asyncpg://postgres@localhost:1/nope", id="postgres-closed-port-by-name"),
+    pytest.param("sqlite+aiosqlite:////nonexistent-dir/cnfs/test.db", id="sqlite-unreadable-path"),
+]
+
+
+@pytest.mark.parametrize("url", UNREACHABLE)
+async def test_lost_database_is_503_with_retry_after(settings: Settings, url: str) -> None:
+    down = settings.model_copy(update={"database_url": url, "database_pool_timeout_seconds": 1.0})
+    async with app_client(down) as client:
+        listing = await client.get(TERRITORIES, headers={"X-Request-ID": "db-down"})
+        ready = await client.get("/readyz")
+        alive = await client.get("/healthz")
+    body = assert_problem(listing, 503, "service_unavailable")
+    assert int(listing.headers["retry-after"]) > 0
+    assert body["request_id"] == "db-down"
+    assert "127.0.0.1" not in listing.text
+    assert "nonexistent" not in listing.text
+    assert ready.status_code == 503
+    assert int(ready.headers["retry-after"]) > 0
+    assert ready.json()["status"] == "unavailable"
+    assert ready.json()["database"] == "unreachable"
+    assert alive.status_code == 200
+
+
+async def test_readyz_on_a_database_that_was_never_migrated(settings: Settings, tmp_path: Path) -> None:
+    empty = settings.model_copy(update={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"})
+    async with app_client(empty) as client:
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "status": "unavailable",
+        "database": "ok",
+        "schema_revision": None,
+        "expected_revision": expected_head(),
+    }
