@@ -21,6 +21,7 @@ from app.core.middleware import BodyLimitMiddleware, ErrorAndAccessLogMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
 from app.db import make_engine, make_sessionmaker
+from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
 
 EXPOSED_HEADERS = [
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_problem_handlers(app)
     app.include_router(ops_router)
+    app.include_router(problems_router)
     app.include_router(api_router)
 
     Instrumentator(registry=CollectorRegistry(), excluded_handlers=["/metrics"]).instrument(app).expose(

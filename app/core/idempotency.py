@@ -28,10 +28,14 @@ _REPLAYED_HEADERS = ("location", "etag", "content-type")
 
 
 class IdempotencyKeyReused(AppError):
+    """This Idempotency-Key was used with another request body: use a new key."""
+
     status, code, title = 422, "idempotency_key_reused", "Idempotency key reused"
 
 
 class IdempotencyKeyInUse(AppError):
+    """A request with this Idempotency-Key is still running: retry when it has completed."""
+
     status, code, title = 409, "idempotency_key_in_use", "Idempotency key in use"
 
 

@@ -28,6 +28,8 @@ MAX_LIMIT = 200
 
 
 class InvalidCursor(AppError):
+    """The pagination cursor is malformed, altered, or belongs to another query or caller."""
+
     status, code, title = 422, "invalid_cursor", "Invalid cursor"
 
 

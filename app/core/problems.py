@@ -80,6 +80,8 @@ class AppError(Exception):
 
 
 class ValidationFailed(AppError):
+    """The request is malformed: `errors[]` points at each invalid field or query parameter."""
+
     status, code, title = 422, "validation_error", "Invalid request"
 
     def __init__(self, pointer: str, detail: str) -> None:
@@ -87,6 +89,8 @@ class ValidationFailed(AppError):
 
 
 class UnknownReference(AppError):
+    """A field names an object that does not exist or lies outside the caller's territories."""
+
     status, code, title = 422, "unknown_reference", "Unknown reference"
 
     def __init__(self, pointer: str, detail: str = "no such object, or outside your territories") -> None:
@@ -94,14 +98,20 @@ class UnknownReference(AppError):
 
 
 class NotFound(AppError):
+    """No such route or object, or the object lies outside the caller's territories."""
+
     status, code, title = 404, "not_found", "Not found"
 
 
 class Forbidden(AppError):
+    """The caller's role may not do this, or may not see this object in this form."""
+
     status, code, title = 403, "forbidden", "Forbidden"
 
 
 class Unauthenticated(AppError):
+    """An API key is needed, or the one sent is malformed, unknown, revoked or expired."""
+
     status, code, title = 401, "unauthenticated", "Authentication required"
 
     def __init__(
@@ -116,14 +126,20 @@ class Unauthenticated(AppError):
 
 
 class Conflict(AppError):
+    """The change conflicts with another object (a uniqueness or reference rule)."""
+
     status, code, title = 409, "conflict", "Conflict"
 
 
 class PreconditionRequired(AppError):
+    """Changing this object needs If-Match with the ETag of the version being changed."""
+
     status, code, title = 428, "precondition_required", "If-Match required"
 
 
 class PreconditionFailed(AppError):
+    """The object changed since the ETag sent in If-Match: fetch it again and retry."""
+
     status, code, title = 412, "precondition_failed", "Version mismatch"
 
 

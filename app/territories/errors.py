@@ -6,14 +6,20 @@ from app.core.problems import AppError, FieldError
 
 
 class TerritoryExists(AppError):
+    """A territory of this kind already has this official code."""
+
     status, code, title = 409, "territory_exists", "Territory exists"
 
 
 class TerritoryInUse(AppError):
+    """Other objects (child territories, agreements, API keys...) refer to this territory."""
+
     status, code, title = 409, "territory_in_use", "Territory in use"
 
 
 class InvalidParent(AppError):
+    """The parent must be of a strictly higher kind: région > département > métropole/EPCI > commune."""
+
     status, code, title = 422, "invalid_parent", "Invalid parent"
 
     def __init__(self, detail: str) -> None:

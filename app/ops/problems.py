@@ -1,0 +1,93 @@
+"""The catalogue of problem types: `/problems/<code>` is where each problem's `type` points."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from app.core.problems import AppError, NotFound, problem_responses
+
+router = APIRouter(prefix="/problems", tags=["operations"])
+
+
+class ProblemType(BaseModel):
+    code: str = Field(examples=["territory_exists"])
+    status: int = Field(examples=[409])
+    title: str = Field(examples=["Territory exists"])
+    description: str = Field(examples=["A territory of this kind already has this code."])
+
+
+class ProblemCatalogue(BaseModel):
+    items: list[ProblemType]
+
+
+# Problems produced by the shared handlers rather than by an AppError subclass.
+_HANDLED = [
+    ProblemType(
+        code="method_not_allowed",
+        status=405,
+        title="Method not allowed",
+        description="The route exists but not with this method; the Allow header lists the methods.",
+    ),
+    ProblemType(
+        code="payload_too_large",
+        status=413,
+        title="Request body too large",
+        description="The request body is larger than the limit (1 MiB by default).",
+    ),
+    ProblemType(
+        code="conflict",
+        status=409,
+        title="Conflict",
+        description="The change conflicts with another object (a uniqueness or reference rule).",
+    ),
+    ProblemType(
+        code="internal_error",
+        status=500,
+        title="Internal error",
+        description="An unexpected error; quote the request_id when reporting it.",
+    ),
+    ProblemType(
+        code="service_unavailable",
+        status=503,
+        title="Service unavailable",
+        description="The database cannot be reached right now; retry after Retry-After seconds.",
+    ),
+]
+
+
+def _subclasses(cls: type[AppError]) -> list[type[AppError]]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_subclasses(sub))
+    return out
+
+
+def catalogue() -> list[ProblemType]:
+    by_code = {p.code: p for p in _HANDLED}
+    for cls in _subclasses(AppError):
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        if cls.code not in by_code:
+            by_code[cls.code] = ProblemType(
+                code=cls.code, status=cls.status, title=cls.title, description=doc or cls.title
+            )
+    return sorted(by_code.values(), key=lambda p: p.code)
+
+
+@router.get("", summary="List the problem types", description="Every stable `code` the API may answer.")
+async def problems_list() -> ProblemCatalogue:
+    return ProblemCatalogue(items=catalogue())
+
+
+@router.get(
+    "/{code}",
+    summary="Describe a problem type",
+    description="The page a problem's `type` points to.",
+    responses=problem_responses(404),
+)
+async def problems_get(code: str) -> ProblemType:
+    for problem in catalogue():
+        if problem.code == code:
+            return problem
+    raise NotFound(f"no problem type {code!r}; see /problems")
