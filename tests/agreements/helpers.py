@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import httpx
 
+from tests.helpers import MERGE_PATCH
+
 PROGRAMMES = "/api/v1/programmes"
 AGREEMENTS = "/api/v1/agreements"
-MERGE_PATCH = "application/merge-patch+json"
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "code", "request_id"}
-_LINK_NEXT = re.compile(r'^<([^>]+)>;\s*rel="next"$')
 
 PROGRAMME: dict[str, Any] = {
     "code": "FRANCE_RELANCE_V1",
@@ -22,43 +20,6 @@ PROGRAMME: dict[str, Any] = {
     "subsidy_per_position_cents": 5_000_000,
     "starts_on": "2021-01-01",
 }
-
-
-def assert_problem(
-    response: httpx.Response, status: int, code: str, pointer: str | None = None
-) -> dict[str, Any]:
-    """An RFC 9457 problem with the contract's members; returns its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body.keys() >= PROBLEM_FIELDS, body
-    assert body["status"] == status
-    assert body["code"] == code, body
-    assert body["type"].endswith("/" + code)
-    assert body["detail"]
-    assert body["instance"] == response.request.url.path
-    if pointer is not None:
-        assert body["errors"][0]["pointer"] == pointer, body["errors"]
-    return body
-
-
-def next_link(response: httpx.Response) -> str | None:
-    header = response.headers.get("link")
-    if header is None:
-        return None
-    match = _LINK_NEXT.match(header)
-    assert match, header
-    return match.group(1)
-
-
-def items(response: httpx.Response) -> list[dict[str, Any]]:
-    assert response.status_code == 200, response.text
-    result: list[dict[str, Any]] = response.json()["items"]
-    return result
-
-
-def ids(response: httpx.Response) -> list[str]:
-    return [item["id"] for item in items(response)]
 
 
 async def create_programme(

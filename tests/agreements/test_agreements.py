@@ -12,19 +12,17 @@ import pytest
 from app.agreements import service
 from tests.agreements.helpers import (
     AGREEMENTS,
-    assert_problem,
     create_agreement,
     create_programme,
     create_signed,
     get_programme,
-    ids,
     merge_patch,
-    next_link,
     post_agreement,
     sign,
     terminate,
 )
 from tests.conftest import Tree
+from tests.helpers import assert_problem, ids, next_link
 
 READ_FIELDS = {
     "id",

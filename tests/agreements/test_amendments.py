@@ -13,16 +13,14 @@ from app.agreements import service
 from tests.agreements.helpers import (
     AGREEMENTS,
     amend,
-    assert_problem,
     create_agreement,
     create_programme,
     create_signed,
     get_programme,
-    ids,
-    next_link,
     terminate,
 )
 from tests.conftest import Tree
+from tests.helpers import assert_problem, ids, next_link
 
 READ_FIELDS = {
     "id",

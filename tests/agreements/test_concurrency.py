@@ -24,15 +24,9 @@ from app.territories import service as territories
 from app.territories.codes import TerritoryKind
 from app.territories.models import Territory
 from app.territories.schemas import TerritoryCreate
-from tests.agreements.helpers import (
-    AGREEMENTS,
-    PROGRAMMES,
-    amend,
-    assert_problem,
-    get_programme,
-    post_agreement,
-)
+from tests.agreements.helpers import AGREEMENTS, PROGRAMMES, amend, get_programme, post_agreement
 from tests.conftest import bearer, postgres_only
+from tests.helpers import assert_problem
 
 CODE = "CONCURRENCY_TEST"
 WRITERS = 8

@@ -7,7 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import demo
 from app.agreements import demo as agreements_demo
-from tests.agreements.helpers import AGREEMENTS, PROGRAMMES, items
+from tests.agreements.helpers import AGREEMENTS, PROGRAMMES
+from tests.helpers import items
 
 
 async def test_the_demo_programme_commits_65_positions_and_3_25_million_euros(

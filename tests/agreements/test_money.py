@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.agreements.helpers import (
-    amend,
-    assert_problem,
-    create_programme,
-    create_signed,
-    get_programme,
-    post_agreement,
-)
+from tests.agreements.helpers import amend, create_programme, create_signed, get_programme, post_agreement
 from tests.conftest import Tree
+from tests.helpers import assert_problem
 
 
 async def test_odd_subsidies_add_up_to_the_cent(

@@ -13,13 +13,12 @@ from tests.agreements.helpers import (
     PROGRAMMES,
     agreement_body,
     amend,
-    assert_problem,
     create_programme,
     create_signed,
-    ids,
     merge_patch,
 )
 from tests.conftest import KeyMaker, Tree, bearer
+from tests.helpers import assert_problem, ids
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api_keys.models import ApiKey, api_key_territories
 from app.core.auth import hash_secret
 from tests.conftest import KeyMaker, QueryCounter, Tree, bearer
-from tests.core.helpers import assert_problem
+from tests.helpers import assert_problem
 
 API_KEYS = "/api/v1/api-keys"
 ME = "/api/v1/me"

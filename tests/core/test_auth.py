@@ -14,7 +14,7 @@ from app.api_keys.models import ApiKey
 from app.core.auth import hash_secret
 from app.db import utcnow
 from tests.conftest import KeyMaker, Tree, bearer
-from tests.core.helpers import assert_problem
+from tests.helpers import assert_problem
 
 ME = "/api/v1/me"
 TERRITORIES = "/api/v1/territories"

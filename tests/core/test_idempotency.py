@@ -19,7 +19,7 @@ from app.core.idempotency import IdempotencyRecord, advisory_lock_id, purge_expi
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.territories.models import Territory
 from tests.conftest import KeyMaker, bearer, postgres_only
-from tests.core.helpers import app_client, assert_problem
+from tests.helpers import app_client, assert_problem
 
 TERRITORIES = "/api/v1/territories"
 API_KEYS = "/api/v1/api-keys"

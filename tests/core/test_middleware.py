@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from app.core.middleware import valid_request_id
-from tests.core.helpers import assert_problem
+from tests.helpers import assert_problem
 
 TERRITORIES = "/api/v1/territories"
 ORIGIN = "https://app.example.fr"

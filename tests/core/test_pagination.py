@@ -13,7 +13,7 @@ import pytest
 from app.core.pagination import Cursors, InvalidCursor, SortKey, parse_uuid
 from app.territories.models import Territory
 from tests.conftest import KeyMaker, Tree, bearer
-from tests.core.helpers import assert_problem
+from tests.helpers import assert_problem
 
 TERRITORIES = "/api/v1/territories"
 KEYS = [SortKey("name", Territory.name_sort), SortKey("id", Territory.id, parse=parse_uuid)]

@@ -18,7 +18,7 @@ from app.config import Settings
 from app.core.idempotency import IdempotencyRecord
 from app.db import SessionDep
 from app.ops.router import expected_head
-from tests.core.helpers import app_client, assert_problem
+from tests.helpers import app_client, assert_problem
 
 TERRITORIES = "/api/v1/territories"
 REGION = {"kind": "region", "code": "84", "name": "Auvergne-Rhône-Alpes"}

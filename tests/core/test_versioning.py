@@ -9,7 +9,7 @@ from starlette.requests import Request
 from app.core.problems import PreconditionFailed, PreconditionRequired
 from app.core.versioning import etag, not_modified, require_if_match
 from tests.conftest import Tree
-from tests.core.helpers import assert_problem
+from tests.helpers import assert_problem
 
 TERRITORIES = "/api/v1/territories"
 

@@ -12,17 +12,15 @@ import pytest
 from tests.agreements.helpers import (
     PROGRAMME,
     PROGRAMMES,
-    assert_problem,
     create_agreement,
     create_programme,
     create_signed,
     get_programme,
-    ids,
     merge_patch,
-    next_link,
     terminate,
 )
 from tests.conftest import KeyMaker, Tree, bearer
+from tests.helpers import assert_problem, ids, next_link
 
 READ_FIELDS = {
     "id",

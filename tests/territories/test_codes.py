@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from app.territories.codes import TerritoryKind, code_error, fold
-from tests.territories.helpers import BASE, READ_FIELDS, assert_problem, siren
+from tests.helpers import assert_problem
+from tests.territories.helpers import BASE, READ_FIELDS, siren
 
 VALID = [
     ("region", "84"),

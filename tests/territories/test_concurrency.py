@@ -21,7 +21,8 @@ from app.territories.errors import TerritoryExists
 from app.territories.models import Territory
 from app.territories.schemas import TerritoryCreate, TerritoryUpdate
 from tests.conftest import Tree, postgres_only
-from tests.territories.helpers import BASE, assert_problem, siren
+from tests.helpers import assert_problem
+from tests.territories.helpers import BASE, siren
 
 
 def lose_the_race(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from app.territories.models import Territory
 from tests.conftest import KeyMaker, TerritoryMaker, Tree, bearer
-from tests.territories.helpers import BASE, READ_FIELDS, assert_problem, ids, names, next_link, siren
+from tests.helpers import assert_problem, ids, next_link
+from tests.territories.helpers import BASE, READ_FIELDS, names, siren
 
 
 async def listing(client: httpx.AsyncClient, **params: Any) -> httpx.Response:

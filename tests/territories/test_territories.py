@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests.conftest import KeyMaker, TerritoryMaker, Tree, bearer
-from tests.territories.helpers import BASE, READ_FIELDS, assert_problem, ids, siren
+from tests.helpers import assert_problem, ids
+from tests.territories.helpers import BASE, READ_FIELDS, siren
 
 MERGE_PATCH = "application/merge-patch+json"
 

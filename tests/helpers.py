@@ -1,7 +1,8 @@
-"""Assertions and app builders shared by the conventions tests."""
+"""Assertions and builders shared by every test package."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,8 @@ from app.core.problems import PROBLEM_BASE
 from app.main import create_app
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "code", "request_id"}
+MERGE_PATCH = "application/merge-patch+json"
+_LINK_NEXT = re.compile(r'^<([^>]+)>;\s*rel="next"$')
 
 
 def assert_problem(
@@ -26,7 +29,7 @@ def assert_problem(
     body: dict[str, Any] = response.json()
     assert body.keys() >= PROBLEM_FIELDS, body
     assert body["status"] == status
-    assert body["code"] == code
+    assert body["code"] == code, body
     assert body["type"] == f"{PROBLEM_BASE}{code}"
     assert body["title"]
     assert body["detail"]
@@ -36,6 +39,26 @@ def assert_problem(
     if pointer is not None:
         assert pointer in [e["pointer"] for e in body["errors"]], body
     return body
+
+
+def next_link(response: httpx.Response) -> str | None:
+    """The target of the `Link: <...>; rel="next"` header, or None."""
+    header = response.headers.get("link")
+    if header is None:
+        return None
+    match = _LINK_NEXT.match(header)
+    assert match, header
+    return match.group(1)
+
+
+def items(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    result: list[dict[str, Any]] = response.json()["items"]
+    return result
+
+
+def ids(response: httpx.Response) -> list[str]:
+    return [item["id"] for item in items(response)]
 
 
 @asynccontextmanager
