@@ -52,3 +52,15 @@ async def test_problem_types_resolve(client: httpx.AsyncClient) -> None:
     missing = await client.get("/problems/no_such_problem")
     assert missing.status_code == 404
     assert missing.json()["code"] == "not_found"
+
+
+async def test_swagger_ui_needs_no_network(client: httpx.AsyncClient) -> None:
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets
+    assert all(a.startswith("/") for a in assets), assets
+    assert "cdn." not in page.text
+    for asset in assets:
+        if asset.endswith((".js", ".css")):
+            assert (await client.get(asset)).status_code == 200, asset
