@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from alembic import command
@@ -14,6 +14,7 @@ from alembic.config import Config
 from rich.console import Console
 
 from app.config import Settings, get_settings
+from app.core.problems import AppError
 
 cli = typer.Typer(help="cnfs-api: the Conseillers numériques France Services backend.", no_args_is_help=True)
 console = Console()
@@ -55,24 +56,22 @@ def migrate(
 
 
 @cli.command("seed-demo")
-def seed_demo(
-    force: Annotated[bool, typer.Option(help="Load even if the database already has territories.")] = False,
-) -> None:
-    """Load the demo data (territories, programme, agreements) and print a demo admin key."""
+def seed_demo() -> None:
+    """Load the demo data into an empty database and print the demo API keys it creates."""
     from app.demo import seed
 
-    settings = get_settings()
-    result = asyncio.run(seed(settings, force=force))
-    _report_seed(result)
+    _report_seed(asyncio.run(seed(get_settings())))
 
 
-def _report_seed(result: dict[str, object]) -> None:
-    if result.get("loaded"):
-        console.print(f"[green]demo data loaded[/green]: {result.get('summary')}")
+def _report_seed(result: dict[str, Any]) -> None:
+    if result["loaded"]:
+        console.print(f"[green]demo data loaded[/green]: {result['summary']}")
     else:
-        console.print("demo data: the database already has data, nothing loaded")
-    if result.get("admin_key"):
-        console.print(f"demo admin API key (shown once): [bold]{result['admin_key']}[/bold]")
+        console.print("demo data: the database already has territories, nothing loaded")
+    if result["keys"]:
+        console.print("demo API keys (shown once; keep them, or make new ones with create-key):")
+        for name, key in result["keys"]:
+            console.print(f"  {name}: [bold]{key}[/bold]", soft_wrap=True)
 
 
 @cli.command("create-key")
@@ -85,16 +84,20 @@ def create_key(
     """Create an API key and print its secret (shown once)."""
     from app.demo import create_key as do_create
 
-    settings = get_settings()
-    secret = asyncio.run(
-        do_create(
-            settings,
-            name=name,
-            role=role,
-            territory_ids=[uuid.UUID(t) for t in territory or []],
-            counsellor_id=uuid.UUID(counsellor) if counsellor else None,
+    try:
+        secret = asyncio.run(
+            do_create(
+                get_settings(),
+                name=name,
+                role=role,
+                territory_ids=[uuid.UUID(t) for t in territory or []],
+                counsellor_id=uuid.UUID(counsellor) if counsellor else None,
+            )
         )
-    )
+    except (ValueError, AppError) as exc:
+        # ValueError covers pydantic's ValidationError and malformed UUIDs.
+        console.print(f"[red]cannot create the key:[/red] {getattr(exc, 'detail', None) or exc}")
+        raise typer.Exit(2) from exc
     console.print(secret)
 
 
@@ -119,7 +122,7 @@ def serve(
     if migrate_first:
         run_migrations(settings)
     if demo:
-        _report_seed(asyncio.run(seed(settings, force=False)))
+        _report_seed(asyncio.run(seed(settings)))
     console.print(
         f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)"
     )

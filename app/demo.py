@@ -47,21 +47,32 @@ async def load_territories(session: AsyncSession) -> dict[tuple[str, str], Terri
     return by_code
 
 
-async def seed(settings: Settings, *, force: bool = False) -> dict[str, Any]:
-    """Loads the demo into an empty database; creates a demo admin key when there is none."""
+# Keys made with the demo data, so that an operator can see scoping at work: (name, role, territory).
+DEMO_SCOPED_KEYS = [
+    ("demo manager, Métropole de Lyon", Role.territory_manager, ("metropole", "200046977")),
+    ("demo viewer, Rhône", Role.viewer, ("departement", "69")),
+]
+
+
+async def seed(settings: Settings) -> dict[str, Any]:
+    """Loads the demo into an empty database, with a scoped key or two; creates a demo admin key when
+    there is none. Returns what it did, with the new keys' secrets (shown once)."""
     engine = make_engine(settings.database_url)
-    result: dict[str, Any] = {"loaded": False, "admin_key": None}
+    result: dict[str, Any] = {"loaded": False, "keys": []}
     try:
         async with make_sessionmaker(engine)() as session:
             count = (await session.execute(select(func.count()).select_from(Territory))).scalar_one()
-            if count == 0 or force:
+            if count == 0:
                 by_code = await load_territories(session)
                 summaries = [f"{len(by_code)} territories", await agreements_demo.load(session, by_code)]
                 result["loaded"] = True
                 result["summary"] = ", ".join(summaries)
+                for name, role, territory in DEMO_SCOPED_KEYS:
+                    scoped = ApiKeyCreate(name=name, role=role, territory_ids=[by_code[territory].id])
+                    result["keys"].append((name, (await api_keys.create(session, scoped)).key))
             if not await api_keys_repo.any_admin(session):
-                created = await api_keys.create(session, ApiKeyCreate(name="demo admin", role=Role.admin))
-                result["admin_key"] = created.key
+                admin = await api_keys.create(session, ApiKeyCreate(name="demo admin", role=Role.admin))
+                result["keys"].insert(0, ("demo admin", admin.key))
             await session.commit()
     finally:
         await engine.dispose()

@@ -1,0 +1,103 @@
+"""The command line: migrate, seed-demo and create-key on a database of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from app.api_keys.models import ApiKey
+from app.cli import cli
+from app.config import get_settings
+from app.db import make_engine, make_sessionmaker
+from app.programmes.models import Programme
+from app.territories.models import Territory
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="cnfs-cli-") as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'nested' / 'cli.db'}"
+        monkeypatch.setenv("DATABASE_URL", url)
+        get_settings.cache_clear()
+        yield url
+        get_settings.cache_clear()
+
+
+def _count(url: str, model: type) -> int:
+    async def count() -> int:
+        engine = make_engine(url)
+        async with make_sessionmaker(engine)() as session:
+            n = (await session.execute(select(func.count()).select_from(model))).scalar_one()
+        await engine.dispose()
+        return int(n)
+
+    return asyncio.run(count())
+
+
+def test_migrate_seed_and_create_key(cli_database: str) -> None:
+    migrated = runner.invoke(cli, ["migrate"])
+    assert migrated.exit_code == 0, migrated.output
+
+    seeded = runner.invoke(cli, ["seed-demo"])
+    assert seeded.exit_code == 0, seeded.output
+    assert "demo data loaded" in seeded.output
+    keys = re.findall(r"(demo [^:]+): (cnfs_\S+)", seeded.output)
+    assert [name for name, _ in keys] == [
+        "demo admin",
+        "demo manager, Métropole de Lyon",
+        "demo viewer, Rhône",
+    ]
+    assert _count(cli_database, Territory) == 10
+    assert _count(cli_database, Programme) == 1
+    assert _count(cli_database, ApiKey) == 3
+
+    again = runner.invoke(cli, ["seed-demo"])
+    assert again.exit_code == 0
+    assert "nothing loaded" in again.output
+    assert "cnfs_" not in again.output
+    assert _count(cli_database, Territory) == 10
+
+    made = runner.invoke(cli, ["create-key", "--name", "ops", "--role", "admin"])
+    assert made.exit_code == 0, made.output
+    assert made.output.strip().startswith("cnfs_")
+    assert _count(cli_database, ApiKey) == 4
+
+
+def test_create_key_refuses_bad_input_without_a_traceback(cli_database: str) -> None:
+    assert runner.invoke(cli, ["migrate"]).exit_code == 0
+    no_scope = runner.invoke(cli, ["create-key", "--name", "x", "--role", "viewer"])
+    assert no_scope.exit_code == 2
+    assert "at least one territory" in no_scope.output
+    unknown = runner.invoke(
+        cli,
+        [
+            "create-key",
+            "--name",
+            "x",
+            "--role",
+            "viewer",
+            "--territory",
+            "0" * 8 + "-0000-0000-0000-" + "0" * 12,
+        ],
+    )
+    assert unknown.exit_code == 2
+    assert "no territory" in unknown.output
+    assert "Traceback" not in no_scope.output + unknown.output
+    assert _count(cli_database, ApiKey) == 0
+
+
+def test_migrate_down_and_up(cli_database: str) -> None:
+    assert runner.invoke(cli, ["migrate"]).exit_code == 0
+    down = runner.invoke(cli, ["migrate", "base", "--downgrade"])
+    assert down.exit_code == 0, down.output
+    assert runner.invoke(cli, ["migrate"]).exit_code == 0
+    assert _count(cli_database, Territory) == 0
