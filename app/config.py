@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("data") / "cnfs.db"
+DEFAULT_SECRET_KEY = "dev-only-change-me"
 
 
 class Settings(BaseSettings):
@@ -21,8 +22,10 @@ class Settings(BaseSettings):
     database_pool_size: int = 10
     database_pool_timeout_seconds: float = 5.0
     sqlite_busy_timeout_ms: int = 5000
+    database_lock_timeout_ms: int = 5000
+    database_statement_timeout_ms: int = 30000
     secret_key: str = Field(
-        default="dev-only-change-me",
+        default=DEFAULT_SECRET_KEY,
         description="Signs pagination cursors. Set a long random value in production.",
     )
     cors_allow_origins: list[str] = Field(default_factory=list)
@@ -30,7 +33,6 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = 24
     log_level: str = "INFO"
     log_json: bool = True
-    public_base_url: str = "http://127.0.0.1:8000"
 
     @property
     def is_sqlite(self) -> bool:

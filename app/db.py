@@ -25,6 +25,10 @@ NAMING_CONVENTION = {
 }
 
 
+SQLITE_BEGIN_OPTION = "sqlite_begin"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def new_id() -> uuid.UUID:
     """UUID v7: time-ordered, so primary-key indexes stay append-mostly."""
     return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
@@ -75,12 +79,12 @@ class VersionedMixin:
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 
 
-def _sqlite_on_connect(busy_timeout_ms: int) -> Any:
+def _sqlite_on_connect(busy_timeout_ms: int, foreign_keys: bool) -> Any:
     def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # pysqlite's own transaction handling breaks SAVEPOINTs; SQLAlchemy emits BEGIN itself (see below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -95,27 +99,48 @@ def make_engine(
     pool_size: int = 10,
     pool_timeout: float = 5.0,
     sqlite_busy_timeout_ms: int = 5000,
+    lock_timeout_ms: int = 5000,
+    statement_timeout_ms: int = 30000,
+    foreign_keys: bool = True,
     echo: bool = False,
 ) -> AsyncEngine:
+    """`foreign_keys=False` is for migrations only: SQLite's batch mode rebuilds tables, and with foreign
+    keys on, dropping the old table would fire ON DELETE actions on the rows that refer to it."""
     if url.startswith("sqlite"):
         in_memory = ":memory:" in url or url.rstrip("/").endswith(":")
-        engine = create_async_engine(url, echo=echo, **({} if in_memory else {"pool_timeout": pool_timeout}))
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect(sqlite_busy_timeout_ms))
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            # Bound values may be personal data: keep them out of exception texts, hence out of logs.
+            hide_parameters=True,
+            **({} if in_memory else {"pool_timeout": pool_timeout}),
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect(sqlite_busy_timeout_ms, foreign_keys))
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:
-            # IMMEDIATE takes the write lock up front: two writers queue on busy_timeout instead of
-            # failing on a lock upgrade, which is what makes read-check-write rules safe on SQLite.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writes take the write lock up front (IMMEDIATE): two writers queue on busy_timeout instead of
+            # failing on a lock upgrade, which is what makes read-check-write rules safe on SQLite. Reads
+            # (see get_session) begin DEFERRED and run beside a writer, as WAL allows.
+            mode = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     return create_async_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
         pool_pre_ping=True,
+        # A request never waits long on a lock or a runaway statement: it fails with 503 (retry later).
+        connect_args={
+            "server_settings": {
+                "lock_timeout": str(lock_timeout_ms),
+                "statement_timeout": str(statement_timeout_ms),
+            }
+        },
     )
 
 
@@ -128,6 +153,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:
+            if request.method in READ_METHODS and session.get_bind().dialect.name == "sqlite":
+                await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
             yield session
             await session.commit()
         except BaseException:

@@ -97,6 +97,7 @@ async def create_key(
                 ),
             )
             await session.commit()
+            assert created.key is not None  # only a replay omits it
             return created.key
     finally:
         await engine.dispose()

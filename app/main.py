@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api import api_router
-from app.config import Settings, get_settings
+from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
+from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
 from app.core.middleware import BodyLimitMiddleware, ErrorAndAccessLogMiddleware, valid_request_id
 from app.core.pagination import Cursors
@@ -24,6 +31,8 @@ from app.core.problems import document_problems, install_problem_handlers
 from app.db import make_engine, make_sessionmaker
 from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
+
+logger = logging.getLogger("app")
 
 EXPOSED_HEADERS = [
     "ETag",
@@ -64,13 +73,48 @@ TAGS = [
 ]
 
 
+def _app_models(base: type[BaseModel] = BaseModel) -> dict[str, type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {}
+    for sub in base.__subclasses__():
+        if sub.__module__.startswith("app."):
+            found[sub.__name__] = sub
+        found.update(_app_models(sub))
+    return found
+
+
+def restore_null_examples(schema: dict[str, Any]) -> None:
+    """FastAPI drops every null from the document, example values included, which leaves examples that
+    their own schema rejects (a required nullable field missing). Put the models' examples back whole."""
+    models = _app_models()
+    for name, component in schema.get("components", {}).get("schemas", {}).items():
+        model = models.get(name.removesuffix("-Input").removesuffix("-Output"))
+        extra = model.model_config.get("json_schema_extra") if model else None
+        if isinstance(extra, dict) and "examples" in extra:
+            component["examples"] = to_jsonable_python(extra["examples"])
+
+
 def _operation_id(route: APIRoute) -> str:
     return route.name
+
+
+async def _purge_idempotency_records(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    """Start-up housekeeping; a database that is down or not migrated yet must not stop the process."""
+    try:
+        async with sessionmaker() as session:
+            purged = await purge_expired(session, timedelta(hours=settings.idempotency_ttl_hours))
+            await session.commit()
+        logger.info("purged %d expired idempotency records", purged)
+    except Exception as exc:
+        logger.warning("idempotency purge skipped: %s", type(exc).__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    if settings.secret_key == DEFAULT_SECRET_KEY and not settings.is_sqlite:
+        logger.warning("SECRET_KEY is the development default: set a long random value in production")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,9 +123,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout_seconds,
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            lock_timeout_ms=settings.database_lock_timeout_ms,
+            statement_timeout_ms=settings.database_statement_timeout_ms,
         )
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        await _purge_idempotency_records(app.state.sessionmaker, settings)
         try:
             yield
         finally:
@@ -107,7 +154,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
 
     Instrumentator(registry=CollectorRegistry(), excluded_handlers=["/metrics"]).instrument(app).expose(
-        app, include_in_schema=True, tags=["operations"], operation_id="ops_metrics"
+        app,
+        include_in_schema=True,
+        tags=["operations"],
+        operation_id="ops_metrics",
+        summary="Prometheus metrics",
+        description="Request counts and latencies per route template, in the Prometheus text format.",
+        response_class=PlainTextResponse,
     )
 
     # Added innermost first: body limit → errors and access log → CORS → request id (outermost), so that a
@@ -144,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         schema["servers"] = [{"url": "/"}]
         document_problems(schema, api_prefix=api_router.prefix)
+        restore_null_examples(schema)
         app.openapi_schema = schema
         return schema
 

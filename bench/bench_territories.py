@@ -1,7 +1,8 @@
 """Benchmark of the territory reads on a France-sized tree, over real HTTP on loopback.
 
     .venv/bin/python -m bench.bench_territories                      # SQLite in a temporary folder
-    .venv/bin/python -m bench.bench_territories --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench
+    createdb -h 127.0.0.1 -U postgres cnfs_bench && \
+        .venv/bin/python -m bench.bench_territories --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench
     .venv/bin/python -m bench.bench_territories --communes 35000 --requests 300
 
 It builds the tree (18 régions, 101 départements, EPCI, communes) straight into a fresh database, starts
@@ -25,7 +26,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import insert, text
+from sqlalchemy import insert, inspect, text
 from stdnum import luhn
 
 from app.cli import alembic_config
@@ -100,6 +101,14 @@ async def build_tree(url: str, communes: int) -> dict[str, str]:
     }
 
 
+async def has_tables(url: str) -> bool:
+    engine = make_engine(url)
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: inspect(c).get_table_names())
+    await engine.dispose()
+    return bool(names)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -151,7 +160,8 @@ def main() -> None:
         url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         from alembic import command
 
-        command.downgrade(alembic_config(url), "base") if args.database_url else None
+        if args.database_url and asyncio.run(has_tables(url)):
+            raise SystemExit("the benchmark needs a fresh, empty database: it fills it with a synthetic tree")
         command.upgrade(alembic_config(url), "head")
         started = time.perf_counter()
         ids = asyncio.run(build_tree(url, args.communes))

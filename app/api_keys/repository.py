@@ -9,6 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from app.api_keys.models import ApiKey
+from app.core.pagination import PageRequest, SortKey, fetch_page, parse_uuid
+
+# Ids are UUID v7, time-ordered: descending id is newest first.
+_NEWEST_FIRST = [SortKey("id", ApiKey.id, desc=True, parse=parse_uuid)]
 
 
 def list_query(role: str | None, include_revoked: bool) -> Select[ApiKey]:
@@ -18,6 +22,15 @@ def list_query(role: str | None, include_revoked: bool) -> Select[ApiKey]:
     if not include_revoked:
         stmt = stmt.where(ApiKey.revoked_at.is_(None))
     return stmt
+
+
+async def list_page(
+    session: AsyncSession, page: PageRequest, *, role: str | None, include_revoked: bool
+) -> tuple[list[ApiKey], str | None, int | None]:
+    """One page of keys, newest first, with their territories (a constant number of queries)."""
+    return await fetch_page(
+        session, list_query(role, include_revoked), _NEWEST_FIRST, page, row_values=lambda k: [k.id]
+    )
 
 
 async def get(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:

@@ -7,14 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api_keys import repository as repo
 from app.api_keys import service
-from app.api_keys.models import ApiKey
-from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, Me
+from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, ApiKeyRead, Me
 from app.core.auth import AdminDep, KeyHolderDep, Role
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
-from app.core.pagination import Page, SortKey, fetch_page, parse_uuid, set_link_header
+from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created
 from app.db import SessionDep
@@ -29,7 +27,8 @@ me_router = APIRouter(tags=["access"])
     response_model=ApiKeyCreated,
     summary="Create an API key",
     description="Admin. The secret (`cnfs_...`) is in `key`, shown only in this response; only its hash "
-    "is kept.",
+    "is kept. A retry under the same `Idempotency-Key` replays this answer with `key: null`: if the secret "
+    "was lost, revoke the key and create another.",
     responses=problem_responses(401, 403, 422),
 )
 async def api_keys_create(
@@ -39,7 +38,7 @@ async def api_keys_create(
         key = await service.create(session, body)
         return created(request, key, "api_keys_get", key_id=str(key.id))
 
-    return await idem.run(produce)
+    return await idem.run(produce, secret_fields=("key",))
 
 
 @router.get(
@@ -49,19 +48,25 @@ async def api_keys_list(
     request: Request,
     response: Response,
     session: SessionDep,
-    _admin: AdminDep,
+    admin: AdminDep,
     page: PageDep,
     role: Role | None = None,
     include_revoked: Annotated[bool, Query(description="Also list revoked keys.")] = False,
-) -> Page[ApiKeyRead]:
-    keys = [SortKey("id", ApiKey.id, desc=True, parse=parse_uuid)]
-    stmt = repo.list_query(role.value if role else None, include_revoked)
-    rows, next_cursor, total = await fetch_page(session, stmt, keys, page, row_values=lambda k: [k.id])
+) -> ApiKeyPage:
+    items, next_cursor, total = await service.list_api_keys(
+        session, admin, page, role=role, include_revoked=include_revoked
+    )
     set_link_header(request, response, next_cursor)
-    return Page[ApiKeyRead](items=[service.to_read(k) for k in rows], next_cursor=next_cursor, total=total)
+    return ApiKeyPage(items=items, next_cursor=next_cursor, total=total)
 
 
-@router.get("/{key_id}", summary="Get an API key", responses=problem_responses(401, 403, 404))
+@router.get(
+    "/{key_id}",
+    summary="Get an API key",
+    description="Admin. The key's role, scope, expiry and revocation; never its secret (only its `prefix`). "
+    "A revoked key is still found here.",
+    responses=problem_responses(401, 403, 404),
+)
 async def api_keys_get(session: SessionDep, _admin: AdminDep, key_id: uuid.UUID) -> ApiKeyRead:
     return service.to_read(await service.get(session, key_id))
 
@@ -79,7 +84,14 @@ async def api_keys_delete(session: SessionDep, _admin: AdminDep, key_id: uuid.UU
     return Response(status_code=204)
 
 
-@me_router.get("/me", summary="Describe the caller", responses=problem_responses(401))
+@me_router.get(
+    "/me",
+    summary="Describe the caller",
+    description="Any key holder. The key's id, name, role and scope: `territory_ids` lists the territories "
+    "whose subtrees the key covers (`[]` for admin, meaning everywhere); `counsellor_id` is set for the "
+    "counsellor role. Without a key → 401.",
+    responses=problem_responses(401),
+)
 async def me_get(principal: KeyHolderDep) -> Me:
     return Me(
         key_id=principal.key_id,

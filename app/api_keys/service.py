@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api_keys import repository as repo
 from app.api_keys.models import ApiKey
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
-from app.core.auth import KEY_PREFIX, Role, hash_secret
+from app.core.auth import KEY_PREFIX, Principal, Role, hash_secret
+from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
 from app.db import utcnow
-from app.territories import repository as territories_repo
+from app.territories import service as territories
 
 
 def new_secret() -> str:
@@ -48,8 +49,8 @@ async def create(session: AsyncSession, data: ApiKeyCreate) -> ApiKeyCreated:
     if data.expires_at is not None and data.expires_at <= utcnow():
         raise ValidationFailed("/expires_at", "must be in the future")
     wanted = list(dict.fromkeys(data.territory_ids))
-    territories = await territories_repo.get_many(session, wanted)
-    found = {t.id for t in territories}
+    found_territories = await territories.get_many(session, wanted)
+    found = {t.id for t in found_territories}
     for index, territory_id in enumerate(data.territory_ids):
         if territory_id not in found:
             raise UnknownReference(f"/territory_ids/{index}", "no territory with this id")
@@ -63,10 +64,25 @@ async def create(session: AsyncSession, data: ApiKeyCreate) -> ApiKeyCreated:
         expires_at=data.expires_at,
         created_at=utcnow(),
     )
-    key.territories = territories
+    key.territories = found_territories
     repo.add(session, key)
     await session.flush()
     return ApiKeyCreated(**to_read(key).model_dump(), key=secret)
+
+
+async def list_api_keys(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    role: Role | None = None,
+    include_revoked: bool = False,
+) -> tuple[list[ApiKeyRead], str | None, int | None]:
+    """A page of keys, newest first (admin only, checked by the route): (items, next_cursor, total)."""
+    rows, next_cursor, total = await repo.list_page(
+        session, page, role=role.value if role is not None else None, include_revoked=include_revoked
+    )
+    return [to_read(k) for k in rows], next_cursor, total
 
 
 async def get(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:

@@ -78,12 +78,23 @@ class Idempotency:
     fingerprint: str
     ttl: timedelta
 
-    async def run(self, produce: Callable[[], Awaitable[Response]]) -> Response:
-        """Replays a stored response for this key, or produces one and stores it before commit."""
+    async def run(
+        self, produce: Callable[[], Awaitable[Response]], *, secret_fields: tuple[str, ...] = ()
+    ) -> Response:
+        """Replays a stored response for this key, or produces one and stores it before commit.
+
+        `secret_fields` of the response body (an API key's secret) are stored as null: a secret is shown
+        once, and never kept in clear, so a replay answers without it."""
         if self.key is None:
             return await produce()
         await self._lock(self.key)
         now = utcnow()
+        # Expired records of this caller go as it writes; `purge_expired` clears the rest at start-up.
+        await self.session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.caller == self.caller, IdempotencyRecord.created_at <= now - self.ttl
+            )
+        )
         existing = (
             await self.session.execute(
                 select(IdempotencyRecord).where(
@@ -91,7 +102,7 @@ class Idempotency:
                 )
             )
         ).scalar_one_or_none()
-        if existing is not None and existing.created_at > now - self.ttl:
+        if existing is not None:
             if existing.fingerprint != self.fingerprint:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used for another request; use a new key for a new request"
@@ -99,11 +110,12 @@ class Idempotency:
             headers = dict(existing.headers)
             headers[REPLAYED_HEADER] = "true"
             return Response(content=existing.body, status_code=existing.status_code, headers=headers)
-        if existing is not None:
-            await self.session.delete(existing)
-            await self.session.flush()
         response = await produce()
         body = bytes(response.body) if hasattr(response, "body") else b""
+        if secret_fields and body:
+            document = json.loads(body)
+            document.update(dict.fromkeys(secret_fields))
+            body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
         kept = {k: v for k, v in response.headers.items() if k.lower() in _REPLAYED_HEADERS}
         self.session.add(
             IdempotencyRecord(
@@ -150,13 +162,18 @@ async def get_idempotency(
     digest.update(f"{request.method} {request.url.path}?{request.url.query}\n".encode())
     digest.update(material)
     ttl = timedelta(hours=request.app.state.settings.idempotency_ttl_hours)
-    return Idempotency(session, principal.caller, key, digest.hexdigest(), ttl)
+    caller = principal.caller
+    if principal.is_anonymous:
+        # Callers without a key are told apart by address, so that nobody replays another's response.
+        caller = f"public:{request.client.host if request.client else 'unknown'}"
+    return Idempotency(session, caller, key, digest.hexdigest(), ttl)
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
 
 
 async def purge_expired(session: AsyncSession, ttl: timedelta) -> int:
+    """Deletes the records older than the TTL; returns how many."""
     result = await session.execute(
         delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - ttl)
     )

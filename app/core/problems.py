@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -310,7 +311,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def dbapi_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DBAPIError)
-        if exc.connection_invalidated or _looks_unavailable(exc):
+        if exc.connection_invalidated or is_transient(exc):
             return await unavailable(request, exc)
         return await server_error(request, exc)
 
@@ -332,14 +333,26 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeoutError, unavailable)
     app.add_exception_handler(OperationalError, dbapi_error)
     app.add_exception_handler(DBAPIError, dbapi_error)
+    # Reaching the database failed before any driver error could wrap it (refused, DNS, connect timeout).
     app.add_exception_handler(ConnectionError, unavailable)
+    app.add_exception_handler(socket.gaierror, unavailable)
+    app.add_exception_handler(TimeoutError, unavailable)
     app.add_exception_handler(Exception, server_error)
 
 
-def _looks_unavailable(exc: DBAPIError) -> bool:
-    text = str(exc.orig).lower() if exc.orig is not None else ""
-    needles = ("connection", "could not connect", "database is locked", "terminating", "closed", "refused")
-    return isinstance(exc, OperationalError) or any(n in text for n in needles)
+# SQLSTATEs after which the same request may well succeed later: connection failures (class 08), too many
+# connections or no resources (53), lock or statement timeouts, deadlocks, serialisation failures, and a
+# server shutting down or starting up (57P01-57P03).
+_TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03")
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """A database error that says "not now" (503 with Retry-After) rather than "never" (500)."""
+    if isinstance(exc, OperationalError):
+        # SQLite's "database is locked" after busy_timeout, an unreachable server, and the like.
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATES)
 
 
 _PROBLEM_REF = "#/components/schemas/Problem"

@@ -7,15 +7,16 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api_keys import service as api_keys
 from app.api_keys.models import ApiKey
 from app.api_keys.schemas import ApiKeyCreate
 from app.config import Settings
 from app.core.auth import Role
-from app.core.idempotency import IdempotencyRecord, advisory_lock_id, purge_expired
+from app.core.idempotency import IdempotencyDep, IdempotencyRecord, advisory_lock_id, purge_expired
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.territories.models import Territory
 from tests.conftest import KeyMaker, bearer, postgres_only
@@ -247,3 +248,49 @@ async def test_a_key_still_in_use_is_409(settings: Settings) -> None:
             await session.execute(delete(ApiKey).where(ApiKey.id.in_(created_ids)))
             await session.commit()
         await engine.dispose()
+
+
+async def test_an_api_key_secret_is_never_stored_nor_replayed(
+    client: httpx.AsyncClient, admin: dict[str, str], session: AsyncSession
+) -> None:
+    headers = _with_key(admin, "new-sync-key")
+    body = {"name": "SIRH Lyon", "role": "admin"}
+    first = await client.post(API_KEYS, json=body, headers=headers)
+    assert first.status_code == 201
+    secret = first.json()["key"]
+    assert secret.startswith("cnfs_")
+
+    [record] = await _records(session, "new-sync-key")
+    assert secret.encode() not in record.body
+    assert secret[5:].encode() not in record.body
+
+    replay = await client.post(API_KEYS, json=body, headers=headers)
+    assert replay.status_code == 201
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["key"] is None
+    assert {k: v for k, v in replay.json().items() if k != "key"} == {
+        k: v for k, v in first.json().items() if k != "key"
+    }
+    assert replay.headers["location"] == first.headers["location"]
+
+
+async def test_callers_without_a_key_are_told_apart_by_address(
+    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Two anonymous clients never share an Idempotency-Key namespace."""
+    seen: list[str] = []
+
+    async def probe(idem: IdempotencyDep) -> dict[str, str]:
+        seen.append(idem.caller)
+        return {}
+
+    test_app = FastAPI()
+    test_app.state.settings = app.state.settings
+    test_app.state.sessionmaker = sessionmaker
+    test_app.add_api_route("/probe", probe, methods=["POST"])
+    for address in ("192.0.2.10", "192.0.2.11"):
+        transport = httpx.ASGITransport(app=test_app, client=(address, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as anonymous:
+            response = await anonymous.post("/probe", json={}, headers={"Idempotency-Key": "same"})
+            assert response.status_code == 200
+    assert seen == ["public:192.0.2.10", "public:192.0.2.11"]

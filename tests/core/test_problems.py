@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -196,6 +197,27 @@ def _add_failing_routes(app: FastAPI) -> None:
             "UPDATE statement on table 'territories' expected to update 1 row(s); 0 were matched"
         )
 
+    class _DriverError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__(f"driver error {sqlstate}")
+            self.sqlstate = sqlstate
+
+    def raising_sqlstate(sqlstate: str) -> Callable[[], Awaitable[None]]:
+        async def route() -> None:
+            raise DBAPIError("UPDATE secret_table", {}, _DriverError(sqlstate))
+
+        return route
+
+    async def name_not_resolved() -> None:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    async def connect_timeout() -> None:
+        raise TimeoutError
+
+    for sqlstate in ("55P03", "40P01", "40001", "57014", "57P03", "53300", "08006", "42703"):
+        app.add_api_route(f"/sqlstate/{sqlstate}", raising_sqlstate(sqlstate))
+    app.add_api_route("/name-not-resolved", name_not_resolved)
+    app.add_api_route("/connect-timeout", connect_timeout)
     app.add_api_route("/boom", boom)
     app.add_api_route("/integrity", integrity)
     app.add_api_route("/duplicate", duplicate, methods=["POST"])
@@ -246,6 +268,18 @@ async def test_unique_violation_from_the_database_is_a_409_conflict(settings: Se
         ("/connection-reset", 503, "service_unavailable"),
         ("/connection-lost", 503, "service_unavailable"),
         ("/bad-sql", 500, "internal_error"),
+        ("/name-not-resolved", 503, "service_unavailable"),
+        ("/connect-timeout", 503, "service_unavailable"),
+        # Lock timeout, deadlock, serialisation failure, statement timeout, server starting up, too many
+        # connections, connection failure: "retry later". An undefined column is a bug: 500.
+        ("/sqlstate/55P03", 503, "service_unavailable"),
+        ("/sqlstate/40P01", 503, "service_unavailable"),
+        ("/sqlstate/40001", 503, "service_unavailable"),
+        ("/sqlstate/57014", 503, "service_unavailable"),
+        ("/sqlstate/57P03", 503, "service_unavailable"),
+        ("/sqlstate/53300", 503, "service_unavailable"),
+        ("/sqlstate/08006", 503, "service_unavailable"),
+        ("/sqlstate/42703", 500, "internal_error"),
         ("/stale", 412, "precondition_failed"),
     ],
 )
