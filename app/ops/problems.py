@@ -3,22 +3,52 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.core.problems import AppError, NotFound, problem_responses
 
 router = APIRouter(prefix="/problems", tags=["operations"])
 
 
+_EXAMPLE: JsonDict = {
+    "code": "territory_exists",
+    "status": 409,
+    "title": "Territory exists",
+    "description": "A territory of this kind already has this official code.",
+}
+
+
 class ProblemType(BaseModel):
-    code: str = Field(examples=["territory_exists"])
-    status: int = Field(examples=[409])
+    code: str = Field(description="The problem's stable `code`.", examples=["territory_exists"])
+    status: int = Field(description="The HTTP status it is answered with.", examples=[409])
     title: str = Field(examples=["Territory exists"])
-    description: str = Field(examples=["A territory of this kind already has this code."])
+    description: str = Field(examples=["A territory of this kind already has this official code."])
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
 
 
 class ProblemCatalogue(BaseModel):
     items: list[ProblemType]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "code": "not_found",
+                            "status": 404,
+                            "title": "Not found",
+                            "description": "No such route or object, or the object lies outside the "
+                            "caller's territories.",
+                        },
+                        _EXAMPLE,
+                    ]
+                }
+            ]
+        }
+    )
 
 
 # Problems produced by the shared handlers rather than by an AppError subclass.

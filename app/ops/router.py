@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,14 +21,36 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 class Health(BaseModel):
-    status: str
+    status: Literal["ok"] = Field(examples=["ok"])
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
 
 
 class Readiness(BaseModel):
-    status: str
-    database: str
-    schema_revision: str | None
-    expected_revision: str
+    status: Literal["ok", "unavailable"] = Field(
+        description="`ok` when the database answers and its schema is at the expected revision.",
+        examples=["ok"],
+    )
+    database: Literal["ok", "unreachable"] = Field(examples=["ok"])
+    schema_revision: str | None = Field(
+        description="The database's migration revision; null when it was never migrated or is unreachable.",
+        examples=["0002"],
+    )
+    expected_revision: str = Field(description="The latest migration this release ships.", examples=["0002"])
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ok", "database": "ok", "schema_revision": "0002", "expected_revision": "0002"},
+                {
+                    "status": "unavailable",
+                    "database": "ok",
+                    "schema_revision": "0001",
+                    "expected_revision": "0002",
+                },
+            ]
+        }
+    )
 
 
 @lru_cache
@@ -38,7 +61,13 @@ def expected_head() -> str:
     return head or "base"
 
 
-@router.get("/healthz", operation_id="ops_healthz", summary="The process is alive")
+@router.get(
+    "/healthz",
+    operation_id="ops_healthz",
+    summary="The process is alive",
+    description="Liveness: answers 200 as long as the process serves requests, without touching the "
+    "database (a database outage must not get the process restarted). For probes; no key needed.",
+)
 async def ops_healthz() -> Health:
     return Health(status="ok")
 
@@ -47,7 +76,23 @@ async def ops_healthz() -> Health:
     "/readyz",
     operation_id="ops_readyz",
     summary="The database answers and its schema is at the latest migration",
-    responses={503: {"model": Readiness, "description": "Not ready"}},
+    description="Readiness: 200 when the database answers within 3 seconds and its schema is at the "
+    "migration this release expects; otherwise 503 with the same body saying what is missing, and "
+    "`Retry-After`. For probes and load balancers; no key needed.",
+    response_model=Readiness,
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "Not ready: the database is unreachable or its schema is not at the expected "
+            "revision.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before probing again.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        }
+    },
 )
 async def ops_readyz(request: Request) -> JSONResponse:
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker

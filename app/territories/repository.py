@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.pagination import PageRequest, SortKey, fetch_page, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.territories.models import Territory
 
@@ -83,6 +85,61 @@ def relevance(q_folded: str) -> ColumnElement[int]:
 
 def population_key() -> ColumnElement[int]:
     return func.coalesce(Territory.population, -1)
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """The ORDER BY of a list and, for the cursor, the same values read back from a row of the page."""
+
+    keys: list[SortKey]
+    row_values: Callable[[Territory], Sequence[object]]
+
+
+_ID_KEY = SortKey("id", Territory.id, parse=parse_uuid)
+_SORTS = {"name": SortKey("name", Territory.name_sort)}
+
+
+def sorted_by(sort: str | None) -> Ordering:
+    """`name` (the default) or `-name`, then the id; 422 for any other value."""
+    return Ordering(
+        keys=parse_sort(sort, _SORTS, "name", _ID_KEY),
+        row_values=lambda t: [t.name_sort, t.id],
+    )
+
+
+def by_relevance(q_folded: str) -> Ordering:
+    """Names that start with the query first, then the most populated, then by name and id."""
+
+    def row_values(t: Territory) -> list[object]:
+        # The Python twin of `relevance` and `population_key`, for the row the cursor resumes after.
+        starts = 0 if t.name_sort.startswith(q_folded) else 1
+        return [starts, t.population if t.population is not None else -1, t.name_sort, t.id]
+
+    return Ordering(
+        keys=[
+            SortKey("relevance", relevance(q_folded)),
+            SortKey("population", population_key(), desc=True),
+            SortKey("name", Territory.name_sort),
+            _ID_KEY,
+        ],
+        row_values=row_values,
+    )
+
+
+async def list_page(
+    session: AsyncSession,
+    page: PageRequest,
+    ordering: Ordering,
+    *,
+    kind: str | None = None,
+    code: str | None = None,
+    parent_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    q_folded: str | None = None,
+) -> tuple[list[Territory], str | None, int | None]:
+    """One page of territories (one query, and one more for the total when asked)."""
+    stmt = list_query(kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded)
+    return await fetch_page(session, stmt, ordering.keys, page, row_values=ordering.row_values)
 
 
 async def exists_with_code(session: AsyncSession, kind: str, code: str, exclude_id: uuid.UUID | None) -> bool:

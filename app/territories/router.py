@@ -11,21 +11,16 @@ from pydantic import AfterValidator
 from app.core.auth import AdminDep, PrincipalDep
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
-from app.core.pagination import Page, SortKey, fetch_page, parse_sort, parse_uuid, set_link_header
-from app.core.problems import ValidationFailed, problem_responses
+from app.core.pagination import set_link_header
+from app.core.problems import problem_responses
 from app.core.responses import created, model_response
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
 from app.db import SessionDep
-from app.territories import repository as repo
 from app.territories import service
-from app.territories.codes import TerritoryKind, fold
-from app.territories.models import Territory
-from app.territories.schemas import TerritoryCreate, TerritoryRead, TerritoryUpdate, printable
+from app.territories.codes import TerritoryKind
+from app.territories.schemas import TerritoryCreate, TerritoryPage, TerritoryRead, TerritoryUpdate, printable
 
 router = APIRouter(prefix="/territories", tags=["territories"])
-
-ID_KEY = SortKey("id", Territory.id.expression, parse=parse_uuid)
-SORTS = {"name": SortKey("name", Territory.name_sort.expression)}
 
 
 @router.get(
@@ -40,6 +35,7 @@ async def territories_list(
     request: Request,
     response: Response,
     session: SessionDep,
+    principal: PrincipalDep,
     page: PageDep,
     kind: TerritoryKind | None = None,
     code: Annotated[str | None, Query(max_length=16, examples=["69"]), AfterValidator(printable)] = None,
@@ -55,37 +51,20 @@ async def territories_list(
     sort: Annotated[
         str | None, Query(description="`name` or `-name`; default: relevance with `q`, else `name`.")
     ] = None,
-) -> Page[TerritoryRead]:
-    within_path = None
-    if within is not None:
-        root = await repo.get(session, within)
-        if root is None:
-            raise ValidationFailed("/query/within", "no territory with this id")
-        within_path = root.path
-    q_folded = fold(q) if q else None
-    stmt = repo.list_query(
-        kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded
+) -> TerritoryPage:
+    rows, next_cursor, total = await service.list_territories(
+        session,
+        principal,
+        page,
+        kind=kind,
+        code=code,
+        parent_id=parent_id,
+        within=within,
+        q=q,
+        sort=sort,
     )
-    if q_folded and sort is None:
-        keys = [
-            SortKey("relevance", repo.relevance(q_folded)),
-            SortKey("population", repo.population_key(), desc=True),
-            SortKey("name", Territory.name_sort.expression),
-            ID_KEY,
-        ]
-
-        def values(t: Territory) -> list[object]:
-            starts = 0 if t.name_sort.startswith(q_folded) else 1
-            return [starts, t.population if t.population is not None else -1, t.name_sort, t.id]
-    else:
-        keys = parse_sort(sort, SORTS, "name", ID_KEY)
-
-        def values(t: Territory) -> list[object]:
-            return [t.name_sort, t.id]
-
-    rows, next_cursor, total = await fetch_page(session, stmt, keys, page, row_values=values)
     set_link_header(request, response, next_cursor)
-    return Page[TerritoryRead](
+    return TerritoryPage(
         items=[TerritoryRead.model_validate(t) for t in rows], next_cursor=next_cursor, total=total
     )
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field
 
+from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
 from app.territories.codes import TerritoryKind
 
@@ -93,4 +94,19 @@ class TerritoryRead(ReadModel):
                 }
             ]
         },
+    )
+
+
+class TerritoryPage(Page[TerritoryRead]):
+    """A page of territories."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": TerritoryRead.model_json_schema()["examples"],
+                    "next_cursor": "eyJ2IjpbIm1ldHJvcG9sZSBkZSBseW9uIl19.q8mJ2wT5bX0kZlR1cV9yNg",
+                }
+            ]
+        }
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
 from app.db import new_id
 from app.territories import repository as repo
@@ -31,6 +32,43 @@ async def get_visible(session: AsyncSession, territory_id: uuid.UUID, principal:
     if territory is None:
         raise NotFound("no territory with this id")
     return territory
+
+
+async def list_territories(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    kind: TerritoryKind | None = None,
+    code: str | None = None,
+    parent_id: uuid.UUID | None = None,
+    within: uuid.UUID | None = None,
+    q: str | None = None,
+    sort: str | None = None,
+) -> tuple[list[Territory], str | None, int | None]:
+    """A page of territories, public like each of them: (items, next_cursor, total).
+
+    `within` keeps a territory and its whole subtree (an unknown id is a 422 on the parameter). `q` matches
+    within folded names (case and accents ignored); without an explicit `sort`, names that start with it
+    come first, then the most populated (API.md, "Territories")."""
+    within_path = None
+    if within is not None:
+        root = await repo.get(session, within)
+        if root is None:
+            raise ValidationFailed("/query/within", "no territory with this id")
+        within_path = root.path
+    q_folded = fold(q) if q else None
+    ordering = repo.by_relevance(q_folded) if q_folded and sort is None else repo.sorted_by(sort)
+    return await repo.list_page(
+        session,
+        page,
+        ordering,
+        kind=kind.value if kind is not None else None,
+        code=code,
+        parent_id=parent_id,
+        within_path=within_path,
+        q_folded=q_folded,
+    )
 
 
 async def get_in_scope(
@@ -159,3 +197,8 @@ async def delete(session: AsyncSession, territory: Territory) -> None:
             await session.flush()
     except IntegrityError as exc:
         raise TerritoryInUse("other objects refer to this territory; remove them first") from exc
+
+
+async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:
+    """The territories among `ids` that exist (for references in other domains' bodies)."""
+    return await repo.get_many(session, ids)
