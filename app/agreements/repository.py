@@ -9,8 +9,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
 from app.core.auth import Principal
+from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.territories.models import Territory
+
+_ID_KEY = SortKey("id", Agreement.id, parse=parse_uuid)
+_SORTS = {
+    "created_at": SortKey("created_at", Agreement.created_at, parse=parse_datetime),
+    "reference": SortKey("reference", Agreement.reference),
+}
+# Amendments list in creation order, without a choice of sort.
+_AMENDMENT_KEYS = [
+    SortKey("created_at", Amendment.created_at, parse=parse_datetime),
+    SortKey("id", Amendment.id, parse=parse_uuid),
+]
 
 
 async def get(
@@ -57,12 +69,53 @@ def list_query(
     return stmt
 
 
+def sort_keys(sort: str | None) -> list[SortKey]:
+    """`created_at` (the default) or `reference`, `-` to reverse, then the id; 422 for any other value."""
+    return parse_sort(sort, _SORTS, "created_at", _ID_KEY)
+
+
+async def list_page(
+    session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Agreement]
+) -> tuple[list[Agreement], str | None, int | None]:
+    """One page of `stmt` (a `list_query`) in the order of `keys` (from `sort_keys`): one query, and one
+    more for the total when asked."""
+
+    def values(a: Agreement) -> list[object]:
+        return [getattr(a, keys[0].name), a.id]
+
+    return await fetch_page(session, stmt, keys, page, row_values=values)
+
+
+async def lock_territory(session: AsyncSession, territory_id: uuid.UUID) -> bool:
+    """Whether the territory exists, and on PostgreSQL keeps it so until the transaction ends.
+
+    `FOR KEY SHARE` is the lock a foreign key check takes: a DELETE of the territory waits for this
+    transaction (then fails on the new reference) instead of slipping in between the check and the INSERT,
+    while updates of the territory's other columns go on. SQLite ignores it: its writers already run one at
+    a time."""
+    stmt = select(Territory.id).where(Territory.id == territory_id).with_for_update(read=True, key_share=True)
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
 def add(session: AsyncSession, row: Agreement | Amendment) -> None:
     session.add(row)
 
 
 def amendments_query(agreement_id: uuid.UUID) -> Select[Amendment]:
     return select(Amendment).where(Amendment.agreement_id == agreement_id)
+
+
+async def amendments_page(
+    session: AsyncSession, agreement_id: uuid.UUID, page: PageRequest
+) -> tuple[list[Amendment], str | None, int | None]:
+    """One page of an agreement's amendments, oldest first."""
+    return await fetch_page(
+        session,
+        amendments_query(agreement_id),
+        _AMENDMENT_KEYS,
+        page,
+        row_values=lambda a: [a.created_at, a.id],
+    )
 
 
 async def get_amendment(

@@ -7,30 +7,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
-from app.agreements import repository as repo
 from app.agreements import service
-from app.agreements.models import Agreement, AgreementKind, AgreementStatus, Amendment
+from app.agreements.models import AgreementKind, AgreementStatus
 from app.agreements.schemas import (
     AgreementCreate,
+    AgreementPage,
     AgreementRead,
     AgreementSign,
     AgreementTerminate,
     AgreementUpdate,
     AmendmentCreate,
+    AmendmentPage,
     AmendmentRead,
 )
 from app.core.auth import AdminDep, Principal, Role, require_roles
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
-from app.core.pagination import (
-    Page,
-    SortKey,
-    fetch_page,
-    parse_datetime,
-    parse_sort,
-    parse_uuid,
-    set_link_header,
-)
+from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
@@ -52,15 +45,6 @@ READERS_DOC = (
     "Roles: `admin` (everywhere), `territory_manager` and `viewer` (agreements of their territories "
     "and their descendants; any other is 404). `counsellor` → 403, no key → 401."
 )
-ID_KEY = SortKey("id", Agreement.id, parse=parse_uuid)
-SORTS = {
-    "created_at": SortKey("created_at", Agreement.created_at, parse=parse_datetime),
-    "reference": SortKey("reference", Agreement.reference),
-}
-AMENDMENT_KEYS = [
-    SortKey("created_at", Amendment.created_at, parse=parse_datetime),
-    SortKey("id", Amendment.id, parse=parse_uuid),
-]
 
 
 def _respond(read: AgreementRead) -> Response:
@@ -92,25 +76,20 @@ async def agreements_list(
             examples=["reference"],
         ),
     ] = None,
-) -> Page[AgreementRead]:
-    keys = parse_sort(sort, SORTS, "created_at", ID_KEY)
-    stmt = repo.list_query(
+) -> AgreementPage:
+    items, next_cursor, total = await service.list_agreements(
+        session,
         principal,
+        page,
         programme_id=programme_id,
         territory_id=territory_id,
-        within_path=await service.subtree_path(session, within, principal),
-        status=status.value if status else None,
-        kind=kind.value if kind else None,
+        within=within,
+        status=status,
+        kind=kind,
+        sort=sort,
     )
-
-    def values(a: Agreement) -> list[object]:
-        return [getattr(a, keys[0].name), a.id]
-
-    rows, next_cursor, total = await fetch_page(session, stmt, keys, page, row_values=values)
     set_link_header(request, response, next_cursor)
-    return Page[AgreementRead](
-        items=await service.read_many(session, rows), next_cursor=next_cursor, total=total
-    )
+    return AgreementPage(items=items, next_cursor=next_cursor, total=total)
 
 
 @router.get(
@@ -245,19 +224,10 @@ async def agreements_amendments_list(
     principal: ReaderDep,
     page: PageDep,
     agreement_id: uuid.UUID,
-) -> Page[AmendmentRead]:
-    agreement = await service.get_visible(session, agreement_id, principal)
-    rows, next_cursor, total = await fetch_page(
-        session,
-        repo.amendments_query(agreement.id),
-        AMENDMENT_KEYS,
-        page,
-        row_values=lambda a: [a.created_at, a.id],
-    )
+) -> AmendmentPage:
+    items, next_cursor, total = await service.list_amendments(session, agreement_id, principal, page)
     set_link_header(request, response, next_cursor)
-    return Page[AmendmentRead](
-        items=[AmendmentRead.model_validate(a) for a in rows], next_cursor=next_cursor, total=total
-    )
+    return AmendmentPage(items=items, next_cursor=next_cursor, total=total)
 
 
 @router.post(

@@ -9,11 +9,13 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from app.agreements.models import AgreementKind, AgreementStatus, AmendmentKind
+from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
 from app.referentials.data import AmendmentReason
 
 # Factories rather than shared FieldInfo objects: a create model requires these fields (default `...`),
-# a merge patch leaves them out (default None).
+# a merge patch leaves them out (default None). Counts and money are strict: `"3"`, `3.0` or `true` are
+# 422, not silently converted.
 
 
 def reference_field(default: Any = ...) -> Any:
@@ -27,15 +29,24 @@ def reference_field(default: Any = ...) -> Any:
 
 
 def positions_field(default: Any = ...) -> Any:
-    return Field(default, ge=0, le=100_000, description="Positions granted.", examples=[50])
+    return Field(
+        default,
+        strict=True,
+        ge=0,
+        le=100_000,
+        description="Positions granted: a JSON integer.",
+        examples=[50],
+    )
 
 
 def subsidy_field(default: Any = ...) -> Any:
     return Field(
         default,
+        strict=True,
         ge=0,
         le=10**9,
-        description="Subsidy per position, in euro cents; defaults to the programme's on creation.",
+        description="Subsidy per position, in euro cents (a JSON integer); defaults to the programme's on "
+        "creation.",
         examples=[5_000_000],
     )
 
@@ -105,6 +116,24 @@ class AgreementTerminate(InputModel):
     )
 
 
+AGREEMENT_READ: dict[str, Any] = {
+    "id": "019abc3e-0000-7000-8000-000000000003",
+    **LYON,
+    "status": "signed",
+    "subsidy_per_position_cents": 5_000_000,
+    "subsidy_total_cents": 250_000_000,
+    "signed_on": "2021-03-01",
+    "ends_on": None,
+    "terminated_on": None,
+    "termination_reason": None,
+    "positions_open": 0,
+    "positions_occupied": 0,
+    "created_at": "2026-11-26T09:30:00Z",
+    "updated_at": "2026-11-26T09:30:00Z",
+    "version": 2,
+}
+
+
 class AgreementRead(ReadModel):
     id: uuid.UUID
     programme_id: uuid.UUID
@@ -126,33 +155,26 @@ class AgreementRead(ReadModel):
     updated_at: datetime
     version: int
 
+    model_config = ConfigDict(json_schema_extra={"examples": [AGREEMENT_READ]})
+
+
+class AgreementPage(Page[AgreementRead]):
+    """A page of agreements."""
+
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "019abc3e-0000-7000-8000-000000000003",
-                    **LYON,
-                    "status": "signed",
-                    "subsidy_per_position_cents": 5_000_000,
-                    "subsidy_total_cents": 250_000_000,
-                    "signed_on": "2021-03-01",
-                    "ends_on": None,
-                    "terminated_on": None,
-                    "termination_reason": None,
-                    "positions_open": 0,
-                    "positions_occupied": 0,
-                    "created_at": "2026-11-26T09:30:00Z",
-                    "updated_at": "2026-11-26T09:30:00Z",
-                    "version": 2,
-                }
-            ]
-        }
+        json_schema_extra={"examples": [{"items": [AGREEMENT_READ], "next_cursor": None, "total": 1}]}
     )
 
 
 class AmendmentCreate(InputModel):
     kind: AmendmentKind
-    positions: int = Field(gt=0, le=100_000, description="Positions added or withdrawn.", examples=[5])
+    positions: int = Field(
+        strict=True,
+        gt=0,
+        le=100_000,
+        description="Positions added or withdrawn: a JSON integer.",
+        examples=[5],
+    )
     reason: AmendmentReason = Field(description="A value of the `amendment_reasons` referential.")
     reason_detail: str | None = Field(
         default=None,
@@ -179,6 +201,22 @@ class AmendmentCreate(InputModel):
     )
 
 
+AMENDMENT_READ: dict[str, Any] = {
+    "id": "019abc3e-0000-7000-8000-000000000004",
+    "agreement_id": "019abc3e-0000-7000-8000-000000000003",
+    "kind": "withdraw_positions",
+    "positions": 5,
+    "reason": "difficultes_de_recrutement",
+    "reason_detail": None,
+    "effective_on": "2022-09-01",
+    "positions_before": 50,
+    "positions_after": 45,
+    "subsidy_total_before_cents": 250_000_000,
+    "subsidy_total_after_cents": 225_000_000,
+    "created_at": "2026-11-26T09:30:00Z",
+}
+
+
 class AmendmentRead(ReadModel):
     id: uuid.UUID
     agreement_id: uuid.UUID
@@ -193,23 +231,12 @@ class AmendmentRead(ReadModel):
     subsidy_total_after_cents: int
     created_at: datetime
 
+    model_config = ConfigDict(json_schema_extra={"examples": [AMENDMENT_READ]})
+
+
+class AmendmentPage(Page[AmendmentRead]):
+    """A page of an agreement's amendments, oldest first."""
+
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "019abc3e-0000-7000-8000-000000000004",
-                    "agreement_id": "019abc3e-0000-7000-8000-000000000003",
-                    "kind": "withdraw_positions",
-                    "positions": 5,
-                    "reason": "difficultes_de_recrutement",
-                    "reason_detail": None,
-                    "effective_on": "2022-09-01",
-                    "positions_before": 50,
-                    "positions_after": 45,
-                    "subsidy_total_before_cents": 250_000_000,
-                    "subsidy_total_after_cents": 225_000_000,
-                    "created_at": "2026-11-26T09:30:00Z",
-                }
-            ]
-        }
+        json_schema_extra={"examples": [{"items": [AMENDMENT_READ], "next_cursor": None, "total": 1}]}
     )

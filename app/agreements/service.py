@@ -21,7 +21,14 @@ from app.agreements.errors import (
     ProgrammeBudgetExceeded,
     ProgrammePositionsExceeded,
 )
-from app.agreements.models import Agreement, AgreementStatus, Amendment, AmendmentKind, subsidy_total
+from app.agreements.models import (
+    Agreement,
+    AgreementKind,
+    AgreementStatus,
+    Amendment,
+    AmendmentKind,
+    subsidy_total,
+)
 from app.agreements.schemas import (
     AgreementCreate,
     AgreementRead,
@@ -29,8 +36,10 @@ from app.agreements.schemas import (
     AgreementTerminate,
     AgreementUpdate,
     AmendmentCreate,
+    AmendmentRead,
 )
 from app.core.auth import Principal
+from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
 from app.db import utcnow
 from app.programmes import service as programmes
@@ -94,6 +103,44 @@ async def get_visible(session: AsyncSession, agreement_id: uuid.UUID, principal:
     return agreement
 
 
+async def list_agreements(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    programme_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within: uuid.UUID | None = None,
+    status: AgreementStatus | None = None,
+    kind: AgreementKind | None = None,
+    sort: str | None = None,
+) -> tuple[list[AgreementRead], str | None, int | None]:
+    """A page of the agreements the caller may read: (items, next_cursor, total).
+
+    `within` keeps the agreements of a territory and its whole subtree (an unknown id is a 422 on the
+    parameter); `sort` is `created_at` (the default) or `reference`, `-` to reverse."""
+    keys = repo.sort_keys(sort)
+    stmt = repo.list_query(
+        principal,
+        programme_id=programme_id,
+        territory_id=territory_id,
+        within_path=await subtree_path(session, within, principal),
+        status=status.value if status else None,
+        kind=kind.value if kind else None,
+    )
+    rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
+    return await read_many(session, rows), next_cursor, total
+
+
+async def list_amendments(
+    session: AsyncSession, agreement_id: uuid.UUID, principal: Principal, page: PageRequest
+) -> tuple[list[AmendmentRead], str | None, int | None]:
+    """A page of a visible agreement's amendments, oldest first: (items, next_cursor, total)."""
+    agreement = await get_visible(session, agreement_id, principal)
+    rows, next_cursor, total = await repo.amendments_page(session, agreement.id, page)
+    return [AmendmentRead.model_validate(a) for a in rows], next_cursor, total
+
+
 async def get_for_change(
     session: AsyncSession, agreement_id: uuid.UUID, principal: Principal
 ) -> tuple[Agreement, Programme]:
@@ -129,7 +176,11 @@ def _check_dates(starts_on: date, ends_on: date | None) -> None:
 
 
 async def _check_territory(session: AsyncSession, territory_id: uuid.UUID, principal: Principal) -> None:
-    if await territories.get_in_scope(session, territory_id, principal) is None:
+    """The territory exists, lies in the caller's scope, and stays until the transaction ends: a
+    territory deleted meanwhile is `unknown_reference`, never a foreign key conflict at the INSERT."""
+    if await territories.get_in_scope(session, territory_id, principal) is None or not (
+        await repo.lock_territory(session, territory_id)
+    ):
         raise UnknownReference("/territory_id", "no territory with this id")
 
 

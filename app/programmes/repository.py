@@ -9,7 +9,14 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import LIVE_STATUSES, Agreement
+from app.core.pagination import PageRequest, SortKey, fetch_page, parse_date, parse_sort, parse_uuid
 from app.programmes.models import Programme
+
+_ID_KEY = SortKey("id", Programme.id, parse=parse_uuid)
+_SORTS = {
+    "code": SortKey("code", Programme.code),
+    "starts_on": SortKey("starts_on", Programme.starts_on, parse=parse_date),
+}
 
 
 async def get(
@@ -31,6 +38,19 @@ async def exists_with_code(session: AsyncSession, code: str, exclude_id: uuid.UU
 
 def list_query() -> Select[Programme]:
     return select(Programme)
+
+
+async def list_page(
+    session: AsyncSession, page: PageRequest, *, sort: str | None = None
+) -> tuple[list[Programme], str | None, int | None]:
+    """One page of programmes (one query, and one more for the total when asked); `sort` is `code`
+    (the default) or `starts_on`, `-` to reverse, then the id; 422 for any other value."""
+    keys = parse_sort(sort, _SORTS, "code", _ID_KEY)
+
+    def values(p: Programme) -> list[object]:
+        return [getattr(p, keys[0].name), p.id]
+
+    return await fetch_page(session, list_query(), keys, page, row_values=values)
 
 
 async def committed_totals(

@@ -10,23 +10,16 @@ from fastapi import APIRouter, Query, Request, Response
 from app.core.auth import AdminDep, PrincipalDep
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
-from app.core.pagination import Page, SortKey, fetch_page, parse_date, parse_sort, parse_uuid, set_link_header
+from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
 from app.db import SessionDep
-from app.programmes import repository as repo
 from app.programmes import service
-from app.programmes.models import Programme
-from app.programmes.schemas import ProgrammeCreate, ProgrammeRead, ProgrammeUpdate
+from app.programmes.schemas import ProgrammeCreate, ProgrammePage, ProgrammeRead, ProgrammeUpdate
 
 router = APIRouter(prefix="/programmes", tags=["programmes"])
 
-ID_KEY = SortKey("id", Programme.id, parse=parse_uuid)
-SORTS = {
-    "code": SortKey("code", Programme.code),
-    "starts_on": SortKey("starts_on", Programme.starts_on, parse=parse_date),
-}
 TOTALS_DOC = (
     " `positions_granted` and `subsidy_committed_cents` sum the programme's draft and signed agreements "
     "(a draft reserves; a terminated agreement frees its positions)."
@@ -48,17 +41,10 @@ async def programmes_list(
         str | None,
         Query(description="`code` or `starts_on`, `-` to reverse; default `code`.", examples=["-starts_on"]),
     ] = None,
-) -> Page[ProgrammeRead]:
-    keys = parse_sort(sort, SORTS, "code", ID_KEY)
-
-    def values(p: Programme) -> list[object]:
-        return [getattr(p, keys[0].name), p.id]
-
-    rows, next_cursor, total = await fetch_page(session, repo.list_query(), keys, page, row_values=values)
+) -> ProgrammePage:
+    items, next_cursor, total = await service.list_programmes(session, page, sort=sort)
     set_link_header(request, response, next_cursor)
-    return Page[ProgrammeRead](
-        items=await service.read_many(session, rows), next_cursor=next_cursor, total=total
-    )
+    return ProgrammePage(items=items, next_cursor=next_cursor, total=total)
 
 
 @router.get(

@@ -8,12 +8,14 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
 
 CODE_PATTERN = r"^[A-Z0-9]+(?:[_-][A-Z0-9]+)*$"
 
 # Factories rather than shared FieldInfo objects: a create model requires these fields (default `...`),
-# a merge patch leaves them out (default None).
+# a merge patch leaves them out (default None). Counts and money are strict: `"3"`, `3.0` or `true` are
+# 422, not silently converted.
 
 
 def code_field(default: Any = ...) -> Any:
@@ -33,15 +35,23 @@ def name_field(default: Any = ...) -> Any:
 
 
 def positions_target_field(default: Any = ...) -> Any:
-    return Field(default, ge=0, le=1_000_000, description="Positions the programme funds.", examples=[4000])
+    return Field(
+        default,
+        strict=True,
+        ge=0,
+        le=1_000_000,
+        description="Positions the programme funds: a JSON integer.",
+        examples=[4000],
+    )
 
 
 def budget_field(default: Any = ...) -> Any:
     return Field(
         default,
+        strict=True,
         ge=0,
         le=10**15,
-        description="Budget of the envelope, in euro cents.",
+        description="Budget of the envelope, in euro cents: a JSON integer.",
         examples=[25_000_000_000],
     )
 
@@ -49,10 +59,11 @@ def budget_field(default: Any = ...) -> Any:
 def subsidy_field(default: Any = ...) -> Any:
     return Field(
         default,
+        strict=True,
         ge=0,
         le=10**9,
-        description="Default subsidy per position, in euro cents: an agreement copies it unless it sets "
-        "its own.",
+        description="Default subsidy per position, in euro cents (a JSON integer): an agreement copies it "
+        "unless it sets its own.",
         examples=[5_000_000],
     )
 
@@ -102,6 +113,17 @@ class ProgrammeUpdate(PatchModel):
     )
 
 
+PROGRAMME_READ: dict[str, Any] = {
+    "id": "019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e",
+    **FRANCE_RELANCE,
+    "positions_granted": 65,
+    "subsidy_committed_cents": 325_000_000,
+    "created_at": "2026-11-26T09:30:00Z",
+    "updated_at": "2026-11-26T09:30:00Z",
+    "version": 3,
+}
+
+
 class ProgrammeRead(ReadModel):
     id: uuid.UUID
     code: str
@@ -120,18 +142,12 @@ class ProgrammeRead(ReadModel):
     updated_at: datetime
     version: int = Field(description="Moves with every change of the representation, its totals included.")
 
+    model_config = ConfigDict(json_schema_extra={"examples": [PROGRAMME_READ]})
+
+
+class ProgrammePage(Page[ProgrammeRead]):
+    """A page of programmes."""
+
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": "019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e",
-                    **FRANCE_RELANCE,
-                    "positions_granted": 65,
-                    "subsidy_committed_cents": 325_000_000,
-                    "created_at": "2026-11-26T09:30:00Z",
-                    "updated_at": "2026-11-26T09:30:00Z",
-                    "version": 3,
-                }
-            ]
-        }
+        json_schema_extra={"examples": [{"items": [PROGRAMME_READ], "next_cursor": None, "total": 1}]}
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.pagination import PageRequest
 from app.core.problems import NotFound, ValidationFailed
 from app.db import utcnow
 from app.programmes import repository as repo
@@ -64,6 +67,15 @@ async def read_many(session: AsyncSession, programmes: Sequence[Programme]) -> l
     return [to_read(p, totals[p.id]) for p in programmes]
 
 
+async def list_programmes(
+    session: AsyncSession, page: PageRequest, *, sort: str | None = None
+) -> tuple[list[ProgrammeRead], str | None, int | None]:
+    """A page of programmes, public like each of them, with their totals: (items, next_cursor, total).
+    `sort` is `code` (the default) or `starts_on`, `-` to reverse."""
+    rows, next_cursor, total = await repo.list_page(session, page, sort=sort)
+    return await read_many(session, rows), next_cursor, total
+
+
 async def get(session: AsyncSession, programme_id: uuid.UUID) -> Programme:
     """Programmes are public: anyone may read any of them."""
     programme = await repo.get(session, programme_id)
@@ -99,6 +111,24 @@ def _check_dates(starts_on: date, ends_on: date | None) -> None:
         raise ValidationFailed("/ends_on", "must be on or after starts_on")
 
 
+@asynccontextmanager
+async def _writing(session: AsyncSession, code: str, exclude_id: uuid.UUID | None) -> AsyncIterator[None]:
+    """Applies the block's changes in a savepoint, so that a concurrent write of the same `code` that won
+    the race between our check and our flush is still answered `programme_exists`, not a bare conflict.
+
+    The savepoint keeps the transaction usable after the failed statement (PostgreSQL aborts a transaction
+    on any error), so that the code can be looked up again; it opens before the block, since
+    `begin_nested` flushes pending changes first, outside of it."""
+    try:
+        async with session.begin_nested():
+            yield
+            await session.flush()
+    except IntegrityError:
+        if await repo.exists_with_code(session, code, exclude_id):
+            raise ProgrammeExists(f"a programme with code {code} already exists") from None
+        raise
+
+
 async def create(session: AsyncSession, data: ProgrammeCreate) -> Programme:
     programme = Programme(
         code=data.code,
@@ -112,8 +142,8 @@ async def create(session: AsyncSession, data: ProgrammeCreate) -> Programme:
     _check_dates(data.starts_on, data.ends_on)
     if await repo.exists_with_code(session, data.code, None):
         raise ProgrammeExists(f"a programme with code {data.code} already exists")
-    repo.add(session, programme)
-    await session.flush()
+    async with _writing(session, data.code, None):
+        repo.add(session, programme)
     return programme
 
 
@@ -151,7 +181,7 @@ async def update(session: AsyncSession, programme: Programme, patch: ProgrammeUp
                 f"agreements already commit {held.subsidy_cents} cents: budget_cents cannot go below",
                 extra={"subsidy_committed_cents": held.subsidy_cents},
             )
-    for field, value in changes.items():
-        setattr(programme, field, value)
-    await session.flush()
+    async with _writing(session, changes.get("code", programme.code), programme.id):
+        for field, value in changes.items():
+            setattr(programme, field, value)
     return programme

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.helpers import MERGE_PATCH
+from app.agreements.models import Agreement, Amendment
+from app.api_keys import service as api_keys
+from app.api_keys.models import ApiKey
+from app.api_keys.schemas import ApiKeyCreate
+from app.config import Settings
+from app.core.auth import Role
+from app.core.idempotency import IdempotencyRecord
+from app.db import make_sessionmaker
+from app.programmes.models import Programme
+from app.territories import service as territories
+from app.territories.codes import TerritoryKind
+from app.territories.models import Territory
+from app.territories.schemas import TerritoryCreate
+from tests.conftest import bearer
+from tests.helpers import MERGE_PATCH, app_client
 
 PROGRAMMES = "/api/v1/programmes"
 AGREEMENTS = "/api/v1/agreements"
@@ -140,3 +160,64 @@ async def merge_patch(
     if if_match is not None:
         sent["If-Match"] = if_match
     return await client.patch(url, content=json.dumps(body), headers=sent)
+
+
+# --- committed data, for tests of real concurrency ----------------------------------------------------
+
+
+@asynccontextmanager
+async def committed_rows(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions that really commit (the rollback-per-test fixtures share one connection, so they cannot
+    race). The programmes, their agreements and amendments, and the territories created meanwhile are
+    deleted afterwards, whatever the test left behind."""
+    sessions = make_sessionmaker(engine)
+    async with sessions() as session:
+        programmes_before = set((await session.execute(select(Programme.id))).scalars())
+        territories_before = set((await session.execute(select(Territory.id))).scalars())
+    try:
+        yield sessions
+    finally:
+        async with sessions() as session:
+            programme_ids = select(Programme.id).where(Programme.id.not_in(programmes_before))
+            agreement_ids = select(Agreement.id).where(Agreement.programme_id.in_(programme_ids))
+            await session.execute(delete(Amendment).where(Amendment.agreement_id.in_(agreement_ids)))
+            await session.execute(delete(Agreement).where(Agreement.programme_id.in_(programme_ids)))
+            await session.execute(delete(Programme).where(Programme.id.not_in(programmes_before)))
+            rows = (await session.execute(select(Territory.id, Territory.depth))).all()
+            for territory_id, _depth in sorted(
+                (r for r in rows if r[0] not in territories_before), key=lambda r: -r[1]
+            ):
+                await session.execute(delete(Territory).where(Territory.id == territory_id))
+            await session.commit()
+
+
+@dataclass(frozen=True)
+class World:
+    """An app of its own (its own engine: one connection per request) over committed data."""
+
+    client: httpx.AsyncClient
+    admin: dict[str, str]
+    territory_id: uuid.UUID
+    sessions: async_sessionmaker[AsyncSession]
+
+
+@asynccontextmanager
+async def committed_world(settings: Settings, engine: AsyncEngine) -> AsyncIterator[World]:
+    """A committed region and admin key, and a client on a separate app; all removed afterwards."""
+    async with committed_rows(engine) as sessions:
+        async with sessions() as session:
+            region = await territories.create(
+                session, TerritoryCreate(kind=TerritoryKind.region, code="11", name="Île-de-France")
+            )
+            key = await api_keys.create(session, ApiKeyCreate(name="concurrency test", role=Role.admin))
+            await session.commit()
+        try:
+            async with app_client(settings) as client:
+                yield World(client, bearer(key.key), region.id, sessions)
+        finally:
+            async with sessions() as session:
+                await session.execute(
+                    delete(IdempotencyRecord).where(IdempotencyRecord.caller == str(key.id))
+                )
+                await session.execute(delete(ApiKey).where(ApiKey.id == key.id))
+                await session.commit()

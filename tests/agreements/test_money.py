@@ -1,10 +1,23 @@
-"""Money in integer cents: exact sums, amounts beyond 32 bits, no rounding anywhere."""
+"""Money in integer cents: exact sums, amounts beyond 32 bits, no rounding anywhere, and counts and amounts
+taken as JSON integers only."""
 
 from __future__ import annotations
 
-import httpx
+from typing import Any
 
-from tests.agreements.helpers import amend, create_programme, create_signed, get_programme, post_agreement
+import httpx
+import pytest
+
+from tests.agreements.helpers import (
+    AGREEMENTS,
+    amend,
+    create_agreement,
+    create_programme,
+    create_signed,
+    get_programme,
+    merge_patch,
+    post_agreement,
+)
 from tests.conftest import Tree
 from tests.helpers import assert_problem
 
@@ -77,3 +90,39 @@ async def test_amounts_beyond_32_bits_are_exact(
         subsidy_per_position_cents=0,
     )
     assert free.status_code == 201
+
+
+# --- strict integers --------------------------------------------------------------------------------
+
+NOT_INTEGERS = [
+    ("positions_granted", "3"),
+    ("positions_granted", 3.0),
+    ("positions_granted", True),
+    ("subsidy_per_position_cents", "5000000"),
+    ("subsidy_per_position_cents", 5_000_000.0),
+    ("subsidy_per_position_cents", False),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), NOT_INTEGERS)
+async def test_an_agreement_takes_counts_and_money_as_json_integers_only(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree, field: str, value: Any
+) -> None:
+    programme = await create_programme(client, admin)
+    created = await post_agreement(client, admin, programme["id"], tree.rhone.id, **{field: value})
+    assert_problem(created, 422, "validation_error", f"/{field}")
+    draft = await create_agreement(client, admin, programme["id"], tree.rhone.id, positions_granted=3)
+    patched = await merge_patch(client, admin, f"{AGREEMENTS}/{draft['id']}", {field: value})
+    assert_problem(patched, 422, "validation_error", f"/{field}")
+    assert (await get_programme(client, programme["id"]))["positions_granted"] == 3
+
+
+@pytest.mark.parametrize("value", ["5", 5.0, True])
+async def test_an_amendment_takes_its_positions_as_a_json_integer_only(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree, value: Any
+) -> None:
+    programme = await create_programme(client, admin)
+    signed = await create_signed(client, admin, programme["id"], tree.rhone.id, positions_granted=3)
+    response = await amend(client, admin, signed["id"], "add_positions", value)
+    assert_problem(response, 422, "validation_error", "/positions")
+    assert (await get_programme(client, programme["id"]))["positions_granted"] == 3

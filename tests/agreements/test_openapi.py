@@ -37,6 +37,30 @@ async def test_operations_are_named_documented_and_tagged(client: httpx.AsyncCli
             assert "application/problem+json" in operation["responses"][code]["content"], (operation_id, code)
 
 
+async def test_every_response_model_has_an_example(client: httpx.AsyncClient) -> None:
+    schema: dict[str, Any] = (await client.get("/openapi.json")).json()
+    schemas = schema["components"]["schemas"]
+    for (method, path), operation_id in OPERATIONS.items():
+        responses = schema["paths"][path][method]["responses"]
+        models = [
+            r["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+            for status, r in responses.items()
+            if status.startswith("2") and "application/json" in r.get("content", {})
+        ]
+        assert models, operation_id
+        for name in models:
+            assert schemas[name].get("examples"), (operation_id, name)
+    # A page's example is a page: items of the listed model, and the cursor.
+    for page, item in (
+        ("ProgrammePage", "ProgrammeRead"),
+        ("AgreementPage", "AgreementRead"),
+        ("AmendmentPage", "AmendmentRead"),
+    ):
+        example = schemas[page]["examples"][0]
+        assert example["items"] == schemas[item]["examples"]
+        assert "next_cursor" in example
+
+
 async def test_models_carry_the_launch_figures_as_examples(client: httpx.AsyncClient) -> None:
     schemas: dict[str, Any] = (await client.get("/openapi.json")).json()["components"]["schemas"]
     assert schemas["ProgrammeRead"]["examples"][0]["positions_granted"] == 65

@@ -100,6 +100,15 @@ async def test_validation_runs_before_the_uniqueness_check(
         ("subsidy_per_position_cents", "5000000.5"),
         ("starts_on", "2021-02-30"),
         ("positions_granted", 10),
+        # Counts and money are JSON integers: no string, float or boolean slips through converted.
+        ("positions_target", "4000"),
+        ("positions_target", 4000.0),
+        ("positions_target", True),
+        ("budget_cents", "25000000000"),
+        ("budget_cents", 25_000_000_000.0),
+        ("subsidy_per_position_cents", "5000000"),
+        ("subsidy_per_position_cents", 5_000_000.0),
+        ("subsidy_per_position_cents", False),
     ],
 )
 async def test_invalid_fields_are_422_with_their_pointer(
@@ -246,6 +255,27 @@ async def test_patch_without_if_match_is_428_and_stale_is_412(
         await merge_patch(client, admin, url, {"name": "x"}, if_match='"9"'), 412, "precondition_failed"
     )
     assert (await get_programme(client, programme["id"]))["name"] == PROGRAMME["name"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("positions_target", "4500"),
+        ("positions_target", 4500.0),
+        ("budget_cents", "28125000000"),
+        ("budget_cents", 28_125_000_000.0),
+        ("subsidy_per_position_cents", "5000000"),
+        ("subsidy_per_position_cents", 5_000_000.0),
+        ("subsidy_per_position_cents", True),
+    ],
+)
+async def test_patch_takes_counts_and_money_as_json_integers_only(
+    client: httpx.AsyncClient, admin: dict[str, str], field: str, value: Any
+) -> None:
+    programme = await create_programme(client, admin)
+    response = await merge_patch(client, admin, f"{PROGRAMMES}/{programme['id']}", {field: value})
+    assert_problem(response, 422, "validation_error", f"/{field}")
+    assert await get_programme(client, programme["id"]) == programme
 
 
 @pytest.mark.parametrize("field", ["code", "name", "positions_target", "budget_cents", "starts_on"])

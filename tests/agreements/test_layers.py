@@ -1,0 +1,35 @@
+"""The routers of programmes and agreements stay thin (STYLE.md): they parse, call one service function and
+answer; queries, sort keys and pagination live in the service and the repository."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from types import ModuleType
+
+import pytest
+
+from app.agreements import router as agreements_router
+from app.programmes import router as programmes_router
+
+QUERY_BUILDING = {"fetch_page", "parse_sort", "SortKey", "select", "Select"}
+ENUMS = {"app.agreements.models.AgreementKind", "app.agreements.models.AgreementStatus"}
+
+
+def _imports(module: ModuleType) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.ImportFrom):
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return names
+
+
+@pytest.mark.parametrize("module", [programmes_router, agreements_router], ids=["programmes", "agreements"])
+def test_a_router_builds_no_query(module: ModuleType) -> None:
+    imported = _imports(module)
+    assert not [name for name in imported if "repository" in name or name.startswith("sqlalchemy")]
+    assert not [name for name in imported if name.rsplit(".", 1)[-1] in QUERY_BUILDING]
+    # Only the enums that type query parameters come from the models, never a mapped class.
+    assert {name for name in imported if ".models." in name} <= ENUMS
