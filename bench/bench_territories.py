@@ -61,7 +61,6 @@ async def build_tree(url: str, communes: int) -> dict[str, str]:
             "name_sort": fold(name),
             "parent_id": parent["id"] if parent else None,
             "path": (str(parent["path"]) if parent else "/") + f"{ident}/",
-            "depth": (int(str(parent["depth"])) + 1) if parent else 0,
             "population": population,
             "created_at": now,
             "updated_at": now,

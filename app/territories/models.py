@@ -32,5 +32,4 @@ class Territory(TimestampedMixin, VersionedMixin, Base):
         ForeignKey("territories.id", ondelete="RESTRICT"), index=True
     )
     path: Mapped[str] = mapped_column(String(400))
-    depth: Mapped[int] = mapped_column()
     population: Mapped[int | None] = mapped_column()

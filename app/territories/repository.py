@@ -149,15 +149,12 @@ async def exists_with_code(session: AsyncSession, kind: str, code: str, exclude_
     return bool((await session.execute(select(condition))).scalar())
 
 
-async def move_subtree(session: AsyncSession, old_path: str, new_path: str, depth_delta: int) -> None:
+async def move_subtree(session: AsyncSession, old_path: str, new_path: str) -> None:
     """Rewrites the paths of every descendant after a change of parent (one UPDATE)."""
     await session.execute(
         update(Territory)
         .where(path_startswith(Territory.path, old_path), Territory.path != old_path)
-        .values(
-            path=literal(new_path) + func.substr(Territory.path, len(old_path) + 1),
-            depth=Territory.depth + depth_delta,
-        )
+        .values(path=literal(new_path) + func.substr(Territory.path, len(old_path) + 1))
         .execution_options(synchronize_session=False)
     )
 

@@ -143,7 +143,6 @@ async def create(session: AsyncSession, data: TerritoryCreate) -> Territory:
         name_sort=_name_sort(data.name),
         parent_id=parent.id if parent else None,
         path=(parent.path if parent else "/") + f"{territory_id}/",
-        depth=(parent.depth + 1) if parent else 0,
         population=data.population,
     )
     async with _writing(session, data.kind, data.code, None):
@@ -165,7 +164,7 @@ async def update(session: AsyncSession, territory: Territory, patch: TerritoryUp
         await repo.lock_tree(session)
         # The path was read before the lock: an ancestor may have moved meanwhile (which changes the path
         # but not the version).
-        await session.refresh(territory, ["path", "depth"])
+        await session.refresh(territory, ["path"])
         new_parent = await _resolve_parent(session, kind, changes["parent_id"])
     code = changes.get("code") or territory.code
     if code != territory.code and await repo.exists_with_code(session, kind.value, code, territory.id):
@@ -181,11 +180,9 @@ async def update(session: AsyncSession, territory: Territory, patch: TerritoryUp
         if moving:
             old_path = territory.path
             new_path = (new_parent.path if new_parent else "/") + f"{territory.id}/"
-            new_depth = (new_parent.depth + 1) if new_parent else 0
-            await repo.move_subtree(session, old_path, new_path, new_depth - territory.depth)
+            await repo.move_subtree(session, old_path, new_path)
             territory.parent_id = new_parent.id if new_parent else None
             territory.path = new_path
-            territory.depth = new_depth
     return territory
 
 

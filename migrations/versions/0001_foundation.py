@@ -60,7 +60,6 @@ def upgrade() -> None:
         sa.Column("name_sort", sa.String(length=200), nullable=False),
         sa.Column("parent_id", sa.Uuid(), nullable=True),
         sa.Column("path", sa.String(length=400), nullable=False),
-        sa.Column("depth", sa.Integer(), nullable=False),
         sa.Column("population", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

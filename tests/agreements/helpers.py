@@ -183,9 +183,10 @@ async def committed_rows(engine: AsyncEngine) -> AsyncIterator[async_sessionmake
             await session.execute(delete(Amendment).where(Amendment.agreement_id.in_(agreement_ids)))
             await session.execute(delete(Agreement).where(Agreement.programme_id.in_(programme_ids)))
             await session.execute(delete(Programme).where(Programme.id.not_in(programmes_before)))
-            rows = (await session.execute(select(Territory.id, Territory.depth))).all()
-            for territory_id, _depth in sorted(
-                (r for r in rows if r[0] not in territories_before), key=lambda r: -r[1]
+            rows = (await session.execute(select(Territory.id, Territory.path))).all()
+            # Deepest first: a longer path is a deeper territory.
+            for territory_id, _path in sorted(
+                (r for r in rows if r[0] not in territories_before), key=lambda r: -len(r[1])
             ):
                 await session.execute(delete(Territory).where(Territory.id == territory_id))
             await session.commit()

@@ -27,9 +27,7 @@ from tests.helpers import app_client, assert_problem
 
 def _region(code: str, name: str) -> Territory:
     ident = uuid.uuid4()
-    return Territory(
-        id=ident, kind="region", code=code, name=name, name_sort=fold(name), path=f"/{ident}/", depth=0
-    )
+    return Territory(id=ident, kind="region", code=code, name=name, name_sort=fold(name), path=f"/{ident}/")
 
 
 async def test_a_failure_at_commit_reaches_the_client(settings: Settings) -> None:
