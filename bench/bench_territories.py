@@ -120,7 +120,7 @@ def run_scenarios(base: str, requests: int, ids: dict[str, str]) -> list[tuple[s
         ("list communes, 200 per page", "/api/v1/territories?kind=commune&limit=200"),
         ("within a département (subtree)", f"/api/v1/territories?within={ids['departement_id']}&limit=50"),
         ("within a région + total", f"/api/v1/territories?within={ids['region_id']}&include_total=true"),
-        ("search q=saint (accent-free)", "/api/v1/territories?q=eglise%201&limit=20"),
+        ("search q='eglise 1' (matches église)", "/api/v1/territories?q=eglise%201&limit=20"),
         ("get by kind/code", "/api/v1/territories/departement/69"),
     ]
     results = []
