@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api import api_router
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
+from app.core.auth import needs_key
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
 from app.core.middleware import BodyLimitMiddleware, ErrorAndAccessLogMiddleware, valid_request_id
@@ -91,6 +92,24 @@ def restore_null_examples(schema: dict[str, Any]) -> None:
         extra = model.model_config.get("json_schema_extra") if model else None
         if isinstance(extra, dict) and "examples" in extra:
             component["examples"] = to_jsonable_python(extra["examples"])
+
+
+def mark_optional_auth(app: FastAPI, schema: dict[str, Any]) -> None:
+    """Every /api/v1 operation reads the bearer key, but the public ones also answer without it: say so
+    (`security: [{}, ...]`), so that generated clients do not require a key there."""
+    public = {
+        context.name
+        for context in iter_route_contexts(app.router.routes)
+        if isinstance(context.route, APIRoute) and not needs_key(context.route.dependant)
+    }
+    for item in schema["paths"].values():
+        for operation in item.values():
+            if (
+                isinstance(operation, dict)
+                and operation.get("operationId") in public
+                and operation.get("security")
+            ):
+                operation["security"] = [{}, *operation["security"]]
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -198,6 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schema["servers"] = [{"url": "/"}]
         document_problems(schema, api_prefix=api_router.prefix)
         restore_null_examples(schema)
+        mark_optional_auth(app, schema)
         app.openapi_schema = schema
         return schema
 

@@ -169,3 +169,25 @@ async def test_readiness_documents_its_503(document: Document) -> None:
             "$ref": "#/components/schemas/Readiness"
         }
     assert "Retry-After" in responses["503"]["headers"]
+
+
+async def test_the_security_requirement_matches_what_answers_without_a_key(
+    client: httpx.AsyncClient, document: Document
+) -> None:
+    """Public operations say that the key is optional (`security: [{}, ...]`), the others that it is
+    required; a call without a key proves it wherever that needs no path parameter."""
+    mismatched = []
+    checked = 0
+    for path, method, operation in operations(document):
+        if not path.startswith(API_PREFIX):
+            continue
+        optional = {} in operation["security"]
+        if method == "get" and "{" not in path:
+            checked += 1
+            anonymous = await client.get(path)
+            if optional == (anonymous.status_code == 401):
+                mismatched.append(f"{name(path, method, operation)}: {anonymous.status_code}")
+        elif method != "get" and optional:
+            mismatched.append(f"{name(path, method, operation)}: a write open to callers without a key")
+    assert checked >= 5
+    assert not mismatched, "\n".join(mismatched)

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.orm import QueryableAttribute, selectinload
@@ -147,6 +148,14 @@ def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+def needs_key(dependant: Dependant) -> bool:
+    """Whether a route's dependencies include a role check (so that it refuses callers without a key)."""
+    call = dependant.call
+    if call is not None and getattr(call, "__qualname__", "").startswith(require_roles.__qualname__ + "."):
+        return True
+    return any(needs_key(sub) for sub in dependant.dependencies)
 
 
 def roles_doc(roles: Sequence[Role]) -> str:
