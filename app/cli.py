@@ -110,10 +110,15 @@ def serve(
         bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
     ] = True,
     demo: Annotated[
-        bool, typer.Option("--demo/--no-demo", help="Load demo data into an empty database.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--demo/--no-demo",
+            help="Load demo data (and demo keys) into an empty database. Default: only on SQLite.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the API (migrations applied, demo data loaded into an empty database)."""
+    """Serve the API: migrations applied, and on the embedded SQLite database, demo data loaded into an
+    empty database."""
     import uvicorn
 
     from app.demo import seed
@@ -121,7 +126,7 @@ def serve(
     settings = get_settings()
     if migrate_first:
         run_migrations(settings)
-    if demo:
+    if demo if demo is not None else settings.is_sqlite:
         _report_seed(asyncio.run(seed(settings)))
     console.print(
         f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)"

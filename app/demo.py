@@ -55,8 +55,9 @@ DEMO_SCOPED_KEYS = [
 
 
 async def seed(settings: Settings) -> dict[str, Any]:
-    """Loads the demo into an empty database, with a scoped key or two; creates a demo admin key when
-    there is none. Returns what it did, with the new keys' secrets (shown once)."""
+    """Loads the demo into an empty database, with an admin key (when there is none) and two scoped keys.
+    A database that already has territories is left alone. Returns what it did, with the new keys' secrets
+    (shown once)."""
     engine = make_engine(settings.database_url)
     result: dict[str, Any] = {"loaded": False, "keys": []}
     try:
@@ -67,12 +68,12 @@ async def seed(settings: Settings) -> dict[str, Any]:
                 summaries = [f"{len(by_code)} territories", await agreements_demo.load(session, by_code)]
                 result["loaded"] = True
                 result["summary"] = ", ".join(summaries)
+                if not await api_keys_repo.any_admin(session):
+                    admin = await api_keys.create(session, ApiKeyCreate(name="demo admin", role=Role.admin))
+                    result["keys"].append(("demo admin", admin.key))
                 for name, role, territory in DEMO_SCOPED_KEYS:
                     scoped = ApiKeyCreate(name=name, role=role, territory_ids=[by_code[territory].id])
                     result["keys"].append((name, (await api_keys.create(session, scoped)).key))
-            if not await api_keys_repo.any_admin(session):
-                admin = await api_keys.create(session, ApiKeyCreate(name="demo admin", role=Role.admin))
-                result["keys"].insert(0, ("demo admin", admin.key))
             await session.commit()
     finally:
         await engine.dispose()

@@ -132,8 +132,11 @@ async def _purge_idempotency_records(
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    if settings.secret_key == DEFAULT_SECRET_KEY and not settings.is_sqlite:
-        logger.warning("SECRET_KEY is the development default: set a long random value in production")
+    if settings.secret_key == DEFAULT_SECRET_KEY:
+        logger.warning(
+            "SECRET_KEY is the development default (fine on a development machine): set a long random value "
+            "wherever others can reach the service"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -162,7 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        # No persistAuthorization: a pasted admin key must not stay in the browser's storage.
+        swagger_ui_parameters={"displayRequestDuration": True},
     )
     app.state.settings = settings
     app.state.cursors = Cursors(settings.secret_key)

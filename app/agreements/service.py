@@ -58,7 +58,11 @@ async def position_counts(
     session: AsyncSession, agreement_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, PositionCounts]:
     """Open and occupied positions per agreement, for a whole page at once. Every read model and every
-    rule that counts an agreement's positions takes its numbers from here."""
+    rule that counts an agreement's positions takes its numbers from here.
+
+    Positions are not recorded yet (they come with the positions resource): until then every agreement has
+    none, so `positions_below_allocated` only guards against granting fewer than zero and
+    `agreement_has_occupied_positions` cannot occur."""
     return {agreement_id: PositionCounts() for agreement_id in agreement_ids}
 
 
@@ -164,7 +168,7 @@ async def subtree_path(session: AsyncSession, within: uuid.UUID | None, principa
     if within is None:
         return None
     try:
-        territory = await territories.get_visible(session, within, principal)
+        territory = await territories.get(session, within)
     except NotFound as exc:
         raise ValidationFailed("/query/within", "no territory with this id") from exc
     return territory.path

@@ -54,7 +54,7 @@ async def api_keys_list(
     include_revoked: Annotated[bool, Query(description="Also list revoked keys.")] = False,
 ) -> ApiKeyPage:
     items, next_cursor, total = await service.list_api_keys(
-        session, admin, page, role=role, include_revoked=include_revoked
+        session, page, role=role, include_revoked=include_revoked
     )
     set_link_header(request, response, next_cursor)
     return ApiKeyPage(items=items, next_cursor=next_cursor, total=total)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api_keys import repository as repo
 from app.api_keys.models import ApiKey
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
-from app.core.auth import KEY_PREFIX, Principal, Role, hash_secret
+from app.core.auth import KEY_PREFIX, Role, hash_secret
 from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
 from app.db import utcnow
@@ -72,7 +72,6 @@ async def create(session: AsyncSession, data: ApiKeyCreate) -> ApiKeyCreated:
 
 async def list_api_keys(
     session: AsyncSession,
-    principal: Principal,
     page: PageRequest,
     *,
     role: Role | None = None,

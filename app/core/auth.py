@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
@@ -46,7 +46,6 @@ class Principal:
     territory_paths: tuple[str, ...] = ()
     counsellor_id: uuid.UUID | None = None
     expires_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -78,9 +77,6 @@ class Principal:
         from app.territories.models import Territory
 
         return territory_id_column.in_(select(Territory.id).where(self.path_clause(Territory.path)))
-
-    def covers_path(self, path: str) -> bool:
-        return self.is_admin or any(path.startswith(p) for p in self.territory_paths)
 
 
 ANONYMOUS = Principal(role=Role.public)
@@ -156,10 +152,6 @@ def needs_key(dependant: Dependant) -> bool:
     if call is not None and getattr(call, "__qualname__", "").startswith(require_roles.__qualname__ + "."):
         return True
     return any(needs_key(sub) for sub in dependant.dependencies)
-
-
-def roles_doc(roles: Sequence[Role]) -> str:
-    return "Roles: " + ", ".join(f"`{r.value}`" for r in roles) + "."
 
 
 AdminDep = Annotated[Principal, Depends(require_roles(Role.admin))]

@@ -1,7 +1,5 @@
 """Idempotency-Key: replay the first response of a POST, stored in the same transaction as its write."""
 
-# Problem types are named after the problem (NotFound, InvalidCursor), as their `title` is: no Error suffix.
-
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +57,9 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         max_length=MAX_KEY_LENGTH,
         min_length=1,
-        description="Makes a retry safe: the same key with the same body within 24 h replays the first "
-        "response (`Idempotent-Replayed: true`); with another body → 422 `idempotency_key_reused`.",
+        description="Makes a retry safe: the same key with the same body within the retention window "
+        "(24 h unless configured otherwise) replays the first response (`Idempotent-Replayed: true`); "
+        "with another body → 422 `idempotency_key_reused`.",
     ),
 ]
 

@@ -1,7 +1,5 @@
 """Keyset pagination with opaque, signed cursors bound to the filters and the caller."""
 
-# Problem types are named after the problem (NotFound, InvalidCursor), as their `title` is: no Error suffix.
-
 from __future__ import annotations
 
 import base64

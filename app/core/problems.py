@@ -1,7 +1,5 @@
 """RFC 9457 problem details: the one error format of the API, and the handlers that produce it."""
 
-# Problem types are named after the problem (NotFound, InvalidCursor), as their `title` is: no Error suffix.
-
 from __future__ import annotations
 
 import json
@@ -230,9 +228,7 @@ _STATUS_CODES = {
     403: ("forbidden", "Forbidden"),
     404: ("not_found", "Not found"),
     405: ("method_not_allowed", "Method not allowed"),
-    406: ("not_acceptable", "Not acceptable"),
     413: ("payload_too_large", "Request body too large"),
-    415: ("unsupported_media_type", "Unsupported media type"),
 }
 
 
@@ -258,7 +254,11 @@ def install_problem_handlers(app: FastAPI) -> None:
             status=422,
             code="validation_error",
             title="Invalid request",
-            detail=f"The request has {len(errors)} invalid field(s).",
+            detail=(
+                "the body must be a JSON object (Content-Type: application/json)"
+                if any(e.pointer == "" for e in errors)
+                else f"The request has {len(errors)} invalid field(s)."
+            ),
             errors=errors,
         )
 
@@ -346,13 +346,22 @@ def install_problem_handlers(app: FastAPI) -> None:
 _TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03")
 
 
+# SQLite result codes of the same kind: the file is locked by a writer, cannot be opened or read right now.
+_TRANSIENT_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR")
+
+
 def is_transient(exc: DBAPIError) -> bool:
-    """A database error that says "not now" (503 with Retry-After) rather than "never" (500)."""
-    if isinstance(exc, OperationalError):
-        # SQLite's "database is locked" after busy_timeout, an unreachable server, and the like.
-        return True
+    """A database error that says "not now" (503 with Retry-After) rather than "never" (500).
+
+    A missing table or column (a schema not migrated, or a bug) is not transient: retrying cannot help."""
+    sqlite_name = getattr(exc.orig, "sqlite_errorname", None)
+    if isinstance(sqlite_name, str):
+        return sqlite_name.startswith(_TRANSIENT_SQLITE)
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATES)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith(_TRANSIENT_SQLSTATES)
+    # No answer from a server at all: the connection failed or was lost.
+    return isinstance(exc, OperationalError)
 
 
 _PROBLEM_REF = "#/components/schemas/Problem"

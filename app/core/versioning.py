@@ -28,14 +28,18 @@ def require_if_match(header: str | None, current_version: int) -> None:
     """428 without If-Match, 412 when it names another version (`*` matches any)."""
     if header is None or not header.strip():
         raise PreconditionRequired(
-            f'send If-Match: "{current_version}" (the ETag of your last GET) to change this object'
+            'send If-Match with the ETag of your last GET of this object (a quoted version, e.g. "1")'
         )
     tags = _tags(header)
     if "*" in tags or etag(current_version) in tags:
         return
+    if any(not (tag.startswith('"') and tag.endswith('"')) for tag in tags if tag != "*"):
+        raise PreconditionFailed(
+            'If-Match takes ETags as the ETag header gives them, quoted: e.g. "3", not 3'
+        )
     raise PreconditionFailed(
-        f"the object is at version {current_version}; fetch it again and retry with its new ETag",
-        extra={"current_version": current_version},
+        "the object changed since the version you sent: fetch it again, check the change still makes sense, "
+        "and retry with its new ETag"
     )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AfterValidator
 
-from app.core.auth import AdminDep, PrincipalDep
+from app.core.auth import AdminDep
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.pagination import set_link_header
@@ -35,7 +35,6 @@ async def territories_list(
     request: Request,
     response: Response,
     session: SessionDep,
-    principal: PrincipalDep,
     page: PageDep,
     kind: TerritoryKind | None = None,
     code: Annotated[str | None, Query(max_length=16, examples=["69"]), AfterValidator(printable)] = None,
@@ -54,7 +53,6 @@ async def territories_list(
 ) -> TerritoryPage:
     rows, next_cursor, total = await service.list_territories(
         session,
-        principal,
         page,
         kind=kind,
         code=code,
@@ -79,7 +77,6 @@ async def territories_list(
 async def territories_get_by_code(
     request: Request,
     session: SessionDep,
-    _principal: PrincipalDep,
     kind: TerritoryKind,
     code: Annotated[str, Path(max_length=16)],
 ) -> Response:
@@ -96,10 +93,8 @@ async def territories_get_by_code(
     description="Public. Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
     responses=problem_responses(401, 404, 422),
 )
-async def territories_get(
-    request: Request, session: SessionDep, principal: PrincipalDep, territory_id: uuid.UUID
-) -> Response:
-    territory = await service.get_visible(session, territory_id, principal)
+async def territories_get(request: Request, session: SessionDep, territory_id: uuid.UUID) -> Response:
+    territory = await service.get(session, territory_id)
     return not_modified(request, territory.version) or model_response(
         TerritoryRead.model_validate(territory), version=territory.version
     )
@@ -141,12 +136,12 @@ async def territories_create(
 )
 async def territories_update(
     session: SessionDep,
-    principal: AdminDep,
+    _admin: AdminDep,
     territory_id: uuid.UUID,
     body: TerritoryUpdate,
     if_match: IfMatchHeader = None,
 ) -> Response:
-    territory = await service.get_visible(session, territory_id, principal)
+    territory = await service.get(session, territory_id)
     require_if_match(if_match, territory.version)
     territory = await service.update(session, territory, body)
     return model_response(TerritoryRead.model_validate(territory), version=territory.version)
@@ -161,9 +156,9 @@ async def territories_update(
     responses=problem_responses(401, 403, 404, 409, 412, 428),
 )
 async def territories_delete(
-    session: SessionDep, principal: AdminDep, territory_id: uuid.UUID, if_match: IfMatchHeader = None
+    session: SessionDep, _admin: AdminDep, territory_id: uuid.UUID, if_match: IfMatchHeader = None
 ) -> Response:
-    territory = await service.get_visible(session, territory_id, principal)
+    territory = await service.get(session, territory_id)
     require_if_match(if_match, territory.version)
     await service.delete(session, territory)
     return Response(status_code=204)

@@ -26,8 +26,8 @@ def _name_sort(name: str) -> str:
     return fold(name)[:NAME_SORT_LENGTH]
 
 
-async def get_visible(session: AsyncSession, territory_id: uuid.UUID, principal: Principal) -> Territory:
-    """Territories are public reference data: anyone may read any of them."""
+async def get(session: AsyncSession, territory_id: uuid.UUID) -> Territory:
+    """Territories are public reference data: anyone may read any of them (404 if there is none)."""
     territory = await repo.get(session, territory_id)
     if territory is None:
         raise NotFound("no territory with this id")
@@ -36,7 +36,6 @@ async def get_visible(session: AsyncSession, territory_id: uuid.UUID, principal:
 
 async def list_territories(
     session: AsyncSession,
-    principal: Principal,
     page: PageRequest,
     *,
     kind: TerritoryKind | None = None,

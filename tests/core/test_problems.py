@@ -76,6 +76,7 @@ async def test_a_body_that_is_not_a_json_object_points_at_the_document(
     )
     body = assert_problem(response, 422, "validation_error")
     assert [e["pointer"] for e in body["errors"]] == [""]
+    assert body["detail"] == "the body must be a JSON object (Content-Type: application/json)"
 
 
 async def test_wrong_type_points_at_the_field(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -342,6 +343,7 @@ async def test_readyz_on_a_database_that_was_never_migrated(settings: Settings, 
     empty = settings.model_copy(update={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"})
     async with app_client(empty) as client:
         ready = await client.get("/readyz")
+        listed = await client.get("/api/v1/territories")
     assert ready.status_code == 503
     assert ready.json() == {
         "status": "unavailable",
@@ -349,3 +351,7 @@ async def test_readyz_on_a_database_that_was_never_migrated(settings: Settings, 
         "schema_revision": None,
         "expected_revision": expected_head(),
     }
+    # A missing table is not "retry later": the database answers, the schema is wrong; /readyz says why.
+    assert_problem(listed, 500, "internal_error")
+    assert "retry-after" not in listed.headers
+

@@ -1,5 +1,5 @@
-"""The routers of programmes and agreements stay thin (STYLE.md): they parse, call one service function and
-answer; queries, sort keys and pagination live in the service and the repository."""
+"""The routers stay thin (STYLE.md): they parse, call one service function and answer; queries, sort keys
+and pagination live in the service and the repository."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from types import ModuleType
 import pytest
 
 from app.agreements import router as agreements_router
+from app.api_keys import router as api_keys_router
 from app.programmes import router as programmes_router
+from app.referentials import router as referentials_router
+from app.territories import router as territories_router
 
 QUERY_BUILDING = {"fetch_page", "parse_sort", "SortKey", "select", "Select"}
 ENUMS = {"app.agreements.models.AgreementKind", "app.agreements.models.AgreementStatus"}
@@ -26,7 +29,10 @@ def _imports(module: ModuleType) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", [programmes_router, agreements_router], ids=["programmes", "agreements"])
+ROUTERS = [territories_router, programmes_router, agreements_router, api_keys_router, referentials_router]
+
+
+@pytest.mark.parametrize("module", ROUTERS, ids=lambda m: m.__name__.split(".")[1])
 def test_a_router_builds_no_query(module: ModuleType) -> None:
     imported = _imports(module)
     assert not [name for name in imported if "repository" in name or name.startswith("sqlalchemy")]
