@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Bootstrap for a machine with only Python 3.11+: installs the locked dependencies into .venv, then runs.
 
-python3 dev.py serve    # install, migrate, load demo data, serve on http://127.0.0.1:8000 (Swagger: /docs)
+python3 dev.py serve    # install, migrate, load demo data, serve on http://127.0.0.1:8000 (Swagger: /docs);
+                        # extra arguments go to `cnfs-api serve`, e.g. --port 8080
 python3 dev.py test     # install, then run the whole test suite (extra arguments go to pytest)
 python3 dev.py lint     # ruff + mypy
 python3 dev.py lock     # re-resolve requirements*.lock from pyproject.toml

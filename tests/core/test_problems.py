@@ -354,4 +354,3 @@ async def test_readyz_on_a_database_that_was_never_migrated(settings: Settings, 
     # A missing table is not "retry later": the database answers, the schema is wrong; /readyz says why.
     assert_problem(listed, 500, "internal_error")
     assert "retry-after" not in listed.headers
-
