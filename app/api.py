@@ -8,13 +8,13 @@ from app.agreements.router import router as agreements_router
 from app.api_keys.router import me_router
 from app.api_keys.router import router as api_keys_router
 from app.core.auth import get_principal
-from app.core.query import reject_unknown_query
 from app.programmes.router import router as programmes_router
 from app.referentials.router import router as referentials_router
 from app.territories.router import router as territories_router
 
-# Every route resolves the caller, so that an invalid key is 401 even where no key is needed.
-api_router = APIRouter(prefix="/api/v1", dependencies=[Depends(reject_unknown_query), Depends(get_principal)])
+# Every route checks its query parameters and resolves the caller (`get_principal`), so that an invalid key
+# is 401 even where no key is needed.
+api_router = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)])
 api_router.include_router(territories_router)
 api_router.include_router(programmes_router)
 api_router.include_router(agreements_router)

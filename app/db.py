@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import uuid_utils
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -27,6 +29,9 @@ NAMING_CONVENTION = {
 
 SQLITE_BEGIN_OPTION = "sqlite_begin"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A pooled connection unused for longer than this is checked with a ping before it is handed out; a busy
+# pool hands out its connections without that extra round trip.
+IDLE_PING_SECONDS = 10.0
 
 
 def new_id() -> uuid.UUID:
@@ -126,14 +131,13 @@ def make_engine(
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         # A request never waits long on a lock or a runaway statement: it fails with 503 (retry later).
         connect_args={
             "server_settings": {
@@ -142,19 +146,58 @@ def make_engine(
             }
         },
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Pre-ping, but only for connections that sat idle in the pool.
+
+    SQLAlchemy's `pool_pre_ping` costs three round trips (BEGIN, a ping, ROLLBACK on asyncpg) on every
+    checkout. Connections go stale while idle (a server restart, a proxy closing quiet sockets), so only those
+    are checked; a failed check makes the pool open a fresh connection. A connection that dies while in use
+    still fails its request with a 503 (`connection_invalidated`), and SQLAlchemy then recycles every
+    connection that was opened before the failure, so the next request gets a working one."""
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("stale pooled connection") from exc
 
 
 def make_sessionmaker(bind: Any) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
 
 
+def read_execution_options(engine: AsyncEngine) -> dict[str, Any]:
+    """How a reading request runs.
+
+    PostgreSQL: in autocommit, so that a read costs its statements and nothing else (no BEGIN and COMMIT
+    round trips); each statement sees committed data. SQLite: a DEFERRED transaction, which runs beside a
+    writer (WAL) instead of queuing behind it."""
+    if engine.dialect.name == "sqlite":
+        return {SQLITE_BEGIN_OPTION: "DEFERRED"}
+    return {"isolation_level": "AUTOCOMMIT"}
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
+    """One transaction per writing request, committed before the response is sent (reads: see
+    `read_execution_options`)."""
+    state = request.app.state
+    async with state.sessionmaker() as session:
         try:
-            if request.method in READ_METHODS and session.get_bind().dialect.name == "sqlite":
-                await session.connection(execution_options={SQLITE_BEGIN_OPTION: "DEFERRED"})
+            # A session bound to one connection (the tests' rolled-back transaction) keeps its transaction.
+            if request.method in READ_METHODS and isinstance(session.bind, AsyncEngine):
+                await session.connection(execution_options=state.read_options)
             yield session
             await session.commit()
         except BaseException:

@@ -8,28 +8,26 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CollectorRegistry
-from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api import api_router
+from app.api_keys import service as api_keys
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
-from app.core.auth import needs_key
+from app.core.auth import document_security, needs_key
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
-from app.core.middleware import BodyLimitMiddleware, ErrorAndAccessLogMiddleware, valid_request_id
+from app.core.metrics import Metrics
+from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
-from app.db import make_engine, make_sessionmaker
+from app.db import make_engine, make_sessionmaker, read_execution_options
 from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
 
@@ -94,22 +92,13 @@ def restore_null_examples(schema: dict[str, Any]) -> None:
             component["examples"] = to_jsonable_python(extra["examples"])
 
 
-def mark_optional_auth(app: FastAPI, schema: dict[str, Any]) -> None:
-    """Every /api/v1 operation reads the bearer key, but the public ones also answer without it: say so
-    (`security: [{}, ...]`), so that generated clients do not require a key there."""
-    public = {
+def public_operations(app: FastAPI) -> set[str]:
+    """Operations that answer without a key (no role check among their dependencies)."""
+    return {
         context.name
         for context in iter_route_contexts(app.router.routes)
         if isinstance(context.route, APIRoute) and not needs_key(context.route.dependant)
     }
-    for item in schema["paths"].values():
-        for operation in item.values():
-            if (
-                isinstance(operation, dict)
-                and operation.get("operationId") in public
-                and operation.get("security")
-            ):
-                operation["security"] = [{}, *operation["security"]]
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -150,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.read_options = read_execution_options(engine)
         await _purge_idempotency_records(app.state.sessionmaker, settings)
         try:
             yield
@@ -170,31 +160,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.cursors = Cursors(settings.secret_key)
+    app.state.metrics = Metrics()
+    app.state.key_resolver = api_keys.principal_for_secret
 
     install_problem_handlers(app)
     app.include_router(ops_router)
     app.include_router(problems_router)
     app.include_router(api_router)
 
-    Instrumentator(registry=CollectorRegistry(), excluded_handlers=["/metrics"]).instrument(app).expose(
-        app,
-        include_in_schema=True,
-        tags=["operations"],
-        operation_id="ops_metrics",
-        summary="Prometheus metrics",
-        description="Request counts and latencies per route template, in the Prometheus text format.",
-        response_class=PlainTextResponse,
-    )
-
-    # Added innermost first: body limit → errors and access log → CORS → request id (outermost), so that a
-    # refused body is logged and every answer, 413 and 500 included, carries CORS headers and X-Request-ID.
-    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
-    app.add_middleware(ErrorAndAccessLogMiddleware)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_allow_origins,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=[
+    # One layer does the request id, the body limit, CORS (for requests with an Origin), the last-resort 500,
+    # the access log and the metrics: see RequestMiddleware.
+    cors_options: dict[str, Any] = {
+        "allow_origins": settings.cors_allow_origins,
+        "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        "allow_headers": [
             "Authorization",
             "Content-Type",
             "If-Match",
@@ -203,9 +182,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "X-Request-ID",
             "X-Cancel-Token",
         ],
-        expose_headers=EXPOSED_HEADERS,
+        "expose_headers": EXPOSED_HEADERS,
+    }
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_size=settings.max_body_bytes,
+        metrics=app.state.metrics,
+        cors=lambda inner: CORSMiddleware(inner, **cors_options),
     )
-    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -221,7 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schema["servers"] = [{"url": "/"}]
         document_problems(schema, api_prefix=api_router.prefix)
         restore_null_examples(schema)
-        mark_optional_auth(app, schema)
+        document_security(schema, api_router.prefix, public_operations(app))
         app.openapi_schema = schema
         return schema
 

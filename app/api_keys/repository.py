@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from app.api_keys.models import ApiKey
+from app.api_keys.models import ApiKey, api_key_territories
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_uuid
+from app.territories.models import Territory
 
 # Ids are UUID v7, time-ordered: descending id is newest first.
 _NEWEST_FIRST = [SortKey("id", ApiKey.id, desc=True, parse=parse_uuid)]
@@ -36,6 +38,28 @@ async def list_page(
 async def get(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
     stmt = select(ApiKey).where(ApiKey.id == key_id).options(selectinload(ApiKey.territories))
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def find_by_secret_hash(session: AsyncSession, secret_hash: str) -> list[Any]:
+    """The key and its territories in one round trip: one row per territory (one row, with null territory
+    columns, for a key without territories); no row for an unknown key."""
+    stmt = (
+        select(
+            ApiKey.id,
+            ApiKey.name,
+            ApiKey.role,
+            ApiKey.counsellor_id,
+            ApiKey.expires_at,
+            ApiKey.revoked_at,
+            Territory.id.label("territory_id"),
+            Territory.path.label("territory_path"),
+        )
+        .select_from(ApiKey)
+        .outerjoin(api_key_territories, api_key_territories.c.api_key_id == ApiKey.id)
+        .outerjoin(Territory, Territory.id == api_key_territories.c.territory_id)
+        .where(ApiKey.secret_hash == secret_hash)
+    )
+    return list((await session.execute(stmt)).all())
 
 
 async def any_admin(session: AsyncSession) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api_keys import repository as repo
 from app.api_keys.models import ApiKey
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
-from app.core.auth import KEY_PREFIX, Role, hash_secret
+from app.core.auth import KEY_PREFIX, Principal, Role, hash_secret
 from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
 from app.db import utcnow
@@ -32,6 +32,26 @@ def to_read(key: ApiKey) -> ApiKeyRead:
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         created_at=key.created_at,
+    )
+
+
+async def principal_for_secret(session: AsyncSession, secret: str) -> Principal | None:
+    """The caller a key secret stands for; None when the key is unknown, revoked or expired (one query)."""
+    rows = await repo.find_by_secret_hash(session, hash_secret(secret))
+    if not rows:
+        return None
+    key = rows[0]
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= utcnow()):
+        return None
+    territories = [(row.territory_id, row.territory_path) for row in rows if row.territory_id is not None]
+    return Principal(
+        role=Role(key.role),
+        key_id=key.id,
+        name=key.name,
+        territory_ids=tuple(t[0] for t in territories),
+        territory_paths=tuple(t[1] for t in territories),
+        counsellor_id=key.counsellor_id,
+        expires_at=key.expires_at,
     )
 
 

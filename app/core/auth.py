@@ -8,17 +8,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, false, or_, select, true
-from sqlalchemy.orm import QueryableAttribute, selectinload
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from app.core.paths import path_startswith
 from app.core.problems import Forbidden, Unauthenticated
-from app.db import SessionDep, utcnow
+from app.core.query import reject_unknown_query
+from app.db import SessionDep
 
 KEY_PREFIX = "cnfs_"
 
@@ -81,53 +82,60 @@ class Principal:
 
 ANONYMOUS = Principal(role=Role.public)
 
-bearer_scheme = HTTPBearer(
-    auto_error=False,
-    scheme_name="ApiKey",
-    description="An API key `cnfs_...`, sent as `Authorization: Bearer <key>`.",
-)
+API_KEY_SCHEME = {
+    "type": "http",
+    "description": "An API key `cnfs_...`, sent as `Authorization: Bearer <key>`.",
+    "scheme": "bearer",
+}
 
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def get_principal(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> Principal:
-    """Anonymous without a key; 401 for a key that is malformed, unknown, revoked or expired."""
-    if "authorization" in request.headers and credentials is None:
-        raise Unauthenticated("the Authorization header must be `Bearer <api key>`", error="invalid_request")
-    if credentials is None:
-        return ANONYMOUS
-    from app.api_keys.models import ApiKey
+KeyResolver = Callable[[AsyncSession, str], Awaitable[Principal | None]]
+"""Turns a key secret into its Principal (None when unknown, revoked or expired). The api_keys domain
+provides it; the application puts it in `app.state.key_resolver`, so that core imports no domain."""
 
-    secret = credentials.credentials.strip()
+
+async def get_principal(request: Request, session: SessionDep) -> Principal:
+    """The checks every /api/v1 request starts with, in one dependency (each one costs a resolution):
+    unknown query parameters (422), then the caller: anonymous without a key; 401 for a key that is
+    malformed, unknown, revoked or expired."""
+    reject_unknown_query(request)
+    header = request.headers.get("authorization")
+    if header is None:
+        return ANONYMOUS
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise Unauthenticated("the Authorization header must be `Bearer <api key>`", error="invalid_request")
     if not secret.startswith(KEY_PREFIX):
         raise Unauthenticated("invalid API key", error="invalid_token")
-    key = (
-        await session.execute(
-            select(ApiKey)
-            .where(ApiKey.secret_hash == hash_secret(secret))
-            .options(selectinload(ApiKey.territories))
-        )
-    ).scalar_one_or_none()
-    now = utcnow()
-    if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+    resolve: KeyResolver = request.app.state.key_resolver
+    principal = await resolve(session, secret)
+    if principal is None:
         raise Unauthenticated("invalid, revoked or expired API key", error="invalid_token")
-    principal = Principal(
-        role=Role(key.role),
-        key_id=key.id,
-        name=key.name,
-        territory_ids=tuple(t.id for t in key.territories),
-        territory_paths=tuple(t.path for t in key.territories),
-        counsellor_id=key.counsellor_id,
-        expires_at=key.expires_at,
-    )
     request.state.principal = principal
     return principal
+
+
+def document_security(schema: dict[str, Any], api_prefix: str, public_operations: set[str]) -> None:
+    """The bearer scheme in the OpenAPI document (Swagger UI's Authorize button), required by every
+    operation under `api_prefix` and optional on the public ones (`security: [{}, ApiKey]`), so that
+    generated clients do not demand a key there.
+
+    The key is read by `get_principal` itself rather than by a FastAPI security dependency, which would
+    cost a dependency resolution on every request: the document says it here instead."""
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["ApiKey"] = API_KEY_SCHEME
+    for path, item in schema.get("paths", {}).items():
+        if not path.startswith(api_prefix):
+            continue
+        for operation in item.values():
+            if isinstance(operation, dict) and "operationId" in operation:
+                required = {"ApiKey": []}
+                public = operation["operationId"] in public_operations
+                operation["security"] = [{}, required] if public else [required]
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,17 +1,25 @@
-"""ASGI middleware: request ids, body limit, a last-resort 500 problem, access logs without personal data."""
+"""The ASGI middleware of every request: request id, body limit, CORS, last-resort 500, access log, metrics.
+
+Doing all of it in one pure ASGI layer keeps the cost per request constant and small: one wrapper around
+`send`, no second route matching (the route template comes from a cache keyed by the matched route), and
+CORS only for requests that carry an `Origin` header."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
+from collections.abc import Callable
+from typing import Any
 
 from asgi_correlation_id import correlation_id
 from fastapi.routing import iter_route_contexts
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.metrics import Metrics
 from app.core.problems import problem_response, route_path
 
 logger = logging.getLogger("app.access")
@@ -26,76 +34,47 @@ def valid_request_id(value: str) -> bool:
     return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable()
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's full path template (`/api/v1/territories/{territory_id}`), or `-`.
+class RouteTemplates:
+    """The full path template of a matched route (`/api/v1/territories/{territory_id}`), computed once.
 
-    Since FastAPI 0.160 included routers are composed lazily: `scope["route"]` is the route as declared
-    in its own router (`/{territory_id}`), and the prefixes live in its effective context."""
-    route = scope.get("route")
-    if route is None:
-        return "-"
-    path = route_path(scope)
-    app = scope.get("app")
-    for context in iter_route_contexts(getattr(app, "routes", [])):
-        if context.original_route is route:
-            regex = getattr(context, "path_regex", None)
-            if regex is None or regex.match(path):
-                return str(context.path_format or context.path)
-    return str(getattr(route, "path", "-"))
+    FastAPI (≥ 0.160) composes included routers lazily: `scope["route"]` is the route as declared in its
+    own router (`/{territory_id}`), and the prefixes live in its effective context. Walking those contexts
+    on every request costs as much as routing again, so the walk is done once per set of routes."""
 
+    def __init__(self) -> None:
+        self._routes_id: int | None = None
+        self._count = -1
+        self._templates: dict[int, list[tuple[Any, re.Pattern[str] | None, str]]] = {}
 
-class ErrorAndAccessLogMiddleware:
-    """Turns an unhandled exception into a 500 problem (no internals) and logs one line per request.
-
-    It sits inside the request-id middleware so that even a 500 carries X-Request-ID. The log line holds
-    the route template, never the query string, which may carry personal data."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        response_started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception:
-            logger.exception("unhandled error", extra={"request_id": correlation_id.get()})
-            if response_started:
-                raise
-            request = Request(scope)
-            response = problem_response(
-                request,
-                status=500,
-                code="internal_error",
-                title="Internal error",
-                detail="an unexpected error occurred; quote the request_id when reporting it",
+    def _build(self, routes: list[Any]) -> None:
+        templates: dict[int, list[tuple[Any, re.Pattern[str] | None, str]]] = {}
+        for context in iter_route_contexts(routes):
+            template = str(context.path_format or context.path)
+            templates.setdefault(id(context.original_route), []).append(
+                (context.original_route, getattr(context, "path_regex", None), template)
             )
-            await response(scope, receive, send)
-            status = 500
-        finally:
-            logger.info(
-                "%s %s %s",
-                scope.get("method"),
-                route_template(scope),
-                status,
-                extra={
-                    "request_id": correlation_id.get(),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+        self._templates = templates
+        self._routes_id = id(routes)
+        self._count = len(routes)
+
+    def lookup(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            return "-"
+        routes = getattr(scope.get("app"), "routes", None)
+        if routes is None:
+            return str(getattr(route, "path", "-"))
+        if id(routes) != self._routes_id or len(routes) != self._count:
+            self._build(routes)
+        candidates = self._templates.get(id(route), ())
+        if len(candidates) == 1 and candidates[0][0] is route:
+            return candidates[0][2]
+        # The same route included twice (under two prefixes): the path tells which.
+        path = route_path(scope)
+        for original, regex, template in candidates:
+            if original is route and (regex is None or regex.match(path)):
+                return template
+        return str(getattr(route, "path", "-"))
 
 
 class PayloadTooLarge(HTTPException):
@@ -106,52 +85,140 @@ class PayloadTooLarge(HTTPException):
         super().__init__(status_code=413)
 
 
-class BodyLimitMiddleware:
-    """413 `payload_too_large` as a problem for any body over the limit.
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
-    Starlette's RequestBodyLimitMiddleware answers in plain text whenever Content-Length is over the limit
-    (it replaces even the problem the app rendered), so the limit is enforced here: a declared length over
-    the limit is refused before the app runs; a streamed body is counted as it is read."""
 
-    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+class RequestMiddleware:
+    """Everything each request needs around the application, in one layer.
+
+    - `X-Request-ID`: kept when valid (`valid_request_id`), generated otherwise; echoed on every response
+      and available to problems and logs through `correlation_id`.
+    - Body limit: a declared `Content-Length` over the limit is refused before the app runs; a streamed
+      body is counted as it is read. Both answer 413 `payload_too_large` as a problem (Starlette's own
+      limit answers plain text).
+    - CORS: requests with an `Origin` header go through `cors` (Starlette's CORSMiddleware around the
+      rest); the others skip it.
+    - An unhandled exception becomes a 500 problem without internals.
+    - One access log line (route template, status, duration: never the query string, which may carry
+      personal data) and the Prometheus metrics, per request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_size: int,
+        metrics: Metrics,
+        cors: Callable[[ASGIApp], ASGIApp] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_size = max_body_size
+        self.metrics = metrics
+        self.templates = RouteTemplates()
+        self._cors = cors(self._handle) if cors is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_body_size:
-            await self._refuse(scope, receive, send)
-            return
-        received = 0
+        raw_id = _header(scope, b"x-request-id")
+        request_id = raw_id.decode("latin-1") if raw_id is not None else ""
+        if not valid_request_id(request_id):
+            request_id = uuid.uuid4().hex
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers")
+                message["headers"] = [*headers, id_header] if headers else [id_header]
+            await send(message)
+
+        token = correlation_id.set(request_id)
+        try:
+            if self._cors is not None and _header(scope, b"origin") is not None:
+                await self._cors(scope, receive, send_with_id)
+            else:
+                await self._handle(scope, receive, send_with_id)
+        finally:
+            correlation_id.reset(token)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
         response_started = False
+        request_id = correlation_id.get() or ""
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+            await send(message)
+
+        try:
+            declared = _header(scope, b"content-length")
+            if declared is not None and declared.strip().isdigit() and int(declared) > self.max_body_size:
+                await self._refuse_body(scope, receive, send_wrapper)
+            else:
+                await self._with_body_limit(scope, receive, send_wrapper, lambda: response_started)
+        except Exception:
+            logger.exception("unhandled error", extra={"request_id": request_id})
+            if response_started:
+                raise
+            response = problem_response(
+                Request(scope),
+                status=500,
+                code="internal_error",
+                title="Internal error",
+                detail="an unexpected error occurred; quote the request_id when reporting it",
+            )
+            await response(scope, receive, send_wrapper)
+            status = 500
+        finally:
+            elapsed = time.perf_counter() - started
+            template = self.templates.lookup(scope)
+            method = scope["method"]
+            self.metrics.observe(method, template, status, elapsed)
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "%s %s %s",
+                    method,
+                    template,
+                    status,
+                    extra={
+                        "request_id": request_id,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
+
+    async def _with_body_limit(
+        self, scope: Scope, receive: Receive, send: Send, response_started: Callable[[], bool]
+    ) -> None:
+        received = 0
+        limit = self.max_body_size
 
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_size:
+                if received > limit:
                     raise PayloadTooLarge()
             return message
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, send_wrapper)
+            await self.app(scope, limited_receive, send)
         except PayloadTooLarge:
             # Read outside a route (the route's own reading goes through the problem handler).
-            if response_started:
+            if response_started():
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse_body(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
             Request(scope),
             status=413,

@@ -189,8 +189,14 @@ async def fetch_page(
     *,
     row_values: Callable[[Any], Sequence[Any]],
     scalars: bool = True,
+    hidden: Sequence[str] | None = None,
 ) -> tuple[list[Any], str | None, int | None]:
-    """Runs one query for the page (limit + 1 rows) and, when asked, one for the total."""
+    """Runs one query for the page (limit + 1 rows) and, when asked, one for the total.
+
+    With `scalars=True` the page holds ORM objects. Otherwise `stmt` selects columns (see
+    `app.core.columns.read_columns`) and the page holds dicts ready to serialise: `row_values` reads the
+    cursor's values from the row before the `hidden` columns (sort keys the client does not see) are
+    dropped."""
     total = None
     if page.include_total:
         total = (
@@ -200,15 +206,24 @@ async def fetch_page(
         stmt = stmt.where(keyset_after(keys, page.cursors.decode(page.cursor, page.binding, keys)))
     stmt = stmt.order_by(*(k.ordered() for k in keys)).limit(page.limit + 1)
     result = await session.execute(stmt)
-    rows = list(result.scalars().all() if scalars else result.all())
+    rows: list[Any] = list(result.scalars().all() if scalars else result.all())
     next_cursor = None
     if len(rows) > page.limit:
         rows = rows[: page.limit]
         next_cursor = page.cursors.encode(row_values(rows[-1]), page.binding)
+    if not scalars:
+        rows = [row._asdict() for row in rows]
+        for name in hidden or ():
+            for row in rows:
+                del row[name]
     return rows, next_cursor, total
+
+
+def link_header(request: Request, next_cursor: str) -> str:
+    url = request.url.include_query_params(cursor=next_cursor)
+    return f'<{url}>; rel="next"'
 
 
 def set_link_header(request: Request, response: Response, next_cursor: str | None) -> None:
     if next_cursor:
-        url = request.url.include_query_params(cursor=next_cursor)
-        response.headers["Link"] = f'<{url}>; rel="next"'
+        response.headers["Link"] = link_header(request, next_cursor)

@@ -28,7 +28,7 @@ def _allowed(route: APIRoute) -> frozenset[str]:
     return cached[1]
 
 
-async def reject_unknown_query(request: Request) -> None:
+def reject_unknown_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return

@@ -6,14 +6,21 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, exists, func, literal, select, text, update
+from sqlalchemy import ColumnElement, Select, bindparam, case, exists, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.columns import read_columns
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.territories.models import Territory
+from app.territories.schemas import TerritoryRead
+
+# What reads select: the read model's columns, plus (for lists) the sort key that cursors resume from.
+READ_COLUMNS = read_columns(TerritoryRead, Territory.__table__)
+_LIST_COLUMNS = [*READ_COLUMNS, Territory.name_sort]
 
 # One advisory lock serialises the writes that read or rewrite paths (PostgreSQL only: SQLite's
 # BEGIN IMMEDIATE already serialises every writer).
@@ -46,6 +53,27 @@ async def get(
 async def get_by_code(session: AsyncSession, kind: str, code: str) -> Territory | None:
     stmt = select(Territory).where(Territory.kind == kind, Territory.code == code)
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def path_of(session: AsyncSession, territory_id: uuid.UUID) -> str | None:
+    return (await session.execute(select(Territory.path).where(Territory.id == territory_id))).scalar()
+
+
+# Hot reads are built once: a statement object reused keeps its compiled form and cache key.
+_TABLE = Territory.__table__
+_READ_BY_ID = select(*READ_COLUMNS).where(_TABLE.c.id == bindparam("id"))
+_READ_BY_CODE = select(*READ_COLUMNS).where(
+    _TABLE.c.kind == bindparam("kind"), _TABLE.c.code == bindparam("code")
+)
+
+
+async def read_row(session: AsyncSession, territory_id: uuid.UUID) -> Any:
+    """The read model's columns of one territory, or None."""
+    return (await session.execute(_READ_BY_ID, {"id": territory_id})).first()
+
+
+async def read_row_by_code(session: AsyncSession, kind: str, code: str) -> Any:
+    return (await session.execute(_READ_BY_CODE, {"kind": kind, "code": code})).first()
 
 
 async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:
@@ -92,7 +120,7 @@ class Ordering:
     """The ORDER BY of a list and, for the cursor, the same values read back from a row of the page."""
 
     keys: list[SortKey]
-    row_values: Callable[[Territory], Sequence[object]]
+    row_values: Callable[[Any], Sequence[object]]
 
 
 _ID_KEY = SortKey("id", Territory.id, parse=parse_uuid)
@@ -110,7 +138,7 @@ def sorted_by(sort: str | None) -> Ordering:
 def by_relevance(q_folded: str) -> Ordering:
     """Names that start with the query first, then the most populated, then by name and id."""
 
-    def row_values(t: Territory) -> list[object]:
+    def row_values(t: Any) -> list[object]:
         # The Python twin of `relevance` and `population_key`, for the row the cursor resumes after.
         starts = 0 if t.name_sort.startswith(q_folded) else 1
         return [starts, t.population if t.population is not None else -1, t.name_sort, t.id]
@@ -136,10 +164,21 @@ async def list_page(
     parent_id: uuid.UUID | None = None,
     within_path: str | None = None,
     q_folded: str | None = None,
-) -> tuple[list[Territory], str | None, int | None]:
-    """One page of territories (one query, and one more for the total when asked)."""
-    stmt = list_query(kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded)
-    return await fetch_page(session, stmt, ordering.keys, page, row_values=ordering.row_values)
+) -> tuple[list[Any], str | None, int | None]:
+    """One page of territories as rows of `READ_COLUMNS` and the name sort key (one query, and one more
+    for the total when asked)."""
+    stmt = list_query(
+        kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded
+    ).with_only_columns(*_LIST_COLUMNS)
+    return await fetch_page(
+        session,
+        stmt,
+        ordering.keys,
+        page,
+        row_values=ordering.row_values,
+        scalars=False,
+        hidden=("name_sort",),
+    )
 
 
 async def exists_with_code(session: AsyncSession, kind: str, code: str, exclude_id: uuid.UUID | None) -> bool:

@@ -11,10 +11,9 @@ from pydantic import AfterValidator
 from app.core.auth import AdminDep
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
-from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
-from app.core.responses import created, model_response
-from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
+from app.core.responses import created, model_response, object_response, page_response
+from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep
 from app.territories import service
 from app.territories.codes import TerritoryKind
@@ -29,11 +28,11 @@ router = APIRouter(prefix="/territories", tags=["territories"])
     description="Public. `q` searches names (case- and accent-insensitive: `metropole` finds `Métropole`) "
     "and ranks names that start with it first, then by population. `within` keeps one territory and its "
     "whole subtree.",
+    response_model=TerritoryPage,
     responses=problem_responses(401, 422),
 )
 async def territories_list(
     request: Request,
-    response: Response,
     session: SessionDep,
     page: PageDep,
     kind: TerritoryKind | None = None,
@@ -50,7 +49,7 @@ async def territories_list(
     sort: Annotated[
         str | None, Query(description="`name` or `-name`; default: relevance with `q`, else `name`.")
     ] = None,
-) -> TerritoryPage:
+) -> Response:
     rows, next_cursor, total = await service.list_territories(
         session,
         page,
@@ -61,10 +60,7 @@ async def territories_list(
         q=q,
         sort=sort,
     )
-    set_link_header(request, response, next_cursor)
-    return TerritoryPage(
-        items=[TerritoryRead.model_validate(t) for t in rows], next_cursor=next_cursor, total=total
-    )
+    return page_response(request, rows, next_cursor, total)
 
 
 @router.get(
@@ -80,10 +76,7 @@ async def territories_get_by_code(
     kind: TerritoryKind,
     code: Annotated[str, Path(max_length=16)],
 ) -> Response:
-    territory = await service.get_by_code(session, kind, code)
-    return not_modified(request, territory.version) or model_response(
-        TerritoryRead.model_validate(territory), version=territory.version
-    )
+    return object_response(request, await service.read_by_code(session, kind, code))
 
 
 @router.get(
@@ -94,10 +87,7 @@ async def territories_get_by_code(
     responses=problem_responses(401, 404, 422),
 )
 async def territories_get(request: Request, session: SessionDep, territory_id: uuid.UUID) -> Response:
-    territory = await service.get(session, territory_id)
-    return not_modified(request, territory.version) or model_response(
-        TerritoryRead.model_validate(territory), version=territory.version
-    )
+    return object_response(request, await service.read(session, territory_id))
 
 
 @router.post(

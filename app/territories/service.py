@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,6 +35,14 @@ async def get(session: AsyncSession, territory_id: uuid.UUID) -> Territory:
     return territory
 
 
+async def read(session: AsyncSession, territory_id: uuid.UUID) -> Any:
+    """The read columns of a territory (public, like every territory; 404 if there is none)."""
+    row = await repo.read_row(session, territory_id)
+    if row is None:
+        raise NotFound("no territory with this id")
+    return row
+
+
 async def list_territories(
     session: AsyncSession,
     page: PageRequest,
@@ -44,18 +53,17 @@ async def list_territories(
     within: uuid.UUID | None = None,
     q: str | None = None,
     sort: str | None = None,
-) -> tuple[list[Territory], str | None, int | None]:
-    """A page of territories, public like each of them: (items, next_cursor, total).
+) -> tuple[list[Any], str | None, int | None]:
+    """A page of territories, public like each of them: (rows, next_cursor, total).
 
     `within` keeps a territory and its whole subtree (an unknown id is a 422 on the parameter). `q` matches
     within folded names (case and accents ignored); without an explicit `sort`, names that start with it
     come first, then the most populated (API.md, "Territories")."""
     within_path = None
     if within is not None:
-        root = await repo.get(session, within)
-        if root is None:
+        within_path = await repo.path_of(session, within)
+        if within_path is None:
             raise ValidationFailed("/query/within", "no territory with this id")
-        within_path = root.path
     q_folded = fold(q) if q else None
     ordering = repo.by_relevance(q_folded) if q_folded and sort is None else repo.sorted_by(sort)
     return await repo.list_page(
@@ -77,12 +85,13 @@ async def get_in_scope(
     return await repo.get(session, territory_id, principal)
 
 
-async def get_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Territory:
+async def read_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Any:
+    """The read columns of the territory with this official code (404 if there is none)."""
     # A code that is not valid for the kind cannot exist: no query (and no odd bytes sent to the database).
-    territory = None if code_error(kind, code) else await repo.get_by_code(session, kind.value, code)
-    if territory is None:
+    row = None if code_error(kind, code) else await repo.read_row_by_code(session, kind.value, code)
+    if row is None:
         raise NotFound(f"no {kind.value} with code {code}")
-    return territory
+    return row
 
 
 def _check_code(kind: TerritoryKind, code: str) -> None:
