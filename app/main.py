@@ -95,7 +95,7 @@ def restore_null_examples(schema: dict[str, Any]) -> None:
 def public_operations(app: FastAPI) -> set[str]:
     """Operations that answer without a key (no role check among their dependencies)."""
     return {
-        context.name
+        str(context.name)
         for context in iter_route_contexts(app.router.routes)
         if isinstance(context.route, APIRoute) and not needs_key(context.route.dependant)
     }

@@ -133,7 +133,7 @@ def document_security(schema: dict[str, Any], api_prefix: str, public_operations
             continue
         for operation in item.values():
             if isinstance(operation, dict) and "operationId" in operation:
-                required = {"ApiKey": []}
+                required: dict[str, list[str]] = {"ApiKey": []}
                 public = operation["operationId"] in public_operations
                 operation["security"] = [{}, required] if public else [required]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Table
+from sqlalchemy import ColumnElement, FromClause
 
 
-def read_columns(model: type[BaseModel], table: Table, **computed: Any) -> list[ColumnElement[Any]]:
+def read_columns(model: type[BaseModel], table: FromClause, **computed: Any) -> list[ColumnElement[Any]]:
     """One labelled column per field of `model`, in the model's order: the table's column of that name, or
     the `computed` expression given for it."""
     columns: list[ColumnElement[Any]] = []
