@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
+from app.agreements.schemas import AgreementRead
 from app.core.auth import Principal
+from app.core.columns import ReadColumns
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.territories.models import Territory
@@ -23,6 +26,26 @@ _AMENDMENT_KEYS = [
     SortKey("created_at", Amendment.created_at, parse=parse_datetime),
     SortKey("id", Amendment.id, parse=parse_uuid),
 ]
+
+
+# What reads select: the read model's columns; the position counts are placeholders that the service fills
+# for a whole page at once (`service.position_counts`).
+_TABLE = Agreement.__table__
+READ = ReadColumns(
+    AgreementRead,
+    _TABLE,
+    subsidy_total_cents=_TABLE.c.positions_granted * _TABLE.c.subsidy_per_position_cents,
+    positions_open=literal(0),
+    positions_occupied=literal(0),
+)
+
+
+async def read_row(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
+    """The read columns of one agreement the caller may read, or None."""
+    stmt = select(*READ.columns).where(
+        Agreement.id == agreement_id, principal.territory_clause(Agreement.territory_id)
+    )
+    return (await session.execute(stmt)).first()
 
 
 async def get(
@@ -76,14 +99,16 @@ def sort_keys(sort: str | None) -> list[SortKey]:
 
 async def list_page(
     session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Agreement]
-) -> tuple[list[Agreement], str | None, int | None]:
-    """One page of `stmt` (a `list_query`) in the order of `keys` (from `sort_keys`): one query, and one
-    more for the total when asked."""
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """One page of `stmt` (a `list_query`) in the order of `keys` (from `sort_keys`), as dicts of
+    `READ`: one query, and one more for the total when asked."""
 
-    def values(a: Agreement) -> list[object]:
+    def values(a: Any) -> list[object]:
         return [getattr(a, keys[0].name), a.id]
 
-    return await fetch_page(session, stmt, keys, page, row_values=values)
+    return await fetch_page(
+        session, stmt.with_only_columns(*READ.columns), keys, page, row_values=values, scalars=False
+    )
 
 
 async def lock_territory(session: AsyncSession, territory_id: uuid.UUID) -> bool:

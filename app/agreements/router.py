@@ -25,8 +25,8 @@ from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
-from app.core.responses import created, model_response
-from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
+from app.core.responses import created, model_response, object_response, page_response
+from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep
 
 router = APIRouter(prefix="/agreements", tags=["agreements"])
@@ -52,11 +52,14 @@ def _respond(read: AgreementRead) -> Response:
 
 
 @router.get(
-    "", summary="List agreements", description=READERS_DOC, responses=problem_responses(401, 403, 422)
+    "",
+    response_model=AgreementPage,
+    summary="List agreements",
+    description=READERS_DOC,
+    responses=problem_responses(401, 403, 422),
 )
 async def agreements_list(
     request: Request,
-    response: Response,
     session: SessionDep,
     principal: ReaderDep,
     page: PageDep,
@@ -76,7 +79,7 @@ async def agreements_list(
             examples=["reference"],
         ),
     ] = None,
-) -> AgreementPage:
+) -> Response:
     items, next_cursor, total = await service.list_agreements(
         session,
         principal,
@@ -88,8 +91,7 @@ async def agreements_list(
         kind=kind,
         sort=sort,
     )
-    set_link_header(request, response, next_cursor)
-    return AgreementPage(items=items, next_cursor=next_cursor, total=total)
+    return page_response(request, items, next_cursor, total)
 
 
 @router.get(
@@ -102,8 +104,7 @@ async def agreements_list(
 async def agreements_get(
     request: Request, session: SessionDep, principal: ReaderDep, agreement_id: uuid.UUID
 ) -> Response:
-    agreement = await service.get_visible(session, agreement_id, principal)
-    return not_modified(request, agreement.version) or _respond(await service.read(session, agreement))
+    return object_response(request, await service.read_visible(session, agreement_id, principal))
 
 
 @router.post(

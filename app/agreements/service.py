@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,9 +95,26 @@ async def read(session: AsyncSession, agreement: Agreement) -> AgreementRead:
     return to_read(agreement, (await position_counts(session, [agreement.id]))[agreement.id])
 
 
-async def read_many(session: AsyncSession, agreements: Sequence[Agreement]) -> list[AgreementRead]:
-    counts = await position_counts(session, [a.id for a in agreements])
-    return [to_read(a, counts[a.id]) for a in agreements]
+async def fill_position_counts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Puts `positions_open` and `positions_occupied` into read rows (dicts of `repo.READ`)."""
+    counts = await position_counts(session, [row["id"] for row in rows])
+    for row in rows:
+        found = counts[row["id"]]
+        row["positions_open"] = found.open
+        row["positions_occupied"] = found.occupied
+
+
+async def read_visible(
+    session: AsyncSession, agreement_id: uuid.UUID, principal: Principal
+) -> dict[str, Any]:
+    """The read form of an agreement the caller may read (404 alike for one that does not exist and one
+    outside the caller's territories)."""
+    row = await repo.read_row(session, agreement_id, principal)
+    if row is None:
+        raise NotFound("no agreement with this id")
+    data: dict[str, Any] = row._asdict()
+    await fill_position_counts(session, [data])
+    return data
 
 
 async def get_visible(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Agreement:
@@ -118,8 +136,8 @@ async def list_agreements(
     status: AgreementStatus | None = None,
     kind: AgreementKind | None = None,
     sort: str | None = None,
-) -> tuple[list[AgreementRead], str | None, int | None]:
-    """A page of the agreements the caller may read: (items, next_cursor, total).
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """A page of the agreements the caller may read, in their read form: (items, next_cursor, total).
 
     `within` keeps the agreements of a territory and its whole subtree (an unknown id is a 422 on the
     parameter); `sort` is `created_at` (the default) or `reference`, `-` to reverse."""
@@ -133,7 +151,8 @@ async def list_agreements(
         kind=kind.value if kind else None,
     )
     rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
-    return await read_many(session, rows), next_cursor, total
+    await fill_position_counts(session, rows)
+    return rows, next_cursor, total
 
 
 async def list_amendments(

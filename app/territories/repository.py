@@ -6,21 +6,21 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, bindparam, case, exists, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
-from app.core.columns import read_columns
+from app.core.columns import ReadColumns
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.territories.models import Territory
 from app.territories.schemas import TerritoryRead
 
 # What reads select: the read model's columns, plus (for lists) the sort key that cursors resume from.
-READ_COLUMNS = read_columns(TerritoryRead, Territory.__table__)
-_LIST_COLUMNS = [*READ_COLUMNS, Territory.name_sort]
+READ = ReadColumns(TerritoryRead, Territory.__table__)
 
 # One advisory lock serialises the writes that read or rewrite paths (PostgreSQL only: SQLite's
 # BEGIN IMMEDIATE already serialises every writer).
@@ -59,21 +59,25 @@ async def path_of(session: AsyncSession, territory_id: uuid.UUID) -> str | None:
     return (await session.execute(select(Territory.path).where(Territory.id == territory_id))).scalar()
 
 
-# Hot reads are built once: a statement object reused keeps its compiled form and cache key.
-_TABLE = Territory.__table__
-_READ_BY_ID = select(*READ_COLUMNS).where(_TABLE.c.id == bindparam("id"))
-_READ_BY_CODE = select(*READ_COLUMNS).where(
-    _TABLE.c.kind == bindparam("kind"), _TABLE.c.code == bindparam("code")
-)
+@cache
+def _read_by_id() -> Select[Any]:
+    # Hot reads are built once: a statement object reused keeps its compiled form and cache key.
+    return select(*READ.columns).where(Territory.__table__.c.id == bindparam("id"))
+
+
+@cache
+def _read_by_code() -> Select[Any]:
+    table = Territory.__table__
+    return select(*READ.columns).where(table.c.kind == bindparam("kind"), table.c.code == bindparam("code"))
 
 
 async def read_row(session: AsyncSession, territory_id: uuid.UUID) -> Any:
     """The read model's columns of one territory, or None."""
-    return (await session.execute(_READ_BY_ID, {"id": territory_id})).first()
+    return (await session.execute(_read_by_id(), {"id": territory_id})).first()
 
 
 async def read_row_by_code(session: AsyncSession, kind: str, code: str) -> Any:
-    return (await session.execute(_READ_BY_CODE, {"kind": kind, "code": code})).first()
+    return (await session.execute(_read_by_code(), {"kind": kind, "code": code})).first()
 
 
 async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:
@@ -165,11 +169,11 @@ async def list_page(
     within_path: str | None = None,
     q_folded: str | None = None,
 ) -> tuple[list[Any], str | None, int | None]:
-    """One page of territories as rows of `READ_COLUMNS` and the name sort key (one query, and one more
+    """One page of territories as rows of `READ` and the name sort key (one query, and one more
     for the total when asked)."""
     stmt = list_query(
         kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded
-    ).with_only_columns(*_LIST_COLUMNS)
+    ).with_only_columns(*READ.columns, Territory.name_sort)
     return await fetch_page(
         session,
         stmt,
