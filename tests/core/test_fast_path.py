@@ -1,0 +1,117 @@
+"""The request fast path keeps its promises: reads cost their statements only, a lost connection is a 503
+and the next request gets a working one, JSON from rows equals the read models' JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import IDLE_PING_SECONDS, make_engine
+from app.ops.router import expected_head
+from app.territories.schemas import TerritoryRead
+from tests.conftest import Tree, postgres_only
+from tests.helpers import app_client, assert_problem
+
+
+def _app_engine(client: Any) -> AsyncEngine:
+    engine: AsyncEngine = client._transport.app.state.engine
+    return engine
+
+
+def _remember_backends(engine: AsyncEngine) -> set[int]:
+    """The server pids of the connections the app checks out from now on."""
+    pids: set[int] = set()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def remember(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        pids.add(dbapi_connection._connection.get_server_pid())
+
+    return pids
+
+
+async def _terminate(settings: Settings, pids: set[int]) -> None:
+    killer = make_engine(settings.database_url)
+    try:
+        async with killer.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for pid in pids:
+                await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await killer.dispose()
+
+
+@postgres_only
+async def test_a_read_costs_its_statements_only(settings: Settings) -> None:
+    """No BEGIN and no COMMIT around a read (autocommit), and no ping of a connection in use: the read of
+    one territory by its code is one round trip."""
+    async with app_client(settings) as client:
+        await client.get("/api/v1/territories/departement/69")  # warms the pool
+        engine = _app_engine(client)
+        sent: list[tuple[str, bool]] = []
+
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def count(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            in_transaction = conn.connection.dbapi_connection._transaction is not None
+            sent.append((statement, in_transaction))
+
+        response = await client.get("/api/v1/territories/departement/69")
+        assert response.status_code == 404
+        assert len(sent) == 1, sent
+        assert sent[0][1] is False, "a read must not open a transaction"
+        # A write still runs in one transaction.
+        sent.clear()
+        await client.post("/api/v1/territories", json={})
+        assert all(in_transaction for _, in_transaction in sent)
+
+
+@postgres_only
+async def test_a_dropped_connection_answers_503_and_the_next_request_succeeds(settings: Settings) -> None:
+    async with app_client(settings) as client:
+        engine = _app_engine(client)
+        pids = _remember_backends(engine)
+        assert (await client.get("/api/v1/territories")).status_code == 200
+        await _terminate(settings, pids)
+        lost = await client.get("/api/v1/territories")
+        assert_problem(lost, 503, "service_unavailable")
+        assert lost.headers["retry-after"]
+        recovered = await client.get("/api/v1/territories")
+        assert recovered.status_code == 200, recovered.text
+
+
+@postgres_only
+async def test_a_connection_that_died_while_idle_is_replaced_before_use(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert IDLE_PING_SECONDS > 0
+    async with app_client(settings) as client:
+        engine = _app_engine(client)
+        pids = _remember_backends(engine)
+        assert (await client.get("/api/v1/territories")).status_code == 200
+        await _terminate(settings, pids)
+        # As if the connection had sat in the pool past the threshold.
+        monkeypatch.setattr("app.db.IDLE_PING_SECONDS", 0.0)
+        response = await client.get("/api/v1/territories")
+        assert response.status_code == 200, response.text
+
+
+async def test_rows_serialise_as_the_read_model_does(client: Any, tree: Tree) -> None:
+    response = await client.get(f"/api/v1/territories/{tree.lyon.id}")
+    assert response.status_code == 200
+    body = response.json()
+    assert body == TerritoryRead.model_validate(tree.lyon).model_dump(mode="json")
+    assert body["created_at"].endswith("Z")
+    listed = await client.get("/api/v1/territories", params={"q": "lyon"})
+    assert body in listed.json()["items"]
+
+
+def test_the_schema_head_read_from_the_files_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from app.cli import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite:///:memory:"))
+    assert expected_head() == script.get_current_head()
