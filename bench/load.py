@@ -47,7 +47,8 @@ TARGETS = {
     MINIMAL: "bench.minimal_fastapi_app:create_app",
 }
 LABELS = {SERVICE: "service", REFERENCE: "reference", MINIMAL: "minimal FastAPI"}
-console = Console()
+# Piped output (a log file, `tee`) gets the tables' full width rather than rich's default of 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=180)
 
 
 # --- servers ------------------------------------------------------------------------------------------
@@ -364,6 +365,19 @@ def _sql(measured: inprocess.Measured, app: str) -> str:
     return f"{statements:g} ({trips:g})"
 
 
+# The terminal table's headers (the Markdown one spells them out).
+SHORT_HEADERS = [
+    "scenario",
+    "svc /s",
+    "ref /s",
+    "min /s",
+    "÷ ref",
+    "÷ min",
+    "p50 ms s / r / m",
+    "p99 ms s / r / m",
+    "SQL svc",
+    "SQL ref",
+]
 HEADERS = [
     "scenario",
     "service /s",
@@ -468,7 +482,7 @@ def print_report(outcomes: list[Outcome], args: argparse.Namespace, machine_line
             f"{args.connections} connections, {args.duration:g} s × {args.rounds} round(s), "
             f"{args.workers} workers per app",
         )
-        for header in HEADERS:
+        for header in SHORT_HEADERS:
             table.add_column(header, justify="left" if header == "scenario" else "right")
         for row in rows(outcome):
             table.add_row(*row)
