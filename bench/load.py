@@ -526,6 +526,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-database", action="store_true", help="keep the PostgreSQL database at the end"
     )
     parser.add_argument("--markdown", type=Path, help="also write the Markdown tables to this file")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
     if not args.database_url.startswith("postgresql"):
         parser.error("--database-url takes a postgresql+asyncpg:// URL (SQLite: --sqlite or --sqlite-only)")
@@ -536,6 +537,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.list:
+        for scenario in SCENARIOS:
+            steps = (
+                ", ".join(f"{s.method} {s.path}" for s in scenario.steps)
+                .replace("{{", "{")
+                .replace("}}", "}")
+            )
+            console.print(
+                f"{scenario.name}: {steps} [dim]({', '.join(sorted(scenario.apps))}; "
+                f"{', '.join(sorted(scenario.databases))})[/dim]",
+                highlight=False,
+            )
+        return
     if wrk.wrk_path() is None:
         console.print(f"[red]{wrk.INSTALL_HINT}[/red]")
         raise SystemExit(1)

@@ -45,10 +45,6 @@ class Scenario:
     # SQL run after each measured run (writes), so that every app starts from the same data.
     cleanup: tuple[str, ...] = ()
 
-    @property
-    def is_cycle(self) -> bool:
-        return len(self.steps) > 1 or any(s.body is not None or s.method != "GET" for s in self.steps)
-
 
 def get(path: str, expect: int = 200, **headers: str) -> tuple[Step, ...]:
     return (Step("GET", path, {k.replace("_", "-"): v for k, v in headers.items()}, expect=expect),)

@@ -50,7 +50,8 @@ async def test_the_reference_apps_answer_like_the_service(bench_data: tuple[str,
             for app, answers in measured.answers.items():
                 assert [a.status for a in answers] == expected, (scenario.name, app)
             assert inprocess.differences(scenario, measured.answers) == []
-            # The reference apps never run more statements than the service.
+            # A reference that runs more statements than the service no longer shows what the service could
+            # reach: when the service gets leaner, make `bench.shared` as lean.
             for app in (scenarios.REFERENCE, scenarios.MINIMAL):
                 assert measured.statements[app] <= measured.statements[scenarios.SERVICE]
 
