@@ -214,6 +214,16 @@ async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
 
         conn = await asyncpg.connect(datasets.asyncpg_dsn(database_url))
         try:
+            # Requests still in flight when wrk stopped finish first (up to the lock timeout), so that no
+            # row they write outlives the cleanup.
+            for _ in range(100):
+                busy = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state <> 'idle' AND pid <> pg_backend_pid()"
+                )
+                if not busy:
+                    break
+                await asyncio.sleep(0.1)
             for statement in statements:
                 await conn.execute(statement)
             await conn.execute("VACUUM ANALYZE agreements")
@@ -301,10 +311,11 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
                 for app in order:
                     if app not in scenario.apps:
                         continue
+                    script = scenario.lua.format(**values) if scenario.lua is not None else None
                     if round_index == 0 and args.warmup > 0:
-                        wrk_run(args, running[app], steps, work_dir, args.warmup)
+                        wrk_run(args, running[app], steps, work_dir, args.warmup, script)
                         asyncio.run(_cleanup(database_url, scenario.cleanup))
-                    result = wrk_run(args, running[app], steps, work_dir, args.duration)
+                    result = wrk_run(args, running[app], steps, work_dir, args.duration, script)
                     asyncio.run(_cleanup(database_url, scenario.cleanup))
                     cells.setdefault((scenario.name, app), Cell()).runs.append(result)
                     console.print(
@@ -318,7 +329,12 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
 
 
 def wrk_run(
-    args: argparse.Namespace, server: Server, steps: list[Any], work_dir: Path, duration: float
+    args: argparse.Namespace,
+    server: Server,
+    steps: list[Any],
+    work_dir: Path,
+    duration: float,
+    script: str | None = None,
 ) -> wrk.WrkResult:
     return wrk.run(
         server.base_url,
@@ -328,6 +344,7 @@ def wrk_run(
         threads=args.threads,
         script_dir=work_dir,
         nonce=f"{server.app[0]}{secrets.token_hex(4)}",
+        script=script,
     )
 
 

@@ -7,9 +7,10 @@ counts as one operation). Paths, headers and bodies are templates filled from th
 `{write_territory_id}`, `{key_admin}`, `{key_territory_manager}`, `{key_viewer}`; in a cycle, `{id}` is the id
 of the previous step's answer and `{unique}` a value unique to the request (for unique references).
 
-To add a scenario: append a `Scenario` to SCENARIOS; if the reference and the minimal FastAPI apps do not
-implement it yet, set `apps=SERVICE_ONLY` (the table then shows the service alone), or add its handler to
-`bench.shared` and one route to each of `bench.reference_app` and `bench.minimal_fastapi_app`."""
+A scenario may also bring its own wrk Lua script (`lua`). To add a scenario: append a `Scenario` to
+SCENARIOS; if the reference and the minimal FastAPI apps do not implement it yet, set `apps=SERVICE_ONLY`
+(the table then shows the service alone), or add its handler to `bench.shared` and one route to each of
+`bench.reference_app` and `bench.minimal_fastapi_app`."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ class Scenario:
     volatile: frozenset[str] = frozenset()
     # SQL run after each measured run (writes), so that every app starts from the same data.
     cleanup: tuple[str, ...] = ()
+    # A wrk Lua script of the scenario's own (a template like the paths), for what a cycle of steps cannot
+    # express; the steps still serve the start-up comparison and the statement count. It must print
+    # "BENCH ops=<n> failures=<n>" in done() if its operations are not single requests.
+    lua: str | None = None
 
 
 def get(path: str, expect: int = 200, **headers: str) -> tuple[Step, ...]:

@@ -59,6 +59,8 @@ def parse(output: str) -> WrkResult:
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if socket:
         errors += sum(int(g) for g in socket.groups())
+    if int(done.group(1)) == 0:
+        errors += 1  # not one answer within the run
     ops = None
     counters = re.search(r"^BENCH ops=(\d+) failures=(\d+)", output, re.M)
     if counters:
@@ -161,8 +163,10 @@ def run(
     threads: int,
     script_dir: Path,
     nonce: str,
+    script: str | None = None,
 ) -> WrkResult:
-    """One wrk run of `duration` seconds against `base_url` (127.0.0.1 only)."""
+    """One wrk run of `duration` seconds against `base_url` (127.0.0.1 only): plain headers for a single
+    GET, else `script` or the cycle script generated from `steps`."""
     if not base_url.startswith("http://127.0.0.1:"):
         raise ValueError("the benchmark only drives servers on 127.0.0.1")
     wrk = wrk_path()
@@ -171,15 +175,15 @@ def run(
     seconds = max(round(duration), 1)
     command = [wrk, "--latency", f"-d{seconds}s", f"--timeout={max(seconds, 5)}s"]
     first = steps[0]
-    if len(steps) == 1 and first.method == "GET" and first.body is None:
+    if script is None and len(steps) == 1 and first.method == "GET" and first.body is None:
         command += [f"-t{threads}", f"-c{connections}"]
         for key, value in first.headers.items():
             command += ["-H", f"{key}: {value}"]
         command.append(base_url + first.path)
     else:
-        script = script_dir / f"cycle-{nonce}.lua"
-        script.write_text(cycle_script(steps, nonce), encoding="utf-8")
-        command += [f"-t{connections}", f"-c{connections}", "-s", str(script), base_url]
+        path = script_dir / f"script-{nonce}.lua"
+        path.write_text(script if script is not None else cycle_script(steps, nonce), encoding="utf-8")
+        command += [f"-t{connections}", f"-c{connections}", "-s", str(path), base_url]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
