@@ -7,9 +7,10 @@
 It builds a national-size dataset (a fresh `cnfs_bench` database, dropped and created again; the SQLite file
 lives in a temporary folder), counts the SQL statements of each scenario in-process, starts the three apps on
 127.0.0.1 (uvicorn, 2 worker processes each, no access log, logs at WARNING), checks that they answer each
-scenario alike, drives each with wrk (32 connections, a fixed duration per run) over several rounds that
-alternate the apps' order, reads the workers' RSS, stops the servers, and prints one table per database (and
-its Markdown for docs/performance.md). Everything it starts is stopped on exit, Ctrl-C and errors included."""
+scenario alike, drives each with wrk (32 connections, a fixed duration per run, every server idle before a
+run starts) over several rounds that rotate the apps' order, reads the workers' RSS, stops the servers, and
+prints one table per database (and its Markdown for docs/performance.md). Everything it starts is stopped
+on exit, Ctrl-C and errors included."""
 
 from __future__ import annotations
 
@@ -87,6 +88,17 @@ class Server:
                 found.append(int(entry.name))
         return sorted(found)
 
+    def cpu_ticks(self) -> int:
+        """CPU time used so far by the workers, in clock ticks."""
+        total = 0
+        for pid in self.workers():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
     def rss_mb(self) -> list[float]:
         sizes = []
         for pid in self.workers():
@@ -161,6 +173,19 @@ def wait_ready(server: Server, workers: int, probe: str, timeout: float = 60) ->
                 pass
         time.sleep(0.3)
     raise RuntimeError(f"{server.app} not ready after {timeout}s; see {server.log}")
+
+
+def settle(running: dict[str, Server], timeout: float = 10) -> None:
+    """Until every server is idle (its workers use no CPU over 0.2 s): requests still queued when wrk
+    stopped would otherwise run on the CPUs while the next app is measured."""
+    deadline = time.monotonic() + timeout
+    before = {app: server.cpu_ticks() for app, server in running.items()}
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = {app: server.cpu_ticks() for app, server in running.items()}
+        if all(after[app] - before[app] <= 1 for app in running):
+            return
+        before = after
 
 
 @contextmanager
@@ -313,8 +338,10 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
                         continue
                     script = scenario.lua.format(**values) if scenario.lua is not None else None
                     if round_index == 0 and args.warmup > 0:
+                        settle(running)
                         wrk_run(args, running[app], steps, work_dir, args.warmup, script)
                         asyncio.run(_cleanup(database_url, scenario.cleanup))
+                    settle(running)
                     result = wrk_run(args, running[app], steps, work_dir, args.duration, script)
                     asyncio.run(_cleanup(database_url, scenario.cleanup))
                     cells.setdefault((scenario.name, app), Cell()).runs.append(result)
@@ -528,7 +555,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sqlite", action="store_true", help="also run the read scenarios on SQLite")
     parser.add_argument("--sqlite-only", action="store_true", help="only SQLite (no PostgreSQL needed)")
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds, the apps' order rotating (default 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds, the apps' order rotating: 3 puts each app once in each place (default 2)",
+    )
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per app and scenario")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads for single requests (default 2)")
