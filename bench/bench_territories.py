@@ -5,9 +5,10 @@
         .venv/bin/python -m bench.bench_territories --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench
     .venv/bin/python -m bench.bench_territories --communes 35000 --requests 300
 
-It builds the tree (18 régions, 101 départements, EPCI, communes) straight into a fresh database, starts
-uvicorn on 127.0.0.1, sends a bounded number of sequential requests per scenario and prints latency
-percentiles. Nothing leaves the machine; the run stops by itself."""
+It builds the tree of `bench.dataset` (18 régions, 101 départements, the Métropole de Lyon, EPCI, communes)
+straight into a fresh database, starts one uvicorn worker on 127.0.0.1, sends a bounded number of sequential
+requests per scenario and prints latency percentiles: the latency of one request at a time, where
+`bench.load` measures throughput under load. Nothing leaves the machine; the run stops by itself."""
 
 from __future__ import annotations
 
@@ -27,76 +28,28 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import insert, inspect, text
-from stdnum import luhn
 
 from app.cli import alembic_config
-from app.db import make_engine, new_id, utcnow
-from app.territories.codes import fold
+from app.db import make_engine
 from app.territories.models import Territory
-
-DEPARTEMENTS = [f"{n:02d}" for n in range(1, 96) if n != 20] + ["2A", "2B", "971", "972", "973", "974", "976"]
-WORDS = ["Saint", "Sainte", "Mont", "Val", "Bourg", "Villeneuve", "Château", "Pont", "Montagne", "Rivière"]
-
-
-def siren(n: int) -> str:
-    base = f"2{n:07d}"
-    return base + luhn.calc_check_digit(base)
+from bench.dataset import territory_rows
 
 
 async def build_tree(url: str, communes: int) -> dict[str, str]:
-    """Inserts the tree in bulk; returns a few ids and codes the scenarios use."""
+    """Inserts the tree of `bench.dataset` in bulk; returns a few ids and codes the scenarios use."""
+    rows = territory_rows(communes)
     engine = make_engine(url)
-    rows: list[dict[str, object]] = []
-    now = utcnow()
-
-    def node(
-        kind: str, code: str, name: str, parent: dict[str, object] | None, population: int | None
-    ) -> dict[str, object]:
-        ident = new_id()
-        row: dict[str, object] = {
-            "id": ident,
-            "kind": kind,
-            "code": code,
-            "name": name,
-            "name_sort": fold(name),
-            "parent_id": parent["id"] if parent else None,
-            "path": (str(parent["path"]) if parent else "/") + f"{ident}/",
-            "population": population,
-            "created_at": now,
-            "updated_at": now,
-            "version": 1,
-        }
-        rows.append(row)
-        return row
-
-    regions = [node("region", f"{10 + i:02d}", f"Région {i}", None, None) for i in range(18)]
-    deps = [
-        node("departement", d, f"Département {d}", regions[i % 18], None) for i, d in enumerate(DEPARTEMENTS)
-    ]
-    epcis = [node("epci", siren(i), f"Communauté {i}", deps[i % len(deps)], None) for i in range(1200)]
-    for i in range(communes):
-        dep = deps[i % len(deps)]
-        code = (
-            f"{dep['code']}{(i // len(deps)) % 1000:03d}"
-            if len(str(dep["code"])) == 2
-            else f"{dep['code']}{(i // len(deps)) % 100:02d}"
-        )
-        name = f"{WORDS[i % len(WORDS)]}-{'é' if i % 3 else 'e'}glise {i}"
-        node("commune", code, name, epcis[i % len(epcis)] if i % 2 else dep, 50 + (i * 7919) % 200_000)
     async with engine.begin() as conn:
-        seen: set[tuple[object, object]] = set()
-        unique = [
-            r for r in rows if (r["kind"], r["code"]) not in seen and not seen.add((r["kind"], r["code"]))
-        ]
-        for start in range(0, len(unique), 2000):
-            await conn.execute(insert(Territory), unique[start : start + 2000])
+        for start in range(0, len(rows), 2000):
+            await conn.execute(insert(Territory), rows[start : start + 2000])
         if url.startswith("postgresql"):
             await conn.execute(text("ANALYZE territories"))
     await engine.dispose()
+    rhone = next(r for r in rows if r["kind"] == "departement" and r["code"] == "69")
     return {
-        "departement_id": str(deps[68]["id"]),
-        "region_id": str(regions[0]["id"]),
-        "commune_code": "69001",
+        "departement_id": str(rhone["id"]),
+        "region_id": str(rows[0]["id"]),
+        "commune_code": "69123",
     }
 
 

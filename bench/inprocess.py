@@ -1,0 +1,280 @@
+"""The three apps in-process (httpx ASGITransport): SQL statements per request, and their answers compared.
+
+Counting: for the service, SQLAlchemy's `before_cursor_execute` (every statement) plus the round trips that
+never reach a cursor on PostgreSQL (BEGIN, COMMIT or ROLLBACK, and the pool's pre-ping at checkout); for the
+reference and minimal apps, the calls on their connections (plus BEGIN and COMMIT around a transaction)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from asgi_lifespan import LifespanManager
+from sqlalchemy import event
+
+from bench.scenarios import APPS, MINIMAL, REFERENCE, SERVICE, Scenario, Step, fill
+
+
+@dataclass
+class Counter:
+    statements: int = 0
+    round_trips: int = 0
+
+    def reset(self) -> None:
+        self.statements = self.round_trips = 0
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    etag: str | None
+    link: bool
+    raw: bytes = field(repr=False, default=b"")
+
+
+class _CountingConnection:
+    def __init__(self, conn: Any, counter: Counter) -> None:
+        self._conn = conn
+        self._counter = counter
+
+    def _count(self) -> None:
+        self._counter.statements += 1
+        self._counter.round_trips += 1
+
+    async def fetch(self, *args: Any) -> Any:
+        self._count()
+        return await self._conn.fetch(*args)
+
+    async def fetchrow(self, *args: Any) -> Any:
+        self._count()
+        return await self._conn.fetchrow(*args)
+
+    async def execute(self, *args: Any) -> Any:
+        self._count()
+        return await self._conn.execute(*args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        self._counter.round_trips += 2
+        async with self._conn.transaction():
+            yield
+
+
+class _CountingDatabase:
+    """The reference apps' database, counting the statements run through it."""
+
+    def __init__(self, db: Any, counter: Counter) -> None:
+        self._db = db
+        self._counter = counter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[_CountingConnection]:
+        async with self._db.acquire() as conn:
+            yield _CountingConnection(conn, self._counter)
+
+
+def _count_service(engine: Any, counter: Counter) -> None:
+    sync_engine = engine.sync_engine
+    postgres = sync_engine.dialect.name == "postgresql"
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _statement(*_args: Any) -> None:
+        statement = str(_args[2]).lstrip().upper()
+        counter.round_trips += 1
+        if not statement.startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
+            counter.statements += 1
+
+    if postgres:
+
+        @event.listens_for(sync_engine, "begin")
+        def _begin(*_args: Any) -> None:
+            counter.round_trips += 1
+
+        @event.listens_for(sync_engine, "checkout")
+        def _checkout(*_args: Any) -> None:
+            if getattr(sync_engine.pool, "_pre_ping", False):
+                counter.round_trips += 1
+
+    @event.listens_for(sync_engine, "commit")
+    def _commit(*_args: Any) -> None:
+        counter.round_trips += 1
+
+    @event.listens_for(sync_engine, "rollback")
+    def _rollback(*_args: Any) -> None:
+        counter.round_trips += 1
+
+
+@dataclass
+class InProcessApp:
+    name: str
+    client: httpx.AsyncClient
+    counter: Counter
+
+
+@asynccontextmanager
+async def open_apps(
+    database_url: str, secret_key: str, apps: tuple[str, ...] = APPS
+) -> AsyncIterator[dict[str, InProcessApp]]:
+    """The apps on `database_url`, started (lifespan) and wrapped for counting."""
+    from app.config import Settings
+    from app.main import create_app
+    from bench import minimal_fastapi_app, reference_app
+
+    async with AsyncExitStack() as stack:
+        opened: dict[str, InProcessApp] = {}
+        for name in apps:
+            counter = Counter()
+            asgi: Any
+            if name == SERVICE:
+                asgi = create_app(
+                    Settings(
+                        database_url=database_url, secret_key=secret_key, log_level="WARNING", log_json=False
+                    )
+                )
+            elif name == REFERENCE:
+                asgi = reference_app.create_app(database_url, secret_key)
+            else:
+                asgi = minimal_fastapi_app.create_app(database_url, secret_key)
+            await stack.enter_async_context(LifespanManager(asgi))
+            if name == SERVICE:
+                _count_service(asgi.state.engine, counter)
+            else:
+                asgi.state.db = _CountingDatabase(asgi.state.db, counter)
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=asgi, raise_app_exceptions=False),
+                    base_url="http://127.0.0.1",
+                )
+            )
+            opened[name] = InProcessApp(name, client, counter)
+        yield opened
+
+
+def answer(response: httpx.Response) -> Answer:
+    body: Any = None
+    if response.content:
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = response.text
+    return Answer(
+        response.status_code, body, response.headers.get("etag"), "link" in response.headers, response.content
+    )
+
+
+async def run_cycle(client: httpx.AsyncClient, steps: list[Step], unique: str) -> list[Answer]:
+    """One pass over a scenario's steps (as the wrk script does it)."""
+    answers: list[Answer] = []
+    last_id = ""
+    for step in steps:
+        path = step.path.replace("{id}", last_id)
+        body = step.body.replace("{unique}", unique) if step.body is not None else None
+        response = await client.request(step.method, path, headers=step.headers, content=body)
+        answers.append(answer(response))
+        if isinstance(answers[-1].body, dict):
+            last_id = str(answers[-1].body.get("id", ""))
+    return answers
+
+
+def normalise(value: Any, volatile: frozenset[str]) -> Any:
+    """Cursor values and volatile fields compared by presence only."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "next_cursor" and item is not None:
+                out[key] = "<cursor>"
+            elif key in volatile and item is not None:
+                out[key] = f"<{key}>"
+            else:
+                out[key] = normalise(item, volatile)
+        return out
+    if isinstance(value, list):
+        return [normalise(v, volatile) for v in value]
+    return value
+
+
+def differences(scenario: Scenario, answers: dict[str, list[Answer]]) -> list[str]:
+    """What the reference and minimal apps answer differently from the service, step by step."""
+    found: list[str] = []
+    base = answers.get(SERVICE)
+    if base is None:
+        return found
+    for name, theirs in answers.items():
+        if name == SERVICE:
+            continue
+        for index, (mine, other) in enumerate(zip(base, theirs, strict=True)):
+            where = f"{scenario.name}, step {index + 1}, {name}"
+            if mine.status != other.status:
+                found.append(f"{where}: status {other.status}, the service {mine.status}")
+                continue
+            if mine.etag != other.etag:
+                found.append(f"{where}: ETag {other.etag!r}, the service {mine.etag!r}")
+            if mine.link != other.link:
+                found.append(
+                    f"{where}: Link header {'present' if other.link else 'absent'} unlike the service"
+                )
+            if mine.status < 300 and normalise(mine.body, scenario.volatile) != normalise(
+                other.body, scenario.volatile
+            ):
+                found.append(f"{where}: JSON differs: {_first_difference(mine.body, other.body)}")
+    return found
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        if list(a) != list(b):
+            return f"{path or '/'}: fields {list(b)} vs the service's {list(a)}"
+        for key in a:
+            if a[key] != b[key]:
+                return _first_difference(a[key], b[key], f"{path}/{key}")
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path}: {len(b)} items vs the service's {len(a)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{path}/{i}")
+    return f"{path}: {b!r} vs the service's {a!r}"
+
+
+@dataclass
+class Measured:
+    """Per app: statements and round trips per operation, and the answers of the last pass."""
+
+    statements: dict[str, float] = field(default_factory=dict)
+    round_trips: dict[str, float] = field(default_factory=dict)
+    answers: dict[str, list[Answer]] = field(default_factory=dict)
+
+
+async def measure(
+    apps: dict[str, InProcessApp],
+    scenario: Scenario,
+    values: dict[str, str],
+    *,
+    passes: int = 3,
+    unique: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
+) -> Measured:
+    """Runs the scenario `passes` times on each app; counts from the last passes (the first warms caches)."""
+    steps = [fill(s, values) for s in scenario.steps]
+    measured = Measured()
+    for name, app in apps.items():
+        if name not in scenario.apps:
+            continue
+        await run_cycle(app.client, steps, "warm-" + unique())
+        app.counter.reset()
+        for _ in range(passes):
+            measured.answers[name] = await run_cycle(app.client, steps, unique())
+        measured.statements[name] = app.counter.statements / passes
+        measured.round_trips[name] = app.counter.round_trips / passes
+    return measured
+
+
+__all__ = ["MINIMAL", "REFERENCE", "SERVICE", "Measured", "differences", "measure", "open_apps"]

@@ -1,0 +1,624 @@
+"""Load benchmark: the service beside a reference app and a minimal FastAPI app, driven by wrk.
+
+    .venv/bin/python -m bench.load                                   # PostgreSQL, database cnfs_bench
+    .venv/bin/python -m bench.load --sqlite                          # then the read scenarios on SQLite
+    .venv/bin/python -m bench.load --duration 3 --rounds 1 --scenarios "kind/code,search"
+
+It builds a national-size dataset (a fresh `cnfs_bench` database, dropped and created again; the SQLite file
+lives in a temporary folder), counts the SQL statements of each scenario in-process, starts the three apps on
+127.0.0.1 (uvicorn, 2 worker processes each, no access log, logs at WARNING), checks that they answer each
+scenario alike, drives each with wrk (32 connections, a fixed duration per run, every server idle before a
+run starts) over several rounds that rotate the apps' order, reads the workers' RSS, stops the servers, and
+prints one table per database (and its Markdown for docs/performance.md). Everything it starts is stopped
+on exit, Ctrl-C and errors included."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from bench import dataset as datasets
+from bench import inprocess, wrk
+from bench.scenarios import APPS, MINIMAL, POSTGRESQL, REFERENCE, SCENARIOS, SERVICE, SQLITE, Scenario, fill
+from bench.scenarios import context as scenario_context
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench"
+TARGETS = {
+    SERVICE: "app.main:create_app",
+    REFERENCE: "bench.reference_app:create_app",
+    MINIMAL: "bench.minimal_fastapi_app:create_app",
+}
+LABELS = {SERVICE: "service", REFERENCE: "reference", MINIMAL: "minimal FastAPI"}
+# Piped output (a log file, `tee`) gets the tables' full width rather than rich's default of 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=180)
+
+
+# --- servers ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    app: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def workers(self) -> list[int]:
+        """The worker processes (uvicorn's children started by multiprocessing's spawn)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                cmdline = (entry / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == self.process.pid and b"spawn_main" in cmdline:
+                found.append(int(entry.name))
+        return sorted(found)
+
+    def cpu_ticks(self) -> int:
+        """CPU time used so far by the workers, in clock ticks."""
+        total = 0
+        for pid in self.workers():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
+    def rss_mb(self) -> list[float]:
+        sizes = []
+        for pid in self.workers():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        sizes.append(int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+        return sizes
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (its own session), SIGKILL if it lingers."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
+def start_server(app: str, database_url: str, secret_key: str, workers: int, log_dir: Path) -> Server:
+    port = free_port()
+    log = log_dir / f"{app}.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": secret_key,
+        "LOG_LEVEL": "WARNING",
+        "LOG_JSON": "true",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    env.pop("WEB_CONCURRENCY", None)
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        TARGETS[app],
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Server(app, port, process, log)
+
+
+def wait_ready(server: Server, workers: int, probe: str, timeout: float = 60) -> None:
+    """Until every worker is up and the server answers `probe`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.app} exited; see {server.log}:\n{server.log.read_text()[-2000:]}")
+        if len(server.workers()) >= workers:
+            try:
+                if httpx.get(server.base_url + probe, timeout=2).status_code < 500:
+                    return
+            except httpx.TransportError:
+                pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{server.app} not ready after {timeout}s; see {server.log}")
+
+
+def settle(running: dict[str, Server], timeout: float = 10) -> None:
+    """Until every server is idle (its workers use no CPU over 0.2 s): requests still queued when wrk
+    stopped would otherwise run on the CPUs while the next app is measured."""
+    deadline = time.monotonic() + timeout
+    before = {app: server.cpu_ticks() for app, server in running.items()}
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = {app: server.cpu_ticks() for app, server in running.items()}
+        if all(after[app] - before[app] <= 1 for app in running):
+            return
+        before = after
+
+
+@contextmanager
+def servers(
+    apps: list[str], database_url: str, secret_key: str, workers: int, log_dir: Path, probe: str
+) -> Iterator[dict[str, Server]]:
+    started: dict[str, Server] = {}
+    try:
+        for app in apps:
+            started[app] = start_server(app, database_url, secret_key, workers, log_dir)
+        for server in started.values():
+            wait_ready(server, workers, probe)
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One app on one scenario, over the rounds."""
+
+    runs: list[wrk.WrkResult] = field(default_factory=list)
+
+    def mean(self, attribute: str) -> float:
+        return statistics.fmean(getattr(r, attribute) for r in self.runs)
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.runs)
+
+
+@dataclass
+class Outcome:
+    database: str
+    scenarios: list[Scenario]
+    cells: dict[tuple[str, str], Cell]
+    statements: dict[str, inprocess.Measured]
+    rss: dict[str, list[float]]
+    warnings: list[str]
+
+
+async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
+    if not statements:
+        return
+    if database_url.startswith("postgresql"):
+        import asyncpg
+
+        conn = await asyncpg.connect(datasets.asyncpg_dsn(database_url))
+        try:
+            # Requests still in flight when wrk stopped finish first (up to the lock timeout), so that no
+            # row they write outlives the cleanup.
+            for _ in range(100):
+                busy = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state <> 'idle' AND pid <> pg_backend_pid()"
+                )
+                if not busy:
+                    break
+                await asyncio.sleep(0.1)
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute("VACUUM ANALYZE agreements")
+        finally:
+            await conn.close()
+    else:
+        import sqlite3
+
+        with sqlite3.connect(database_url.split("///", 1)[-1]) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+
+async def _count_and_compare(
+    database_url: str, secret_key: str, scenarios: list[Scenario], values: dict[str, str], apps: list[str]
+) -> dict[str, inprocess.Measured]:
+    measured = {}
+    async with inprocess.open_apps(database_url, secret_key, tuple(apps)) as opened:
+        for scenario in scenarios:
+            measured[scenario.name] = await inprocess.measure(opened, scenario, values)
+            await _cleanup(database_url, scenario.cleanup)
+    return measured
+
+
+async def _compare_servers(
+    running: dict[str, Server], scenarios: list[Scenario], values: dict[str, str], database_url: str
+) -> list[str]:
+    """Each scenario once against each running server: status, JSON (cursors aside), ETag, Link."""
+    found = []
+    for scenario in scenarios:
+        steps = [fill(s, values) for s in scenario.steps]
+        answers = {}
+        for app, server in running.items():
+            if app not in scenario.apps:
+                continue
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+                answers[app] = await inprocess.run_cycle(client, steps, "check-" + secrets.token_hex(4))
+            for step, got in zip(steps, answers[app], strict=True):
+                if got.status != step.expect:
+                    found.append(
+                        f"{scenario.name}: {LABELS[app]} answers {got.status}, expected {step.expect}"
+                    )
+        found += inprocess.differences(scenario, answers)
+        await _cleanup(database_url, scenario.cleanup)
+    return found
+
+
+def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) -> Outcome:
+    kind = POSTGRESQL if database_url.startswith("postgresql") else SQLITE
+    scenarios = [s for s in selected(args.scenarios) if kind in s.databases]
+    apps = [a for a in APPS if a in args.apps.split(",")]
+    console.rule(f"[bold]{'PostgreSQL' if kind == POSTGRESQL else 'SQLite'}[/bold]")
+    started = time.perf_counter()
+    built = datasets.build(
+        database_url, communes=args.communes, epcis=args.epcis, agreements=args.agreements, seed=args.seed
+    )
+    console.print(
+        f"dataset: {built.territories} territories, {built.agreements} signed agreements, 3 keys "
+        f"(seed {built.seed}), built in {time.perf_counter() - started:.1f} s"
+    )
+    values = scenario_context(built.to_json())
+    secret_key = secrets.token_hex(16)
+    console.print("counting SQL statements per request (in-process) ...")
+    measured = asyncio.run(_count_and_compare(database_url, secret_key, scenarios, values, apps))
+    warnings: list[str] = []
+    for scenario in scenarios:
+        warnings += inprocess.differences(scenario, measured[scenario.name].answers)
+    cells: dict[tuple[str, str], Cell] = {}
+    rss: dict[str, list[float]] = {}
+    probe = fill(SCENARIOS[0].steps[0], values).path
+    with servers(apps, database_url, secret_key, args.workers, work_dir, probe) as running:
+        warnings += asyncio.run(_compare_servers(running, scenarios, values, database_url))
+        for message in dict.fromkeys(warnings):
+            console.print(f"[yellow]warning:[/yellow] {message}")
+        pairs = sum(1 for s in scenarios for a in apps if a in s.apps)
+        seconds = pairs * (args.rounds * (args.duration + 0.5) + args.warmup)
+        console.print(
+            f"wrk: {args.connections} connections, {args.duration:g} s per run, {args.rounds} round(s), "
+            f"{args.warmup:g} s warm-up per app and scenario; about {seconds / 60:.1f} min"
+        )
+        for round_index in range(args.rounds):
+            order = apps[round_index % len(apps) :] + apps[: round_index % len(apps)]
+            for scenario in scenarios:
+                steps = [fill(s, values) for s in scenario.steps]
+                for app in order:
+                    if app not in scenario.apps:
+                        continue
+                    script = scenario.lua.format(**values) if scenario.lua is not None else None
+                    if round_index == 0 and args.warmup > 0:
+                        settle(running)
+                        wrk_run(args, running[app], steps, work_dir, args.warmup, script)
+                        asyncio.run(_cleanup(database_url, scenario.cleanup))
+                    settle(running)
+                    result = wrk_run(args, running[app], steps, work_dir, args.duration, script)
+                    asyncio.run(_cleanup(database_url, scenario.cleanup))
+                    cells.setdefault((scenario.name, app), Cell()).runs.append(result)
+                    console.print(
+                        f"  round {round_index + 1} · {scenario.name} · {LABELS[app]}: "
+                        f"{result.throughput:,.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+                        + (f", [red]{result.errors} errors[/red]" if result.errors else "")
+                    )
+        for app, server in running.items():
+            rss[app] = server.rss_mb()
+    return Outcome(kind, scenarios, cells, measured, rss, list(dict.fromkeys(warnings)))
+
+
+def wrk_run(
+    args: argparse.Namespace,
+    server: Server,
+    steps: list[Any],
+    work_dir: Path,
+    duration: float,
+    script: str | None = None,
+) -> wrk.WrkResult:
+    return wrk.run(
+        server.base_url,
+        steps,
+        duration=duration,
+        connections=args.connections,
+        threads=args.threads,
+        script_dir=work_dir,
+        nonce=f"{server.app[0]}{secrets.token_hex(4)}",
+        script=script,
+    )
+
+
+def selected(filters: str | None) -> list[Scenario]:
+    if not filters:
+        return list(SCENARIOS)
+    wanted = [f.strip().lower() for f in filters.split(",") if f.strip()]
+    chosen = [s for s in SCENARIOS if any(w in s.name.lower() for w in wanted)]
+    if not chosen:
+        raise SystemExit(f"no scenario matches {filters!r}; scenarios: {[s.name for s in SCENARIOS]}")
+    return chosen
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}".replace(",", " ")
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _ratio(a: Cell | None, b: Cell | None) -> str:
+    if a is None or b is None or not b.mean("throughput"):
+        return "–"
+    return f"{a.mean('throughput') / b.mean('throughput'):.2f}"
+
+
+def _sql(measured: inprocess.Measured, app: str) -> str:
+    if app not in measured.statements:
+        return "–"
+    statements, trips = measured.statements[app], measured.round_trips[app]
+    return f"{statements:g} ({trips:g})"
+
+
+# The terminal table's headers (the Markdown one spells them out).
+SHORT_HEADERS = [
+    "scenario",
+    "svc /s",
+    "ref /s",
+    "min /s",
+    "÷ ref",
+    "÷ min",
+    "p50 ms s / r / m",
+    "p99 ms s / r / m",
+    "SQL svc",
+    "SQL ref",
+]
+HEADERS = [
+    "scenario",
+    "service /s",
+    "reference /s",
+    "minimal /s",
+    "svc ÷ ref",
+    "svc ÷ min",
+    "p50 ms svc / ref / min",
+    "p99 ms svc / ref / min",
+    "SQL svc (round trips)",
+    "SQL ref (round trips)",
+]
+
+
+def rows(outcome: Outcome) -> list[list[str]]:
+    out = []
+    for scenario in outcome.scenarios:
+        cells = {app: outcome.cells.get((scenario.name, app)) for app in APPS}
+
+        def trio(attribute: str, cells: dict[str, Cell | None] = cells) -> str:
+            return " / ".join(_ms(c.mean(attribute)) if c else "–" for c in cells.values())
+
+        errors = sum(c.errors for c in cells.values() if c)
+        out.append(
+            [
+                scenario.name + (f" ({errors} errors)" if errors else ""),
+                *(_num(c.mean("throughput")) if c else "–" for c in cells.values()),
+                _ratio(cells[SERVICE], cells[REFERENCE]),
+                _ratio(cells[SERVICE], cells[MINIMAL]),
+                trio("p50_ms"),
+                trio("p99_ms"),
+                _sql(outcome.statements[scenario.name], SERVICE),
+                _sql(outcome.statements[scenario.name], REFERENCE),
+            ]
+        )
+    return out
+
+
+def rss_line(outcome: Outcome) -> str:
+    parts = []
+    for app in APPS:
+        sizes = outcome.rss.get(app)
+        if sizes:
+            parts.append(f"{LABELS[app]} {', '.join(f'{s:.0f}' for s in sizes)}")
+    return "RSS per worker after the run (MB): " + "; ".join(parts)
+
+
+def machine(database_urls: list[str]) -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [f"{os.cpu_count()} CPUs ({cpu})", f"Python {platform.python_version()}"]
+    for url in database_urls:
+        if url.startswith("postgresql"):
+            parts.append(asyncio.run(_pg_version(url)))
+        else:
+            import sqlite3
+
+            parts.append(f"SQLite {sqlite3.sqlite_version}")
+    return ", ".join(parts)
+
+
+async def _pg_version(url: str) -> str:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(url).set(database="postgres").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(datasets.asyncpg_dsn(admin))
+    try:
+        return "PostgreSQL " + str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def markdown(outcomes: list[Outcome], args: argparse.Namespace, machine_line: str) -> str:
+    lines = [
+        f"Machine: {machine_line}. The servers, the database and wrk on the same machine; each app "
+        f"with {args.workers} uvicorn workers; wrk with {args.connections} connections, "
+        f"{args.duration:g} s per run, {args.rounds} round(s) alternating the apps' order (means over the "
+        "rounds). `/s` is requests per second (create-and-sign: pairs per second); SQL is the statements "
+        "per request, with the database round trips in brackets (BEGIN, COMMIT, pre-ping included).",
+        "",
+    ]
+    for outcome in outcomes:
+        lines += [f"### {'PostgreSQL' if outcome.database == POSTGRESQL else 'SQLite'}", ""]
+        lines.append("| " + " | ".join(HEADERS) + " |")
+        lines.append("|" + "---|" * len(HEADERS))
+        lines += ["| " + " | ".join(row) + " |" for row in rows(outcome)]
+        lines += ["", rss_line(outcome) + ".", ""]
+    return "\n".join(lines)
+
+
+def print_report(outcomes: list[Outcome], args: argparse.Namespace, machine_line: str) -> str:
+    for outcome in outcomes:
+        table = Table(
+            title=f"{'PostgreSQL' if outcome.database == POSTGRESQL else 'SQLite'}: "
+            f"{args.connections} connections, {args.duration:g} s × {args.rounds} round(s), "
+            f"{args.workers} workers per app",
+        )
+        for header in SHORT_HEADERS:
+            table.add_column(header, justify="left" if header == "scenario" else "right")
+        for row in rows(outcome):
+            table.add_row(*row)
+        console.print(table)
+        console.print(rss_line(outcome))
+        for message in outcome.warnings:
+            console.print(f"[yellow]warning:[/yellow] {message}")
+    console.print(f"machine: {machine_line}")
+    text = markdown(outcomes, args, machine_line)
+    console.rule("Markdown")
+    print(text)
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help="PostgreSQL database to (re)create for the run: DROPPED and created again (default %(default)s)",
+    )
+    parser.add_argument("--sqlite", action="store_true", help="also run the read scenarios on SQLite")
+    parser.add_argument("--sqlite-only", action="store_true", help="only SQLite (no PostgreSQL needed)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds, the apps' order rotating: 3 puts each app once in each place (default 2)",
+    )
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per app and scenario")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads for single requests (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per app (default 2)")
+    parser.add_argument("--scenarios", help="comma-separated parts of scenario names (default: all)")
+    parser.add_argument("--apps", default=",".join(APPS), help="which apps (default: all three)")
+    parser.add_argument("--communes", type=int, default=35_000)
+    parser.add_argument("--epcis", type=int, default=1_250)
+    parser.add_argument("--agreements", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--keep-database", action="store_true", help="keep the PostgreSQL database at the end"
+    )
+    parser.add_argument("--markdown", type=Path, help="also write the Markdown tables to this file")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    args = parser.parse_args(argv)
+    if not args.database_url.startswith("postgresql"):
+        parser.error("--database-url takes a postgresql+asyncpg:// URL (SQLite: --sqlite or --sqlite-only)")
+    if SERVICE not in args.apps.split(","):
+        parser.error("--apps must include service")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.list:
+        for scenario in SCENARIOS:
+            steps = (
+                ", ".join(f"{s.method} {s.path}" for s in scenario.steps)
+                .replace("{{", "{")
+                .replace("}}", "}")
+            )
+            console.print(
+                f"{scenario.name}: {steps} [dim]({', '.join(sorted(scenario.apps))}; "
+                f"{', '.join(sorted(scenario.databases))})[/dim]",
+                highlight=False,
+            )
+        return
+    if wrk.wrk_path() is None:
+        console.print(f"[red]{wrk.INSTALL_HINT}[/red]")
+        raise SystemExit(1)
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="cnfs-load-") as tmp:
+        work_dir = Path(tmp)
+        urls = [] if args.sqlite_only else [args.database_url]
+        if args.sqlite or args.sqlite_only:
+            urls.append(f"sqlite+aiosqlite:///{work_dir / 'bench.db'}")
+        machine_line = machine(urls)
+        for url in urls:
+            try:
+                outcomes.append(run_database(args, url, work_dir))
+            finally:
+                if url.startswith("postgresql") and not args.keep_database:
+                    asyncio.run(datasets.drop_pg_database(url))
+    text = print_report(outcomes, args, machine_line)
+    if args.markdown:
+        args.markdown.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The minimal FastAPI app of the load benchmark: the floor that FastAPI itself sets.
+
+One route per scenario, the database through one `Depends`, typed path, query, header and body parameters,
+an orjson `Response`, no middleware. It runs the reference app's code for the SQL, the key check and the JSON
+(`bench.shared`), so that the two differ only in the web layer. Run it like the service:
+
+    DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench \\
+        .venv/bin/uvicorn bench.minimal_fastapi_app:create_app --factory --workers 2 --port 8002"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench import shared
+from bench.shared import Reply
+
+
+class Kind(StrEnum):
+    region = "region"
+    departement = "departement"
+    metropole = "metropole"
+    epci = "epci"
+    commune = "commune"
+
+
+class AgreementKind(StrEnum):
+    preliminary = "preliminary"
+    convention = "convention"
+
+
+class AgreementIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    programme_id: uuid.UUID
+    territory_id: uuid.UUID
+    kind: AgreementKind
+    reference: str = Field(min_length=1, max_length=64)
+    positions_granted: int = Field(strict=True, ge=0, le=100_000)
+    subsidy_per_position_cents: int | None = Field(default=None, strict=True, ge=0, le=10**9)
+    starts_on: date
+    ends_on: date | None = None
+
+
+class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signed_on: date
+
+
+def database(request: Request) -> Any:
+    return request.app.state.db
+
+
+DatabaseDep = Annotated[Any, Depends(database)]
+Limit = Annotated[int, Query(ge=1, le=shared.MAX_LIMIT)]
+
+
+def respond(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, headers=reply.headers)
+
+
+def _list_request(request: Request, limit: int) -> shared.ListRequest:
+    return shared.ListRequest(
+        limit=limit,
+        caller="public",
+        path=request.url.path,
+        params=request.query_params.multi_items(),
+        base_url=f"{request.url.scheme}://{request.url.netloc}",
+        secret=request.app.state.secret,
+    )
+
+
+def create_app(database_url: str | None = None, secret_key: str | None = None) -> FastAPI:
+    url = database_url or os.environ["DATABASE_URL"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = await shared.open_database(url)
+        try:
+            yield
+        finally:
+            await app.state.db.close()
+
+    app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.secret = (secret_key or os.environ.get("SECRET_KEY", "dev-only-change-me")).encode()
+
+    @app.get("/api/v1/territories/{kind}/{code}")
+    async def territory_by_code(
+        db: DatabaseDep,
+        kind: Kind,
+        code: str,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.territory_by_code(db, kind.value, code, if_none_match))
+
+    @app.get("/api/v1/territories")
+    async def territories_list(
+        request: Request,
+        db: DatabaseDep,
+        kind: Kind | None = None,
+        within: uuid.UUID | None = None,
+        q: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        limit: Limit = shared.DEFAULT_LIMIT,
+    ) -> Response:
+        return respond(
+            await shared.territories_list(
+                db,
+                _list_request(request, limit),
+                kind=kind.value if kind is not None else None,
+                within=within,
+                q=q,
+            )
+        )
+
+    @app.get("/api/v1/agreements")
+    async def agreements_list(
+        request: Request,
+        db: DatabaseDep,
+        limit: Limit = shared.DEFAULT_LIMIT,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.agreements_list(db, _list_request(request, limit), authorization))
+
+    @app.get("/api/v1/agreements/{agreement_id}")
+    async def agreement_get(
+        db: DatabaseDep,
+        agreement_id: uuid.UUID,
+        authorization: Annotated[str | None, Header()] = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.agreement_get(db, agreement_id, authorization, if_none_match))
+
+    @app.post("/api/v1/agreements")
+    async def agreement_create(
+        db: DatabaseDep, body: AgreementIn, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        data = shared.AgreementInput(
+            body.programme_id,
+            body.territory_id,
+            body.kind.value,
+            body.reference,
+            body.positions_granted,
+            body.subsidy_per_position_cents,
+            body.starts_on,
+            body.ends_on,
+        )
+        return respond(await shared.agreement_create(db, data, authorization))
+
+    @app.post("/api/v1/agreements/{agreement_id}/sign")
+    async def agreement_sign(
+        db: DatabaseDep,
+        agreement_id: uuid.UUID,
+        body: SignIn,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.agreement_sign(db, agreement_id, body.signed_on, authorization))
+
+    return app

@@ -1,0 +1,803 @@
+"""What the reference app and the minimal FastAPI app share: database access, SQL, key check, JSON.
+
+Both apps run exactly these functions, so that they differ only in their web layer. The SQL follows the
+service's statements one for one (read from the app's repositories and services), with two differences that
+the service's fast path is meant to reach as well: the API key and its territories are read in one statement
+(a join) rather than two, and a connection is not pinged before use. Reads run without BEGIN/COMMIT (one
+statement is its own transaction); writes run in one transaction, taking the same row locks in the same order
+(the programme first).
+
+The answers have the service's shape: the same fields in the same order, `{"items": [...], "next_cursor":
+...}` with a signed cursor bound to the query and the caller, `Link` and `ETag` headers, 304 on a matching
+`If-None-Match`, and a problem+json with the service's `code` on errors. PostgreSQL through an asyncpg pool;
+SQLite through a small pool of aiosqlite connections (reads only: the write scenarios run on PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import uuid_utils
+
+from app.territories.codes import TerritoryKind, code_error, fold
+
+ORJSON_OPTIONS = orjson.OPT_UTC_Z
+KEY_PREFIX = "cnfs_"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+READER_ROLES = frozenset({"admin", "territory_manager", "viewer"})
+KINDS = frozenset(k.value for k in TerritoryKind)
+
+
+def dumps(value: Any) -> bytes:
+    # asyncpg returns its own UUID subclass, which orjson does not take natively.
+    return orjson.dumps(value, default=str, option=ORJSON_OPTIONS)
+
+
+# --- database access ----------------------------------------------------------------------------------
+
+
+class PgDatabase:
+    """An asyncpg pool; connections are handed out as asyncpg connections."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, url: str, size: int = 10) -> PgDatabase:
+        import asyncpg
+
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min(2, size),
+            max_size=size,
+            server_settings={"lock_timeout": "5000", "statement_timeout": "30000"},
+        )
+        return cls(pool)
+
+    def acquire(self) -> Any:
+        return self.pool.acquire()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    def sql(self, text: str) -> str:
+        return text
+
+    @staticmethod
+    def path_prefix(column: str, param: str) -> str:
+        return f"{column} LIKE {param}"
+
+    @staticmethod
+    def path_pattern(prefix: str) -> str:
+        return prefix + "%"
+
+    @staticmethod
+    def arg(value: Any) -> Any:
+        return value
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+_UUID_COLUMNS = frozenset({"id", "parent_id", "programme_id", "territory_id", "api_key_id"})
+_TIME_COLUMNS = frozenset({"created_at", "updated_at", "expires_at", "revoked_at"})
+
+
+def _sqlite_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+class SqliteConnection:
+    """asyncpg's connection methods over aiosqlite, converting values as SQLAlchemy stores them (UUIDs as 32
+    hex digits, timestamps as naive UTC text)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    @staticmethod
+    def _args(args: Sequence[Any]) -> list[Any]:
+        out: list[Any] = []
+        for value in args:
+            if isinstance(value, uuid.UUID):
+                out.append(value.hex)
+            elif isinstance(value, datetime):
+                out.append(value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "))
+            else:
+                out.append(value)
+        return out
+
+    @staticmethod
+    def _row(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for name, value in zip(names, values, strict=True):
+            if value is not None and name in _UUID_COLUMNS:
+                value = str(uuid.UUID(hex=value))
+            elif name in _TIME_COLUMNS:
+                value = _sqlite_time(value)
+            row[name] = value
+        return row
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with self.conn.execute(sql, self._args(args)) as cursor:
+            names = [d[0] for d in cursor.description]
+            return [self._row(names, r) for r in await cursor.fetchall()]
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        async with self.conn.execute(sql, self._args(args)) as cursor:
+            names = [d[0] for d in cursor.description]
+            row = await cursor.fetchone()
+            return None if row is None else self._row(names, row)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        await self.conn.execute(sql, self._args(args))
+        return ""
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        await self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await self.conn.execute("ROLLBACK")
+            raise
+        await self.conn.execute("COMMIT")
+
+
+class SqliteDatabase:
+    """A few aiosqlite connections (each has its own thread), in WAL mode like the app's."""
+
+    dialect = "sqlite"
+
+    def __init__(self, connections: list[Any]) -> None:
+        self.connections = connections
+        self.free: asyncio.Queue[Any] = asyncio.Queue()
+        for conn in connections:
+            self.free.put_nowait(conn)
+        self._sql: dict[str, str] = {}
+
+    @classmethod
+    async def open(cls, url: str, size: int = 4) -> SqliteDatabase:
+        import aiosqlite
+
+        path = url.split("///", 1)[-1]
+        connections = []
+        for _ in range(size):
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in ("foreign_keys=ON", "journal_mode=WAL", "busy_timeout=5000", "synchronous=NORMAL"):
+                await conn.execute(f"PRAGMA {pragma}")
+            connections.append(conn)
+        return cls(connections)
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[SqliteConnection]:
+        conn = await self.free.get()
+        try:
+            yield SqliteConnection(conn)
+        finally:
+            self.free.put_nowait(conn)
+
+    async def close(self) -> None:
+        for conn in self.connections:
+            await conn.close()
+
+    def sql(self, text: str) -> str:
+        converted = self._sql.get(text)
+        if converted is None:
+            converted = (
+                _PLACEHOLDER.sub(r"?\1", text).replace(" FOR UPDATE", "").replace(" FOR KEY SHARE", "")
+            )
+            self._sql[text] = converted
+        return converted
+
+    @staticmethod
+    def path_prefix(column: str, param: str) -> str:
+        return f"{column} GLOB {param}"
+
+    @staticmethod
+    def path_pattern(prefix: str) -> str:
+        return prefix + "*"
+
+    @staticmethod
+    def arg(value: Any) -> Any:
+        return value
+
+
+Database = PgDatabase | SqliteDatabase
+
+
+async def open_database(url: str) -> Database:
+    if url.startswith("postgresql"):
+        return await PgDatabase.open(url, int(os.environ.get("BENCH_POOL_SIZE", "10")))
+    return await SqliteDatabase.open(url, int(os.environ.get("BENCH_SQLITE_CONNECTIONS", "4")))
+
+
+# --- replies ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+_PROBLEM_TITLES = {
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    422: "Invalid request",
+}
+
+
+def problem(status: int, code: str, detail: str) -> Reply:
+    body = {
+        "type": f"/problems/{code}",
+        "title": _PROBLEM_TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    headers = {"content-type": "application/problem+json"}
+    if status == 401:
+        headers["www-authenticate"] = 'Bearer realm="cnfs-api"'
+    return Reply(status, dumps(body), headers)
+
+
+def json_reply(body: Any, status: int = 200, version: int | None = None, **headers: str) -> Reply:
+    out = {"content-type": "application/json", **headers}
+    if version is not None:
+        out["etag"] = f'"{version}"'
+    return Reply(status, dumps(body), out)
+
+
+def _tags(header: str) -> list[str]:
+    return [t.strip().removeprefix("W/") for t in header.split(",") if t.strip()]
+
+
+def not_modified(if_none_match: str | None, version: int) -> Reply | None:
+    if if_none_match:
+        tags = _tags(if_none_match)
+        if "*" in tags or f'"{version}"' in tags:
+            return Reply(304, b"", {"etag": f'"{version}"'})
+    return None
+
+
+# --- cursors (the service's format: signed, bound to the query and the caller) ----------------------
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def encode_cursor(secret: bytes, values: Iterable[Any], binding: str) -> str:
+    payload = orjson.dumps({"v": [_json_value(v) for v in values], "b": binding}, default=str)
+    body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    sig = base64.urlsafe_b64encode(hmac.new(secret, payload, hashlib.sha256).digest()[:16]).decode()
+    return f"{body}.{sig}".replace("=", "")
+
+
+def binding_for(path: str, params: Iterable[tuple[str, str]], caller: str) -> str:
+    kept = sorted((k, v) for k, v in params if k not in ("cursor", "limit"))
+    raw = orjson.dumps([path, kept, caller])
+    return hashlib.sha256(raw).hexdigest()[:24]
+
+
+def link_header(base_url: str, path: str, params: Sequence[tuple[str, str]], cursor: str) -> str:
+    from urllib.parse import urlencode
+
+    query = urlencode([(k, v) for k, v in params if k != "cursor"] + [("cursor", cursor)])
+    return f'<{base_url}{path}?{query}>; rel="next"'
+
+
+# --- the key check ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    role: str
+    key_id: str | None = None
+    paths: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.key_id or "public"
+
+
+ANONYMOUS = Caller("public")
+
+KEY_SQL = (
+    "SELECT k.id, k.role, t.path FROM api_keys AS k"
+    " LEFT JOIN api_key_territories AS kt ON kt.api_key_id = k.id"
+    " LEFT JOIN territories AS t ON t.id = kt.territory_id"
+    " WHERE k.secret_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)"
+)
+
+
+async def caller_for(db: Database, conn: Any, authorization: str | None) -> Caller | Reply:
+    """The caller of a request: anonymous without a key, else its role and territory paths (one statement).
+    A malformed, unknown, revoked or expired key is a 401 problem."""
+    if authorization is None:
+        return ANONYMOUS
+    scheme, _, secret = authorization.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        return problem(401, "unauthenticated", "the Authorization header must be `Bearer <api key>`")
+    if not secret.startswith(KEY_PREFIX):
+        return problem(401, "unauthenticated", "invalid API key")
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    rows = await conn.fetch(db.sql(KEY_SQL), digest, datetime.now(UTC))
+    if not rows:
+        return problem(401, "unauthenticated", "invalid, revoked or expired API key")
+    first = rows[0]
+    return Caller(
+        role=first["role"],
+        key_id=str(first["id"]),
+        paths=tuple(r["path"] for r in rows if r["path"] is not None),
+    )
+
+
+def require_reader(caller: Caller | Reply, roles: frozenset[str] = READER_ROLES) -> Caller | Reply:
+    if isinstance(caller, Reply):
+        return caller
+    if caller.role == "public":
+        return problem(401, "unauthenticated", "this operation needs an API key")
+    if caller.role not in roles:
+        return problem(403, "forbidden", f"the {caller.role} role may not do this")
+    return caller
+
+
+def scope_clause(db: Database, caller: Caller, column: str, first_param: int) -> tuple[str, list[str]]:
+    """The service's territory scope: rows whose territory lies in one of the caller's subtrees."""
+    if caller.role == "admin":
+        return "", []
+    if not caller.paths:
+        return " AND false" if db.dialect == "postgresql" else " AND 0", []
+    ors = " OR ".join(
+        db.path_prefix("territories.path", f"${first_param + i}") for i in range(len(caller.paths))
+    )
+    clause = f" AND {column} IN (SELECT territories.id FROM territories WHERE {ors})"
+    return clause, [db.path_pattern(p) for p in caller.paths]
+
+
+# --- territories --------------------------------------------------------------------------------------
+
+TERRITORY_COLUMNS = "id, kind, code, name, parent_id, population, created_at, updated_at, version"
+
+
+def territory_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "code": row["code"],
+        "name": row["name"],
+        "parent_id": row["parent_id"],
+        "population": row["population"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "version": row["version"],
+    }
+
+
+async def territory_by_code(db: Database, kind: str, code: str, if_none_match: str | None) -> Reply:
+    if kind not in KINDS:
+        return problem(422, "validation_error", "unknown kind")
+    if code_error(TerritoryKind(kind), code):
+        return problem(404, "not_found", f"no {kind} with code {code}")
+    async with db.acquire() as conn:
+        row = await conn.fetchrow(
+            db.sql(f"SELECT {TERRITORY_COLUMNS} FROM territories WHERE kind = $1 AND code = $2"), kind, code
+        )
+    if row is None:
+        return problem(404, "not_found", f"no {kind} with code {code}")
+    return not_modified(if_none_match, row["version"]) or json_reply(
+        territory_json(row), version=row["version"]
+    )
+
+
+TERRITORY_LIST_PARAMS = frozenset({"kind", "code", "parent_id", "within", "q", "sort", "limit", "cursor"})
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """What a list needs besides its filters: the page size, the caller, and the request's URL parts for the
+    cursor binding and the Link header."""
+
+    limit: int
+    caller: str
+    path: str
+    params: Sequence[tuple[str, str]]
+    base_url: str
+    secret: bytes
+
+
+def _page(
+    rows: list[Any], page: ListRequest, values: Any, render: Any, extra: Mapping[str, str] | None = None
+) -> Reply:
+    headers = dict(extra or {})
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        binding = binding_for(page.path, page.params, page.caller)
+        next_cursor = encode_cursor(page.secret, values(rows[-1]), binding)
+        headers["link"] = link_header(page.base_url, page.path, page.params, next_cursor)
+    return json_reply({"items": [render(r) for r in rows], "next_cursor": next_cursor}, **headers)
+
+
+async def territories_list(
+    db: Database,
+    page: ListRequest,
+    *,
+    kind: str | None = None,
+    within: uuid.UUID | None = None,
+    q: str | None = None,
+) -> Reply:
+    """Public. Filters `kind`, `within` (a subtree), `q` (a folded name search, ranked like the service)."""
+    if kind is not None and kind not in KINDS:
+        return problem(422, "validation_error", "unknown kind")
+    async with db.acquire() as conn:
+        where: list[str] = []
+        args: list[Any] = []
+        if kind is not None:
+            args.append(kind)
+            where.append(f"kind = ${len(args)}")
+        if within is not None:
+            root = await conn.fetchrow(db.sql("SELECT path FROM territories WHERE id = $1"), within)
+            if root is None:
+                return problem(422, "validation_error", "no territory with this id")
+            args.append(db.path_pattern(root["path"]))
+            where.append(db.path_prefix("path", f"${len(args)}"))
+        folded = fold(q) if q else None
+        order = "name_sort, id"
+        if folded:
+            escaped = _like_escape(folded)
+            args.append(f"%{escaped}%")
+            where.append(f"name_sort LIKE ${len(args)} ESCAPE '\\'")
+            args.append(f"{escaped}%")
+            order = (
+                f"CASE WHEN name_sort LIKE ${len(args)} ESCAPE '\\' THEN 0 ELSE 1 END,"
+                " coalesce(population, -1) DESC, name_sort, id"
+            )
+        args.append(page.limit + 1)
+        sql = (
+            f"SELECT {TERRITORY_COLUMNS}, name_sort FROM territories"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f" ORDER BY {order} LIMIT ${len(args)}"
+        )
+        rows = await conn.fetch(db.sql(sql), *args)
+
+    def values(row: Mapping[str, Any]) -> list[Any]:
+        if folded:
+            starts = 0 if row["name_sort"].startswith(folded) else 1
+            population = row["population"] if row["population"] is not None else -1
+            return [starts, population, row["name_sort"], row["id"]]
+        return [row["name_sort"], row["id"]]
+
+    return _page(rows, page, values, territory_json)
+
+
+# --- agreements ---------------------------------------------------------------------------------------
+
+AGREEMENT_COLUMNS = (
+    "id, programme_id, territory_id, kind, reference, status, positions_granted, subsidy_per_position_cents,"
+    " signed_on, starts_on, ends_on, terminated_on, termination_reason, created_at, updated_at, version"
+)
+
+
+def agreement_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "programme_id": row["programme_id"],
+        "territory_id": row["territory_id"],
+        "kind": row["kind"],
+        "reference": row["reference"],
+        "status": row["status"],
+        "positions_granted": row["positions_granted"],
+        "subsidy_per_position_cents": row["subsidy_per_position_cents"],
+        "subsidy_total_cents": row["positions_granted"] * row["subsidy_per_position_cents"],
+        "signed_on": row["signed_on"],
+        "starts_on": row["starts_on"],
+        "ends_on": row["ends_on"],
+        "terminated_on": row["terminated_on"],
+        "termination_reason": row["termination_reason"],
+        # Positions are not recorded yet: the service reports none either.
+        "positions_open": 0,
+        "positions_occupied": 0,
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "version": row["version"],
+    }
+
+
+AGREEMENT_LIST_PARAMS = frozenset(
+    {"programme_id", "territory_id", "within", "status", "kind", "sort", "limit", "cursor", "include_total"}
+)
+
+
+async def agreements_list(db: Database, page: ListRequest, authorization: str | None) -> Reply:
+    """Readers only; a scoped key sees the agreements of its subtrees. Oldest first (the default sort)."""
+    async with db.acquire() as conn:
+        caller = require_reader(await caller_for(db, conn, authorization))
+        if isinstance(caller, Reply):
+            return caller
+        scope, args = scope_clause(db, caller, "territory_id", 1)
+        args.append(page.limit + 1)
+        sql = (
+            f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE true{scope}"
+            f" ORDER BY created_at, id LIMIT ${len(args)}"
+        )
+        rows = await conn.fetch(db.sql(sql), *args)
+    page = ListRequest(page.limit, caller.name, page.path, page.params, page.base_url, page.secret)
+    return _page(rows, page, lambda r: [r["created_at"], r["id"]], agreement_json)
+
+
+async def agreement_get(
+    db: Database, agreement_id: uuid.UUID, authorization: str | None, if_none_match: str | None
+) -> Reply:
+    async with db.acquire() as conn:
+        caller = require_reader(await caller_for(db, conn, authorization))
+        if isinstance(caller, Reply):
+            return caller
+        scope, args = scope_clause(db, caller, "territory_id", 2)
+        row = await conn.fetchrow(
+            db.sql(f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE id = $1{scope}"), agreement_id, *args
+        )
+    if row is None:
+        return problem(404, "not_found", "no agreement with this id")
+    return not_modified(if_none_match, row["version"]) or json_reply(
+        agreement_json(row), version=row["version"]
+    )
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _date(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+    except ValueError:
+        return None
+
+
+def _strict_int(value: Any, high: int) -> int | None:
+    return value if type(value) is int and 0 <= value <= high else None
+
+
+@dataclass(frozen=True)
+class AgreementInput:
+    programme_id: uuid.UUID
+    territory_id: uuid.UUID
+    kind: str
+    reference: str
+    positions_granted: int
+    subsidy_per_position_cents: int | None
+    starts_on: date
+    ends_on: date | None
+
+
+_CREATE_FIELDS = frozenset(
+    {
+        "programme_id",
+        "territory_id",
+        "kind",
+        "reference",
+        "positions_granted",
+        "subsidy_per_position_cents",
+        "starts_on",
+        "ends_on",
+    }
+)
+
+
+def parse_agreement(body: bytes) -> AgreementInput | Reply:
+    """The checks of the service's input model (types, bounds, no unknown field), by hand."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return problem(422, "validation_error", "the body is not JSON")
+    if not isinstance(data, dict) or set(data) - _CREATE_FIELDS:
+        return problem(422, "validation_error", "a JSON object with the agreement's fields only")
+    programme_id = _uuid(data.get("programme_id"))
+    territory_id = _uuid(data.get("territory_id"))
+    reference = data.get("reference")
+    reference = reference.strip() if isinstance(reference, str) else None
+    positions = _strict_int(data.get("positions_granted"), 100_000)
+    subsidy = data.get("subsidy_per_position_cents")
+    starts_on = _date(data.get("starts_on"))
+    ends_on = _date(data["ends_on"]) if data.get("ends_on") is not None else None
+    if (
+        programme_id is None
+        or territory_id is None
+        or data.get("kind") not in ("preliminary", "convention")
+        or not reference
+        or len(reference) > 64
+        or positions is None
+        or (subsidy is not None and _strict_int(subsidy, 10**9) is None)
+        or starts_on is None
+        or (data.get("ends_on") is not None and ends_on is None)
+    ):
+        return problem(422, "validation_error", "invalid agreement")
+    return AgreementInput(
+        programme_id, territory_id, data["kind"], reference, positions, subsidy, starts_on, ends_on
+    )
+
+
+def new_id() -> uuid.UUID:
+    return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+async def agreement_create(db: Database, data: AgreementInput, authorization: str | None) -> Reply:
+    """Admin. The service's statements, in its order, in one transaction: the programme locked, the
+    territory checked then share-locked, the reference checked, the programme's live totals summed, the
+    INSERT, and the programme's version bumped."""
+    if data.ends_on is not None and data.ends_on < data.starts_on:
+        return problem(422, "validation_error", "ends_on must be on or after starts_on")
+    async with db.acquire() as conn:
+        caller = require_reader(await caller_for(db, conn, authorization), frozenset({"admin"}))
+        if isinstance(caller, Reply):
+            return caller
+        async with conn.transaction():
+            programme = await conn.fetchrow(
+                db.sql(
+                    "SELECT id, positions_target, budget_cents, subsidy_per_position_cents, version"
+                    " FROM programmes WHERE id = $1 FOR UPDATE"
+                ),
+                data.programme_id,
+            )
+            if programme is None:
+                return problem(422, "unknown_reference", "no programme with this id")
+            visible = await conn.fetchrow(
+                db.sql("SELECT id FROM territories WHERE id = $1"), data.territory_id
+            )
+            locked = visible and await conn.fetchrow(
+                db.sql("SELECT id FROM territories WHERE id = $1 FOR KEY SHARE"), data.territory_id
+            )
+            if not locked:
+                return problem(422, "unknown_reference", "no territory with this id")
+            taken = await conn.fetchrow(
+                db.sql(
+                    "SELECT EXISTS (SELECT 1 FROM agreements WHERE programme_id = $1 AND reference = $2) AS x"
+                ),
+                data.programme_id,
+                data.reference,
+            )
+            if taken["x"]:
+                return problem(
+                    409,
+                    "agreement_reference_exists",
+                    f"the programme already has an agreement with reference {data.reference}",
+                )
+            per_position = (
+                data.subsidy_per_position_cents
+                if data.subsidy_per_position_cents is not None
+                else programme["subsidy_per_position_cents"]
+            )
+            totals = await conn.fetchrow(
+                db.sql(
+                    "SELECT coalesce(sum(positions_granted), 0) AS positions,"
+                    " coalesce(sum(positions_granted * subsidy_per_position_cents), 0) AS cents"
+                    " FROM agreements WHERE programme_id = $1 AND status IN ('draft', 'signed')"
+                ),
+                data.programme_id,
+            )
+            if int(totals["positions"]) + data.positions_granted > programme["positions_target"]:
+                return problem(409, "programme_positions_exceeded", "the programme has no positions left")
+            if int(totals["cents"]) + data.positions_granted * per_position > programme["budget_cents"]:
+                return problem(409, "programme_budget_exceeded", "the programme has no budget left")
+            now = datetime.now(UTC)
+            row = {
+                "id": new_id(),
+                "programme_id": data.programme_id,
+                "territory_id": data.territory_id,
+                "kind": data.kind,
+                "reference": data.reference,
+                "status": "draft",
+                "positions_granted": data.positions_granted,
+                "subsidy_per_position_cents": per_position,
+                "signed_on": None,
+                "starts_on": data.starts_on,
+                "ends_on": data.ends_on,
+                "terminated_on": None,
+                "termination_reason": None,
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+            }
+            await conn.execute(
+                db.sql(
+                    "INSERT INTO agreements (id, programme_id, territory_id, kind, reference, status,"
+                    " positions_granted, subsidy_per_position_cents, signed_on, starts_on, ends_on,"
+                    " terminated_on, termination_reason, created_at, updated_at, version)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                ),
+                *row.values(),
+            )
+            await conn.execute(
+                db.sql("UPDATE programmes SET updated_at = $1, version = $2 WHERE id = $3 AND version = $4"),
+                now,
+                programme["version"] + 1,
+                data.programme_id,
+                programme["version"],
+            )
+    return json_reply(agreement_json(row), 201, 1, location=f"/api/v1/agreements/{row['id']}")
+
+
+def parse_sign(body: bytes) -> date | Reply:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return problem(422, "validation_error", "the body is not JSON")
+    signed_on = (
+        _date(data.get("signed_on")) if isinstance(data, dict) and set(data) == {"signed_on"} else None
+    )
+    return signed_on if signed_on is not None else problem(422, "validation_error", "signed_on: a date")
+
+
+async def agreement_sign(
+    db: Database, agreement_id: uuid.UUID, signed_on: date, authorization: str | None
+) -> Reply:
+    """Admin. draft → signed, as the service does it: the agreement read, the programme locked, the agreement
+    locked and read again, then updated with its version checked."""
+    async with db.acquire() as conn:
+        caller = require_reader(await caller_for(db, conn, authorization), frozenset({"admin"}))
+        if isinstance(caller, Reply):
+            return caller
+        async with conn.transaction():
+            select = f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE id = $1"
+            first = await conn.fetchrow(db.sql(select), agreement_id)
+            if first is None:
+                return problem(404, "not_found", "no agreement with this id")
+            await conn.fetchrow(
+                db.sql("SELECT id FROM programmes WHERE id = $1 FOR UPDATE"), first["programme_id"]
+            )
+            row = await conn.fetchrow(db.sql(select + " FOR UPDATE"), agreement_id)
+            if row is None:
+                return problem(404, "not_found", "no agreement with this id")
+            if row["status"] != "draft":
+                return problem(
+                    409,
+                    "invalid_transition",
+                    f"only a draft can be signed; this agreement is {row['status']}",
+                )
+            signed = dict(row)
+            signed.update(
+                status="signed", signed_on=signed_on, updated_at=datetime.now(UTC), version=row["version"] + 1
+            )
+            await conn.execute(
+                db.sql(
+                    "UPDATE agreements SET status = $1, signed_on = $2, updated_at = $3, version = $4"
+                    " WHERE id = $5 AND version = $6"
+                ),
+                "signed",
+                signed_on,
+                signed["updated_at"],
+                signed["version"],
+                agreement_id,
+                row["version"],
+            )
+    return json_reply(agreement_json(signed), version=signed["version"])

@@ -1,0 +1,100 @@
+"""The load benchmark's reference and minimal FastAPI apps keep answering like the service.
+
+Each scenario of `bench.scenarios` runs in-process (httpx ASGITransport) against the three apps on a small
+dataset of `bench.dataset`, built in a database of its own (the apps open their own connections, so they
+cannot share a test's rolled-back transaction): same statuses, same JSON (cursor values aside), same ETag and
+Link headers. A change of the service's answers then shows here, not as a silently unfair benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from bench import dataset, inprocess, scenarios, wrk
+from tests.conftest import IS_POSTGRES, TEST_DATABASE_URL
+
+
+@pytest.fixture(scope="module")
+def bench_data() -> Iterator[tuple[str, dict[str, str]]]:
+    if IS_POSTGRES:
+        assert TEST_DATABASE_URL
+        name = f"cnfs_bench_test_{uuid.uuid4().hex[:8]}"
+        url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+        try:
+            built = dataset.build(url, communes=400, epcis=40, agreements=30)
+            yield url, scenarios.context(built.to_json())
+        finally:
+            asyncio.run(dataset.drop_pg_database(url))
+    else:
+        with tempfile.TemporaryDirectory(prefix="cnfs-bench-test-") as tmp:
+            url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+            built = dataset.build(url, communes=400, epcis=40, agreements=30)
+            yield url, scenarios.context(built.to_json())
+
+
+async def test_the_reference_apps_answer_like_the_service(bench_data: tuple[str, dict[str, str]]) -> None:
+    url, values = bench_data
+    database = scenarios.POSTGRESQL if url.startswith("postgresql") else scenarios.SQLITE
+    checked = [s for s in scenarios.SCENARIOS if database in s.databases]
+    assert checked
+    async with inprocess.open_apps(url, "bench-test-secret") as apps:
+        for scenario in checked:
+            measured = await inprocess.measure(apps, scenario, values, passes=1)
+            expected = [step.expect for step in scenario.steps]
+            for app, answers in measured.answers.items():
+                assert [a.status for a in answers] == expected, (scenario.name, app)
+            assert inprocess.differences(scenario, measured.answers) == []
+            # A reference that runs more statements than the service no longer shows what the service could
+            # reach: when the service gets leaner, make `bench.shared` as lean.
+            for app in (scenarios.REFERENCE, scenarios.MINIMAL):
+                assert measured.statements[app] <= measured.statements[scenarios.SERVICE]
+
+
+async def test_a_list_page_has_a_cursor_and_a_link_in_every_app(
+    bench_data: tuple[str, dict[str, str]],
+) -> None:
+    url, values = bench_data
+    communes = next(s for s in scenarios.SCENARIOS if s.name.startswith("communes"))
+    async with inprocess.open_apps(url, "bench-test-secret") as apps:
+        measured = await inprocess.measure(apps, communes, values, passes=1)
+    for answers in measured.answers.values():
+        assert answers[0].body["next_cursor"]
+        assert answers[0].link
+        assert len(answers[0].body["items"]) == 50
+
+
+def test_wrk_output_is_read() -> None:
+    output = """Running 2s test @ http://127.0.0.1:8000/api/v1/territories
+  2 threads and 32 connections
+  Latency Distribution
+     50%    6.21ms
+     75%    8.00ms
+     90%   12.00ms
+     99%    1.02s
+  9386 requests in 2.01s, 3.50MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:   4669.65
+BENCH ops=4000 failures=2
+"""
+    result = wrk.parse(output)
+    assert result.requests == 9386
+    assert result.p50_ms == pytest.approx(6.21)
+    assert result.p99_ms == pytest.approx(1020)
+    assert result.errors == 5
+    assert result.throughput == pytest.approx(4000 / 2.01)
+
+
+def test_the_cycle_script_carries_every_step() -> None:
+    writes = next(s for s in scenarios.SCENARIOS if len(s.steps) > 1)
+    values = dict.fromkeys(("programme_id", "write_territory_id", "key_admin"), "x")
+    steps = [scenarios.fill(s, values) for s in writes.steps]
+    script = wrk.cycle_script(steps, "n1")
+    assert script.count("method = ") == len(steps)
+    assert '"/api/v1/agreements/{id}/sign"' in script
+    assert "{unique}" in script
