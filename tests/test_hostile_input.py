@@ -1,0 +1,69 @@
+"""Hostile or odd input through the HTTP API: every case answers a problem, never a 500 nor a partial write."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.agreements.helpers import (
+    AGREEMENTS,
+    PROGRAMME,
+    PROGRAMMES,
+    amend,
+    create_agreement,
+    create_programme,
+    create_signed,
+    merge_patch,
+    post_agreement,
+    terminate,
+)
+from tests.conftest import Tree
+from tests.helpers import assert_problem
+
+NUL = "a\u0000b"
+
+
+async def test_nul_in_every_free_text_field(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree
+) -> None:
+    response = await client.post(PROGRAMMES, json={**PROGRAMME, "name": NUL}, headers=admin)
+    assert_problem(response, 422, "validation_error", pointer="/name")
+    response = await client.post(PROGRAMMES, json={**PROGRAMME, "code": "A\u0000B"}, headers=admin)
+    assert_problem(response, 422, "validation_error", pointer="/code")
+    programme = await create_programme(client, admin)
+    url = f"{PROGRAMMES}/{programme['id']}"
+    assert_problem(await merge_patch(client, admin, url, {"name": NUL}), 422, "validation_error", "/name")
+
+    response = await post_agreement(client, admin, programme["id"], tree.lyon_metro.id, reference=NUL)
+    assert_problem(response, 422, "validation_error", pointer="/reference")
+    draft = await create_agreement(client, admin, programme["id"], tree.lyon_metro.id)
+    response = await merge_patch(client, admin, f"{AGREEMENTS}/{draft['id']}", {"reference": NUL})
+    assert_problem(response, 422, "validation_error", pointer="/reference")
+    assert_problem(
+        await terminate(client, admin, draft["id"], reason=NUL), 422, "validation_error", "/reason"
+    )
+
+    signed = await create_signed(client, admin, programme["id"], tree.rhone.id, reference="CONV-2")
+    response = await amend(client, admin, signed["id"], "add_positions", 2, reason_detail=NUL)
+    assert_problem(response, 422, "validation_error", pointer="/reason_detail")
+
+    response = await client.post("/api/v1/api-keys", json={"name": NUL, "role": "admin"}, headers=admin)
+    assert_problem(response, 422, "validation_error", pointer="/name")
+    response = await client.post(
+        "/api/v1/territories", json={"kind": "region", "code": "8\u00004", "name": "x"}, headers=admin
+    )
+    assert_problem(response, 422, "validation_error", pointer="/code")
+    # Nothing was written on the way.
+    stored = await client.get(f"{AGREEMENTS}/{draft['id']}", headers=admin)
+    assert stored.json()["reference"] == draft["reference"]
+
+
+async def test_an_amendment_may_take_effect_on_the_day_of_signature(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree
+) -> None:
+    """The bound is inclusive: `effective_on == signed_on` is accepted (a `<=` would refuse it)."""
+    programme = await create_programme(client, admin)
+    signed = await create_signed(client, admin, programme["id"], tree.lyon_metro.id)
+    response = await amend(client, admin, signed["id"], "add_positions", 1, effective_on=signed["signed_on"])
+    assert response.status_code == 201, response.text
+    response = await amend(client, admin, signed["id"], "add_positions", 1, effective_on="2021-03-14")
+    assert_problem(response, 422, "validation_error", pointer="/effective_on")
