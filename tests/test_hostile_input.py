@@ -1,4 +1,4 @@
-"""Hostile or odd input through the HTTP API: every case answers a problem, never a 500 nor a partial write."""
+"""Hostile or odd input through the HTTP API: a problem every time, never a 500 nor a partial write."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shared field types hold for every input model, present and future: no `str` field escapes `FreeText`."""
+"""Shared field types hold for every input model, present and future: no `str` escapes `FreeText`."""
 
 from __future__ import annotations
 
