@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = 5000
     database_lock_timeout_ms: int = 5000
     database_statement_timeout_ms: int = 30000
+    database_connect_timeout_seconds: float = 5.0
+    database_command_timeout_seconds: float = 35.0
     secret_key: str = Field(
         default=DEFAULT_SECRET_KEY,
         description="Signs pagination cursors. Set a long random value in production.",

@@ -147,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             lock_timeout_ms=settings.database_lock_timeout_ms,
             statement_timeout_ms=settings.database_statement_timeout_ms,
+            connect_timeout=settings.database_connect_timeout_seconds,
+            command_timeout=settings.database_command_timeout_seconds,
         )
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)

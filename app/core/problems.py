@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -299,7 +298,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("database unavailable: %s", type(exc).__name__)
+        if is_read_only(exc):
+            logger.error(
+                "the SQLite database file is read-only (permissions, a full or read-only disk): writes "
+                "answer 503 until it is writable again"
+            )
+        else:
+            logger.error("database unavailable: %s", unavailable_reason(exc))
         return problem_response(
             request,
             status=503,
@@ -311,7 +316,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def dbapi_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DBAPIError)
-        if exc.connection_invalidated or is_transient(exc):
+        if exc.connection_invalidated or is_transient(exc) or is_read_only(exc):
             return await unavailable(request, exc)
         return await server_error(request, exc)
 
@@ -333,17 +338,48 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeoutError, unavailable)
     app.add_exception_handler(OperationalError, dbapi_error)
     app.add_exception_handler(DBAPIError, dbapi_error)
-    # Reaching the database failed before any driver error could wrap it (refused, DNS, connect timeout).
-    app.add_exception_handler(ConnectionError, unavailable)
-    app.add_exception_handler(socket.gaierror, unavailable)
+    # Reaching the database failed before any driver error could wrap it (refused, DNS, a connect or command
+    # timeout, a connection lost in the driver): OSError covers ConnectionError and socket.gaierror.
+    app.add_exception_handler(OSError, unavailable)
     app.add_exception_handler(TimeoutError, unavailable)
+    for driver_error in _driver_connection_errors():
+        app.add_exception_handler(driver_error, unavailable)
     app.add_exception_handler(Exception, server_error)
 
 
 # SQLSTATEs after which the same request may well succeed later: connection failures (class 08), too many
-# connections or no resources (53), lock or statement timeouts, deadlocks, serialisation failures, and a
-# server shutting down or starting up (57P01-57P03).
-_TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03")
+# connections or no resources (53), lock or statement timeouts, deadlocks, serialisation failures, a server
+# shutting down or starting up (57P01-57P03), and a database that does not accept connections now
+# (55000 object_not_in_prerequisite_state: `ALTER DATABASE ... ALLOW_CONNECTIONS false`, a template).
+_TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "55000", "57014", "57P01", "57P02", "57P03")
+
+
+def _driver_connection_errors() -> list[type[BaseException]]:
+    """asyncpg's own connection errors, when one escapes SQLAlchemy's wrapping (raised while connecting)."""
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return []
+    return [
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+    ]
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """What the log line says: the exception's class and its SQLSTATE, never its message (bound values)."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
+    name = type(orig).__name__ if orig is not None else type(exc).__name__
+    return f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """SQLite refuses to write: the file (or its directory, or the disk) is read-only."""
+    name = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
+    return isinstance(name, str) and name.startswith("SQLITE_READONLY")
 
 
 # SQLite result codes of the same kind: the file is locked by a writer, cannot be opened or read right now.
