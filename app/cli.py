@@ -15,6 +15,7 @@ from rich.console import Console
 
 from app.config import Settings, get_settings
 from app.core.problems import AppError
+from app.startup import EXIT_CODE, StartupError, check_database, check_port, load_settings
 
 cli = typer.Typer(help="cnfs-api: the Conseillers numériques France Services backend.", no_args_is_help=True)
 console = Console()
@@ -34,6 +35,20 @@ def _ensure_sqlite_dir(settings: Settings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def checked_settings(database: bool = True, port: tuple[str, int] | None = None) -> Settings:
+    """The start-up checks (app/startup.py): one line and exit status 2 on the first problem."""
+    try:
+        settings = load_settings()
+        if port is not None:
+            check_port(*port)
+        if database:
+            check_database(settings)
+    except StartupError as exc:
+        typer.echo(f"cnfs-api: {exc}", err=True)
+        raise typer.Exit(EXIT_CODE) from None
+    return settings
+
+
 def run_migrations(settings: Settings, revision: str = "head") -> None:
     _ensure_sqlite_dir(settings)
     command.upgrade(alembic_config(settings.database_url), revision)
@@ -45,7 +60,7 @@ def migrate(
     downgrade: Annotated[bool, typer.Option(help="Downgrade to the revision instead.")] = False,
 ) -> None:
     """Apply the database migrations (or downgrade)."""
-    settings = get_settings()
+    settings = checked_settings()
     _ensure_sqlite_dir(settings)
     config = alembic_config(settings.database_url)
     if downgrade:
@@ -106,6 +121,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(envvar="WEB_CONCURRENCY", help="Worker processes.")] = 1,
+    keep_alive: Annotated[
+        int | None,
+        typer.Option(help="Seconds an idle keep-alive connection stays open (KEEP_ALIVE_TIMEOUT_SECONDS)."),
+    ] = None,
     migrate_first: Annotated[
         bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
     ] = True,
@@ -123,7 +142,8 @@ def serve(
 
     from app.demo import seed
 
-    settings = get_settings()
+    # Settings, the port and the database are checked before anything is migrated.
+    settings = checked_settings(port=(host, port))
     if migrate_first:
         run_migrations(settings)
     if demo if demo is not None else settings.is_sqlite:
@@ -139,6 +159,9 @@ def serve(
         workers=workers,
         access_log=False,
         proxy_headers=True,
+        # Longer than the idle timeout of load balancers and client pools (60 s is common): the server must
+        # not close a connection that a client is about to reuse.
+        timeout_keep_alive=keep_alive or settings.keep_alive_timeout_seconds,
     )
 
 

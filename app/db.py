@@ -147,7 +147,7 @@ def make_engine(
             "server_settings": {
                 "lock_timeout": str(lock_timeout_ms),
                 "statement_timeout": str(statement_timeout_ms),
-            }
+            },
         },
     )
 

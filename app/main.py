@@ -132,6 +132,10 @@ async def _purge_idempotency_records(
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    secret_problem = settings.secret_key_problem()
+    if secret_problem:
+        # `cnfs-api serve` says so in one line before this; this guards other ways of starting the app.
+        raise RuntimeError(f"SECRET_KEY {secret_problem}")
     if settings.secret_key == DEFAULT_SECRET_KEY:
         logger.warning(
             "SECRET_KEY is the development default (fine on a development machine): set a long random value "

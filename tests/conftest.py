@@ -86,7 +86,7 @@ def worker_id(request: pytest.FixtureRequest) -> str:
 def settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
-        secret_key="test-secret",
+        secret_key="test-secret-" + "x" * 32,
         cors_allow_origins=["https://app.example.fr"],
         log_json=False,
         log_level="WARNING",

@@ -354,7 +354,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 _TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "55000", "57014", "57P01", "57P02", "57P03")
 
 
-def _driver_connection_errors() -> list[type[BaseException]]:
+def _driver_connection_errors() -> list[type[Exception]]:
     """asyncpg's own connection errors, when one escapes SQLAlchemy's wrapping (raised while connecting)."""
     try:
         import asyncpg
