@@ -67,3 +67,42 @@ async def test_an_amendment_may_take_effect_on_the_day_of_signature(
     assert response.status_code == 201, response.text
     response = await amend(client, admin, signed["id"], "add_positions", 1, effective_on="2021-03-14")
     assert_problem(response, 422, "validation_error", pointer="/effective_on")
+
+
+def _deep(depth: int) -> bytes:
+    return b'{"name":' + b"[" * depth + b"]" * depth + b"}"
+
+
+async def test_bodies_that_cannot_be_decoded_are_422(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    bodies = {
+        "nested too deeply": _deep(5000),
+        "not valid UTF-8": b'{"name": "\\xff\xfe\xff"}',
+        "too many digits": b'{"name": "x", "positions_target": ' + b"9" * 5000 + b"}",
+    }
+    for reason, body in bodies.items():
+        response = await client.post(
+            PROGRAMMES, content=body, headers={**admin, "Content-Type": "application/json"}
+        )
+        problem = assert_problem(response, 422, "validation_error", pointer="")
+        assert reason in problem["detail"], problem
+
+
+async def test_422_bodies_list_a_bounded_number_of_errors(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    body = {**PROGRAMME, **{f"unknown_{n}": n for n in range(40_000)}}
+    response = await client.post(PROGRAMMES, json=body, headers=admin)
+    problem = assert_problem(response, 422, "validation_error")
+    assert len(problem["errors"]) == 50
+    assert problem["errors_total"] == 40_000
+    assert "40000 invalid" in problem["detail"]
+    assert len(response.content) < 20_000
+
+    params = {f"p{n}": "1" for n in range(3000)}
+    response = await client.get("/api/v1/territories", params=params)
+    problem = assert_problem(response, 422, "validation_error")
+    assert len(problem["errors"]) == 50
+    assert problem["errors_total"] == 3000
+    assert len(response.content) < 20_000

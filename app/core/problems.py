@@ -24,6 +24,10 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "/problems/"
 
 logger = logging.getLogger("app.problems")
+# A 422 lists this many errors at most: 40 000 unknown fields must not make a 2 MB answer.
+MAX_ERRORS = 50
+# FastAPI's answer when it cannot decode a JSON body at all (too deep, not UTF-8, a number too long).
+_UNPARSABLE_BODY = "There was an error parsing the body"
 
 
 class FieldError(BaseModel):
@@ -43,7 +47,12 @@ class Problem(BaseModel):
         description="Stable machine-readable code: the contract.", examples=["validation_error"]
     )
     request_id: str | None = Field(default=None, examples=["3f1c1a52a1b54f4c9f3c5d3c2b1a0f9e"])
-    errors: list[FieldError] | None = None
+    errors: list[FieldError] | None = Field(
+        default=None, description=f"The invalid fields, at most {MAX_ERRORS} (see `errors_total`)."
+    )
+    errors_total: int | None = Field(
+        default=None, description="How many invalid fields there were, when `errors` lists only the first."
+    )
 
 
 class AppError(Exception):
@@ -162,7 +171,9 @@ def problem_response(
         "request_id": correlation_id.get(),
     }
     if errors:
-        body["errors"] = [e.model_dump() for e in errors]
+        body["errors"] = [e.model_dump() for e in errors[:MAX_ERRORS]]
+        if len(errors) > MAX_ERRORS:
+            body["errors_total"] = len(errors)
     if extra:
         body.update(extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
@@ -257,12 +268,34 @@ def install_problem_handlers(app: FastAPI) -> None:
                 "the body must be a JSON object (Content-Type: application/json)"
                 if any(e.pointer == "" for e in errors)
                 else f"The request has {len(errors)} invalid field(s)."
+                + (f" The first {MAX_ERRORS} are listed." if len(errors) > MAX_ERRORS else "")
             ),
             errors=errors,
         )
 
+    def unparsable_body(request: Request, cause: BaseException | None) -> JSONResponse:
+        if isinstance(cause, RecursionError):
+            reason = "it is nested too deeply"
+        elif isinstance(cause, UnicodeDecodeError):
+            reason = "it is not valid UTF-8"
+        elif isinstance(cause, ValueError):
+            reason = "a number in it has too many digits"
+        else:
+            reason = "it cannot be decoded"
+        detail = f"the body is not valid JSON: {reason}"
+        return problem_response(
+            request,
+            status=422,
+            code="validation_error",
+            title="Invalid request",
+            detail=detail,
+            errors=[FieldError(pointer="", detail=detail)],
+        )
+
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+            return unparsable_body(request, exc.__cause__)
         code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = None
         if exc.status_code == 404:
