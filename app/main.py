@@ -10,7 +10,6 @@ from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -24,6 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.api import api_router
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
 from app.core.auth import needs_key
+from app.core.cache_control import CacheControlMiddleware
+from app.core.cors import ProblemCORSMiddleware
+from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
 from app.core.middleware import BodyLimitMiddleware, ErrorAndAccessLogMiddleware, valid_request_id
@@ -171,6 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # `/territories/` is a 404 rather than a redirect whose Location would be built from the Host header.
+        redirect_slashes=False,
         # No persistAuthorization: a pasted admin key must not stay in the browser's storage.
         swagger_ui_parameters={"displayRequestDuration": True},
     )
@@ -192,12 +196,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_class=PlainTextResponse,
     )
 
-    # Added innermost first: body limit → errors and access log → CORS → request id (outermost), so that a
-    # refused body is logged and every answer, 413 and 500 included, carries CORS headers and X-Request-ID.
+    # Added innermost first: body limit → errors and access log → CORS → trusted hosts → Cache-Control →
+    # request id (outermost), so that a refused body is logged and every answer, 413 and 500 included, carries
+    # CORS headers, Cache-Control and X-Request-ID.
     app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     app.add_middleware(ErrorAndAccessLogMiddleware)
     app.add_middleware(
-        CORSMiddleware,
+        ProblemCORSMiddleware,
         allow_origins=settings.cors_allow_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=[
@@ -211,6 +216,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         expose_headers=EXPOSED_HEADERS,
     )
+    if settings.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(CacheControlMiddleware)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id)
 
     def custom_openapi() -> dict[str, Any]:

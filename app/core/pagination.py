@@ -241,7 +241,14 @@ async def fetch_page(
     return rows, next_cursor, total
 
 
+def next_page_url(request: Request, next_cursor: str) -> str:
+    """A relative reference (RFC 8288 resolves it against the request's URL), or an absolute one under
+    PUBLIC_BASE_URL: never built from the request's Host header, which the client chooses."""
+    url = request.url.include_query_params(cursor=next_cursor)
+    base = getattr(getattr(request.app.state, "settings", None), "public_base_url", None) or ""
+    return f"{base}{url.path}?{url.query}"
+
+
 def set_link_header(request: Request, response: Response, next_cursor: str | None) -> None:
     if next_cursor:
-        url = request.url.include_query_params(cursor=next_cursor)
-        response.headers["Link"] = f'<{url}>; rel="next"'
+        response.headers["Link"] = f'<{next_page_url(request, next_cursor)}>; rel="next"'
