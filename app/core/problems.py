@@ -469,9 +469,77 @@ def document_problems(schema: dict[str, Any], api_prefix: str) -> None:
                     "description": _VALIDATION_DESCRIPTION,
                     "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
                 }
+            if path.startswith(api_prefix) and "503" not in responses:
+                responses["503"] = {
+                    "description": _UNAVAILABLE_DESCRIPTION,
+                    "headers": {"Retry-After": _RETRY_AFTER_HEADER},
+                    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
+                }
+            # Swagger UI shows the schema's own example (a 422) for every problem unless each has its own.
+            for status, response in responses.items():
+                problem = response.get("content", {}).get(PROBLEM_MEDIA_TYPE)
+                if problem is not None and status.isdigit():
+                    problem["example"] = problem_example(int(status), path)
     if f'"{_FASTAPI_422_REF}"' not in json.dumps(schema.get("paths", {})):
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
+
+
+_UNAVAILABLE_DESCRIPTION = "The database cannot be reached right now (`service_unavailable`): retry later"
+_RETRY_AFTER_HEADER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+
+# One example per status: (code, title, detail). 409 and 422 have several codes; the description lists them.
+_EXAMPLES: dict[int, tuple[str, str, str]] = {
+    400: ("invalid_host", "Invalid host", "this service does not answer for that Host header"),
+    401: (
+        "unauthenticated",
+        "Authentication required",
+        "a valid API key is required: Authorization: Bearer <key>",
+    ),
+    403: ("forbidden", "Forbidden", "your role may not do this"),
+    404: ("not_found", "Not found", "no such object, or outside your territories"),
+    405: ("method_not_allowed", "Method not allowed", "DELETE is not allowed here"),
+    409: ("conflict", "Conflict", "the change conflicts with the current state of another object"),
+    412: (
+        "precondition_failed",
+        "Version mismatch",
+        "the object changed meanwhile: fetch it again and retry with its new ETag",
+    ),
+    413: ("payload_too_large", "Request body too large", "the request body is larger than the limit"),
+    422: ("validation_error", "Invalid request", "The request has 1 invalid field(s)."),
+    428: (
+        "precondition_required",
+        "If-Match required",
+        'send If-Match: "<version>" (the ETag of your last GET)',
+    ),
+    500: (
+        "internal_error",
+        "Internal error",
+        "an unexpected error occurred; quote the request_id when reporting it",
+    ),
+    503: (
+        "service_unavailable",
+        "Service unavailable",
+        "the database is not reachable right now; retry later",
+    ),
+}
+
+
+def problem_example(status: int, path: str) -> dict[str, Any]:
+    """The example of a problem answered with `status` on `path`, as documented in the OpenAPI."""
+    code, title, detail = _EXAMPLES.get(status, ("http_error", "HTTP error", "HTTP error"))
+    example: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": path,
+        "code": code,
+        "request_id": "3f1c1a52a1b54f4c9f3c5d3c2b1a0f9e",
+    }
+    if status == 422:
+        example["errors"] = [{"pointer": "/name", "detail": "String should have at least 1 character"}]
+    return example
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
