@@ -87,6 +87,14 @@ async def test_bodies_that_cannot_be_decoded_are_422(
         )
         problem = assert_problem(response, 422, "validation_error", pointer="")
         assert reason in problem["detail"], problem
+        # Sent as text, with an Idempotency-Key (whose fingerprint reads the body too): still a 422.
+        for content_type in ("text/plain", "application/merge-patch+json"):
+            response = await client.post(
+                PROGRAMMES,
+                content=body,
+                headers={**admin, "Content-Type": content_type, "Idempotency-Key": f"k-{len(body)}"},
+            )
+            assert_problem(response, 422, "validation_error")
 
 
 async def test_422_bodies_list_a_bounded_number_of_errors(
@@ -106,3 +114,43 @@ async def test_422_bodies_list_a_bounded_number_of_errors(
     assert len(problem["errors"]) == 50
     assert problem["errors_total"] == 3000
     assert len(response.content) < 20_000
+
+
+async def test_dates_and_numbers_at_their_limits(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree
+) -> None:
+    """Year 1 and 9999, offsets at ±23:59, integers past 2^63: a 201 or a 422, never an exception."""
+    response = await client.post(
+        PROGRAMMES,
+        json={**PROGRAMME, "code": "LIMITS", "starts_on": "0001-01-01", "ends_on": "9999-12-31"},
+        headers=admin,
+    )
+    assert response.status_code == 201, response.text
+    programme = response.json()
+    assert (programme["starts_on"], programme["ends_on"]) == ("0001-01-01", "9999-12-31")
+    agreement = await post_agreement(
+        client, admin, programme["id"], tree.lyon_metro.id, starts_on="0001-01-01", ends_on="9999-12-31"
+    )
+    assert agreement.status_code == 201, agreement.text
+    for field, value in (
+        ("positions_target", 2**64),
+        ("budget_cents", -(2**70)),
+        ("subsidy_per_position_cents", 10**30),
+        ("starts_on", "10000-01-01"),
+        ("starts_on", "0000-12-31"),
+    ):
+        response = await client.post(PROGRAMMES, json={**PROGRAMME, field: value}, headers=admin)
+        assert_problem(response, 422, "validation_error", pointer=f"/{field}")
+    response = await client.post(
+        "/api/v1/territories",
+        json={"kind": "region", "code": "01", "name": "x", "population": 10**40},
+        headers=admin,
+    )
+    assert_problem(response, 422, "validation_error", pointer="/population")
+    for expires_at in ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59Z"):
+        response = await client.post(
+            "/api/v1/api-keys", json={"name": "k", "role": "admin", "expires_at": expires_at}, headers=admin
+        )
+        assert response.status_code in (201, 422), response.text
+        if response.status_code == 422:
+            assert_problem(response, 422, "validation_error", pointer="/expires_at")
