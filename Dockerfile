@@ -15,6 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH="/opt/venv/bin:$PATH" \
     WEB_CONCURRENCY=2 \
     PORT=8000 \
+    KEEP_ALIVE_TIMEOUT_SECONDS=75 \
     DATABASE_URL=sqlite+aiosqlite:////data/cnfs.db
 RUN groupadd --system cnfs && useradd --system --gid cnfs --home-dir /srv --no-create-home cnfs \
     && mkdir -p /data && chown cnfs:cnfs /data
@@ -28,5 +29,7 @@ EXPOSE 8000
 VOLUME ["/data"]
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/healthz', timeout=2)"]
-# Migrations first, then uvicorn with WEB_CONCURRENCY workers; the access log is ours (no query strings).
-CMD ["sh", "-c", "alembic upgrade head && exec uvicorn app.main:create_app --factory --host 0.0.0.0 --port \"$PORT\" --workers \"$WEB_CONCURRENCY\" --no-access-log --proxy-headers"]
+# `serve` checks the settings, the database and the port (one line and exit 2 when something is wrong), applies
+# the migrations, then runs uvicorn with WEB_CONCURRENCY workers, KEEP_ALIVE_TIMEOUT_SECONDS of keep-alive and
+# our own access log (no query strings). SECRET_KEY is required (32 characters or more).
+CMD ["sh", "-c", "exec python -m app.cli serve --host 0.0.0.0 --port \"$PORT\" --no-demo"]

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from app.config import Settings, get_settings
 from app.core.problems import AppError
+from app.startup import EXIT_CODE, StartupError, check_database, check_port, load_settings
 
 cli = typer.Typer(help="cnfs-api: the Conseillers numériques France Services backend.", no_args_is_help=True)
 console = Console()
@@ -36,6 +37,20 @@ def _ensure_sqlite_dir(settings: Settings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def checked_settings(database: bool = True, port: tuple[str, int] | None = None) -> Settings:
+    """The start-up checks (app/startup.py): one line and exit status 2 on the first problem."""
+    try:
+        settings = load_settings()
+        if port is not None:
+            check_port(*port)
+        if database:
+            check_database(settings)
+    except StartupError as exc:
+        typer.echo(f"cnfs-api: {exc}", err=True)
+        raise typer.Exit(EXIT_CODE) from None
+    return settings
+
+
 def run_migrations(settings: Settings, revision: str = "head") -> None:
     _ensure_sqlite_dir(settings)
     command.upgrade(alembic_config(settings.database_url), revision)
@@ -47,7 +62,7 @@ def migrate(
     downgrade: Annotated[bool, typer.Option(help="Downgrade to the revision instead.")] = False,
 ) -> None:
     """Apply the database migrations (or downgrade)."""
-    settings = get_settings()
+    settings = checked_settings()
     _ensure_sqlite_dir(settings)
     config = alembic_config(settings.database_url)
     if downgrade:
@@ -108,6 +123,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(envvar="WEB_CONCURRENCY", help="Worker processes.")] = 1,
+    keep_alive: Annotated[
+        int | None,
+        typer.Option(help="Seconds an idle keep-alive connection stays open (KEEP_ALIVE_TIMEOUT_SECONDS)."),
+    ] = None,
     migrate_first: Annotated[
         bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
     ] = True,
@@ -123,7 +142,8 @@ def serve(
     empty database."""
     from app.demo import seed
 
-    settings = get_settings()
+    # Settings, the port and the database are checked before anything is migrated.
+    settings = checked_settings(port=(host, port))
     if migrate_first:
         run_migrations(settings)
     if demo if demo is not None else settings.is_sqlite:
@@ -134,10 +154,11 @@ def serve(
     # The server replaces this process: its workers then import the application only, not this command
     # line, the migrations and the demo data (some 25 MB less per worker).
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", *uvicorn_arguments(host, port, workers)])
+    arguments = uvicorn_arguments(host, port, workers, keep_alive or settings.keep_alive_timeout_seconds)
+    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", *arguments])
 
 
-def uvicorn_arguments(host: str, port: int, workers: int) -> list[str]:
+def uvicorn_arguments(host: str, port: int, workers: int, keep_alive: int) -> list[str]:
     return [
         "app.main:create_app",
         "--factory",
@@ -149,6 +170,10 @@ def uvicorn_arguments(host: str, port: int, workers: int) -> list[str]:
         str(workers),
         "--no-access-log",
         "--proxy-headers",
+        # Longer than the idle timeout of load balancers and client pools (60 s is common): the server must
+        # not close a connection that a client is about to reuse.
+        "--timeout-keep-alive",
+        str(keep_alive),
     ]
 
 

@@ -5,38 +5,109 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("data") / "cnfs.db"
+DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///./{DEFAULT_SQLITE_PATH.as_posix()}"
 DEFAULT_SECRET_KEY = "dev-only-change-me"
+MIN_SECRET_KEY_LENGTH = 32
+DATABASE_SCHEMES = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
+
+# One right value per setting, quoted by the start-up checks when a value is wrong.
+EXAMPLES = {
+    "database_url": "postgresql+asyncpg://cnfs:secret@db.example.fr:5432/cnfs",
+    "database_pool_size": "10",
+    "database_pool_timeout_seconds": "5",
+    "database_connect_timeout_seconds": "5",
+    "database_command_timeout_seconds": "15",
+    "sqlite_busy_timeout_ms": "5000",
+    "database_lock_timeout_ms": "5000",
+    "database_statement_timeout_ms": "10000",
+    "secret_key": "$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')",
+    "cors_allow_origins": "'[\"https://app.example.fr\"]'",
+    "public_base_url": "https://api.example.fr",
+    "allowed_hosts": "'[\"api.example.fr\"]'",
+    "max_body_bytes": "1048576",
+    "idempotency_ttl_hours": "24",
+    "keep_alive_timeout_seconds": "75",
+    "log_level": "INFO",
+    "log_json": "true",
+}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     database_url: str = Field(
-        default=f"sqlite+aiosqlite:///./{DEFAULT_SQLITE_PATH.as_posix()}",
+        default=DEFAULT_DATABASE_URL,
         description="postgresql+asyncpg://... in production; a SQLite file under ./data by default.",
     )
-    database_pool_size: int = 10
-    database_pool_timeout_seconds: float = 5.0
-    sqlite_busy_timeout_ms: int = 5000
-    database_lock_timeout_ms: int = 5000
-    database_statement_timeout_ms: int = 30000
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    database_command_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
+    database_lock_timeout_ms: int = Field(default=5000, ge=0, le=3_600_000)
+    database_statement_timeout_ms: int = Field(default=10000, ge=0, le=3_600_000)
     secret_key: str = Field(
         default=DEFAULT_SECRET_KEY,
-        description="Signs pagination cursors. Set a long random value in production.",
+        description="Signs pagination cursors. Required (32 characters or more) except on the development "
+        "default SQLite database.",
     )
     cors_allow_origins: list[str] = Field(default_factory=list)
-    max_body_bytes: int = 1024 * 1024
-    idempotency_ttl_hours: int = 24
+    public_base_url: str | None = Field(
+        default=None, description="Absolute base of the links the API writes; relative links when unset."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host headers accepted (400 otherwise); any when empty."
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 365)
+    keep_alive_timeout_seconds: int = Field(default=75, ge=1, le=3600)
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(DATABASE_SCHEMES):
+            raise ValueError(f"must start with {' or '.join(DATABASE_SCHEMES)}")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def is_development_default(self) -> bool:
+        """The embedded SQLite file of a development machine: the only place the public default secret may
+        sign cursors."""
+        return self.database_url == DEFAULT_DATABASE_URL
+
+    def secret_key_problem(self) -> str | None:
+        """Why SECRET_KEY is not good enough for this deployment, or None."""
+        if self.is_development_default:
+            return None
+        if self.secret_key == DEFAULT_SECRET_KEY:
+            return "is not set (its public development default only serves the default SQLite database)"
+        if len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            return f"is too short: {MIN_SECRET_KEY_LENGTH} characters or more"
+        return None
 
 
 @lru_cache

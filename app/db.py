@@ -106,11 +106,17 @@ def make_engine(
     sqlite_busy_timeout_ms: int = 5000,
     lock_timeout_ms: int = 5000,
     statement_timeout_ms: int = 30000,
+    connect_timeout: float = 10.0,
+    command_timeout: float | None = None,
     foreign_keys: bool = True,
     echo: bool = False,
 ) -> AsyncEngine:
     """`foreign_keys=False` is for migrations only: SQLite's batch mode rebuilds tables, and with foreign
-    keys on, dropping the old table would fire ON DELETE actions on the rows that refer to it."""
+    keys on, dropping the old table would fire ON DELETE actions on the rows that refer to it.
+
+    `connect_timeout` and `command_timeout` (seconds, PostgreSQL) bound the waits on the client side: a server
+    or a proxy that accepts the connection and then says nothing must not hold a request (or the start-up)
+    for asyncpg's 60 s, or forever; both end in TimeoutError, answered 503."""
     if url.startswith("sqlite"):
         in_memory = ":memory:" in url or url.rstrip("/").endswith(":")
         engine = create_async_engine(
@@ -140,10 +146,12 @@ def make_engine(
         pool_timeout=pool_timeout,
         # A request never waits long on a lock or a runaway statement: it fails with 503 (retry later).
         connect_args={
+            "timeout": connect_timeout,
+            "command_timeout": command_timeout,
             "server_settings": {
                 "lock_timeout": str(lock_timeout_ms),
                 "statement_timeout": str(statement_timeout_ms),
-            }
+            },
         },
     )
     _ping_idle_connections(engine)

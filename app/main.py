@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi_offline import FastAPIOffline
@@ -21,6 +20,8 @@ from app.api import api_router
 from app.api_keys import service as api_keys
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
 from app.core.auth import document_security, needs_key
+from app.core.cors import ProblemCORSMiddleware
+from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
@@ -121,6 +122,10 @@ async def _purge_idempotency_records(
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    secret_problem = settings.secret_key_problem()
+    if secret_problem:
+        # `cnfs-api serve` says so in one line before this; this guards other ways of starting the app.
+        raise RuntimeError(f"SECRET_KEY {secret_problem}")
     if settings.secret_key == DEFAULT_SECRET_KEY:
         logger.warning(
             "SECRET_KEY is the development default (fine on a development machine): set a long random value "
@@ -136,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             lock_timeout_ms=settings.database_lock_timeout_ms,
             statement_timeout_ms=settings.database_statement_timeout_ms,
+            connect_timeout=settings.database_connect_timeout_seconds,
+            command_timeout=settings.database_command_timeout_seconds,
         )
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
@@ -155,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # `/territories/` is a 404 rather than a redirect whose Location would be built from the Host header.
+        redirect_slashes=False,
         # No persistAuthorization: a pasted admin key must not stay in the browser's storage.
         swagger_ui_parameters={"displayRequestDuration": True},
     )
@@ -169,7 +178,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
 
     # One layer does the request id, the body limit, CORS (for requests with an Origin), the last-resort 500,
-    # the access log and the metrics: see RequestMiddleware.
+    # the access log, Cache-Control and the metrics: see RequestMiddleware. Trusted hosts, when set, are
+    # checked inside it, so that a refusal carries X-Request-ID too.
+    if settings.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     cors_options: dict[str, Any] = {
         "allow_origins": settings.cors_allow_origins,
         "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -188,7 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestMiddleware,
         max_body_size=settings.max_body_bytes,
         metrics=app.state.metrics,
-        cors=lambda inner: CORSMiddleware(inner, **cors_options),
+        cors=lambda inner: ProblemCORSMiddleware(inner, **cors_options),
     )
 
     def custom_openapi() -> dict[str, Any]:

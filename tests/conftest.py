@@ -86,7 +86,7 @@ def worker_id(request: pytest.FixtureRequest) -> str:
 def settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
-        secret_key="test-secret",
+        secret_key="test-secret-" + "x" * 32,
         cors_allow_origins=["https://app.example.fr"],
         log_json=False,
         log_level="WARNING",
@@ -281,3 +281,15 @@ async def tree(make_territory: TerritoryMaker) -> Tree:
         villefranche=villefranche,
         toulouse=toulouse,
     )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzzing's counts (tests/test_fuzz.py), so that CI's output shows how much it tried."""
+    from tests import test_fuzz
+
+    counts = test_fuzz.COUNTS
+    if counts:
+        parts = ", ".join(f"{name}: {counts[name]}" for name in sorted(counts))
+        database = "PostgreSQL" if IS_POSTGRES else "SQLite"
+        limit = f"max {test_fuzz.MAX_EXAMPLES} examples per operation and caller"
+        terminalreporter.write_line(f"schemathesis on {database} ({limit}): {parts}")

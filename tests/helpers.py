@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,6 +11,8 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.core.problems import PROBLEM_BASE
@@ -73,3 +76,32 @@ async def app_client(
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+BLOCKED_WITHIN_SECONDS = 10.0
+
+
+async def backend_pid(session: AsyncSession) -> int:
+    """The PostgreSQL backend of the session's connection (which the session keeps until it commits)."""
+    return int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def wait_until_blocked(session: AsyncSession, pid: int, task: asyncio.Task[Any]) -> None:
+    """Returns once backend `pid` waits on a lock that another backend holds (`pg_blocking_pids`).
+
+    Fails if `task` ends first (it was not held back: the lock is missing) or if it never waits. Unlike a
+    sleep followed by `not task.done()`, this holds however slow the machine is."""
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    deadline = asyncio.get_running_loop().time() + BLOCKED_WITHIN_SECONDS
+    async with engine.connect() as observer:
+        await observer.execution_options(isolation_level="AUTOCOMMIT")
+        while True:
+            assert not task.done(), "the competitor finished without waiting on the lock"
+            blockers = (
+                await observer.execute(text("SELECT pg_blocking_pids(:pid)"), {"pid": pid})
+            ).scalar_one()
+            if blockers:
+                return
+            assert asyncio.get_running_loop().time() < deadline, "the competitor never waited on a lock"
+            await asyncio.sleep(0.01)

@@ -43,7 +43,7 @@ async def test_the_reference_apps_answer_like_the_service(bench_data: tuple[str,
     database = scenarios.POSTGRESQL if url.startswith("postgresql") else scenarios.SQLITE
     checked = [s for s in scenarios.SCENARIOS if database in s.databases]
     assert checked
-    async with inprocess.open_apps(url, "bench-test-secret") as apps:
+    async with inprocess.open_apps(url, "bench-test-secret-" + "x" * 32) as apps:
         for scenario in checked:
             measured = await inprocess.measure(apps, scenario, values, passes=1)
             expected = [step.expect for step in scenario.steps]
@@ -61,7 +61,7 @@ async def test_a_list_page_has_a_cursor_and_a_link_in_every_app(
 ) -> None:
     url, values = bench_data
     communes = next(s for s in scenarios.SCENARIOS if s.name.startswith("communes"))
-    async with inprocess.open_apps(url, "bench-test-secret") as apps:
+    async with inprocess.open_apps(url, "bench-test-secret-" + "x" * 32) as apps:
         measured = await inprocess.measure(apps, communes, values, passes=1)
     for answers in measured.answers.values():
         assert answers[0].body["next_cursor"]

@@ -27,6 +27,7 @@ def cli_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="cnfs-cli-") as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'nested' / 'cli.db'}"
         monkeypatch.setenv("DATABASE_URL", url)
+        monkeypatch.setenv("SECRET_KEY", "cli-test-" + "x" * 32)
         get_settings.cache_clear()
         yield url
         get_settings.cache_clear()

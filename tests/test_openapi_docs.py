@@ -191,3 +191,21 @@ async def test_the_security_requirement_matches_what_answers_without_a_key(
             mismatched.append(f"{name(path, method, operation)}: a write open to callers without a key")
     assert checked >= 5
     assert not mismatched, "\n".join(mismatched)
+
+
+def test_each_problem_response_shows_its_own_example(document: Document) -> None:
+    """Swagger UI used to show the 422 `validation_error` example for every 401, 403 and 409."""
+    problem_schema = document["components"]["schemas"]["Problem"]
+    validator = Draft202012Validator({**problem_schema, "components": document["components"]})
+    wrong = []
+    for path, method, operation in operations(document):
+        for status, response in operation["responses"].items():
+            problem = response.get("content", {}).get(PROBLEM_MEDIA_TYPE)
+            if problem is None:
+                continue
+            example = problem.get("example") or {}
+            mismatched = example.get("status") != int(status) or bool(list(validator.iter_errors(example)))
+            borrowed = int(status) != 422 and example.get("code") == "validation_error"
+            if mismatched or borrowed:
+                wrong.append(f"{method.upper()} {path} {status}")
+    assert not wrong, wrong

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field
 from app.agreements.models import AgreementKind, AgreementStatus, AmendmentKind
 from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
+from app.core.types import FreeText
 from app.referentials.data import AmendmentReason
 
 # Factories rather than shared FieldInfo objects: a create model requires these fields (default `...`),
@@ -71,7 +72,7 @@ class AgreementCreate(InputModel):
     programme_id: uuid.UUID = Field(description="The programme that funds the positions.")
     territory_id: uuid.UUID = Field(description="The territory the State signs with.")
     kind: AgreementKind = Field(description="`preliminary` (accord préalable de principe) or `convention`.")
-    reference: str = reference_field()
+    reference: FreeText = reference_field()
     positions_granted: int = positions_field()
     subsidy_per_position_cents: int | None = subsidy_field(None)
     starts_on: date = starts_on_field()
@@ -85,7 +86,7 @@ class AgreementUpdate(PatchModel):
 
     territory_id: uuid.UUID | None = Field(default=None, description="Another territory for the draft.")
     kind: AgreementKind | None = None
-    reference: str | None = reference_field(None)
+    reference: FreeText | None = reference_field(None)
     positions_granted: int | None = positions_field(None)
     subsidy_per_position_cents: int | None = subsidy_field(None)
     starts_on: date | None = starts_on_field(None)
@@ -107,7 +108,7 @@ class AgreementTerminate(InputModel):
         description="Day the agreement ends early; on or after `signed_on` for a signed agreement.",
         examples=["2022-06-30"],
     )
-    reason: str = Field(min_length=1, max_length=1000, examples=["Le territoire renonce au dispositif."])
+    reason: FreeText = Field(min_length=1, max_length=1000, examples=["Le territoire renonce au dispositif."])
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -176,7 +177,7 @@ class AmendmentCreate(InputModel):
         examples=[5],
     )
     reason: AmendmentReason = Field(description="A value of the `amendment_reasons` referential.")
-    reason_detail: str | None = Field(
+    reason_detail: FreeText | None = Field(
         default=None,
         min_length=1,
         max_length=1000,

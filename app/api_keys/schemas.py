@@ -10,7 +10,8 @@ from pydantic.config import JsonDict
 
 from app.core.auth import Role
 from app.core.pagination import Page
-from app.core.schemas import InputModel, ReadModel, Timestamp
+from app.core.schemas import InputModel, ReadModel
+from app.core.types import FreeText, Timestamp
 
 _KEY_EXAMPLE: JsonDict = {
     "id": "019abc40-1b2c-7d3e-8f40-5a6b7c8d9e0f",
@@ -26,7 +27,7 @@ _KEY_EXAMPLE: JsonDict = {
 
 
 class ApiKeyCreate(InputModel):
-    name: str = Field(min_length=1, max_length=120, examples=["SIRH Métropole de Lyon"])
+    name: FreeText = Field(min_length=1, max_length=120, examples=["SIRH Métropole de Lyon"])
     role: Role = Field(description="admin, territory_manager, counsellor or viewer.")
     territory_ids: list[uuid.UUID] = Field(
         default_factory=list,

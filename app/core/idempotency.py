@@ -155,7 +155,8 @@ async def get_idempotency(
     try:
         canonical: Any = json.loads(body) if body else None
         material = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Not JSON, too deep, a number too long: the raw bytes identify the request; validation refuses it.
         material = body
     digest = hashlib.sha256()
     digest.update(f"{request.method} {request.url.path}?{request.url.query}\n".encode())

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.cache_control import cache_control_for
 from app.core.metrics import Metrics
 from app.core.problems import problem_response, route_path
 
@@ -103,6 +104,7 @@ class RequestMiddleware:
     - CORS: requests with an `Origin` header go through `cors` (Starlette's CORSMiddleware around the
       rest); the others skip it.
     - An unhandled exception becomes a 500 problem without internals.
+    - `Cache-Control` on every response that does not set its own (`cache_control_for`).
     - One access log line (route template, status, duration: never the query string, which may carry
       personal data) and the Prometheus metrics, per request."""
 
@@ -129,11 +131,18 @@ class RequestMiddleware:
         if not valid_request_id(request_id):
             request_id = uuid.uuid4().hex
         id_header = (b"x-request-id", request_id.encode("latin-1"))
+        authorized = _header(scope, b"authorization") is not None
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = message.get("headers")
-                message["headers"] = [*headers, id_header] if headers else [id_header]
+                headers = list(message.get("headers") or ())
+                headers.append(id_header)
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    rule = cache_control_for(
+                        scope["method"], route_path(scope), message["status"], authorized
+                    )
+                    headers.append((b"cache-control", rule.encode("latin-1")))
+                message["headers"] = headers
             await send(message)
 
         token = correlation_id.set(request_id)

@@ -43,12 +43,11 @@ class Page(BaseModel, Generic[T]):
     )
 
 
-def _identity(value: Any) -> Any:
-    return value
-
-
 class SortKey:
-    """One ORDER BY term. `parse` turns the cursor's JSON value back into the bound Python type.
+    """One ORDER BY term. `parse` turns the cursor's JSON value back into the bound Python type, and refuses
+    a value of another type (ValueError, answered 422 `invalid_cursor`): a cursor is signed, but its signing
+    key may have leaked, and a dict or a naive instant must not reach the database. Without `parse`, it is
+    chosen from the expression's type (`parser_for`).
 
     `expr` may be a mapped attribute (`Territory.name_sort`) or any column expression; SQLAlchemy 2.1's
     typing no longer treats the former as a ColumnElement, so it is resolved here once."""
@@ -60,14 +59,14 @@ class SortKey:
         name: str,
         expr: ColumnElement[Any] | QueryableAttribute[Any],
         desc: bool = False,
-        parse: Callable[[Any], Any] = _identity,
+        parse: Callable[[Any], Any] | None = None,
     ) -> None:
         self.name = name
         self.expr: ColumnElement[Any] = (
             expr.__clause_element__() if isinstance(expr, QueryableAttribute) else expr
         )
         self.desc = desc
-        self.parse = parse
+        self.parse = parse or parser_for(self.expr)
 
     def __repr__(self) -> str:
         return f"SortKey({self.name!r}, desc={self.desc})"
@@ -84,16 +83,50 @@ def _to_json(value: Any) -> Any:
     return value
 
 
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, not {type(value).__name__}")
+    return value
+
+
 def parse_uuid(value: Any) -> uuid.UUID:
-    return uuid.UUID(str(value))
+    return uuid.UUID(_text(value))
 
 
 def parse_datetime(value: Any) -> datetime:
-    return datetime.fromisoformat(str(value))
+    parsed = datetime.fromisoformat(_text(value))
+    if parsed.tzinfo is None:
+        raise ValueError("naive instant")
+    return parsed
 
 
 def parse_date(value: Any) -> date:
-    return date.fromisoformat(str(value))
+    return date.fromisoformat(_text(value))
+
+
+def parse_str(value: Any) -> str:
+    return _text(value)
+
+
+_INT64 = 2**63
+
+
+def parse_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not -_INT64 <= value < _INT64:
+        raise ValueError("expected a 64-bit integer")
+    return value
+
+
+def parser_for(expr: ColumnElement[Any]) -> Callable[[Any], Any]:
+    """The parser matching an expression's Python type; a key of another type must name its own."""
+    try:
+        python_type = expr.type.python_type
+    except NotImplementedError:
+        python_type = object
+    parsers: dict[type, Callable[[Any], Any]] = {str: parse_str, int: parse_int, uuid.UUID: parse_uuid}
+    if python_type not in parsers:
+        raise TypeError(f"sort key {expr} needs an explicit parse (its type is {python_type.__name__})")
+    return parsers[python_type]
 
 
 class Cursors:
@@ -219,9 +252,16 @@ async def fetch_page(
     return rows, next_cursor, total
 
 
-def link_header(request: Request, next_cursor: str) -> str:
+def next_page_url(request: Request, next_cursor: str) -> str:
+    """A relative reference (RFC 8288 resolves it against the request's URL), or an absolute one under
+    PUBLIC_BASE_URL: never built from the request's Host header, which the client chooses."""
     url = request.url.include_query_params(cursor=next_cursor)
-    return f'<{url}>; rel="next"'
+    base = getattr(getattr(request.app.state, "settings", None), "public_base_url", None) or ""
+    return f"{base}{url.path}?{url.query}"
+
+
+def link_header(request: Request, next_cursor: str) -> str:
+    return f'<{next_page_url(request, next_cursor)}>; rel="next"'
 
 
 def set_link_header(request: Request, response: Response, next_cursor: str | None) -> None:

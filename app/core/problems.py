@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +24,10 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "/problems/"
 
 logger = logging.getLogger("app.problems")
+# A 422 lists this many errors at most: 40 000 unknown fields must not make a 2 MB answer.
+MAX_ERRORS = 50
+# FastAPI's answer when it cannot decode a JSON body at all (too deep, not UTF-8, a number too long).
+_UNPARSABLE_BODY = "There was an error parsing the body"
 
 
 class FieldError(BaseModel):
@@ -44,7 +47,12 @@ class Problem(BaseModel):
         description="Stable machine-readable code: the contract.", examples=["validation_error"]
     )
     request_id: str | None = Field(default=None, examples=["3f1c1a52a1b54f4c9f3c5d3c2b1a0f9e"])
-    errors: list[FieldError] | None = None
+    errors: list[FieldError] | None = Field(
+        default=None, description=f"The invalid fields, at most {MAX_ERRORS} (see `errors_total`)."
+    )
+    errors_total: int | None = Field(
+        default=None, description="How many invalid fields there were, when `errors` lists only the first."
+    )
 
 
 class AppError(Exception):
@@ -163,7 +171,9 @@ def problem_response(
         "request_id": correlation_id.get(),
     }
     if errors:
-        body["errors"] = [e.model_dump() for e in errors]
+        body["errors"] = [e.model_dump() for e in errors[:MAX_ERRORS]]
+        if len(errors) > MAX_ERRORS:
+            body["errors_total"] = len(errors)
     if extra:
         body.update(extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
@@ -258,12 +268,34 @@ def install_problem_handlers(app: FastAPI) -> None:
                 "the body must be a JSON object (Content-Type: application/json)"
                 if any(e.pointer == "" for e in errors)
                 else f"The request has {len(errors)} invalid field(s)."
+                + (f" The first {MAX_ERRORS} are listed." if len(errors) > MAX_ERRORS else "")
             ),
             errors=errors,
         )
 
+    def unparsable_body(request: Request, cause: BaseException | None) -> JSONResponse:
+        if isinstance(cause, RecursionError):
+            reason = "it is nested too deeply"
+        elif isinstance(cause, UnicodeDecodeError):
+            reason = "it is not valid UTF-8"
+        elif isinstance(cause, ValueError):
+            reason = "a number in it has too many digits"
+        else:
+            reason = "it cannot be decoded"
+        detail = f"the body is not valid JSON: {reason}"
+        return problem_response(
+            request,
+            status=422,
+            code="validation_error",
+            title="Invalid request",
+            detail=detail,
+            errors=[FieldError(pointer="", detail=detail)],
+        )
+
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+            return unparsable_body(request, exc.__cause__)
         code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = None
         if exc.status_code == 404:
@@ -299,7 +331,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("database unavailable: %s", type(exc).__name__)
+        if is_read_only(exc):
+            logger.error(
+                "the SQLite database file is read-only (permissions, a full or read-only disk): writes "
+                "answer 503 until it is writable again"
+            )
+        else:
+            logger.error("database unavailable: %s", unavailable_reason(exc))
         return problem_response(
             request,
             status=503,
@@ -311,7 +349,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def dbapi_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DBAPIError)
-        if exc.connection_invalidated or is_transient(exc):
+        if exc.connection_invalidated or is_transient(exc) or is_read_only(exc):
             return await unavailable(request, exc)
         return await server_error(request, exc)
 
@@ -333,17 +371,48 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeoutError, unavailable)
     app.add_exception_handler(OperationalError, dbapi_error)
     app.add_exception_handler(DBAPIError, dbapi_error)
-    # Reaching the database failed before any driver error could wrap it (refused, DNS, connect timeout).
-    app.add_exception_handler(ConnectionError, unavailable)
-    app.add_exception_handler(socket.gaierror, unavailable)
+    # Reaching the database failed before any driver error could wrap it (refused, DNS, a connect or command
+    # timeout, a connection lost in the driver): OSError covers ConnectionError and socket.gaierror.
+    app.add_exception_handler(OSError, unavailable)
     app.add_exception_handler(TimeoutError, unavailable)
+    for driver_error in _driver_connection_errors():
+        app.add_exception_handler(driver_error, unavailable)
     app.add_exception_handler(Exception, server_error)
 
 
 # SQLSTATEs after which the same request may well succeed later: connection failures (class 08), too many
-# connections or no resources (53), lock or statement timeouts, deadlocks, serialisation failures, and a
-# server shutting down or starting up (57P01-57P03).
-_TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03")
+# connections or no resources (53), lock or statement timeouts, deadlocks, serialisation failures, a server
+# shutting down or starting up (57P01-57P03), and a database that does not accept connections now
+# (55000 object_not_in_prerequisite_state: `ALTER DATABASE ... ALLOW_CONNECTIONS false`, a template).
+_TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "55000", "57014", "57P01", "57P02", "57P03")
+
+
+def _driver_connection_errors() -> list[type[Exception]]:
+    """asyncpg's own connection errors, when one escapes SQLAlchemy's wrapping (raised while connecting)."""
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return []
+    return [
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+    ]
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """What the log line says: the exception's class and its SQLSTATE, never its message (bound values)."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
+    name = type(orig).__name__ if orig is not None else type(exc).__name__
+    return f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """SQLite refuses to write: the file (or its directory, or the disk) is read-only."""
+    name = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
+    return isinstance(name, str) and name.startswith("SQLITE_READONLY")
 
 
 # SQLite result codes of the same kind: the file is locked by a writer, cannot be opened or read right now.
@@ -400,9 +469,77 @@ def document_problems(schema: dict[str, Any], api_prefix: str) -> None:
                     "description": _VALIDATION_DESCRIPTION,
                     "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
                 }
+            if path.startswith(api_prefix) and "503" not in responses:
+                responses["503"] = {
+                    "description": _UNAVAILABLE_DESCRIPTION,
+                    "headers": {"Retry-After": _RETRY_AFTER_HEADER},
+                    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
+                }
+            # Swagger UI shows the schema's own example (a 422) for every problem unless each has its own.
+            for status, response in responses.items():
+                problem = response.get("content", {}).get(PROBLEM_MEDIA_TYPE)
+                if problem is not None and status.isdigit():
+                    problem["example"] = problem_example(int(status), path)
     if f'"{_FASTAPI_422_REF}"' not in json.dumps(schema.get("paths", {})):
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
+
+
+_UNAVAILABLE_DESCRIPTION = "The database cannot be reached right now (`service_unavailable`): retry later"
+_RETRY_AFTER_HEADER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+
+# One example per status: (code, title, detail). 409 and 422 have several codes; the description lists them.
+_EXAMPLES: dict[int, tuple[str, str, str]] = {
+    400: ("invalid_host", "Invalid host", "this service does not answer for that Host header"),
+    401: (
+        "unauthenticated",
+        "Authentication required",
+        "a valid API key is required: Authorization: Bearer <key>",
+    ),
+    403: ("forbidden", "Forbidden", "your role may not do this"),
+    404: ("not_found", "Not found", "no such object, or outside your territories"),
+    405: ("method_not_allowed", "Method not allowed", "DELETE is not allowed here"),
+    409: ("conflict", "Conflict", "the change conflicts with the current state of another object"),
+    412: (
+        "precondition_failed",
+        "Version mismatch",
+        "the object changed meanwhile: fetch it again and retry with its new ETag",
+    ),
+    413: ("payload_too_large", "Request body too large", "the request body is larger than the limit"),
+    422: ("validation_error", "Invalid request", "The request has 1 invalid field(s)."),
+    428: (
+        "precondition_required",
+        "If-Match required",
+        'send If-Match: "<version>" (the ETag of your last GET)',
+    ),
+    500: (
+        "internal_error",
+        "Internal error",
+        "an unexpected error occurred; quote the request_id when reporting it",
+    ),
+    503: (
+        "service_unavailable",
+        "Service unavailable",
+        "the database is not reachable right now; retry later",
+    ),
+}
+
+
+def problem_example(status: int, path: str) -> dict[str, Any]:
+    """The example of a problem answered with `status` on `path`, as documented in the OpenAPI."""
+    code, title, detail = _EXAMPLES.get(status, ("http_error", "HTTP error", "HTTP error"))
+    example: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": path,
+        "code": code,
+        "request_id": "3f1c1a52a1b54f4c9f3c5d3c2b1a0f9e",
+    }
+    if status == 422:
+        example["errors"] = [{"pointer": "/name", "detail": "String should have at least 1 character"}]
+    return example
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -34,8 +34,9 @@ def reject_unknown_query(request: Request) -> None:
         return
     unknown = sorted(set(request.query_params.keys()) - _allowed(route))
     if unknown:
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise AppError(
-            f"unknown query parameter(s): {', '.join(unknown)}",
+            f"unknown query parameter(s): {shown}",
             status=422,
             code="validation_error",
             title="Invalid request",

@@ -1,20 +1,16 @@
-"""Base classes for API models: inputs forbid unknown fields, outputs read from ORM objects."""
+"""Base classes for API models: inputs forbid unknown fields, outputs read from ORM objects.
+
+The field types of inputs (`FreeText`, `Code`, `Timestamp`) live in `app.core.types`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
+from app.core.types import Timestamp
 
-def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later), normalised to UTC so
-that the response says `...Z` like every other timestamp."""
+__all__ = ["InputModel", "PatchModel", "ReadModel", "Timestamp"]
 
 
 class InputModel(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -15,7 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.problems import is_read_only
+
 router = APIRouter(tags=["operations"])
+logger = logging.getLogger("app.ops")
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
@@ -30,7 +34,10 @@ class Readiness(BaseModel):
         description="`ok` when the database answers and its schema is at the expected revision.",
         examples=["ok"],
     )
-    database: Literal["ok", "unreachable"] = Field(examples=["ok"])
+    database: Literal["ok", "unreachable", "read_only"] = Field(
+        description="`read_only`: the SQLite file cannot be written (reads work, writes answer 503).",
+        examples=["ok"],
+    )
     schema_revision: str | None = Field(
         description="The database's migration revision; null when it was never migrated or is unreachable.",
         examples=["0002"],
@@ -74,6 +81,20 @@ def expected_head() -> str:
     return heads[-1] if heads else "base"
 
 
+async def _sqlite_writable(session: AsyncSession) -> Literal["ok", "read_only"]:
+    """A write that changes nothing, rolled back: a read-only file answers reads but refuses it."""
+    try:
+        await session.execute(text("UPDATE alembic_version SET version_num = version_num"))
+    except DBAPIError as exc:
+        if not is_read_only(exc):
+            raise
+        logger.error("readiness: the SQLite database file is read-only; writes answer 503")
+        return "read_only"
+    finally:
+        await session.rollback()
+    return "ok"
+
+
 @router.get(
     "/healthz",
     operation_id="ops_healthz",
@@ -111,7 +132,7 @@ async def ops_readyz(request: Request) -> JSONResponse:
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     expected = expected_head()
     revision: str | None = None
-    database = "ok"
+    database: Literal["ok", "unreachable", "read_only"] = "ok"
     try:
         async with asyncio.timeout(3), sessionmaker() as session:
             await session.execute(text("SELECT 1"))
@@ -120,6 +141,8 @@ async def ops_readyz(request: Request) -> JSONResponse:
             except DBAPIError:
                 # The database answers but was never migrated: say so rather than "unreachable".
                 revision = None
+            if revision is not None and session.get_bind().dialect.name == "sqlite":
+                database = await _sqlite_writable(session)
     except Exception:
         database = "unreachable"
     ready = database == "ok" and revision == expected

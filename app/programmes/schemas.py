@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field
 
 from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
+from app.core.types import Code, FreeText
 
 CODE_PATTERN = r"^[A-Z0-9]+(?:[_-][A-Z0-9]+)*$"
 
@@ -86,8 +87,8 @@ FRANCE_RELANCE: dict[str, Any] = {
 
 
 class ProgrammeCreate(InputModel):
-    code: str = code_field()
-    name: str = name_field()
+    code: Code = code_field()
+    name: FreeText = name_field()
     positions_target: int = positions_target_field()
     budget_cents: int = budget_field()
     subsidy_per_position_cents: int = subsidy_field()
@@ -100,8 +101,8 @@ class ProgrammeCreate(InputModel):
 class ProgrammeUpdate(PatchModel):
     """Merge patch. `positions_target` and `budget_cents` cannot go below what agreements commit (409)."""
 
-    code: str | None = code_field(None)
-    name: str | None = name_field(None)
+    code: Code | None = code_field(None)
+    name: FreeText | None = name_field(None)
     positions_target: int | None = positions_target_field(None)
     budget_cents: int | None = budget_field(None)
     subsidy_per_position_cents: int | None = subsidy_field(None)

@@ -6,18 +6,18 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AfterValidator
 
 from app.core.auth import AdminDep
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
+from app.core.types import NO_CONTROL_CHARACTERS
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep
 from app.territories import service
 from app.territories.codes import TerritoryKind
-from app.territories.schemas import TerritoryCreate, TerritoryPage, TerritoryRead, TerritoryUpdate, printable
+from app.territories.schemas import TerritoryCreate, TerritoryPage, TerritoryRead, TerritoryUpdate
 
 router = APIRouter(prefix="/territories", tags=["territories"])
 
@@ -36,7 +36,7 @@ async def territories_list(
     session: SessionDep,
     page: PageDep,
     kind: TerritoryKind | None = None,
-    code: Annotated[str | None, Query(max_length=16, examples=["69"]), AfterValidator(printable)] = None,
+    code: Annotated[str | None, Query(max_length=16, examples=["69"]), NO_CONTROL_CHARACTERS] = None,
     parent_id: uuid.UUID | None = None,
     within: Annotated[
         uuid.UUID | None, Query(description="A territory id: it and all its descendants.")
@@ -44,7 +44,7 @@ async def territories_list(
     q: Annotated[
         str | None,
         Query(min_length=1, max_length=100, examples=["metropole de lyon"]),
-        AfterValidator(printable),
+        NO_CONTROL_CHARACTERS,
     ] = None,
     sort: Annotated[
         str | None, Query(description="`name` or `-name`; default: relevance with `q`, else `name`.")

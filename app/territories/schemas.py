@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
+from app.core.types import Code, FreeText
 from app.territories.codes import TerritoryKind
-
-# Control characters (NUL above all, which PostgreSQL cannot store in text), lone surrogates (not encodable in
-# UTF-8) and line separators have no place in a name or a search: refused here as a 422, they would otherwise
-# fail in the database driver as a 500.
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-
-
-def printable(value: str) -> str:
-    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in value):
-        raise ValueError("must not contain control characters or line breaks")
-    return value
-
-
-PrintableText = Annotated[str, AfterValidator(printable)]
 
 CodeField = Field(min_length=2, max_length=9, description="Official code, checked per kind.", examples=["69"])
 NameField = Field(min_length=1, max_length=200, examples=["Rhône"])
@@ -36,8 +21,8 @@ PopulationField = Field(
 
 class TerritoryCreate(InputModel):
     kind: TerritoryKind
-    code: str = CodeField
-    name: PrintableText = NameField
+    code: Code = CodeField
+    name: FreeText = NameField
     parent_id: uuid.UUID | None = Field(default=None, description="A territory of a strictly higher kind.")
     population: int | None = PopulationField
 
@@ -51,10 +36,10 @@ class TerritoryCreate(InputModel):
 class TerritoryUpdate(PatchModel):
     """Merge patch: `kind` cannot change; a new `code` is checked against the kind."""
 
-    code: str | None = Field(
+    code: Code | None = Field(
         default=None, min_length=2, max_length=9, description="A new official code, checked against the kind."
     )
-    name: PrintableText | None = Field(default=None, min_length=1, max_length=200, examples=["Rhône"])
+    name: FreeText | None = Field(default=None, min_length=1, max_length=200, examples=["Rhône"])
     parent_id: uuid.UUID | None = Field(
         default=None,
         description="A territory of a strictly higher kind; `null` makes it a root. Its subtree follows.",

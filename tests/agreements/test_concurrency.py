@@ -45,7 +45,7 @@ from tests.agreements.helpers import (
     terminate,
 )
 from tests.conftest import Tree, postgres_only
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, backend_pid, wait_until_blocked
 
 SUBSIDY = 5_000_000
 WRITERS = 8
@@ -338,11 +338,11 @@ async def test_a_territory_checked_by_a_draft_cannot_be_deleted_before_the_draft
             creating = asyncio.create_task(create())
             await paused.wait()
             doomed = await deleter.get_one(Territory, territory.id)
+            pid = await backend_pid(deleter)
             deleting = asyncio.create_task(territories.delete(deleter, doomed))
             try:
-                await asyncio.sleep(0.3)
                 # The check's FOR KEY SHARE holds the DELETE back...
-                assert not deleting.done()
+                await wait_until_blocked(deleter, pid, deleting)
             finally:
                 resume.set()
                 await creating
@@ -362,11 +362,11 @@ async def test_a_draft_for_a_territory_being_deleted_is_unknown_reference_once_t
         async with sessions() as creator, sessions() as deleter:
             await territories.delete(deleter, await deleter.get_one(Territory, territory.id))
             # The DELETE is not committed: the plain scope check still sees the territory; the lock waits.
+            pid = await backend_pid(creator)
             creating = asyncio.create_task(
                 agreements.create(creator, _agreement(programme_id, territory), OPERATOR)
             )
-            await asyncio.sleep(0.3)
-            assert not creating.done()
+            await wait_until_blocked(creator, pid, creating)
             await deleter.commit()
             with pytest.raises(UnknownReference):
                 await creating

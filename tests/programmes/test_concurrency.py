@@ -29,7 +29,7 @@ from tests.agreements.helpers import (
     merge_patch,
 )
 from tests.conftest import postgres_only
-from tests.helpers import assert_problem, ids
+from tests.helpers import assert_problem, backend_pid, ids, wait_until_blocked
 
 CODE = "RACE_FOR_THIS_CODE"
 
@@ -155,9 +155,9 @@ async def test_a_create_waiting_on_an_uncommitted_code_is_programme_exists_once_
     async with committed_rows(engine) as sessions, sessions() as first, sessions() as second:
         await programmes.create(first, _create(CODE))
         # Its check sees no committed row; its INSERT then waits on the first's uncommitted key.
+        pid = await backend_pid(second)
         competitor = asyncio.create_task(programmes.create(second, _create(CODE, "Second")))
-        await asyncio.sleep(0.3)
-        assert not competitor.done()
+        await wait_until_blocked(second, pid, competitor)
         await first.commit()
         with pytest.raises(ProgrammeExists):
             await competitor
@@ -180,9 +180,9 @@ async def test_a_rename_waiting_on_an_uncommitted_code_is_programme_exists_once_
                 locked = await programmes.get_for_update(second, other.id)
                 await programmes.update(second, locked, ProgrammeUpdate(code=CODE))
 
+            pid = await backend_pid(second)
             competitor = asyncio.create_task(rename())
-            await asyncio.sleep(0.3)
-            assert not competitor.done()
+            await wait_until_blocked(second, pid, competitor)
             await first.commit()
             with pytest.raises(ProgrammeExists):
                 await competitor

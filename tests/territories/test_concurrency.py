@@ -21,7 +21,7 @@ from app.territories.errors import TerritoryExists
 from app.territories.models import Territory
 from app.territories.schemas import TerritoryCreate, TerritoryUpdate
 from tests.conftest import Tree, postgres_only
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, backend_pid, wait_until_blocked
 from tests.territories.helpers import BASE, siren
 
 
@@ -107,9 +107,9 @@ async def test_concurrent_creates_of_one_code_give_one_row_and_one_409(
             await _create(second, "region", "98")
 
         # The second INSERT waits on the first's uncommitted unique key, then fails once it commits.
+        pid = await backend_pid(second)
         competitor = asyncio.create_task(compete())
-        await asyncio.sleep(0.3)
-        assert not competitor.done()
+        await wait_until_blocked(second, pid, competitor)
         await first.commit()
         with pytest.raises(TerritoryExists):
             await competitor
@@ -141,9 +141,9 @@ async def test_a_child_created_while_its_ancestor_moves_follows_the_move(
 
         # Without a lock, the creator would read the EPCI's old path and commit a commune that the mover's
         # UPDATE of the subtree never saw.
+        pid = await backend_pid(creator)
         creating = asyncio.create_task(create_child())
-        await asyncio.sleep(0.3)
-        assert not creating.done()
+        await wait_until_blocked(creator, pid, creating)
         await mover.commit()
         commune_id = await creating
 
@@ -154,3 +154,26 @@ async def test_a_child_created_while_its_ancestor_moves_follows_the_move(
         assert commune_id in {t.id for t in (await session.execute(subtree)).scalars()}
         old_subtree = repository.list_query(within_path=f"/{old_region.id}/")
         assert [t.id for t in (await session.execute(old_subtree)).scalars()] == [old_region.id]
+
+
+async def test_a_territory_moved_right_after_one_of_its_ancestors_moved(
+    session: AsyncSession, make_territory: Any
+) -> None:
+    """The EPCI's path in memory went stale when its département moved (one UPDATE of the subtree, which the
+    loaded objects do not see): its own move must start from the path the database holds, or its communes
+    stay behind. Both databases: what matters is one session, not two."""
+    old_region = await make_territory("region", "98")
+    new_region = await make_territory("region", "99")
+    departement = await make_territory("departement", "974", parent=old_region)
+    other_departement = await make_territory("departement", "976", parent=old_region)
+    epci = await make_territory("epci", siren("21974000"), parent=departement)
+    commune = await make_territory("commune", "97411", parent=epci)
+
+    await territories.update(session, departement, TerritoryUpdate(parent_id=new_region.id))
+    await territories.update(session, epci, TerritoryUpdate(parent_id=other_departement.id))
+    await session.flush()
+
+    expected = f"/{old_region.id}/{other_departement.id}/{epci.id}/"
+    stored = {row.id: row.path for row in await session.execute(select(Territory.id, Territory.path))}
+    assert stored[epci.id] == expected
+    assert stored[commune.id] == f"{expected}{commune.id}/"

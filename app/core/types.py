@@ -1,0 +1,56 @@
+"""Shared field types of input models: one rule per kind of value, for every present and future domain.
+
+Every `str` field of an input model (a request body, and a string query parameter) is `FreeText` or `Code`
+(or an `Annotated` of them): both refuse control characters, so that NUL, which PostgreSQL cannot store in
+`text`, is a 422 at the field's pointer instead of a 500, and SQLite stores the same values as PostgreSQL.
+`tests/core/test_types.py` walks every input model of the application and fails on a `str` field that does not
+use them. Instants are `Timestamp`. Counts and money are `int` fields with `Field(strict=True, ge=, le=)`
+(bounds below 2^53), so that a huge number is a 422 too.
+
+    from app.core.types import Code, FreeText, Timestamp
+
+    class WorkshopCreate(InputModel):
+        title: FreeText = Field(min_length=1, max_length=200)
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime
+
+# Control characters (NUL above all), lone surrogates (not encodable in UTF-8) and line or paragraph
+# separators have no place in a name, a reference or a reason. Tabs and line feeds are refused too: these
+# are one-line values, read back in lists and logs.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def no_control_characters(value: str) -> str:
+    """The validator behind `FreeText` and `Code` (also usable on a query parameter)."""
+    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
+
+
+NO_CONTROL_CHARACTERS = AfterValidator(no_control_characters)
+
+FreeText = Annotated[str, NO_CONTROL_CHARACTERS]
+"""Human text on one line: names, references, reasons. Give lengths with `Field(min_length=, max_length=)`."""
+
+Code = Annotated[str, NO_CONTROL_CHARACTERS]
+"""A machine code (a programme code, an official territory code): give its `pattern` with `Field`."""
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-23:59 or 0001-01-01T00:00:00+01:00: outside what a datetime holds in UTC.
+        raise ValueError("the instant is out of range once converted to UTC") from None
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later), normalised to UTC so
+that the response says `...Z` like every other timestamp; one out of range in UTC is a 422 too."""

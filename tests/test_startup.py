@@ -1,0 +1,116 @@
+"""Start-up checks: a wrong setting, an unreachable or missing database, a busy port give one clear line and
+exit status 2, before anything is migrated."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.config import get_settings
+from tests.conftest import TEST_DATABASE_URL, postgres_only
+
+runner = CliRunner()
+SECRET = "startup-test-" + "x" * 32
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """A clean environment with a valid SQLite database in a temporary folder."""
+    for name in ("CORS_ALLOW_ORIGINS", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS", "PUBLIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db' / 'cnfs.db'}")
+    monkeypatch.setenv("SECRET_KEY", SECRET)
+    monkeypatch.chdir(tmp_path)  # no .env file of the repository
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def refused(args: list[str], *expected: str) -> str:
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for text in expected:
+        assert text in lines[0], lines[0]
+    print(lines[0])  # shown with -s: the messages as an operator sees them
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--port", "1"]])
+def test_cors_origins_not_json(env: pytest.MonkeyPatch, command: list[str]) -> None:
+    env.setenv("CORS_ALLOW_ORIGINS", "https://app.example.fr")
+    refused(command, "CORS_ALLOW_ORIGINS", "JSON", '["https://app.example.fr"]')
+
+
+def test_a_postgres_scheme_without_driver(env: pytest.MonkeyPatch) -> None:
+    env.setenv("DATABASE_URL", "postgres://cnfs@127.0.0.1:5432/cnfs")
+    refused(["migrate"], "DATABASE_URL", "postgresql+asyncpg://", "example")
+
+
+def test_a_number_that_is_not_one(env: pytest.MonkeyPatch) -> None:
+    env.setenv("DATABASE_POOL_SIZE", "ten")
+    refused(["migrate"], "DATABASE_POOL_SIZE", "example: DATABASE_POOL_SIZE=10")
+
+
+@pytest.mark.parametrize("secret", [None, "short"])
+def test_secret_key_required_off_the_development_database(
+    env: pytest.MonkeyPatch, secret: str | None
+) -> None:
+    if secret is None:
+        env.delenv("SECRET_KEY")
+    else:
+        env.setenv("SECRET_KEY", secret)
+    refused(["migrate"], "SECRET_KEY", "example: SECRET_KEY=")
+
+
+def test_the_development_database_needs_no_secret(env: pytest.MonkeyPatch) -> None:
+    env.delenv("DATABASE_URL")
+    env.delenv("SECRET_KEY")
+    assert get_settings().secret_key_problem() is None
+
+
+def test_a_server_that_refuses(env: pytest.MonkeyPatch) -> None:
+    env.setenv("DATABASE_URL", f"postgresql+asyncpg://cnfs@127.0.0.1:{free_port()}/cnfs")
+    refused(["migrate"], "DATABASE_URL", "cannot reach PostgreSQL", "connection refused")
+
+
+def test_a_server_that_never_answers(env: pytest.MonkeyPatch) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        env.setenv("DATABASE_URL", f"postgresql+asyncpg://cnfs@127.0.0.1:{silent.getsockname()[1]}/cnfs")
+        env.setenv("DATABASE_CONNECT_TIMEOUT_SECONDS", "0.5")
+        refused(["migrate"], "DATABASE_URL", "did not answer within 0.5 s")
+
+
+@postgres_only
+def test_a_database_that_does_not_exist(env: pytest.MonkeyPatch) -> None:
+    assert TEST_DATABASE_URL
+    name = f"cnfs_missing_{uuid.uuid4().hex[:8]}"
+    env.setenv("DATABASE_URL", make_url(TEST_DATABASE_URL).set(database=name).render_as_string(False))
+    refused(["migrate"], "DATABASE_URL", f'"{name}" that does not exist', "createdb")
+    refused(["serve", "--port", str(free_port())], "DATABASE_URL", "does not exist")
+
+
+def test_a_busy_port_is_found_before_migrating(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        refused(["serve", "--port", str(port)], f"port {port}", "already in use", "--port")
+    assert not (tmp_path / "db" / "cnfs.db").exists()  # nothing was migrated
