@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from rich.console import Console
 
-from app.config import Settings, get_settings
+from app.config import Settings
 from app.core.problems import AppError
 from app.startup import EXIT_CODE, StartupError, check_database, check_port, load_settings
 
@@ -37,10 +37,12 @@ def _ensure_sqlite_dir(settings: Settings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def checked_settings(database: bool = True, port: tuple[str, int] | None = None) -> Settings:
+def checked_settings(
+    database: bool = True, port: tuple[str, int] | None = None, secret: bool = True
+) -> Settings:
     """The start-up checks (app/startup.py): one line and exit status 2 on the first problem."""
     try:
-        settings = load_settings()
+        settings = load_settings(require_secret=secret)
         if port is not None:
             check_port(*port)
         if database:
@@ -77,7 +79,7 @@ def seed_demo() -> None:
     """Load the demo data into an empty database and print the demo API keys it creates."""
     from app.demo import seed
 
-    _report_seed(asyncio.run(seed(get_settings())))
+    _report_seed(asyncio.run(seed(checked_settings(secret=False))))
 
 
 def _report_seed(result: dict[str, Any]) -> None:
@@ -101,10 +103,11 @@ def create_key(
     """Create an API key and print its secret (shown once)."""
     from app.demo import create_key as do_create
 
+    settings = checked_settings(secret=False)
     try:
         secret = asyncio.run(
             do_create(
-                get_settings(),
+                settings,
                 name=name,
                 role=role,
                 territory_ids=[uuid.UUID(t) for t in territory or []],
@@ -184,7 +187,7 @@ def openapi(
     """Print the OpenAPI document (docs/openapi.json is its reviewed copy)."""
     from app.main import create_app
 
-    text = openapi_text(create_app(get_settings()).openapi())
+    text = openapi_text(create_app(checked_settings(database=False)).openapi())
     if output:
         output.write_text(text, encoding="utf-8")
     else:

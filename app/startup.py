@@ -29,8 +29,9 @@ def _example(field: str) -> str:
     return f" (example: {field.upper()}={example})" if example else ""
 
 
-def load_settings() -> Settings:
-    """The settings, or a StartupError naming the first wrong variable."""
+def load_settings(require_secret: bool = True) -> Settings:
+    """The settings, or a StartupError naming the first wrong variable (SECRET_KEY only for commands that
+    sign cursors: `serve`, and `migrate`, which comes before it)."""
     try:
         settings = get_settings()
     except SettingsError as exc:
@@ -42,7 +43,7 @@ def load_settings() -> Settings:
         field = str(error["loc"][0]) if error["loc"] else "?"
         message = str(error["msg"]).removeprefix("Value error, ")
         raise StartupError(f"{field.upper()} is wrong: {message}{_example(field)}") from None
-    problem = settings.secret_key_problem()
+    problem = settings.secret_key_problem() if require_secret else None
     if problem:
         raise StartupError(f"SECRET_KEY {problem}{_example('secret_key')}")
     return settings

@@ -26,9 +26,11 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
+    missing_required_header,
     negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 from sqlalchemy.engine import make_url
 
@@ -48,6 +50,8 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
     negative_data_rejection,
+    missing_required_header,
+    unsupported_method,
 ]
 # Read by the terminal summary (conftest.py): what ran, per caller.
 COUNTS: Counter[str] = Counter()

@@ -1,8 +1,9 @@
 """Shared field types of input models: one rule per kind of value, for every present and future domain.
 
-Every `str` field of an input model (a request body, and a string query parameter) is `FreeText` or `Code`
-(or an `Annotated` of them): both refuse control characters, so that NUL, which PostgreSQL cannot store in
-`text`, is a 422 at the field's pointer instead of a 500, and SQLite stores the same values as PostgreSQL.
+Every `str` field of an input model (a request body) is `FreeText` or `Code` (or an `Annotated` of them), and
+a free-text query parameter takes `NO_CONTROL_CHARACTERS`: they refuse control characters, so that NUL, which
+PostgreSQL cannot store in `text`, is a 422 at the field's pointer instead of a 500, and SQLite stores
+the same values as PostgreSQL.
 `tests/core/test_types.py` walks every input model of the application and fails on a `str` field that does not
 use them. Instants are `Timestamp`. Counts and money are `int` fields with `Field(strict=True, ge=, le=)`
 (bounds below 2^53), so that a huge number is a 422 too.

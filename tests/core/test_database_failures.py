@@ -154,3 +154,66 @@ async def test_a_read_only_sqlite_file(
     logging.getLogger().removeHandler(caplog.handler)
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "read-only" in messages
+
+
+class StallingProxy:
+    """A TCP proxy to the PostgreSQL server that stops forwarding when told: a proxy or a server that stalls
+    in the middle of a conversation."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.stalled = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.stalled.is_set():
+                    await asyncio.Event().wait()  # hold the bytes forever
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        server_reader, server_writer = await asyncio.open_connection(*self.target)
+        self.writers += [client_writer, server_writer]
+        await asyncio.gather(
+            self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer)
+        )
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def cut(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+    async def __aexit__(self, *_: object) -> None:
+        self.cut()
+        self.server.close()
+
+
+@postgres_only
+async def test_a_server_that_stalls_mid_conversation_gets_a_fast_503(settings: Settings) -> None:
+    """The command timeout: a statement whose answer never comes fails within it (503), instead of
+    holding the request as long as the stall lasts."""
+    url = make_url(settings.database_url)
+    proxy = StallingProxy(url.host or "127.0.0.1", url.port or 5432)
+    async with proxy as port:
+        proxied = settings.model_copy(
+            update={
+                "database_url": url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False),
+                "database_connect_timeout_seconds": CONNECT_TIMEOUT,
+                "database_command_timeout_seconds": 1.0,
+            }
+        )
+        async with app_client(proxied) as client:
+            assert (await client.get("/api/v1/territories")).status_code == 200
+            proxy.stalled.set()
+            started = time.perf_counter()
+            response = await client.get("/api/v1/territories")
+            assert_problem(response, 503, "service_unavailable")
+            assert time.perf_counter() - started < DEADLINE
+            proxy.cut()  # the engine's shutdown then closes broken connections at once

@@ -41,14 +41,12 @@ def _bare_strings(annotation: Any, metadata: list[Any]) -> list[str]:
     if annotation is str:
         return [] if NO_CONTROL_CHARACTERS in metadata else ["str"]
     origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
     if origin is typing.Annotated:
-        inner, *extra = typing.get_args(annotation)
-        return _bare_strings(inner, [*metadata, *extra])
-    found = []
-    for arg in typing.get_args(annotation):
-        if origin in (typing.Union, types.UnionType) or origin is not None:
-            found += _bare_strings(arg, [] if origin not in (typing.Union, types.UnionType) else metadata)
-    return found
+        return _bare_strings(args[0], [*metadata, *args[1:]])
+    # The members of `X | None` keep the field's validators; the items of `list[X]` do not.
+    inherited = metadata if origin in (typing.Union, types.UnionType) else []
+    return [bare for arg in args for bare in _bare_strings(arg, inherited)]
 
 
 def test_the_walk_sees_every_domain() -> None:
