@@ -67,13 +67,17 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    worker_count: int = 2
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> list[int]:
-        """The worker processes (uvicorn's children started by multiprocessing's spawn)."""
+        """The worker processes: uvicorn's children started by multiprocessing's spawn, or uvicorn itself
+        when it runs a single worker."""
+        if self.worker_count == 1:
+            return [self.process.pid]
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -156,7 +160,7 @@ def start_server(app: str, database_url: str, secret_key: str, workers: int, log
         process = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    return Server(app, port, process, log)
+    return Server(app, port, process, log, workers)
 
 
 def wait_ready(server: Server, workers: int, probe: str, timeout: float = 60) -> None:
@@ -609,12 +613,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.sqlite or args.sqlite_only:
             urls.append(f"sqlite+aiosqlite:///{work_dir / 'bench.db'}")
         machine_line = machine(urls)
+        load_before = os.getloadavg()[0]
+        if load_before > 1:
+            console.print(
+                f"[yellow]warning:[/yellow] load average {load_before:.1f}: other work is running, the "
+                "figures will be noisy"
+            )
         for url in urls:
             try:
                 outcomes.append(run_database(args, url, work_dir))
             finally:
                 if url.startswith("postgresql") and not args.keep_database:
                     asyncio.run(datasets.drop_pg_database(url))
+    # The benchmark itself loads the machine: the load average before it says how quiet the machine was.
+    machine_line += f"; load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after"
     text = print_report(outcomes, args, machine_line)
     if args.markdown:
         args.markdown.write_text(text + "\n", encoding="utf-8")
