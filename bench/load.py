@@ -588,8 +588,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # SIGTERM and SIGHUP end the run like Ctrl-C does, through the `finally` blocks that stop the servers and
+    # drop the database; SIGINT too when the run was started in the background (where it is ignored).
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.list:
         for scenario in SCENARIOS:
             steps = (
@@ -633,4 +642,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        console.print("interrupted: the servers are stopped")
+        raise SystemExit(130) from None
