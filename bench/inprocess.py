@@ -1,4 +1,4 @@
-"""The three apps in-process (httpx ASGITransport): SQL statements per request, and their answers compared.
+"""The three apps in-process (httpx ASGITransport): SQL statements and CPU time per request, answers compared.
 
 Counting: for the service, SQLAlchemy's `before_cursor_execute` (every statement) plus the round trips that
 never reach a cursor on PostgreSQL (BEGIN, COMMIT or ROLLBACK, and the pool's pre-ping at checkout); for the
