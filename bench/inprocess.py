@@ -1,4 +1,4 @@
-"""The three apps in-process (httpx ASGITransport): SQL statements per request, and their answers compared.
+"""The three apps in-process (httpx ASGITransport): SQL statements and CPU time per request, answers compared.
 
 Counting: for the service, SQLAlchemy's `before_cursor_execute` (every statement) plus the round trips that
 never reach a cursor on PostgreSQL (BEGIN, COMMIT or ROLLBACK, and the pool's pre-ping at checkout); for the
@@ -6,6 +6,8 @@ reference and minimal apps, the calls on their connections (plus BEGIN and COMMI
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -252,6 +254,79 @@ class Measured:
     statements: dict[str, float] = field(default_factory=dict)
     round_trips: dict[str, float] = field(default_factory=dict)
     answers: dict[str, list[Answer]] = field(default_factory=dict)
+    # CPU milliseconds per operation spent in this process, the client's share taken out (see `cpu_cost`).
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+
+_ID = re.compile(rb'"id":"([0-9a-f-]+)"')
+
+
+async def _lean_cycle(client: httpx.AsyncClient, steps: list[Step], unique: str) -> None:
+    """`run_cycle` without reading the answers beyond the id the next step needs."""
+    last_id = ""
+    for index, step in enumerate(steps):
+        path = step.path.replace("{id}", last_id)
+        body = step.body.replace("{unique}", unique) if step.body is not None else None
+        response = await client.request(step.method, path, headers=step.headers, content=body)
+        if index + 1 < len(steps):
+            found = _ID.search(response.content)
+            last_id = found.group(1).decode() if found else ""
+
+
+def _stub(answers: list[Answer]) -> Any:
+    """An ASGI app that answers the recorded answers in turn, doing nothing else: the client's own cost."""
+    turn = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal turn
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body", False):
+            pass
+        answer = answers[turn % len(answers)]
+        turn += 1
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer.raw)).encode())]
+        if answer.etag:
+            headers.append((b"etag", answer.etag.encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.raw})
+
+    return app
+
+
+async def _cpu_per_cycle(
+    client: httpx.AsyncClient, steps: list[Step], passes: int, unique: Callable[[], str]
+) -> float:
+    started = time.process_time()
+    for _ in range(passes):
+        await _lean_cycle(client, steps, unique())
+    return (time.process_time() - started) * 1000 / passes
+
+
+async def cpu_cost(
+    apps: dict[str, InProcessApp],
+    scenario: Scenario,
+    values: dict[str, str],
+    measured: Measured,
+    *,
+    passes: int = 50,
+    unique: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
+) -> None:
+    """CPU time per operation of each app in-process (the process's CPU time, so it holds on a busy machine,
+    unlike throughput): the driver's own cost, measured against a stub that answers the same bytes, is
+    subtracted. It covers the web layer, the driver and the serialisation; not PostgreSQL's work (another
+    process), but SQLite's (it runs in-process)."""
+    steps = [fill(s, values) for s in scenario.steps]
+    recorded = measured.answers.get(SERVICE) or next(iter(measured.answers.values()))
+    transport = httpx.ASGITransport(app=_stub(recorded))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as stub:
+        await _cpu_per_cycle(stub, steps, 5, unique)
+        baseline = await _cpu_per_cycle(stub, steps, passes, unique)
+    for name, app in apps.items():
+        if name not in scenario.apps:
+            continue
+        await _cpu_per_cycle(app.client, steps, 5, unique)
+        measured.cpu_ms[name] = max(await _cpu_per_cycle(app.client, steps, passes, unique) - baseline, 0.0)
 
 
 async def measure(

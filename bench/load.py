@@ -67,13 +67,17 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    worker_count: int = 2
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> list[int]:
-        """The worker processes (uvicorn's children started by multiprocessing's spawn)."""
+        """The worker processes: uvicorn's children started by multiprocessing's spawn, or uvicorn itself
+        when it runs a single worker."""
+        if self.worker_count == 1:
+            return [self.process.pid]
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -156,7 +160,7 @@ def start_server(app: str, database_url: str, secret_key: str, workers: int, log
         process = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    return Server(app, port, process, log)
+    return Server(app, port, process, log, workers)
 
 
 def wait_ready(server: Server, workers: int, probe: str, timeout: float = 60) -> None:
@@ -263,12 +267,19 @@ async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
 
 
 async def _count_and_compare(
-    database_url: str, secret_key: str, scenarios: list[Scenario], values: dict[str, str], apps: list[str]
+    database_url: str,
+    secret_key: str,
+    scenarios: list[Scenario],
+    values: dict[str, str],
+    apps: list[str],
+    cpu_passes: int,
 ) -> dict[str, inprocess.Measured]:
     measured = {}
     async with inprocess.open_apps(database_url, secret_key, tuple(apps)) as opened:
         for scenario in scenarios:
             measured[scenario.name] = await inprocess.measure(opened, scenario, values)
+            if cpu_passes > 0:
+                await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=cpu_passes)
             await _cleanup(database_url, scenario.cleanup)
     return measured
 
@@ -311,8 +322,10 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
     )
     values = scenario_context(built.to_json())
     secret_key = secrets.token_hex(16)
-    console.print("counting SQL statements per request (in-process) ...")
-    measured = asyncio.run(_count_and_compare(database_url, secret_key, scenarios, values, apps))
+    console.print("counting SQL statements and CPU time per request (in-process) ...")
+    measured = asyncio.run(
+        _count_and_compare(database_url, secret_key, scenarios, values, apps, args.cpu_passes)
+    )
     warnings: list[str] = []
     for scenario in scenarios:
         warnings += inprocess.differences(scenario, measured[scenario.name].answers)
@@ -409,6 +422,12 @@ def _sql(measured: inprocess.Measured, app: str) -> str:
     return f"{statements:g} ({trips:g})"
 
 
+def _cpu(measured: inprocess.Measured) -> str:
+    if not measured.cpu_ms:
+        return "–"
+    return " / ".join(f"{measured.cpu_ms[a]:.2f}" if a in measured.cpu_ms else "–" for a in APPS)
+
+
 # The terminal table's headers (the Markdown one spells them out).
 SHORT_HEADERS = [
     "scenario",
@@ -421,7 +440,16 @@ SHORT_HEADERS = [
     "p99 ms s / r / m",
     "SQL svc",
     "SQL ref",
+    "CPU ms s / r / m",
 ]
+
+
+def _cpu(measured: inprocess.Measured) -> str:
+    if not measured.cpu_ms:
+        return "–"
+    return " / ".join(f"{measured.cpu_ms[a]:.2f}" if a in measured.cpu_ms else "–" for a in APPS)
+
+
 HEADERS = [
     "scenario",
     "service /s",
@@ -433,6 +461,7 @@ HEADERS = [
     "p99 ms svc / ref / min",
     "SQL svc (round trips)",
     "SQL ref (round trips)",
+    "CPU ms in-process svc / ref / min",
 ]
 
 
@@ -455,6 +484,7 @@ def rows(outcome: Outcome) -> list[list[str]]:
                 trio("p99_ms"),
                 _sql(outcome.statements[scenario.name], SERVICE),
                 _sql(outcome.statements[scenario.name], REFERENCE),
+                _cpu(outcome.statements[scenario.name]),
             ]
         )
     return out
@@ -507,7 +537,10 @@ def markdown(outcomes: list[Outcome], args: argparse.Namespace, machine_line: st
         f"with {args.workers} uvicorn workers; wrk with {args.connections} connections, "
         f"{args.duration:g} s per run, {args.rounds} round(s) alternating the apps' order (means over the "
         "rounds). `/s` is requests per second (create-and-sign: pairs per second); SQL is the statements "
-        "per request, with the database round trips in brackets (BEGIN, COMMIT, pre-ping included).",
+        "per request, with the database round trips in brackets (BEGIN, COMMIT, pre-ping included). CPU is "
+        "the app's CPU time per request in-process (httpx ASGITransport, no HTTP parsing, the client's share "
+        "taken out; SQLite's work included, PostgreSQL's not): unlike throughput, it holds on a busy "
+        "machine.",
         "",
     ]
     for outcome in outcomes:
@@ -575,6 +608,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-database", action="store_true", help="keep the PostgreSQL database at the end"
     )
     parser.add_argument("--markdown", type=Path, help="also write the Markdown tables to this file")
+    parser.add_argument(
+        "--cpu-passes",
+        type=int,
+        default=50,
+        help="operations timed in-process per app and scenario for the CPU column (0: skip; default 50)",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)
     if not args.database_url.startswith("postgresql"):
@@ -584,8 +623,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # SIGTERM and SIGHUP end the run like Ctrl-C does, through the `finally` blocks that stop the servers and
+    # drop the database; SIGINT too when the run was started in the background (where it is ignored).
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.list:
         for scenario in SCENARIOS:
             steps = (
@@ -609,16 +657,28 @@ def main(argv: list[str] | None = None) -> None:
         if args.sqlite or args.sqlite_only:
             urls.append(f"sqlite+aiosqlite:///{work_dir / 'bench.db'}")
         machine_line = machine(urls)
+        load_before = os.getloadavg()[0]
+        if load_before > 1:
+            console.print(
+                f"[yellow]warning:[/yellow] load average {load_before:.1f}: other work is running, the "
+                "figures will be noisy"
+            )
         for url in urls:
             try:
                 outcomes.append(run_database(args, url, work_dir))
             finally:
                 if url.startswith("postgresql") and not args.keep_database:
                     asyncio.run(datasets.drop_pg_database(url))
+    # The benchmark itself loads the machine: the load average before it says how quiet the machine was.
+    machine_line += f"; load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after"
     text = print_report(outcomes, args, machine_line)
     if args.markdown:
         args.markdown.write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        console.print("interrupted: the servers are stopped")
+        raise SystemExit(130) from None

@@ -56,13 +56,16 @@ async def test_the_reference_apps_answer_like_the_service(bench_data: tuple[str,
                 assert measured.statements[app] <= measured.statements[scenarios.SERVICE]
 
 
-async def test_a_list_page_has_a_cursor_and_a_link_in_every_app(
+async def test_a_list_page_has_a_cursor_a_link_and_a_cpu_time_in_every_app(
     bench_data: tuple[str, dict[str, str]],
 ) -> None:
     url, values = bench_data
     communes = next(s for s in scenarios.SCENARIOS if s.name.startswith("communes"))
     async with inprocess.open_apps(url, "bench-test-secret-" + "x" * 32) as apps:
         measured = await inprocess.measure(apps, communes, values, passes=1)
+        await inprocess.cpu_cost(apps, communes, values, measured, passes=2)
+    assert set(measured.cpu_ms) == set(scenarios.APPS)
+    assert all(ms >= 0 for ms in measured.cpu_ms.values())
     for answers in measured.answers.values():
         assert answers[0].body["next_cursor"]
         assert answers[0].link
