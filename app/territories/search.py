@@ -39,9 +39,33 @@ def search_name(name: str) -> str:
     return " ".join(words(name))[:NAME_SORT_LENGTH]
 
 
-def tokens(*, code: str, name: str, siren: str | None = None, postcodes: list[str] | None = None) -> set[str]:
+@dataclass(frozen=True)
+class NameKeys:
+    """What a name is sorted and searched by, folded once."""
+
+    name_sort: str
+    search_name: str
+    words: list[str]
+
+
+def name_keys(name: str) -> NameKeys:
+    # Folding can lengthen a name (ß → ss, some ligatures → many letters): cut to the columns' size, which
+    # only affects searches for text beyond the 200th folded character.
+    folded = fold(name)
+    found = _WORD.findall(folded)
+    return NameKeys(folded[:NAME_SORT_LENGTH], " ".join(found)[:NAME_SORT_LENGTH], found)
+
+
+def tokens(
+    *,
+    code: str,
+    name: str,
+    siren: str | None = None,
+    postcodes: list[str] | None = None,
+    name_words: list[str] | None = None,
+) -> set[str]:
     """Every word a search may start: the name's words, the code, the SIREN and the postcodes."""
-    found = set(words(name)) | {code.lower()}
+    found = set(name_words if name_words is not None else words(name)) | {code.lower()}
     if siren:
         found.add(siren)
     found.update(postcodes or [])

@@ -347,6 +347,7 @@ async def import_referential(
     words_of: dict[uuid.UUID, set[str]] = {}
     for row in planned:
         territory_id = ids[row.key]
+        keys = search.name_keys(row.name)
         wanted = {
             "name": row.name,
             "parent_id": parents[territory_id],
@@ -354,8 +355,8 @@ async def import_referential(
             "path": _path_of(territory_id, parents, paths),
             "siren": row.siren,
             "postcodes": " ".join(row.postcodes) or None,
-            "search_name": search.search_name(row.name),
-            "name_sort": _name_sort(row.name),
+            "search_name": keys.search_name,
+            "name_sort": keys.name_sort,
         }
         state = by_id.get(territory_id)
         if state is None:
@@ -373,7 +374,11 @@ async def import_referential(
             continue
         if state is None or any(state[n] != wanted[n] for n in ("name", "siren", "postcodes")):
             words_of[territory_id] = search.tokens(
-                code=row.code, name=row.name, siren=row.siren, postcodes=list(row.postcodes)
+                code=row.code,
+                name=row.name,
+                siren=row.siren,
+                postcodes=list(row.postcodes),
+                name_words=keys.words,
             )
 
     # Territories outside the referential follow their ancestors' paths, as a move would make them.
