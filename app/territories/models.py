@@ -4,6 +4,7 @@ table serves the search, the alias table the former codes of communes."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -12,6 +13,13 @@ from app.db import Base, TimestampedMixin, VersionedMixin, new_id
 
 NAME_SORT_LENGTH = 200
 TOKEN_LENGTH = 64
+
+
+def _search_name_of_the_row(context: Any) -> str:
+    """For rows inserted without one (bulk inserts written before the search existed): from the name."""
+    from app.territories.search import search_name  # the search module reads this one's constants
+
+    return search_name(str(context.get_current_parameters()["name"]))
 
 
 class Territory(TimestampedMixin, VersionedMixin, Base):
@@ -37,7 +45,7 @@ class Territory(TimestampedMixin, VersionedMixin, Base):
     population: Mapped[int | None] = mapped_column()
     # The name's words, folded and joined by single spaces ("l isle d abeau"): the search ranks exact names
     # and names that start with the query on it.
-    search_name: Mapped[str] = mapped_column(String(NAME_SORT_LENGTH))
+    search_name: Mapped[str] = mapped_column(String(NAME_SORT_LENGTH), default=_search_name_of_the_row)
     # Communes of the official referential: their SIREN and La Poste postcodes (space-separated). Searched,
     # and checked by `check_commune`; not part of the API's territory shape.
     siren: Mapped[str | None] = mapped_column(String(9))
