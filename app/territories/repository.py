@@ -341,3 +341,10 @@ async def upsert_aliases(
 async def delete_aliases(session: AsyncSession, keys: list[tuple[str, str]]) -> None:
     if keys:
         await session.execute(sql_delete(_A).where(tuple_(_A.c.kind, _A.c.code).in_(keys)))
+
+
+async def refresh_statistics(session: AsyncSession) -> None:
+    """After a bulk load, PostgreSQL's planner needs fresh statistics to drive the search from the rarest word
+    (measured: 15 ms before, 1.3 ms after, for `st etienne`). SQLite already picks that plan without them."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("ANALYZE territories, territory_words, territory_aliases"))

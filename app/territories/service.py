@@ -408,6 +408,8 @@ async def import_referential(
         for kind, code in by_key
         if kind == "commune" and code in snapshot.aliases and code not in snapshot.communes
     )
+    if inserts or visible_changes:
+        await repo.refresh_statistics(session)
     # The ORM's copies of rows written above (versions, paths) are stale now.
     session.expire_all()
     return report
