@@ -37,8 +37,8 @@ DEMO_TERRITORIES: list[tuple[str, str]] = [
 async def load_territories(
     session: AsyncSession, snapshot: referential.Snapshot | None = None
 ) -> dict[tuple[str, str], Territory]:
-    """Imports the official referential (the whole shipped one by default: about 5 s on SQLite, see the
-    README) and returns the territories the demo refers to."""
+    """Imports the official referential (the whole shipped one by default: 6 s on SQLite, see the README) and
+    returns the territories the demo refers to."""
     await territories.import_referential(session, snapshot or referential.shipped())
     by_code: dict[tuple[str, str], Territory] = {}
     for kind, code in DEMO_TERRITORIES:
