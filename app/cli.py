@@ -175,8 +175,8 @@ def _print_import(report: ImportReport, seconds: float) -> None:
         str(report.aliases_unchanged),
     )
     console.print(table)
-    if report.moved:
-        console.print(f"{report.moved} other territories followed their ancestors' new paths")
+    if report.rewritten:
+        console.print(f"{report.rewritten} territories followed their ancestors' new paths")
     if report.aliases_removed:
         console.print(f"{report.aliases_removed} former codes name a territory again and were removed")
     if report.obsolete:

@@ -287,15 +287,18 @@ class ImportReport:
     aliases_updated: int = 0
     aliases_unchanged: int = 0
     aliases_removed: int = 0
-    # Territories outside the referential whose path followed a moved ancestor.
-    moved: int = 0
+    # Territories whose path (or search keys) alone changed, as when an ancestor moves: rewritten without a
+    # new version, like the descendants of a territory moved through the API. Those outside the referential
+    # that followed a moved ancestor are among them.
+    rewritten: int = 0
     # Communes still stored under a code that the referential now lists as former (merged since): kept,
     # since other objects may refer to them; an operator reviews and deletes them.
     obsolete: list[str] = dataclasses.field(default_factory=list)
 
 
 _BATCH = 2000
-_VISIBLE = ("name", "parent_id", "population")
+# A change of these makes a new version of the territory; other columns are derived (path, search keys).
+_VERSIONED = ("name", "parent_id", "population", "siren", "postcodes")
 
 
 def _path_of(
@@ -344,6 +347,7 @@ async def import_referential(
     now = utcnow()
     inserts: list[dict[str, Any]] = []
     visible_changes: list[dict[str, Any]] = []
+    derived_changes: list[dict[str, Any]] = []
     words_of: dict[uuid.UUID, set[str]] = {}
     for row in planned:
         territory_id = ids[row.key]
@@ -366,9 +370,13 @@ async def import_referential(
                 | {"created_at": now, "updated_at": now}
             )
             report.created[row.kind.value] += 1
-        elif any(state[name] != value for name, value in wanted.items()):
+        elif any(state[name] != wanted[name] for name in _VERSIONED):
             visible_changes.append({"id": territory_id, **wanted, "updated_at": now})
             report.updated[row.kind.value] += 1
+        elif any(state[name] != value for name, value in wanted.items()):
+            derived_changes.append({"id": territory_id, **wanted})
+            report.unchanged[row.kind.value] += 1
+            continue
         else:
             report.unchanged[row.kind.value] += 1
             continue
@@ -388,7 +396,7 @@ async def import_referential(
         for s in states
         if s["id"] not in planned_ids and s["path"] != _path_of(s["id"], parents, paths)
     ]
-    report.moved = len(followers)
+    report.rewritten = len(derived_changes) + len(followers)
 
     if progress:
         progress.advance(sum(report.unchanged.values()))
@@ -400,6 +408,7 @@ async def import_referential(
         await repo.update_territories(session, visible_changes[start : start + _BATCH], bump=True)
         if progress:
             progress.advance(len(visible_changes[start : start + _BATCH]))
+    await repo.update_territories(session, derived_changes, bump=False)
     await repo.update_territories(session, followers, bump=False)
     await _write_words(session, words_of, by_id)
     await _import_aliases(session, planned_aliases, ids, report, progress)

@@ -273,6 +273,29 @@ async def test_a_changed_referential_updates_in_place(
     assert names(await client.get(BASE, params={"q": "villefranche saone", "kind": "commune"})) == []
 
 
+async def test_a_move_rewrites_the_subtree_without_new_versions(
+    session: AsyncSession, subset: referential.Snapshot
+) -> None:
+    await load(session, subset)
+    # Département 69 moved to Occitanie: new versions of the Rhône and of the Métropole de Lyon (which
+    # follows its communes' région), and of both régions (populations); their subtrees' paths follow, with
+    # their versions kept.
+    departements = {**subset.departements, "69": ("Rhône", "76")}
+    report = await load(session, dataclasses.replace(subset, departements=departements))
+    assert report.updated == {"departement": 1, "metropole": 1, "region": 2}
+    assert report.rewritten == 6  # two EPCI, two communes of the Rhône, two of the Métropole
+    occitanie = await by_code(session, "region", "76")
+    for kind, code in (
+        ("epci", "200040590"),
+        ("commune", "69264"),
+        ("commune", "69001"),
+        ("commune", "69123"),
+    ):
+        territory = await by_code(session, kind, code)
+        assert territory.path.startswith(occitanie.path)
+        assert territory.version == 1
+
+
 async def test_existing_territories_are_matched_by_kind_and_code(
     session: AsyncSession, subset: referential.Snapshot, make_territory: TerritoryMaker
 ) -> None:
@@ -286,7 +309,8 @@ async def test_existing_territories_are_matched_by_kind_and_code(
 
     report = await load(session, subset)
     assert report.updated == {"departement": 1, "region": 1}  # the Rhône, and Occitanie's population
-    assert report.moved == 2  # the EPCI (same code, another kind) and its commune followed the Rhône
+    # The EPCI made by hand (same code as the Métropole, another kind) and its commune followed the Rhône.
+    assert report.rewritten == 2
     rhone = await by_code(session, "departement", "69")
     assert (rhone.id, rhone.name, rhone.version) == (rhone_id, "Rhône", 2)
     assert rhone.path.startswith((await by_code(session, "region", "84")).path)
