@@ -18,7 +18,6 @@ package `@etalab/decoupage-administratif`) records the dataset's facts; `plan` d
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 from collections import Counter, defaultdict
@@ -122,9 +121,9 @@ def read(path: Path) -> Snapshot:
         raise SnapshotError(f"cannot read {path}: {exc}") from exc
 
 
-@functools.cache
 def shipped() -> Snapshot:
-    """The snapshot shipped in the package (read once per process)."""
+    """The snapshot shipped in the package. Not cached: `serve` loads the demo in the process that then
+    serves, which should not keep tens of megabytes of rows it no longer needs."""
     return read(SNAPSHOT_PATH)
 
 
