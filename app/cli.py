@@ -1,4 +1,4 @@
-"""The `cnfs-api` command: serve, migrate, seed-demo, create-key."""
+"""The `cnfs-api` command: serve, migrate, seed-demo, create-key, territories import."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import asyncio
 import json
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from alembic import command
 from alembic.config import Config
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from app.config import Settings
 from app.core.problems import AppError
 from app.startup import EXIT_CODE, StartupError, check_database, check_port, load_settings
+
+if TYPE_CHECKING:
+    from app.territories.service import ImportReport
 
 cli = typer.Typer(help="cnfs-api: the Conseillers numériques France Services backend.", no_args_is_help=True)
 console = Console()
@@ -119,6 +125,87 @@ def create_key(
         console.print(f"[red]cannot create the key:[/red] {getattr(exc, 'detail', None) or exc}")
         raise typer.Exit(2) from exc
     console.print(secret)
+
+
+territories_cli = typer.Typer(help="Territories: the official referential.", no_args_is_help=True)
+cli.add_typer(territories_cli, name="territories")
+
+
+class _Bar:
+    """The import's progress, on a rich progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = progress.add_task("importing", total=None)
+
+    def start(self, total: int) -> None:
+        self._progress.update(self._task, total=total)
+
+    def advance(self, done: int) -> None:
+        self._progress.advance(self._task, done)
+
+
+@territories_cli.command("import")
+def territories_import(
+    file: Annotated[
+        Path | None,
+        typer.Option(help="A referential snapshot (.json.gz); default: the one shipped with the service."),
+    ] = None,
+) -> None:
+    """Load the official referential (régions, départements, EPCI, métropoles, communes, former codes):
+    creates what is missing, updates what changed, never deletes; a re-run changes nothing."""
+    from app.territories import referential
+
+    settings = checked_settings(secret=False)
+    try:
+        snapshot = referential.read(file) if file else referential.shipped()
+    except referential.SnapshotError as exc:
+        console.print(f"[red]cannot import:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    meta = snapshot.meta
+    console.print(f"referential {meta.get('package')} {meta.get('version')} ({meta.get('licence')})")
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        report = asyncio.run(_import(settings, snapshot, _Bar(progress)))
+    _print_import(report, time.perf_counter() - started)
+
+
+async def _import(settings: Settings, snapshot: Any, bar: _Bar) -> ImportReport:
+    from app.db import make_engine, make_sessionmaker
+    from app.territories import service
+
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            report = await service.import_referential(session, snapshot, bar)
+            await session.commit()
+            return report
+    finally:
+        await engine.dispose()
+
+
+def _print_import(report: ImportReport, seconds: float) -> None:
+    table = Table("kind", "created", "updated", "unchanged")
+    for kind in ("region", "departement", "metropole", "epci", "commune"):
+        table.add_row(kind, str(report.created[kind]), str(report.updated[kind]), str(report.unchanged[kind]))
+    table.add_row(
+        "former codes",
+        str(report.aliases_created),
+        str(report.aliases_updated),
+        str(report.aliases_unchanged),
+    )
+    console.print(table)
+    if report.rewritten:
+        console.print(f"{report.rewritten} territories followed their ancestors' new paths")
+    if report.aliases_removed:
+        console.print(f"{report.aliases_removed} former codes name a territory again and were removed")
+    if report.obsolete:
+        console.print(
+            f"[yellow]{len(report.obsolete)} communes are stored under a former code[/yellow] (merged since; "
+            f"kept, delete them once nothing refers to them): {', '.join(report.obsolete[:20])}"
+        )
+    console.print(f"[green]imported in {seconds:.1f} s[/green]")
 
 
 @cli.command()

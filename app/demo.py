@@ -1,4 +1,5 @@
-"""Demo data: real territories and the programme's launch figures (France Relance, Lyon and the Rhône)."""
+"""Demo data: the official territorial referential and the programme's launch figures (France Relance, Lyon
+and the Rhône)."""
 
 from __future__ import annotations
 
@@ -15,35 +16,33 @@ from app.api_keys.schemas import ApiKeyCreate
 from app.config import Settings
 from app.core.auth import Role
 from app.db import make_engine, make_sessionmaker
+from app.territories import referential
 from app.territories import service as territories
 from app.territories.codes import TerritoryKind
 from app.territories.models import Territory
-from app.territories.schemas import TerritoryCreate
 
-# (kind, code, name, parent (kind, code)). Official codes; the Métropole de Lyon is a collectivité with
-# département powers, distinct from the département du Rhône, so it hangs off the région.
-TERRITORIES: list[tuple[str, str, str, tuple[str, str] | None]] = [
-    ("region", "84", "Auvergne-Rhône-Alpes", None),
-    ("region", "76", "Occitanie", None),
-    ("departement", "69", "Rhône", ("region", "84")),
-    ("departement", "31", "Haute-Garonne", ("region", "76")),
-    ("metropole", "200046977", "Métropole de Lyon", ("region", "84")),
-    ("metropole", "243100518", "Toulouse Métropole", ("departement", "31")),
-    ("commune", "69123", "Lyon", ("metropole", "200046977")),
-    ("commune", "69266", "Villeurbanne", ("metropole", "200046977")),
-    ("commune", "69264", "Villefranche-sur-Saône", ("departement", "69")),
-    ("commune", "31555", "Toulouse", ("metropole", "243100518")),
+# The territories the demo's agreements and keys refer to.
+DEMO_TERRITORIES: list[tuple[str, str]] = [
+    ("region", "84"),
+    ("region", "76"),
+    ("departement", "69"),
+    ("departement", "31"),
+    ("metropole", "200046977"),
+    ("metropole", "243100518"),
+    ("commune", "69123"),
+    ("commune", "31555"),
 ]
 
 
-async def load_territories(session: AsyncSession) -> dict[tuple[str, str], Territory]:
+async def load_territories(
+    session: AsyncSession, snapshot: referential.Snapshot | None = None
+) -> dict[tuple[str, str], Territory]:
+    """Imports the official referential (the whole shipped one by default: 6 s on SQLite, see the README) and
+    returns the territories the demo refers to."""
+    await territories.import_referential(session, snapshot or referential.shipped())
     by_code: dict[tuple[str, str], Territory] = {}
-    for kind, code, name, parent in TERRITORIES:
-        parent_id = by_code[parent].id if parent else None
-        territory = await territories.create(
-            session, TerritoryCreate(kind=TerritoryKind(kind), code=code, name=name, parent_id=parent_id)
-        )
-        by_code[(kind, code)] = territory
+    for kind, code in DEMO_TERRITORIES:
+        by_code[(kind, code)] = await territories.get_by_code(session, TerritoryKind(kind), code)
     return by_code
 
 
@@ -65,7 +64,11 @@ async def seed(settings: Settings) -> dict[str, Any]:
             count = (await session.execute(select(func.count()).select_from(Territory))).scalar_one()
             if count == 0:
                 by_code = await load_territories(session)
-                summaries = [f"{len(by_code)} territories", await agreements_demo.load(session, by_code)]
+                count = (await session.execute(select(func.count()).select_from(Territory))).scalar_one()
+                summaries = [
+                    f"{count} territories (the official referential)",
+                    await agreements_demo.load(session, by_code),
+                ]
                 result["loaded"] = True
                 result["summary"] = ", ".join(summaries)
                 if not await api_keys_repo.any_admin(session):

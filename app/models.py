@@ -5,7 +5,7 @@ from app.api_keys.models import ApiKey, api_key_territories
 from app.core.idempotency import IdempotencyRecord
 from app.db import Base
 from app.programmes.models import Programme
-from app.territories.models import Territory
+from app.territories.models import Territory, TerritoryAlias, TerritoryWord
 
 metadata = Base.metadata
 
@@ -16,6 +16,8 @@ __all__ = [
     "IdempotencyRecord",
     "Programme",
     "Territory",
+    "TerritoryAlias",
+    "TerritoryWord",
     "api_key_territories",
     "metadata",
 ]

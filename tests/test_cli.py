@@ -17,7 +17,11 @@ from app.cli import cli
 from app.config import get_settings
 from app.db import make_engine, make_sessionmaker
 from app.programmes.models import Programme
+from app.territories import referential
 from app.territories.models import Territory
+
+# 18 régions, 101 départements, 22 métropoles, 1 233 EPCI and 34 875 communes.
+REFERENTIAL_TERRITORIES = 36_249
 
 runner = CliRunner()
 
@@ -57,7 +61,8 @@ def test_migrate_seed_and_create_key(cli_database: str) -> None:
         "demo manager, Métropole de Lyon",
         "demo viewer, Rhône",
     ]
-    assert _count(cli_database, Territory) == 10
+    # The whole official referential (the one full import of the test run).
+    assert _count(cli_database, Territory) == REFERENTIAL_TERRITORIES
     assert _count(cli_database, Programme) == 1
     assert _count(cli_database, ApiKey) == 3
 
@@ -65,7 +70,14 @@ def test_migrate_seed_and_create_key(cli_database: str) -> None:
     assert again.exit_code == 0
     assert "nothing loaded" in again.output
     assert "cnfs_" not in again.output
-    assert _count(cli_database, Territory) == 10
+    assert _count(cli_database, Territory) == REFERENTIAL_TERRITORIES
+
+    # Importing the referential again changes nothing.
+    imported = runner.invoke(cli, ["territories", "import", "--file", str(referential.SNAPSHOT_PATH)])
+    assert imported.exit_code == 0, imported.output
+    assert re.search(r"commune\s+│\s+0\s+│\s+0\s+│\s+34875", imported.output), imported.output
+    assert re.search(r"former codes\s+│\s+0\s+│\s+0\s+│\s+4285", imported.output), imported.output
+    assert _count(cli_database, Territory) == REFERENTIAL_TERRITORIES
 
     made = runner.invoke(cli, ["create-key", "--name", "ops", "--role", "admin"])
     assert made.exit_code == 0, made.output
@@ -94,6 +106,17 @@ def test_create_key_refuses_bad_input_without_a_traceback(cli_database: str) -> 
     assert "no territory" in unknown.output
     assert "Traceback" not in no_scope.output + unknown.output
     assert _count(cli_database, ApiKey) == 0
+
+
+def test_import_refuses_a_file_that_is_not_a_snapshot(cli_database: str, tmp_path: Path) -> None:
+    assert runner.invoke(cli, ["migrate"]).exit_code == 0
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(b"not gzip")
+    refused = runner.invoke(cli, ["territories", "import", "--file", str(bad)])
+    assert refused.exit_code == 2
+    assert "cannot import" in refused.output
+    assert "Traceback" not in refused.output
+    assert _count(cli_database, Territory) == 0
 
 
 def test_migrate_down_and_up(cli_database: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from app.cli import alembic_config
@@ -65,5 +65,40 @@ def test_upgrade_check_downgrade_upgrade() -> None:
         assert _tables(url) <= {"alembic_version"}
         command.upgrade(config, "head")
         assert set(metadata.tables) <= _tables(url)
+    finally:
+        cleanup()  # type: ignore[operator]
+
+
+def _run_sql(url: str, statement: str) -> list[tuple[object, ...]]:
+    async def run() -> list[tuple[object, ...]]:
+        engine = make_engine(url)
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement))
+            rows = [tuple(row) for row in result.all()] if result.returns_rows else []
+        await engine.dispose()
+        return rows
+
+    return asyncio.run(run())
+
+
+def test_0003_makes_existing_territories_searchable() -> None:
+    url, cleanup = _fresh_database()
+    try:
+        config = alembic_config(url)
+        command.upgrade(config, "0002")
+        ident = "0190aaaa-0000-7000-8000-000000000001"
+        stored = ident if IS_POSTGRES else ident.replace("-", "")
+        _run_sql(
+            url,
+            "INSERT INTO territories (id, kind, code, name, name_sort, path, created_at, updated_at, version)"
+            f" VALUES ('{stored}', 'commune', '2A004', 'Ajaccio-Vieux l''Île', 'x', '/{ident}/',"
+            " '2026-01-01', '2026-01-01', 1)",
+        )
+        command.upgrade(config, "0003")
+        assert _run_sql(url, "SELECT search_name FROM territories") == [("ajaccio vieux l ile",)]
+        tokens = _run_sql(url, "SELECT token FROM territory_words ORDER BY token")
+        assert [t for (t,) in tokens] == ["2a004", "ajaccio", "ile", "l", "vieux"]
+        command.downgrade(config, "0002")
+        assert "territory_words" not in _tables(url)
     finally:
         cleanup()  # type: ignore[operator]

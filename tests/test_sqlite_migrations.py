@@ -25,9 +25,9 @@ def test_a_batch_rebuild_keeps_the_rows_that_refer_to_the_table() -> None:
             async with engine.begin() as conn:
                 await conn.execute(
                     text(
-                        "INSERT INTO territories (id, kind, code, name, name_sort, path, created_at,"
-                        " updated_at, version) VALUES ('00000000000000000000000000000001', 'region', '84',"
-                        " 'ARA', 'ara', '/x/', '2026-01-01', '2026-01-01', 1)"
+                        "INSERT INTO territories (id, kind, code, name, name_sort, search_name, path,"
+                        " created_at, updated_at, version) VALUES ('00000000000000000000000000000001',"
+                        " 'region', '84', 'ARA', 'ara', 'ara', '/x/', '2026-01-01', '2026-01-01', 1)"
                     )
                 )
                 await conn.execute(

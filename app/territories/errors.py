@@ -24,3 +24,22 @@ class InvalidParent(AppError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, errors=[FieldError(pointer="/parent_id", detail=detail)])
+
+
+class UnknownCommune(AppError):
+    """No current commune has this INSEE code, nor had it formerly (codes of merged, delegated or associated
+    communes and of municipal arrondissements still designate their commune)."""
+
+    status, code, title = 422, "unknown_commune", "Unknown commune"
+
+    def __init__(self, pointer: str, detail: str) -> None:
+        super().__init__(detail, errors=[FieldError(pointer=pointer, detail=detail)])
+
+
+class PostcodeMismatch(AppError):
+    """The postcode is not one of the commune's (La Poste's list in the official referential)."""
+
+    status, code, title = 422, "postcode_mismatch", "Postcode mismatch"
+
+    def __init__(self, pointer: str, detail: str) -> None:
+        super().__init__(detail, errors=[FieldError(pointer=pointer, detail=detail)])

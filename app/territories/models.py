@@ -1,8 +1,10 @@
-"""Territory rows. `path` is a materialised path of ids ("/<root>/.../<self>/") for subtree queries."""
+"""Territory rows. `path` is a materialised path of ids ("/<root>/.../<self>/") for subtree queries; the word
+table serves the search, the alias table the former codes of communes."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -10,6 +12,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
 
 NAME_SORT_LENGTH = 200
+TOKEN_LENGTH = 64
+
+
+def _search_name_of_the_row(context: Any) -> str:
+    """For rows inserted without one (bulk inserts written before the search existed): from the name."""
+    from app.territories.search import search_name  # the search module reads this one's constants
+
+    return search_name(str(context.get_current_parameters()["name"]))
 
 
 class Territory(TimestampedMixin, VersionedMixin, Base):
@@ -33,3 +43,47 @@ class Territory(TimestampedMixin, VersionedMixin, Base):
     )
     path: Mapped[str] = mapped_column(String(400))
     population: Mapped[int | None] = mapped_column()
+    # The name's words, folded and joined by single spaces ("l isle d abeau"): the search ranks exact names
+    # and names that start with the query on it.
+    search_name: Mapped[str] = mapped_column(String(NAME_SORT_LENGTH), default=_search_name_of_the_row)
+    # Communes of the official referential: their SIREN and La Poste postcodes (space-separated). Searched,
+    # and checked by `check_commune`; not part of the API's territory shape.
+    siren: Mapped[str | None] = mapped_column(String(9))
+    postcodes: Mapped[str | None] = mapped_column(String(200))
+
+
+class TerritoryWord(Base):
+    """One searchable word of a territory: a word of its name, its code, its SIREN or one of its postcodes.
+
+    Word-by-word prefix search is a range scan of the (token) index on both databases."""
+
+    __tablename__ = "territory_words"
+    __table_args__ = (
+        Index(
+            "ix_territory_words_token",
+            "token",
+            "territory_id",
+            postgresql_ops={"token": "text_pattern_ops"},
+        ),
+    )
+
+    territory_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("territories.id", ondelete="CASCADE"), primary_key=True
+    )
+    token: Mapped[str] = mapped_column(String(TOKEN_LENGTH), primary_key=True)
+
+
+class TerritoryAlias(Base):
+    """A code that no longer names a territory of its own but still designates one: the former code of a
+    commune merged into another, of a delegated or associated commune, or of a municipal arrondissement of
+    Paris, Lyon or Marseille (`reason`)."""
+
+    __tablename__ = "territory_aliases"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    territory_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("territories.id", ondelete="CASCADE"), index=True
+    )
+    reason: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))

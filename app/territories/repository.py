@@ -7,20 +7,43 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, bindparam, case, exists, func, literal, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy import (
+    delete as sql_delete,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_sort, parse_uuid
 from app.core.paths import path_startswith
-from app.territories.models import Territory
+from app.territories import search
+from app.territories.models import Territory, TerritoryAlias, TerritoryWord
 from app.territories.schemas import TerritoryRead
 
-# What reads select: the read model's columns, plus (for lists) the sort key that cursors resume from.
+# What reads select: the read model's columns; lists add the columns that their cursors resume from.
 READ = ReadColumns(TerritoryRead, Territory.__table__)
+_CURSOR_COLUMNS = ("name_sort", "siren", "search_name")
 
 # One advisory lock serialises the writes that read or rewrite paths (PostgreSQL only: SQLite's
 # BEGIN IMMEDIATE already serialises every writer).
@@ -80,6 +103,16 @@ async def read_row_by_code(session: AsyncSession, kind: str, code: str) -> Any:
     return (await session.execute(_read_by_code(), {"kind": kind, "code": code})).first()
 
 
+async def read_row_by_alias(session: AsyncSession, kind: str, code: str) -> Any:
+    """The read columns of the territory a former code designates, or None."""
+    stmt = (
+        select(*READ.columns)
+        .join(TerritoryAlias, TerritoryAlias.territory_id == Territory.id)
+        .where(TerritoryAlias.kind == kind, TerritoryAlias.code == code)
+    )
+    return (await session.execute(stmt)).first()
+
+
 async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:
     if not ids:
         return []
@@ -92,7 +125,7 @@ def list_query(
     code: str | None = None,
     parent_id: uuid.UUID | None = None,
     within_path: str | None = None,
-    q_folded: str | None = None,
+    query: search.Query | None = None,
 ) -> Select[Territory]:
     stmt = select(Territory)
     if kind is not None:
@@ -103,16 +136,58 @@ def list_query(
         stmt = stmt.where(Territory.parent_id == parent_id)
     if within_path is not None:
         stmt = stmt.where(path_startswith(Territory.path, within_path))
-    if q_folded:
-        escaped = q_folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(Territory.name_sort.like(f"%{escaped}%", escape="\\"))
+    if query is not None:
+        stmt = stmt.where(matches(query))
     return stmt
 
 
-def relevance(q_folded: str) -> ColumnElement[int]:
-    """0 for names starting with the query, 1 otherwise (then communes rank by population)."""
-    escaped = q_folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return case((Territory.name_sort.like(f"{escaped}%", escape="\\"), literal(0)), else_=literal(1))
+def _starts_a_word(
+    word: TerritoryWord | type[TerritoryWord], prefixes: tuple[str, ...]
+) -> ColumnElement[bool]:
+    # Words hold only [a-z0-9]: no LIKE or GLOB wildcard can occur in a prefix.
+    return or_(*(path_startswith(word.token, prefix) for prefix in prefixes))
+
+
+def matches(query: search.Query) -> ColumnElement[bool]:
+    """Each word of the query starts one of the territory's words.
+
+    The likely rarest word drives the search through the (token) index; every other word is checked on
+    the candidates through the primary key (territory_id, token)."""
+    if query.empty:
+        return false()
+    driving, *others = query.by_selectivity()
+    condition: list[ColumnElement[bool]] = [
+        Territory.id.in_(select(TerritoryWord.territory_id).where(_starts_a_word(TerritoryWord, driving)))
+    ]
+    for alternatives in others:
+        word = aliased(TerritoryWord)
+        condition.append(
+            exists().where(word.territory_id == Territory.id, _starts_a_word(word, alternatives))
+        )
+    return and_(*condition)
+
+
+def match_quality(query: search.Query) -> ColumnElement[int]:
+    """The match quality of app.territories.search (CODE best, WORDS worst); the Python twin is
+    `search.Query.quality`. Names hold only [a-z0-9] and single spaces: no LIKE or GLOB wildcard occurs."""
+    whens: list[tuple[ColumnElement[bool], Any]] = []
+    if query.code is not None:
+        whens.append((or_(Territory.code == query.code, Territory.siren == query.code), literal(search.CODE)))
+    if query.phrases:
+        name = Territory.search_name
+        padded = literal(" ") + name + literal(" ")
+        whens += [
+            (name.in_(query.phrases), literal(search.NAME)),
+            (or_(*(path_startswith(name, p + " ") for p in query.phrases)), literal(search.NAME_START)),
+            (
+                and_(*(or_(*(padded.like(f"% {w} %") for w in words)) for words in query.alternatives)),
+                literal(search.WHOLE_WORDS),
+            ),
+            (or_(*(path_startswith(name, p) for p in query.phrases)), literal(search.NAME_PREFIX)),
+        ]
+    if not whens:
+        return literal(search.WORDS)
+    return case(*whens, else_=literal(search.WORDS))
 
 
 def population_key() -> ColumnElement[int]:
@@ -139,17 +214,18 @@ def sorted_by(sort: str | None) -> Ordering:
     )
 
 
-def by_relevance(q_folded: str) -> Ordering:
-    """Names that start with the query first, then the most populated, then by name and id."""
+def by_relevance(query: search.Query) -> Ordering:
+    """The best matches first (code, whole name, start of the name, words), then the most populated, then
+    by name and id: a total order, so that the cursor resumes exactly."""
 
     def row_values(t: Any) -> list[object]:
-        # The Python twin of `relevance` and `population_key`, for the row the cursor resumes after.
-        starts = 0 if t.name_sort.startswith(q_folded) else 1
-        return [starts, t.population if t.population is not None else -1, t.name_sort, t.id]
+        # The Python twin of `match_quality` and `population_key`, for the row the cursor resumes after.
+        quality = query.quality(t.code, t.siren, t.search_name)
+        return [quality, t.population if t.population is not None else -1, t.name_sort, t.id]
 
     return Ordering(
         keys=[
-            SortKey("relevance", relevance(q_folded)),
+            SortKey("relevance", match_quality(query)),
             SortKey("population", population_key(), desc=True),
             SortKey("name", Territory.name_sort),
             _ID_KEY,
@@ -167,13 +243,12 @@ async def list_page(
     code: str | None = None,
     parent_id: uuid.UUID | None = None,
     within_path: str | None = None,
-    q_folded: str | None = None,
+    query: search.Query | None = None,
 ) -> tuple[list[Any], str | None, int | None]:
-    """One page of territories as rows of `READ` and the name sort key (one query, and one more
-    for the total when asked)."""
+    """One page of territories as dicts of `READ` (one query, and one more for the total when asked)."""
     stmt = list_query(
-        kind=kind, code=code, parent_id=parent_id, within_path=within_path, q_folded=q_folded
-    ).with_only_columns(*READ.columns, Territory.name_sort)
+        kind=kind, code=code, parent_id=parent_id, within_path=within_path, query=query
+    ).with_only_columns(*READ.columns, *(Territory.__table__.c[name] for name in _CURSOR_COLUMNS))
     return await fetch_page(
         session,
         stmt,
@@ -181,7 +256,7 @@ async def list_page(
         page,
         row_values=ordering.row_values,
         scalars=False,
-        hidden=("name_sort",),
+        hidden=_CURSOR_COLUMNS,
     )
 
 
@@ -208,3 +283,120 @@ def add(session: AsyncSession, territory: Territory) -> None:
 
 async def delete(session: AsyncSession, territory: Territory) -> None:
     await session.delete(territory)
+
+
+# --- words and aliases ------------------------------------------------------------------------------
+
+
+async def replace_words(session: AsyncSession, territory_id: uuid.UUID, tokens: set[str]) -> None:
+    await session.execute(sql_delete(TerritoryWord).where(TerritoryWord.territory_id == territory_id))
+    if tokens:
+        await session.execute(
+            insert(TerritoryWord), [{"territory_id": territory_id, "token": t} for t in sorted(tokens)]
+        )
+
+
+async def get_by_alias(session: AsyncSession, kind: str, code: str) -> Territory | None:
+    stmt = (
+        select(Territory)
+        .join(TerritoryAlias, TerritoryAlias.territory_id == Territory.id)
+        .where(TerritoryAlias.kind == kind, TerritoryAlias.code == code)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+# --- bulk statements of the referential import -------------------------------------------------------
+
+_T = cast(Table, Territory.__table__)
+_W = cast(Table, TerritoryWord.__table__)
+_A = cast(Table, TerritoryAlias.__table__)
+STATE_COLUMNS = (
+    "id",
+    "kind",
+    "code",
+    "name",
+    "parent_id",
+    "path",
+    "population",
+    "siren",
+    "postcodes",
+    "search_name",
+    "name_sort",
+)
+
+
+async def all_territory_states(session: AsyncSession) -> list[dict[str, Any]]:
+    """Every territory's stored fields that the import compares (one query)."""
+    rows = await session.execute(select(*(_T.c[name] for name in STATE_COLUMNS)))
+    return [dict(row._mapping) for row in rows]
+
+
+async def all_aliases(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = await session.execute(select(_A))
+    return [dict(row._mapping) for row in rows]
+
+
+async def insert_territories(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(_T), rows)
+
+
+async def update_territories(session: AsyncSession, rows: list[dict[str, Any]], *, bump: bool) -> None:
+    """Rows of {"id", <columns>...} (the same columns in each); `bump` moves the version and updated_at,
+    for changes a client can see."""
+    if not rows:
+        return
+    columns = [name for name in rows[0] if name != "id"]
+    values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in columns}
+    if bump:
+        values["version"] = _T.c.version + 1
+    params = [{"v_id": row["id"], **{f"v_{name}": row[name] for name in columns}} for row in rows]
+    await session.execute(
+        update(_T)
+        .where(_T.c.id == bindparam("v_id"))
+        .values(values)
+        .execution_options(synchronize_session=False),
+        params,
+    )
+
+
+async def delete_words(session: AsyncSession, territory_ids: list[uuid.UUID]) -> None:
+    for start in range(0, len(territory_ids), 1000):
+        await session.execute(
+            sql_delete(_W).where(_W.c.territory_id.in_(territory_ids[start : start + 1000]))
+        )
+
+
+async def insert_words(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(_W), rows)
+
+
+async def upsert_aliases(
+    session: AsyncSession, created: list[dict[str, Any]], changed: list[dict[str, Any]]
+) -> None:
+    if created:
+        await session.execute(insert(_A), created)
+    if changed:
+        await session.execute(
+            update(_A)
+            .where(_A.c.kind == bindparam("v_kind"), _A.c.code == bindparam("v_code"))
+            .values(
+                territory_id=bindparam("v_territory_id"),
+                reason=bindparam("v_reason"),
+                name=bindparam("v_name"),
+            ),
+            [{f"v_{k}": v for k, v in row.items()} for row in changed],
+        )
+
+
+async def delete_aliases(session: AsyncSession, keys: list[tuple[str, str]]) -> None:
+    if keys:
+        await session.execute(sql_delete(_A).where(tuple_(_A.c.kind, _A.c.code).in_(keys)))
+
+
+async def refresh_statistics(session: AsyncSession) -> None:
+    """After a bulk load, PostgreSQL's planner needs fresh statistics to drive the search from the rarest word
+    (measured: 15 ms before, 1.3 ms after, for `st etienne`). SQLite already picks that plan without them."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("ANALYZE territories, territory_words, territory_aliases"))

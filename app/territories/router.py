@@ -25,9 +25,12 @@ router = APIRouter(prefix="/territories", tags=["territories"])
 @router.get(
     "",
     summary="List territories",
-    description="Public. `q` searches names (case- and accent-insensitive: `metropole` finds `Métropole`) "
-    "and ranks names that start with it first, then by population. `within` keeps one territory and its "
-    "whole subtree.",
+    description="Public. `q` searches word by word, in any order, each word the start of a word of the "
+    "name (case, accents, hyphens and apostrophes ignored; `st`/`ste` for saint/sainte), of the official "
+    "code, of the SIREN or of a postcode: `villefranche saone`, `st etienne`, `69123`, `69003`. Without "
+    "`sort`, the best matches come first (the code, the whole name, the first words of the name, whole "
+    "words, the start of the name, then other matches), then the most populated. `within` keeps one "
+    "territory and its whole subtree.",
     response_model=TerritoryPage,
     responses=problem_responses(401, 422),
 )
@@ -67,7 +70,10 @@ async def territories_list(
     "/{kind}/{code}",
     response_model=TerritoryRead,
     summary="Get a territory by its official code",
-    description="E.g. `/territories/departement/69` or `/territories/metropole/200046977`.",
+    description="E.g. `/territories/departement/69` or `/territories/metropole/200046977`. A former "
+    "commune code (a commune merged into another, a delegated or associated commune, a municipal "
+    "arrondissement of Paris, Lyon or Marseille) answers the current commune, with its own URL in "
+    "`Content-Location`.",
     responses=problem_responses(401, 404, 422),
 )
 async def territories_get_by_code(
@@ -76,7 +82,14 @@ async def territories_get_by_code(
     kind: TerritoryKind,
     code: Annotated[str, Path(max_length=16)],
 ) -> Response:
-    return object_response(request, await service.read_by_code(session, kind, code))
+    row = await service.read_by_code(session, kind, code)
+    response = object_response(request, row)
+    if row.code != code:
+        # A former code: the answer is the current commune, whose own URL is this one.
+        response.headers["Content-Location"] = str(
+            request.url_for("territories_get_by_code", kind=row.kind, code=row.code).path
+        )
+    return response
 
 
 @router.get(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,12 +16,28 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
-from app.db import new_id
+from app.db import new_id, utcnow
+from app.territories import referential, search
 from app.territories import repository as repo
 from app.territories.codes import RANK, TerritoryKind, code_error, fold
-from app.territories.errors import InvalidParent, TerritoryExists, TerritoryInUse
+from app.territories.errors import (
+    InvalidParent,
+    PostcodeMismatch,
+    TerritoryExists,
+    TerritoryInUse,
+    UnknownCommune,
+)
 from app.territories.models import NAME_SORT_LENGTH, Territory
 from app.territories.schemas import TerritoryCreate, TerritoryUpdate
+
+
+def _words(territory: Territory) -> set[str]:
+    return search.tokens(
+        code=territory.code,
+        name=territory.name,
+        siren=territory.siren,
+        postcodes=territory.postcodes.split() if territory.postcodes else None,
+    )
 
 
 def _name_sort(name: str) -> str:
@@ -57,15 +76,15 @@ async def list_territories(
     """A page of territories, public like each of them: (rows, next_cursor, total).
 
     `within` keeps a territory and its whole subtree (an unknown id is a 422 on the parameter). `q` matches
-    within folded names (case and accents ignored); without an explicit `sort`, names that start with it
-    come first, then the most populated (API.md, "Territories")."""
+    word by word (app.territories.search); without an explicit `sort`, the best matches come first, then
+    the most populated."""
     within_path = None
     if within is not None:
         within_path = await repo.path_of(session, within)
         if within_path is None:
             raise ValidationFailed("/query/within", "no territory with this id")
-    q_folded = fold(q) if q else None
-    ordering = repo.by_relevance(q_folded) if q_folded and sort is None else repo.sorted_by(sort)
+    query = search.parse(q) if q else None
+    ordering = repo.by_relevance(query) if query is not None and sort is None else repo.sorted_by(sort)
     return await repo.list_page(
         session,
         page,
@@ -74,7 +93,7 @@ async def list_territories(
         code=code,
         parent_id=parent_id,
         within_path=within_path,
-        q_folded=q_folded,
+        query=query,
     )
 
 
@@ -85,13 +104,68 @@ async def get_in_scope(
     return await repo.get(session, territory_id, principal)
 
 
-async def read_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Any:
-    """The read columns of the territory with this official code (404 if there is none)."""
+async def find_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Territory | None:
+    """The territory of this kind and code or, failing that, the one a former code designates (a commune
+    merged into another, a delegated commune, a municipal arrondissement: docs/api-changes.md)."""
     # A code that is not valid for the kind cannot exist: no query (and no odd bytes sent to the database).
-    row = None if code_error(kind, code) else await repo.read_row_by_code(session, kind.value, code)
+    if code_error(kind, code):
+        return None
+    territory = await repo.get_by_code(session, kind.value, code)
+    if territory is None:
+        territory = await repo.get_by_alias(session, kind.value, code)
+    return territory
+
+
+async def get_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Territory:
+    territory = await find_by_code(session, kind, code)
+    if territory is None:
+        raise NotFound(f"no {kind.value} with code {code}")
+    return territory
+
+
+async def read_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Any:
+    """The read columns of the territory with this official code, or of the one a former code designates
+    (its `code` then differs from the one asked for); 404 if there is none."""
+    if code_error(kind, code):
+        row = None
+    else:
+        row = await repo.read_row_by_code(session, kind.value, code)
+        if row is None:
+            row = await repo.read_row_by_alias(session, kind.value, code)
     if row is None:
         raise NotFound(f"no {kind.value} with code {code}")
     return row
+
+
+_POSTCODE = re.compile(r"\d{5}", re.ASCII)
+
+
+async def check_commune(
+    session: AsyncSession,
+    commune_code: str,
+    postcode: str | None = None,
+    *,
+    code_pointer: str = "/commune_code",
+    postcode_pointer: str = "/postcode",
+) -> Territory:
+    """The current commune that `commune_code` designates (a former code resolves to its commune), checked
+    against `postcode` when one is given; for other domains' bodies (a workshop venue...).
+
+    422 `unknown_commune` at `code_pointer`, 422 `postcode_mismatch` at `postcode_pointer`. A commune whose
+    postcodes are not known (one created through the API rather than imported) accepts any well-formed
+    postcode."""
+    commune = await find_by_code(session, TerritoryKind.commune, commune_code)
+    if commune is None:
+        raise UnknownCommune(code_pointer, f"no commune with INSEE code {commune_code!r}")
+    if postcode is None:
+        return commune
+    known = commune.postcodes.split() if commune.postcodes else None
+    if not _POSTCODE.fullmatch(postcode) or (known is not None and postcode not in known):
+        expected = f": expected one of {', '.join(known)}" if known else ""
+        raise PostcodeMismatch(
+            postcode_pointer, f"{postcode!r} is not a postcode of {commune.name} ({commune.code}){expected}"
+        )
+    return commune
 
 
 def _check_code(kind: TerritoryKind, code: str) -> None:
@@ -149,12 +223,14 @@ async def create(session: AsyncSession, data: TerritoryCreate) -> Territory:
         code=data.code,
         name=data.name,
         name_sort=_name_sort(data.name),
+        search_name=search.search_name(data.name),
         parent_id=parent.id if parent else None,
         path=(parent.path if parent else "/") + f"{territory_id}/",
         population=data.population,
     )
     async with _writing(session, data.kind, data.code, None):
         repo.add(session, territory)
+    await repo.replace_words(session, territory.id, _words(territory))
     return territory
 
 
@@ -183,6 +259,7 @@ async def update(session: AsyncSession, territory: Territory, patch: TerritoryUp
         if "name" in changes:
             territory.name = changes["name"]
             territory.name_sort = _name_sort(changes["name"])
+            territory.search_name = search.search_name(changes["name"])
         if "population" in changes:
             territory.population = changes["population"]
         if moving:
@@ -191,6 +268,8 @@ async def update(session: AsyncSession, territory: Territory, patch: TerritoryUp
             await repo.move_subtree(session, old_path, new_path)
             territory.parent_id = new_parent.id if new_parent else None
             territory.path = new_path
+    if "code" in changes or "name" in changes:
+        await repo.replace_words(session, territory.id, _words(territory))
     return territory
 
 
@@ -207,3 +286,206 @@ async def delete(session: AsyncSession, territory: Territory) -> None:
 async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:
     """The territories among `ids` that exist (for references in other domains' bodies)."""
     return await repo.get_many(session, ids)
+
+
+# --- the official referential -----------------------------------------------------------------------
+
+
+class ImportProgress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+
+@dataclasses.dataclass
+class ImportReport:
+    """What an import did: per kind, territories created, updated and unchanged; the same for former codes."""
+
+    created: Counter[str] = dataclasses.field(default_factory=Counter)
+    updated: Counter[str] = dataclasses.field(default_factory=Counter)
+    unchanged: Counter[str] = dataclasses.field(default_factory=Counter)
+    aliases_created: int = 0
+    aliases_updated: int = 0
+    aliases_unchanged: int = 0
+    aliases_removed: int = 0
+    # Territories whose path (or search keys) alone changed, as when an ancestor moves: rewritten without a
+    # new version, like the descendants of a territory moved through the API. Those outside the referential
+    # that followed a moved ancestor are among them.
+    rewritten: int = 0
+    # Communes still stored under a code that the referential now lists as former (merged since): kept,
+    # since other objects may refer to them; an operator reviews and deletes them.
+    obsolete: list[str] = dataclasses.field(default_factory=list)
+
+
+_BATCH = 2000
+# A change of these makes a new version of the territory; other columns are derived (path, search keys).
+_VERSIONED = ("name", "parent_id", "population", "siren", "postcodes")
+
+
+def _path_of(
+    territory_id: uuid.UUID, parents: dict[uuid.UUID, uuid.UUID | None], paths: dict[uuid.UUID, str]
+) -> str:
+    """The path as `create` and `update` build it: the parent's path, then the territory's own id."""
+    chain = []
+    current: uuid.UUID | None = territory_id
+    while current is not None and current not in paths:
+        chain.append(current)
+        current = parents.get(current)
+        if len(chain) > len(parents) + 1:
+            raise RuntimeError("the territories' parents form a cycle")
+    prefix = paths[current] if current is not None else "/"
+    for node in reversed(chain):
+        prefix = paths[node] = f"{prefix}{node}/"
+    return paths[territory_id]
+
+
+async def import_referential(
+    session: AsyncSession, snapshot: referential.Snapshot, progress: ImportProgress | None = None
+) -> ImportReport:
+    """Loads the referential into the territories, idempotently by (kind, code): new ones are created,
+    changed ones updated (their version moves), others left alone; nothing is deleted. Former codes of
+    communes become aliases. Bulk statements in the caller's transaction (flushes, never commits)."""
+    planned, planned_aliases = referential.plan(snapshot)
+    total = len(planned) + len(planned_aliases)
+    if progress:
+        progress.start(total)
+    await repo.lock_tree(session)
+    await session.flush()
+    report = ImportReport()
+    states = await repo.all_territory_states(session)
+    by_key = {(s["kind"], s["code"]): s for s in states}
+    by_id = {s["id"]: s for s in states}
+
+    ids: dict[referential.Key, uuid.UUID] = {}
+    for row in planned:
+        state = by_key.get(row.key)
+        ids[row.key] = state["id"] if state else new_id()
+    parents: dict[uuid.UUID, uuid.UUID | None] = {s["id"]: s["parent_id"] for s in states}
+    for row in planned:
+        parents[ids[row.key]] = ids[row.parent] if row.parent else None
+    paths: dict[uuid.UUID, str] = {}
+
+    now = utcnow()
+    inserts: list[dict[str, Any]] = []
+    visible_changes: list[dict[str, Any]] = []
+    derived_changes: list[dict[str, Any]] = []
+    words_of: dict[uuid.UUID, set[str]] = {}
+    for row in planned:
+        territory_id = ids[row.key]
+        keys = search.name_keys(row.name)
+        wanted = {
+            "name": row.name,
+            "parent_id": parents[territory_id],
+            "population": row.population,
+            "path": _path_of(territory_id, parents, paths),
+            "siren": row.siren,
+            "postcodes": " ".join(row.postcodes) or None,
+            "search_name": keys.search_name,
+            "name_sort": keys.name_sort,
+        }
+        state = by_id.get(territory_id)
+        if state is None:
+            inserts.append(
+                {"id": territory_id, "kind": row.kind.value, "code": row.code, "version": 1}
+                | wanted
+                | {"created_at": now, "updated_at": now}
+            )
+            report.created[row.kind.value] += 1
+        elif any(state[name] != wanted[name] for name in _VERSIONED):
+            visible_changes.append({"id": territory_id, **wanted, "updated_at": now})
+            report.updated[row.kind.value] += 1
+        elif any(state[name] != value for name, value in wanted.items()):
+            derived_changes.append({"id": territory_id, **wanted})
+            report.unchanged[row.kind.value] += 1
+            continue
+        else:
+            report.unchanged[row.kind.value] += 1
+            continue
+        if state is None or any(state[n] != wanted[n] for n in ("name", "siren", "postcodes")):
+            words_of[territory_id] = search.tokens(
+                code=row.code,
+                name=row.name,
+                siren=row.siren,
+                postcodes=list(row.postcodes),
+                name_words=keys.words,
+            )
+
+    # Territories outside the referential follow their ancestors' paths, as a move would make them.
+    planned_ids = set(ids.values())
+    followers = [
+        {"id": s["id"], "path": _path_of(s["id"], parents, paths)}
+        for s in states
+        if s["id"] not in planned_ids and s["path"] != _path_of(s["id"], parents, paths)
+    ]
+    report.rewritten = len(derived_changes) + len(followers)
+
+    if progress:
+        progress.advance(sum(report.unchanged.values()))
+    for start in range(0, len(inserts), _BATCH):
+        await repo.insert_territories(session, inserts[start : start + _BATCH])
+        if progress:
+            progress.advance(len(inserts[start : start + _BATCH]))
+    for start in range(0, len(visible_changes), _BATCH):
+        await repo.update_territories(session, visible_changes[start : start + _BATCH], bump=True)
+        if progress:
+            progress.advance(len(visible_changes[start : start + _BATCH]))
+    await repo.update_territories(session, derived_changes, bump=False)
+    await repo.update_territories(session, followers, bump=False)
+    await _write_words(session, words_of, by_id)
+    await _import_aliases(session, planned_aliases, ids, report, progress)
+    report.obsolete = sorted(
+        code
+        for kind, code in by_key
+        if kind == "commune" and code in snapshot.aliases and code not in snapshot.communes
+    )
+    if inserts or visible_changes:
+        await repo.refresh_statistics(session)
+    # The ORM's copies of rows written above (versions, paths) are stale now.
+    session.expire_all()
+    return report
+
+
+async def _write_words(
+    session: AsyncSession, words_of: dict[uuid.UUID, set[str]], existing: dict[uuid.UUID, Any]
+) -> None:
+    await repo.delete_words(session, [tid for tid in words_of if tid in existing])
+    rows = [
+        {"territory_id": tid, "token": token} for tid, tokens in words_of.items() for token in sorted(tokens)
+    ]
+    for start in range(0, len(rows), _BATCH * 5):
+        await repo.insert_words(session, rows[start : start + _BATCH * 5])
+
+
+async def _import_aliases(
+    session: AsyncSession,
+    planned: list[referential.PlannedAlias],
+    ids: dict[referential.Key, uuid.UUID],
+    report: ImportReport,
+    progress: ImportProgress | None,
+) -> None:
+    stored = {(a["kind"], a["code"]): a for a in await repo.all_aliases(session)}
+    created: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    for alias in planned:
+        row = {
+            "kind": alias.kind.value,
+            "code": alias.code,
+            "territory_id": ids[alias.target],
+            "reason": alias.reason,
+            "name": alias.name,
+        }
+        old = stored.get((alias.kind.value, alias.code))
+        if old is None:
+            created.append(row)
+        elif old != row:
+            changed.append(row)
+        else:
+            report.aliases_unchanged += 1
+    await repo.upsert_aliases(session, created, changed)
+    report.aliases_created, report.aliases_updated = len(created), len(changed)
+    # A code that names a territory of its own again is no longer an alias.
+    current = [key for key in stored if key in ids]
+    await repo.delete_aliases(session, current)
+    report.aliases_removed = len(current)
+    if progress:
+        progress.advance(len(planned))

@@ -155,7 +155,19 @@ async def test_list_auth(client: httpx.AsyncClient, tree: Tree, make_key: KeyMak
         ("sur-sa", ["Villefranche-sur-Saône"]),
         ("garonne", ["Haute-Garonne"]),
         ("  LYON ", ["Lyon", "Métropole de Lyon"]),
-        ("haute garonne", []),
+        # Word by word, in any order, each word a prefix; hyphens and apostrophes are spaces.
+        ("haute garonne", ["Haute-Garonne"]),
+        ("garonne haute", ["Haute-Garonne"]),
+        ("villefranche saone", ["Villefranche-sur-Saône"]),
+        ("vill sa", ["Villefranche-sur-Saône"]),
+        ("lyon metro", ["Métropole de Lyon"]),
+        # Words are matched from their start, not inside.
+        ("ranche", []),
+        # Official codes and SIREN.
+        ("69123", ["Lyon"]),
+        ("200046977", ["Métropole de Lyon"]),
+        ("6912", ["Lyon"]),
+        ("84", ["Auvergne-Rhône-Alpes"]),
         ("rhone", ["Auvergne-Rhône-Alpes", "Rhône"]),
         ("%", []),
         ("_", []),
@@ -169,7 +181,7 @@ async def test_q_is_case_and_accent_insensitive(
     assert sorted(names(await listing(client, q=q))) == sorted(expected)
 
 
-async def test_q_ranks_prefix_matches_first_then_by_population(
+async def test_q_ranks_match_quality_first_then_population(
     client: httpx.AsyncClient, tree: Tree, make_territory: TerritoryMaker
 ) -> None:
     await make_territory("commune", "69019", "Belleville-en-Beaujolais", tree.rhone, 13_000)
@@ -178,19 +190,23 @@ async def test_q_ranks_prefix_matches_first_then_by_population(
         "commune", "69244", "Villeneuve", tree.rhone
     )  # no population known: last of its group
     await make_territory("commune", "69256", "Vaulx-en-Velin", tree.lyon_metro, 52_000)
+    await make_territory("commune", "01244", "Lyons", tree.rhone, 9_000_000)
+    await make_territory("commune", "01245", "Bron-Ville", tree.lyon_metro, 42_000)
 
     ranked = await listing(client, q="ville")
     assert names(ranked) == [
-        "Villeurbanne",  # starts with "ville", 150 000
-        "Villefranche-sur-Saône",  # starts with "ville", 36 000
-        "Villeneuve",  # starts with "ville", unknown
-        "Belleville-en-Beaujolais",  # contains it, 13 000
+        "Bron-Ville",  # "ville" is a whole word of the name
+        "Villeurbanne",  # the name starts with "ville", 150 000
+        "Villefranche-sur-Saône",  # the name starts with "ville", 36 000
+        "Villeneuve",  # the name starts with "ville", unknown population
     ]
-    # A bigger population does not beat a prefix match.
-    assert names(await listing(client, q="lyon")) == ["Lyon", "Métropole de Lyon"]
+    # The whole name, then whole words, then the start of a name, whatever the populations.
+    assert names(await listing(client, q="lyon")) == ["Lyon", "Métropole de Lyon", "Lyons"]
+    # A code before a name.
+    assert names(await listing(client, q="01244")) == ["Lyons"]
     # An explicit sort replaces the ranking.
     assert names(await listing(client, q="ville", sort="name")) == [
-        "Belleville-en-Beaujolais",
+        "Bron-Ville",
         "Villefranche-sur-Saône",
         "Villeneuve",
         "Villeurbanne",
