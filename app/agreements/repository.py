@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import date
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
 from app.core.auth import Principal
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
+from app.positions.models import Assignment, Position, covers
 from app.territories.models import Territory
 
 _ID_KEY = SortKey("id", Agreement.id, parse=parse_uuid)
@@ -123,3 +126,31 @@ async def get_amendment(
 ) -> Amendment | None:
     stmt = select(Amendment).where(Amendment.id == amendment_id, Amendment.agreement_id == agreement_id)
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def position_counts(
+    session: AsyncSession, agreement_ids: Sequence[uuid.UUID], day: date
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """(open, occupied) positions per agreement that has open positions, in one query."""
+    if not agreement_ids:
+        return {}
+    covered = exists().where(Assignment.position_id == Position.id, covers(day))
+    stmt = (
+        select(Position.agreement_id, func.count(), func.sum(case((covered, 1), else_=0)))
+        .where(Position.agreement_id.in_(list(agreement_ids)), Position.closed_on.is_(None))
+        .group_by(Position.agreement_id)
+    )
+    return {row[0]: (int(row[1]), int(row[2] or 0)) for row in await session.execute(stmt)}
+
+
+async def lock_open_positions(session: AsyncSession, agreement_id: uuid.UUID) -> list[Position]:
+    """The agreement's open positions, locked (after the agreement, before any counsellor: the shared lock
+    order), in id order."""
+    stmt = (
+        select(Position)
+        .where(Position.agreement_id == agreement_id, Position.closed_on.is_(None))
+        .order_by(Position.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(stmt)).scalars())
