@@ -108,9 +108,9 @@ class BulkItem(CounsellorUpsert):
 
 
 class BulkRequest(InputModel):
-    # Items are JSON objects checked one by one, so that one bad item is a 422 in its own result rather
-    # than a 422 for the whole request.
-    items: list[dict[str, Any]] = Field(
+    # Items are checked one by one, so that one bad item (even one that is not an object) is a 422 in its
+    # own result rather than a 422 for the whole request.
+    items: list[Any] = Field(
         min_length=1,
         max_length=MAX_BULK_ITEMS,
         description=f"1 to {MAX_BULK_ITEMS} counsellors, each shaped like `BulkItem`.",

@@ -49,6 +49,7 @@ from app.counsellors.schemas import (
 from app.db import new_id, utcnow
 from app.positions.models import Assignment, today
 from app.territories import service as territories
+from app.territories.schemas import printable
 
 RESOURCE = "counsellors"
 PERSONAL_READERS = (Role.admin, Role.territory_manager)
@@ -340,6 +341,17 @@ def _problem(error: AppError) -> BulkProblem:
     )
 
 
+def _ref_of(raw: Any) -> str | None:
+    """The item's external_ref, echoed in its result when it is a well-formed one."""
+    ref = raw.get("external_ref") if isinstance(raw, dict) else None
+    if not isinstance(ref, str) or not 1 <= len(ref) <= 64:
+        return None
+    try:
+        return printable(ref)
+    except ValueError:
+        return None
+
+
 def _failed(index: int, ref: Any, error: AppError) -> BulkResult:
     return BulkResult(
         index=index,
@@ -380,7 +392,7 @@ NOT_APPLIED = 424
 
 
 async def bulk_upsert(
-    session: AsyncSession, raw_items: Sequence[dict[str, Any]], principal: Principal, *, atomic: bool
+    session: AsyncSession, raw_items: Sequence[Any], principal: Principal, *, atomic: bool
 ) -> list[BulkResult]:
     """Upserts up to 1 000 counsellors keyed by (employer, external_ref); one result per item, in order.
 
@@ -399,10 +411,10 @@ async def bulk_upsert(
             item = BulkItem.model_validate(raw)
             territory_id = _employer(item.territory_id, principal, f"/items/{index}/territory_id")
         except ValidationError as exc:
-            results[index] = _failed(index, raw.get("external_ref"), _invalid(index, exc))
+            results[index] = _failed(index, _ref_of(raw), _invalid(index, exc))
             continue
         except AppError as error:
-            results[index] = _failed(index, raw.get("external_ref"), error)
+            results[index] = _failed(index, _ref_of(raw), error)
             continue
         key = (territory_id, item.external_ref)
         if key in seen:
