@@ -315,7 +315,7 @@ async def upsert_by_ref(
                 repo.add(session, counsellor)
                 await session.flush()
         except IntegrityError:
-            session.expunge(counsellor)
+            # Another sync created it meanwhile (the savepoint's rollback dropped our row): update theirs.
             existing = await repo.get_by_ref(session, territory_id, external_ref, for_update=True)
             if existing is None:
                 raise
