@@ -23,7 +23,7 @@ from app.counsellors.models import Counsellor
 from app.positions.models import Assignment, Position
 from tests.agreements.helpers import World, amend, committed_world, create_programme, create_signed
 from tests.helpers import assert_problem
-from tests.positions.helpers import COUNSELLORS, PERSON, POSITIONS, post_assignment, post_position
+from tests.positions.helpers import COUNSELLORS, PERSON, post_assignment, post_position
 
 WRITERS = 6
 
@@ -155,7 +155,8 @@ async def test_a_termination_racing_an_assignment(world: World) -> None:
         ),
     )
     # Either the assignment came first (and the termination is refused), or the termination did (and the
-    # position is closed when the assignment looks at it): never an occupied position on a terminated agreement.
+    # position is closed when the assignment looks at it): never an occupied position on a terminated
+    # agreement.
     if assignment.status_code == 201:
         assert_problem(termination, 409, "agreement_has_occupied_positions")
     else:
