@@ -137,19 +137,30 @@ async def territories_in_scope(
     return set((await session.execute(stmt)).scalars())
 
 
+_ROW_COLUMNS = ("id", "territory_id", "external_ref", "version", *SYNCED)
+
+
 async def rows_by_ref(
     session: AsyncSession, territory_ids: Iterable[uuid.UUID], refs: Iterable[str]
 ) -> dict[tuple[uuid.UUID, str], dict[str, Any]]:
     """The existing counsellors among these (territory, external_ref) pairs (a superset is read, then
-    filtered by the caller), locked until the transaction ends."""
-    columns = [TABLE.c.id, TABLE.c.territory_id, TABLE.c.external_ref, TABLE.c.version, TABLE.c.anonymized_at]
-    columns += [TABLE.c[name] for name in SYNCED]
-    stmt = (
-        select(*columns)
-        .where(TABLE.c.territory_id.in_(list(territory_ids)), TABLE.c.external_ref.in_(list(refs)))
-        .with_for_update()
+    filtered by the caller), without a lock: a replay that changes nothing stays a pure read."""
+    stmt = select(*(TABLE.c[name] for name in _ROW_COLUMNS)).where(
+        TABLE.c.territory_id.in_(list(territory_ids)), TABLE.c.external_ref.in_(list(refs))
     )
     return {(row.territory_id, row.external_ref): dict(row._mapping) for row in await session.execute(stmt)}
+
+
+async def lock_rows(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """These counsellors, locked until the transaction ends and read again (their latest committed state),
+    in id order."""
+    stmt = (
+        select(*(TABLE.c[name] for name in _ROW_COLUMNS))
+        .where(TABLE.c.id.in_(list(ids)))
+        .order_by(TABLE.c.id)
+        .with_for_update()
+    )
+    return {row.id: dict(row._mapping) for row in await session.execute(stmt)}
 
 
 async def insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[uuid.UUID]:

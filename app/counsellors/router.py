@@ -255,7 +255,8 @@ async def counsellors_bulk(
 ) -> Response:
     async def produce() -> Response:
         results = await service.bulk_upsert(session, body.items, principal, atomic=atomic)
-        payload = {"items": [r.model_dump(mode="json") for r in results]}
-        return Response(content=orjson.dumps(payload), status_code=207, media_type="application/json")
+        return Response(
+            content=orjson.dumps({"items": results}), status_code=207, media_type="application/json"
+        )
 
     return await idem.run(produce)

@@ -36,8 +36,6 @@ from app.counsellors.errors import BulkRejected, CounsellorAnonymized, Counsello
 from app.counsellors.models import Counsellor
 from app.counsellors.schemas import (
     BulkItem,
-    BulkProblem,
-    BulkResult,
     CounsellorCreate,
     CounsellorCurrentAssignment,
     CounsellorFields,
@@ -330,15 +328,33 @@ async def upsert_by_ref(
     return existing, False
 
 
-def _problem(error: AppError) -> BulkProblem:
-    return BulkProblem(
-        type=PROBLEM_BASE + error.code,
-        title=error.title,
-        status=error.status,
-        detail=error.detail or error.title,
-        code=error.code,
-        errors=[e.model_dump() for e in error.errors] if error.errors else None,
-    )
+# Bulk results are plain dicts shaped like `BulkResult` (a thousand models per request would cost more
+# than the database work).
+Result = dict[str, Any]
+
+
+def _problem(error: AppError) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_BASE + error.code,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail or error.title,
+        "code": error.code,
+        "errors": [e.model_dump() for e in error.errors] if error.errors else None,
+    }
+
+
+def _result(
+    index: int, ref: str | None, status: int, id: uuid.UUID | None = None, version: int | None = None
+) -> Result:
+    return {
+        "index": index,
+        "external_ref": ref,
+        "status": status,
+        "id": str(id) if id else None,
+        "version": version,
+        "problem": None,
+    }
 
 
 def _ref_of(raw: Any) -> str | None:
@@ -352,15 +368,10 @@ def _ref_of(raw: Any) -> str | None:
         return None
 
 
-def _failed(index: int, ref: Any, error: AppError) -> BulkResult:
-    return BulkResult(
-        index=index,
-        external_ref=ref if isinstance(ref, str) else None,
-        status=error.status,
-        id=None,
-        version=None,
-        problem=_problem(error),
-    )
+def _failed(index: int, ref: str | None, error: AppError) -> Result:
+    result = _result(index, ref, error.status)
+    result["problem"] = _problem(error)
+    return result
 
 
 def _invalid(index: int, exc: ValidationError) -> AppError:
@@ -393,17 +404,18 @@ NOT_APPLIED = 424
 
 async def bulk_upsert(
     session: AsyncSession, raw_items: Sequence[Any], principal: Principal, *, atomic: bool
-) -> list[BulkResult]:
+) -> list[Result]:
     """Upserts up to 1 000 counsellors keyed by (employer, external_ref); one result per item, in order.
 
     Every check that can refuse an item runs before any write (validation, the employer, duplicates in the
     request, the caller's scope), and the writes cannot fail per item: new rows go in one
     `INSERT ... ON CONFLICT DO NOTHING` (a row another transaction created meanwhile is updated instead),
-    changed rows in one executemany UPDATE, under row locks taken by one SELECT ... FOR UPDATE. So the
-    items are independent without a savepoint each, and the request costs a constant number of statements.
+    changed rows in one executemany UPDATE, under row locks (one SELECT ... FOR UPDATE of the rows that
+    differ, read again before writing). So the items are independent without a savepoint each, and the
+    request costs a constant number of statements.
     With `atomic`, any refused item refuses the whole request (422 `bulk_rejected`) before anything is
     written."""
-    results: list[BulkResult | None] = [None] * len(raw_items)
+    results: list[Result | None] = [None] * len(raw_items)
     prepared: list[_Prepared] = []
     seen: set[tuple[uuid.UUID, str]] = set()
     for index, raw in enumerate(raw_items):
@@ -442,23 +454,18 @@ async def bulk_upsert(
             )
     if atomic and len(ready) < len(raw_items):
         for p in ready:
-            results[p.index] = BulkResult(
-                index=p.index,
-                external_ref=p.item.external_ref,
-                status=NOT_APPLIED,
-                id=None,
-                version=None,
-                problem=None,
-            )
+            results[p.index] = _result(p.index, p.item.external_ref, NOT_APPLIED)
         raise BulkRejected(
             "at least one item was refused, so none was applied; see `items`",
-            extra={"items": [r.model_dump(mode="json") for r in results if r is not None]},
+            extra={"items": [r for r in results if r is not None]},
         )
-    await _write(session, ready, results)
+    await _write(session, ready, results, atomic)
     return [r for r in results if r is not None]
 
 
-async def _write(session: AsyncSession, ready: list[_Prepared], results: list[BulkResult | None]) -> None:
+async def _write(
+    session: AsyncSession, ready: list[_Prepared], results: list[Result | None], atomic: bool
+) -> None:
     if not ready:
         return
     existing = await repo.rows_by_ref(
@@ -487,11 +494,9 @@ async def _write(session: AsyncSession, ready: list[_Prepared], results: list[Bu
     entries = []
     for new, p in inserts.items():
         if new in inserted:
-            results[p.index] = BulkResult(
-                index=p.index, external_ref=p.item.external_ref, status=201, id=new, version=1, problem=None
-            )
+            results[p.index] = _result(p.index, p.item.external_ref, 201, new, 1)
             entries.append(changes.Entry(RESOURCE, new, Action.created, 1, p.territory_id))
-    # Rows another transaction created between the SELECT and the INSERT: read (and lock) them now.
+    # Rows another transaction created between the SELECT and the INSERT: read them now.
     late = [p for new, p in inserts.items() if new not in inserted]
     if late:
         existing.update(
@@ -499,23 +504,39 @@ async def _write(session: AsyncSession, ready: list[_Prepared], results: list[Bu
                 session, {p.territory_id for p in late}, {p.item.external_ref for p in late}
             )
         )
+    pending = [p for p in ready if results[p.index] is None]
+    # Only the rows that differ are locked, then compared again with their latest state: a concurrent sync
+    # of the same person is then either seen (and its changes kept unless this item overrides them) or
+    # waits for this one; no update is lost, and a replay takes no lock at all.
+    differ = [
+        existing[(p.territory_id, p.item.external_ref)]["id"]
+        for p in pending
+        if _differs(existing[(p.territory_id, p.item.external_ref)], p.columns)
+    ]
+    locked = await repo.lock_rows(session, differ) if differ else {}
     updates = []
-    for p in ready:
-        if results[p.index] is not None:
-            continue
+    for p in pending:
         row = existing[(p.territory_id, p.item.external_ref)]
-        changed = any(row[name] != value for name, value in p.columns.items())
+        row = locked.get(row["id"], row)
+        if row["external_ref"] != p.item.external_ref:
+            # Anonymised meanwhile: the person behind this reference is gone from the record.
+            error = CounsellorAnonymized("the counsellor was anonymised meanwhile")
+            if atomic:
+                # The request's transaction rolls back with this error: nothing is applied.
+                raise BulkRejected(
+                    str(error), extra={"items": [_failed(p.index, p.item.external_ref, error)]}
+                )
+            results[p.index] = _failed(p.index, p.item.external_ref, error)
+            continue
+        changed = _differs(row, p.columns)
         version = row["version"] + 1 if changed else row["version"]
         if changed:
             updates.append({"id": row["id"], **p.columns, "version": version, "updated_at": now})
             entries.append(changes.Entry(RESOURCE, row["id"], Action.updated, version, p.territory_id))
-        results[p.index] = BulkResult(
-            index=p.index,
-            external_ref=p.item.external_ref,
-            status=200,
-            id=row["id"],
-            version=version,
-            problem=None,
-        )
+        results[p.index] = _result(p.index, p.item.external_ref, 200, row["id"], version)
     await repo.update_many(session, updates)
     await changes.record_many(session, entries)
+
+
+def _differs(row: dict[str, Any], columns: dict[str, Any]) -> bool:
+    return any(row[name] != value for name, value in columns.items())

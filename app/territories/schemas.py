@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -16,11 +16,14 @@ from app.territories.codes import TerritoryKind
 # Control characters (NUL above all, which PostgreSQL cannot store in text), lone surrogates (not encodable in
 # UTF-8) and line separators have no place in a name or a search: refused here as a 422, they would otherwise
 # fail in the database driver as a 500.
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# The categories Cc (U+0000-U+001F, U+007F-U+009F), Cs (U+D800-U+DFFF), Zl (U+2028) and Zp (U+2029), as one
+# character class: a regular expression scans a string far faster than a category lookup per character
+# (bulk HR imports check tens of thousands of strings per request).
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def printable(value: str) -> str:
-    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in value):
+    if _FORBIDDEN.search(value):
         raise ValueError("must not contain control characters or line breaks")
     return value
 
