@@ -15,6 +15,7 @@ from app.api_keys.schemas import ApiKeyCreate
 from app.config import Settings
 from app.core.auth import Role
 from app.db import make_engine, make_sessionmaker
+from app.positions import demo as positions_demo
 from app.territories import service as territories
 from app.territories.codes import TerritoryKind
 from app.territories.models import Territory
@@ -65,7 +66,11 @@ async def seed(settings: Settings) -> dict[str, Any]:
             count = (await session.execute(select(func.count()).select_from(Territory))).scalar_one()
             if count == 0:
                 by_code = await load_territories(session)
-                summaries = [f"{len(by_code)} territories", await agreements_demo.load(session, by_code)]
+                summaries = [
+                    f"{len(by_code)} territories",
+                    await agreements_demo.load(session, by_code),
+                    await positions_demo.load(session, by_code),
+                ]
                 result["loaded"] = True
                 result["summary"] = ", ".join(summaries)
                 if not await api_keys_repo.any_admin(session):

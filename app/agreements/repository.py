@@ -39,6 +39,11 @@ async def get(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def get_by_reference(session: AsyncSession, reference: str) -> Agreement | None:
+    stmt = select(Agreement).where(Agreement.reference == reference).order_by(Agreement.created_at).limit(1)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
 async def exists_with_reference(
     session: AsyncSession, programme_id: uuid.UUID, reference: str, exclude_id: uuid.UUID | None
 ) -> bool:

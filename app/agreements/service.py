@@ -178,6 +178,11 @@ async def get_for_change(
     return locked, programme
 
 
+async def get_by_reference(session: AsyncSession, reference: str) -> Agreement | None:
+    """The first agreement with this reference, in any programme (for the demo data)."""
+    return await repo.get_by_reference(session, reference)
+
+
 async def get_for_positions(
     session: AsyncSession, agreement_id: uuid.UUID, principal: Principal
 ) -> Agreement | None:
