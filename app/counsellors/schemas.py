@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
@@ -107,10 +107,18 @@ class BulkItem(CounsellorUpsert):
     )
 
 
+def _bulk_items_schema() -> dict[str, Any]:
+    """What the documentation shows for `items`: an array of `BulkItem` (the model refers to `Training`, which
+    the document holds already)."""
+    item = BulkItem.model_json_schema(ref_template="#/components/schemas/{model}")
+    item.pop("$defs", None)
+    return {"type": "array", "minItems": 1, "maxItems": MAX_BULK_ITEMS, "items": item}
+
+
 class BulkRequest(InputModel):
     # Items are checked one by one, so that one bad item (even one that is not an object) is a 422 in its
     # own result rather than a 422 for the whole request.
-    items: list[Any] = Field(
+    items: Annotated[list[Any], WithJsonSchema(_bulk_items_schema())] = Field(
         min_length=1,
         max_length=MAX_BULK_ITEMS,
         description=f"1 to {MAX_BULK_ITEMS} counsellors, each shaped like `BulkItem`.",
