@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements import service as agreements
@@ -207,8 +208,16 @@ async def create(session: AsyncSession, data: PositionCreate, principal: Princip
         typology=data.typology.value,
         opened_on=data.opened_on,
     )
-    repo.add(session, position)
-    await session.flush()
+    try:
+        # Positions of one agreement are created one at a time (its lock); another agreement of the same
+        # territory may still take the reference meanwhile: the unique constraint then answers the same code.
+        async with session.begin_nested():
+            repo.add(session, position)
+            await session.flush()
+    except IntegrityError as exc:
+        raise PositionExternalRefExists(
+            "another position of the agreement's territory already has this external_ref"
+        ) from exc
     await _record(session, position, Action.created)
     return position
 

@@ -225,3 +225,18 @@ async def test_a_territory_key_never_reaches_another_territorys_counsellors(
     )
     untouched = (await client.get(f"{COUNSELLORS}/{rhone['id']}", headers=world.rhone_manager)).json()
     assert (untouched["first_name"], untouched["version"]) == (PERSON["first_name"], 1)
+
+
+async def test_a_bulk_retried_with_its_idempotency_key_is_replayed(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    headers = {**world.lyon_manager, "Idempotency-Key": "hr-import-2026-11-29"}
+    payload = {"items": [person("K-1"), person("K-2")]}
+    first = await client.post(BULK, json=payload, headers=headers)
+    replay = await client.post(BULK, json=payload, headers=headers)
+    assert replay.status_code == 207
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == first.json()
+    assert [r["status"] for r in replay.json()["items"]] == [201, 201]
+    reused = await client.post(BULK, json={"items": [person("K-3")]}, headers=headers)
+    assert_problem(reused, 422, "idempotency_key_reused")
