@@ -215,6 +215,10 @@ async def create(session: AsyncSession, data: PositionCreate, principal: Princip
             repo.add(session, position)
             await session.flush()
     except IntegrityError as exc:
+        if data.external_ref is None or not await repo.external_ref_taken(
+            session, agreement.territory_id, data.external_ref, None
+        ):
+            raise
         raise PositionExternalRefExists(
             "another position of the agreement's territory already has this external_ref"
         ) from exc
