@@ -117,6 +117,29 @@ async def counsellors_list(
 
 
 @router.get(
+    "/by-ref/{external_ref}",
+    response_model=CounsellorRead,
+    summary="Get a counsellor by HR reference",
+    description=WRITE_DOC
+    + " The counsellor `external_ref` of the employer `territory_id` (which may be left "
+    "out when the key has exactly one territory); none, or an employer outside the caller's territories → "
+    "404. Answers `ETag`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def counsellors_get_by_ref(
+    request: Request,
+    session: SessionDep,
+    principal: WriterDep,
+    external_ref: ExternalRefPath,
+    territory_id: Annotated[
+        uuid.UUID | None, Query(description="The employer; optional when the key has exactly one territory.")
+    ] = None,
+) -> Response:
+    counsellor = await service.get_by_ref(session, external_ref, territory_id, principal)
+    return not_modified(request, counsellor.version) or _respond(await service.read(session, counsellor))
+
+
+@router.get(
     "/{counsellor_id}",
     response_model=CounsellorRead,
     summary="Get a counsellor",

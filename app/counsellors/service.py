@@ -280,6 +280,20 @@ def _employer(territory_id: uuid.UUID | None, principal: Principal, pointer: str
     raise ValidationFailed(pointer, "required unless your key has exactly one territory")
 
 
+async def get_by_ref(
+    session: AsyncSession, external_ref: str, territory_id: uuid.UUID | None, principal: Principal
+) -> Counsellor:
+    """The counsellor `external_ref` of the employer (the key's only territory when not given); 404 alike
+    when there is none and when the employer is outside the caller's territories."""
+    employer = _employer(territory_id, principal, "/query/territory_id")
+    if await territories.get_in_scope(session, employer, principal) is None:
+        raise NotFound("no counsellor with this external_ref")
+    counsellor = await repo.get_by_ref(session, employer, external_ref)
+    if counsellor is None:
+        raise NotFound("no counsellor with this external_ref")
+    return counsellor
+
+
 def _apply(counsellor: Counsellor, columns: dict[str, Any]) -> bool:
     changed = {k: v for k, v in columns.items() if getattr(counsellor, k) != v}
     for name, value in changed.items():

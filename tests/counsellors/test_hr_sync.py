@@ -86,6 +86,13 @@ async def test_put_by_ref_employer_rules(client: httpx.AsyncClient, world: World
         "/email",
     )
     assert_problem(await client.put(url, json=PERSON, headers=world.lyon_viewer), 403, "forbidden")
+    assert_problem(await client.get(url, headers=two), 422, "validation_error", "/query/territory_id")
+    assert_problem(await client.get(url, headers=world.lyon_viewer), 403, "forbidden")
+    assert_problem(
+        await client.get(f"{COUNSELLORS}/by-ref/NOBODY", headers=world.lyon_manager), 404, "not_found"
+    )
+    found = await client.get(url, params={"territory_id": str(world.tree.rhone.id)}, headers=two)
+    assert (found.json()["external_ref"], found.headers["etag"]) == ("M-1", '"1"')
 
 
 async def test_bulk_mixes_valid_and_invalid_items(client: httpx.AsyncClient, world: World) -> None:
