@@ -330,10 +330,12 @@ async def update(
     )
     if positions != agreement.positions_granted or per_position != agreement.subsidy_per_position_cents:
         programmes.totals_changed(programme)
+    version = agreement.version
     for field, value in values.items():
         setattr(agreement, field, value)
     await session.flush()
-    await _record(session, agreement, Action.updated)
+    if agreement.version != version:
+        await _record(session, agreement, Action.updated)
     return agreement
 
 
