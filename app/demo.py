@@ -16,6 +16,7 @@ from app.api_keys.schemas import ApiKeyCreate
 from app.config import Settings
 from app.core.auth import Role
 from app.db import make_engine, make_sessionmaker
+from app.positions import demo as positions_demo
 from app.territories import referential
 from app.territories import service as territories
 from app.territories.codes import TerritoryKind
@@ -68,6 +69,7 @@ async def seed(settings: Settings) -> dict[str, Any]:
                 summaries = [
                     f"{count} territories (the official referential)",
                     await agreements_demo.load(session, by_code),
+                    await positions_demo.load(session, by_code),
                 ]
                 result["loaded"] = True
                 result["summary"] = ", ".join(summaries)

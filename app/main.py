@@ -67,6 +67,22 @@ TAGS = [
         "description": "Funding envelopes: positions target, budget, subsidy per position.",
     },
     {"name": "agreements", "description": "State ↔ territory agreements and their amendments (avenants)."},
+    {
+        "name": "positions",
+        "description": "Funded posts under signed agreements; their status is derived from assignments.",
+    },
+    {
+        "name": "counsellors",
+        "description": "Counsellors (personal data) and the HR sync: upsert by reference, bulk upsert.",
+    },
+    {
+        "name": "assignments",
+        "description": "A counsellor holding a position between two dates (personal data).",
+    },
+    {
+        "name": "changes",
+        "description": "The change feed: what changed, in an order that never skips a change.",
+    },
     {"name": "referentials", "description": "Reference lists with French labels."},
     {"name": "access", "description": "API keys and the caller's identity."},
     {"name": "operations", "description": "Liveness, readiness and metrics."},

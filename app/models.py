@@ -2,8 +2,11 @@
 
 from app.agreements.models import Agreement, Amendment
 from app.api_keys.models import ApiKey, api_key_territories
+from app.core.changes import Change
 from app.core.idempotency import IdempotencyRecord
+from app.counsellors.models import Counsellor
 from app.db import Base
+from app.positions.models import Assignment, Position
 from app.programmes.models import Programme
 from app.territories.models import Territory, TerritoryAlias, TerritoryWord
 
@@ -13,7 +16,11 @@ __all__ = [
     "Agreement",
     "Amendment",
     "ApiKey",
+    "Assignment",
+    "Change",
+    "Counsellor",
     "IdempotencyRecord",
+    "Position",
     "Programme",
     "Territory",
     "TerritoryAlias",

@@ -26,7 +26,10 @@ from app.api_keys import service as api_keys
 from app.api_keys.schemas import ApiKeyCreate
 from app.cli import alembic_config
 from app.config import Settings
-from app.core.auth import Role
+from app.core.auth import Principal, Role
+from app.counsellors import service as counsellors
+from app.counsellors.models import Counsellor
+from app.counsellors.schemas import CounsellorCreate
 from app.db import make_engine
 from app.main import create_app
 from app.territories import service as territories
@@ -186,14 +189,37 @@ KeyMaker = Callable[..., Awaitable[str]]
 TerritoryMaker = Callable[..., Awaitable[Territory]]
 
 
+CounsellorMaker = Callable[..., Awaitable[Counsellor]]
+
+
 @pytest.fixture
-def make_key(session: AsyncSession) -> KeyMaker:
+def make_counsellor(session: AsyncSession) -> CounsellorMaker:
+    """A counsellor made directly in the test's transaction (fictitious person)."""
+
+    async def make(territory: Territory, external_ref: str | None = None, **fields: Any) -> Counsellor:
+        data = {"first_name": "Camille", "last_name": "Exemple", **fields}
+        counsellor = await counsellors.create(
+            session,
+            CounsellorCreate(territory_id=territory.id, external_ref=external_ref, **data),
+            Principal(role=Role.admin, name="test"),
+        )
+        await session.flush()
+        return counsellor
+
+    return make
+
+
+@pytest.fixture
+def make_key(session: AsyncSession, make_counsellor: CounsellorMaker) -> KeyMaker:
     async def make(
         role: str = "admin",
         territories: list[Territory] | None = None,
         counsellor_id: uuid.UUID | None = None,
         name: str | None = None,
     ) -> str:
+        if role == "counsellor" and counsellor_id is None:
+            # A counsellor key is bound to a real counsellor, employed by the key's first territory.
+            counsellor_id = (await make_counsellor((territories or [])[0])).id
         created = await api_keys.create(
             session,
             ApiKeyCreate(

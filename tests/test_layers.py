@@ -11,12 +11,19 @@ import pytest
 
 from app.agreements import router as agreements_router
 from app.api_keys import router as api_keys_router
+from app.changes import router as changes_router
+from app.counsellors import router as counsellors_router
+from app.positions import router as positions_router
 from app.programmes import router as programmes_router
 from app.referentials import router as referentials_router
 from app.territories import router as territories_router
 
 QUERY_BUILDING = {"fetch_page", "parse_sort", "SortKey", "select", "Select"}
-ENUMS = {"app.agreements.models.AgreementKind", "app.agreements.models.AgreementStatus"}
+ENUMS = {
+    "app.agreements.models.AgreementKind",
+    "app.agreements.models.AgreementStatus",
+    "app.positions.models.PositionStatus",
+}
 
 
 def _imports(module: ModuleType) -> set[str]:
@@ -29,7 +36,16 @@ def _imports(module: ModuleType) -> set[str]:
     return names
 
 
-ROUTERS = [territories_router, programmes_router, agreements_router, api_keys_router, referentials_router]
+ROUTERS = [
+    territories_router,
+    programmes_router,
+    agreements_router,
+    positions_router,
+    counsellors_router,
+    changes_router,
+    api_keys_router,
+    referentials_router,
+]
 
 
 @pytest.mark.parametrize("module", ROUTERS, ids=lambda m: m.__name__.split(".")[1])

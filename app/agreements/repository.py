@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, exists, literal, select
+from sqlalchemy import Select, case, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
@@ -14,6 +16,7 @@ from app.core.auth import Principal
 from app.core.columns import ReadColumns
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
+from app.positions.models import Assignment, Position, covers
 from app.territories.models import Territory
 
 _ID_KEY = SortKey("id", Agreement.id, parse=parse_uuid)
@@ -56,6 +59,11 @@ async def get(
     )
     if for_update:
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_by_reference(session: AsyncSession, reference: str) -> Agreement | None:
+    stmt = select(Agreement).where(Agreement.reference == reference).order_by(Agreement.created_at).limit(1)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -148,3 +156,31 @@ async def get_amendment(
 ) -> Amendment | None:
     stmt = select(Amendment).where(Amendment.id == amendment_id, Amendment.agreement_id == agreement_id)
     return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def position_counts(
+    session: AsyncSession, agreement_ids: Sequence[uuid.UUID], day: date
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """(open, occupied) positions per agreement that has open positions, in one query."""
+    if not agreement_ids:
+        return {}
+    covered = exists().where(Assignment.position_id == Position.id, covers(day))
+    stmt = (
+        select(Position.agreement_id, func.count(), func.sum(case((covered, 1), else_=0)))
+        .where(Position.agreement_id.in_(list(agreement_ids)), Position.closed_on.is_(None))
+        .group_by(Position.agreement_id)
+    )
+    return {row[0]: (int(row[1]), int(row[2] or 0)) for row in await session.execute(stmt)}
+
+
+async def lock_open_positions(session: AsyncSession, agreement_id: uuid.UUID) -> list[Position]:
+    """The agreement's open positions, locked (after the agreement, before any counsellor: the shared lock
+    order), in id order."""
+    stmt = (
+        select(Position)
+        .where(Position.agreement_id == agreement_id, Position.closed_on.is_(None))
+        .order_by(Position.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(stmt)).scalars())

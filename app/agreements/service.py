@@ -39,14 +39,20 @@ from app.agreements.schemas import (
     AmendmentCreate,
     AmendmentRead,
 )
+from app.core import changes
 from app.core.auth import Principal
+from app.core.changes import Action
 from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
 from app.db import utcnow
+from app.positions.models import today
 from app.programmes import service as programmes
 from app.programmes.models import Programme
 from app.referentials.data import AmendmentReason
 from app.territories import service as territories
+
+RESOURCE = "agreements"
+POSITIONS = "positions"
 
 
 @dataclass(frozen=True)
@@ -58,13 +64,25 @@ class PositionCounts:
 async def position_counts(
     session: AsyncSession, agreement_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, PositionCounts]:
-    """Open and occupied positions per agreement, for a whole page at once. Every read model and every
-    rule that counts an agreement's positions takes its numbers from here.
+    """Open and occupied positions per agreement, for a whole page at once (one query). Every read model and
+    every rule that counts an agreement's positions takes its numbers from here. Open: not closed;
+    occupied: open, with an assignment covering today (UTC)."""
+    counts = await repo.position_counts(session, agreement_ids, today())
+    return {
+        agreement_id: PositionCounts(*counts[agreement_id]) if agreement_id in counts else PositionCounts()
+        for agreement_id in agreement_ids
+    }
 
-    Positions are not recorded yet (they come with the positions resource): until then every agreement has
-    none, so `positions_below_allocated` only guards against granting fewer than zero and
-    `agreement_has_occupied_positions` cannot occur."""
-    return {agreement_id: PositionCounts() for agreement_id in agreement_ids}
+
+async def _record(session: AsyncSession, agreement: Agreement, action: Action) -> None:
+    await changes.record(
+        session,
+        resource=RESOURCE,
+        id=agreement.id,
+        action=action,
+        version=agreement.version,
+        territory_id=agreement.territory_id,
+    )
 
 
 def to_read(agreement: Agreement, counts: PositionCounts) -> AgreementRead:
@@ -179,6 +197,23 @@ async def get_for_change(
     return locked, programme
 
 
+async def get_by_reference(session: AsyncSession, reference: str) -> Agreement | None:
+    """The first agreement with this reference, in any programme (for the demo data)."""
+    return await repo.get_by_reference(session, reference)
+
+
+async def get_for_positions(
+    session: AsyncSession, agreement_id: uuid.UUID, principal: Principal
+) -> Agreement | None:
+    """For a position written under it: the agreement if the caller sees it, locked after its programme
+    (the order of `get_for_change`), so that positions and amendments of one agreement never race."""
+    try:
+        agreement, _programme = await get_for_change(session, agreement_id, principal)
+    except NotFound:
+        return None
+    return agreement
+
+
 async def subtree_path(session: AsyncSession, within: uuid.UUID | None, principal: Principal) -> str | None:
     """The materialised path of a `within` filter's territory (422 when there is no such territory).
 
@@ -270,6 +305,7 @@ async def create(session: AsyncSession, data: AgreementCreate, principal: Princi
     repo.add(session, agreement)
     programmes.totals_changed(programme)
     await session.flush()
+    await _record(session, agreement, Action.created)
     return agreement
 
 
@@ -291,19 +327,19 @@ async def update(
     principal: Principal,
 ) -> Agreement:
     """Changes a draft; `agreement` and `programme` come from `get_for_change`."""
-    changes = patch.changes()
+    values = patch.changes()
     for field in _NOT_NULL:
-        if field in changes and changes[field] is None:
+        if field in values and values[field] is None:
             raise ValidationFailed(f"/{field}", "cannot be null")
-    _check_dates(changes.get("starts_on", agreement.starts_on), changes.get("ends_on", agreement.ends_on))
-    if "territory_id" in changes and changes["territory_id"] != agreement.territory_id:
-        await _check_territory(session, changes["territory_id"], principal)
+    _check_dates(values.get("starts_on", agreement.starts_on), values.get("ends_on", agreement.ends_on))
+    if "territory_id" in values and values["territory_id"] != agreement.territory_id:
+        await _check_territory(session, values["territory_id"], principal)
     if agreement.status != AgreementStatus.draft:
         raise AgreementNotEditable(f"a {agreement.status} agreement cannot be changed; amend a signed one")
-    if "reference" in changes and changes["reference"] != agreement.reference:
-        await _check_reference(session, programme.id, changes["reference"], agreement.id)
-    positions = changes.get("positions_granted", agreement.positions_granted)
-    per_position = changes.get("subsidy_per_position_cents", agreement.subsidy_per_position_cents)
+    if "reference" in values and values["reference"] != agreement.reference:
+        await _check_reference(session, programme.id, values["reference"], agreement.id)
+    positions = values.get("positions_granted", agreement.positions_granted)
+    per_position = values.get("subsidy_per_position_cents", agreement.subsidy_per_position_cents)
     await _check_positions_cover_open(session, agreement, positions)
     await _check_room(
         session,
@@ -313,9 +349,12 @@ async def update(
     )
     if positions != agreement.positions_granted or per_position != agreement.subsidy_per_position_cents:
         programmes.totals_changed(programme)
-    for field, value in changes.items():
+    version = agreement.version
+    for field, value in values.items():
         setattr(agreement, field, value)
     await session.flush()
+    if agreement.version != version:
+        await _record(session, agreement, Action.updated)
     return agreement
 
 
@@ -336,6 +375,7 @@ async def sign(session: AsyncSession, agreement: Agreement, data: AgreementSign)
     agreement.status = AgreementStatus.signed.value
     agreement.signed_on = data.signed_on
     await session.flush()
+    await _record(session, agreement, Action.updated)
     return agreement
 
 
@@ -347,6 +387,9 @@ async def terminate(
         raise InvalidTransition("this agreement is already terminated")
     if agreement.signed_on is not None and data.terminated_on < agreement.signed_on:
         raise ValidationFailed("/terminated_on", "must be on or after signed_on")
+    # The open positions are locked before they are counted: an assignment being written meanwhile (it
+    # holds its position's lock) is either committed and counted, or waits and then finds them closed.
+    open_positions = await repo.lock_open_positions(session, agreement.id)
     occupied = (await position_counts(session, [agreement.id]))[agreement.id].occupied
     if occupied:
         raise AgreementHasOccupiedPositions(
@@ -357,7 +400,16 @@ async def terminate(
     agreement.terminated_on = data.terminated_on
     agreement.termination_reason = data.reason
     programmes.totals_changed(programme)
+    # Its open positions close with it, on the same day (API.md, "Shapes").
+    for position in open_positions:
+        position.closed_on = data.terminated_on
+        position.close_reason = data.reason
     await session.flush()
+    await _record(session, agreement, Action.updated)
+    await changes.record_many(
+        session,
+        [changes.Entry(POSITIONS, p.id, Action.updated, p.version, p.territory_id) for p in open_positions],
+    )
     return agreement
 
 
@@ -395,6 +447,7 @@ async def amend(
     agreement.positions_granted = after
     programmes.totals_changed(programme)
     await session.flush()
+    await _record(session, agreement, Action.updated)
     return amendment
 
 

@@ -27,8 +27,9 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(32))
     prefix: Mapped[str] = mapped_column(String(16))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    # No foreign key yet: counsellors arrive in a later migration, which adds it.
-    counsellor_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    counsellor_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("counsellors.id", ondelete="RESTRICT"), index=True
+    )
     expires_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

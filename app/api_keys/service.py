@@ -13,6 +13,7 @@ from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.core.auth import KEY_PREFIX, Principal, Role, hash_secret
 from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
+from app.counsellors import service as counsellors
 from app.db import utcnow
 from app.territories import service as territories
 
@@ -74,6 +75,8 @@ async def create(session: AsyncSession, data: ApiKeyCreate) -> ApiKeyCreated:
     for index, territory_id in enumerate(data.territory_ids):
         if territory_id not in found:
             raise UnknownReference(f"/territory_ids/{index}", "no territory with this id")
+    if data.counsellor_id is not None and not await counsellors.exists(session, data.counsellor_id):
+        raise UnknownReference("/counsellor_id", "no counsellor with this id")
     secret = new_secret()
     key = ApiKey(
         name=data.name,

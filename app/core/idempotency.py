@@ -151,6 +151,10 @@ class Idempotency:
 async def get_idempotency(
     request: Request, session: SessionDep, principal: PrincipalDep, key: IdempotencyKeyHeader = None
 ) -> Idempotency:
+    ttl = timedelta(hours=request.app.state.settings.idempotency_ttl_hours)
+    if key is None:
+        # Nothing will be stored or compared: spare large bodies (a bulk upsert) the canonical hash.
+        return Idempotency(session, principal.caller, None, "", ttl)
     body = await request.body()
     try:
         canonical: Any = json.loads(body) if body else None
@@ -161,7 +165,6 @@ async def get_idempotency(
     digest = hashlib.sha256()
     digest.update(f"{request.method} {request.url.path}?{request.url.query}\n".encode())
     digest.update(material)
-    ttl = timedelta(hours=request.app.state.settings.idempotency_ttl_hours)
     caller = principal.caller
     if principal.is_anonymous:
         # Callers without a key are told apart by address, so that nobody replays another's response.

@@ -16,7 +16,7 @@ use them. Instants are `Timestamp`. Counts and money are `int` fields with `Fiel
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -24,13 +24,16 @@ from pydantic import AfterValidator, AwareDatetime
 
 # Control characters (NUL above all), lone surrogates (not encodable in UTF-8) and line or paragraph
 # separators have no place in a name, a reference or a reason. Tabs and line feeds are refused too: these
-# are one-line values, read back in lists and logs.
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+# are one-line values, read back in lists and logs. The Unicode categories Cc (U+0000-U+001F,
+# U+007F-U+009F), Cs (U+D800-U+DFFF), Zl (U+2028) and Zp (U+2029) as one character class: a regular
+# expression scans a string far faster than a category lookup per character (an HR bulk request checks tens
+# of thousands of strings).
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def no_control_characters(value: str) -> str:
     """The validator behind `FreeText` and `Code` (also usable on a query parameter)."""
-    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in value):
+    if _FORBIDDEN.search(value):
         raise ValueError("must not contain control characters or line breaks")
     return value
 

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import demo
 from app.agreements import demo as agreements_demo
+from app.positions import demo as positions_demo
 from app.territories import referential
 from tests.agreements.helpers import AGREEMENTS, PROGRAMMES
 from tests.helpers import items
@@ -41,3 +42,23 @@ async def test_the_demo_programme_commits_65_positions_and_3_25_million_euros(
     haute_garonne = by_code[("departement", "31")].id
     listed = await client.get(AGREEMENTS, params={"within": str(haute_garonne)}, headers=admin)
     assert items(listed) == []
+
+
+async def test_the_demo_positions_and_fictitious_counsellors(
+    client: httpx.AsyncClient, session: AsyncSession, admin: dict[str, str]
+) -> None:
+    by_code = await demo.load_territories(session)
+    await agreements_demo.load(session, by_code)
+    summary = await positions_demo.load(session, by_code)
+    await session.flush()
+    assert summary == "5 positions, 5 fictitious counsellors, 4 assignments"
+    agreements = items(await client.get(AGREEMENTS, params={"sort": "reference"}, headers=admin))
+    assert [(a["reference"], a["positions_open"], a["positions_occupied"]) for a in agreements] == [
+        ("CONV-2021-69D-001", 2, 1),
+        ("CONV-2021-69M-001", 3, 2),
+    ]
+    people = items(await client.get("/api/v1/counsellors", headers=admin))
+    assert len(people) == 5
+    assert all(p["email"].endswith("@example.org") for p in people)
+    vacant = items(await client.get("/api/v1/positions", params={"status": "vacant"}, headers=admin))
+    assert sorted(p["external_ref"] for p in vacant) == ["LYON-CNFS-003", "RHONE-CNFS-002"]

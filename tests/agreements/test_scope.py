@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
@@ -98,7 +97,7 @@ async def test_a_commune_reader_does_not_see_its_ancestors_agreements(
 async def test_a_counsellor_may_not_read_agreements(
     client: httpx.AsyncClient, make_key: KeyMaker, tree: Tree, world: dict[str, Any]
 ) -> None:
-    counsellor = bearer(await make_key("counsellor", [tree.rhone], counsellor_id=uuid.uuid4()))
+    counsellor = bearer(await make_key("counsellor", [tree.rhone]))
     rhone = world["rhone"]["id"]
     for url in (AGREEMENTS, f"{AGREEMENTS}/{rhone}", f"{AGREEMENTS}/{rhone}/amendments"):
         assert_problem(await client.get(url, headers=counsellor), 403, "forbidden")

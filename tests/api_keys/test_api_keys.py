@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys.models import ApiKey, api_key_territories
 from app.core.auth import hash_secret
-from tests.conftest import KeyMaker, QueryCounter, Tree, bearer
+from tests.conftest import CounsellorMaker, KeyMaker, QueryCounter, Tree, bearer
 from tests.helpers import assert_problem
 
 API_KEYS = "/api/v1/api-keys"
@@ -115,8 +115,10 @@ async def test_a_counsellor_key_needs_a_counsellor(
     assert_problem(response, 422, "validation_error", pointer="/counsellor_id")
 
 
-async def test_a_counsellor_key(client: httpx.AsyncClient, admin: dict[str, str], tree: Tree) -> None:
-    counsellor_id = str(uuid.uuid4())
+async def test_a_counsellor_key(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree, make_counsellor: CounsellorMaker
+) -> None:
+    counsellor_id = str((await make_counsellor(tree.lyon)).id)
     response = await _create(
         client,
         admin,
@@ -129,6 +131,20 @@ async def test_a_counsellor_key(client: httpx.AsyncClient, admin: dict[str, str]
     me = await client.get(ME, headers=bearer(response.json()["key"]))
     assert me.json()["counsellor_id"] == counsellor_id
     assert me.json()["role"] == "counsellor"
+
+
+async def test_a_counsellor_key_names_an_existing_counsellor(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree
+) -> None:
+    response = await _create(
+        client,
+        admin,
+        name="x",
+        role="counsellor",
+        territory_ids=[str(tree.lyon.id)],
+        counsellor_id=str(uuid.uuid4()),
+    )
+    assert_problem(response, 422, "unknown_reference", pointer="/counsellor_id")
 
 
 async def test_only_a_counsellor_key_names_a_counsellor(

@@ -125,7 +125,7 @@ async def test_create_needs_an_admin_key(client: httpx.AsyncClient, make_key: Ke
     for role in ("territory_manager", "viewer"):
         key = await make_key(role, [tree.ara])
         assert_problem(await client.post(PROGRAMMES, json=PROGRAMME, headers=bearer(key)), 403, "forbidden")
-    counsellor = await make_key("counsellor", [tree.lyon], counsellor_id=uuid.uuid4())
+    counsellor = await make_key("counsellor", [tree.lyon])
     assert_problem(
         await client.post(PROGRAMMES, json=PROGRAMME, headers=bearer(counsellor)), 403, "forbidden"
     )
@@ -178,7 +178,7 @@ async def test_readable_by_every_role(
     keys = [
         await make_key("viewer", [tree.rhone]),
         await make_key("territory_manager", [tree.rhone]),
-        await make_key("counsellor", [tree.lyon], counsellor_id=uuid.uuid4()),
+        await make_key("counsellor", [tree.lyon]),
     ]
     for key in keys:
         assert (await client.get(f"{PROGRAMMES}/{programme['id']}", headers=bearer(key))).status_code == 200

@@ -1,0 +1,47 @@
+"""HTTP handler of GET /changes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.changes import service
+from app.changes.schemas import ChangePage
+from app.core.auth import KeyHolderDep
+from app.core.pagination import MAX_LIMIT
+from app.core.problems import problem_responses
+from app.db import SessionDep
+
+router = APIRouter(prefix="/changes", tags=["changes"])
+
+
+@router.get(
+    "",
+    summary="Read the change feed",
+    description="Every creation and change of agreements, positions, counsellors and assignments, in the "
+    "order of a cursor that never skips a committed change, even when transactions commit out of order. "
+    "Without `after` the feed starts at the beginning; `next_after` is always present (unchanged when no "
+    "item comes back): poll with it. Roles: `admin` (everything), `territory_manager` (objects of its "
+    "territories and their descendants), `viewer` (the same, except counsellors and assignments, which "
+    "are personal data); `counsellor` → 403, no key → 401. A change shows up once every transaction that "
+    "began before it has ended (usually within milliseconds). `after` that is not a cursor of this feed → "
+    "422 `invalid_cursor`.",
+    responses=problem_responses(401, 403, 422),
+)
+async def changes_list(
+    session: SessionDep,
+    principal: KeyHolderDep,
+    after: Annotated[
+        str | None,
+        Query(
+            max_length=64, description="A `cursor` or `next_after` from an earlier answer.", examples=["0.42"]
+        ),
+    ] = None,
+    resource: Annotated[
+        list[service.Resource] | None,
+        Query(description="Only changes of these resources (repeatable)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many changes, 1 to 200.")] = 50,
+) -> ChangePage:
+    return await service.read_feed(session, principal, after=after, resources=resource, limit=limit)

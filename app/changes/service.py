@@ -1,0 +1,54 @@
+"""Who reads which part of the change feed."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.changes.schemas import ChangePage, ChangeRead
+from app.core import changes
+from app.core.auth import Principal, Role
+from app.core.problems import Forbidden
+
+
+class Resource(StrEnum):
+    agreements = "agreements"
+    positions = "positions"
+    counsellors = "counsellors"
+    assignments = "assignments"
+
+
+# Personal data: never in a viewer's feed (not even the fact that a counsellor changed).
+PERSONAL = frozenset({Resource.counsellors, Resource.assignments})
+
+
+async def read_feed(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    after: str | None,
+    resources: list[Resource] | None,
+    limit: int,
+) -> ChangePage:
+    if principal.role is Role.counsellor:
+        raise Forbidden("the change feed is for HR systems, managers and viewers")
+    wanted = set(resources) if resources else set(Resource)
+    if principal.role is Role.viewer:
+        wanted -= PERSONAL
+    rows, next_after = await changes.read(
+        session, principal, after=after, resources=sorted(r.value for r in wanted), limit=limit
+    )
+    items = [
+        ChangeRead(
+            cursor=changes.encode_cursor(row.xid, row.seq),
+            resource=row.resource,
+            id=row.object_id,
+            action=row.action,
+            version=row.version,
+            territory_id=row.territory_id,
+            occurred_at=row.occurred_at,
+        )
+        for row in rows
+    ]
+    return ChangePage(items=items, next_after=next_after)

@@ -1,0 +1,182 @@
+"""The change feed: one row per change of a resource, written in the same transaction as the change.
+
+Every service that creates, changes or deletes a resource calls `record` (or `record_many`) before its
+transaction commits, so a change is in the feed if and only if it happened.
+
+Order and completeness. A serial number alone is not a safe cursor on PostgreSQL: numbers are drawn when rows
+are inserted, not when transactions commit, so a reader could see 11 (committed) while 10 (still running)
+commits later, move its cursor past 10 and never see it. Each row therefore also stores the id of the
+transaction that wrote it (`pg_current_xact_id()`), and a reader only returns rows whose transaction id is
+below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that horizon has ended, and every
+transaction still running or yet to write will get an id at or above it. The cursor is (xid, seq), so rows
+appear in a total order that never admits a late row behind a cursor. The price: a change shows up once the
+oldest transaction running at that moment has ended (in practice, milliseconds).
+
+On SQLite, writing transactions run one at a time (BEGIN IMMEDIATE), so they commit in the order of their
+serial numbers: xid is 0 and the serial number alone orders the feed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    cast,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.auth import Principal
+from app.core.pagination import InvalidCursor
+from app.db import Base, utcnow
+
+
+class Action(StrEnum):
+    created = "created"
+    updated = "updated"
+    deleted = "deleted"
+
+
+class Change(Base):
+    __tablename__ = "changes"
+    __table_args__ = (
+        # The feed's order: every read seeks this index.
+        Index("ix_changes_xid_seq", "xid", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    # INTEGER on SQLite (an alias of the rowid, hence autoincrementing), BIGINT (identity) on PostgreSQL.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    xid: Mapped[int] = mapped_column(BigInteger)
+    resource: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[uuid.UUID] = mapped_column()
+    action: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column()
+    # No foreign key: the feed outlives the objects it speaks of (a territory may be deleted later).
+    territory_id: Mapped[uuid.UUID | None] = mapped_column()
+    occurred_at: Mapped[datetime] = mapped_column()
+
+
+FEED_ORDER = (Change.xid, Change.seq)
+
+
+def _xid_expression(session: AsyncSession) -> ColumnElement[int]:
+    if session.get_bind().dialect.name == "postgresql":
+        # xid8 has no direct cast to bigint; through text it is exact (a 64-bit epoch-extended id).
+        return cast(cast(func.pg_current_xact_id(), Text), BigInteger)
+    return literal(0, BigInteger)
+
+
+@dataclass(frozen=True)
+class Entry:
+    resource: str
+    id: uuid.UUID
+    action: Action
+    version: int
+    territory_id: uuid.UUID | None
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    resource: str,
+    id: uuid.UUID,
+    action: Action | str,
+    version: int,
+    territory_id: uuid.UUID | None,
+) -> None:
+    """Adds one change to the feed, in the caller's transaction (one INSERT, no extra round trip)."""
+    await record_many(session, [Entry(resource, id, Action(action), version, territory_id)])
+
+
+async def record_many(session: AsyncSession, entries: Iterable[Entry]) -> None:
+    """Adds several changes in one statement (bulk writes)."""
+    rows = [
+        {
+            "resource": e.resource,
+            "object_id": e.id,
+            "action": e.action.value,
+            "version": e.version,
+            "territory_id": e.territory_id,
+            "occurred_at": utcnow(),
+        }
+        for e in entries
+    ]
+    if not rows:
+        return
+    stmt = insert(Change).values(xid=_xid_expression(session))
+    if len(rows) == 1:
+        await session.execute(stmt.values(**rows[0]))
+    else:
+        await session.execute(stmt, rows)
+
+
+def encode_cursor(xid: int, seq: int) -> str:
+    return f"{xid}.{seq}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        xid_text, seq_text = cursor.split(".")
+        xid, seq = int(xid_text), int(seq_text)
+        if xid < 0 or seq < 0 or xid >= 2**63 or seq >= 2**63:
+            raise ValueError("range")
+    except ValueError as exc:
+        raise InvalidCursor("`after` must be a `cursor` or `next_after` of this feed") from exc
+    return xid, seq
+
+
+def _horizon(session: AsyncSession) -> ColumnElement[bool]:
+    """Rows whose transaction has certainly ended, and no row can still appear below them (see above).
+
+    A transaction also sees its own changes, which only matters to a caller that writes and reads the feed
+    in one transaction (the tests' rollback-per-test transaction does)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return literal(True)
+    xmin = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
+    own = cast(cast(func.pg_current_xact_id_if_assigned(), Text), BigInteger)
+    return or_(Change.xid < xmin, Change.xid == own)
+
+
+async def read(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    after: str | None,
+    resources: Sequence[str] | None,
+    limit: int,
+) -> tuple[list[Change], str]:
+    """Up to `limit` changes after the cursor `after`, in feed order, that `principal` may see in the
+    `resources` given (None: all of them); returns them and the cursor to continue from."""
+    xid, seq = decode_cursor(after) if after else (0, 0)
+    clauses: list[Any] = [
+        tuple_(*FEED_ORDER) > tuple_(literal(xid, BigInteger), literal(seq, BigInteger)),
+        _horizon(session),
+    ]
+    if resources is not None:
+        clauses.append(Change.resource.in_(list(resources)))
+    if not principal.is_admin:
+        clauses.append(principal.territory_clause(Change.territory_id))  # type: ignore[arg-type]
+    stmt = select(Change).where(and_(*clauses)).order_by(*FEED_ORDER).limit(limit)
+    rows = list((await session.execute(stmt)).scalars())
+    next_after = encode_cursor(rows[-1].xid, rows[-1].seq) if rows else encode_cursor(xid, seq)
+    return rows, next_after

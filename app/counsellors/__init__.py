@@ -1,0 +1,1 @@
+"""Counsellors (personal data) and their HR synchronisation by external reference."""

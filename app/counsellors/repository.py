@@ -1,0 +1,191 @@
+"""Every query of the counsellors domain, including the batched ones of the HR bulk upsert."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Select, Table, and_, bindparam, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
+from app.core.paths import path_startswith
+from app.counsellors.models import Counsellor
+from app.positions.models import Assignment, covers
+from app.territories.models import Territory
+
+_ID_KEY = SortKey("id", Counsellor.id, parse=parse_uuid)
+_SORTS = {
+    "created_at": SortKey("created_at", Counsellor.created_at, parse=parse_datetime),
+    "updated_at": SortKey("updated_at", Counsellor.updated_at, parse=parse_datetime),
+}
+TABLE: Table = Counsellor.__table__  # type: ignore[assignment]
+# The columns an HR sync writes, compared before writing so that a replay writes nothing.
+SYNCED = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "training_label",
+    "training_hours",
+    "certified_on",
+    "pix_level",
+)
+
+
+async def get(
+    session: AsyncSession,
+    counsellor_id: uuid.UUID,
+    principal: Principal | None,
+    *,
+    for_update: bool = False,
+) -> Counsellor | None:
+    """The counsellor, if it lies in `principal`'s territories (`None`: anywhere)."""
+    stmt = select(Counsellor).where(Counsellor.id == counsellor_id)
+    if principal is not None:
+        stmt = stmt.where(principal.territory_clause(Counsellor.territory_id))
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get_by_ref(
+    session: AsyncSession, territory_id: uuid.UUID, external_ref: str, *, for_update: bool = False
+) -> Counsellor | None:
+    stmt = select(Counsellor).where(
+        Counsellor.territory_id == territory_id, Counsellor.external_ref == external_ref
+    )
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def external_ref_taken(
+    session: AsyncSession, territory_id: uuid.UUID, external_ref: str, exclude_id: uuid.UUID | None
+) -> bool:
+    clause = and_(Counsellor.territory_id == territory_id, Counsellor.external_ref == external_ref)
+    if exclude_id is not None:
+        clause = and_(clause, Counsellor.id != exclude_id)
+    return bool((await session.execute(select(exists().where(clause)))).scalar())
+
+
+def list_query(
+    principal: Principal,
+    *,
+    territory_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    external_ref: str | None = None,
+    updated_since: datetime | None = None,
+) -> Select[Counsellor]:
+    stmt = select(Counsellor).where(principal.territory_clause(Counsellor.territory_id))
+    if territory_id is not None:
+        stmt = stmt.where(Counsellor.territory_id == territory_id)
+    if within_path is not None:
+        subtree = select(Territory.id).where(path_startswith(Territory.path, within_path))
+        stmt = stmt.where(Counsellor.territory_id.in_(subtree))
+    if external_ref is not None:
+        stmt = stmt.where(Counsellor.external_ref == external_ref)
+    if updated_since is not None:
+        stmt = stmt.where(Counsellor.updated_at >= updated_since)
+    return stmt
+
+
+def sort_keys(sort: str | None) -> list[SortKey]:
+    return parse_sort(sort, _SORTS, "created_at", _ID_KEY)
+
+
+async def list_page(
+    session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Counsellor]
+) -> tuple[list[Counsellor], str | None, int | None]:
+    def values(c: Counsellor) -> list[object]:
+        return [getattr(c, keys[0].name), c.id]
+
+    return await fetch_page(session, stmt, keys, page, row_values=values)
+
+
+async def current_assignments(
+    session: AsyncSession, counsellor_ids: Sequence[uuid.UUID], day: date
+) -> dict[uuid.UUID, Assignment]:
+    if not counsellor_ids:
+        return {}
+    stmt = select(Assignment).where(Assignment.counsellor_id.in_(list(counsellor_ids)), covers(day))
+    return {a.counsellor_id: a for a in (await session.execute(stmt)).scalars()}
+
+
+def add(session: AsyncSession, counsellor: Counsellor) -> None:
+    session.add(counsellor)
+
+
+# --- HR bulk upsert: a constant number of statements per request ----------------------------------------
+
+
+async def territories_in_scope(
+    session: AsyncSession, territory_ids: Iterable[uuid.UUID], principal: Principal
+) -> set[uuid.UUID]:
+    """Those of `territory_ids` that exist in the caller's scope, kept so until the transaction ends (on
+    PostgreSQL, the `FOR KEY SHARE` a foreign key check takes): the inserts that follow cannot fail on a
+    territory deleted meanwhile."""
+    stmt = (
+        select(Territory.id)
+        .where(Territory.id.in_(list(territory_ids)), principal.path_clause(Territory.path))
+        .with_for_update(read=True, key_share=True)
+    )
+    return set((await session.execute(stmt)).scalars())
+
+
+_ROW_COLUMNS = ("id", "territory_id", "external_ref", "version", *SYNCED)
+
+
+async def rows_by_ref(
+    session: AsyncSession, territory_ids: Iterable[uuid.UUID], refs: Iterable[str]
+) -> dict[tuple[uuid.UUID, str], dict[str, Any]]:
+    """The existing counsellors among these (territory, external_ref) pairs (a superset is read, then
+    filtered by the caller), without a lock: a replay that changes nothing stays a pure read."""
+    stmt = select(*(TABLE.c[name] for name in _ROW_COLUMNS)).where(
+        TABLE.c.territory_id.in_(list(territory_ids)), TABLE.c.external_ref.in_(list(refs))
+    )
+    return {(row.territory_id, row.external_ref): dict(row._mapping) for row in await session.execute(stmt)}
+
+
+async def lock_rows(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """These counsellors, locked until the transaction ends and read again (their latest committed state),
+    in id order."""
+    stmt = (
+        select(*(TABLE.c[name] for name in _ROW_COLUMNS))
+        .where(TABLE.c.id.in_(list(ids)))
+        .order_by(TABLE.c.id)
+        .with_for_update()
+    )
+    return {row.id: dict(row._mapping) for row in await session.execute(stmt)}
+
+
+async def insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """Inserts the rows (ids given), skipping any whose (territory, external_ref) another transaction
+    inserted meanwhile; returns the ids actually inserted."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    stmt = (
+        module.insert(TABLE)
+        .on_conflict_do_nothing(index_elements=["territory_id", "external_ref"])
+        .returning(TABLE.c.id)
+    )
+    result = await session.execute(stmt, rows)
+    return set(result.scalars())
+
+
+async def update_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Updates rows by id (each dict has `b_id` and the new values of SYNCED, `version`, `updated_at`)."""
+    if not rows:
+        return
+    stmt = (
+        update(TABLE)
+        .where(TABLE.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in (*SYNCED, "version", "updated_at")})
+    )
+    await session.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])

@@ -1,0 +1,285 @@
+"""HTTP handlers of /counsellors, including the HR sync (by-ref upsert and bulk)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+
+from app.core.auth import AdminDep, Principal, Role, require_roles
+from app.core.idempotency import IdempotencyDep
+from app.core.listing import PageDep
+from app.core.pagination import set_link_header
+from app.core.problems import problem_responses
+from app.core.responses import created, model_response
+from app.core.schemas import Timestamp
+from app.core.types import FreeText
+from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
+from app.counsellors import service
+from app.counsellors.schemas import (
+    BulkRequest,
+    BulkResponse,
+    CounsellorCreate,
+    CounsellorPage,
+    CounsellorRead,
+    CounsellorUpdate,
+    CounsellorUpsert,
+)
+from app.db import SessionDep
+
+router = APIRouter(prefix="/counsellors", tags=["counsellors"])
+
+# Who may call at all; which record each may see is the service's business (404 / 403, API.md).
+ReaderDep = Annotated[
+    Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer, Role.counsellor))
+]
+WriterDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager))]
+
+PERSONAL_DOC = (
+    "Counsellors are personal data. Roles: `admin` (everywhere), `territory_manager` (counsellors employed "
+    "by its territories and their descendants)"
+)
+WRITE_DOC = PERSONAL_DOC + ". Viewers and counsellor keys → 403, no key → 401."
+GET_DOC = (
+    PERSONAL_DOC + ", and a `counsellor` key for its own record. Another counsellor, or a viewer, on a "
+    "counsellor of its territories → 403; outside them → 404."
+)
+ExternalRefPath = Annotated[
+    FreeText,
+    Path(
+        min_length=1,
+        max_length=64,
+        description="The person's id in the employer's HR system.",
+        examples=["MATRICULE-000123"],
+    ),
+]
+OptionalIfMatchHeader = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description='Optional: the ETag of the version being replaced, e.g. `"3"` (stale → 412).',
+        examples=['"1"'],
+    ),
+]
+
+
+def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
+    return model_response(read, version=read.version, status_code=status_code)
+
+
+@router.get(
+    "",
+    summary="List counsellors",
+    description=PERSONAL_DOC + ". Viewers and counsellor keys → 403 (a viewer never lists personal data, "
+    "and a counsellor reads its own record with `GET /counsellors/{id}`); no key → 401.",
+    responses=problem_responses(401, 403, 422),
+)
+async def counsellors_list(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: WriterDep,
+    page: PageDep,
+    territory_id: Annotated[
+        uuid.UUID | None, Query(description="Counsellors employed by this territory.")
+    ] = None,
+    within: Annotated[
+        uuid.UUID | None, Query(description="A territory id: employers in its whole subtree.")
+    ] = None,
+    external_ref: Annotated[
+        FreeText | None, Query(min_length=1, max_length=64, examples=["MATRICULE-000123"])
+    ] = None,
+    updated_since: Annotated[
+        Timestamp | None, Query(description="Changed at or after this instant (RFC 3339 with an offset).")
+    ] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            description="`created_at` or `updated_at`, `-` to reverse; default `created_at`.",
+            examples=["-updated_at"],
+        ),
+    ] = None,
+) -> CounsellorPage:
+    items, next_cursor, total = await service.list_counsellors(
+        session,
+        principal,
+        page,
+        territory_id=territory_id,
+        within=within,
+        external_ref=external_ref,
+        updated_since=updated_since,
+        sort=sort,
+    )
+    set_link_header(request, response, next_cursor)
+    return CounsellorPage(items=items, next_cursor=next_cursor, total=total)
+
+
+@router.get(
+    "/by-ref/{external_ref}",
+    response_model=CounsellorRead,
+    summary="Get a counsellor by HR reference",
+    description=WRITE_DOC
+    + " The counsellor `external_ref` of the employer `territory_id` (which may be left "
+    "out when the key has exactly one territory); none, or an employer outside the caller's territories → "
+    "404. Answers `ETag`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def counsellors_get_by_ref(
+    request: Request,
+    session: SessionDep,
+    principal: WriterDep,
+    external_ref: ExternalRefPath,
+    territory_id: Annotated[
+        uuid.UUID | None, Query(description="The employer; optional when the key has exactly one territory.")
+    ] = None,
+) -> Response:
+    counsellor = await service.get_by_ref(session, external_ref, territory_id, principal)
+    return not_modified(request, counsellor.version) or _respond(await service.read(session, counsellor))
+
+
+@router.get(
+    "/{counsellor_id}",
+    response_model=CounsellorRead,
+    summary="Get a counsellor",
+    description=GET_DOC + " Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def counsellors_get(
+    request: Request, session: SessionDep, principal: ReaderDep, counsellor_id: uuid.UUID
+) -> Response:
+    counsellor = await service.get_visible(session, counsellor_id, principal)
+    return not_modified(request, counsellor.version) or _respond(await service.read(session, counsellor))
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CounsellorRead,
+    summary="Create a counsellor",
+    description=WRITE_DOC + " `territory_id` (the employer) outside the caller's territories → 422 "
+    "`unknown_reference`; `external_ref` taken within the employer → 409 `external_ref_exists`. HR systems "
+    "rather use `PUT /counsellors/by-ref/{external_ref}` or the bulk upsert.",
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def counsellors_create(
+    request: Request, session: SessionDep, principal: WriterDep, idem: IdempotencyDep, body: CounsellorCreate
+) -> Response:
+    async def produce() -> Response:
+        counsellor = await service.create(session, body, principal)
+        return created(
+            request,
+            await service.read(session, counsellor),
+            "counsellors_get",
+            version=counsellor.version,
+            counsellor_id=str(counsellor.id),
+        )
+
+    return await idem.run(produce)
+
+
+@router.patch(
+    "/{counsellor_id}",
+    response_model=CounsellorRead,
+    summary="Change a counsellor",
+    description=WRITE_DOC + " JSON Merge Patch; `training` merges field by field (`null` clears it). An "
+    "anonymised counsellor → 409 `counsellor_anonymized`. " + IF_MATCH_DOC,
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 428),
+)
+async def counsellors_update(
+    session: SessionDep,
+    principal: WriterDep,
+    counsellor_id: uuid.UUID,
+    body: CounsellorUpdate,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    counsellor = await service.get_for_change(session, counsellor_id, principal)
+    require_if_match(if_match, counsellor.version)
+    counsellor = await service.update(session, counsellor, body, principal)
+    return _respond(await service.read(session, counsellor))
+
+
+@router.post(
+    "/{counsellor_id}/anonymize",
+    response_model=CounsellorRead,
+    summary="Anonymise a counsellor",
+    description="Admin. Erases the personal fields (names, email, phone and the HR `external_ref`) for good "
+    "and sets `anonymized_at`; keeps the employer, the training figures and the assignments with their "
+    "dates, so that positions and statistics keep counting. Anonymising again changes nothing. "
+    "Answers 200 with the counsellor.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def counsellors_anonymize(
+    session: SessionDep, principal: AdminDep, idem: IdempotencyDep, counsellor_id: uuid.UUID
+) -> Response:
+    async def produce() -> Response:
+        counsellor = await service.get_for_change(session, counsellor_id, principal)
+        counsellor = await service.anonymize(session, counsellor)
+        return _respond(await service.read(session, counsellor))
+
+    return await idem.run(produce)
+
+
+@router.put(
+    "/by-ref/{external_ref}",
+    response_model=CounsellorRead,
+    status_code=200,
+    summary="Create or update a counsellor by HR reference",
+    description=WRITE_DOC
+    + " Idempotent upsert keyed by (employer, `external_ref`): 201 with `Location` when "
+    "it creates, 200 when it updates or finds nothing to change (the `version` then stays). The body is "
+    "the whole record: an optional field left out becomes null. `territory_id` (the employer) may be left "
+    "out when the key has exactly one territory; one outside the caller's territories → 422 "
+    "`unknown_reference`. `If-Match` is optional here (an HR system syncs without reading first); when "
+    "sent, it must name the current version (412 otherwise, and on a counsellor that does not exist yet).",
+    responses={
+        201: {"model": CounsellorRead, "description": "Created."},
+        **problem_responses(401, 403, 412, 422),
+    },
+)
+async def counsellors_upsert_by_ref(
+    request: Request,
+    session: SessionDep,
+    principal: WriterDep,
+    external_ref: ExternalRefPath,
+    body: CounsellorUpsert,
+    if_match: OptionalIfMatchHeader = None,
+) -> Response:
+    counsellor, was_created = await service.upsert_by_ref(session, external_ref, body, principal, if_match)
+    read = await service.read(session, counsellor)
+    if was_created:
+        return created(
+            request, read, "counsellors_get", version=counsellor.version, counsellor_id=str(counsellor.id)
+        )
+    return _respond(read)
+
+
+@router.post(
+    "/bulk",
+    status_code=207,
+    response_model=BulkResponse,
+    summary="Create or update counsellors in bulk",
+    description=WRITE_DOC + " 1 to 1 000 items keyed by `external_ref` (more → 422), each shaped like the "
+    "body of `PUT /counsellors/by-ref/{external_ref}` plus its `external_ref`. Answers 207 with one result "
+    "per item, in the order of the request: `201` created, `200` updated or unchanged (a replay changes "
+    "nothing and keeps every `version`), `422` refused (`validation_error`, or `unknown_reference` for an "
+    "employer outside the caller's territories, with pointers into `items`). Items are applied "
+    "independently; with `atomic=true`, any refused item refuses them all: 422 `bulk_rejected`, whose "
+    "`items` lists each item's result (`424` for the items that were valid but not applied).",
+    responses=problem_responses(401, 403, 413, 422),
+)
+async def counsellors_bulk(
+    session: SessionDep,
+    principal: WriterDep,
+    idem: IdempotencyDep,
+    body: BulkRequest,
+    atomic: Annotated[bool, Query(description="All or none.")] = False,
+) -> Response:
+    async def produce() -> Response:
+        results = await service.bulk_upsert(session, body.items, principal, atomic=atomic)
+        return Response(
+            content=orjson.dumps({"items": results}), status_code=207, media_type="application/json"
+        )
+
+    return await idem.run(produce)

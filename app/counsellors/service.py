@@ -1,0 +1,556 @@
+"""Rules of the counsellors domain: who may read personal data, CRUD, anonymisation, and the HR sync
+(`PUT /counsellors/by-ref/{ref}` and the bulk upsert).
+
+A replayed sync writes nothing: every field is compared before writing, so an unchanged counsellor keeps
+its `version` and no change reaches the feed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import changes
+from app.core.auth import Principal, Role
+from app.core.changes import Action
+from app.core.pagination import PageRequest
+from app.core.problems import (
+    PROBLEM_BASE,
+    AppError,
+    FieldError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    UnknownReference,
+    ValidationFailed,
+)
+from app.core.types import no_control_characters
+from app.core.versioning import require_if_match
+from app.counsellors import repository as repo
+from app.counsellors.errors import BulkRejected, CounsellorAnonymized, CounsellorExternalRefExists
+from app.counsellors.models import Counsellor
+from app.counsellors.schemas import (
+    BulkItem,
+    CounsellorCreate,
+    CounsellorCurrentAssignment,
+    CounsellorFields,
+    CounsellorRead,
+    CounsellorUpdate,
+    CounsellorUpsert,
+    TrainingRead,
+)
+from app.db import new_id, utcnow
+from app.positions.models import Assignment, today
+from app.territories import service as territories
+
+RESOURCE = "counsellors"
+PERSONAL_READERS = (Role.admin, Role.territory_manager)
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+
+def to_read(counsellor: Counsellor, current: Assignment | None) -> CounsellorRead:
+    return CounsellorRead(
+        id=counsellor.id,
+        territory_id=counsellor.territory_id,
+        external_ref=counsellor.external_ref,
+        first_name=counsellor.first_name,
+        last_name=counsellor.last_name,
+        email=counsellor.email,
+        phone=counsellor.phone,
+        training=TrainingRead(
+            label=counsellor.training_label,
+            hours=counsellor.training_hours,
+            certified_on=counsellor.certified_on,
+            pix_level=counsellor.pix_level,
+        ),
+        current_assignment=CounsellorCurrentAssignment.model_validate(current) if current else None,
+        anonymized_at=counsellor.anonymized_at,
+        created_at=counsellor.created_at,
+        updated_at=counsellor.updated_at,
+        version=counsellor.version,
+    )
+
+
+async def read_many(session: AsyncSession, counsellors: Sequence[Counsellor]) -> list[CounsellorRead]:
+    current = await repo.current_assignments(session, [c.id for c in counsellors], today())
+    return [to_read(c, current.get(c.id)) for c in counsellors]
+
+
+async def read(session: AsyncSession, counsellor: Counsellor) -> CounsellorRead:
+    return (await read_many(session, [counsellor]))[0]
+
+
+async def get_visible(session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal) -> Counsellor:
+    """404 for a counsellor outside the caller's territories; 403 for one inside them that the caller's role
+    may not read (a viewer, another counsellor); a counsellor key reads its own record."""
+    if principal.role is Role.counsellor and principal.counsellor_id == counsellor_id:
+        own = await repo.get(session, counsellor_id, None)
+        if own is not None:
+            return own
+    counsellor = await repo.get(session, counsellor_id, principal)
+    if counsellor is None:
+        raise NotFound("no counsellor with this id")
+    if principal.role not in PERSONAL_READERS:
+        raise Forbidden("counsellors are personal data: your role may not read this one")
+    return counsellor
+
+
+async def list_counsellors(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    territory_id: uuid.UUID | None = None,
+    within: uuid.UUID | None = None,
+    external_ref: str | None = None,
+    updated_since: datetime | None = None,
+    sort: str | None = None,
+) -> tuple[list[CounsellorRead], str | None, int | None]:
+    keys = repo.sort_keys(sort)
+    stmt = repo.list_query(
+        principal,
+        territory_id=territory_id,
+        within_path=await _subtree_path(session, within),
+        external_ref=external_ref,
+        updated_since=updated_since,
+    )
+    rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
+    return await read_many(session, rows), next_cursor, total
+
+
+async def _subtree_path(session: AsyncSession, within: uuid.UUID | None) -> str | None:
+    if within is None:
+        return None
+    try:
+        return (await territories.get(session, within)).path
+    except NotFound as exc:
+        raise ValidationFailed("/query/within", "no territory with this id") from exc
+
+
+# --- writing --------------------------------------------------------------------------------------------
+
+
+def _columns(data: CounsellorFields) -> dict[str, Any]:
+    training = data.training
+    return {
+        "first_name": data.first_name,
+        "last_name": data.last_name,
+        "email": data.email,
+        "phone": data.phone,
+        "training_label": training.label.value if training and training.label else None,
+        "training_hours": training.hours if training else None,
+        "certified_on": training.certified_on if training else None,
+        "pix_level": training.pix_level if training else None,
+    }
+
+
+async def _record(session: AsyncSession, counsellor: Counsellor, action: Action) -> None:
+    await changes.record(
+        session,
+        resource=RESOURCE,
+        id=counsellor.id,
+        action=action,
+        version=counsellor.version,
+        territory_id=counsellor.territory_id,
+    )
+
+
+async def _check_territory(
+    session: AsyncSession, territory_id: uuid.UUID, principal: Principal, pointer: str = "/territory_id"
+) -> None:
+    if await territories.get_in_scope(session, territory_id, principal) is None:
+        raise UnknownReference(pointer, "no territory with this id in your territories")
+
+
+async def _check_external_ref(
+    session: AsyncSession, territory_id: uuid.UUID, ref: str | None, exclude_id: uuid.UUID | None
+) -> None:
+    if ref is not None and await repo.external_ref_taken(session, territory_id, ref, exclude_id):
+        raise CounsellorExternalRefExists("another counsellor of this employer has this external_ref")
+
+
+def check_not_anonymized(counsellor: Counsellor) -> None:
+    if counsellor.anonymized_at is not None:
+        raise CounsellorAnonymized("this counsellor was anonymised and can no longer change")
+
+
+def touch(counsellor: Counsellor, now: datetime) -> None:
+    """The counsellor's representation changed (its current assignment): move its version."""
+    counsellor.updated_at = now
+
+
+async def create(session: AsyncSession, data: CounsellorCreate, principal: Principal) -> Counsellor:
+    await _check_territory(session, data.territory_id, principal)
+    await _check_external_ref(session, data.territory_id, data.external_ref, None)
+    counsellor = Counsellor(territory_id=data.territory_id, external_ref=data.external_ref, **_columns(data))
+    repo.add(session, counsellor)
+    await session.flush()
+    await _record(session, counsellor, Action.created)
+    return counsellor
+
+
+async def get_for_change(session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal) -> Counsellor:
+    """The counsellor, locked, for a writer (admin or territory manager of its employer)."""
+    counsellor = await repo.get(session, counsellor_id, principal, for_update=True)
+    if counsellor is None:
+        raise NotFound("no counsellor with this id")
+    return counsellor
+
+
+async def lock_for_assignment(
+    session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal | None
+) -> Counsellor | None:
+    """The counsellor locked until the transaction ends, if it lies in `principal`'s territories (the
+    positions domain takes this lock after the position's)."""
+    return await repo.get(session, counsellor_id, principal, for_update=True)
+
+
+async def exists(session: AsyncSession, counsellor_id: uuid.UUID) -> bool:
+    return await repo.get(session, counsellor_id, None) is not None
+
+
+_NOT_NULL = ("territory_id", "first_name", "last_name")
+
+
+async def update(
+    session: AsyncSession, counsellor: Counsellor, patch: CounsellorUpdate, principal: Principal
+) -> Counsellor:
+    values = patch.changes()
+    for name in _NOT_NULL:
+        if name in values and values[name] is None:
+            raise ValidationFailed(f"/{name}", "cannot be null")
+    if "territory_id" in values and values["territory_id"] != counsellor.territory_id:
+        await _check_territory(session, values["territory_id"], principal)
+    check_not_anonymized(counsellor)
+    training = values.pop("training", {})
+    if training is None:
+        values.update(training_label=None, training_hours=None, certified_on=None, pix_level=None)
+    elif "training" in patch.model_fields_set and patch.training is not None:
+        for name, value in patch.training.changes().items():
+            column = {"label": "training_label", "hours": "training_hours"}.get(name, name)
+            values[column] = value.value if name == "label" and value is not None else value
+    territory_id = values.get("territory_id", counsellor.territory_id)
+    ref = values.get("external_ref", counsellor.external_ref)
+    if (territory_id, ref) != (counsellor.territory_id, counsellor.external_ref):
+        await _check_external_ref(session, territory_id, ref, counsellor.id)
+    changed = {k: v for k, v in values.items() if getattr(counsellor, k) != v}
+    if not changed:
+        return counsellor
+    for name, value in changed.items():
+        setattr(counsellor, name, value)
+    await session.flush()
+    await _record(session, counsellor, Action.updated)
+    return counsellor
+
+
+async def anonymize(session: AsyncSession, counsellor: Counsellor) -> Counsellor:
+    """Erases names, email, phone and the HR reference (which points at the person in the employer's
+    files); keeps the employer, the training figures and every assignment with its dates, so that positions
+    and statistics keep counting. Anonymising twice changes nothing."""
+    if counsellor.anonymized_at is not None:
+        return counsellor
+    counsellor.first_name = None
+    counsellor.last_name = None
+    counsellor.email = None
+    counsellor.phone = None
+    counsellor.external_ref = None
+    counsellor.anonymized_at = utcnow()
+    await session.flush()
+    await _record(session, counsellor, Action.updated)
+    return counsellor
+
+
+# --- HR sync --------------------------------------------------------------------------------------------
+
+
+def _employer(territory_id: uuid.UUID | None, principal: Principal, pointer: str) -> uuid.UUID:
+    """The employer named in the body, or the key's only territory."""
+    if territory_id is not None:
+        return territory_id
+    if len(principal.territory_ids) == 1:
+        return principal.territory_ids[0]
+    raise ValidationFailed(pointer, "required unless your key has exactly one territory")
+
+
+async def get_by_ref(
+    session: AsyncSession, external_ref: str, territory_id: uuid.UUID | None, principal: Principal
+) -> Counsellor:
+    """The counsellor `external_ref` of the employer (the key's only territory when not given); 404 alike
+    when there is none and when the employer is outside the caller's territories."""
+    employer = _employer(territory_id, principal, "/query/territory_id")
+    if await territories.get_in_scope(session, employer, principal) is None:
+        raise NotFound("no counsellor with this external_ref")
+    counsellor = await repo.get_by_ref(session, employer, external_ref)
+    if counsellor is None:
+        raise NotFound("no counsellor with this external_ref")
+    return counsellor
+
+
+def _apply(counsellor: Counsellor, columns: dict[str, Any]) -> bool:
+    changed = {k: v for k, v in columns.items() if getattr(counsellor, k) != v}
+    for name, value in changed.items():
+        setattr(counsellor, name, value)
+    return bool(changed)
+
+
+async def upsert_by_ref(
+    session: AsyncSession,
+    external_ref: str,
+    data: CounsellorUpsert,
+    principal: Principal,
+    if_match: str | None,
+) -> tuple[Counsellor, bool]:
+    """Creates or updates the counsellor `external_ref` of the employer; returns it and whether it was
+    created. Two syncs of the same person at once: the second waits on the first's row lock, or, when both
+    create, its INSERT meets the unique (territory_id, external_ref) and it updates the row the first
+    created instead."""
+    territory_id = _employer(data.territory_id, principal, "/territory_id")
+    await _check_territory(session, territory_id, principal)
+    columns = _columns(data)
+    existing = await repo.get_by_ref(session, territory_id, external_ref, for_update=True)
+    if existing is None:
+        if if_match is not None:
+            raise PreconditionFailed(
+                "no counsellor has this external_ref yet: send no If-Match to create one"
+            )
+        counsellor = Counsellor(territory_id=territory_id, external_ref=external_ref, **columns)
+        try:
+            async with session.begin_nested():
+                repo.add(session, counsellor)
+                await session.flush()
+        except IntegrityError:
+            # Another sync created it meanwhile (the savepoint's rollback dropped our row): update theirs.
+            existing = await repo.get_by_ref(session, territory_id, external_ref, for_update=True)
+            if existing is None:
+                raise
+        else:
+            await _record(session, counsellor, Action.created)
+            return counsellor, True
+    if if_match is not None:
+        require_if_match(if_match, existing.version)
+    if _apply(existing, columns):
+        await session.flush()
+        await _record(session, existing, Action.updated)
+    return existing, False
+
+
+# Bulk results are plain dicts shaped like `BulkResult` (a thousand models per request would cost more
+# than the database work).
+Result = dict[str, Any]
+
+
+def _problem(error: AppError) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_BASE + error.code,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail or error.title,
+        "code": error.code,
+        "errors": [e.model_dump() for e in error.errors] if error.errors else None,
+    }
+
+
+def _result(
+    index: int, ref: str | None, status: int, id: uuid.UUID | None = None, version: int | None = None
+) -> Result:
+    return {
+        "index": index,
+        "external_ref": ref,
+        "status": status,
+        "id": str(id) if id else None,
+        "version": version,
+        "problem": None,
+    }
+
+
+def _ref_of(raw: Any) -> str | None:
+    """The item's external_ref, echoed in its result when it is a well-formed one."""
+    ref = raw.get("external_ref") if isinstance(raw, dict) else None
+    if not isinstance(ref, str) or not 1 <= len(ref) <= 64:
+        return None
+    try:
+        return no_control_characters(ref)
+    except ValueError:
+        return None
+
+
+def _failed(index: int, ref: str | None, error: AppError) -> Result:
+    result = _result(index, ref, error.status)
+    result["problem"] = _problem(error)
+    return result
+
+
+def _invalid(index: int, exc: ValidationError) -> AppError:
+    errors = [
+        FieldError(
+            pointer=f"/items/{index}" + "".join(f"/{p}" for p in e["loc"]),
+            detail="unknown field" if e["type"] == "extra_forbidden" else e["msg"],
+        )
+        for e in exc.errors()
+    ]
+    return AppError(
+        f"The item has {len(errors)} invalid field(s).",
+        status=422,
+        code="validation_error",
+        title="Invalid request",
+        errors=errors,
+    )
+
+
+@dataclass
+class _Prepared:
+    index: int
+    item: BulkItem
+    territory_id: uuid.UUID
+    columns: dict[str, Any] = field(default_factory=dict)
+
+
+NOT_APPLIED = 424
+
+
+async def bulk_upsert(
+    session: AsyncSession, raw_items: Sequence[Any], principal: Principal, *, atomic: bool
+) -> list[Result]:
+    """Upserts up to 1 000 counsellors keyed by (employer, external_ref); one result per item, in order.
+
+    Every check that can refuse an item runs before any write (validation, the employer, duplicates in the
+    request, the caller's scope), and the writes cannot fail per item: new rows go in one
+    `INSERT ... ON CONFLICT DO NOTHING` (a row another transaction created meanwhile is updated instead),
+    changed rows in one executemany UPDATE, under row locks (one SELECT ... FOR UPDATE of the rows that
+    differ, read again before writing). So the items are independent without a savepoint each, and the
+    request costs a constant number of statements.
+    With `atomic`, any refused item refuses the whole request (422 `bulk_rejected`) before anything is
+    written."""
+    results: list[Result | None] = [None] * len(raw_items)
+    prepared: list[_Prepared] = []
+    seen: set[tuple[uuid.UUID, str]] = set()
+    for index, raw in enumerate(raw_items):
+        try:
+            item = BulkItem.model_validate(raw)
+            territory_id = _employer(item.territory_id, principal, f"/items/{index}/territory_id")
+        except ValidationError as exc:
+            results[index] = _failed(index, _ref_of(raw), _invalid(index, exc))
+            continue
+        except AppError as error:
+            results[index] = _failed(index, _ref_of(raw), error)
+            continue
+        key = (territory_id, item.external_ref)
+        if key in seen:
+            results[index] = _failed(
+                index,
+                item.external_ref,
+                ValidationFailed(f"/items/{index}/external_ref", "appears more than once in this request"),
+            )
+            continue
+        seen.add(key)
+        prepared.append(_Prepared(index, item, territory_id, _columns(item)))
+
+    in_scope = await repo.territories_in_scope(session, {p.territory_id for p in prepared}, principal)
+    ready = []
+    for p in prepared:
+        if p.territory_id in in_scope:
+            ready.append(p)
+        else:
+            results[p.index] = _failed(
+                p.index,
+                p.item.external_ref,
+                UnknownReference(
+                    f"/items/{p.index}/territory_id", "no territory with this id in your territories"
+                ),
+            )
+    if atomic and len(ready) < len(raw_items):
+        for p in ready:
+            results[p.index] = _result(p.index, p.item.external_ref, NOT_APPLIED)
+        raise BulkRejected(
+            "at least one item was refused, so none was applied; see `items`",
+            extra={"items": [r for r in results if r is not None]},
+        )
+    await _write(session, ready, results, atomic)
+    return [r for r in results if r is not None]
+
+
+async def _write(
+    session: AsyncSession, ready: list[_Prepared], results: list[Result | None], atomic: bool
+) -> None:
+    if not ready:
+        return
+    existing = await repo.rows_by_ref(
+        session, {p.territory_id for p in ready}, {p.item.external_ref for p in ready}
+    )
+    now = utcnow()
+    inserts: dict[uuid.UUID, _Prepared] = {}
+    insert_rows = []
+    for p in ready:
+        if (p.territory_id, p.item.external_ref) in existing:
+            continue
+        new = new_id()
+        inserts[new] = p
+        insert_rows.append(
+            {
+                "id": new,
+                "territory_id": p.territory_id,
+                "external_ref": p.item.external_ref,
+                **p.columns,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    inserted = await repo.insert_new(session, insert_rows)
+    entries = []
+    for new, p in inserts.items():
+        if new in inserted:
+            results[p.index] = _result(p.index, p.item.external_ref, 201, new, 1)
+            entries.append(changes.Entry(RESOURCE, new, Action.created, 1, p.territory_id))
+    # Rows another transaction created between the SELECT and the INSERT: read them now.
+    late = [p for new, p in inserts.items() if new not in inserted]
+    if late:
+        existing.update(
+            await repo.rows_by_ref(
+                session, {p.territory_id for p in late}, {p.item.external_ref for p in late}
+            )
+        )
+    pending = [p for p in ready if results[p.index] is None]
+    # Only the rows that differ are locked, then compared again with their latest state: a concurrent sync
+    # of the same person is then either seen (and its changes kept unless this item overrides them) or
+    # waits for this one; no update is lost, and a replay takes no lock at all.
+    differ = [
+        existing[(p.territory_id, p.item.external_ref)]["id"]
+        for p in pending
+        if _differs(existing[(p.territory_id, p.item.external_ref)], p.columns)
+    ]
+    locked = await repo.lock_rows(session, differ) if differ else {}
+    updates = []
+    for p in pending:
+        row = existing[(p.territory_id, p.item.external_ref)]
+        row = locked.get(row["id"], row)
+        if row["external_ref"] != p.item.external_ref:
+            # Anonymised meanwhile: the person behind this reference is gone from the record.
+            error = CounsellorAnonymized("the counsellor was anonymised meanwhile")
+            if atomic:
+                # The request's transaction rolls back with this error: nothing is applied.
+                raise BulkRejected(
+                    str(error), extra={"items": [_failed(p.index, p.item.external_ref, error)]}
+                )
+            results[p.index] = _failed(p.index, p.item.external_ref, error)
+            continue
+        changed = _differs(row, p.columns)
+        version = row["version"] + 1 if changed else row["version"]
+        if changed:
+            updates.append({"id": row["id"], **p.columns, "version": version, "updated_at": now})
+            entries.append(changes.Entry(RESOURCE, row["id"], Action.updated, version, p.territory_id))
+        results[p.index] = _result(p.index, p.item.external_ref, 200, row["id"], version)
+    await repo.update_many(session, updates)
+    await changes.record_many(session, entries)
+
+
+def _differs(row: dict[str, Any], columns: dict[str, Any]) -> bool:
+    return any(row[name] != value for name, value in columns.items())

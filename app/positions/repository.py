@@ -1,0 +1,226 @@
+"""Every query of the positions domain (positions and assignments)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal
+from app.core.pagination import (
+    PageRequest,
+    SortKey,
+    fetch_page,
+    parse_date,
+    parse_datetime,
+    parse_sort,
+    parse_uuid,
+)
+from app.core.paths import path_startswith
+from app.positions.models import Assignment, Position, PositionStatus, covers, overlaps
+from app.territories.models import Territory
+
+_ID_KEY = SortKey("id", Position.id, parse=parse_uuid)
+_SORTS = {
+    "created_at": SortKey("created_at", Position.created_at, parse=parse_datetime),
+    "updated_at": SortKey("updated_at", Position.updated_at, parse=parse_datetime),
+}
+_ASSIGNMENT_ID_KEY = SortKey("id", Assignment.id, parse=parse_uuid)
+_ASSIGNMENT_SORTS = {
+    "started_on": SortKey("started_on", Assignment.started_on, parse=parse_date),
+    "created_at": SortKey("created_at", Assignment.created_at, parse=parse_datetime),
+}
+
+
+def occupied(day: date) -> ColumnElement[bool]:
+    """The position is open and an assignment covers `day`: one EXISTS on (position_id, started_on)."""
+    return and_(
+        Position.closed_on.is_(None),
+        exists().where(Assignment.position_id == Position.id, covers(day)),
+    )
+
+
+def status_clause(status: PositionStatus, day: date) -> ColumnElement[bool]:
+    if status is PositionStatus.closed:
+        return Position.closed_on.is_not(None)
+    if status is PositionStatus.occupied:
+        return occupied(day)
+    return and_(
+        Position.closed_on.is_(None),
+        ~exists().where(Assignment.position_id == Position.id, covers(day)),
+    )
+
+
+async def get(
+    session: AsyncSession, position_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+) -> Position | None:
+    stmt = select(Position).where(
+        Position.id == position_id, principal.territory_clause(Position.territory_id)
+    )
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def list_query(
+    principal: Principal,
+    day: date,
+    *,
+    agreement_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    status: PositionStatus | None = None,
+    external_ref: str | None = None,
+    updated_since: datetime | None = None,
+) -> Select[Position]:
+    stmt = select(Position).where(principal.territory_clause(Position.territory_id))
+    if agreement_id is not None:
+        stmt = stmt.where(Position.agreement_id == agreement_id)
+    if territory_id is not None:
+        stmt = stmt.where(Position.territory_id == territory_id)
+    if within_path is not None:
+        subtree = select(Territory.id).where(path_startswith(Territory.path, within_path))
+        stmt = stmt.where(Position.territory_id.in_(subtree))
+    if status is not None:
+        stmt = stmt.where(status_clause(status, day))
+    if external_ref is not None:
+        stmt = stmt.where(Position.external_ref == external_ref)
+    if updated_since is not None:
+        stmt = stmt.where(Position.updated_at >= updated_since)
+    return stmt
+
+
+def sort_keys(sort: str | None) -> list[SortKey]:
+    return parse_sort(sort, _SORTS, "created_at", _ID_KEY)
+
+
+async def list_page(
+    session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Position]
+) -> tuple[list[Position], str | None, int | None]:
+    def values(p: Position) -> list[object]:
+        return [getattr(p, keys[0].name), p.id]
+
+    return await fetch_page(session, stmt, keys, page, row_values=values)
+
+
+async def current_assignments(
+    session: AsyncSession, position_ids: Sequence[uuid.UUID], day: date
+) -> dict[uuid.UUID, Assignment]:
+    """The assignment covering `day` of each position that has one (at most one by the rules)."""
+    if not position_ids:
+        return {}
+    stmt = select(Assignment).where(Assignment.position_id.in_(list(position_ids)), covers(day))
+    return {a.position_id: a for a in (await session.execute(stmt)).scalars()}
+
+
+async def count_open(session: AsyncSession, agreement_id: uuid.UUID) -> int:
+    stmt = select(func.count()).where(Position.agreement_id == agreement_id, Position.closed_on.is_(None))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def external_ref_taken(
+    session: AsyncSession, agreement_territory_id: uuid.UUID, external_ref: str, exclude_id: uuid.UUID | None
+) -> bool:
+    clause = and_(
+        Position.agreement_territory_id == agreement_territory_id, Position.external_ref == external_ref
+    )
+    if exclude_id is not None:
+        clause = and_(clause, Position.id != exclude_id)
+    return bool((await session.execute(select(exists().where(clause)))).scalar())
+
+
+async def position_has_overlap(
+    session: AsyncSession,
+    position_id: uuid.UUID,
+    started_on: date,
+    ended_on: date | None,
+    exclude_id: uuid.UUID | None = None,
+) -> bool:
+    clause = and_(Assignment.position_id == position_id, overlaps(started_on, ended_on))
+    if exclude_id is not None:
+        clause = and_(clause, Assignment.id != exclude_id)
+    return bool((await session.execute(select(exists().where(clause)))).scalar())
+
+
+async def counsellor_has_overlap(
+    session: AsyncSession, counsellor_id: uuid.UUID, started_on: date, ended_on: date | None
+) -> bool:
+    clause = and_(Assignment.counsellor_id == counsellor_id, overlaps(started_on, ended_on))
+    return bool((await session.execute(select(exists().where(clause)))).scalar())
+
+
+async def runs_past(session: AsyncSession, position_id: uuid.UUID, day: date) -> bool:
+    """Whether an assignment of the position covers a day after `day`."""
+    clause = and_(
+        Assignment.position_id == position_id,
+        (Assignment.ended_on.is_(None)) | (Assignment.ended_on > day),
+    )
+    return bool((await session.execute(select(exists().where(clause)))).scalar())
+
+
+def add(session: AsyncSession, row: Position | Assignment) -> None:
+    session.add(row)
+
+
+# --- assignments ---------------------------------------------------------------------------------------
+
+
+async def get_assignment(
+    session: AsyncSession, assignment_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+) -> Assignment | None:
+    """The assignment if its position lies in the caller's territories."""
+    stmt = (
+        select(Assignment)
+        .join(Position, Position.id == Assignment.position_id)
+        .where(Assignment.id == assignment_id, principal.territory_clause(Position.territory_id))
+    )
+    if for_update:
+        stmt = stmt.with_for_update(of=Assignment).execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def assignments_query(
+    principal: Principal,
+    day: date,
+    *,
+    position_id: uuid.UUID | None = None,
+    counsellor_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    active: bool | None = None,
+) -> Select[Assignment]:
+    stmt = select(Assignment)
+    if not principal.is_admin or territory_id is not None or within_path is not None:
+        stmt = stmt.join(Position, Position.id == Assignment.position_id).where(
+            principal.territory_clause(Position.territory_id)
+        )
+        if territory_id is not None:
+            stmt = stmt.where(Position.territory_id == territory_id)
+        if within_path is not None:
+            subtree = select(Territory.id).where(path_startswith(Territory.path, within_path))
+            stmt = stmt.where(Position.territory_id.in_(subtree))
+    if position_id is not None:
+        stmt = stmt.where(Assignment.position_id == position_id)
+    if counsellor_id is not None:
+        stmt = stmt.where(Assignment.counsellor_id == counsellor_id)
+    if active is True:
+        stmt = stmt.where(covers(day))
+    elif active is False:
+        stmt = stmt.where(~covers(day))
+    return stmt
+
+
+def assignment_sort_keys(sort: str | None) -> list[SortKey]:
+    return parse_sort(sort, _ASSIGNMENT_SORTS, "started_on", _ASSIGNMENT_ID_KEY)
+
+
+async def assignments_page(
+    session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Assignment]
+) -> tuple[list[Assignment], str | None, int | None]:
+    def values(a: Assignment) -> list[object]:
+        return [getattr(a, keys[0].name), a.id]
+
+    return await fetch_page(session, stmt, keys, page, row_values=values)

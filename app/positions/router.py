@@ -1,0 +1,335 @@
+"""HTTP handlers of /positions and of assignments (/positions/{id}/assignments, /assignments)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from app.core.auth import Principal, Role, require_roles
+from app.core.idempotency import IdempotencyDep
+from app.core.listing import PageDep
+from app.core.pagination import set_link_header
+from app.core.problems import problem_responses
+from app.core.responses import created, model_response
+from app.core.schemas import Timestamp
+from app.core.types import FreeText
+from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
+from app.db import SessionDep
+from app.positions import service
+from app.positions.models import PositionStatus
+from app.positions.schemas import (
+    AssignmentCreate,
+    AssignmentEnd,
+    AssignmentPage,
+    AssignmentRead,
+    PositionClose,
+    PositionCreate,
+    PositionPage,
+    PositionRead,
+    PositionUpdate,
+)
+
+router = APIRouter(prefix="/positions", tags=["positions"])
+assignments_router = APIRouter(prefix="/assignments", tags=["assignments"])
+
+ReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer))]
+WriterDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager))]
+ActionIfMatchHeader = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description='Optional: when sent, the action applies only to that version (stale → 412), e.g. `"2"`.',
+        examples=['"1"'],
+    ),
+]
+
+READERS_DOC = (
+    "Roles: `admin` (everywhere), `territory_manager` and `viewer` (positions of their territories and "
+    "their descendants; any other is 404). Viewers get `current_assignment: null` (personal data). "
+    "`counsellor` → 403, no key → 401."
+)
+WRITERS_DOC = "Roles: `admin`, `territory_manager` (positions of its territories and their descendants)."
+PERSONAL_DOC = (
+    "Assignments are personal data. Roles: `admin`, `territory_manager` (positions of its territories and "
+    "their descendants). A viewer → 403 (404 when the object is outside its territories too)."
+)
+
+
+def _respond(read: PositionRead, status_code: int = 200) -> Response:
+    return model_response(read, version=read.version, status_code=status_code)
+
+
+@router.get("", summary="List positions", description=READERS_DOC, responses=problem_responses(401, 403, 422))
+async def positions_list(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: ReaderDep,
+    page: PageDep,
+    agreement_id: uuid.UUID | None = None,
+    territory_id: Annotated[uuid.UUID | None, Query(description="Positions in this territory.")] = None,
+    within: Annotated[
+        uuid.UUID | None, Query(description="A territory id: positions of it and of its whole subtree.")
+    ] = None,
+    status: Annotated[
+        PositionStatus | None, Query(description="Derived status as of today (UTC), filtered in SQL.")
+    ] = None,
+    external_ref: Annotated[
+        FreeText | None, Query(min_length=1, max_length=64, examples=["LYON-CNFS-001"])
+    ] = None,
+    updated_since: Annotated[
+        Timestamp | None,
+        Query(description="Positions changed at or after this instant (RFC 3339 with an offset)."),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            description="`created_at` or `updated_at`, `-` to reverse; default `created_at`.",
+            examples=["-updated_at"],
+        ),
+    ] = None,
+) -> PositionPage:
+    items, next_cursor, total = await service.list_positions(
+        session,
+        principal,
+        page,
+        agreement_id=agreement_id,
+        territory_id=territory_id,
+        within=within,
+        status=status,
+        external_ref=external_ref,
+        updated_since=updated_since,
+        sort=sort,
+    )
+    set_link_header(request, response, next_cursor)
+    return PositionPage(items=items, next_cursor=next_cursor, total=total)
+
+
+@router.get(
+    "/{position_id}",
+    response_model=PositionRead,
+    summary="Get a position",
+    description=READERS_DOC + " Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def positions_get(
+    request: Request, session: SessionDep, principal: ReaderDep, position_id: uuid.UUID
+) -> Response:
+    position = await service.get_visible(session, position_id, principal)
+    return not_modified(request, position.version) or _respond(
+        await service.read(session, position, principal)
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PositionRead,
+    summary="Open a position",
+    description=WRITERS_DOC + " Under a `signed` agreement (else 409 `agreement_not_signed`) that has a free "
+    "position (else 409 `agreement_positions_exhausted`, with `positions_granted` and `positions_open`). "
+    "`territory_id` defaults to the agreement's; another must lie in the agreement's subtree (422 "
+    "`territory_outside_agreement`). An agreement or territory outside the caller's territories → 422 "
+    "`unknown_reference`. `external_ref` is unique within the agreement's territory (409 "
+    "`external_ref_exists`).",
+    responses=problem_responses(401, 403, 409, 422),
+)
+async def positions_create(
+    request: Request, session: SessionDep, principal: WriterDep, idem: IdempotencyDep, body: PositionCreate
+) -> Response:
+    async def produce() -> Response:
+        position = await service.create(session, body, principal)
+        return created(
+            request,
+            await service.read(session, position, principal),
+            "positions_get",
+            version=position.version,
+            position_id=str(position.id),
+        )
+
+    return await idem.run(produce)
+
+
+@router.patch(
+    "/{position_id}",
+    response_model=PositionRead,
+    summary="Change a position",
+    description=WRITERS_DOC + " JSON Merge Patch of `territory_id`, `external_ref`, `typology`, `opened_on`; "
+    "a closed position → 409 `position_closed`. " + IF_MATCH_DOC,
+    responses=problem_responses(401, 403, 404, 409, 412, 422, 428),
+)
+async def positions_update(
+    session: SessionDep,
+    principal: WriterDep,
+    position_id: uuid.UUID,
+    body: PositionUpdate,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    position = await service.get_for_change(session, position_id, principal)
+    require_if_match(if_match, position.version)
+    position = await service.update(session, position, body, principal)
+    return _respond(await service.read(session, position, principal))
+
+
+@router.post(
+    "/{position_id}/close",
+    response_model=PositionRead,
+    summary="Close a position",
+    description=WRITERS_DOC + " `closed_on` on or after `opened_on` (422); already closed → 409 "
+    "`position_closed`; an assignment running past `closed_on` → 409 `position_occupied` (end it first). "
+    "Answers 200 with the position.",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
+async def positions_close(
+    session: SessionDep,
+    principal: WriterDep,
+    idem: IdempotencyDep,
+    position_id: uuid.UUID,
+    body: PositionClose,
+    if_match: ActionIfMatchHeader = None,
+) -> Response:
+    async def produce() -> Response:
+        position = await service.get_for_change(session, position_id, principal)
+        if if_match is not None:
+            require_if_match(if_match, position.version)
+        position = await service.close(session, position, body)
+        return _respond(await service.read(session, position, principal))
+
+    return await idem.run(produce)
+
+
+@router.get(
+    "/{position_id}/assignments",
+    summary="List a position's assignments",
+    description=PERSONAL_DOC + " The position's history, by `started_on`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def positions_assignments_list(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: ReaderDep,
+    page: PageDep,
+    position_id: uuid.UUID,
+) -> AssignmentPage:
+    items, next_cursor, total = await service.list_position_assignments(session, position_id, principal, page)
+    set_link_header(request, response, next_cursor)
+    return AssignmentPage(items=items, next_cursor=next_cursor, total=total)
+
+
+@router.post(
+    "/{position_id}/assignments",
+    status_code=201,
+    response_model=AssignmentRead,
+    summary="Assign a counsellor to a position",
+    description=WRITERS_DOC + " The counsellor holds the position from `started_on` until the assignment "
+    "is ended. A closed position → 409 `position_closed`; another assignment of the position covering one "
+    "of these days → 409 `position_occupied`; the counsellor holding another position on one of these days "
+    "→ 409 `counsellor_already_assigned`; a counsellor outside the caller's territories → 422 "
+    "`unknown_reference`; `started_on` before the position's `opened_on` → 422.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def positions_assignments_create(
+    request: Request,
+    session: SessionDep,
+    principal: WriterDep,
+    idem: IdempotencyDep,
+    position_id: uuid.UUID,
+    body: AssignmentCreate,
+) -> Response:
+    async def produce() -> Response:
+        assignment = await service.assign(session, position_id, body, principal)
+        return created(
+            request,
+            service.assignment_read(assignment),
+            "assignments_get",
+            version=assignment.version,
+            assignment_id=str(assignment.id),
+        )
+
+    return await idem.run(produce)
+
+
+@assignments_router.get(
+    "",
+    summary="List assignments",
+    description=PERSONAL_DOC.replace(" (404 when the object is outside its territories too)", ""),
+    responses=problem_responses(401, 403, 422),
+)
+async def assignments_list(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: WriterDep,
+    page: PageDep,
+    counsellor_id: uuid.UUID | None = None,
+    territory_id: Annotated[
+        uuid.UUID | None, Query(description="Assignments to positions of this territory.")
+    ] = None,
+    within: Annotated[
+        uuid.UUID | None, Query(description="A territory id: assignments to positions of its whole subtree.")
+    ] = None,
+    active: Annotated[
+        bool | None, Query(description="`true`: those covering today (UTC); `false`: the others.")
+    ] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            description="`started_on` (default) or `created_at`, `-` to reverse.", examples=["-started_on"]
+        ),
+    ] = None,
+) -> AssignmentPage:
+    items, next_cursor, total = await service.list_assignments(
+        session,
+        principal,
+        page,
+        counsellor_id=counsellor_id,
+        territory_id=territory_id,
+        within=within,
+        active=active,
+        sort=sort,
+    )
+    set_link_header(request, response, next_cursor)
+    return AssignmentPage(items=items, next_cursor=next_cursor, total=total)
+
+
+@assignments_router.get(
+    "/{assignment_id}",
+    response_model=AssignmentRead,
+    summary="Get an assignment",
+    description=PERSONAL_DOC + " Answers `ETag`.",
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def assignments_get(
+    request: Request, session: SessionDep, principal: ReaderDep, assignment_id: uuid.UUID
+) -> Response:
+    assignment = await service.get_assignment(session, assignment_id, principal)
+    return not_modified(request, assignment.version) or model_response(
+        service.assignment_read(assignment), version=assignment.version
+    )
+
+
+@assignments_router.post(
+    "/{assignment_id}/end",
+    response_model=AssignmentRead,
+    summary="End an assignment",
+    description=WRITERS_DOC + " `ended_on` is the last day (inclusive: the next assignment may start the "
+    "day after), on or after `started_on` (422); `end_reason` from the `end_reasons` referential. Already "
+    "ended → 409 `assignment_already_ended`. Answers 200 with the assignment.",
+    responses=problem_responses(401, 403, 404, 409, 412, 422),
+)
+async def assignments_end(
+    session: SessionDep,
+    principal: WriterDep,
+    idem: IdempotencyDep,
+    assignment_id: uuid.UUID,
+    body: AssignmentEnd,
+    if_match: ActionIfMatchHeader = None,
+) -> Response:
+    async def produce() -> Response:
+        assignment = await service.end(session, assignment_id, body, principal, if_match)
+        return model_response(service.assignment_read(assignment), version=assignment.version)
+
+    return await idem.run(produce)

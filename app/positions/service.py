@@ -1,0 +1,433 @@
+"""Rules of the positions domain: positions under signed agreements, their derived status, and assignments
+(no two on one position on the same day, no counsellor in two positions on the same day).
+
+Lock order, shared with the agreements domain so that no two writers wait on each other crosswise:
+programme → agreement → position(s) → counsellor. A position is created under its programme's and its
+agreement's locks (as amendments and terminations are), so `agreement_positions_exhausted` holds whatever
+the concurrency; an assignment is written under its position's and its counsellor's locks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.agreements import service as agreements
+from app.agreements.errors import AgreementNotSigned
+from app.agreements.models import AgreementStatus
+from app.core import changes
+from app.core.auth import Principal, Role
+from app.core.changes import Action
+from app.core.pagination import PageRequest
+from app.core.problems import FieldError, Forbidden, NotFound, UnknownReference, ValidationFailed
+from app.core.versioning import require_if_match
+from app.counsellors import service as counsellors
+from app.db import utcnow
+from app.positions import repository as repo
+from app.positions.errors import (
+    AgreementPositionsExhausted,
+    AssignmentAlreadyEnded,
+    CounsellorAlreadyAssigned,
+    PositionClosed,
+    PositionExternalRefExists,
+    PositionOccupied,
+    TerritoryOutsideAgreement,
+)
+from app.positions.models import Assignment, Position, PositionStatus, today
+from app.positions.schemas import (
+    AssignmentCreate,
+    AssignmentEnd,
+    AssignmentRead,
+    PositionClose,
+    PositionCreate,
+    PositionCurrentAssignment,
+    PositionRead,
+    PositionUpdate,
+)
+from app.territories import service as territories
+
+RESOURCE = "positions"
+ASSIGNMENTS = "assignments"
+PERSONAL_READERS = (Role.admin, Role.territory_manager)
+
+
+def reads_personal_data(principal: Principal) -> bool:
+    return principal.role in PERSONAL_READERS
+
+
+def status_of(position: Position, current: Assignment | None) -> PositionStatus:
+    if position.closed_on is not None:
+        return PositionStatus.closed
+    return PositionStatus.occupied if current is not None else PositionStatus.vacant
+
+
+def to_read(position: Position, current: Assignment | None, principal: Principal) -> PositionRead:
+    if position.closed_on is not None:
+        current = None
+    shown = current if current is not None and reads_personal_data(principal) else None
+    return PositionRead(
+        id=position.id,
+        agreement_id=position.agreement_id,
+        territory_id=position.territory_id,
+        external_ref=position.external_ref,
+        typology=position.typology,
+        status=status_of(position, current),
+        current_assignment=PositionCurrentAssignment.model_validate(shown) if shown else None,
+        opened_on=position.opened_on,
+        closed_on=position.closed_on,
+        close_reason=position.close_reason,
+        created_at=position.created_at,
+        updated_at=position.updated_at,
+        version=position.version,
+    )
+
+
+async def read_many(
+    session: AsyncSession, positions: Sequence[Position], principal: Principal
+) -> list[PositionRead]:
+    """Read models for a page: one query for all the current assignments."""
+    current = await repo.current_assignments(session, [p.id for p in positions], today())
+    return [to_read(p, current.get(p.id), principal) for p in positions]
+
+
+async def read(session: AsyncSession, position: Position, principal: Principal) -> PositionRead:
+    return (await read_many(session, [position], principal))[0]
+
+
+def assignment_read(assignment: Assignment) -> AssignmentRead:
+    day = today()
+    active = assignment.started_on <= day and (assignment.ended_on is None or day <= assignment.ended_on)
+    return AssignmentRead(
+        id=assignment.id,
+        position_id=assignment.position_id,
+        counsellor_id=assignment.counsellor_id,
+        contract_type=assignment.contract_type,
+        started_on=assignment.started_on,
+        ends_on=assignment.ends_on,
+        ended_on=assignment.ended_on,
+        end_reason=assignment.end_reason,
+        active=active,
+        created_at=assignment.created_at,
+        updated_at=assignment.updated_at,
+        version=assignment.version,
+    )
+
+
+async def get_visible(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Position:
+    position = await repo.get(session, position_id, principal)
+    if position is None:
+        raise NotFound("no position with this id")
+    return position
+
+
+async def get_for_change(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Position:
+    """The position, locked until the transaction ends (404 alike when absent or outside the scope)."""
+    position = await repo.get(session, position_id, principal, for_update=True)
+    if position is None:
+        raise NotFound("no position with this id")
+    return position
+
+
+async def list_positions(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    agreement_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within: uuid.UUID | None = None,
+    status: PositionStatus | None = None,
+    external_ref: str | None = None,
+    updated_since: datetime | None = None,
+    sort: str | None = None,
+) -> tuple[list[PositionRead], str | None, int | None]:
+    """A page of the positions the caller may read: two queries (positions, then their current
+    assignments), plus one for the total when asked. `status` filters in SQL."""
+    keys = repo.sort_keys(sort)
+    stmt = repo.list_query(
+        principal,
+        today(),
+        agreement_id=agreement_id,
+        territory_id=territory_id,
+        within_path=await agreements.subtree_path(session, within, principal),
+        status=status,
+        external_ref=external_ref,
+        updated_since=updated_since,
+    )
+    rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
+    return await read_many(session, rows, principal), next_cursor, total
+
+
+async def _check_territory(
+    session: AsyncSession, territory_id: uuid.UUID, agreement_territory_id: uuid.UUID, principal: Principal
+) -> None:
+    """The territory exists in the caller's scope (else `unknown_reference`) and in the agreement's
+    subtree (else `territory_outside_agreement`)."""
+    territory = await territories.get_in_scope(session, territory_id, principal)
+    if territory is None:
+        raise UnknownReference("/territory_id", "no territory with this id in your territories")
+    root = await territories.get(session, agreement_territory_id)
+    if not territory.path.startswith(root.path):
+        detail = "the position's territory must be the agreement's territory or one of its descendants"
+        raise TerritoryOutsideAgreement(detail, errors=[FieldError(pointer="/territory_id", detail=detail)])
+
+
+async def _check_external_ref(
+    session: AsyncSession, agreement_territory_id: uuid.UUID, ref: str | None, exclude_id: uuid.UUID | None
+) -> None:
+    if ref is not None and await repo.external_ref_taken(session, agreement_territory_id, ref, exclude_id):
+        raise PositionExternalRefExists(
+            "another position of the agreement's territory already has this external_ref"
+        )
+
+
+async def create(session: AsyncSession, data: PositionCreate, principal: Principal) -> Position:
+    """A new open position, under the programme's and the agreement's locks (see the module)."""
+    agreement = await agreements.get_for_positions(session, data.agreement_id, principal)
+    if agreement is None:
+        raise UnknownReference("/agreement_id", "no agreement with this id in your territories")
+    territory_id = data.territory_id or agreement.territory_id
+    await _check_territory(session, territory_id, agreement.territory_id, principal)
+    if agreement.status != AgreementStatus.signed:
+        raise AgreementNotSigned(f"positions open under a signed agreement; this one is {agreement.status}")
+    await _check_external_ref(session, agreement.territory_id, data.external_ref, None)
+    open_positions = await repo.count_open(session, agreement.id)
+    if open_positions >= agreement.positions_granted:
+        raise AgreementPositionsExhausted(
+            f"the agreement grants {agreement.positions_granted} positions and all are open",
+            extra={"positions_granted": agreement.positions_granted, "positions_open": open_positions},
+        )
+    position = Position(
+        agreement_id=agreement.id,
+        territory_id=territory_id,
+        agreement_territory_id=agreement.territory_id,
+        external_ref=data.external_ref,
+        typology=data.typology.value,
+        opened_on=data.opened_on,
+    )
+    try:
+        # Positions of one agreement are created one at a time (its lock); another agreement of the same
+        # territory may still take the reference meanwhile: the unique constraint then answers the same code.
+        async with session.begin_nested():
+            repo.add(session, position)
+            await session.flush()
+    except IntegrityError as exc:
+        if data.external_ref is None or not await repo.external_ref_taken(
+            session, agreement.territory_id, data.external_ref, None
+        ):
+            raise
+        raise PositionExternalRefExists(
+            "another position of the agreement's territory already has this external_ref"
+        ) from exc
+    await _record(session, position, Action.created)
+    return position
+
+
+async def _record(session: AsyncSession, position: Position, action: Action) -> None:
+    await changes.record(
+        session,
+        resource=RESOURCE,
+        id=position.id,
+        action=action,
+        version=position.version,
+        territory_id=position.territory_id,
+    )
+
+
+_NOT_NULL = ("territory_id", "typology", "opened_on")
+
+
+async def update(
+    session: AsyncSession, position: Position, patch: PositionUpdate, principal: Principal
+) -> Position:
+    """Changes an open position; `position` comes from `get_for_change`."""
+    values = patch.changes()
+    for field in _NOT_NULL:
+        if field in values and values[field] is None:
+            raise ValidationFailed(f"/{field}", "cannot be null")
+    if "territory_id" in values and values["territory_id"] != position.territory_id:
+        await _check_territory(session, values["territory_id"], position.agreement_territory_id, principal)
+    if position.closed_on is not None:
+        raise PositionClosed("a closed position cannot change")
+    if "external_ref" in values and values["external_ref"] != position.external_ref:
+        await _check_external_ref(
+            session, position.agreement_territory_id, values["external_ref"], position.id
+        )
+    if "typology" in values:
+        values["typology"] = values["typology"].value
+    changed = {k: v for k, v in values.items() if getattr(position, k) != v}
+    if not changed:
+        return position
+    for field, value in changed.items():
+        setattr(position, field, value)
+    await session.flush()
+    await _record(session, position, Action.updated)
+    return position
+
+
+async def close(session: AsyncSession, position: Position, data: PositionClose) -> Position:
+    """open → closed; `position` comes from `get_for_change`. No assignment may run past `closed_on`."""
+    if data.closed_on < position.opened_on:
+        raise ValidationFailed("/closed_on", "must be on or after opened_on")
+    if position.closed_on is not None:
+        raise PositionClosed("this position is already closed")
+    if await repo.runs_past(session, position.id, data.closed_on):
+        raise PositionOccupied(
+            "an assignment of this position runs past closed_on: end it on or before that day first"
+        )
+    position.closed_on = data.closed_on
+    position.close_reason = data.reason
+    await session.flush()
+    await _record(session, position, Action.updated)
+    return position
+
+
+# --- assignments ---------------------------------------------------------------------------------------
+
+
+def _require_personal(principal: Principal) -> None:
+    if not reads_personal_data(principal):
+        raise Forbidden("assignments are personal data: your role may not read them")
+
+
+async def list_position_assignments(
+    session: AsyncSession, position_id: uuid.UUID, principal: Principal, page: PageRequest
+) -> tuple[list[AssignmentRead], str | None, int | None]:
+    """A position's history, oldest first (404 when the position is not visible, 403 for viewers)."""
+    position = await get_visible(session, position_id, principal)
+    _require_personal(principal)
+    keys = repo.assignment_sort_keys(None)
+    stmt = repo.assignments_query(principal, today(), position_id=position.id)
+    rows, next_cursor, total = await repo.assignments_page(session, page, keys, stmt)
+    return [assignment_read(a) for a in rows], next_cursor, total
+
+
+async def list_assignments(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    *,
+    counsellor_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within: uuid.UUID | None = None,
+    active: bool | None = None,
+    sort: str | None = None,
+) -> tuple[list[AssignmentRead], str | None, int | None]:
+    keys = repo.assignment_sort_keys(sort)
+    stmt = repo.assignments_query(
+        principal,
+        today(),
+        counsellor_id=counsellor_id,
+        territory_id=territory_id,
+        within_path=await agreements.subtree_path(session, within, principal),
+        active=active,
+    )
+    rows, next_cursor, total = await repo.assignments_page(session, page, keys, stmt)
+    return [assignment_read(a) for a in rows], next_cursor, total
+
+
+async def get_assignment(session: AsyncSession, assignment_id: uuid.UUID, principal: Principal) -> Assignment:
+    assignment = await repo.get_assignment(session, assignment_id, principal)
+    if assignment is None:
+        raise NotFound("no assignment with this id")
+    _require_personal(principal)
+    return assignment
+
+
+async def _record_assignment(
+    session: AsyncSession,
+    assignment: Assignment,
+    action: Action,
+    position: Position,
+    counsellor_version: int,
+    counsellor_territory_id: uuid.UUID,
+) -> None:
+    await changes.record_many(
+        session,
+        [
+            changes.Entry(ASSIGNMENTS, assignment.id, action, assignment.version, position.territory_id),
+            changes.Entry(RESOURCE, position.id, Action.updated, position.version, position.territory_id),
+            changes.Entry(
+                counsellors.RESOURCE,
+                assignment.counsellor_id,
+                Action.updated,
+                counsellor_version,
+                counsellor_territory_id,
+            ),
+        ],
+    )
+
+
+async def assign(
+    session: AsyncSession, position_id: uuid.UUID, data: AssignmentCreate, principal: Principal
+) -> Assignment:
+    """A counsellor takes a position from `started_on`. Checks run under the position's lock, then the
+    counsellor's, in that order."""
+    if data.ends_on is not None and data.ends_on < data.started_on:
+        raise ValidationFailed("/ends_on", "must be on or after started_on")
+    position = await get_for_change(session, position_id, principal)
+    counsellor = await counsellors.lock_for_assignment(session, data.counsellor_id, principal)
+    if counsellor is None:
+        raise UnknownReference("/counsellor_id", "no counsellor with this id in your territories")
+    if data.started_on < position.opened_on:
+        raise ValidationFailed("/started_on", "must be on or after the position's opened_on")
+    if position.closed_on is not None:
+        raise PositionClosed("a closed position takes no assignment")
+    counsellors.check_not_anonymized(counsellor)
+    if await repo.position_has_overlap(session, position.id, data.started_on, None):
+        raise PositionOccupied("another assignment of this position covers one of these days")
+    if await repo.counsellor_has_overlap(session, counsellor.id, data.started_on, None):
+        raise CounsellorAlreadyAssigned("the counsellor holds another position on one of these days")
+    assignment = Assignment(
+        position_id=position.id,
+        counsellor_id=counsellor.id,
+        contract_type=data.contract_type.value,
+        started_on=data.started_on,
+        ends_on=data.ends_on,
+    )
+    repo.add(session, assignment)
+    # The position's status and the counsellor's current assignment are part of their representations:
+    # their versions (ETags) move with them.
+    now = utcnow()
+    position.updated_at = now
+    counsellors.touch(counsellor, now)
+    await session.flush()
+    await _record_assignment(
+        session, assignment, Action.created, position, counsellor.version, counsellor.territory_id
+    )
+    return assignment
+
+
+async def end(
+    session: AsyncSession,
+    assignment_id: uuid.UUID,
+    data: AssignmentEnd,
+    principal: Principal,
+    if_match: str | None = None,
+) -> Assignment:
+    """Ends an assignment on `ended_on` (inclusive), under the position's and the counsellor's locks."""
+    found = await get_assignment(session, assignment_id, principal)
+    position = await get_for_change(session, found.position_id, principal)
+    counsellor = await counsellors.lock_for_assignment(session, found.counsellor_id, None)
+    assignment = await repo.get_assignment(session, assignment_id, principal, for_update=True)
+    if assignment is None or counsellor is None:
+        raise NotFound("no assignment with this id")
+    if if_match is not None:
+        require_if_match(if_match, assignment.version)
+    if data.ended_on < assignment.started_on:
+        raise ValidationFailed("/ended_on", "must be on or after started_on")
+    if assignment.ended_on is not None:
+        raise AssignmentAlreadyEnded(f"this assignment ended on {assignment.ended_on.isoformat()}")
+    assignment.ended_on = data.ended_on
+    assignment.end_reason = data.end_reason.value
+    now = utcnow()
+    position.updated_at = now
+    counsellors.touch(counsellor, now)
+    await session.flush()
+    await _record_assignment(
+        session, assignment, Action.updated, position, counsellor.version, counsellor.territory_id
+    )
+    return assignment
