@@ -11,9 +11,9 @@ from app.changes.schemas import ChangePage
 from app.core.auth import KeyHolderDep
 from app.core.pagination import MAX_LIMIT
 from app.core.problems import problem_responses
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 
-router = APIRouter(prefix="/changes", tags=["changes"])
+router = APIRouter(prefix="/changes", tags=["changes"], route_class=TransactionRoute)
 
 
 @router.get(

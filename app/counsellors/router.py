@@ -27,9 +27,9 @@ from app.counsellors.schemas import (
     CounsellorUpdate,
     CounsellorUpsert,
 )
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 
-router = APIRouter(prefix="/counsellors", tags=["counsellors"])
+router = APIRouter(prefix="/counsellors", tags=["counsellors"], route_class=TransactionRoute)
 
 # Who may call at all; which record each may see is the service's business (404 / 403, API.md).
 ReaderDep = Annotated[

@@ -16,7 +16,7 @@ from app.core.responses import created, model_response
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 from app.positions import service
 from app.positions.models import PositionStatus
 from app.positions.schemas import (
@@ -31,8 +31,8 @@ from app.positions.schemas import (
     PositionUpdate,
 )
 
-router = APIRouter(prefix="/positions", tags=["positions"])
-assignments_router = APIRouter(prefix="/assignments", tags=["assignments"])
+router = APIRouter(prefix="/positions", tags=["positions"], route_class=TransactionRoute)
+assignments_router = APIRouter(prefix="/assignments", tags=["assignments"], route_class=TransactionRoute)
 
 ReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer))]
 WriterDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager))]
