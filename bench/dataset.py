@@ -93,7 +93,7 @@ async def import_territories(url: str, departements: Sequence[str] | None, seed:
     try:
         with (
             mock.patch.object(service, "new_id", Ids(random.Random(seed))),
-            mock.patch.object(service, "utcnow", lambda: BASE_TIME),
+            mock.patch.object(service, "utcnow", return_value=BASE_TIME),
         ):
             async with make_sessionmaker(engine)() as session:
                 await service.import_referential(session, data)

@@ -11,10 +11,11 @@ request (for unique references).
 
 A scenario may also bring its own wrk Lua script (`lua`), or be measured without wrk (`driver="sequential"`):
 its cycles run one after the other through one HTTP client, for `--duration` seconds, only the last step of
-each cycle timed, and its throughput counted in `items` per operation (the HR bulk: items per second). To add a scenario: append a `Scenario` to
-SCENARIOS; if the reference and the minimal FastAPI apps do not implement it yet, set `apps=SERVICE_ONLY`
-(the table then shows the service alone), or add its handler to `bench.shared` and one route to each of
-`bench.reference_app` and `bench.minimal_fastapi_app`."""
+each cycle timed, and its throughput counted in `items` per operation (the HR bulk: items per second).
+
+To add a scenario: append a `Scenario` to SCENARIOS; if the reference and the minimal FastAPI apps do not
+implement it yet, set `apps=SERVICE_ONLY` (the table then shows the service alone), or add its handler to
+`bench.shared` and one route to each of `bench.reference_app` and `bench.minimal_fastapi_app`."""
 
 from __future__ import annotations
 
@@ -94,7 +95,9 @@ for i = 0, {counsellors_in_scope} - 1 do
   refs[#refs + 1] = string.format("BENCH-C-0000-%03d", i)
 end
 local n = 0
-local headers = {{["Authorization"] = "Bearer {key_territory_manager}", ["Content-Type"] = "application/json"}}
+local headers = {{
+  ["Authorization"] = "Bearer {key_territory_manager}", ["Content-Type"] = "application/json"
+}}
 local body = '"""
     + COUNSELLOR_BODY.replace("{", "{{").replace("}", "}}")
     + """'

@@ -577,7 +577,9 @@ POSITION_COUNTS_SQL = (
 )
 
 
-async def position_counts(db: Database, conn: Any, rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+async def position_counts(
+    db: Database, conn: Any, rows: Sequence[Mapping[str, Any]]
+) -> dict[str, tuple[int, int]]:
     """(open, occupied) positions per agreement of `rows`, as the service counts them (one query)."""
     if not rows:
         return {}
@@ -986,8 +988,8 @@ async def positions_list(db: Database, page: ListRequest, authorization: str | N
             shown = rows[: page.limit]
             found = await conn.fetch(
                 db.sql(
-                    "SELECT id, position_id, counsellor_id, contract_type, started_on, ends_on FROM assignments"
-                    f" WHERE position_id IN ({_in_list(2, len(shown))}) AND {COVERS}"
+                    "SELECT id, position_id, counsellor_id, contract_type, started_on, ends_on"
+                    f" FROM assignments WHERE position_id IN ({_in_list(2, len(shown))}) AND {COVERS}"
                 ),
                 today(),
                 *(as_uuid(r["id"]) for r in shown),
@@ -1185,8 +1187,8 @@ async def counsellor_upsert(
                 return problem(422, "unknown_reference", "no territory with this id in your territories")
             row = await conn.fetchrow(
                 db.sql(
-                    f"SELECT {COUNSELLOR_COLUMNS} FROM counsellors WHERE territory_id = $1 AND external_ref = $2"
-                    " FOR UPDATE"
+                    f"SELECT {COUNSELLOR_COLUMNS} FROM counsellors"
+                    " WHERE territory_id = $1 AND external_ref = $2 FOR UPDATE"
                 ),
                 employer,
                 external_ref,

@@ -2,9 +2,10 @@
 
 Each scenario of `bench.scenarios` runs in-process (httpx ASGITransport) against the three apps on a small
 dataset of `bench.dataset` (the referential's communes of three départements, among them the Rhône and the
-Loire, so that the searches find Villefranche-sur-Saône, Saint-Étienne and Lyon), built in a database of its own (the apps open their own connections, so they
-cannot share a test's rolled-back transaction): same statuses, same JSON (cursor values aside), same ETag and
-Link headers. A change of the service's answers then shows here, not as a silently unfair benchmark."""
+Loire, so that the searches find Villefranche-sur-Saône, Saint-Étienne and Lyon), built in a database of its
+own (the apps open their own connections, so they cannot share a test's rolled-back transaction): same
+statuses, same JSON (cursor values aside), same ETag and Link headers. A change of the service's answers then
+shows here, not as a silently unfair benchmark."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from sqlalchemy.engine import make_url
 
 from bench import dataset, inprocess, scenarios, wrk
 from tests.conftest import IS_POSTGRES, TEST_DATABASE_URL
-
 
 DEPARTEMENTS = ("69", "42", "01")
 
