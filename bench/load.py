@@ -237,13 +237,26 @@ class Outcome:
     warnings: list[str]
 
 
+async def _connect_when_free(database_url: str) -> Any:
+    """A connection, waiting (bounded) while the servers' pools hold every connection PostgreSQL allows
+    (three apps of two workers hold up to 80 of the default 100)."""
+    import asyncpg
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await asyncpg.connect(datasets.asyncpg_dsn(database_url))
+        except asyncpg.TooManyConnectionsError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
     if not statements:
         return
     if database_url.startswith("postgresql"):
-        import asyncpg
-
-        conn = await asyncpg.connect(datasets.asyncpg_dsn(database_url))
+        conn = await _connect_when_free(database_url)
         try:
             # Requests still in flight when wrk stopped finish first (up to the lock timeout), so that no
             # row they write outlives the cleanup.

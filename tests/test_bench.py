@@ -105,3 +105,18 @@ def test_the_cycle_script_carries_every_step() -> None:
     assert script.count("method = ") == len(steps)
     assert '"/api/v1/agreements/{id}/sign"' in script
     assert "{unique}" in script
+
+
+async def test_the_search_scenarios_find_what_they_are_named_after(
+    bench_data: tuple[str, dict[str, str]],
+) -> None:
+    url, values = bench_data
+    expected = {"villefranche": "Villefranche-sur-Saône", "st etienne": "Saint-Étienne", "69123": "Lyon"}
+    async with inprocess.open_apps(url, "bench-test-secret-" + "x" * 32) as apps:
+        for fragment, name in expected.items():
+            scenario = next(s for s in scenarios.SCENARIOS if "search" in s.name and fragment in s.name)
+            measured = await inprocess.measure(apps, scenario, values, passes=1)
+            for answers in measured.answers.values():
+                names = [item["name"] for item in answers[0].body["items"]]
+                # The agglomeration of Villefranche matches whole words too, and is more populated.
+                assert name in names[:2], (scenario.name, names)
