@@ -223,7 +223,6 @@ def create_app(database_url: str | None = None, secret_key: str | None = None) -
 
     @app.put("/api/v1/counsellors/by-ref/{external_ref}")
     async def counsellor_upsert(
-        request: Request,
         db: DatabaseDep,
         external_ref: Annotated[str, Path(min_length=1, max_length=64)],
         body: CounsellorIn,
@@ -241,7 +240,6 @@ def create_app(database_url: str | None = None, secret_key: str | None = None) -
             "pix_level": training.pix_level if training else None,
         }
         data = shared.CounsellorInput(body.territory_id, columns)
-        base_url = f"{request.url.scheme}://{request.url.netloc}"
-        return respond(await shared.counsellor_upsert(db, external_ref, data, authorization, base_url))
+        return respond(await shared.counsellor_upsert(db, external_ref, data, authorization))
 
     return app

@@ -189,7 +189,6 @@ async def counsellor_upsert(request: Request) -> Response:
             request.path_params["external_ref"],
             data,
             request.headers.get("authorization"),
-            f"{request.url.scheme}://{request.url.netloc}",
         )
     )
 

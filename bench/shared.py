@@ -386,7 +386,7 @@ def require_reader(caller: Caller | Reply, roles: frozenset[str] = READER_ROLES)
     return caller
 
 
-def scope_clause(db: Database, caller: Caller, column: str, first_param: int) -> tuple[str, list[str]]:
+def scope_clause(db: Database, caller: Caller, column: str, first_param: int) -> tuple[str, list[Any]]:
     """The service's territory scope: rows whose territory lies in one of the caller's subtrees."""
     if caller.role == "admin":
         return "", []
@@ -1155,7 +1155,6 @@ async def counsellor_upsert(
     external_ref: str,
     data: CounsellorInput,
     authorization: str | None,
-    base_url: str,
 ) -> Reply:
     """Admin and territory managers. The service's statements in one transaction: the employer checked in
     the caller's scope, the counsellor locked by (employer, external_ref), then created (201) or updated
