@@ -238,8 +238,8 @@ class Outcome:
 
 
 async def _connect_when_free(database_url: str) -> Any:
-    """A connection, waiting (bounded) while the servers' pools hold every connection PostgreSQL allows
-    (three apps of two workers hold up to 80 of the default 100)."""
+    """A connection, waiting (30 s at most) while the servers' pools and other clients hold every
+    connection PostgreSQL allows (three apps of two workers keep their pools open side by side)."""
     import asyncpg
 
     deadline = time.monotonic() + 30
