@@ -5,7 +5,8 @@ service's statements one for one (read from the app's repositories and services)
 the service's fast path is meant to reach as well: the API key and its territories are read in one statement
 (a join) rather than two, and a connection is not pinged before use. Reads run without BEGIN/COMMIT (one
 statement is its own transaction); writes run in one transaction, taking the same row locks in the same order
-(the programme first).
+(the programme first). The territory search parses `q` with the service's own `app.territories.search.parse`
+(words, abbreviations, the code) and runs the service's word-table SQL and ranking, written out by hand.
 
 The answers have the service's shape: the same fields in the same order, `{"items": [...], "next_cursor":
 ...}` with a signed cursor bound to the query and the caller, `Link` and `ETag` headers, 304 on a matching
