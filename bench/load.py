@@ -76,8 +76,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> list[int]:
-        """The worker processes: uvicorn's children started by multiprocessing's spawn, or uvicorn itself
-        when it runs a single worker."""
+        """The worker processes: uvicorn's children started by multiprocessing's spawn, gunicorn's forked
+        children, or the server itself when it runs a single worker."""
         if self.worker_count == 1:
             return [self.process.pid]
         found = []
@@ -90,7 +90,7 @@ class Server:
                 cmdline = (entry / "cmdline").read_bytes()
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == self.process.pid and b"spawn_main" in cmdline:
+            if ppid == self.process.pid and (b"spawn_main" in cmdline or b"gunicorn" in cmdline):
                 found.append(int(entry.name))
         return sorted(found)
 
@@ -105,15 +105,21 @@ class Server:
                 continue
         return total
 
-    def rss_mb(self) -> list[float]:
+    def rss_mb(self) -> list[tuple[float, float, float]]:
+        """(RSS, PSS, USS) of each worker, in MB. RSS counts every page the worker maps, shared ones
+        included; PSS divides each shared page among the processes sharing it; USS is what the worker alone
+        holds (what stopping it would free)."""
         sizes = []
         for pid in self.workers():
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        sizes.append(int(line.split()[1]) / 1024)
-            except OSError:
+                fields: dict[str, int] = {}
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+                    name, _, rest = line.partition(":")
+                    fields[name] = int(rest.split()[0])
+            except (OSError, ValueError, IndexError):
                 continue
+            uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+            sizes.append((fields.get("Rss", 0) / 1024, fields.get("Pss", 0) / 1024, uss / 1024))
         return sizes
 
     def stop(self) -> None:
@@ -142,7 +148,22 @@ def start_server(app: str, database_url: str, secret_key: str, workers: int, log
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     env.pop("WEB_CONCURRENCY", None)
-    command = [
+    if app == SERVICE:
+        # The service runs as `cnfs-api serve` runs it (gunicorn forking preloaded workers, or uvicorn alone).
+        from app.cli import server_command
+
+        command = server_command("127.0.0.1", port, workers, keep_alive=75)
+    else:
+        command = uvicorn_command(app, port, workers)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Server(app, port, process, log, workers)
+
+
+def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "uvicorn",
@@ -158,11 +179,6 @@ def start_server(app: str, database_url: str, secret_key: str, workers: int, log
         "--log-level",
         "warning",
     ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Server(app, port, process, log, workers)
 
 
 def wait_ready(server: Server, workers: int, probe: str, timeout: float = 60) -> None:
@@ -233,7 +249,7 @@ class Outcome:
     scenarios: list[Scenario]
     cells: dict[tuple[str, str], Cell]
     statements: dict[str, inprocess.Measured]
-    rss: dict[str, list[float]]
+    rss: dict[str, list[tuple[float, float, float]]]
     warnings: list[str]
 
 
@@ -350,7 +366,7 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
     for scenario in scenarios:
         warnings += inprocess.differences(scenario, measured[scenario.name].answers)
     cells: dict[tuple[str, str], Cell] = {}
-    rss: dict[str, list[float]] = {}
+    rss: dict[str, list[tuple[float, float, float]]] = {}
     probe = fill(SCENARIOS[0].steps[0], values).path
     with servers(apps, database_url, secret_key, args.workers, work_dir, probe) as running:
         warnings += asyncio.run(_compare_servers(running, scenarios, values, database_url))
@@ -566,8 +582,8 @@ def rss_line(outcome: Outcome) -> str:
     for app in APPS:
         sizes = outcome.rss.get(app)
         if sizes:
-            parts.append(f"{LABELS[app]} {', '.join(f'{s:.0f}' for s in sizes)}")
-    return "RSS per worker after the run (MB): " + "; ".join(parts)
+            parts.append(f"{LABELS[app]} {', '.join('/'.join(f'{v:.0f}' for v in s) for s in sizes)}")
+    return "memory per worker after the run, RSS/PSS/USS (MB): " + "; ".join(parts)
 
 
 def machine(database_urls: list[str]) -> str:
