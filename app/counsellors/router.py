@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import AdminDep, Principal, Role, require_roles
 from app.core.idempotency import IdempotencyDep
@@ -63,6 +64,23 @@ OptionalIfMatchHeader = Annotated[
         examples=['"1"'],
     ),
 ]
+
+
+class _CounsellorIdConvertor(Convertor[str]):
+    """`{counsellor_id}` never matches `bulk`: `/counsellors/bulk` is a resource of its own, so that GET or
+    PATCH there answer 405 with `Allow: POST` rather than 422 for an id that is not one. Any other value
+    reaches the handler, which answers 422 for one that is not a UUID."""
+
+    regex = "(?!bulk$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("counsellor_id", _CounsellorIdConvertor())
 
 
 def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
@@ -140,7 +158,7 @@ async def counsellors_get_by_ref(
 
 
 @router.get(
-    "/{counsellor_id}",
+    "/{counsellor_id:counsellor_id}",
     response_model=CounsellorRead,
     summary="Get a counsellor",
     description=GET_DOC + " Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
@@ -180,7 +198,7 @@ async def counsellors_create(
 
 
 @router.patch(
-    "/{counsellor_id}",
+    "/{counsellor_id:counsellor_id}",
     response_model=CounsellorRead,
     summary="Change a counsellor",
     description=WRITE_DOC + " JSON Merge Patch; `training` merges field by field (`null` clears it). An "
