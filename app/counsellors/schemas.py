@@ -115,10 +115,12 @@ class BulkItem(CounsellorUpsert):
 
 def _bulk_items_schema() -> dict[str, Any]:
     """What the documentation shows for `items`: an array of `BulkItem` (the model refers to `Training`, which
-    the document holds already)."""
+    the document holds already), or of anything else, since an item that is not a `BulkItem` does not make
+    the request invalid: it gets its own 422 among the results."""
     item = BulkItem.model_json_schema(ref_template="#/components/schemas/{model}")
     item.pop("$defs", None)
-    return {"type": "array", "minItems": 1, "maxItems": MAX_BULK_ITEMS, "items": item}
+    refused = {"description": "Anything else: refused in its own result (422), the other items still apply."}
+    return {"type": "array", "minItems": 1, "maxItems": MAX_BULK_ITEMS, "items": {"anyOf": [item, refused]}}
 
 
 class BulkRequest(InputModel):

@@ -90,8 +90,19 @@ def _read_by_id() -> Select[Any]:
 
 @cache
 def _read_by_code() -> Select[Any]:
+    # The territory with this code or, failing that, the one this former code designates: one round trip
+    # either way (both lookups are index seeks; a current code wins over a former one).
     table = Territory.__table__
-    return select(*READ.columns).where(table.c.kind == bindparam("kind"), table.c.code == bindparam("code"))
+    kind, code = bindparam("kind"), bindparam("code")
+    former = select(TerritoryAlias.territory_id).where(
+        TerritoryAlias.kind == kind, TerritoryAlias.code == code
+    )
+    return (
+        select(*READ.columns)
+        .where(table.c.kind == kind, or_(table.c.code == code, table.c.id.in_(former)))
+        .order_by(case((table.c.code == code, 0), else_=1))
+        .limit(1)
+    )
 
 
 async def read_row(session: AsyncSession, territory_id: uuid.UUID) -> Any:
@@ -100,17 +111,9 @@ async def read_row(session: AsyncSession, territory_id: uuid.UUID) -> Any:
 
 
 async def read_row_by_code(session: AsyncSession, kind: str, code: str) -> Any:
+    """The read columns of the territory with this code, or of the one this former code designates, or
+    None."""
     return (await session.execute(_read_by_code(), {"kind": kind, "code": code})).first()
-
-
-async def read_row_by_alias(session: AsyncSession, kind: str, code: str) -> Any:
-    """The read columns of the territory a former code designates, or None."""
-    stmt = (
-        select(*READ.columns)
-        .join(TerritoryAlias, TerritoryAlias.territory_id == Territory.id)
-        .where(TerritoryAlias.kind == kind, TerritoryAlias.code == code)
-    )
-    return (await session.execute(stmt)).first()
 
 
 async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:

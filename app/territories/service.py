@@ -130,8 +130,6 @@ async def read_by_code(session: AsyncSession, kind: TerritoryKind, code: str) ->
         row = None
     else:
         row = await repo.read_row_by_code(session, kind.value, code)
-        if row is None:
-            row = await repo.read_row_by_alias(session, kind.value, code)
     if row is None:
         raise NotFound(f"no {kind.value} with code {code}")
     return row
