@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -12,9 +12,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from app.core.auth import AdminDep, Principal, Role, require_roles
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
-from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
-from app.core.responses import created, model_response
+from app.core.responses import created, model_response, object_response, page_response
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
@@ -83,12 +82,22 @@ class _CounsellorIdConvertor(Convertor[str]):
 register_url_convertor("counsellor_id", _CounsellorIdConvertor())
 
 
+async def _row_response(request: Request, session: SessionDep, row: dict[str, Any]) -> Response:
+    """A read row with `ETag`, or 304 (without reading the current assignment) when it is unchanged."""
+    unchanged = not_modified(request, row["version"])
+    if unchanged is not None:
+        return unchanged
+    await service.fill_current(session, [row])
+    return object_response(None, row)
+
+
 def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
     return model_response(read, version=read.version, status_code=status_code)
 
 
 @router.get(
     "",
+    response_model=CounsellorPage,
     summary="List counsellors",
     description=PERSONAL_DOC + ". Viewers and counsellor keys → 403 (a viewer never lists personal data, "
     "and a counsellor reads its own record with `GET /counsellors/{id}`); no key → 401.",
@@ -96,7 +105,6 @@ def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
 )
 async def counsellors_list(
     request: Request,
-    response: Response,
     session: SessionDep,
     principal: WriterDep,
     page: PageDep,
@@ -119,8 +127,8 @@ async def counsellors_list(
             examples=["-updated_at"],
         ),
     ] = None,
-) -> CounsellorPage:
-    items, next_cursor, total = await service.list_counsellors(
+) -> Response:
+    rows, next_cursor, total = await service.list_counsellors(
         session,
         principal,
         page,
@@ -130,8 +138,7 @@ async def counsellors_list(
         updated_since=updated_since,
         sort=sort,
     )
-    set_link_header(request, response, next_cursor)
-    return CounsellorPage(items=items, next_cursor=next_cursor, total=total)
+    return page_response(request, rows, next_cursor, total)
 
 
 @router.get(
@@ -153,8 +160,9 @@ async def counsellors_get_by_ref(
         uuid.UUID | None, Query(description="The employer; optional when the key has exactly one territory.")
     ] = None,
 ) -> Response:
-    counsellor = await service.get_by_ref(session, external_ref, territory_id, principal)
-    return not_modified(request, counsellor.version) or _respond(await service.read(session, counsellor))
+    return await _row_response(
+        request, session, await service.row_by_ref(session, external_ref, territory_id, principal)
+    )
 
 
 @router.get(
@@ -167,8 +175,7 @@ async def counsellors_get_by_ref(
 async def counsellors_get(
     request: Request, session: SessionDep, principal: ReaderDep, counsellor_id: uuid.UUID
 ) -> Response:
-    counsellor = await service.get_visible(session, counsellor_id, principal)
-    return not_modified(request, counsellor.version) or _respond(await service.read(session, counsellor))
+    return await _row_response(request, session, await service.visible_row(session, counsellor_id, principal))
 
 
 @router.post(

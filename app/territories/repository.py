@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Select,
     Table,
@@ -93,7 +94,8 @@ def _read_by_code() -> Select[Any]:
     # The territory with this code or, failing that, the one this former code designates: one round trip
     # either way (both lookups are index seeks; a current code wins over a former one).
     table = Territory.__table__
-    kind, code = bindparam("kind"), bindparam("code")
+    kind: BindParameter[str] = bindparam("kind")
+    code: BindParameter[str] = bindparam("code")
     former = select(TerritoryAlias.territory_id).where(
         TerritoryAlias.kind == kind, TerritoryAlias.code == code
     )
