@@ -411,3 +411,35 @@ async def test_reads_cost_the_same_statements_whatever_the_page_and_the_role(
         assert one.json() == items(page)[0]
         assert one.headers["etag"] == f'"{one.json()["version"]}"'
         assert counter.count == counts[0], (counter.count, counts)
+
+
+async def test_reads_answer_what_writes_answered(client: httpx.AsyncClient, world: World) -> None:
+    """Reads serialise rows (orjson), writes serialise models (pydantic): the same object reads the same."""
+    headers = world.lyon_manager
+    counsellor = await create_counsellor(client, headers, world.tree.lyon_metro.id, external_ref="SAME-1")
+    position = await create_position(client, headers, world.lyon["id"])
+    assignment = await assign(client, headers, position["id"], counsellor["id"], started_on=day(-1))
+    changed = await client.patch(
+        f"{POSITIONS}/{position['id']}",
+        json={"external_ref": "SAME-P"},
+        headers={**headers, "If-Match": f'"{position["version"] + 1}"'},
+    )
+    assert changed.status_code == 200, changed.text
+    written = changed.json()
+    assert written["status"] == "occupied"
+    assert written["current_assignment"]["id"] == assignment["id"]
+    assert (await client.get(f"{POSITIONS}/{position['id']}", headers=headers)).json() == written
+    assert items(await client.get(POSITIONS, params={"external_ref": "SAME-P"}, headers=headers)) == [written]
+    assert (await client.get(f"/api/v1/assignments/{assignment['id']}", headers=headers)).json() == assignment
+    history = await client.get(f"{POSITIONS}/{position['id']}/assignments", headers=headers)
+    assert items(history) == [assignment]
+    anonymised = await client.post(f"/api/v1/counsellors/{counsellor['id']}/anonymize", headers=world.admin)
+    assert anonymised.status_code == 200, anonymised.text
+    person = anonymised.json()
+    assert person["current_assignment"]["id"] == assignment["id"]
+    assert person["training"]
+    assert (await client.get(f"/api/v1/counsellors/{counsellor['id']}", headers=headers)).json() == person
+    listed = await client.get(
+        "/api/v1/counsellors", params={"territory_id": person["territory_id"]}, headers=headers
+    )
+    assert items(listed) == [person]
