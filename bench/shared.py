@@ -570,29 +570,22 @@ AGREEMENT_COLUMNS = (
 )
 
 
-POSITION_COUNTS_SQL = (
-    "SELECT agreement_id, count(*) AS open, sum(CASE WHEN EXISTS (SELECT 1 FROM assignments"
-    " WHERE assignments.position_id = positions.id AND assignments.started_on <= $1"
-    " AND (assignments.ended_on IS NULL OR assignments.ended_on >= $1)) THEN 1 ELSE 0 END) AS occupied"
-    " FROM positions WHERE agreement_id IN ({ids}) AND closed_on IS NULL GROUP BY agreement_id"
-)
-
-
-async def position_counts(
-    db: Database, conn: Any, rows: Sequence[Mapping[str, Any]]
-) -> dict[str, tuple[int, int]]:
-    """(open, occupied) positions per agreement of `rows`, as the service counts them (one query)."""
-    if not rows:
-        return {}
-    found = await conn.fetch(
-        db.sql(POSITION_COUNTS_SQL.format(ids=_in_list(2, len(rows)))),
-        today(),
-        *(as_uuid(r["id"]) for r in rows),
+def agreement_select(today_param: int) -> str:
+    """The agreement's columns and its position counts in one SELECT, as the service reads them: open
+    positions (not closed) and occupied ones (open, with an assignment covering the day at `$today_param`)."""
+    return (
+        f"SELECT {AGREEMENT_COLUMNS},"
+        " (SELECT count(*) FROM positions WHERE positions.agreement_id = agreements.id"
+        " AND positions.closed_on IS NULL) AS positions_open,"
+        " (SELECT count(*) FROM positions WHERE positions.agreement_id = agreements.id"
+        " AND positions.closed_on IS NULL AND EXISTS (SELECT 1 FROM assignments"
+        f" WHERE assignments.position_id = positions.id AND assignments.started_on <= ${today_param}"
+        f" AND (assignments.ended_on IS NULL OR assignments.ended_on >= ${today_param})))"
+        " AS positions_occupied FROM agreements"
     )
-    return {str(r["agreement_id"]): (int(r["open"]), int(r["occupied"] or 0)) for r in found}
 
 
-def agreement_json(row: Mapping[str, Any], counts: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+def agreement_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "programme_id": row["programme_id"],
@@ -608,8 +601,9 @@ def agreement_json(row: Mapping[str, Any], counts: tuple[int, int] = (0, 0)) -> 
         "ends_on": row["ends_on"],
         "terminated_on": row["terminated_on"],
         "termination_reason": row["termination_reason"],
-        "positions_open": counts[0],
-        "positions_occupied": counts[1],
+        # Rows written by create and sign carry no counts: a new agreement has no position yet.
+        "positions_open": row.get("positions_open", 0),
+        "positions_occupied": row.get("positions_occupied", 0),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "version": row["version"],
@@ -627,21 +621,12 @@ async def agreements_list(db: Database, page: ListRequest, authorization: str | 
         caller = require_reader(await caller_for(db, conn, authorization))
         if isinstance(caller, Reply):
             return caller
-        scope, args = scope_clause(db, caller, "territory_id", 1)
-        args.append(page.limit + 1)
-        sql = (
-            f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE true{scope}"
-            f" ORDER BY created_at, id LIMIT ${len(args)}"
-        )
+        scope, args = scope_clause(db, caller, "territory_id", 2)
+        args = [today(), *args, page.limit + 1]
+        sql = f"{agreement_select(1)} WHERE true{scope} ORDER BY created_at, id LIMIT ${len(args)}"
         rows = await conn.fetch(db.sql(sql), *args)
-        counts = await position_counts(db, conn, rows[: page.limit])
     page = ListRequest(page.limit, caller.name, page.path, page.params, page.base_url, page.secret)
-    return _page(
-        rows,
-        page,
-        lambda r: [r["created_at"], r["id"]],
-        lambda r: agreement_json(r, counts.get(str(r["id"]), (0, 0))),
-    )
+    return _page(rows, page, lambda r: [r["created_at"], r["id"]], agreement_json)
 
 
 async def agreement_get(
@@ -651,16 +636,14 @@ async def agreement_get(
         caller = require_reader(await caller_for(db, conn, authorization))
         if isinstance(caller, Reply):
             return caller
-        scope, args = scope_clause(db, caller, "territory_id", 2)
+        scope, args = scope_clause(db, caller, "territory_id", 3)
         row = await conn.fetchrow(
-            db.sql(f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE id = $1{scope}"), agreement_id, *args
+            db.sql(f"{agreement_select(1)} WHERE id = $2{scope}"), today(), agreement_id, *args
         )
         if row is None:
             return problem(404, "not_found", "no agreement with this id")
-        # As the service does, even when the answer is a 304.
-        counts = await position_counts(db, conn, [row])
     return not_modified(if_none_match, row["version"]) or json_reply(
-        agreement_json(row, counts.get(str(row["id"]), (0, 0))), version=row["version"]
+        agreement_json(row), version=row["version"]
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app.changes import service
 from app.changes.schemas import ChangePage
 from app.core.auth import KeyHolderDep
 from app.core.pagination import MAX_LIMIT
 from app.core.problems import problem_responses
+from app.core.responses import json_response
 from app.db import SessionDep, TransactionRoute
 
 router = APIRouter(prefix="/changes", tags=["changes"], route_class=TransactionRoute)
@@ -18,6 +19,7 @@ router = APIRouter(prefix="/changes", tags=["changes"], route_class=TransactionR
 
 @router.get(
     "",
+    response_model=ChangePage,
     summary="Read the change feed",
     description="Every creation and change of agreements, positions, counsellors and assignments, in the "
     "order of a cursor that never skips a committed change, even when transactions commit out of order. "
@@ -43,5 +45,7 @@ async def changes_list(
         Query(description="Only changes of these resources (repeatable)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many changes, 1 to 200.")] = 50,
-) -> ChangePage:
-    return await service.read_feed(session, principal, after=after, resources=resource, limit=limit)
+) -> Response:
+    return json_response(
+        await service.read_feed(session, principal, after=after, resources=resource, limit=limit)
+    )

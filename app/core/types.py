@@ -20,7 +20,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 # Control characters (NUL above all), lone surrogates (not encodable in UTF-8) and line or paragraph
 # separators have no place in a name, a reference or a reason. Tabs and line feeds are refused too: these
@@ -55,6 +55,20 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("the instant is out of range once converted to UTC") from None
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later), normalised to UTC so
-that the response says `...Z` like every other timestamp; one out of range in UTC is a 422 too."""
+_RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _rfc3339_text(value: object) -> object:
+    # Pydantic reads a number, or a string of one ("0.5"), as seconds since 1970: the documented format is
+    # an RFC 3339 date-time, and a query parameter or a body that sends a number is a mistake to refuse.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339_START.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-11-26T09:30:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_to_utc)]
+"""An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later; a number is one too),
+normalised to UTC so that the response says `...Z` like every other timestamp; one out of range in UTC is a
+422 too."""
