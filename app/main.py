@@ -80,6 +80,11 @@ TAGS = [
         "description": "A counsellor holding a position between two dates (personal data).",
     },
     {
+        "name": "workshops",
+        "description": "Workshops people find and book: search, registrations with capacity and waitlist, "
+        "attendance, iCalendar feeds.",
+    },
+    {
         "name": "changes",
         "description": "The change feed: what changed, in an order that never skips a change.",
     },
