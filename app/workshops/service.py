@@ -342,9 +342,9 @@ async def update(session: AsyncSession, workshop: Workshop, patch: WorkshopUpdat
         return workshop
     for name, value in changed.items():
         setattr(workshop, name, value)
+    workshop.seats_left = workshop.capacity - workshop.registered_count
     if promoted:
         await _promote(session, workshop, promoted)
-    workshop.seats_left = workshop.capacity - workshop.registered_count
     await session.flush()
     await _record(session, workshop, Action.updated)
     return workshop
@@ -448,6 +448,7 @@ async def _promote(session: AsyncSession, workshop: Workshop, count: int) -> Non
         registration.waitlist_rank = None
     workshop.registered_count += len(promoted)
     workshop.waitlisted_count -= len(promoted)
+    workshop.seats_left = workshop.capacity - workshop.registered_count
     await session.flush()
     if promoted:
         await repo.shift_ranks(session, workshop.id, 0, len(promoted))
@@ -485,6 +486,7 @@ async def cancel_registration(
     registration.waitlist_rank = None
     if was == RegistrationStatus.confirmed.value:
         workshop.registered_count -= 1
+        workshop.seats_left += 1
         await session.flush()
         if workshop.waitlisted_count:
             await _promote(session, workshop, 1)
@@ -492,8 +494,6 @@ async def cancel_registration(
         workshop.waitlisted_count -= 1
         await session.flush()
         await repo.shift_ranks(session, workshop.id, rank or 0, 1)
-    workshop.seats_left = workshop.capacity - workshop.registered_count
-    await session.flush()
 
 
 # --- attendance ----------------------------------------------------------------------------------------

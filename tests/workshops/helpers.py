@@ -68,7 +68,9 @@ class Place:
         return self.world.tree
 
 
-async def build_place(client: httpx.AsyncClient, admin: dict[str, str], tree: Tree, make_key: KeyMaker) -> Place:
+async def build_place(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree, make_key: KeyMaker
+) -> Place:
     world = await build_world(client, admin, tree, make_key)
     lyon_position = await create_position(client, admin, world.lyon["id"], territory_id=str(tree.lyon.id))
     rhone_position = await create_position(client, admin, world.rhone["id"])

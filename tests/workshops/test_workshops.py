@@ -44,7 +44,9 @@ async def test_public_reads_carry_no_personal_link(client: httpx.AsyncClient, pl
     assert anonymous.headers["cache-control"].startswith("public")
     assert_problem(await client.get(f"{WORKSHOPS}/{private['id']}"), 404, "not_found")
     # A key of the territory sees it; one of another territory does not.
-    assert (await client.get(f"{WORKSHOPS}/{private['id']}", headers=place.world.lyon_viewer)).status_code == 200
+    assert (
+        await client.get(f"{WORKSHOPS}/{private['id']}", headers=place.world.lyon_viewer)
+    ).status_code == 200
     assert_problem(
         await client.get(f"{WORKSHOPS}/{private['id']}", headers=place.world.rhone_manager), 404, "not_found"
     )
@@ -55,7 +57,9 @@ async def test_public_reads_carry_no_personal_link(client: httpx.AsyncClient, pl
 
 async def test_remote_needs_a_url_and_in_person_a_venue(client: httpx.AsyncClient, place: Place) -> None:
     position = place.lyon_position["id"]
-    assert_problem(await post_workshop(client, place.admin, position, venue=None), 422, "validation_error", "/venue")
+    assert_problem(
+        await post_workshop(client, place.admin, position, venue=None), 422, "validation_error", "/venue"
+    )
     response = await post_workshop(client, place.admin, position, format="remote", venue=None)
     assert_problem(response, 422, "validation_error", "/online_url")
     remote = await create_workshop(
@@ -75,9 +79,13 @@ async def test_venue_checked_against_the_referential(client: httpx.AsyncClient, 
 
 async def test_themes_and_level_from_the_referentials(client: httpx.AsyncClient, place: Place) -> None:
     position = place.lyon_position["id"]
-    assert_problem(await post_workshop(client, place.admin, position, themes=["cuisine"]), 422, "validation_error")
+    assert_problem(
+        await post_workshop(client, place.admin, position, themes=["cuisine"]), 422, "validation_error"
+    )
     assert_problem(await post_workshop(client, place.admin, position, themes=[]), 422, "validation_error")
-    assert_problem(await post_workshop(client, place.admin, position, level="expert"), 422, "validation_error")
+    assert_problem(
+        await post_workshop(client, place.admin, position, level="expert"), 422, "validation_error"
+    )
 
 
 async def test_who_may_create(client: httpx.AsyncClient, place: Place) -> None:
@@ -93,7 +101,10 @@ async def test_who_may_create(client: httpx.AsyncClient, place: Place) -> None:
     assert own.json()["counsellor_id"] == place.counsellor["id"]
     # A counsellor who does not hold the position cannot run workshops under it.
     assert_problem(
-        await post_workshop(client, place.other_counsellor_key, lyon), 422, "unknown_reference", "/position_id"
+        await post_workshop(client, place.other_counsellor_key, lyon),
+        422,
+        "unknown_reference",
+        "/position_id",
     )
 
 
@@ -101,7 +112,9 @@ async def test_counsellor_changes_only_its_own(client: httpx.AsyncClient, place:
     workshop = await create_workshop(client, place.admin, place.lyon_position["id"])
     url = f"{WORKSHOPS}/{workshop['id']}"
     headers = {"If-Match": '"1"', "Content-Type": MERGE_PATCH}
-    other = await client.patch(url, content=b'{"title": "x"}', headers={**place.other_counsellor_key, **headers})
+    other = await client.patch(
+        url, content=b'{"title": "x"}', headers={**place.other_counsellor_key, **headers}
+    )
     assert_problem(other, 403, "forbidden")
     mine = await client.patch(url, content=b'{"title": "CV"}', headers={**place.counsellor_key, **headers})
     assert mine.status_code == 200, mine.text
@@ -112,7 +125,9 @@ async def test_counsellor_changes_only_its_own(client: httpx.AsyncClient, place:
 async def test_patch_needs_if_match_and_checks_capacity(client: httpx.AsyncClient, place: Place) -> None:
     workshop = await create_workshop(client, place.admin, place.lyon_position["id"], capacity=2)
     url = f"{WORKSHOPS}/{workshop['id']}"
-    assert_problem(await client.patch(url, json={"capacity": 3}, headers=place.admin), 428, "precondition_required")
+    assert_problem(
+        await client.patch(url, json={"capacity": 3}, headers=place.admin), 428, "precondition_required"
+    )
     stale = await client.patch(url, json={"capacity": 3}, headers={**place.admin, "If-Match": '"9"'})
     assert_problem(stale, 412, "precondition_failed")
     for n in range(2):
@@ -123,7 +138,9 @@ async def test_patch_needs_if_match_and_checks_capacity(client: httpx.AsyncClien
     lower = await client.patch(url, json={"capacity": 1}, headers={**place.admin, "If-Match": f'"{version}"'})
     assert_problem(lower, 409, "capacity_below_registrations")
     moved = await client.patch(
-        url, json={"starts_at": at(9), "duration_minutes": 60}, headers={**place.admin, "If-Match": f'"{version}"'}
+        url,
+        json={"starts_at": at(9), "duration_minutes": 60},
+        headers={**place.admin, "If-Match": f'"{version}"'},
     )
     assert moved.status_code == 200, moved.text
     assert moved.json()["ends_at"] == at(9, 1)
@@ -132,8 +149,12 @@ async def test_patch_needs_if_match_and_checks_capacity(client: httpx.AsyncClien
 async def test_cancel_and_the_change_feed(client: httpx.AsyncClient, place: Place) -> None:
     workshop = await create_workshop(client, place.admin, place.lyon_position["id"])
     url = f"{WORKSHOPS}/{workshop['id']}"
-    await client.patch(url, json={"venue": {**VENUE, "name": "Salle B"}}, headers={**place.admin, "If-Match": '"1"'})
-    cancelled = await client.post(f"{url}/cancel", json={"reason": "Intervenant malade."}, headers=place.admin)
+    await client.patch(
+        url, json={"venue": {**VENUE, "name": "Salle B"}}, headers={**place.admin, "If-Match": '"1"'}
+    )
+    cancelled = await client.post(
+        f"{url}/cancel", json={"reason": "Intervenant malade."}, headers=place.admin
+    )
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
     assert cancelled.json()["cancel_reason"] == "Intervenant malade."
@@ -141,7 +162,11 @@ async def test_cancel_and_the_change_feed(client: httpx.AsyncClient, place: Plac
     assert_problem(again, 409, "workshop_not_editable")
     feed = await client.get(CHANGES, params={"resource": "workshops"}, headers=place.world.lyon_manager)
     entries = [(c["id"], c["action"], c["version"]) for c in feed.json()["items"]]
-    assert entries == [(workshop["id"], "created", 1), (workshop["id"], "updated", 2), (workshop["id"], "updated", 3)]
+    assert entries == [
+        (workshop["id"], "created", 1),
+        (workshop["id"], "updated", 2),
+        (workshop["id"], "updated", 3),
+    ]
     assert all(c["territory_id"] == str(place.tree.lyon.id) for c in feed.json()["items"])
 
 
