@@ -50,7 +50,7 @@ def workshop_body(position_id: str, **changes: Any) -> dict[str, Any]:
 
 @dataclass
 class Place:
-    """The positions world plus a Lyon position held by a counsellor with its own key, and a Rhône position."""
+    """The positions world, a Lyon position held by a counsellor with its own key, and a Rhône position."""
 
     world: World
     lyon_position: dict[str, Any]

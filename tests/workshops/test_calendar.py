@@ -21,14 +21,16 @@ async def test_one_workshop(client: httpx.AsyncClient, place: Place) -> None:
     (event,) = calendar.walk("VEVENT")
     assert str(event["uid"]) == f"{workshop['id']}@workshops.cnfs-api"
     start = event.decoded("dtstart")
-    assert start.tzinfo is not None and start.utcoffset() == timedelta(0)
+    assert start.tzinfo is not None
+    assert start.utcoffset() == timedelta(0)
     assert start == datetime.fromisoformat(workshop["starts_at"])
     assert event.decoded("dtend") - start == timedelta(minutes=120)
     assert event.decoded("dtstamp").tzinfo is not None
     assert "Médiathèque de la Part-Dieu" in str(event["location"])
     assert str(event["url"]).endswith(f"{WORKSHOPS}/{workshop['id']}")
     assert str(event["status"]) == "CONFIRMED"
-    assert b"DTSTART:" in response.content and b"Z\r\n" in response.content
+    assert b"DTSTART:" in response.content
+    assert b"Z\r\n" in response.content
 
     await client.post(f"{WORKSHOPS}/{workshop['id']}/cancel", json={"reason": "x"}, headers=place.admin)
     cancelled = Calendar.from_ical((await client.get(f"{WORKSHOPS}/{workshop['id']}.ics")).content)
