@@ -20,7 +20,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 # Control characters (NUL above all), lone surrogates (not encodable in UTF-8) and line or paragraph
 # separators have no place in a name, a reference or a reason. Tabs and line feeds are refused too: these
@@ -58,3 +58,18 @@ def _to_utc(value: datetime) -> datetime:
 Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later), normalised to UTC so
 that the response says `...Z` like every other timestamp; one out of range in UTC is a 422 too."""
+
+
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _not_a_number(value: object) -> object:
+    # pydantic reads a number as seconds since 1970 ("0.5" is an instant): a query string is no place for
+    # that, and the OpenAPI document says `date-time`.
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("an RFC 3339 instant with an offset, e.g. 2026-12-08T09:30:00Z")
+    return value
+
+
+QueryTimestamp = Annotated[Timestamp, BeforeValidator(_not_a_number)]
+"""An instant in a query string: `Timestamp`, and a bare number is refused rather than read as seconds."""

@@ -8,13 +8,14 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import Principal, PrincipalDep, require_roles
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.problems import ValidationFailed, problem_responses
 from app.core.responses import object_response, page_response
-from app.core.types import NO_CONTROL_CHARACTERS, Timestamp
+from app.core.types import NO_CONTROL_CHARACTERS, QueryTimestamp
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep
 from app.referentials.data import Level, Theme
@@ -36,6 +37,23 @@ from app.workshops.schemas import (
 )
 
 router = APIRouter(prefix="/workshops", tags=["workshops"])
+
+
+class _NoDot(Convertor[str]):
+    """A path segment without a dot: `/workshops/{id}` then leaves `/workshops/<id>.ics` to its own route,
+    so that another method there is a 405 rather than a 422 on an id ending in `.ics`. A malformed id
+    without a dot still reaches validation (422)."""
+
+    regex = "[^/.]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("nodot", _NoDot())
 
 WriterDep = Annotated[Principal, Depends(require_roles(*service.WRITERS))]
 MAX_RADIUS_KM = 100.0
@@ -96,11 +114,11 @@ async def search_filters(
     ] = None,
     level: Level | None = None,
     starts_from: Annotated[
-        Timestamp | None,
+        QueryTimestamp | None,
         Query(alias="from", description="Earliest `starts_at` (RFC 3339); default now: upcoming workshops."),
     ] = None,
     starts_to: Annotated[
-        Timestamp | None, Query(alias="to", description="Latest `starts_at` (RFC 3339).")
+        QueryTimestamp | None, Query(alias="to", description="Latest `starts_at` (RFC 3339).")
     ] = None,
     has_seats: Annotated[
         bool, Query(description="`true`: scheduled workshops with `seats_left > 0` only.")
@@ -199,7 +217,7 @@ async def workshops_get_calendar(
 
 
 @router.get(
-    "/{workshop_id}",
+    "/{workshop_id:nodot}",
     response_model=WorkshopRead,
     summary="Get a workshop",
     description=READ_DOC + " Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
@@ -237,7 +255,7 @@ async def workshops_create(
 
 
 @router.patch(
-    "/{workshop_id}",
+    "/{workshop_id:nodot}",
     response_model=WorkshopRead,
     summary="Change a workshop",
     description=ORGANISERS_DOC + " JSON Merge Patch of a `scheduled` workshop (else 409 "

@@ -58,3 +58,11 @@ async def test_filtered_feed(client: httpx.AsyncClient, place: Place) -> None:
     assert private["id"] not in (await client.get(f"{WORKSHOPS}.ics")).text
     assert_problem(await client.get(f"{WORKSHOPS}/{private['id']}.ics"), 404, "not_found")
     assert_problem(await client.get(f"{WORKSHOPS}.ics", params={"near": "x"}), 422, "validation_error")
+
+
+async def test_other_methods_on_the_calendar_are_405(client: httpx.AsyncClient, place: Place) -> None:
+    workshop = await create_workshop(client, place.admin, place.lyon_position["id"])
+    response = await client.patch(f"{WORKSHOPS}/{workshop['id']}.ics", json={}, headers=place.admin)
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET"
+    assert_problem(await client.get(f"{WORKSHOPS}/not-a-uuid"), 422, "validation_error")

@@ -180,3 +180,11 @@ async def test_constant_queries_per_page(
         assert len(response.json()["items"]) == limit
         counts.append(counter.count)
     assert counts[0] == counts[1] <= 2, counts
+
+
+async def test_instants_are_rfc_3339_not_numbers(client: httpx.AsyncClient) -> None:
+    for value in ("0.5", "1700000000", "1e9"):
+        assert_problem(
+            await client.get(WORKSHOPS, params={"to": value}), 422, "validation_error", "/query/to"
+        )
+    assert (await client.get(WORKSHOPS, params={"to": "2030-01-01T00:00:00+01:00"})).status_code == 200
