@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
 import uuid_utils
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DisconnectionError
@@ -142,7 +143,10 @@ def make_engine(
         echo=echo,
         hide_parameters=True,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: a connection opened past the pool's size is closed again when it comes back, so a
+        # burst above it would pay a new connection (several round trips and authentication) per request.
+        # Requests beyond the pool wait for one of its connections (up to pool_timeout, then 503).
+        max_overflow=0,
         pool_timeout=pool_timeout,
         # A request never waits long on a lock or a runaway statement: it fails with 503 (retry later).
         connect_args={
@@ -197,20 +201,64 @@ def read_execution_options(engine: AsyncEngine) -> dict[str, Any]:
     return {"isolation_level": "AUTOCOMMIT"}
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per writing request, committed before the response is sent (reads: see
-    `read_execution_options`)."""
+_SESSION_KEY = "db_session"
+
+
+async def get_session(request: Request) -> AsyncSession:
+    """The request's session: one transaction per writing request (reads: see `read_execution_options`),
+    committed by `TransactionRoute` after the handler and before the response is sent.
+
+    A plain dependency rather than a generator: FastAPI runs a generator dependency's exit under an AnyIO
+    cancel scope and an exit stack, which cost more than the rest of a small read put together."""
+    route = request.scope.get("route")
+    if not isinstance(route, TransactionRoute):
+        raise RuntimeError(
+            f"{getattr(route, 'name', route)!r} uses the database session but is not a TransactionRoute: "
+            "create its router with APIRouter(..., route_class=TransactionRoute)"
+        )
     state = request.app.state
-    async with state.sessionmaker() as session:
-        try:
-            # A session bound to one connection (the tests' rolled-back transaction) keeps its transaction.
-            if request.method in READ_METHODS and isinstance(session.bind, AsyncEngine):
-                await session.connection(execution_options=state.read_options)
-            yield session
+    session: AsyncSession = state.sessionmaker()
+    request.scope.setdefault("state", {})[_SESSION_KEY] = session
+    # A session bound to one connection (the tests' rolled-back transaction) keeps its transaction.
+    if request.method in READ_METHODS and isinstance(session.bind, AsyncEngine):
+        await session.connection(execution_options=state.read_options)
+    return session
+
+
+async def _end_session(request: Request, commit: bool) -> None:
+    session: AsyncSession | None = request.scope.get("state", {}).pop(_SESSION_KEY, None)
+    if session is None:
+        return
+    try:
+        if commit:
             await session.commit()
-        except BaseException:
+        else:
             await session.rollback()
-            raise
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        await session.close()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+class TransactionRoute(APIRoute):
+    """A route whose database session (`SessionDep`) is committed when the handler returns, before the
+    response is sent, and rolled back when it raises: a commit that fails (a unique constraint checked at
+    commit, a lost connection) reaches the client as its problem, never after a 2xx it already saw."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except BaseException:
+                await _end_session(request, commit=False)
+                raise
+            await _end_session(request, commit=True)
+            return response
+
+        return run
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

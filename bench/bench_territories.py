@@ -3,12 +3,13 @@
     .venv/bin/python -m bench.bench_territories                      # SQLite in a temporary folder
     createdb -h 127.0.0.1 -U postgres cnfs_bench && \
         .venv/bin/python -m bench.bench_territories --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench
-    .venv/bin/python -m bench.bench_territories --communes 35000 --requests 300
+    .venv/bin/python -m bench.bench_territories --departements 69,42 --requests 300
 
-It builds the tree of `bench.dataset` (18 régions, 101 départements, the Métropole de Lyon, EPCI, communes)
-straight into a fresh database, starts one uvicorn worker on 127.0.0.1, sends a bounded number of sequential
-requests per scenario and prints latency percentiles: the latency of one request at a time, where
-`bench.load` measures throughput under load. Nothing leaves the machine; the run stops by itself."""
+It loads the official referential (all of it, or some départements') into a fresh database through the
+service's import (`bench.dataset.import_territories`), starts one uvicorn worker on 127.0.0.1, sends a
+bounded number of sequential requests per scenario and prints latency percentiles: the latency of one
+request at a time, where `bench.load` measures throughput under load. Nothing leaves the machine; the run
+stops by itself."""
 
 from __future__ import annotations
 
@@ -27,30 +28,25 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import insert, inspect, text
+from sqlalchemy import inspect
 
 from app.cli import alembic_config
 from app.db import make_engine
-from app.territories.models import Territory
-from bench.dataset import territory_rows
+from bench.dataset import import_territories, read_territories
 
 
-async def build_tree(url: str, communes: int) -> dict[str, str]:
-    """Inserts the tree of `bench.dataset` in bulk; returns a few ids and codes the scenarios use."""
-    rows = territory_rows(communes)
-    engine = make_engine(url)
-    async with engine.begin() as conn:
-        for start in range(0, len(rows), 2000):
-            await conn.execute(insert(Territory), rows[start : start + 2000])
-        if url.startswith("postgresql"):
-            await conn.execute(text("ANALYZE territories"))
-    await engine.dispose()
+async def build_tree(url: str, departements: list[str] | None) -> tuple[dict[str, str], int]:
+    """The referential through the service's import; a few ids and codes the scenarios use, and the number
+    of territories."""
+    await import_territories(url, departements, seed=42)
+    rows = await read_territories(url)
     rhone = next(r for r in rows if r["kind"] == "departement" and r["code"] == "69")
+    region = next(r for r in rows if r["kind"] == "region" and rhone["path"].startswith(r["path"]))
     return {
         "departement_id": str(rhone["id"]),
-        "region_id": str(rows[0]["id"]),
+        "region_id": str(region["id"]),
         "commune_code": "69123",
-    }
+    }, len(rows)
 
 
 async def has_tables(url: str) -> bool:
@@ -73,17 +69,23 @@ def run_scenarios(base: str, requests: int, ids: dict[str, str]) -> list[tuple[s
         ("list communes, 200 per page", "/api/v1/territories?kind=commune&limit=200"),
         ("within a département (subtree)", f"/api/v1/territories?within={ids['departement_id']}&limit=50"),
         ("within a région + total", f"/api/v1/territories?within={ids['region_id']}&include_total=true"),
-        ("search q='eglise 1' (matches église)", "/api/v1/territories?q=eglise%201&limit=20"),
+        ("search q='villefranche saone'", "/api/v1/territories?q=villefranche%20saone&limit=20"),
+        ("search q='st etienne'", "/api/v1/territories?q=st%20etienne&limit=20"),
+        ("search q='69123' (a code)", "/api/v1/territories?q=69123&limit=20"),
         ("get by kind/code", "/api/v1/territories/departement/69"),
     ]
     results = []
     with httpx.Client(base_url=base, timeout=30) as client:
         # A deep page: follow cursors 20 times, then time that page.
         url = "/api/v1/territories?kind=commune&limit=50"
+        pages = 1
         for _ in range(20):
             nxt = client.get(url).json()["next_cursor"]
+            if nxt is None:
+                break
             url = f"/api/v1/territories?kind=commune&limit=50&cursor={nxt}"
-        scenarios.append(("list communes, page 21 (keyset)", url))
+            pages += 1
+        scenarios.append((f"list communes, page {pages} (keyset)", url))
         for name, path in scenarios:
             client.get(path)
             timings = []
@@ -104,7 +106,11 @@ def main() -> None:
     parser.add_argument(
         "--database-url", help="a fresh database (its territories are replaced); default: SQLite"
     )
-    parser.add_argument("--communes", type=int, default=35_000)
+    parser.add_argument(
+        "--departements",
+        type=lambda text: [code.strip() for code in text.split(",") if code.strip()],
+        help="only the communes of these départements, e.g. 69,42 (default: the whole referential)",
+    )
     parser.add_argument("--requests", type=int, default=200, help="requests per scenario (bounded)")
     args = parser.parse_args()
     console = Console()
@@ -113,11 +119,11 @@ def main() -> None:
         from alembic import command
 
         if args.database_url and asyncio.run(has_tables(url)):
-            raise SystemExit("the benchmark needs a fresh, empty database: it fills it with a synthetic tree")
+            raise SystemExit("the benchmark needs a fresh, empty database: it loads the referential into it")
         command.upgrade(alembic_config(url), "head")
         started = time.perf_counter()
-        ids = asyncio.run(build_tree(url, args.communes))
-        console.print(f"tree built in {time.perf_counter() - started:.1f}s ({args.communes} communes)")
+        ids, count = asyncio.run(build_tree(url, args.departements))
+        console.print(f"referential loaded in {time.perf_counter() - started:.1f}s ({count} territories)")
         port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", "SECRET_KEY": uuid.uuid4().hex}
         server = subprocess.Popen(

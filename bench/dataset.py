@@ -1,8 +1,13 @@
-"""The benchmark's national-size dataset: the territory tree, a programme, signed agreements and API keys.
+"""The benchmark's national-size dataset: the official territorial referential, a programme, signed agreements
+with positions, counsellors and assignments, and API keys.
 
-Deterministic for a given seed (ids, names, populations, timestamps and key secrets all come from it), built
-straight into a fresh database: on PostgreSQL with COPY (asyncpg), on SQLite with bulk INSERTs through the
-app's own models (so that values are stored exactly as the app stores them)."""
+The territory tree is the referential shipped with the service (`app/territories/data`), loaded by the
+service's own import (`app.territories.service.import_referential`): the same rows, search words and former
+codes as `cnfs-api territories import`, about 36 000 territories, or only some départements' (`departements`,
+for tests). Everything else is deterministic for a given seed (ids, populations, timestamps, key secrets;
+the import's territory ids too, drawn from the seed while it runs), and built straight into a fresh database:
+on PostgreSQL with COPY (asyncpg), on SQLite with bulk INSERTs through the app's own models (so that values
+are stored exactly as the app stores them)."""
 
 from __future__ import annotations
 
@@ -10,31 +15,44 @@ import asyncio
 import hashlib
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from stdnum import luhn
-
-from app.territories.codes import fold
-
-DEPARTEMENTS = [f"{n:02d}" for n in range(1, 96) if n != 20] + ["2A", "2B", "971", "972", "973", "974", "976"]
-WORDS = ["Saint", "Sainte", "Mont", "Val", "Bourg", "Villeneuve", "Château", "Pont", "Montagne", "Rivière"]
 BASE_TIME = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-LYON_METROPOLE_SIREN = "200046977"
-# Communes of the Rhône whose parent is the Métropole de Lyon (Lyon, 69123, among them).
-METROPOLE_COMMUNES = 59
 KEY_PREFIX = "cnfs_"
 # Large enough that thousands of create-and-sign operations never reach 409 (target or budget).
 PROGRAMME_POSITIONS_TARGET = 50_000_000
 PROGRAMME_BUDGET_CENTS = 10**16
 SUBSIDY_PER_POSITION_CENTS = 5_000_000
-
-
-def siren(n: int) -> str:
-    base = f"2{n:07d}"
-    return base + luhn.calc_check_digit(base)
+RHONE = "69"
+LYON = "69123"
+# Positions of the Rhône's agreement (more than a page of 50, so that its list has a next page), and of
+# every other agreement.
+RHONE_POSITIONS = 60
+OTHER_POSITIONS = 2
+# Every counsellor of the dataset holds these values (invented, clearly fictitious): an HR sync that sends
+# them again changes nothing (`COUNSELLOR_BODY`, the idempotent `PUT /counsellors/by-ref/...`).
+COUNSELLOR_FIELDS: dict[str, Any] = {
+    "first_name": "Camille",
+    "last_name": "Fictif",
+    "email": "camille.fictif@example.org",
+    "phone": None,
+    "training_label": "CCP2_CCP3",
+    "training_hours": 280,
+    "certified_on": date(2026, 1, 15),
+    "pix_level": 2,
+}
+COUNSELLOR_BODY = (
+    '{"first_name":"Camille","last_name":"Fictif","email":"camille.fictif@example.org",'
+    '"training":{"label":"CCP2_CCP3","hours":280,"certified_on":"2026-01-15","pix_level":2}}'
+)
+COUNSELLOR_REF_PREFIX = "BENCH-C-"
+POSITION_REF_PREFIX = "BENCH-P-"
+ASSIGNMENT_START = date(2026, 3, 2)
 
 
 class Ids:
@@ -54,79 +72,54 @@ class Ids:
         return uuid.UUID(int=value)
 
 
-def territory_rows(
-    communes: int = 35_000, epcis: int = 1_250, seed: int = 42, metropole: bool = True
-) -> list[dict[str, Any]]:
-    """18 régions, 101 départements, the Métropole de Lyon, EPCI and communes, parents before children,
-    with `path` and `name_sort` computed as the territories service computes them."""
-    rng = random.Random(seed)
-    new_id = Ids(rng)
-    rows: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
+def snapshot(departements: Sequence[str] | None = None) -> Any:
+    """The shipped referential, or the part of it in these départements."""
+    from app.territories import referential
 
-    def node(
-        kind: str, code: str, name: str, parent: dict[str, Any] | None, population: int | None
-    ) -> dict[str, Any] | None:
-        if (kind, code) in seen:
-            return None
-        seen.add((kind, code))
-        ident = new_id()
-        row: dict[str, Any] = {
-            "id": ident,
-            "kind": kind,
-            "code": code,
-            "name": name,
-            "name_sort": fold(name)[:200],
-            "parent_id": parent["id"] if parent else None,
-            "path": (parent["path"] if parent else "/") + f"{ident}/",
-            "population": population,
-            "created_at": BASE_TIME,
-            "updated_at": BASE_TIME,
-            "version": 1,
-        }
-        rows.append(row)
-        return row
+    shipped = referential.shipped()
+    if not departements:
+        return shipped
+    wanted = set(departements)
+    return shipped.subset({code for code, c in shipped.communes.items() if c.departement in wanted})
 
-    regions = [node("region", f"{10 + i:02d}", f"Région {i}", None, None) for i in range(18)]
-    deps = [
-        node("departement", d, f"Département {d}", regions[i % 18], None) for i, d in enumerate(DEPARTEMENTS)
-    ]
-    assert all(regions)
-    assert all(deps)
-    rhone = deps[DEPARTEMENTS.index("69")]
-    assert rhone is not None
-    lyon_metro = None
-    if metropole:
-        lyon_metro = node(
-            "metropole",
-            LYON_METROPOLE_SIREN,
-            "Métropole de Lyon",
-            next(r for r in regions if r and r["id"] == rhone["parent_id"]),
-            1_411_571,
-        )
-    epci_rows = [node("epci", siren(i), f"Communauté {i}", deps[i % len(deps)], None) for i in range(epcis)]
-    in_rhone = 0
-    for i in range(communes):
-        dep = deps[i % len(deps)]
-        assert dep is not None
-        rank = i // len(deps)
-        code = (
-            f"{dep['code']}{rank % 1000:03d}" if len(dep["code"]) == 2 else f"{dep['code']}{rank % 100:02d}"
-        )
-        population = 50 + rng.randrange(200_000) if i % 17 == 0 else 50 + rng.randrange(5_000)
-        dep_index = i % len(deps)
-        # EPCI number j lies in département j % len(deps): pick one of this commune's département.
-        per_dep = (len(epci_rows) - dep_index + len(deps) - 1) // len(deps)
-        parent = epci_rows[dep_index + len(deps) * (rank % per_dep)] if i % 2 and per_dep > 0 else dep
-        name = f"{WORDS[i % len(WORDS)]}-{'é' if i % 3 else 'e'}glise {i}"
-        if dep is rhone:
-            in_rhone += 1
-            if lyon_metro is not None and in_rhone <= METROPOLE_COMMUNES:
-                parent = lyon_metro
-            if code == "69123":
-                name, population = "Lyon", 522_250
-        node("commune", code, name, parent, population)
-    return rows
+
+async def import_territories(url: str, departements: Sequence[str] | None, seed: int) -> None:
+    """The referential through the service's import (one transaction), with ids and clocks from the seed."""
+    from app.db import make_engine, make_sessionmaker
+    from app.territories import service
+
+    data = snapshot(departements)
+    engine = make_engine(url)
+    try:
+        with (
+            mock.patch.object(service, "new_id", Ids(random.Random(seed))),
+            mock.patch.object(service, "utcnow", return_value=BASE_TIME),
+        ):
+            async with make_sessionmaker(engine)() as session:
+                await service.import_referential(session, data)
+                await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def read_territories(url: str) -> list[dict[str, Any]]:
+    """What the rest of the dataset needs of the imported territories, in (kind, code) order."""
+    from sqlalchemy import select
+
+    from app.db import make_engine
+    from app.territories.models import Territory
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(Territory.id, Territory.kind, Territory.code, Territory.path).order_by(
+                    Territory.kind, Territory.code
+                )
+            )
+            return [dict(row._mapping) for row in rows]
+    finally:
+        await engine.dispose()
 
 
 @dataclass
@@ -143,6 +136,13 @@ class Dataset:
     agreement_version: int
     write_territory_id: str
     agreements: int
+    positions: int
+    counsellors: int
+    assignments: int
+    # A counsellor employed by the Rhône, holding a position today.
+    counsellor_id: str
+    counsellor_ref: str
+    counsellors_in_scope: int
     keys: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -154,32 +154,35 @@ def _secret(rng: random.Random) -> str:
     return KEY_PREFIX + "".join(rng.choice(alphabet) for _ in range(43))
 
 
+def _stamped(row: dict[str, Any], created: datetime) -> dict[str, Any]:
+    return {**row, "created_at": created, "updated_at": created, "version": 1}
+
+
 def build_rows(
-    communes: int = 35_000, epcis: int = 1_250, agreements: int = 200, seed: int = 42
+    territories: list[dict[str, Any]], agreements: int = 200, seed: int = 42
 ) -> tuple[dict[str, list[dict[str, Any]]], Dataset]:
-    """Every row of the dataset, per table, and its summary."""
-    territories = territory_rows(communes, epcis, seed)
+    """Every row of the dataset beside the territories, per table, and its summary."""
     rng = random.Random(seed + 1)
     new_id = Ids(rng, BASE_TIME + timedelta(days=1))
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for t in territories:
         by_kind.setdefault(t["kind"], []).append(t)
-    rhone = next(t for t in by_kind["departement"] if t["code"] == "69")
-    programme = {
-        "id": new_id(),
-        "code": "BENCH-2026",
-        "name": "Programme du banc d'essai",
-        "positions_target": PROGRAMME_POSITIONS_TARGET,
-        "budget_cents": PROGRAMME_BUDGET_CENTS,
-        "subsidy_per_position_cents": SUBSIDY_PER_POSITION_CENTS,
-        "starts_on": date(2026, 1, 1),
-        "ends_on": None,
-        "created_at": BASE_TIME,
-        "updated_at": BASE_TIME,
-        "version": 1,
-    }
+    rhone = next(t for t in by_kind["departement"] if t["code"] == RHONE)
+    programme = _stamped(
+        {
+            "id": new_id(),
+            "code": "BENCH-2026",
+            "name": "Programme du banc d'essai",
+            "positions_target": PROGRAMME_POSITIONS_TARGET,
+            "budget_cents": PROGRAMME_BUDGET_CENTS,
+            "subsidy_per_position_cents": SUBSIDY_PER_POSITION_CENTS,
+            "starts_on": date(2026, 1, 1),
+            "ends_on": None,
+        },
+        BASE_TIME,
+    )
     # Départements (the Rhône first, so that the scoped key sees agreements whatever their number), the
-    # Métropole de Lyon, then EPCI spread over the country.
+    # métropoles, then EPCI spread over the country.
     signatories = (
         [rhone] + [d for d in by_kind["departement"] if d is not rhone] + by_kind.get("metropole", [])
     )
@@ -188,10 +191,13 @@ def build_rows(
     signatories += epci_list[::step]
     signatories = signatories[:agreements]
     agreement_rows = []
+    position_rows: list[dict[str, Any]] = []
+    counsellor_rows: list[dict[str, Any]] = []
+    assignment_rows: list[dict[str, Any]] = []
     for i, territory in enumerate(signatories):
         created = BASE_TIME + timedelta(days=2, minutes=i)
-        positions = 1 + rng.randrange(50)
-        agreement_rows.append(
+        positions = RHONE_POSITIONS if territory is rhone else OTHER_POSITIONS
+        agreement = _stamped(
             {
                 "id": new_id(),
                 "programme_id": programme["id"],
@@ -199,18 +205,63 @@ def build_rows(
                 "kind": "convention",
                 "reference": f"CONV-2026-{i:04d}",
                 "status": "signed",
-                "positions_granted": positions,
+                "positions_granted": positions + rng.randrange(50),
                 "subsidy_per_position_cents": SUBSIDY_PER_POSITION_CENTS,
                 "signed_on": date(2026, 2, 1) + timedelta(days=i % 28),
                 "starts_on": date(2026, 3, 1),
                 "ends_on": date(2028, 2, 29) if i % 3 else None,
                 "terminated_on": None,
                 "termination_reason": None,
-                "created_at": created,
-                "updated_at": created,
-                "version": 1,
-            }
+            },
+            created,
         )
+        agreement_rows.append(agreement)
+        for j in range(positions):
+            opened = BASE_TIME + timedelta(days=30, minutes=i, seconds=j)
+            position = _stamped(
+                {
+                    "id": new_id(),
+                    "agreement_id": agreement["id"],
+                    "territory_id": territory["id"],
+                    "agreement_territory_id": territory["id"],
+                    "external_ref": f"{POSITION_REF_PREFIX}{i:04d}-{j:03d}",
+                    "typology": "coordinateur" if j == 0 else "conum",
+                    "opened_on": date(2026, 3, 1),
+                    "closed_on": None,
+                    "close_reason": None,
+                },
+                opened,
+            )
+            position_rows.append(position)
+            # The employer is the agreement's territory; every counsellor holds the same fictitious values.
+            counsellor = _stamped(
+                {
+                    "id": new_id(),
+                    "territory_id": territory["id"],
+                    "external_ref": f"{COUNSELLOR_REF_PREFIX}{i:04d}-{j:03d}",
+                    **COUNSELLOR_FIELDS,
+                    "anonymized_at": None,
+                },
+                opened,
+            )
+            counsellor_rows.append(counsellor)
+            # Three positions in four are held today; the fourth's assignment ended (the position is vacant).
+            ended = j % 4 == 3
+            assignment_rows.append(
+                _stamped(
+                    {
+                        "id": new_id(),
+                        "position_id": position["id"],
+                        "counsellor_id": counsellor["id"],
+                        "contract_type": "CDD",
+                        "started_on": ASSIGNMENT_START,
+                        "ends_on": date(2028, 3, 1),
+                        "ended_on": date(2026, 6, 30) if ended else None,
+                        "end_reason": "demission" if ended else None,
+                    },
+                    opened,
+                )
+            )
     keys = {"admin": _secret(rng), "territory_manager": _secret(rng), "viewer": _secret(rng)}
     key_rows = []
     key_territories = []
@@ -232,28 +283,35 @@ def build_rows(
         if role != "admin":
             key_territories.append({"api_key_id": key_id, "territory_id": rhone["id"]})
     rhone_agreement = next(a for a in agreement_rows if a["territory_id"] == rhone["id"])
+    in_scope = [c for c in counsellor_rows if c["territory_id"] == rhone["id"]]
     # Writes go to a commune (no seeded agreement there), outside the scoped key's subtree.
     write_territory = next(t for t in by_kind["commune"] if not t["path"].startswith(rhone["path"]))
+    commune_codes = {t["code"] for t in by_kind["commune"]}
     dataset = Dataset(
         seed=seed,
         territories=len(territories),
         programme_id=str(programme["id"]),
         departement_id=str(rhone["id"]),
-        departement_code="69",
-        commune_code=next(
-            (t["code"] for t in by_kind["commune"] if t["code"] == "69123"),
-            next(t["code"] for t in by_kind["commune"] if t["code"].startswith("69")),
-        ),
+        departement_code=RHONE,
+        commune_code=LYON if LYON in commune_codes else sorted(commune_codes)[0],
         agreement_id=str(rhone_agreement["id"]),
         agreement_version=1,
         write_territory_id=str(write_territory["id"]),
         agreements=len(agreement_rows),
+        positions=len(position_rows),
+        counsellors=len(counsellor_rows),
+        assignments=len(assignment_rows),
+        counsellor_id=str(in_scope[0]["id"]),
+        counsellor_ref=in_scope[0]["external_ref"],
+        counsellors_in_scope=len(in_scope),
         keys=keys,
     )
     tables = {
-        "territories": territories,
         "programmes": [programme],
         "agreements": agreement_rows,
+        "positions": position_rows,
+        "counsellors": counsellor_rows,
+        "assignments": assignment_rows,
         "api_keys": key_rows,
         "api_key_territories": key_territories,
     }
@@ -325,14 +383,17 @@ async def _insert_sqlite(url: str, tables: dict[str, list[dict[str, Any]]]) -> N
 
     from app.agreements.models import Agreement
     from app.api_keys.models import ApiKey, api_key_territories
+    from app.counsellors.models import Counsellor
     from app.db import make_engine
+    from app.positions.models import Assignment, Position
     from app.programmes.models import Programme
-    from app.territories.models import Territory
 
     targets: dict[str, Any] = {
-        "territories": Territory,
         "programmes": Programme,
         "agreements": Agreement,
+        "positions": Position,
+        "counsellors": Counsellor,
+        "assignments": Assignment,
         "api_keys": ApiKey,
         "api_key_territories": api_key_territories,
     }
@@ -347,9 +408,14 @@ async def _insert_sqlite(url: str, tables: dict[str, list[dict[str, Any]]]) -> N
 
 
 def build(
-    url: str, *, communes: int = 35_000, epcis: int = 1_250, agreements: int = 200, seed: int = 42
+    url: str,
+    *,
+    departements: Sequence[str] | None = None,
+    agreements: int = 200,
+    seed: int = 42,
 ) -> Dataset:
-    """Creates (PostgreSQL: drops and creates the database; SQLite: a new file), migrates and fills it."""
+    """Creates (PostgreSQL: drops and creates the database; SQLite: a new file), migrates and fills it: the
+    referential (all of it, or these départements'), then the rest."""
     from alembic import command
 
     from app.cli import alembic_config
@@ -362,7 +428,9 @@ def build(
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")
-    tables, dataset = build_rows(communes, epcis, agreements, seed)
+    asyncio.run(import_territories(url, departements, seed))
+    territories = asyncio.run(read_territories(url))
+    tables, dataset = build_rows(territories, agreements, seed)
     if url.startswith("postgresql"):
         asyncio.run(_copy_pg(url, tables))
     else:

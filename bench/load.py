@@ -4,13 +4,15 @@
     .venv/bin/python -m bench.load --sqlite                          # then the read scenarios on SQLite
     .venv/bin/python -m bench.load --duration 3 --rounds 1 --scenarios "kind/code,search"
 
-It builds a national-size dataset (a fresh `cnfs_bench` database, dropped and created again; the SQLite file
-lives in a temporary folder), counts the SQL statements of each scenario in-process, starts the three apps on
-127.0.0.1 (uvicorn, 2 worker processes each, no access log, logs at WARNING), checks that they answer each
-scenario alike, drives each with wrk (32 connections, a fixed duration per run, every server idle before a
-run starts) over several rounds that rotate the apps' order, reads the workers' RSS, stops the servers, and
-prints one table per database (and its Markdown for docs/performance.md). Everything it starts is stopped
-on exit, Ctrl-C and errors included."""
+It builds a national-size dataset (the official referential through the service's import, a programme, 200
+signed agreements with positions, counsellors and assignments, keys; a fresh `cnfs_bench` database, dropped
+and created again; the SQLite file lives in a temporary folder), counts the SQL statements of each scenario
+in-process, starts the three apps on 127.0.0.1 (uvicorn, 2 worker processes each, no access log, logs at
+WARNING), checks that they answer each scenario alike, drives each with wrk (32 connections, a fixed
+duration per run, every server idle before a run starts; the HR bulk scenarios by sequential requests
+through one client instead, in items per second) over several rounds that rotate the apps' order, reads the
+workers' RSS, stops the servers, and prints one table per database (and its Markdown for
+docs/performance.md). Everything it starts is stopped on exit, Ctrl-C and errors included."""
 
 from __future__ import annotations
 
@@ -74,8 +76,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> list[int]:
-        """The worker processes: uvicorn's children started by multiprocessing's spawn, or uvicorn itself
-        when it runs a single worker."""
+        """The worker processes: uvicorn's children started by multiprocessing's spawn, gunicorn's forked
+        children, or the server itself when it runs a single worker."""
         if self.worker_count == 1:
             return [self.process.pid]
         found = []
@@ -88,7 +90,7 @@ class Server:
                 cmdline = (entry / "cmdline").read_bytes()
             except (OSError, ValueError, IndexError):
                 continue
-            if ppid == self.process.pid and b"spawn_main" in cmdline:
+            if ppid == self.process.pid and (b"spawn_main" in cmdline or b"gunicorn" in cmdline):
                 found.append(int(entry.name))
         return sorted(found)
 
@@ -103,15 +105,21 @@ class Server:
                 continue
         return total
 
-    def rss_mb(self) -> list[float]:
+    def rss_mb(self) -> list[tuple[float, float, float]]:
+        """(RSS, PSS, USS) of each worker, in MB. RSS counts every page the worker maps, shared ones
+        included; PSS divides each shared page among the processes sharing it; USS is what the worker alone
+        holds (what stopping it would free)."""
         sizes = []
         for pid in self.workers():
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        sizes.append(int(line.split()[1]) / 1024)
-            except OSError:
+                fields: dict[str, int] = {}
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+                    name, _, rest = line.partition(":")
+                    fields[name] = int(rest.split()[0])
+            except (OSError, ValueError, IndexError):
                 continue
+            uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+            sizes.append((fields.get("Rss", 0) / 1024, fields.get("Pss", 0) / 1024, uss / 1024))
         return sizes
 
     def stop(self) -> None:
@@ -140,7 +148,22 @@ def start_server(app: str, database_url: str, secret_key: str, workers: int, log
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     env.pop("WEB_CONCURRENCY", None)
-    command = [
+    if app == SERVICE:
+        # The service runs as `cnfs-api serve` runs it (gunicorn forking preloaded workers, or uvicorn alone).
+        from app.cli import server_command
+
+        command = server_command("127.0.0.1", port, workers, keep_alive=75)
+    else:
+        command = uvicorn_command(app, port, workers)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Server(app, port, process, log, workers)
+
+
+def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "uvicorn",
@@ -156,11 +179,6 @@ def start_server(app: str, database_url: str, secret_key: str, workers: int, log
         "--log-level",
         "warning",
     ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return Server(app, port, process, log, workers)
 
 
 def wait_ready(server: Server, workers: int, probe: str, timeout: float = 60) -> None:
@@ -231,17 +249,30 @@ class Outcome:
     scenarios: list[Scenario]
     cells: dict[tuple[str, str], Cell]
     statements: dict[str, inprocess.Measured]
-    rss: dict[str, list[float]]
+    rss: dict[str, list[tuple[float, float, float]]]
     warnings: list[str]
+
+
+async def _connect_when_free(database_url: str) -> Any:
+    """A connection, waiting (30 s at most) while the servers' pools and other clients hold every
+    connection PostgreSQL allows (three apps of two workers keep their pools open side by side)."""
+    import asyncpg
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await asyncpg.connect(datasets.asyncpg_dsn(database_url))
+        except asyncpg.TooManyConnectionsError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
     if not statements:
         return
     if database_url.startswith("postgresql"):
-        import asyncpg
-
-        conn = await asyncpg.connect(datasets.asyncpg_dsn(database_url))
+        conn = await _connect_when_free(database_url)
         try:
             # Requests still in flight when wrk stopped finish first (up to the lock timeout), so that no
             # row they write outlives the cleanup.
@@ -255,7 +286,7 @@ async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
                 await asyncio.sleep(0.1)
             for statement in statements:
                 await conn.execute(statement)
-            await conn.execute("VACUUM ANALYZE agreements")
+            await conn.execute("VACUUM ANALYZE agreements, counsellors, changes")
         finally:
             await conn.close()
     else:
@@ -278,8 +309,10 @@ async def _count_and_compare(
     async with inprocess.open_apps(database_url, secret_key, tuple(apps)) as opened:
         for scenario in scenarios:
             measured[scenario.name] = await inprocess.measure(opened, scenario, values)
-            if cpu_passes > 0:
-                await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=cpu_passes)
+            passes = min(cpu_passes, scenario.max_cpu_passes)
+            if passes > 0:
+                await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=passes)
+                await _cleanup(database_url, scenario.cleanup)
             await _cleanup(database_url, scenario.cleanup)
     return measured
 
@@ -314,11 +347,14 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
     console.rule(f"[bold]{'PostgreSQL' if kind == POSTGRESQL else 'SQLite'}[/bold]")
     started = time.perf_counter()
     built = datasets.build(
-        database_url, communes=args.communes, epcis=args.epcis, agreements=args.agreements, seed=args.seed
+        database_url, departements=args.departements, agreements=args.agreements, seed=args.seed
     )
     console.print(
-        f"dataset: {built.territories} territories, {built.agreements} signed agreements, 3 keys "
-        f"(seed {built.seed}), built in {time.perf_counter() - started:.1f} s"
+        f"dataset: {built.territories} territories (the official referential"
+        + (f", départements {', '.join(args.departements)}" if args.departements else "")
+        + f"), {built.agreements} signed agreements, {built.positions} positions, {built.counsellors} "
+        f"counsellors, {built.assignments} assignments, 3 keys (seed {built.seed}), built in "
+        f"{time.perf_counter() - started:.1f} s"
     )
     values = scenario_context(built.to_json())
     secret_key = secrets.token_hex(16)
@@ -330,7 +366,7 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
     for scenario in scenarios:
         warnings += inprocess.differences(scenario, measured[scenario.name].answers)
     cells: dict[tuple[str, str], Cell] = {}
-    rss: dict[str, list[float]] = {}
+    rss: dict[str, list[tuple[float, float, float]]] = {}
     probe = fill(SCENARIOS[0].steps[0], values).path
     with servers(apps, database_url, secret_key, args.workers, work_dir, probe) as running:
         warnings += asyncio.run(_compare_servers(running, scenarios, values, database_url))
@@ -352,10 +388,10 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
                     script = scenario.lua.format(**values) if scenario.lua is not None else None
                     if round_index == 0 and args.warmup > 0:
                         settle(running)
-                        wrk_run(args, running[app], steps, work_dir, args.warmup, script)
+                        drive(args, scenario, running[app], steps, work_dir, args.warmup, script)
                         asyncio.run(_cleanup(database_url, scenario.cleanup))
                     settle(running)
-                    result = wrk_run(args, running[app], steps, work_dir, args.duration, script)
+                    result = drive(args, scenario, running[app], steps, work_dir, args.duration, script)
                     asyncio.run(_cleanup(database_url, scenario.cleanup))
                     cells.setdefault((scenario.name, app), Cell()).runs.append(result)
                     console.print(
@@ -366,6 +402,63 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
         for app, server in running.items():
             rss[app] = server.rss_mb()
     return Outcome(kind, scenarios, cells, measured, rss, list(dict.fromkeys(warnings)))
+
+
+def drive(
+    args: argparse.Namespace,
+    scenario: Scenario,
+    server: Server,
+    steps: list[Any],
+    work_dir: Path,
+    duration: float,
+    script: str | None,
+) -> wrk.WrkResult:
+    if scenario.driver == "sequential":
+        return sequential_run(server, steps, duration, scenario.items)
+    return wrk_run(args, server, steps, work_dir, duration, script)
+
+
+# Bounds of a sequential run, whatever its duration.
+MAX_SEQUENTIAL_OPERATIONS = 500
+SEQUENTIAL_TIMEOUT_S = 60
+
+
+def sequential_run(server: Server, steps: list[Any], duration: float, items: int) -> wrk.WrkResult:
+    """Cycles of `steps` one after the other through one HTTP client (127.0.0.1 only) for `duration`
+    seconds (at least one cycle, at most MAX_SEQUENTIAL_OPERATIONS), each with its own `{unique}`; only the
+    last step of each cycle is timed (the HR bulk's replay follows an untimed first request). The result
+    reads like wrk's: requests are the timed ones, `ops` counts `items` per timed request."""
+    if not server.base_url.startswith("http://127.0.0.1:"):
+        raise ValueError("the benchmark only drives servers on 127.0.0.1")
+    timed: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + duration
+    with httpx.Client(base_url=server.base_url, timeout=SEQUENTIAL_TIMEOUT_S) as client:
+        while len(timed) + errors < MAX_SEQUENTIAL_OPERATIONS and (
+            (not timed and not errors) or time.monotonic() < deadline
+        ):
+            unique = secrets.token_hex(6)
+            for index, step in enumerate(steps):
+                body = step.body.replace("{unique}", unique).encode() if step.body is not None else None
+                started = time.perf_counter()
+                response = client.request(step.method, step.path, headers=step.headers, content=body)
+                elapsed = time.perf_counter() - started
+                if response.status_code != step.expect:
+                    errors += 1
+                    break
+                if index == len(steps) - 1:
+                    timed.append(elapsed)
+    seconds = sum(timed)
+    latencies = sorted(t * 1000 for t in timed) or [0.0]
+    return wrk.WrkResult(
+        requests=len(timed),
+        seconds=seconds,
+        rps=len(timed) / seconds if seconds else 0.0,
+        p50_ms=statistics.median(latencies),
+        p99_ms=latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
+        errors=errors,
+        ops=len(timed) * items,
+    )
 
 
 def wrk_run(
@@ -420,12 +513,6 @@ def _sql(measured: inprocess.Measured, app: str) -> str:
         return "–"
     statements, trips = measured.statements[app], measured.round_trips[app]
     return f"{statements:g} ({trips:g})"
-
-
-def _cpu(measured: inprocess.Measured) -> str:
-    if not measured.cpu_ms:
-        return "–"
-    return " / ".join(f"{measured.cpu_ms[a]:.2f}" if a in measured.cpu_ms else "–" for a in APPS)
 
 
 # The terminal table's headers (the Markdown one spells them out).
@@ -495,8 +582,8 @@ def rss_line(outcome: Outcome) -> str:
     for app in APPS:
         sizes = outcome.rss.get(app)
         if sizes:
-            parts.append(f"{LABELS[app]} {', '.join(f'{s:.0f}' for s in sizes)}")
-    return "RSS per worker after the run (MB): " + "; ".join(parts)
+            parts.append(f"{LABELS[app]} {', '.join('/'.join(f'{v:.0f}' for v in s) for s in sizes)}")
+    return "memory per worker after the run, RSS/PSS/USS (MB): " + "; ".join(parts)
 
 
 def machine(database_urls: list[str]) -> str:
@@ -536,7 +623,9 @@ def markdown(outcomes: list[Outcome], args: argparse.Namespace, machine_line: st
         f"Machine: {machine_line}. The servers, the database and wrk on the same machine; each app "
         f"with {args.workers} uvicorn workers; wrk with {args.connections} connections, "
         f"{args.duration:g} s per run, {args.rounds} round(s) alternating the apps' order (means over the "
-        "rounds). `/s` is requests per second (create-and-sign: pairs per second); SQL is the statements "
+        "rounds). `/s` is requests per second (create-and-sign: pairs per second; the HR bulk: items per "
+        "second, over sequential requests of 1 000 items through one client, the replay's first request "
+        "untimed); SQL is the statements "
         "per request, with the database round trips in brackets (BEGIN, COMMIT, pre-ping included). CPU is "
         "the app's CPU time per request in-process (httpx ASGITransport, no HTTP parsing, the client's share "
         "taken out; SQLite's work included, PostgreSQL's not): unlike throughput, it holds on a busy "
@@ -600,8 +689,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes per app (default 2)")
     parser.add_argument("--scenarios", help="comma-separated parts of scenario names (default: all)")
     parser.add_argument("--apps", default=",".join(APPS), help="which apps (default: all three)")
-    parser.add_argument("--communes", type=int, default=35_000)
-    parser.add_argument("--epcis", type=int, default=1_250)
+    parser.add_argument(
+        "--departements",
+        type=lambda text: [code.strip() for code in text.split(",") if code.strip()],
+        help="only the referential's communes of these départements, e.g. 69,42 (default: all of them)",
+    )
     parser.add_argument("--agreements", type=int, default=200)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(

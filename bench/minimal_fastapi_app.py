@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,6 +55,44 @@ class SignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     signed_on: date
+
+
+class TrainingLabel(StrEnum):
+    CCP1 = "CCP1"
+    CCP2 = "CCP2"
+    CCP2_CCP3 = "CCP2_CCP3"
+
+
+Printable = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class TrainingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: TrainingLabel | None = None
+    hours: Literal[70, 105, 175, 280, 315, 350, 420] | None = None
+    certified_on: date | None = None
+    pix_level: int | None = Field(default=None, strict=True, ge=1, le=3)
+
+
+class CounsellorIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    territory_id: uuid.UUID | None = None
+    first_name: Annotated[Printable, Field(min_length=1, max_length=100)]
+    last_name: Annotated[Printable, Field(min_length=1, max_length=100)]
+    email: Annotated[
+        str | None,
+        Field(
+            min_length=3,
+            max_length=254,
+            pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
+        ),
+    ] = None
+    phone: Annotated[
+        str | None, Field(min_length=6, max_length=32, pattern=r"^\+?[0-9][0-9 .()-]{4,30}$")
+    ] = None
+    training: TrainingIn | None = None
 
 
 def database(request: Request) -> Any:
@@ -164,5 +202,44 @@ def create_app(database_url: str | None = None, secret_key: str | None = None) -
         authorization: Annotated[str | None, Header()] = None,
     ) -> Response:
         return respond(await shared.agreement_sign(db, agreement_id, body.signed_on, authorization))
+
+    @app.get("/api/v1/positions")
+    async def positions_list(
+        request: Request,
+        db: DatabaseDep,
+        limit: Limit = shared.DEFAULT_LIMIT,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.positions_list(db, _list_request(request, limit), authorization))
+
+    @app.get("/api/v1/counsellors/{counsellor_id}")
+    async def counsellor_get(
+        db: DatabaseDep,
+        counsellor_id: uuid.UUID,
+        authorization: Annotated[str | None, Header()] = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.counsellor_get(db, counsellor_id, authorization, if_none_match))
+
+    @app.put("/api/v1/counsellors/by-ref/{external_ref}")
+    async def counsellor_upsert(
+        db: DatabaseDep,
+        external_ref: Annotated[str, Path(min_length=1, max_length=64)],
+        body: CounsellorIn,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        training = body.training
+        columns = {
+            "first_name": body.first_name,
+            "last_name": body.last_name,
+            "email": body.email,
+            "phone": body.phone,
+            "training_label": training.label.value if training and training.label else None,
+            "training_hours": training.hours if training else None,
+            "certified_on": training.certified_on if training else None,
+            "pix_level": training.pix_level if training else None,
+        }
+        data = shared.CounsellorInput(body.territory_id, columns)
+        return respond(await shared.counsellor_upsert(db, external_ref, data, authorization))
 
     return app

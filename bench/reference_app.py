@@ -149,6 +149,50 @@ async def agreement_sign(request: Request) -> Response:
     )
 
 
+async def positions_list(request: Request) -> Response:
+    error = _unknown(request, shared.POSITION_LIST_PARAMS)
+    if error:
+        return respond(error)
+    if set(request.query_params) - {"limit"}:
+        return respond(shared.problem(422, "validation_error", "the reference serves first pages only"))
+    limit = _limit(request)
+    if isinstance(limit, Reply):
+        return respond(limit)
+    return respond(
+        await shared.positions_list(
+            request.app.state.db, _list_request(request, limit), request.headers.get("authorization")
+        )
+    )
+
+
+async def counsellor_get(request: Request) -> Response:
+    counsellor_id = _uuid_param(request.path_params["counsellor_id"])
+    if not isinstance(counsellor_id, uuid.UUID):
+        return respond(counsellor_id or shared.problem(404, "not_found", "no counsellor with this id"))
+    return respond(
+        await shared.counsellor_get(
+            request.app.state.db,
+            counsellor_id,
+            request.headers.get("authorization"),
+            request.headers.get("if-none-match"),
+        )
+    )
+
+
+async def counsellor_upsert(request: Request) -> Response:
+    data = shared.parse_counsellor(await request.body())
+    if isinstance(data, Reply):
+        return respond(data)
+    return respond(
+        await shared.counsellor_upsert(
+            request.app.state.db,
+            request.path_params["external_ref"],
+            data,
+            request.headers.get("authorization"),
+        )
+    )
+
+
 ROUTES = [
     Route("/api/v1/territories", territories_list),
     Route("/api/v1/territories/{kind}/{code}", territory_by_code),
@@ -156,6 +200,9 @@ ROUTES = [
     Route("/api/v1/agreements", agreement_create, methods=["POST"]),
     Route("/api/v1/agreements/{agreement_id}", agreement_get),
     Route("/api/v1/agreements/{agreement_id}/sign", agreement_sign, methods=["POST"]),
+    Route("/api/v1/positions", positions_list),
+    Route("/api/v1/counsellors/by-ref/{external_ref}", counsellor_upsert, methods=["PUT"]),
+    Route("/api/v1/counsellors/{counsellor_id}", counsellor_get),
 ]
 
 

@@ -3,19 +3,26 @@
 A scenario is one request (driven by wrk with plain headers) or a cycle of requests (driven by a generated wrk
 Lua script, one connection per wrk thread so that each connection runs its own cycle, and the whole cycle
 counts as one operation). Paths, headers and bodies are templates filled from the dataset:
-`{departement_id}`, `{commune_code}`, `{agreement_id}`, `{agreement_version}`, `{programme_id}`,
-`{write_territory_id}`, `{key_admin}`, `{key_territory_manager}`, `{key_viewer}`; in a cycle, `{id}` is the id
-of the previous step's answer and `{unique}` a value unique to the request (for unique references).
+`{departement_id}` (the Rhône), `{commune_code}` (Lyon, 69123), `{agreement_id}`, `{agreement_version}`,
+`{programme_id}`, `{write_territory_id}`, `{counsellor_id}` and `{counsellor_ref}` (a counsellor employed by
+the Rhône), `{counsellors_in_scope}`, `{key_admin}`, `{key_territory_manager}`, `{key_viewer}` (both on the
+Rhône); in a cycle, `{id}` is the id of the previous step's answer and `{unique}` a value unique to the
+request (for unique references).
 
-A scenario may also bring its own wrk Lua script (`lua`). To add a scenario: append a `Scenario` to
-SCENARIOS; if the reference and the minimal FastAPI apps do not implement it yet, set `apps=SERVICE_ONLY`
-(the table then shows the service alone), or add its handler to `bench.shared` and one route to each of
-`bench.reference_app` and `bench.minimal_fastapi_app`."""
+A scenario may also bring its own wrk Lua script (`lua`), or be measured without wrk (`driver="sequential"`):
+its cycles run one after the other through one HTTP client, for `--duration` seconds, only the last step of
+each cycle timed, and its throughput counted in `items` per operation (the HR bulk: items per second).
+
+To add a scenario: append a `Scenario` to SCENARIOS; if the reference and the minimal FastAPI apps do not
+implement it yet, set `apps=SERVICE_ONLY` (the table then shows the service alone), or add its handler to
+`bench.shared` and one route to each of `bench.reference_app` and `bench.minimal_fastapi_app`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from bench.dataset import COUNSELLOR_BODY
 
 SERVICE, REFERENCE, MINIMAL = "service", "reference", "minimal"
 APPS = (SERVICE, REFERENCE, MINIMAL)
@@ -49,6 +56,12 @@ class Scenario:
     # express; the steps still serve the start-up comparison and the statement count. It must print
     # "BENCH ops=<n> failures=<n>" in done() if its operations are not single requests.
     lua: str | None = None
+    # "wrk", or "sequential": cycles one at a time through one client, the last step timed (see above).
+    driver: str = "wrk"
+    # What one operation counts for in the throughput column (items of a bulk request).
+    items: int = 1
+    # At most this many operations per app for the in-process CPU column (heavy operations).
+    max_cpu_passes: int = 1000
 
 
 def get(path: str, expect: int = 200, **headers: str) -> tuple[Step, ...]:
@@ -58,12 +71,58 @@ def get(path: str, expect: int = 200, **headers: str) -> tuple[Step, ...]:
 ADMIN = "Bearer {key_admin}"
 MANAGER = "Bearer {key_territory_manager}"
 WRITE_PREFIX = "BENCH-W-"
+BULK_ITEMS = 1000
+JSON = "application/json"
+
+
+def _bulk_body(items: int = BULK_ITEMS) -> str:
+    """A bulk request of `items` new counsellors of the key's only territory (a template: `{unique}` makes
+    the references of each request new; braces doubled for `str.format`)."""
+    item = (
+        '{{{{"external_ref":"' + WRITE_PREFIX + '{{{{unique}}}}-{n}","first_name":"Dominique",'
+        '"last_name":"Fictif","email":"dominique.fictif@example.org",'
+        '"training":{{{{"label":"CCP2","hours":105,"pix_level":1}}}}}}}}'
+    )
+    return '{{"items":[' + ",".join(item.format(n=n) for n in range(items)) + "]}}"
+
+
+# The idempotent HR sync of an existing counsellor, each request another of the Rhône's counsellors (they
+# all hold the dataset's values, so that nothing changes): wrk's requests rotate over their references.
+_UPSERT_LUA = (
+    """
+local refs = {{}}
+for i = 0, {counsellors_in_scope} - 1 do
+  refs[#refs + 1] = string.format("BENCH-C-0000-%03d", i)
+end
+local n = 0
+local headers = {{
+  ["Authorization"] = "Bearer {key_territory_manager}", ["Content-Type"] = "application/json"
+}}
+local body = '"""
+    + COUNSELLOR_BODY.replace("{", "{{").replace("}", "}}")
+    + """'
+function request()
+  n = n + 1
+  return wrk.format("PUT", "/api/v1/counsellors/by-ref/" .. refs[(n % #refs) + 1], headers, body)
+end
+"""
+)
+
+# Rows written by a scenario, removed after each run: the dataset has no entry in the change feed, so every
+# entry there comes from a write scenario. (The idempotent PUT by-ref writes nothing: it sends the values
+# that the dataset's counsellors hold.)
+CHANGES_CLEANUP = "DELETE FROM changes"
+COUNSELLOR_CLEANUP = (CHANGES_CLEANUP, f"DELETE FROM counsellors WHERE external_ref LIKE '{WRITE_PREFIX}%'")
 
 SCENARIOS: list[Scenario] = [
     Scenario("territory by kind/code", get("/api/v1/territories/commune/{commune_code}")),
     Scenario("communes, first page of 50", get("/api/v1/territories?kind=commune&limit=50")),
     Scenario("a département's subtree", get("/api/v1/territories?within={departement_id}&limit=50")),
-    Scenario("name search q='eglise 12'", get("/api/v1/territories?q=eglise%2012&limit=20")),
+    Scenario(
+        "name search q='villefranche saone'", get("/api/v1/territories?q=villefranche%20saone&limit=20")
+    ),
+    Scenario("name search q='st etienne'", get("/api/v1/territories?q=st%20etienne&limit=20")),
+    Scenario("code search q='69123'", get("/api/v1/territories?q=69123&limit=20")),
     Scenario("agreements, 50 per page, admin key", get("/api/v1/agreements?limit=50", Authorization=ADMIN)),
     Scenario(
         "agreements, 50 per page, scoped key", get("/api/v1/agreements?limit=50", Authorization=MANAGER)
@@ -98,7 +157,68 @@ SCENARIOS: list[Scenario] = [
         ),
         databases=frozenset({POSTGRESQL}),
         volatile=frozenset({"id", "reference", "created_at", "updated_at"}),
-        cleanup=(f"DELETE FROM agreements WHERE reference LIKE '{WRITE_PREFIX}%'",),
+        cleanup=(CHANGES_CLEANUP, f"DELETE FROM agreements WHERE reference LIKE '{WRITE_PREFIX}%'"),
+    ),
+    Scenario("positions, 50 per page, scoped key", get("/api/v1/positions?limit=50", Authorization=MANAGER)),
+    Scenario("one counsellor, scoped key", get("/api/v1/counsellors/{counsellor_id}", Authorization=MANAGER)),
+    Scenario(
+        "PUT counsellor by-ref, unchanged (idempotent)",
+        (
+            Step(
+                "PUT",
+                "/api/v1/counsellors/by-ref/{counsellor_ref}",
+                {"Authorization": MANAGER, "Content-Type": JSON},
+                COUNSELLOR_BODY.replace("{", "{{").replace("}", "}}"),
+            ),
+        ),
+        databases=frozenset({POSTGRESQL}),
+        lua=_UPSERT_LUA,
+        cleanup=COUNSELLOR_CLEANUP,
+    ),
+    Scenario(
+        "HR bulk: 1 000 new counsellors (items/s)",
+        (
+            Step(
+                "POST",
+                "/api/v1/counsellors/bulk",
+                {"Authorization": MANAGER, "Content-Type": JSON},
+                _bulk_body(),
+                207,
+            ),
+        ),
+        apps=SERVICE_ONLY,
+        databases=frozenset({POSTGRESQL}),
+        volatile=frozenset({"id"}),
+        cleanup=COUNSELLOR_CLEANUP,
+        driver="sequential",
+        items=BULK_ITEMS,
+        max_cpu_passes=5,
+    ),
+    Scenario(
+        "HR bulk: the same 1 000 again (items/s)",
+        (
+            Step(
+                "POST",
+                "/api/v1/counsellors/bulk",
+                {"Authorization": MANAGER, "Content-Type": JSON},
+                _bulk_body(),
+                207,
+            ),
+            Step(
+                "POST",
+                "/api/v1/counsellors/bulk",
+                {"Authorization": MANAGER, "Content-Type": JSON},
+                _bulk_body(),
+                207,
+            ),
+        ),
+        apps=SERVICE_ONLY,
+        databases=frozenset({POSTGRESQL}),
+        volatile=frozenset({"id"}),
+        cleanup=COUNSELLOR_CLEANUP,
+        driver="sequential",
+        items=BULK_ITEMS,
+        max_cpu_passes=5,
     ),
 ]
 

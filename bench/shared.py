@@ -5,7 +5,8 @@ service's statements one for one (read from the app's repositories and services)
 the service's fast path is meant to reach as well: the API key and its territories are read in one statement
 (a join) rather than two, and a connection is not pinged before use. Reads run without BEGIN/COMMIT (one
 statement is its own transaction); writes run in one transaction, taking the same row locks in the same order
-(the programme first).
+(the programme first). The territory search parses `q` with the service's own `app.territories.search.parse`
+(words, abbreviations, the code) and runs the service's word-table SQL and ranking, written out by hand.
 
 The answers have the service's shape: the same fields in the same order, `{"items": [...], "next_cursor":
 ...}` with a signed cursor bound to the query and the caller, `Link` and `ETag` headers, 304 on a matching
@@ -30,7 +31,8 @@ from typing import Any
 import orjson
 import uuid_utils
 
-from app.territories.codes import TerritoryKind, code_error, fold
+from app.territories import search
+from app.territories.codes import TerritoryKind, code_error
 
 ORJSON_OPTIONS = orjson.OPT_UTC_Z
 KEY_PREFIX = "cnfs_"
@@ -92,8 +94,23 @@ class PgDatabase:
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
-_UUID_COLUMNS = frozenset({"id", "parent_id", "programme_id", "territory_id", "api_key_id"})
-_TIME_COLUMNS = frozenset({"created_at", "updated_at", "expires_at", "revoked_at"})
+_UUID_COLUMNS = frozenset(
+    {
+        "id",
+        "parent_id",
+        "programme_id",
+        "territory_id",
+        "api_key_id",
+        "agreement_id",
+        "agreement_territory_id",
+        "position_id",
+        "counsellor_id",
+        "a_id",
+        "a_position_id",
+        "a_counsellor_id",
+    }
+)
+_TIME_COLUMNS = frozenset({"created_at", "updated_at", "expires_at", "revoked_at", "anonymized_at"})
 
 
 def _sqlite_time(value: str | None) -> datetime | None:
@@ -115,6 +132,8 @@ class SqliteConnection:
                 out.append(value.hex)
             elif isinstance(value, datetime):
                 out.append(value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" "))
+            elif isinstance(value, date):
+                out.append(value.isoformat())
             else:
                 out.append(value)
         return out
@@ -315,6 +334,8 @@ class Caller:
     role: str
     key_id: str | None = None
     paths: tuple[str, ...] = ()
+    territory_ids: tuple[Any, ...] = ()
+    counsellor_id: Any = None
 
     @property
     def name(self) -> str:
@@ -324,7 +345,7 @@ class Caller:
 ANONYMOUS = Caller("public")
 
 KEY_SQL = (
-    "SELECT k.id, k.role, t.path FROM api_keys AS k"
+    "SELECT k.id, k.role, k.counsellor_id, t.id AS territory_id, t.path FROM api_keys AS k"
     " LEFT JOIN api_key_territories AS kt ON kt.api_key_id = k.id"
     " LEFT JOIN territories AS t ON t.id = kt.territory_id"
     " WHERE k.secret_hash = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $2)"
@@ -351,6 +372,8 @@ async def caller_for(db: Database, conn: Any, authorization: str | None) -> Call
         role=first["role"],
         key_id=str(first["id"]),
         paths=tuple(r["path"] for r in rows if r["path"] is not None),
+        territory_ids=tuple(as_uuid(r["territory_id"]) for r in rows if r["territory_id"] is not None),
+        counsellor_id=first["counsellor_id"],
     )
 
 
@@ -364,7 +387,7 @@ def require_reader(caller: Caller | Reply, roles: frozenset[str] = READER_ROLES)
     return caller
 
 
-def scope_clause(db: Database, caller: Caller, column: str, first_param: int) -> tuple[str, list[str]]:
+def scope_clause(db: Database, caller: Caller, column: str, first_param: int) -> tuple[str, list[Any]]:
     """The service's territory scope: rows whose territory lies in one of the caller's subtrees."""
     if caller.role == "admin":
         return "", []
@@ -415,10 +438,6 @@ async def territory_by_code(db: Database, kind: str, code: str, if_none_match: s
 TERRITORY_LIST_PARAMS = frozenset({"kind", "code", "parent_id", "within", "q", "sort", "limit", "cursor"})
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 @dataclass(frozen=True)
 class ListRequest:
     """What a list needs besides its filters: the page size, the caller, and the request's URL parts for the
@@ -445,6 +464,55 @@ def _page(
     return json_reply({"items": [render(r) for r in rows], "next_cursor": next_cursor}, **headers)
 
 
+def _search_sql(db: Database, query: search.Query, args: list[Any]) -> tuple[list[str], str]:
+    """The service's word search (app.territories.repository: `matches`, `match_quality`): the likely
+    rarest word of the query drives through the (token) index, every other word is checked on the
+    candidates through the primary key; then the match quality, the population, the name and the id."""
+
+    def param(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    def starts_a_word(column: str, prefixes: tuple[str, ...]) -> str:
+        # Words hold only [a-z0-9]: no LIKE or GLOB wildcard can occur in a prefix.
+        return "(" + " OR ".join(db.path_prefix(column, param(db.path_pattern(p))) for p in prefixes) + ")"
+
+    driving, *others = query.by_selectivity()
+    where = [
+        "id IN (SELECT territory_words.territory_id FROM territory_words WHERE "
+        + starts_a_word("territory_words.token", driving)
+        + ")"
+    ]
+    for alternatives in others:
+        where.append(
+            "EXISTS (SELECT 1 FROM territory_words AS w WHERE w.territory_id = territories.id AND "
+            + starts_a_word("w.token", alternatives)
+            + ")"
+        )
+    whens = []
+    if query.code is not None:
+        code = param(query.code)
+        whens.append(f"WHEN code = {code} OR siren = {code} THEN {search.CODE}")
+    phrases = query.phrases
+    whens += [
+        f"WHEN search_name IN ({', '.join(param(p) for p in phrases)}) THEN {search.NAME}",
+        "WHEN ("
+        + " OR ".join(db.path_prefix("search_name", param(db.path_pattern(p + " "))) for p in phrases)
+        + f") THEN {search.NAME_START}",
+        "WHEN ("
+        + " AND ".join(
+            "(" + " OR ".join(f"(' ' || search_name || ' ') LIKE {param(f'% {w} %')}" for w in words) + ")"
+            for words in query.alternatives
+        )
+        + f") THEN {search.WHOLE_WORDS}",
+        "WHEN ("
+        + " OR ".join(db.path_prefix("search_name", param(db.path_pattern(p))) for p in phrases)
+        + f") THEN {search.NAME_PREFIX}",
+    ]
+    order = f"CASE {' '.join(whens)} ELSE {search.WORDS} END, coalesce(population, -1) DESC, name_sort, id"
+    return where, order
+
+
 async def territories_list(
     db: Database,
     page: ListRequest,
@@ -453,9 +521,10 @@ async def territories_list(
     within: uuid.UUID | None = None,
     q: str | None = None,
 ) -> Reply:
-    """Public. Filters `kind`, `within` (a subtree), `q` (a folded name search, ranked like the service)."""
+    """Public. Filters `kind`, `within` (a subtree), `q` (the service's word search and ranking)."""
     if kind is not None and kind not in KINDS:
         return problem(422, "validation_error", "unknown kind")
+    query = search.parse(q) if q else None
     async with db.acquire() as conn:
         where: list[str] = []
         args: list[Any] = []
@@ -468,30 +537,26 @@ async def territories_list(
                 return problem(422, "validation_error", "no territory with this id")
             args.append(db.path_pattern(root["path"]))
             where.append(db.path_prefix("path", f"${len(args)}"))
-        folded = fold(q) if q else None
         order = "name_sort, id"
-        if folded:
-            escaped = _like_escape(folded)
-            args.append(f"%{escaped}%")
-            where.append(f"name_sort LIKE ${len(args)} ESCAPE '\\'")
-            args.append(f"{escaped}%")
-            order = (
-                f"CASE WHEN name_sort LIKE ${len(args)} ESCAPE '\\' THEN 0 ELSE 1 END,"
-                " coalesce(population, -1) DESC, name_sort, id"
-            )
+        if query is not None:
+            if query.empty:
+                where.append("1 = 0")
+            else:
+                matching, order = _search_sql(db, query, args)
+                where += matching
         args.append(page.limit + 1)
         sql = (
-            f"SELECT {TERRITORY_COLUMNS}, name_sort FROM territories"
+            f"SELECT {TERRITORY_COLUMNS}, name_sort, siren, search_name FROM territories"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + f" ORDER BY {order} LIMIT ${len(args)}"
         )
         rows = await conn.fetch(db.sql(sql), *args)
 
     def values(row: Mapping[str, Any]) -> list[Any]:
-        if folded:
-            starts = 0 if row["name_sort"].startswith(folded) else 1
+        if query is not None:
+            quality = query.quality(row["code"], row["siren"], row["search_name"])
             population = row["population"] if row["population"] is not None else -1
-            return [starts, population, row["name_sort"], row["id"]]
+            return [quality, population, row["name_sort"], row["id"]]
         return [row["name_sort"], row["id"]]
 
     return _page(rows, page, values, territory_json)
@@ -503,6 +568,21 @@ AGREEMENT_COLUMNS = (
     "id, programme_id, territory_id, kind, reference, status, positions_granted, subsidy_per_position_cents,"
     " signed_on, starts_on, ends_on, terminated_on, termination_reason, created_at, updated_at, version"
 )
+
+
+def agreement_select(today_param: int) -> str:
+    """The agreement's columns and its position counts in one SELECT, as the service reads them: open
+    positions (not closed) and occupied ones (open, with an assignment covering the day at `$today_param`)."""
+    return (
+        f"SELECT {AGREEMENT_COLUMNS},"
+        " (SELECT count(*) FROM positions WHERE positions.agreement_id = agreements.id"
+        " AND positions.closed_on IS NULL) AS positions_open,"
+        " (SELECT count(*) FROM positions WHERE positions.agreement_id = agreements.id"
+        " AND positions.closed_on IS NULL AND EXISTS (SELECT 1 FROM assignments"
+        f" WHERE assignments.position_id = positions.id AND assignments.started_on <= ${today_param}"
+        f" AND (assignments.ended_on IS NULL OR assignments.ended_on >= ${today_param})))"
+        " AS positions_occupied FROM agreements"
+    )
 
 
 def agreement_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -521,9 +601,9 @@ def agreement_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "ends_on": row["ends_on"],
         "terminated_on": row["terminated_on"],
         "termination_reason": row["termination_reason"],
-        # Positions are not recorded yet: the service reports none either.
-        "positions_open": 0,
-        "positions_occupied": 0,
+        # Rows written by create and sign carry no counts: a new agreement has no position yet.
+        "positions_open": row.get("positions_open", 0),
+        "positions_occupied": row.get("positions_occupied", 0),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "version": row["version"],
@@ -541,12 +621,9 @@ async def agreements_list(db: Database, page: ListRequest, authorization: str | 
         caller = require_reader(await caller_for(db, conn, authorization))
         if isinstance(caller, Reply):
             return caller
-        scope, args = scope_clause(db, caller, "territory_id", 1)
-        args.append(page.limit + 1)
-        sql = (
-            f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE true{scope}"
-            f" ORDER BY created_at, id LIMIT ${len(args)}"
-        )
+        scope, args = scope_clause(db, caller, "territory_id", 2)
+        args = [today(), *args, page.limit + 1]
+        sql = f"{agreement_select(1)} WHERE true{scope} ORDER BY created_at, id LIMIT ${len(args)}"
         rows = await conn.fetch(db.sql(sql), *args)
     page = ListRequest(page.limit, caller.name, page.path, page.params, page.base_url, page.secret)
     return _page(rows, page, lambda r: [r["created_at"], r["id"]], agreement_json)
@@ -559,12 +636,12 @@ async def agreement_get(
         caller = require_reader(await caller_for(db, conn, authorization))
         if isinstance(caller, Reply):
             return caller
-        scope, args = scope_clause(db, caller, "territory_id", 2)
+        scope, args = scope_clause(db, caller, "territory_id", 3)
         row = await conn.fetchrow(
-            db.sql(f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE id = $1{scope}"), agreement_id, *args
+            db.sql(f"{agreement_select(1)} WHERE id = $2{scope}"), today(), agreement_id, *args
         )
-    if row is None:
-        return problem(404, "not_found", "no agreement with this id")
+        if row is None:
+            return problem(404, "not_found", "no agreement with this id")
     return not_modified(if_none_match, row["version"]) or json_reply(
         agreement_json(row), version=row["version"]
     )
@@ -801,3 +878,357 @@ async def agreement_sign(
                 row["version"],
             )
     return json_reply(agreement_json(signed), version=signed["version"])
+
+
+# --- positions ----------------------------------------------------------------------------------------
+
+POSITION_COLUMNS = (
+    "id, agreement_id, territory_id, external_ref, typology, opened_on, closed_on, close_reason, created_at,"
+    " updated_at, version"
+)
+POSITION_LIST_PARAMS = frozenset(
+    {
+        "agreement_id",
+        "territory_id",
+        "within",
+        "status",
+        "external_ref",
+        "updated_since",
+        "sort",
+        "limit",
+        "cursor",
+        "include_total",
+    }
+)
+PERSONAL_READERS = frozenset({"admin", "territory_manager"})
+# The assignment covering a day (API.md, "Dates": `ended_on` is inclusive).
+COVERS = "started_on <= $1 AND (ended_on IS NULL OR ended_on >= $1)"
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def position_json(
+    row: Mapping[str, Any], current: Mapping[str, Any] | None, personal: bool
+) -> dict[str, Any]:
+    if row["closed_on"] is not None:
+        status, current = "closed", None
+    else:
+        status = "occupied" if current is not None else "vacant"
+    shown = current if current is not None and personal else None
+    return {
+        "id": row["id"],
+        "agreement_id": row["agreement_id"],
+        "territory_id": row["territory_id"],
+        "external_ref": row["external_ref"],
+        "typology": row["typology"],
+        "status": status,
+        "current_assignment": None
+        if shown is None
+        else {
+            "id": shown["id"],
+            "counsellor_id": shown["counsellor_id"],
+            "contract_type": shown["contract_type"],
+            "started_on": shown["started_on"],
+            "ends_on": shown["ends_on"],
+        },
+        "opened_on": row["opened_on"],
+        "closed_on": row["closed_on"],
+        "close_reason": row["close_reason"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "version": row["version"],
+    }
+
+
+def as_uuid(value: Any) -> uuid.UUID:
+    """A UUID read back (asyncpg's own UUID type, or SQLite's text) as a parameter for either database."""
+    return value if type(value) is uuid.UUID else uuid.UUID(str(value))
+
+
+def _in_list(first: int, count: int) -> str:
+    return ", ".join(f"${first + i}" for i in range(count))
+
+
+async def positions_list(db: Database, page: ListRequest, authorization: str | None) -> Reply:
+    """Readers; a scoped key sees the positions of its subtrees. Oldest first (the default sort). The
+    service's statements: the page, then the current assignments of its positions (one query)."""
+    async with db.acquire() as conn:
+        caller = require_reader(await caller_for(db, conn, authorization))
+        if isinstance(caller, Reply):
+            return caller
+        scope, args = scope_clause(db, caller, "territory_id", 1)
+        args.append(page.limit + 1)
+        rows = await conn.fetch(
+            db.sql(
+                f"SELECT {POSITION_COLUMNS} FROM positions WHERE true{scope}"
+                f" ORDER BY created_at, id LIMIT ${len(args)}"
+            ),
+            *args,
+        )
+        current: dict[str, Mapping[str, Any]] = {}
+        if rows:
+            shown = rows[: page.limit]
+            found = await conn.fetch(
+                db.sql(
+                    "SELECT id, position_id, counsellor_id, contract_type, started_on, ends_on"
+                    f" FROM assignments WHERE position_id IN ({_in_list(2, len(shown))}) AND {COVERS}"
+                ),
+                today(),
+                *(as_uuid(r["id"]) for r in shown),
+            )
+            current = {str(a["position_id"]): a for a in found}
+    personal = caller.role in PERSONAL_READERS
+    page = ListRequest(page.limit, caller.name, page.path, page.params, page.base_url, page.secret)
+    return _page(
+        rows,
+        page,
+        lambda r: [r["created_at"], r["id"]],
+        lambda r: position_json(r, current.get(str(r["id"])), personal),
+    )
+
+
+# --- counsellors --------------------------------------------------------------------------------------
+
+COUNSELLOR_COLUMNS = (
+    "id, territory_id, external_ref, first_name, last_name, email, phone, training_label, training_hours,"
+    " certified_on, pix_level, anonymized_at, created_at, updated_at, version"
+)
+CURRENT_OF_COUNSELLOR = (
+    "SELECT id, position_id, contract_type, started_on, ends_on FROM assignments"
+    " WHERE counsellor_id = $1 AND started_on <= $2 AND (ended_on IS NULL OR ended_on >= $2)"
+)
+
+
+def counsellor_json(row: Mapping[str, Any], current: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "territory_id": row["territory_id"],
+        "external_ref": row["external_ref"],
+        "first_name": row["first_name"],
+        "last_name": row["last_name"],
+        "email": row["email"],
+        "phone": row["phone"],
+        "training": {
+            "label": row["training_label"],
+            "hours": row["training_hours"],
+            "certified_on": row["certified_on"],
+            "pix_level": row["pix_level"],
+        },
+        "current_assignment": None
+        if current is None
+        else {
+            "id": current["id"],
+            "position_id": current["position_id"],
+            "contract_type": current["contract_type"],
+            "started_on": current["started_on"],
+            "ends_on": current["ends_on"],
+        },
+        "anonymized_at": row["anonymized_at"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "version": row["version"],
+    }
+
+
+async def counsellor_get(
+    db: Database, counsellor_id: uuid.UUID, authorization: str | None, if_none_match: str | None
+) -> Reply:
+    """Admin and territory managers (in scope); a counsellor key reads its own record; a viewer or
+    another counsellor in scope → 403, out of scope → 404. Then the current assignment (one query)."""
+    async with db.acquire() as conn:
+        caller = require_reader(
+            await caller_for(db, conn, authorization), READER_ROLES | frozenset({"counsellor"})
+        )
+        if isinstance(caller, Reply):
+            return caller
+        own = caller.role == "counsellor" and str(caller.counsellor_id) == str(counsellor_id)
+        scope, args = ("", []) if own else scope_clause(db, caller, "territory_id", 2)
+        row = await conn.fetchrow(
+            db.sql(f"SELECT {COUNSELLOR_COLUMNS} FROM counsellors WHERE id = $1{scope}"), counsellor_id, *args
+        )
+        if row is None:
+            return problem(404, "not_found", "no counsellor with this id")
+        if not own and caller.role not in PERSONAL_READERS:
+            return problem(403, "forbidden", "counsellors are personal data: your role may not read this one")
+        current = await conn.fetchrow(db.sql(CURRENT_OF_COUNSELLOR), counsellor_id, today())
+    return not_modified(if_none_match, row["version"]) or json_reply(
+        counsellor_json(row, current), version=row["version"]
+    )
+
+
+@dataclass(frozen=True)
+class CounsellorInput:
+    """The body of `PUT /counsellors/by-ref/{external_ref}`, as stored columns."""
+
+    territory_id: uuid.UUID | None
+    columns: dict[str, Any]
+
+
+_UPSERT_FIELDS = frozenset({"territory_id", "first_name", "last_name", "email", "phone", "training"})
+_TRAINING_FIELDS = frozenset({"label", "hours", "certified_on", "pix_level"})
+_TRAINING_LABELS = frozenset({"CCP1", "CCP2", "CCP2_CCP3"})
+_TRAINING_HOURS = frozenset({70, 105, 175, 280, 315, 350, 420})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 .()-]{4,30}$")
+
+
+def _text(value: Any, low: int, high: int, pattern: re.Pattern[str] | None = None) -> str | None:
+    if not isinstance(value, str) or not low <= len(value) <= high or _CONTROL.search(value):
+        return None
+    return value if pattern is None or pattern.match(value) else None
+
+
+def parse_counsellor(body: bytes) -> CounsellorInput | Reply:
+    """The checks of the service's input model (types, bounds, printable text, no unknown field), by hand."""
+    invalid = problem(422, "validation_error", "invalid counsellor")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return problem(422, "validation_error", "the body is not JSON")
+    if not isinstance(data, dict) or set(data) - _UPSERT_FIELDS:
+        return invalid
+    first_name = _text(data.get("first_name"), 1, 100)
+    last_name = _text(data.get("last_name"), 1, 100)
+    email, phone = data.get("email"), data.get("phone")
+    territory_id = data.get("territory_id")
+    training = data.get("training") or {}
+    if (
+        first_name is None
+        or last_name is None
+        or (email is not None and _text(email, 3, 254, _EMAIL) is None)
+        or (phone is not None and _text(phone, 6, 32, _PHONE) is None)
+        or (territory_id is not None and _uuid(territory_id) is None)
+        or not isinstance(training, dict)
+        or set(training) - _TRAINING_FIELDS
+    ):
+        return invalid
+    label, hours = training.get("label"), training.get("hours")
+    certified_on, pix = training.get("certified_on"), training.get("pix_level")
+    if (
+        (label is not None and label not in _TRAINING_LABELS)
+        or (hours is not None and (type(hours) is not int or hours not in _TRAINING_HOURS))
+        or (certified_on is not None and _date(certified_on) is None)
+        or (pix is not None and (type(pix) is not int or not 1 <= pix <= 3))
+    ):
+        return invalid
+    columns = {
+        "first_name": first_name,
+        "last_name": last_name,
+        "email": email,
+        "phone": phone,
+        "training_label": label,
+        "training_hours": hours,
+        "certified_on": _date(certified_on) if certified_on is not None else None,
+        "pix_level": pix,
+    }
+    return CounsellorInput(_uuid(territory_id) if territory_id is not None else None, columns)
+
+
+def _same(stored: Any, wanted: Any) -> bool:
+    # SQLite returns dates as text.
+    if isinstance(wanted, date) and isinstance(stored, str):
+        return stored == wanted.isoformat()
+    return bool(stored == wanted)
+
+
+async def counsellor_upsert(
+    db: Database,
+    external_ref: str,
+    data: CounsellorInput,
+    authorization: str | None,
+) -> Reply:
+    """Admin and territory managers. The service's statements in one transaction: the employer checked in
+    the caller's scope, the counsellor locked by (employer, external_ref), then created (201) or updated
+    when a field differs (its version moves, a change enters the feed), and its current assignment read."""
+    if not 1 <= len(external_ref) <= 64 or _CONTROL.search(external_ref):
+        return problem(422, "validation_error", "external_ref: printable, 1 to 64 characters")
+    async with db.acquire() as conn:
+        caller = require_reader(await caller_for(db, conn, authorization), PERSONAL_READERS)
+        if isinstance(caller, Reply):
+            return caller
+        employer = data.territory_id
+        if employer is None:
+            if len(caller.territory_ids) != 1:
+                return problem(422, "validation_error", "territory_id: required unless your key has one")
+            employer = caller.territory_ids[0]
+        async with conn.transaction():
+            if caller.role == "admin":
+                found = await conn.fetchrow(db.sql("SELECT id FROM territories WHERE id = $1"), employer)
+            else:
+                ors = " OR ".join(db.path_prefix("path", f"${2 + i}") for i in range(len(caller.paths))) or (
+                    "false" if db.dialect == "postgresql" else "0"
+                )
+                found = await conn.fetchrow(
+                    db.sql(f"SELECT id FROM territories WHERE id = $1 AND ({ors})"),
+                    employer,
+                    *(db.path_pattern(p) for p in caller.paths),
+                )
+            if found is None:
+                return problem(422, "unknown_reference", "no territory with this id in your territories")
+            row = await conn.fetchrow(
+                db.sql(
+                    f"SELECT {COUNSELLOR_COLUMNS} FROM counsellors"
+                    " WHERE territory_id = $1 AND external_ref = $2 FOR UPDATE"
+                ),
+                employer,
+                external_ref,
+            )
+            now = datetime.now(UTC)
+            created = row is None
+            changed: dict[str, Any] = {}
+            if row is None:
+                row = {
+                    "id": new_id(),
+                    "territory_id": employer,
+                    "external_ref": external_ref,
+                    **data.columns,
+                    "anonymized_at": None,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                }
+                await conn.execute(
+                    db.sql(
+                        f"INSERT INTO counsellors ({COUNSELLOR_COLUMNS}) VALUES"
+                        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                    ),
+                    *row.values(),
+                )
+            else:
+                if row["anonymized_at"] is not None:
+                    return problem(409, "counsellor_anonymized", "this counsellor was anonymised")
+                changed = {k: v for k, v in data.columns.items() if not _same(row[k], v)}
+                if changed:
+                    row = {**row, **data.columns, "updated_at": now, "version": row["version"] + 1}
+                    await conn.execute(
+                        db.sql(
+                            "UPDATE counsellors SET first_name = $1, last_name = $2, email = $3, phone = $4,"
+                            " training_label = $5, training_hours = $6, certified_on = $7, pix_level = $8,"
+                            " updated_at = $9, version = $10 WHERE id = $11"
+                        ),
+                        *data.columns.values(),
+                        now,
+                        row["version"],
+                        as_uuid(row["id"]),
+                    )
+            if created or changed:
+                xid = "pg_current_xact_id()::text::bigint" if db.dialect == "postgresql" else "0"
+                await conn.execute(
+                    db.sql(
+                        "INSERT INTO changes (xid, resource, object_id, action, version, territory_id,"
+                        f" occurred_at) VALUES ({xid}, 'counsellors', $1, $2, $3, $4, $5)"
+                    ),
+                    as_uuid(row["id"]),
+                    "created" if created else "updated",
+                    row["version"],
+                    employer,
+                    now,
+                )
+            current = await conn.fetchrow(db.sql(CURRENT_OF_COUNSELLOR), as_uuid(row["id"]), today())
+    body = counsellor_json(row, current)
+    if created:
+        return json_reply(body, 201, 1, location=f"/api/v1/counsellors/{row['id']}")
+    return json_reply(body, version=row["version"])

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
 from app.core.problems import PROBLEM_BASE
+from app.db import TransactionRoute
 from app.main import create_app
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "code", "request_id"}
@@ -105,3 +106,8 @@ async def wait_until_blocked(session: AsyncSession, pid: int, task: asyncio.Task
                 return
             assert asyncio.get_running_loop().time() < deadline, "the competitor never waited on a lock"
             await asyncio.sleep(0.01)
+
+
+def add_route(app: FastAPI, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+    """A test route on `app`, able to use the request's database session (`SessionDep`)."""
+    app.router.add_api_route(path, endpoint, route_class_override=TransactionRoute, **options)

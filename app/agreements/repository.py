@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, case, exists, func, literal, select
+from sqlalchemy import Select, and_, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
@@ -16,7 +16,7 @@ from app.core.auth import Principal
 from app.core.columns import ReadColumns
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
-from app.positions.models import Assignment, Position, covers
+from app.positions.models import TODAY, Assignment, Position, covers
 from app.territories.models import Territory
 
 _ID_KEY = SortKey("id", Agreement.id, parse=parse_uuid)
@@ -31,15 +31,19 @@ _AMENDMENT_KEYS = [
 ]
 
 
-# What reads select: the read model's columns; the position counts are placeholders that the service fills
-# for a whole page at once (`service.position_counts`).
+# What reads select: the read model's columns, the position counts as correlated subqueries (one index
+# range of `ix_positions_agreement_id_closed_on` per agreement) that count as `position_counts` does: open,
+# not closed; occupied, open with an assignment covering today (UTC, bound when the statement runs).
 _TABLE = Agreement.__table__
+_OPEN = and_(Position.agreement_id == _TABLE.c.id, Position.closed_on.is_(None))
 READ = ReadColumns(
     AgreementRead,
     _TABLE,
     subsidy_total_cents=_TABLE.c.positions_granted * _TABLE.c.subsidy_per_position_cents,
-    positions_open=literal(0),
-    positions_occupied=literal(0),
+    positions_open=select(func.count()).where(_OPEN).scalar_subquery(),
+    positions_occupied=select(func.count())
+    .where(_OPEN, exists().where(Assignment.position_id == Position.id, covers(TODAY)))
+    .scalar_subquery(),
 )
 
 

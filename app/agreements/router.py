@@ -27,9 +27,9 @@ from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 
-router = APIRouter(prefix="/agreements", tags=["agreements"])
+router = APIRouter(prefix="/agreements", tags=["agreements"], route_class=TransactionRoute)
 
 ReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer))]
 ActionIfMatchHeader = Annotated[

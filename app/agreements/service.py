@@ -113,15 +113,6 @@ async def read(session: AsyncSession, agreement: Agreement) -> AgreementRead:
     return to_read(agreement, (await position_counts(session, [agreement.id]))[agreement.id])
 
 
-async def fill_position_counts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Puts `positions_open` and `positions_occupied` into read rows (dicts of `repo.READ`)."""
-    counts = await position_counts(session, [row["id"] for row in rows])
-    for row in rows:
-        found = counts[row["id"]]
-        row["positions_open"] = found.open
-        row["positions_occupied"] = found.occupied
-
-
 async def read_visible(
     session: AsyncSession, agreement_id: uuid.UUID, principal: Principal
 ) -> dict[str, Any]:
@@ -131,7 +122,6 @@ async def read_visible(
     if row is None:
         raise NotFound("no agreement with this id")
     data: dict[str, Any] = row._asdict()
-    await fill_position_counts(session, [data])
     return data
 
 
@@ -169,7 +159,6 @@ async def list_agreements(
         kind=kind.value if kind else None,
     )
     rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
-    await fill_position_counts(session, rows)
     return rows, next_cursor, total
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Executable, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -40,10 +41,10 @@ async def get(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def find_by_secret_hash(session: AsyncSession, secret_hash: str) -> list[Any]:
-    """The key and its territories in one round trip: one row per territory (one row, with null territory
-    columns, for a key without territories); no row for an unknown key."""
-    stmt = (
+@cache
+def _by_secret_hash() -> Executable:
+    # Run on every authenticated request: built once, so that its compiled form and cache key are reused.
+    return (
         select(
             ApiKey.id,
             ApiKey.name,
@@ -57,9 +58,14 @@ async def find_by_secret_hash(session: AsyncSession, secret_hash: str) -> list[A
         .select_from(ApiKey)
         .outerjoin(api_key_territories, api_key_territories.c.api_key_id == ApiKey.id)
         .outerjoin(Territory, Territory.id == api_key_territories.c.territory_id)
-        .where(ApiKey.secret_hash == secret_hash)
+        .where(ApiKey.secret_hash == bindparam("secret_hash"))
     )
-    return list((await session.execute(stmt)).all())
+
+
+async def find_by_secret_hash(session: AsyncSession, secret_hash: str) -> list[Any]:
+    """The key and its territories in one round trip: one row per territory (one row, with null territory
+    columns, for a key without territories); no row for an unknown key."""
+    return list((await session.execute(_by_secret_hash(), {"secret_hash": secret_hash})).all())
 
 
 async def any_admin(session: AsyncSession) -> bool:

@@ -15,10 +15,10 @@ from app.core.listing import PageDep
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 
-router = APIRouter(prefix="/api-keys", tags=["access"])
-me_router = APIRouter(tags=["access"])
+router = APIRouter(prefix="/api-keys", tags=["access"], route_class=TransactionRoute)
+me_router = APIRouter(tags=["access"], route_class=TransactionRoute)
 
 
 @router.post(

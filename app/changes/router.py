@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from app.changes import service
 from app.changes.schemas import ChangePage
 from app.core.auth import KeyHolderDep
 from app.core.pagination import MAX_LIMIT
 from app.core.problems import problem_responses
-from app.db import SessionDep
+from app.core.responses import json_response
+from app.db import SessionDep, TransactionRoute
 
-router = APIRouter(prefix="/changes", tags=["changes"])
+router = APIRouter(prefix="/changes", tags=["changes"], route_class=TransactionRoute)
 
 
 @router.get(
     "",
+    response_model=ChangePage,
     summary="Read the change feed",
     description="Every creation and change of agreements, positions, counsellors, assignments and "
     "workshops (their time, venue, cancellation...: what a notification service tells registrants), in the "
@@ -44,5 +46,7 @@ async def changes_list(
         Query(description="Only changes of these resources (repeatable)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many changes, 1 to 200.")] = 50,
-) -> ChangePage:
-    return await service.read_feed(session, principal, after=after, resources=resource, limit=limit)
+) -> Response:
+    return json_response(
+        await service.read_feed(session, principal, after=after, resources=resource, limit=limit)
+    )

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.changes.schemas import ChangePage, ChangeRead
 from app.core import changes
 from app.core.auth import Principal, Role
 from app.core.problems import Forbidden
@@ -31,7 +31,8 @@ async def read_feed(
     after: str | None,
     resources: list[Resource] | None,
     limit: int,
-) -> ChangePage:
+) -> dict[str, Any]:
+    """A page of the feed as a dict of `ChangePage`, ready to serialise."""
     if principal.role is Role.counsellor:
         raise Forbidden("the change feed is for HR systems, managers and viewers")
     wanted = set(resources) if resources else set(Resource)
@@ -41,15 +42,15 @@ async def read_feed(
         session, principal, after=after, resources=sorted(r.value for r in wanted), limit=limit
     )
     items = [
-        ChangeRead(
-            cursor=changes.encode_cursor(row.xid, row.seq),
-            resource=row.resource,
-            id=row.object_id,
-            action=row.action,
-            version=row.version,
-            territory_id=row.territory_id,
-            occurred_at=row.occurred_at,
-        )
+        {
+            "cursor": changes.encode_cursor(row.xid, row.seq),
+            "resource": row.resource,
+            "id": row.object_id,
+            "action": row.action,
+            "version": row.version,
+            "territory_id": row.territory_id,
+            "occurred_at": row.occurred_at,
+        }
         for row in rows
     ]
-    return ChangePage(items=items, next_after=next_after)
+    return {"items": items, "next_after": next_after}

@@ -130,6 +130,19 @@ async def record_many(session: AsyncSession, entries: Iterable[Entry]) -> None:
         await session.execute(stmt, rows)
 
 
+# What the feed reads: every column but none of the ORM's bookkeeping.
+_READ_COLUMNS = (
+    Change.xid,
+    Change.seq,
+    Change.resource,
+    Change.object_id,
+    Change.action,
+    Change.version,
+    Change.territory_id,
+    Change.occurred_at,
+)
+
+
 def encode_cursor(xid: int, seq: int) -> str:
     return f"{xid}.{seq}"
 
@@ -164,9 +177,10 @@ async def read(
     after: str | None,
     resources: Sequence[str] | None,
     limit: int,
-) -> tuple[list[Change], str]:
+) -> tuple[list[Any], str]:
     """Up to `limit` changes after the cursor `after`, in feed order, that `principal` may see in the
-    `resources` given (None: all of them); returns them and the cursor to continue from."""
+    `resources` given (None: all of them), as rows of `_READ_COLUMNS` (no ORM object); returns them and the
+    cursor to continue from."""
     xid, seq = decode_cursor(after) if after else (0, 0)
     clauses: list[Any] = [
         tuple_(*FEED_ORDER) > tuple_(literal(xid, BigInteger), literal(seq, BigInteger)),
@@ -176,7 +190,7 @@ async def read(
         clauses.append(Change.resource.in_(list(resources)))
     if not principal.is_admin:
         clauses.append(principal.territory_clause(Change.territory_id))  # type: ignore[arg-type]
-    stmt = select(Change).where(and_(*clauses)).order_by(*FEED_ORDER).limit(limit)
-    rows = list((await session.execute(stmt)).scalars())
+    stmt = select(*_READ_COLUMNS).where(and_(*clauses)).order_by(*FEED_ORDER).limit(limit)
+    rows = list((await session.execute(stmt)).all())
     next_after = encode_cursor(rows[-1].xid, rows[-1].seq) if rows else encode_cursor(xid, seq)
     return rows, next_after

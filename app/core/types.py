@@ -55,21 +55,24 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("the instant is out of range once converted to UTC") from None
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later), normalised to UTC so
-that the response says `...Z` like every other timestamp; one out of range in UTC is a 422 too."""
+_RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 
 
-_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
-
-
-def _not_a_number(value: object) -> object:
-    # pydantic reads a number as seconds since 1970 ("0.5" is an instant): a query string is no place for
-    # that, and the OpenAPI document says `date-time`.
-    if isinstance(value, str) and _NUMBER.fullmatch(value):
-        raise ValueError("an RFC 3339 instant with an offset, e.g. 2026-12-08T09:30:00Z")
+def _rfc3339_text(value: object) -> object:
+    # Pydantic reads a number, or a string of one ("0.5"), as seconds since 1970: the documented format is
+    # an RFC 3339 date-time, and a query parameter or a body that sends a number is a mistake to refuse.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339_START.match(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-11-26T09:30:00Z")
     return value
 
 
-QueryTimestamp = Annotated[Timestamp, BeforeValidator(_not_a_number)]
-"""An instant in a query string: `Timestamp`, and a bare number is refused rather than read as seconds."""
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_to_utc)]
+"""An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later; a number is one too),
+normalised to UTC so that the response says `...Z` like every other timestamp; one out of range in UTC is a
+422 too."""
+
+
+QueryTimestamp = Timestamp
+"""An instant in a query string: the same rule as in a body (a bare number is refused)."""

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, bindparam, exists, select, update
+from sqlalchemy import Select, String, Table, and_, bindparam, exists, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.columns import ReadColumns
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.counsellors.models import Counsellor
-from app.positions.models import Assignment, covers
+from app.counsellors.schemas import CounsellorRead
+from app.positions.models import TODAY, Assignment, covers
 from app.territories.models import Territory
 
 _ID_KEY = SortKey("id", Counsellor.id, parse=parse_uuid)
@@ -35,6 +37,54 @@ SYNCED = (
     "certified_on",
     "pix_level",
 )
+
+# What reads select: the read model's columns, with placeholders for the two objects: `training` is made of
+# the training columns selected after them (`_nest`), `current_assignment` is filled by the service for a
+# whole page at once (`current_assignments`).
+READ = ReadColumns(
+    CounsellorRead,
+    TABLE,
+    training=literal(None, String()),
+    current_assignment=literal(None, String()),
+)
+_TRAINING = {
+    "label": "training_label",
+    "hours": "training_hours",
+    "certified_on": "certified_on",
+    "pix_level": "pix_level",
+}
+_READ_COLUMNS = [*READ.columns, *(TABLE.c[column] for column in _TRAINING.values())]
+
+
+def _nest(row: dict[str, Any]) -> dict[str, Any]:
+    row["training"] = {name: row.pop(column) for name, column in _TRAINING.items()}
+    return row
+
+
+async def read_row(
+    session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal | None
+) -> dict[str, Any] | None:
+    """The read row of the counsellor if it lies in `principal`'s territories (`None`: anywhere), before
+    its current assignment is filled in."""
+    stmt = select(*_READ_COLUMNS).where(TABLE.c.id == counsellor_id)
+    if principal is not None:
+        stmt = stmt.where(principal.territory_clause(TABLE.c.territory_id))
+    row = (await session.execute(stmt)).first()
+    return None if row is None else _nest(row._asdict())
+
+
+async def read_row_by_ref(
+    session: AsyncSession, territory_id: uuid.UUID, external_ref: str, principal: Principal
+) -> dict[str, Any] | None:
+    """The read row of the employer's counsellor `external_ref`, if the employer lies in the caller's
+    territories."""
+    stmt = select(*_READ_COLUMNS).where(
+        TABLE.c.territory_id == territory_id,
+        TABLE.c.external_ref == external_ref,
+        principal.territory_clause(TABLE.c.territory_id),
+    )
+    row = (await session.execute(stmt)).first()
+    return None if row is None else _nest(row._asdict())
 
 
 async def get(
@@ -100,20 +150,39 @@ def sort_keys(sort: str | None) -> list[SortKey]:
 
 async def list_page(
     session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Counsellor]
-) -> tuple[list[Counsellor], str | None, int | None]:
-    def values(c: Counsellor) -> list[object]:
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """One page of `stmt` (a `list_query`) as read rows, before their current assignments are filled in:
+    one query, one more for the total when asked."""
+
+    def values(c: Any) -> list[object]:
         return [getattr(c, keys[0].name), c.id]
 
-    return await fetch_page(session, stmt, keys, page, row_values=values)
+    rows, next_cursor, total = await fetch_page(
+        session, stmt.with_only_columns(*_READ_COLUMNS), keys, page, row_values=values, scalars=False
+    )
+    return [_nest(row) for row in rows], next_cursor, total
 
 
 async def current_assignments(
-    session: AsyncSession, counsellor_ids: Sequence[uuid.UUID], day: date
-) -> dict[uuid.UUID, Assignment]:
+    session: AsyncSession, counsellor_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The assignment covering today of each counsellor that has one, as dicts of
+    `CounsellorCurrentAssignment`: one query for a whole page."""
     if not counsellor_ids:
         return {}
-    stmt = select(Assignment).where(Assignment.counsellor_id.in_(list(counsellor_ids)), covers(day))
-    return {a.counsellor_id: a for a in (await session.execute(stmt)).scalars()}
+    stmt = select(
+        Assignment.counsellor_id,
+        Assignment.id,
+        Assignment.position_id,
+        Assignment.contract_type,
+        Assignment.started_on,
+        Assignment.ends_on,
+    ).where(Assignment.counsellor_id.in_(list(counsellor_ids)), covers(TODAY))
+    found = {}
+    for row in await session.execute(stmt):
+        current = row._asdict()
+        found[current.pop("counsellor_id")] = current
+    return found
 
 
 def add(session: AsyncSession, counsellor: Counsellor) -> None:

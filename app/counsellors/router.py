@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import AdminDep, Principal, Role, require_roles
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
-from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
-from app.core.responses import created, model_response
+from app.core.responses import created, model_response, object_response, page_response
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
@@ -27,9 +27,9 @@ from app.counsellors.schemas import (
     CounsellorUpdate,
     CounsellorUpsert,
 )
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 
-router = APIRouter(prefix="/counsellors", tags=["counsellors"])
+router = APIRouter(prefix="/counsellors", tags=["counsellors"], route_class=TransactionRoute)
 
 # Who may call at all; which record each may see is the service's business (404 / 403, API.md).
 ReaderDep = Annotated[
@@ -65,12 +65,39 @@ OptionalIfMatchHeader = Annotated[
 ]
 
 
+class _CounsellorIdConvertor(Convertor[str]):
+    """`{counsellor_id}` never matches `bulk`: `/counsellors/bulk` is a resource of its own, so that GET or
+    PATCH there answer 405 with `Allow: POST` rather than 422 for an id that is not one. Any other value
+    reaches the handler, which answers 422 for one that is not a UUID."""
+
+    regex = "(?!bulk$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("counsellor_id", _CounsellorIdConvertor())
+
+
+async def _row_response(request: Request, session: SessionDep, row: dict[str, Any]) -> Response:
+    """A read row with `ETag`, or 304 (without reading the current assignment) when it is unchanged."""
+    unchanged = not_modified(request, row["version"])
+    if unchanged is not None:
+        return unchanged
+    await service.fill_current(session, [row])
+    return object_response(None, row)
+
+
 def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
     return model_response(read, version=read.version, status_code=status_code)
 
 
 @router.get(
     "",
+    response_model=CounsellorPage,
     summary="List counsellors",
     description=PERSONAL_DOC + ". Viewers and counsellor keys → 403 (a viewer never lists personal data, "
     "and a counsellor reads its own record with `GET /counsellors/{id}`); no key → 401.",
@@ -78,7 +105,6 @@ def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
 )
 async def counsellors_list(
     request: Request,
-    response: Response,
     session: SessionDep,
     principal: WriterDep,
     page: PageDep,
@@ -101,8 +127,8 @@ async def counsellors_list(
             examples=["-updated_at"],
         ),
     ] = None,
-) -> CounsellorPage:
-    items, next_cursor, total = await service.list_counsellors(
+) -> Response:
+    rows, next_cursor, total = await service.list_counsellors(
         session,
         principal,
         page,
@@ -112,8 +138,7 @@ async def counsellors_list(
         updated_since=updated_since,
         sort=sort,
     )
-    set_link_header(request, response, next_cursor)
-    return CounsellorPage(items=items, next_cursor=next_cursor, total=total)
+    return page_response(request, rows, next_cursor, total)
 
 
 @router.get(
@@ -135,12 +160,13 @@ async def counsellors_get_by_ref(
         uuid.UUID | None, Query(description="The employer; optional when the key has exactly one territory.")
     ] = None,
 ) -> Response:
-    counsellor = await service.get_by_ref(session, external_ref, territory_id, principal)
-    return not_modified(request, counsellor.version) or _respond(await service.read(session, counsellor))
+    return await _row_response(
+        request, session, await service.row_by_ref(session, external_ref, territory_id, principal)
+    )
 
 
 @router.get(
-    "/{counsellor_id}",
+    "/{counsellor_id:counsellor_id}",
     response_model=CounsellorRead,
     summary="Get a counsellor",
     description=GET_DOC + " Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
@@ -149,8 +175,7 @@ async def counsellors_get_by_ref(
 async def counsellors_get(
     request: Request, session: SessionDep, principal: ReaderDep, counsellor_id: uuid.UUID
 ) -> Response:
-    counsellor = await service.get_visible(session, counsellor_id, principal)
-    return not_modified(request, counsellor.version) or _respond(await service.read(session, counsellor))
+    return await _row_response(request, session, await service.visible_row(session, counsellor_id, principal))
 
 
 @router.post(
@@ -180,7 +205,7 @@ async def counsellors_create(
 
 
 @router.patch(
-    "/{counsellor_id}",
+    "/{counsellor_id:counsellor_id}",
     response_model=CounsellorRead,
     summary="Change a counsellor",
     description=WRITE_DOC + " JSON Merge Patch; `training` merges field by field (`null` clears it). An "

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
-from app.core.types import FreeText
+from app.core.types import NO_CONTROL_CHARACTERS, FreeText
 from app.referentials.data import ContractType, TrainingLabel
 
 MAX_BULK_ITEMS = 1000
@@ -24,8 +24,14 @@ Email = Annotated[
         max_length=254,
         pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
     ),
+    NO_CONTROL_CHARACTERS,
 ]
-Phone = Annotated[str, StringConstraints(min_length=6, max_length=32, pattern=r"^\+?[0-9][0-9 .()-]{4,30}$")]
+# The constraints first, then the shared check: the pattern stays in the documented schema.
+Phone = Annotated[
+    str,
+    StringConstraints(min_length=6, max_length=32, pattern=r"^\+?[0-9][0-9 .()-]{4,30}$"),
+    NO_CONTROL_CHARACTERS,
+]
 Name = Annotated[FreeText, StringConstraints(min_length=1, max_length=100)]
 ExternalRef = Annotated[FreeText, StringConstraints(min_length=1, max_length=64)]
 # Course lengths of the programme's training (DOMAIN.md).
@@ -109,10 +115,12 @@ class BulkItem(CounsellorUpsert):
 
 def _bulk_items_schema() -> dict[str, Any]:
     """What the documentation shows for `items`: an array of `BulkItem` (the model refers to `Training`, which
-    the document holds already)."""
+    the document holds already), or of anything else, since an item that is not a `BulkItem` does not make
+    the request invalid: it gets its own 422 among the results."""
     item = BulkItem.model_json_schema(ref_template="#/components/schemas/{model}")
     item.pop("$defs", None)
-    return {"type": "array", "minItems": 1, "maxItems": MAX_BULK_ITEMS, "items": item}
+    refused = {"description": "Anything else: refused in its own result (422), the other items still apply."}
+    return {"type": "array", "minItems": 1, "maxItems": MAX_BULK_ITEMS, "items": {"anyOf": [item, refused]}}
 
 
 class BulkRequest(InputModel):

@@ -46,7 +46,6 @@ from app.counsellors.schemas import (
     TrainingRead,
 )
 from app.db import new_id, utcnow
-from app.positions.models import Assignment, today
 from app.territories import service as territories
 
 RESOURCE = "counsellors"
@@ -56,7 +55,7 @@ PERSONAL_READERS = (Role.admin, Role.territory_manager)
 # --- reading --------------------------------------------------------------------------------------------
 
 
-def to_read(counsellor: Counsellor, current: Assignment | None) -> CounsellorRead:
+def to_read(counsellor: Counsellor, current: dict[str, Any] | None) -> CounsellorRead:
     return CounsellorRead(
         id=counsellor.id,
         territory_id=counsellor.territory_id,
@@ -79,28 +78,35 @@ def to_read(counsellor: Counsellor, current: Assignment | None) -> CounsellorRea
     )
 
 
-async def read_many(session: AsyncSession, counsellors: Sequence[Counsellor]) -> list[CounsellorRead]:
-    current = await repo.current_assignments(session, [c.id for c in counsellors], today())
-    return [to_read(c, current.get(c.id)) for c in counsellors]
-
-
 async def read(session: AsyncSession, counsellor: Counsellor) -> CounsellorRead:
-    return (await read_many(session, [counsellor]))[0]
+    """The read model of a counsellor just written (an ORM object)."""
+    current = await repo.current_assignments(session, [counsellor.id])
+    return to_read(counsellor, current.get(counsellor.id))
 
 
-async def get_visible(session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal) -> Counsellor:
-    """404 for a counsellor outside the caller's territories; 403 for one inside them that the caller's role
-    may not read (a viewer, another counsellor); a counsellor key reads its own record."""
+async def fill_current(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Puts `current_assignment` into read rows: one query for a whole page."""
+    current = await repo.current_assignments(session, [row["id"] for row in rows])
+    for row in rows:
+        row["current_assignment"] = current.get(row["id"])
+
+
+async def visible_row(
+    session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal
+) -> dict[str, Any]:
+    """The read row of a counsellor, before `fill_current`. 404 for a counsellor outside the caller's
+    territories; 403 for one inside them that the caller's role may not read (a viewer, another
+    counsellor); a counsellor key reads its own record."""
     if principal.role is Role.counsellor and principal.counsellor_id == counsellor_id:
-        own = await repo.get(session, counsellor_id, None)
+        own = await repo.read_row(session, counsellor_id, None)
         if own is not None:
             return own
-    counsellor = await repo.get(session, counsellor_id, principal)
-    if counsellor is None:
+    row = await repo.read_row(session, counsellor_id, principal)
+    if row is None:
         raise NotFound("no counsellor with this id")
     if principal.role not in PERSONAL_READERS:
         raise Forbidden("counsellors are personal data: your role may not read this one")
-    return counsellor
+    return row
 
 
 async def list_counsellors(
@@ -113,7 +119,9 @@ async def list_counsellors(
     external_ref: str | None = None,
     updated_since: datetime | None = None,
     sort: str | None = None,
-) -> tuple[list[CounsellorRead], str | None, int | None]:
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """A page of counsellors as read rows: one query, one for their current assignments, one for the total
+    when asked."""
     keys = repo.sort_keys(sort)
     stmt = repo.list_query(
         principal,
@@ -123,7 +131,9 @@ async def list_counsellors(
         updated_since=updated_since,
     )
     rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
-    return await read_many(session, rows), next_cursor, total
+    if rows:
+        await fill_current(session, rows)
+    return rows, next_cursor, total
 
 
 async def _subtree_path(session: AsyncSession, within: uuid.UUID | None) -> str | None:
@@ -280,18 +290,17 @@ def _employer(territory_id: uuid.UUID | None, principal: Principal, pointer: str
     raise ValidationFailed(pointer, "required unless your key has exactly one territory")
 
 
-async def get_by_ref(
+async def row_by_ref(
     session: AsyncSession, external_ref: str, territory_id: uuid.UUID | None, principal: Principal
-) -> Counsellor:
-    """The counsellor `external_ref` of the employer (the key's only territory when not given); 404 alike
-    when there is none and when the employer is outside the caller's territories."""
+) -> dict[str, Any]:
+    """The read row (before `fill_current`) of the counsellor `external_ref` of the employer (the key's
+    only territory when not given); 404 alike when there is none and when the employer is outside the
+    caller's territories."""
     employer = _employer(territory_id, principal, "/query/territory_id")
-    if await territories.get_in_scope(session, employer, principal) is None:
+    row = await repo.read_row_by_ref(session, employer, external_ref, principal)
+    if row is None:
         raise NotFound("no counsellor with this external_ref")
-    counsellor = await repo.get_by_ref(session, employer, external_ref)
-    if counsellor is None:
-        raise NotFound("no counsellor with this external_ref")
-    return counsellor
+    return row
 
 
 def _apply(counsellor: Counsellor, columns: dict[str, Any]) -> bool:

@@ -16,6 +16,8 @@ from app.counsellors.schemas import CounsellorCreate, Training
 from app.positions import service as positions
 from app.positions.schemas import AssignmentCreate, AssignmentEnd, PositionCreate
 from app.referentials.data import ContractType, EndReason, PositionTypology, TrainingLabel
+from app.territories import service as territories
+from app.territories.codes import TerritoryKind
 from app.territories.models import Territory
 
 OPERATOR = Principal(role=Role.admin, name="demo")
@@ -56,6 +58,14 @@ ASSIGNMENTS: list[tuple[str, str, ContractType, date, tuple[date, EndReason] | N
 
 
 async def load(session: AsyncSession, by_code: dict[tuple[str, str], Territory]) -> str:
+    """Loads the demo positions; `by_code` holds the territories the demo already resolved, the others (the
+    communes of the positions) are read from the referential."""
+    by_code = dict(by_code)
+    for _, _, territory, _ in POSITIONS:
+        if territory not in by_code:
+            by_code[territory] = await territories.get_by_code(
+                session, TerritoryKind(territory[0]), territory[1]
+            )
     people = {}
     for employer, ref, first_name, last_name, label, hours, pix in PEOPLE:
         people[ref] = await counsellors.create(

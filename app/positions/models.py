@@ -7,7 +7,18 @@ import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ColumnElement, ForeignKey, Index, String, Text, UniqueConstraint, and_
+from sqlalchemy import (
+    CheckConstraint,
+    ColumnElement,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    bindparam,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
@@ -72,8 +83,9 @@ class Assignment(TimestampedMixin, VersionedMixin, Base):
     end_reason: Mapped[str | None] = mapped_column(String(32))
 
 
-def covers(day: date) -> ColumnElement[bool]:
-    """The assignment covers `day` (API.md, "Dates": `ended_on` is inclusive)."""
+def covers(day: date | ColumnElement[date]) -> ColumnElement[bool]:
+    """The assignment covers `day` (API.md, "Dates": `ended_on` is inclusive); `day` may be a bound
+    parameter."""
     return and_(
         Assignment.started_on <= day,
         (Assignment.ended_on.is_(None)) | (Assignment.ended_on >= day),
@@ -91,3 +103,8 @@ def overlaps(started_on: date, ended_on: date | None) -> ColumnElement[bool]:
 def today() -> date:
     """The day every derived status is computed for: UTC, like every date of the API."""
     return datetime.now(UTC).date()
+
+
+# `today()` as a bound parameter, evaluated when each statement runs: a SELECT list built once (a
+# `ReadColumns`) must not keep the day it was built on.
+TODAY = bindparam("today", type_=Date(), callable_=today)

@@ -5,11 +5,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
+from app.core.columns import ReadColumns
 from app.core.pagination import (
     PageRequest,
     SortKey,
@@ -20,7 +32,8 @@ from app.core.pagination import (
     parse_uuid,
 )
 from app.core.paths import path_startswith
-from app.positions.models import Assignment, Position, PositionStatus, covers, overlaps
+from app.positions.models import TODAY, Assignment, Position, PositionStatus, covers, overlaps
+from app.positions.schemas import AssignmentRead, PositionRead
 from app.territories.models import Territory
 
 _ID_KEY = SortKey("id", Position.id, parse=parse_uuid)
@@ -33,6 +46,34 @@ _ASSIGNMENT_SORTS = {
     "started_on": SortKey("started_on", Assignment.started_on, parse=parse_date),
     "created_at": SortKey("created_at", Assignment.created_at, parse=parse_datetime),
 }
+
+
+# What reads select: the read models' columns, the derived ones as SQL. A position's `current_assignment`
+# is a placeholder that the service fills for a whole page at once (`current_assignments`), for the roles
+# that may read it.
+READ = ReadColumns(
+    PositionRead,
+    Position.__table__,
+    status=case(
+        (Position.closed_on.is_not(None), literal(PositionStatus.closed.value)),
+        (
+            exists().where(Assignment.position_id == Position.id, covers(TODAY)),
+            literal(PositionStatus.occupied.value),
+        ),
+        else_=literal(PositionStatus.vacant.value),
+    ),
+    current_assignment=literal(None, String()),
+)
+ASSIGNMENT_READ = ReadColumns(
+    AssignmentRead, Assignment.__table__, active=case((covers(TODAY), literal(True)), else_=literal(False))
+)
+_CURRENT_COLUMNS = (
+    Assignment.id,
+    Assignment.counsellor_id,
+    Assignment.contract_type,
+    Assignment.started_on,
+    Assignment.ends_on,
+)
 
 
 def occupied(day: date) -> ColumnElement[bool]:
@@ -97,23 +138,49 @@ def sort_keys(sort: str | None) -> list[SortKey]:
     return parse_sort(sort, _SORTS, "created_at", _ID_KEY)
 
 
+async def is_visible(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> bool:
+    stmt = select(Position.id).where(
+        Position.id == position_id, principal.territory_clause(Position.territory_id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def read_row(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Any:
+    """The read columns of one position the caller may read, or None."""
+    stmt = select(*READ.columns).where(
+        Position.id == position_id, principal.territory_clause(Position.territory_id)
+    )
+    return (await session.execute(stmt)).first()
+
+
 async def list_page(
     session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Position]
-) -> tuple[list[Position], str | None, int | None]:
-    def values(p: Position) -> list[object]:
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """One page of `stmt` (a `list_query`) as dicts of `READ`: one query, one more for the total."""
+
+    def values(p: Any) -> list[object]:
         return [getattr(p, keys[0].name), p.id]
 
-    return await fetch_page(session, stmt, keys, page, row_values=values)
+    return await fetch_page(
+        session, stmt.with_only_columns(*READ.columns), keys, page, row_values=values, scalars=False
+    )
 
 
 async def current_assignments(
-    session: AsyncSession, position_ids: Sequence[uuid.UUID], day: date
-) -> dict[uuid.UUID, Assignment]:
-    """The assignment covering `day` of each position that has one (at most one by the rules)."""
+    session: AsyncSession, position_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The assignment covering today of each position that has one (at most one by the rules), as dicts of
+    `PositionCurrentAssignment`: one query for a whole page."""
     if not position_ids:
         return {}
-    stmt = select(Assignment).where(Assignment.position_id.in_(list(position_ids)), covers(day))
-    return {a.position_id: a for a in (await session.execute(stmt)).scalars()}
+    stmt = select(Assignment.position_id, *_CURRENT_COLUMNS).where(
+        Assignment.position_id.in_(list(position_ids)), covers(TODAY)
+    )
+    found = {}
+    for row in await session.execute(stmt):
+        current = row._asdict()
+        found[current.pop("position_id")] = current
+    return found
 
 
 async def count_open(session: AsyncSession, agreement_id: uuid.UUID) -> int:
@@ -217,10 +284,29 @@ def assignment_sort_keys(sort: str | None) -> list[SortKey]:
     return parse_sort(sort, _ASSIGNMENT_SORTS, "started_on", _ASSIGNMENT_ID_KEY)
 
 
+async def read_assignment_row(session: AsyncSession, assignment_id: uuid.UUID, principal: Principal) -> Any:
+    """The read columns of the assignment if its position lies in the caller's territories, or None."""
+    stmt = (
+        select(*ASSIGNMENT_READ.columns)
+        .join(Position, Position.id == Assignment.position_id)
+        .where(Assignment.id == assignment_id, principal.territory_clause(Position.territory_id))
+    )
+    return (await session.execute(stmt)).first()
+
+
 async def assignments_page(
     session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Assignment]
-) -> tuple[list[Assignment], str | None, int | None]:
-    def values(a: Assignment) -> list[object]:
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """One page of `stmt` (an `assignments_query`) as dicts of `ASSIGNMENT_READ`."""
+
+    def values(a: Any) -> list[object]:
         return [getattr(a, keys[0].name), a.id]
 
-    return await fetch_page(session, stmt, keys, page, row_values=values)
+    return await fetch_page(
+        session,
+        stmt.with_only_columns(*ASSIGNMENT_READ.columns),
+        keys,
+        page,
+        row_values=values,
+        scalars=False,
+    )

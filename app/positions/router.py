@@ -10,13 +10,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from app.core.auth import Principal, Role, require_roles
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
-from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
-from app.core.responses import created, model_response
+from app.core.responses import created, model_response, object_response, page_response
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 from app.positions import service
 from app.positions.models import PositionStatus
 from app.positions.schemas import (
@@ -31,8 +30,8 @@ from app.positions.schemas import (
     PositionUpdate,
 )
 
-router = APIRouter(prefix="/positions", tags=["positions"])
-assignments_router = APIRouter(prefix="/assignments", tags=["assignments"])
+router = APIRouter(prefix="/positions", tags=["positions"], route_class=TransactionRoute)
+assignments_router = APIRouter(prefix="/assignments", tags=["assignments"], route_class=TransactionRoute)
 
 ReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer))]
 WriterDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager))]
@@ -61,10 +60,15 @@ def _respond(read: PositionRead, status_code: int = 200) -> Response:
     return model_response(read, version=read.version, status_code=status_code)
 
 
-@router.get("", summary="List positions", description=READERS_DOC, responses=problem_responses(401, 403, 422))
+@router.get(
+    "",
+    response_model=PositionPage,
+    summary="List positions",
+    description=READERS_DOC,
+    responses=problem_responses(401, 403, 422),
+)
 async def positions_list(
     request: Request,
-    response: Response,
     session: SessionDep,
     principal: ReaderDep,
     page: PageDep,
@@ -90,8 +94,8 @@ async def positions_list(
             examples=["-updated_at"],
         ),
     ] = None,
-) -> PositionPage:
-    items, next_cursor, total = await service.list_positions(
+) -> Response:
+    rows, next_cursor, total = await service.list_positions(
         session,
         principal,
         page,
@@ -103,8 +107,7 @@ async def positions_list(
         updated_since=updated_since,
         sort=sort,
     )
-    set_link_header(request, response, next_cursor)
-    return PositionPage(items=items, next_cursor=next_cursor, total=total)
+    return page_response(request, rows, next_cursor, total)
 
 
 @router.get(
@@ -117,10 +120,12 @@ async def positions_list(
 async def positions_get(
     request: Request, session: SessionDep, principal: ReaderDep, position_id: uuid.UUID
 ) -> Response:
-    position = await service.get_visible(session, position_id, principal)
-    return not_modified(request, position.version) or _respond(
-        await service.read(session, position, principal)
-    )
+    row = await service.visible_row(session, position_id, principal)
+    unchanged = not_modified(request, row["version"])
+    if unchanged is not None:
+        return unchanged
+    await service.fill_current(session, [row], principal)
+    return object_response(None, row)
 
 
 @router.post(
@@ -202,21 +207,20 @@ async def positions_close(
 
 @router.get(
     "/{position_id}/assignments",
+    response_model=AssignmentPage,
     summary="List a position's assignments",
     description=PERSONAL_DOC + " The position's history, by `started_on`.",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def positions_assignments_list(
     request: Request,
-    response: Response,
     session: SessionDep,
     principal: ReaderDep,
     page: PageDep,
     position_id: uuid.UUID,
-) -> AssignmentPage:
-    items, next_cursor, total = await service.list_position_assignments(session, position_id, principal, page)
-    set_link_header(request, response, next_cursor)
-    return AssignmentPage(items=items, next_cursor=next_cursor, total=total)
+) -> Response:
+    rows, next_cursor, total = await service.list_position_assignments(session, position_id, principal, page)
+    return page_response(request, rows, next_cursor, total)
 
 
 @router.post(
@@ -254,13 +258,13 @@ async def positions_assignments_create(
 
 @assignments_router.get(
     "",
+    response_model=AssignmentPage,
     summary="List assignments",
     description=PERSONAL_DOC.replace(" (404 when the object is outside its territories too)", ""),
     responses=problem_responses(401, 403, 422),
 )
 async def assignments_list(
     request: Request,
-    response: Response,
     session: SessionDep,
     principal: WriterDep,
     page: PageDep,
@@ -280,8 +284,8 @@ async def assignments_list(
             description="`started_on` (default) or `created_at`, `-` to reverse.", examples=["-started_on"]
         ),
     ] = None,
-) -> AssignmentPage:
-    items, next_cursor, total = await service.list_assignments(
+) -> Response:
+    rows, next_cursor, total = await service.list_assignments(
         session,
         principal,
         page,
@@ -291,8 +295,7 @@ async def assignments_list(
         active=active,
         sort=sort,
     )
-    set_link_header(request, response, next_cursor)
-    return AssignmentPage(items=items, next_cursor=next_cursor, total=total)
+    return page_response(request, rows, next_cursor, total)
 
 
 @assignments_router.get(
@@ -305,10 +308,7 @@ async def assignments_list(
 async def assignments_get(
     request: Request, session: SessionDep, principal: ReaderDep, assignment_id: uuid.UUID
 ) -> Response:
-    assignment = await service.get_assignment(session, assignment_id, principal)
-    return not_modified(request, assignment.version) or model_response(
-        service.assignment_read(assignment), version=assignment.version
-    )
+    return object_response(request, await service.assignment_row(session, assignment_id, principal))
 
 
 @assignments_router.post(

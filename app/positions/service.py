@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,13 +59,13 @@ def reads_personal_data(principal: Principal) -> bool:
     return principal.role in PERSONAL_READERS
 
 
-def status_of(position: Position, current: Assignment | None) -> PositionStatus:
+def status_of(position: Position, current: dict[str, Any] | None) -> PositionStatus:
     if position.closed_on is not None:
         return PositionStatus.closed
     return PositionStatus.occupied if current is not None else PositionStatus.vacant
 
 
-def to_read(position: Position, current: Assignment | None, principal: Principal) -> PositionRead:
+def to_read(position: Position, current: dict[str, Any] | None, principal: Principal) -> PositionRead:
     if position.closed_on is not None:
         current = None
     shown = current if current is not None and reads_personal_data(principal) else None
@@ -85,16 +86,33 @@ def to_read(position: Position, current: Assignment | None, principal: Principal
     )
 
 
-async def read_many(
-    session: AsyncSession, positions: Sequence[Position], principal: Principal
-) -> list[PositionRead]:
-    """Read models for a page: one query for all the current assignments."""
-    current = await repo.current_assignments(session, [p.id for p in positions], today())
-    return [to_read(p, current.get(p.id), principal) for p in positions]
-
-
 async def read(session: AsyncSession, position: Position, principal: Principal) -> PositionRead:
-    return (await read_many(session, [position], principal))[0]
+    """The read model of a position just written (an ORM object)."""
+    current = await repo.current_assignments(session, [position.id])
+    return to_read(position, current.get(position.id), principal)
+
+
+async def fill_current(session: AsyncSession, rows: Sequence[dict[str, Any]], principal: Principal) -> None:
+    """Puts `current_assignment` into read rows (dicts of `repo.READ`, whose `status` is already derived)
+    for the roles that may read personal data: one query for a whole page, none when no position of it is
+    occupied. Viewers keep the null placeholder."""
+    if not reads_personal_data(principal):
+        return
+    occupied = [row["id"] for row in rows if row["status"] == PositionStatus.occupied]
+    if not occupied:
+        return
+    current = await repo.current_assignments(session, occupied)
+    for row in rows:
+        row["current_assignment"] = current.get(row["id"])
+
+
+async def visible_row(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> dict[str, Any]:
+    """The read row of a position the caller may read, before `fill_current` (404 otherwise)."""
+    row = await repo.read_row(session, position_id, principal)
+    if row is None:
+        raise NotFound("no position with this id")
+    data: dict[str, Any] = row._asdict()
+    return data
 
 
 def assignment_read(assignment: Assignment) -> AssignmentRead:
@@ -117,6 +135,8 @@ def assignment_read(assignment: Assignment) -> AssignmentRead:
 
 
 async def get_visible(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Position:
+    """The position if the caller may read it (404 alike when absent or outside the scope); for other
+    domains that attach to a position (workshops)."""
     position = await repo.get(session, position_id, principal)
     if position is None:
         raise NotFound("no position with this id")
@@ -143,9 +163,10 @@ async def list_positions(
     external_ref: str | None = None,
     updated_since: datetime | None = None,
     sort: str | None = None,
-) -> tuple[list[PositionRead], str | None, int | None]:
-    """A page of the positions the caller may read: two queries (positions, then their current
-    assignments), plus one for the total when asked. `status` filters in SQL."""
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """A page of the positions the caller may read, as read rows: one query (the status derived in it), one
+    for the current assignments of a personal-data reader's occupied positions, one for the total when
+    asked. `status` filters in SQL."""
     keys = repo.sort_keys(sort)
     stmt = repo.list_query(
         principal,
@@ -158,7 +179,8 @@ async def list_positions(
         updated_since=updated_since,
     )
     rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
-    return await read_many(session, rows, principal), next_cursor, total
+    await fill_current(session, rows, principal)
+    return rows, next_cursor, total
 
 
 async def _check_territory(
@@ -295,14 +317,15 @@ def _require_personal(principal: Principal) -> None:
 
 async def list_position_assignments(
     session: AsyncSession, position_id: uuid.UUID, principal: Principal, page: PageRequest
-) -> tuple[list[AssignmentRead], str | None, int | None]:
-    """A position's history, oldest first (404 when the position is not visible, 403 for viewers)."""
-    position = await get_visible(session, position_id, principal)
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """A position's history, oldest first, as read rows (404 when the position is not visible, 403 for
+    viewers)."""
+    if not await repo.is_visible(session, position_id, principal):
+        raise NotFound("no position with this id")
     _require_personal(principal)
     keys = repo.assignment_sort_keys(None)
-    stmt = repo.assignments_query(principal, today(), position_id=position.id)
-    rows, next_cursor, total = await repo.assignments_page(session, page, keys, stmt)
-    return [assignment_read(a) for a in rows], next_cursor, total
+    stmt = repo.assignments_query(principal, today(), position_id=position_id)
+    return await repo.assignments_page(session, page, keys, stmt)
 
 
 async def list_assignments(
@@ -315,7 +338,7 @@ async def list_assignments(
     within: uuid.UUID | None = None,
     active: bool | None = None,
     sort: str | None = None,
-) -> tuple[list[AssignmentRead], str | None, int | None]:
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
     keys = repo.assignment_sort_keys(sort)
     stmt = repo.assignments_query(
         principal,
@@ -325,8 +348,16 @@ async def list_assignments(
         within_path=await agreements.subtree_path(session, within, principal),
         active=active,
     )
-    rows, next_cursor, total = await repo.assignments_page(session, page, keys, stmt)
-    return [assignment_read(a) for a in rows], next_cursor, total
+    return await repo.assignments_page(session, page, keys, stmt)
+
+
+async def assignment_row(session: AsyncSession, assignment_id: uuid.UUID, principal: Principal) -> Any:
+    """The read row of an assignment (404 when its position is not visible, 403 for viewers)."""
+    row = await repo.read_assignment_row(session, assignment_id, principal)
+    if row is None:
+        raise NotFound("no assignment with this id")
+    _require_personal(principal)
+    return row
 
 
 async def get_assignment(session: AsyncSession, assignment_id: uuid.UUID, principal: Principal) -> Assignment:

@@ -14,11 +14,11 @@ from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 from app.programmes import service
 from app.programmes.schemas import ProgrammeCreate, ProgrammePage, ProgrammeRead, ProgrammeUpdate
 
-router = APIRouter(prefix="/programmes", tags=["programmes"])
+router = APIRouter(prefix="/programmes", tags=["programmes"], route_class=TransactionRoute)
 
 TOTALS_DOC = (
     " `positions_granted` and `subsidy_committed_cents` sum the programme's draft and signed agreements "

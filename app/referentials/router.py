@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from app.core.problems import NotFound, problem_responses
+from app.db import TransactionRoute
 from app.referentials.data import REFERENTIALS
 from app.referentials.schemas import Referential, ReferentialIndex, ReferentialItem, ReferentialSummary
 
-router = APIRouter(prefix="/referentials", tags=["referentials"])
+router = APIRouter(prefix="/referentials", tags=["referentials"], route_class=TransactionRoute)
 
 # The lists only change with a deployment, so clients and shared caches may keep them for an hour.
 CACHE_CONTROL = "public, max-age=3600"

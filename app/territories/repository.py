@@ -89,9 +89,20 @@ def _read_by_id() -> Select[Any]:
 
 
 @cache
-def _read_by_code() -> Select[Any]:
+def _read_by_code() -> Any:
+    """The territory with this code or, failing that, the one this former code designates: one statement,
+    the current code first."""
     table = Territory.__table__
-    return select(*READ.columns).where(table.c.kind == bindparam("kind"), table.c.code == bindparam("code"))
+    current = select(*READ.columns, literal(0).label("former")).where(
+        table.c.kind == bindparam("kind"), table.c.code == bindparam("code")
+    )
+    former = (
+        select(*READ.columns, literal(1).label("former"))
+        .join(TerritoryAlias, TerritoryAlias.territory_id == Territory.id)
+        .where(TerritoryAlias.kind == bindparam("kind"), TerritoryAlias.code == bindparam("code"))
+    )
+    union = current.union_all(former).subquery()
+    return select(*(union.c[c.name] for c in READ.columns)).order_by(union.c.former).limit(1)
 
 
 async def read_row(session: AsyncSession, territory_id: uuid.UUID) -> Any:
@@ -100,17 +111,9 @@ async def read_row(session: AsyncSession, territory_id: uuid.UUID) -> Any:
 
 
 async def read_row_by_code(session: AsyncSession, kind: str, code: str) -> Any:
+    """The read columns of the territory with this code or, failing that, of the one this former code
+    designates (its `code` then differs), or None."""
     return (await session.execute(_read_by_code(), {"kind": kind, "code": code})).first()
-
-
-async def read_row_by_alias(session: AsyncSession, kind: str, code: str) -> Any:
-    """The read columns of the territory a former code designates, or None."""
-    stmt = (
-        select(*READ.columns)
-        .join(TerritoryAlias, TerritoryAlias.territory_id == Territory.id)
-        .where(TerritoryAlias.kind == kind, TerritoryAlias.code == code)
-    )
-    return (await session.execute(stmt)).first()
 
 
 async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:

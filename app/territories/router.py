@@ -14,12 +14,12 @@ from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
 from app.core.types import NO_CONTROL_CHARACTERS
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 from app.territories import service
 from app.territories.codes import TerritoryKind
 from app.territories.schemas import TerritoryCreate, TerritoryPage, TerritoryRead, TerritoryUpdate
 
-router = APIRouter(prefix="/territories", tags=["territories"])
+router = APIRouter(prefix="/territories", tags=["territories"], route_class=TransactionRoute)
 
 
 @router.get(

@@ -126,12 +126,7 @@ async def get_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> 
 async def read_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Any:
     """The read columns of the territory with this official code, or of the one a former code designates
     (its `code` then differs from the one asked for); 404 if there is none."""
-    if code_error(kind, code):
-        row = None
-    else:
-        row = await repo.read_row_by_code(session, kind.value, code)
-        if row is None:
-            row = await repo.read_row_by_alias(session, kind.value, code)
+    row = None if code_error(kind, code) else await repo.read_row_by_code(session, kind.value, code)
     if row is None:
         raise NotFound(f"no {kind.value} with code {code}")
     return row

@@ -215,7 +215,8 @@ async def _position_id(session: AsyncSession, external_ref: str) -> uuid.UUID:
     found, _cursor, _total = await positions.list_positions(
         session, OPERATOR, page, external_ref=external_ref
     )
-    return found[0].id
+    position_id: uuid.UUID = found[0]["id"]
+    return position_id
 
 
 async def load(session: AsyncSession) -> str:

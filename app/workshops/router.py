@@ -17,7 +17,7 @@ from app.core.problems import ValidationFailed, problem_responses
 from app.core.responses import object_response, page_response
 from app.core.types import NO_CONTROL_CHARACTERS, QueryTimestamp
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
-from app.db import SessionDep
+from app.db import SessionDep, TransactionRoute
 from app.referentials.data import Level, Theme
 from app.workshops import calendar, service
 from app.workshops import repository as repo
@@ -36,7 +36,7 @@ from app.workshops.schemas import (
     theme_mask,
 )
 
-router = APIRouter(prefix="/workshops", tags=["workshops"])
+router = APIRouter(prefix="/workshops", tags=["workshops"], route_class=TransactionRoute)
 
 
 class _NoDot(Convertor[str]):

@@ -116,8 +116,10 @@ def test_serve_keeps_idle_connections_75_seconds(monkeypatch: pytest.MonkeyPatch
     seen: dict[str, Any] = {}
 
     def execv(_path: str, argv: list[str]) -> None:
-        # `serve` hands over to uvicorn's command line: read its keep-alive option.
-        seen["timeout_keep_alive"] = int(argv[argv.index("--timeout-keep-alive") + 1])
+        # `serve` hands over to the server's command line: read its keep-alive option.
+        option = "--timeout-keep-alive" if "--timeout-keep-alive" in argv else "--keep-alive"
+        seen["timeout_keep_alive"] = int(argv[argv.index(option) + 1])
+        seen["argv"] = argv
 
     monkeypatch.setattr(cli_module.os, "execv", execv)
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cnfs.db'}")
@@ -132,5 +134,10 @@ def test_serve_keeps_idle_connections_75_seconds(monkeypatch: pytest.MonkeyPatch
         get_settings.cache_clear()
         assert runner.invoke(cli, ["serve", "--port", "0", "--no-demo"]).exit_code == 0
         assert seen["timeout_keep_alive"] == 120
+        # Several workers: gunicorn forks them from one loaded application, with the same keep-alive.
+        assert runner.invoke(cli, ["serve", "--port", "0", "--no-demo", "--workers", "2"]).exit_code == 0
+        assert seen["timeout_keep_alive"] == 120
+        assert seen["argv"][1:4] == ["-m", "gunicorn", "app.main:preloaded_app()"]
+        assert "--preload" in seen["argv"]
     finally:
         get_settings.cache_clear()

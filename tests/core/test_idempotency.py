@@ -20,7 +20,7 @@ from app.core.idempotency import IdempotencyDep, IdempotencyRecord, advisory_loc
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.territories.models import Territory
 from tests.conftest import KeyMaker, bearer, postgres_only
-from tests.helpers import app_client, assert_problem
+from tests.helpers import add_route, app_client, assert_problem
 
 TERRITORIES = "/api/v1/territories"
 API_KEYS = "/api/v1/api-keys"
@@ -287,7 +287,7 @@ async def test_callers_without_a_key_are_told_apart_by_address(
     test_app = FastAPI()
     test_app.state.settings = app.state.settings
     test_app.state.sessionmaker = sessionmaker
-    test_app.add_api_route("/probe", probe, methods=["POST"])
+    add_route(test_app, "/probe", probe, methods=["POST"])
     for address in ("192.0.2.10", "192.0.2.11"):
         transport = httpx.ASGITransport(app=test_app, client=(address, 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as anonymous:

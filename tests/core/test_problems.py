@@ -19,7 +19,7 @@ from app.config import Settings
 from app.core.idempotency import IdempotencyRecord
 from app.db import SessionDep
 from app.ops.router import expected_head
-from tests.helpers import app_client, assert_problem
+from tests.helpers import add_route, app_client, assert_problem
 
 TERRITORIES = "/api/v1/territories"
 REGION = {"kind": "region", "code": "84", "name": "Auvergne-Rhône-Alpes"}
@@ -216,17 +216,17 @@ def _add_failing_routes(app: FastAPI) -> None:
         raise TimeoutError
 
     for sqlstate in ("55P03", "40P01", "40001", "57014", "57P03", "53300", "08006", "42703"):
-        app.add_api_route(f"/sqlstate/{sqlstate}", raising_sqlstate(sqlstate))
-    app.add_api_route("/name-not-resolved", name_not_resolved)
-    app.add_api_route("/connect-timeout", connect_timeout)
-    app.add_api_route("/boom", boom)
-    app.add_api_route("/integrity", integrity)
-    app.add_api_route("/duplicate", duplicate, methods=["POST"])
-    app.add_api_route("/pool-exhausted", pool_exhausted)
-    app.add_api_route("/connection-reset", connection_reset)
-    app.add_api_route("/connection-lost", connection_lost)
-    app.add_api_route("/bad-sql", bad_sql)
-    app.add_api_route("/stale", stale)
+        add_route(app, f"/sqlstate/{sqlstate}", raising_sqlstate(sqlstate))
+    add_route(app, "/name-not-resolved", name_not_resolved)
+    add_route(app, "/connect-timeout", connect_timeout)
+    add_route(app, "/boom", boom)
+    add_route(app, "/integrity", integrity)
+    add_route(app, "/duplicate", duplicate, methods=["POST"])
+    add_route(app, "/pool-exhausted", pool_exhausted)
+    add_route(app, "/connection-reset", connection_reset)
+    add_route(app, "/connection-lost", connection_lost)
+    add_route(app, "/bad-sql", bad_sql)
+    add_route(app, "/stale", stale)
 
 
 async def test_unexpected_exception_is_a_500_problem_without_internals(settings: Settings) -> None:

@@ -22,7 +22,7 @@ from app.programmes.models import Programme
 from app.territories.codes import fold
 from app.territories.models import Territory
 from tests.conftest import IS_POSTGRES, bearer
-from tests.helpers import app_client, assert_problem
+from tests.helpers import add_route, app_client, assert_problem
 
 
 def _region(code: str, name: str) -> Territory:
@@ -44,7 +44,7 @@ async def test_a_failure_at_commit_reaches_the_client(settings: Settings) -> Non
         return {"ok": True}
 
     def setup(app: FastAPI) -> None:
-        app.add_api_route("/duplicate", duplicate, methods=["POST"])
+        add_route(app, "/duplicate", duplicate, methods=["POST"])
 
     try:
         async with app_client(settings, setup) as client:

@@ -131,3 +131,12 @@ async def test_nul_in_api_key_name_and_overflowing_expiry(
             "/api/v1/api-keys", json={"name": "k", "role": "admin", "expires_at": expires_at}, headers=admin
         )
         assert_problem(response, 422, "validation_error", pointer="/expires_at")
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "2026-11-26", 12])
+def test_timestamps_are_rfc3339_not_numbers(value: object) -> None:
+    class Model(BaseModel):
+        at: Timestamp
+
+    with pytest.raises(ValidationError):
+        Model(at=value)

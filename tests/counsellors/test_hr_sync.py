@@ -247,3 +247,17 @@ async def test_a_bulk_retried_with_its_idempotency_key_is_replayed(
     assert [r["status"] for r in replay.json()["items"]] == [201, 201]
     reused = await client.post(BULK, json={"items": [person("K-3")]}, headers=headers)
     assert_problem(reused, 422, "idempotency_key_reused")
+
+
+async def test_the_bulk_resource_allows_only_post(client: httpx.AsyncClient, world: World) -> None:
+    """`/counsellors/bulk` is not a counsellor id: another method there is 405, not a 422 on the id."""
+    for method in ("GET", "PATCH", "DELETE"):
+        refused = await client.request(method, f"{BULK}?atomic=true", headers=world.lyon_manager)
+        assert_problem(refused, 405, "method_not_allowed")
+        assert refused.headers["allow"] == "POST"
+    assert_problem(
+        await client.get(f"{COUNSELLORS}/bulky", headers=world.lyon_manager),
+        422,
+        "validation_error",
+        "/path/counsellor_id",
+    )

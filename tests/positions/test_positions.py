@@ -382,3 +382,64 @@ async def test_terminating_closes_open_positions_or_refuses_occupied_ones(
         assert (body["status"], body["closed_on"]) == ("closed", day(0))
         assert body["close_reason"] == "Le territoire renonce au dispositif."
     assert_problem(await post_position(client, world.admin, world.lyon["id"]), 409, "agreement_not_signed")
+
+
+async def test_reads_cost_the_same_statements_whatever_the_page_and_the_role(
+    client: httpx.AsyncClient, world: World, count_queries: Any
+) -> None:
+    """A page is one SELECT (the status derived in it) plus, for a reader of personal data, one for the
+    current assignments of its occupied positions; a viewer never reads them."""
+    positions = [await create_position(client, world.admin, world.lyon["id"]) for _ in range(3)]
+    for i, position in enumerate(positions):
+        counsellor = await create_counsellor(
+            client, world.admin, world.tree.lyon_metro.id, external_ref=f"P-{i}"
+        )
+        await assign(client, world.admin, position["id"], counsellor["id"], started_on=day(-1))
+    for headers in (world.lyon_manager, world.lyon_viewer):
+        counts = []
+        for limit in (1, 3):
+            with count_queries() as counter:
+                page = await client.get(POSITIONS, params={"limit": str(limit)}, headers=headers)
+            assert len(items(page)) == limit
+            assert all(p["status"] == "occupied" for p in items(page))
+            shown = [p["current_assignment"] is not None for p in items(page)]
+            assert shown == [headers is world.lyon_manager] * limit
+            counts.append(counter.count)
+        assert counts[0] == counts[1], counts
+        with count_queries() as counter:
+            one = await client.get(f"{POSITIONS}/{positions[0]['id']}", headers=headers)
+        assert one.json() == items(page)[0]
+        assert one.headers["etag"] == f'"{one.json()["version"]}"'
+        assert counter.count == counts[0], (counter.count, counts)
+
+
+async def test_reads_answer_what_writes_answered(client: httpx.AsyncClient, world: World) -> None:
+    """Reads serialise rows (orjson), writes serialise models (pydantic): the same object reads the same."""
+    headers = world.lyon_manager
+    counsellor = await create_counsellor(client, headers, world.tree.lyon_metro.id, external_ref="SAME-1")
+    position = await create_position(client, headers, world.lyon["id"])
+    assignment = await assign(client, headers, position["id"], counsellor["id"], started_on=day(-1))
+    changed = await client.patch(
+        f"{POSITIONS}/{position['id']}",
+        json={"external_ref": "SAME-P"},
+        headers={**headers, "If-Match": f'"{position["version"] + 1}"'},
+    )
+    assert changed.status_code == 200, changed.text
+    written = changed.json()
+    assert written["status"] == "occupied"
+    assert written["current_assignment"]["id"] == assignment["id"]
+    assert (await client.get(f"{POSITIONS}/{position['id']}", headers=headers)).json() == written
+    assert items(await client.get(POSITIONS, params={"external_ref": "SAME-P"}, headers=headers)) == [written]
+    assert (await client.get(f"/api/v1/assignments/{assignment['id']}", headers=headers)).json() == assignment
+    history = await client.get(f"{POSITIONS}/{position['id']}/assignments", headers=headers)
+    assert items(history) == [assignment]
+    anonymised = await client.post(f"/api/v1/counsellors/{counsellor['id']}/anonymize", headers=world.admin)
+    assert anonymised.status_code == 200, anonymised.text
+    person = anonymised.json()
+    assert person["current_assignment"]["id"] == assignment["id"]
+    assert person["training"]
+    assert (await client.get(f"/api/v1/counsellors/{counsellor['id']}", headers=headers)).json() == person
+    listed = await client.get(
+        "/api/v1/counsellors", params={"territory_id": person["territory_id"]}, headers=headers
+    )
+    assert items(listed) == [person]
