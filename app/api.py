@@ -15,6 +15,7 @@ from app.positions.router import router as positions_router
 from app.programmes.router import router as programmes_router
 from app.referentials.router import router as referentials_router
 from app.territories.router import router as territories_router
+from app.workshops.router import router as workshops_router
 
 # Every route checks its query parameters and resolves the caller (`get_principal`), so that an invalid key
 # is 401 even where no key is needed.
@@ -25,6 +26,7 @@ api_router.include_router(agreements_router)
 api_router.include_router(positions_router)
 api_router.include_router(counsellors_router)
 api_router.include_router(assignments_router)
+api_router.include_router(workshops_router)
 api_router.include_router(changes_router)
 api_router.include_router(referentials_router)
 api_router.include_router(api_keys_router)

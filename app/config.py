@@ -33,6 +33,11 @@ EXAMPLES = {
     "keep_alive_timeout_seconds": "75",
     "log_level": "INFO",
     "log_json": "true",
+    "rate_limits_enabled": "true",
+    "rate_limit_per_key": "1200/minute",
+    "rate_limit_per_address": "600/minute",
+    "rate_limit_registration": "10/minute",
+    "redis_url": "redis://127.0.0.1:6379/0",
 }
 
 
@@ -67,6 +72,20 @@ class Settings(BaseSettings):
     keep_alive_timeout_seconds: int = Field(default=75, ge=1, le=3600)
     log_level: str = "INFO"
     log_json: bool = True
+    rate_limits_enabled: bool = Field(
+        default=True, description="false turns every rate limit off (load tests, acceptance runs)."
+    )
+    rate_limit_per_key: str = Field(default="1200/minute", description="Requests per API key.")
+    rate_limit_per_address: str = Field(
+        default="600/minute", description="Requests without a key, per client address."
+    )
+    rate_limit_registration: str = Field(
+        default="10/minute", description="Public registrations to workshops, per client address."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Rate limit counters in Redis (shared by every process); in memory when unset.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -81,6 +100,24 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("rate_limit_per_key", "rate_limit_per_address", "rate_limit_registration")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        from app.core.ratelimit import parse_limit
+
+        try:
+            parse_limit(value)
+        except ValueError:
+            raise ValueError("must be a number of requests per period, e.g. 600/minute") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
 
     @field_validator("log_level")
     @classmethod

@@ -21,6 +21,7 @@ from app.territories import referential
 from app.territories import service as territories
 from app.territories.codes import TerritoryKind
 from app.territories.models import Territory
+from app.workshops import demo as workshops_demo
 
 # The territories the demo's agreements and keys refer to.
 DEMO_TERRITORIES: list[tuple[str, str]] = [
@@ -31,6 +32,8 @@ DEMO_TERRITORIES: list[tuple[str, str]] = [
     ("metropole", "200046977"),
     ("metropole", "243100518"),
     ("commune", "69123"),
+    ("commune", "69266"),
+    ("commune", "69264"),
     ("commune", "31555"),
 ]
 
@@ -70,6 +73,7 @@ async def seed(settings: Settings) -> dict[str, Any]:
                     f"{count} territories (the official referential)",
                     await agreements_demo.load(session, by_code),
                     await positions_demo.load(session, by_code),
+                    await workshops_demo.load(session),
                 ]
                 result["loaded"] = True
                 result["summary"] = ", ".join(summaries)

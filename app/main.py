@@ -29,6 +29,7 @@ from app.core.metrics import Metrics
 from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
+from app.core.ratelimit import RateLimiter
 from app.db import make_engine, make_sessionmaker, read_execution_options
 from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
@@ -79,6 +80,11 @@ TAGS = [
     {
         "name": "assignments",
         "description": "A counsellor holding a position between two dates (personal data).",
+    },
+    {
+        "name": "workshops",
+        "description": "Workshops people find and book: search, registrations with capacity and waitlist, "
+        "attendance, iCalendar feeds.",
     },
     {
         "name": "changes",
@@ -188,6 +194,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cursors = Cursors(settings.secret_key)
     app.state.metrics = Metrics()
     app.state.key_resolver = api_keys.principal_for_secret
+    app.state.rate_limiter = (
+        RateLimiter(
+            per_key=settings.rate_limit_per_key,
+            per_address=settings.rate_limit_per_address,
+            registration=settings.rate_limit_registration,
+            redis_url=settings.redis_url,
+        )
+        if settings.rate_limits_enabled
+        else None
+    )
 
     install_problem_handlers(app)
     app.include_router(ops_router)

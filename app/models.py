@@ -9,6 +9,7 @@ from app.db import Base
 from app.positions.models import Assignment, Position
 from app.programmes.models import Programme
 from app.territories.models import Territory, TerritoryAlias, TerritoryWord
+from app.workshops.models import Registration, Workshop
 
 metadata = Base.metadata
 
@@ -22,9 +23,11 @@ __all__ = [
     "IdempotencyRecord",
     "Position",
     "Programme",
+    "Registration",
     "Territory",
     "TerritoryAlias",
     "TerritoryWord",
+    "Workshop",
     "api_key_territories",
     "metadata",
 ]

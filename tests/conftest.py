@@ -93,6 +93,8 @@ def settings(database_url: str) -> Settings:
         cors_allow_origins=["https://app.example.fr"],
         log_json=False,
         log_level="WARNING",
+        # The suite makes many requests from one address: tests/core/test_rate_limits.py turns them on.
+        rate_limits_enabled=False,
     )
 
 

@@ -21,7 +21,8 @@ router = APIRouter(prefix="/changes", tags=["changes"], route_class=TransactionR
     "",
     response_model=ChangePage,
     summary="Read the change feed",
-    description="Every creation and change of agreements, positions, counsellors and assignments, in the "
+    description="Every creation and change of agreements, positions, counsellors, assignments and "
+    "workshops (their time, venue, cancellation...: what a notification service tells registrants), in the "
     "order of a cursor that never skips a committed change, even when transactions commit out of order. "
     "Without `after` the feed starts at the beginning; `next_after` is always present (unchanged when no "
     "item comes back): poll with it. Roles: `admin` (everything), `territory_manager` (objects of its "

@@ -17,6 +17,7 @@ class Resource(StrEnum):
     positions = "positions"
     counsellors = "counsellors"
     assignments = "assignments"
+    workshops = "workshops"
 
 
 # Personal data: never in a viewer's feed (not even the fact that a counsellor changed).

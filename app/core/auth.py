@@ -19,6 +19,7 @@ from sqlalchemy.orm import QueryableAttribute
 from app.core.paths import path_startswith
 from app.core.problems import Forbidden, Unauthenticated
 from app.core.query import reject_unknown_query
+from app.core.ratelimit import RateLimiter
 from app.db import SessionDep
 
 KEY_PREFIX = "cnfs_"
@@ -101,10 +102,13 @@ provides it; the application puts it in `app.state.key_resolver`, so that core i
 async def get_principal(request: Request, session: SessionDep) -> Principal:
     """The checks every /api/v1 request starts with, in one dependency (each one costs a resolution):
     unknown query parameters (422), then the caller: anonymous without a key; 401 for a key that is
-    malformed, unknown, revoked or expired."""
+    malformed, unknown, revoked or expired; then its rate limits (429, `app.core.ratelimit`)."""
     reject_unknown_query(request)
     header = request.headers.get("authorization")
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if header is None:
+        if limiter is not None:
+            await limiter.check(None, _address(request), _operation(request))
         return ANONYMOUS
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
@@ -116,8 +120,20 @@ async def get_principal(request: Request, session: SessionDep) -> Principal:
     principal = await resolve(session, secret)
     if principal is None:
         raise Unauthenticated("invalid, revoked or expired API key", error="invalid_token")
+    if limiter is not None:
+        await limiter.check(str(principal.key_id), _address(request), None)
     request.state.principal = principal
     return principal
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _operation(request: Request) -> str | None:
+    route = request.scope.get("route")
+    name: str | None = getattr(route, "name", None)
+    return name
 
 
 def document_security(schema: dict[str, Any], api_prefix: str, public_operations: set[str]) -> None:

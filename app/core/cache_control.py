@@ -11,6 +11,9 @@ from __future__ import annotations
 PUBLIC_PREFIXES = (
     "/api/v1/territories",
     "/api/v1/referentials",
+    # Public workshops as anyone without a key sees them (no personal data): seats may be a minute stale in
+    # a cache, the registration's answer is authoritative.
+    "/api/v1/workshops",
     "/problems",
     "/openapi.json",
     "/docs",

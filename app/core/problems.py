@@ -469,6 +469,15 @@ def document_problems(schema: dict[str, Any], api_prefix: str) -> None:
                     "description": _VALIDATION_DESCRIPTION,
                     "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
                 }
+            if path.startswith(api_prefix) and "429" not in responses:
+                responses["429"] = {
+                    "description": _RATE_LIMITED_DESCRIPTION,
+                    "headers": {
+                        "Retry-After": _RETRY_AFTER_HEADER,
+                        **dict.fromkeys(_RATE_LIMIT_HEADERS, _RATE_LIMIT_HEADER),
+                    },
+                    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
+                }
             if path.startswith(api_prefix) and "503" not in responses:
                 responses["503"] = {
                     "description": _UNAVAILABLE_DESCRIPTION,
@@ -487,6 +496,12 @@ def document_problems(schema: dict[str, Any], api_prefix: str) -> None:
 
 _UNAVAILABLE_DESCRIPTION = "The database cannot be reached right now (`service_unavailable`): retry later"
 _RETRY_AFTER_HEADER = {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+_RATE_LIMITED_DESCRIPTION = "Too many requests from this key or address (`rate_limited`): wait `Retry-After`"
+_RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+_RATE_LIMIT_HEADER = {
+    "description": "The limit, what is left of it (0), seconds until it resets.",
+    "schema": {"type": "integer"},
+}
 
 # One example per status: (code, title, detail). 409 and 422 have several codes; the description lists them.
 _EXAMPLES: dict[int, tuple[str, str, str]] = {
@@ -507,6 +522,7 @@ _EXAMPLES: dict[int, tuple[str, str, str]] = {
     ),
     413: ("payload_too_large", "Request body too large", "the request body is larger than the limit"),
     422: ("validation_error", "Invalid request", "The request has 1 invalid field(s)."),
+    429: ("rate_limited", "Too many requests", "at most 10 requests per 60 s here: retry in 42 s"),
     428: (
         "precondition_required",
         "If-Match required",

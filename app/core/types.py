@@ -72,3 +72,7 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValida
 """An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later; a number is one too),
 normalised to UTC so that the response says `...Z` like every other timestamp; one out of range in UTC is a
 422 too."""
+
+
+QueryTimestamp = Timestamp
+"""An instant in a query string: the same rule as in a body (a bare number is refused)."""

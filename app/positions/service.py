@@ -134,6 +134,15 @@ def assignment_read(assignment: Assignment) -> AssignmentRead:
     )
 
 
+async def get_visible(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Position:
+    """The position if the caller may read it (404 alike when absent or outside the scope); for other
+    domains that attach to a position (workshops)."""
+    position = await repo.get(session, position_id, principal)
+    if position is None:
+        raise NotFound("no position with this id")
+    return position
+
+
 async def get_for_change(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Position:
     """The position, locked until the transaction ends (404 alike when absent or outside the scope)."""
     position = await repo.get(session, position_id, principal, for_update=True)

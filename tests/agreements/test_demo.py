@@ -17,7 +17,9 @@ async def test_the_demo_programme_commits_65_positions_and_3_25_million_euros(
     client: httpx.AsyncClient, session: AsyncSession, admin: dict[str, str]
 ) -> None:
     # A few communes of the referential: the whole one is loaded once, by the command line's test.
-    by_code = await demo.load_territories(session, referential.shipped().subset({"69123", "69264", "31555"}))
+    by_code = await demo.load_territories(
+        session, referential.shipped().subset({"69123", "69264", "69266", "31555"})
+    )
     summary = await agreements_demo.load(session, by_code)
     await session.flush()
     assert summary == "1 programme, 2 signed agreements"

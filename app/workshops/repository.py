@@ -1,0 +1,346 @@
+"""Every query of the workshops domain (workshops, registrations)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import Principal, Role
+from app.core.columns import ReadColumns
+from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_uuid
+from app.core.paths import path_startswith
+from app.positions.models import Assignment, covers
+from app.territories.models import Territory
+from app.workshops.models import Registration, RegistrationStatus, Workshop, WorkshopStatus
+from app.workshops.schemas import RegistrationRead, WorkshopRead
+
+EARTH_RADIUS_KM = 6371.0088
+KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180
+
+_TABLE = Workshop.__table__
+READ = ReadColumns(WorkshopRead, _TABLE)
+# Callers without a key see who runs a workshop through no field at all.
+PUBLIC_READ = ReadColumns(WorkshopRead, _TABLE, counsellor_id=null().cast(_TABLE.c.counsellor_id.type))
+REGISTRATION_READ = ReadColumns(RegistrationRead, Registration.__table__)
+
+_ID_KEY = SortKey("id", Workshop.id, parse=parse_uuid)
+_STARTS_AT = SortKey("starts_at", Workshop.starts_at, parse=parse_datetime)
+_REGISTRATION_KEYS = [
+    SortKey("created_at", Registration.created_at, parse=parse_datetime),
+    SortKey("id", Registration.id, parse=parse_uuid),
+]
+
+
+def read_columns(principal: Principal) -> ReadColumns:
+    return PUBLIC_READ if principal.is_anonymous else READ
+
+
+def visible(principal: Principal) -> ColumnElement[bool]:
+    """Workshops the caller may read: public ones for everyone; with a key, also those of its territories
+    (and, for a counsellor, those it runs); everything for admin."""
+    if principal.is_admin:
+        return true()
+    clauses: list[ColumnElement[bool]] = [Workshop.public.is_(True)]
+    if principal.territory_paths:
+        clauses.append(principal.territory_clause(Workshop.territory_id))
+    if principal.role is Role.counsellor and principal.counsellor_id is not None:
+        clauses.append(Workshop.counsellor_id == principal.counsellor_id)
+    return or_(*clauses)
+
+
+def in_scope(principal: Principal) -> ColumnElement[bool]:
+    """Workshops of the caller's territories (everything for admin): those whose registrations a manager
+    reads and that it may change."""
+    if principal.is_admin:
+        return true()
+    if not principal.territory_paths:
+        return false()
+    return principal.territory_clause(Workshop.territory_id)
+
+
+async def read_row(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> Any:
+    stmt = select(*read_columns(principal).columns).where(Workshop.id == workshop_id, visible(principal))
+    return (await session.execute(stmt)).first()
+
+
+async def get(session: AsyncSession, workshop_id: uuid.UUID, *, for_update: bool = False) -> Workshop | None:
+    stmt = select(Workshop).where(Workshop.id == workshop_id)
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def is_visible(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> bool:
+    stmt = select(Workshop.id).where(Workshop.id == workshop_id, visible(principal))
+    return (await session.execute(stmt)).first() is not None
+
+
+async def is_in_scope(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> bool:
+    stmt = select(Workshop.id).where(Workshop.id == workshop_id, in_scope(principal))
+    return (await session.execute(stmt)).first() is not None
+
+
+async def current_counsellor(session: AsyncSession, position_id: uuid.UUID, day: Any) -> uuid.UUID | None:
+    """The counsellor whose assignment covers `day` on the position, if any."""
+    stmt = select(Assignment.counsellor_id).where(Assignment.position_id == position_id, covers(day))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def holds_position(
+    session: AsyncSession, counsellor_id: uuid.UUID, position_id: uuid.UUID, day: Any
+) -> bool:
+    stmt = select(Assignment.id).where(
+        Assignment.position_id == position_id, Assignment.counsellor_id == counsellor_id, covers(day)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+@dataclass
+class Near:
+    lat: float
+    lon: float
+    radius_km: float
+
+
+@dataclass
+class Filters:
+    territory_id: uuid.UUID | None = None
+    within_path: str | None = None
+    department_code: str | None = None
+    commune_code: str | None = None
+    postcode: str | None = None
+    themes_mask: int = 0
+    level: str | None = None
+    starts_from: datetime | None = None
+    starts_to: datetime | None = None
+    has_seats: bool = False
+    statuses: list[str] = field(default_factory=list)
+    near: Near | None = None
+
+
+def distance_km(near: Near) -> ColumnElement[float]:
+    """The haversine distance from `near` to the venue, in SQL (both databases have these functions)."""
+    lat1 = math.radians(near.lat)
+    dlat = func.radians(Workshop.venue_lat - near.lat) / 2
+    dlon = func.radians(Workshop.venue_lon - near.lon) / 2
+    a = func.sin(dlat) * func.sin(dlat) + math.cos(lat1) * func.cos(
+        func.radians(Workshop.venue_lat)
+    ) * func.sin(dlon) * func.sin(dlon)
+    expr: ColumnElement[float] = (2 * EARTH_RADIUS_KM * func.asin(func.sqrt(a))).cast(Float)
+    return expr
+
+
+def bounding_box(near: Near) -> ColumnElement[bool]:
+    """A box that holds the circle: the index on (lat, lon) narrows the rows before the exact distance."""
+    dlat = near.radius_km / KM_PER_DEGREE
+    cos_lat = max(math.cos(math.radians(near.lat)), 0.01)
+    dlon = min(near.radius_km / (KM_PER_DEGREE * cos_lat), 180.0)
+    return and_(
+        Workshop.venue_lat.between(near.lat - dlat, near.lat + dlat),
+        Workshop.venue_lon.between(near.lon - dlon, near.lon + dlon),
+    )
+
+
+def list_query(principal: Principal, filters: Filters) -> Select[Any]:
+    stmt = select(Workshop.id).where(visible(principal))
+    f = filters
+    if f.territory_id is not None:
+        stmt = stmt.where(Workshop.territory_id == f.territory_id)
+    if f.within_path is not None:
+        subtree = select(Territory.id).where(path_startswith(Territory.path, f.within_path))
+        stmt = stmt.where(Workshop.territory_id.in_(subtree))
+    if f.department_code is not None:
+        stmt = stmt.where(Workshop.venue_department_code == f.department_code)
+    if f.commune_code is not None:
+        stmt = stmt.where(Workshop.venue_commune_code == f.commune_code)
+    if f.postcode is not None:
+        stmt = stmt.where(Workshop.venue_postcode == f.postcode)
+    if f.themes_mask:
+        stmt = stmt.where(Workshop.themes_mask.op("&")(literal(f.themes_mask)) != 0)
+    if f.level is not None:
+        stmt = stmt.where(Workshop.level == f.level)
+    if f.starts_from is not None:
+        stmt = stmt.where(Workshop.starts_at >= f.starts_from)
+    if f.starts_to is not None:
+        stmt = stmt.where(Workshop.starts_at <= f.starts_to)
+    if f.has_seats:
+        stmt = stmt.where(Workshop.seats_left > 0, Workshop.status == WorkshopStatus.scheduled.value)
+    if f.statuses:
+        stmt = stmt.where(Workshop.status.in_(f.statuses))
+    if f.near is not None:
+        stmt = stmt.where(bounding_box(f.near), distance_km(f.near) <= f.near.radius_km)
+    return stmt
+
+
+def sort_keys(sort: str | None, near: Near | None) -> list[SortKey]:
+    """`starts_at` (the default, `-starts_at` reversed) or `distance` (with `near`), then the id."""
+    if sort == "distance" and near is not None:
+        return [SortKey("distance_km", distance_km(near), parse=_parse_float), _ID_KEY]
+    desc = sort == "-starts_at"
+    return [
+        SortKey(_STARTS_AT.name, _STARTS_AT.expr, desc, _STARTS_AT.parse),
+        SortKey(_ID_KEY.name, _ID_KEY.expr, desc, _ID_KEY.parse),
+    ]
+
+
+def _parse_float(value: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError("expected a number")
+    return float(value)
+
+
+async def list_page(
+    session: AsyncSession,
+    principal: Principal,
+    page: PageRequest,
+    keys: list[SortKey],
+    stmt: Select[Any],
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """One page as dicts of the read model: one query (and one for the total when asked)."""
+    columns = list(read_columns(principal).columns)
+    hidden: list[str] = []
+    if keys[0].name == "distance_km":
+        columns.append(keys[0].expr.label("distance_km"))
+        hidden.append("distance_km")
+    name = keys[0].name
+
+    def values(row: Any) -> list[object]:
+        return [getattr(row, name), row.id]
+
+    return await fetch_page(
+        session,
+        stmt.with_only_columns(*columns),
+        keys,
+        page,
+        row_values=values,
+        scalars=False,
+        hidden=hidden,
+    )
+
+
+async def list_rows(session: AsyncSession, principal: Principal, stmt: Select[Any], limit: int) -> list[Any]:
+    """Up to `limit` rows of `stmt` in date order, unpaginated (the calendar feed)."""
+    stmt = stmt.with_only_columns(*read_columns(principal).columns).order_by(Workshop.starts_at, Workshop.id)
+    return list((await session.execute(stmt.limit(limit))).all())
+
+
+def add(session: AsyncSession, row: Workshop | Registration) -> None:
+    session.add(row)
+
+
+# --- registrations -------------------------------------------------------------------------------------
+
+
+async def email_registered(session: AsyncSession, workshop_id: uuid.UUID, email_key: str) -> bool:
+    stmt = select(Registration.id).where(
+        Registration.workshop_id == workshop_id,
+        Registration.email_key == email_key,
+        Registration.status != RegistrationStatus.cancelled.value,
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def get_registration(
+    session: AsyncSession, workshop_id: uuid.UUID, registration_id: uuid.UUID
+) -> Registration | None:
+    stmt = select(Registration).where(
+        Registration.id == registration_id, Registration.workshop_id == workshop_id
+    )
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def registration_row(session: AsyncSession, registration_id: uuid.UUID) -> Any:
+    stmt = select(*REGISTRATION_READ.columns).where(Registration.id == registration_id)
+    return (await session.execute(stmt)).one()
+
+
+async def first_waitlisted(session: AsyncSession, workshop_id: uuid.UUID, count: int) -> list[Registration]:
+    stmt = (
+        select(Registration)
+        .where(
+            Registration.workshop_id == workshop_id,
+            Registration.status == RegistrationStatus.waitlisted.value,
+        )
+        .order_by(Registration.waitlist_rank)
+        .limit(count)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def shift_ranks(session: AsyncSession, workshop_id: uuid.UUID, above: int, by: int) -> None:
+    """Moves the waitlisted registrations ranked after `above` up by `by` places (one UPDATE)."""
+    await session.execute(
+        update(Registration)
+        .where(
+            Registration.workshop_id == workshop_id,
+            Registration.status == RegistrationStatus.waitlisted.value,
+            Registration.waitlist_rank > above,
+        )
+        .values(waitlist_rank=Registration.waitlist_rank - by)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def cancel_all(session: AsyncSession, workshop_id: uuid.UUID, now: datetime) -> None:
+    await session.execute(
+        update(Registration)
+        .where(
+            Registration.workshop_id == workshop_id,
+            Registration.status != RegistrationStatus.cancelled.value,
+        )
+        .values(status=RegistrationStatus.cancelled.value, waitlist_rank=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def registrations_page(
+    session: AsyncSession, workshop_id: uuid.UUID, page: PageRequest, status: str | None
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    stmt = select(*REGISTRATION_READ.columns).where(Registration.workshop_id == workshop_id)
+    if status is not None:
+        stmt = stmt.where(Registration.status == status)
+    return await fetch_page(
+        session,
+        stmt,
+        _REGISTRATION_KEYS,
+        page,
+        row_values=lambda r: [r.created_at, r.id],
+        scalars=False,
+    )
+
+
+async def live_registrations(session: AsyncSession, workshop_id: uuid.UUID) -> list[Registration]:
+    stmt = select(Registration).where(
+        Registration.workshop_id == workshop_id,
+        Registration.status != RegistrationStatus.cancelled.value,
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def counts(session: AsyncSession, workshop_id: uuid.UUID) -> tuple[int, int]:
+    """(confirmed, waitlisted) registrations counted from the rows (the tests compare them to the row's)."""
+    stmt = select(
+        func.count().filter(Registration.status == RegistrationStatus.confirmed.value),
+        func.count().filter(Registration.status == RegistrationStatus.waitlisted.value),
+    ).where(Registration.workshop_id == workshop_id)
+    row = (await session.execute(stmt)).one()
+    return int(row[0]), int(row[1])

@@ -1,0 +1,123 @@
+"""Rate limits per key and per address, public registration stricter; memory and Redis storage."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import delete
+
+from app.api_keys import service as api_keys
+from app.api_keys.models import ApiKey
+from app.api_keys.schemas import ApiKeyCreate
+from app.config import Settings
+from app.core.auth import Role
+from app.db import make_engine, make_sessionmaker
+from app.main import create_app
+from tests.helpers import assert_problem
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def _redis_answers() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@asynccontextmanager
+async def limited_client(settings: Settings, **limits: object) -> AsyncIterator[httpx.AsyncClient]:
+    """An app of its own with rate limits on, called from an address of its own (so that counters kept in
+    Redis by an earlier run never meet this one)."""
+    app = create_app(settings.model_copy(update={"rate_limits_enabled": True, **limits}))
+    address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(address, 4242))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def _assert_limited(response: httpx.Response, limit: int) -> None:
+    assert_problem(response, 429, "rate_limited")
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert response.headers["ratelimit-limit"] == str(limit)
+    assert response.headers["ratelimit-remaining"] == "0"
+    assert 1 <= int(response.headers["ratelimit-reset"]) <= 60
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage(request: pytest.FixtureRequest) -> dict[str, object]:
+    if request.param == "redis":
+        if not _redis_answers():
+            pytest.skip(f"no Redis server at {REDIS_HOST}:{REDIS_PORT}")
+        return {"redis_url": f"redis://{REDIS_HOST}:{REDIS_PORT}/0"}
+    return {}
+
+
+async def test_per_address_without_a_key(settings: Settings, storage: dict[str, object]) -> None:
+    async with limited_client(settings, rate_limit_per_address="3/minute", **storage) as client:
+        answers = [await client.get("/api/v1/referentials") for _ in range(4)]
+        assert [a.status_code for a in answers[:3]] == [200] * 3
+        _assert_limited(answers[3], 3)
+
+
+async def test_public_registration_is_stricter(settings: Settings, storage: dict[str, object]) -> None:
+    async with limited_client(settings, rate_limit_registration="2/minute", **storage) as client:
+        url = f"/api/v1/workshops/{uuid.uuid4()}/registrations"
+        body = {"first_name": "A", "last_name": "B", "email": "a@example.org"}
+        answers = [await client.post(url, json=body) for _ in range(3)]
+        assert [a.status_code for a in answers[:2]] == [404, 404]
+        _assert_limited(answers[2], 2)
+        # Other routes still answer from the same address.
+        assert (await client.get("/api/v1/referentials")).status_code == 200
+
+
+@asynccontextmanager
+async def committed_key(settings: Settings) -> AsyncIterator[str]:
+    """An admin key that really commits (the limited app reads through an engine of its own)."""
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        async with sessions() as session:
+            created = await api_keys.create(session, ApiKeyCreate(name="rate limit test", role=Role.admin))
+            await session.commit()
+        assert created.key is not None
+        yield created.key
+    finally:
+        async with sessions() as session:
+            await session.execute(delete(ApiKey).where(ApiKey.id == created.id))
+            await session.commit()
+        await engine.dispose()
+
+
+async def test_per_key(settings: Settings, storage: dict[str, object]) -> None:
+    limited = limited_client(settings, rate_limit_per_key="2/minute", **storage)
+    async with committed_key(settings) as key, limited as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        answers = [await client.get("/api/v1/me", headers=headers) for _ in range(3)]
+        assert [a.status_code for a in answers[:2]] == [200, 200]
+        _assert_limited(answers[2], 2)
+        # The limit is the key's: without it, the address still has its own allowance.
+        assert (await client.get("/api/v1/referentials")).status_code == 200
+
+
+async def test_unreachable_redis_lets_requests_through(settings: Settings) -> None:
+    async with limited_client(
+        settings, redis_url="redis://127.0.0.1:1/0", rate_limit_per_address="1/minute"
+    ) as client:
+        assert [(await client.get("/api/v1/referentials")).status_code for _ in range(2)] == [200, 200]
+
+
+def test_limits_are_settings() -> None:
+    with pytest.raises(ValueError, match="per period"):
+        Settings(rate_limit_per_key="lots")
+    with pytest.raises(ValueError, match="redis://"):
+        Settings(redis_url="http://127.0.0.1")
