@@ -103,7 +103,7 @@ async def test_bulk_mixes_valid_and_invalid_items(client: httpx.AsyncClient, wor
         "items": [
             person("A"),
             person("B", email="broken"),
-            person("OLD", first_name="Claude"),
+            person("OLD", first_name="Maxime"),
             {"first_name": "Sans", "last_name": "Référence"},
             person("C", territory_id=str(world.tree.rhone.id)),
             person("A", last_name="Doublon"),
@@ -130,8 +130,8 @@ async def test_bulk_mixes_valid_and_invalid_items(client: httpx.AsyncClient, wor
     for ok in (results[0], results[8]):
         assert ok["problem"] is None
         assert ok["version"] == 1
-    claude = (await client.get(f"{COUNSELLORS}/{existing['id']}", headers=world.lyon_manager)).json()
-    assert (claude["first_name"], claude["version"]) == ("Claude", 2)
+    renamed = (await client.get(f"{COUNSELLORS}/{existing['id']}", headers=world.lyon_manager)).json()
+    assert (renamed["first_name"], renamed["version"]) == ("Maxime", 2)
     listed = await client.get(COUNSELLORS, params={"external_ref": "E"}, headers=world.lyon_manager)
     assert items(listed)[0]["territory_id"] == str(world.tree.lyon.id)
 
