@@ -33,6 +33,7 @@ EXAMPLES = {
     "keep_alive_timeout_seconds": "75",
     "log_level": "INFO",
     "log_json": "true",
+    "direct_path": "true",
     "rate_limits_enabled": "true",
     "rate_limit_per_key": "1200/minute",
     "rate_limit_per_address": "600/minute",
@@ -72,6 +73,11 @@ class Settings(BaseSettings):
     keep_alive_timeout_seconds: int = Field(default=75, ge=1, le=3600)
     log_level: str = "INFO"
     log_json: bool = True
+    direct_path: bool = Field(
+        default=True,
+        description="false answers every request through its FastAPI route, never the direct path of the "
+        "hottest reads (app/core/direct.py): the answers are the same, only slower.",
+    )
     rate_limits_enabled: bool = Field(
         default=True, description="false turns every rate limit off (load tests, acceptance runs)."
     )

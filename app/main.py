@@ -26,6 +26,7 @@ from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
+from app.core.direct import DirectMiddleware
 from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
@@ -213,6 +214,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One layer does the request id, the body limit, CORS (for requests with an Origin), the last-resort 500,
     # the access log, Cache-Control and the metrics: see RequestMiddleware. Trusted hosts, when set, are
     # checked inside it, so that a refusal carries X-Request-ID too.
+    if settings.direct_path:
+        # Innermost: behind the host check, CORS and the access log like every route.
+        app.add_middleware(DirectMiddleware)
     if settings.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     cors_options: dict[str, Any] = {

@@ -27,6 +27,7 @@ from app.api_keys.schemas import ApiKeyCreate
 from app.cli import alembic_config
 from app.config import Settings
 from app.core.auth import Principal, Role
+from app.core.direct import statement_observers
 from app.counsellors import service as counsellors
 from app.counsellors.models import Counsellor
 from app.counsellors.schemas import CounsellorCreate
@@ -177,10 +178,12 @@ def count_queries(connection: AsyncConnection) -> Callable[[], Any]:
         sync_engine = connection.sync_connection.engine if connection.sync_connection else None
         assert sync_engine is not None
         event.listen(sync_engine, "before_cursor_execute", before)
+        statement_observers.append(counter.statements.append)
         try:
             yield counter
         finally:
             event.remove(sync_engine, "before_cursor_execute", before)
+            statement_observers.remove(counter.statements.append)
 
     return counting
 

@@ -99,16 +99,26 @@ KeyResolver = Callable[[AsyncSession, str], Awaitable[Principal | None]]
 provides it; the application puts it in `app.state.key_resolver`, so that core imports no domain."""
 
 
-async def get_principal(request: Request, session: SessionDep) -> Principal:
-    """The checks every /api/v1 request starts with, in one dependency (each one costs a resolution):
-    unknown query parameters (422), then the caller: anonymous without a key; 401 for a key that is
-    malformed, unknown, revoked or expired; then its rate limits (429, `app.core.ratelimit`)."""
+PRINCIPAL_SCOPE_KEY = "cnfs.principal"
+
+
+async def resolve_principal(request: Request, session: Any) -> Principal:
+    """The checks every /api/v1 request starts with: unknown query parameters (422), then the caller:
+    anonymous without a key; 401 for a key that is malformed, unknown, revoked or expired; then its rate
+    limits (429, `app.core.ratelimit`).
+
+    `session` is the request's session, or the direct path's (`app.core.direct`). The caller is resolved
+    once per request: when the direct path hands a request over to its route, the route finds it done."""
     reject_unknown_query(request)
+    known: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if known is not None:
+        return known
     header = request.headers.get("authorization")
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if header is None:
         if limiter is not None:
             await limiter.check(None, _address(request), _operation(request))
+        request.scope[PRINCIPAL_SCOPE_KEY] = ANONYMOUS
         return ANONYMOUS
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
@@ -122,8 +132,14 @@ async def get_principal(request: Request, session: SessionDep) -> Principal:
         raise Unauthenticated("invalid, revoked or expired API key", error="invalid_token")
     if limiter is not None:
         await limiter.check(str(principal.key_id), _address(request), None)
-    request.state.principal = principal
+    request.scope[PRINCIPAL_SCOPE_KEY] = principal
     return principal
+
+
+async def get_principal(request: Request, session: SessionDep) -> Principal:
+    """`resolve_principal` as the one dependency of every /api/v1 route (each dependency costs a
+    resolution)."""
+    return await resolve_principal(request, session)
 
 
 def _address(request: Request) -> str:

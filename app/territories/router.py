@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from app.core.auth import AdminDep
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.auth import AdminDep, resolve_principal
+from app.core.direct import DirectSession, direct, enum_param, text_param, uuid_param
+from app.core.listing import direct_page_request
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.problems import problem_responses
@@ -66,6 +70,29 @@ async def territories_list(
     return page_response(request, rows, next_cursor, total)
 
 
+@direct("territories_list")
+async def territories_list_direct(request: Request, session: DirectSession) -> Response | None:
+    query = request.query_params
+    kind = enum_param(TerritoryKind, query.get("kind"))
+    code = text_param(query.get("code"), max_length=16)
+    parent_id = uuid_param(query.get("parent_id"))
+    within = uuid_param(query.get("within"))
+    q = text_param(query.get("q"), max_length=100, min_length=1)
+    sort = query.get("sort")
+    page = await direct_page_request(request, session)
+    rows, next_cursor, total = await service.list_territories(
+        cast(AsyncSession, session),
+        page,
+        kind=kind,
+        code=code,
+        parent_id=parent_id,
+        within=within,
+        q=q,
+        sort=sort,
+    )
+    return page_response(request, rows, next_cursor, total)
+
+
 @router.get(
     "/{kind}/{code}",
     response_model=TerritoryRead,
@@ -82,7 +109,10 @@ async def territories_get_by_code(
     kind: TerritoryKind,
     code: Annotated[str, Path(max_length=16)],
 ) -> Response:
-    row = await service.read_by_code(session, kind, code)
+    return _by_code_response(request, await service.read_by_code(session, kind, code), code)
+
+
+def _by_code_response(request: Request, row: Any, code: str) -> Response:
     response = object_response(request, row)
     if row.code != code:
         # A former code: the answer is the current commune, whose own URL is this one.
@@ -90,6 +120,16 @@ async def territories_get_by_code(
             request.url_for("territories_get_by_code", kind=row.kind, code=row.code).path
         )
     return response
+
+
+@direct("territories_get_by_code")
+async def territories_get_by_code_direct(request: Request, session: DirectSession) -> Response | None:
+    kind = enum_param(TerritoryKind, request.path_params["kind"])
+    code = text_param(request.path_params["code"], max_length=16)
+    assert kind is not None and code is not None
+    await resolve_principal(request, session)
+    db = cast(AsyncSession, session)
+    return _by_code_response(request, await service.read_by_code(db, kind, code), code)
 
 
 @router.get(

@@ -10,6 +10,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.core.direct import statement_observers
 from app.db import IDLE_PING_SECONDS, make_engine
 from app.ops.router import expected_head
 from app.territories.schemas import TerritoryRead
@@ -45,23 +46,33 @@ async def _terminate(settings: Settings, pids: set[int]) -> None:
 
 
 @postgres_only
-async def test_a_read_costs_its_statements_only(settings: Settings) -> None:
+@pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "route"])
+async def test_a_read_costs_its_statements_only(settings: Settings, direct_path: bool) -> None:
     """No BEGIN and no COMMIT around a read (autocommit), and no ping of a connection in use: the read of
-    one territory by its code is one round trip."""
-    async with app_client(settings) as client:
+    one territory by its code is one round trip, on the direct path as through the route."""
+    async with app_client(settings.model_copy(update={"direct_path": direct_path})) as client:
         await client.get("/api/v1/territories/departement/69")  # warms the pool
         engine = _app_engine(client)
         sent: list[tuple[str, bool]] = []
+        direct: list[str] = []
 
         @event.listens_for(engine.sync_engine, "before_cursor_execute")
         def count(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             in_transaction = conn.connection.dbapi_connection._transaction is not None
             sent.append((statement, in_transaction))
 
-        response = await client.get("/api/v1/territories/departement/69")
+        statement_observers.append(direct.append)
+        try:
+            response = await client.get("/api/v1/territories/departement/69")
+        finally:
+            statement_observers.remove(direct.append)
         assert response.status_code == 404
-        assert len(sent) == 1, sent
-        assert sent[0][1] is False, "a read must not open a transaction"
+        if direct_path:
+            # The driver's connection, outside any transaction: the engine sees nothing of it.
+            assert len(direct) == 1 and sent == [], (direct, sent)
+        else:
+            assert len(sent) == 1 and direct == [], (direct, sent)
+            assert sent[0][1] is False, "a read must not open a transaction"
         # A write still runs in one transaction.
         sent.clear()
         await client.post("/api/v1/territories", json={})

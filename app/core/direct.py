@@ -1,0 +1,467 @@
+"""The direct path: the hottest reads answered without FastAPI's request handling and without the ORM session.
+
+A *direct handler* is the twin of one FastAPI route (`direct(route_name)`). `RequestMiddleware` matches the
+request against the direct handlers first; a handler parses the few parameters of the common case, resolves
+the caller, calls the same service function as its route with a `DirectSession`, and answers with the same
+response builders (`app.core.responses`). For anything else it returns None, and the request goes to the
+FastAPI route as usual: invalid or unusual parameters (so that every error is the route's own), a cursor it
+does not read, a service call that needs the ORM (`DirectSession` raises `Fallback`, caught here). So the
+direct path changes no behaviour: the same service code, SQL, JSON, headers and problems (the parity tests
+send every request both ways and compare the answers), only less work per request.
+
+`DirectSession` runs SQLAlchemy Core statements that select columns (`app.core.columns.ReadColumns`) on the
+driver's own connection (asyncpg, aiosqlite): the statement is compiled once per shape (SQLAlchemy's cache
+key, as the engine does) and its rows come back with the same type processing as through the engine, but
+without the session, the execution context, the result objects and the adapter's greenlet hops per
+statement. Reads run outside any transaction (PostgreSQL autocommit, SQLite's implicit transaction per
+statement), as the session path does for reads."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from enum import Enum
+from collections import namedtuple
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import LRUCache, greenlet_spawn
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.core.types import no_control_characters
+
+logger = logging.getLogger("app.direct")
+
+E = TypeVar("E", bound=Enum)
+DirectHandler = Callable[[Request, "DirectSession"], Awaitable[Response | None]]
+_HANDLERS: dict[str, DirectHandler] = {}
+
+
+def direct(route_name: str) -> Callable[[DirectHandler], DirectHandler]:
+    """Registers `handler` as the direct twin of the FastAPI route named `route_name`."""
+
+    def register(handler: DirectHandler) -> DirectHandler:
+        _HANDLERS[route_name] = handler
+        return handler
+
+    return register
+
+
+class Fallback(Exception):  # noqa: N818 - not an error: "answer through the FastAPI route"
+    """The direct path cannot answer this request; the FastAPI route will."""
+
+
+# --- statements ------------------------------------------------------------------------------------------
+
+
+class _Compiled:
+    """A statement compiled for one dialect, with what running it on the driver needs."""
+
+    __slots__ = ("compiled", "expanding", "names", "processors", "result_processors", "row")
+
+    def __init__(self, compiled: SQLCompiler, dialect: Dialect) -> None:
+        self.compiled = compiled
+        self.expanding = bool(compiled.literal_execute_params or compiled.post_compile_params)
+        self.processors = compiled._bind_processors
+        columns = compiled._result_columns
+        self.names = [entry.keyname for entry in columns]
+        self.result_processors = [
+            (index, processor)
+            for index, entry in enumerate(columns)
+            if (processor := entry.type._cached_result_processor(dialect, None)) is not None
+        ]
+        try:
+            self.row: Any = namedtuple("DirectRow", self.names)  # type: ignore[misc]  # noqa: PYI024
+        except ValueError:
+            self.row = None
+
+
+def _reads_columns_only(statement: ClauseElement) -> bool:
+    """A SELECT of columns (not of mapped entities, which the ORM would turn into objects), or a text."""
+    descriptions = getattr(statement, "column_descriptions", None)
+    if descriptions is None:
+        return getattr(statement, "is_text", False) is True
+    return getattr(statement, "is_select", False) is True and not any(
+        isinstance(d.get("expr"), type) for d in descriptions
+    )
+
+
+_CACHE: LRUCache[Any, Any] = LRUCache(2000)
+
+
+def _compile(
+    statement: ClauseElement, dialect: Dialect, params: dict[str, Any] | None
+) -> tuple[_Compiled, dict[str, Any]]:
+    compiled, extracted, param_dict, _hit = statement._compile_w_cache(  # type: ignore[attr-defined]
+        dialect=dialect,
+        compiled_cache=_CACHE,
+        column_keys=[],
+        for_executemany=False,
+        schema_translate_map=None,
+    )
+    entry = _CACHE.get(("direct", id(compiled)))
+    if entry is None or entry.compiled is not compiled:
+        if not _reads_columns_only(statement):
+            raise Fallback(f"not a SELECT of columns: {type(statement).__name__}")
+        entry = _Compiled(compiled, dialect)
+        if entry.row is None:
+            raise Fallback("result columns without names")
+        _CACHE[("direct", id(compiled))] = entry
+    values = compiled.construct_params(
+        params or None, extracted_parameters=extracted, escape_names=False, _collected_params=param_dict
+    )
+    return entry, values
+
+
+StatementObserver = Callable[[str], None]
+statement_observers: list[StatementObserver] = []
+"""Called with each statement the direct path runs (the statement counts of the tests and the benchmark,
+which count the engine's statements through its events)."""
+answer_observers: list[Callable[[str], None]] = []
+"""Called with the route's name when the direct path answers a request itself (tests)."""
+
+
+class DirectResult:
+    """What the services read from a result: rows (attributes, `_asdict()`), scalars, mappings."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise sa_exc.MultipleResultsFound("multiple rows where one was required")
+        return self.first()
+
+    def one(self) -> Any:
+        row = self.one_or_none()
+        if row is None:
+            raise sa_exc.NoResultFound("no row where one was required")
+        return row
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalars(self) -> DirectResult:
+        return DirectResult([row[0] for row in self._rows])
+
+    def mappings(self) -> DirectResult:
+        return DirectResult([row._asdict() for row in self._rows])
+
+
+def _driver_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(what the drivers raise, what of it means the connection is gone)."""
+    import sqlite3
+
+    import asyncpg
+
+    errors = (OSError, TimeoutError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError)
+    # A connection cut in the middle of a statement also ends in asyncpg's InternalClientError ("cannot
+    # switch to state ..."): nothing more can be done with it.
+    lost = (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    )
+    return errors + lost, lost
+
+
+_DRIVER_ERRORS, _LOST_CONNECTION_ERRORS = _driver_errors()
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    return isinstance(error, _LOST_CONNECTION_ERRORS)
+
+
+class DirectSession:
+    """Runs the services' column SELECTs on the driver's connection, taken from the engine's pool on the
+    first statement and given back by `close()`. Any other use of the session (ORM objects, writes)
+    raises `Fallback`, so that the FastAPI route answers instead.
+
+    Bound to a connection rather than an engine (the tests' transaction), it runs on that connection."""
+
+    def __init__(self, bind: AsyncEngine | AsyncConnection) -> None:
+        self._bind = bind
+        self._dialect: Dialect = bind.dialect
+        self._postgres = self._dialect.name == "postgresql"
+        self._engine_connection: Any = None
+        self._fairy: Any = None
+        self._driver: Any = None
+        self._lock: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        raise Fallback(f"the direct path has no session.{name}")
+
+    async def _connection(self) -> Any:
+        if self._driver is not None:
+            return self._driver
+        if isinstance(self._bind, AsyncEngine):
+            # A Connection of the engine: the pool's checkout runs its events (the idle ping), and a failure
+            # to connect comes out as the same SQLAlchemy error (503) as on the session path.
+            self._engine_connection = await greenlet_spawn(self._bind.sync_engine.connect)
+            self._fairy = self._engine_connection.connection
+        else:
+            self._fairy = await self._bind.get_raw_connection()
+            # The test's connection is shared with the session path: take turns, as its adapter does.
+            self._lock = getattr(self._fairy.dbapi_connection, "_execute_mutex", None)
+        self._driver = self._fairy.driver_connection
+        return self._driver
+
+    async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> DirectResult:
+        entry, values = _compile(statement, self._dialect, params)
+        compiled = entry.compiled
+        processors = entry.processors
+        if entry.expanding:
+            expanded = compiled._process_parameters_for_postcompile(values)
+            sql = expanded.statement
+            processors = {**processors, **expanded.processors}
+            positions = expanded.positiontup or ()
+            values = expanded.parameters
+        else:
+            sql = compiled.string
+            positions = compiled.positiontup or ()
+        args = [
+            processors[name](values[name]) if name in processors else values[name] for name in positions
+        ]
+        raw_rows = await self._run(sql, args)
+        make = entry.row._make
+        result_processors = entry.result_processors
+        if result_processors:
+            rows = []
+            for raw in raw_rows:
+                row = list(raw)
+                for index, processor in result_processors:
+                    row[index] = processor(row[index])
+                rows.append(make(row))
+        else:
+            rows = [make(raw) for raw in raw_rows]
+        return DirectResult(rows)
+
+    async def scalar(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
+        return (await self.execute(statement, params)).scalar()
+
+    async def scalars(self, statement: Any, params: dict[str, Any] | None = None) -> DirectResult:
+        return (await self.execute(statement, params)).scalars()
+
+    async def _run(self, sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        driver = await self._connection()
+        for observe in statement_observers:
+            observe(sql)
+        try:
+            if self._lock is not None:
+                async with self._lock:
+                    return await self._fetch(driver, sql, args)
+            return await self._fetch(driver, sql, args)
+        except _DRIVER_ERRORS as error:
+            await self._failed(error)
+            wrap = sa_exc.OperationalError if _is_disconnect(error) else sa_exc.DBAPIError
+            raise wrap(sql, None, error) from error  # type: ignore[arg-type]
+
+    async def _fetch(self, driver: Any, sql: str, args: Sequence[Any]) -> Sequence[Any]:
+        if self._postgres:
+            return await driver.fetch(sql, *args)  # type: ignore[no-any-return]
+        return await driver.execute_fetchall(sql, args)  # type: ignore[no-any-return]
+
+    async def _failed(self, error: BaseException) -> None:
+        """A connection that broke goes out of the pool, and the connections opened before it are
+        recycled (what the engine does on a disconnect), so that the next request gets a working one."""
+        if not _is_disconnect(error) or self._engine_connection is None or not isinstance(self._bind, AsyncEngine):
+            return
+        connection, fairy = self._engine_connection, self._fairy
+        self._engine_connection = self._fairy = self._driver = None
+        pool = self._bind.sync_engine.pool
+        try:
+            await greenlet_spawn(pool._invalidate, fairy, error)
+            await greenlet_spawn(connection.close)
+        except Exception:  # pragma: no cover - already broken
+            logger.debug("invalidating a broken connection failed", exc_info=True)
+
+    async def close(self) -> None:
+        connection = self._engine_connection
+        self._engine_connection = self._fairy = self._driver = None
+        if connection is not None:
+            await greenlet_spawn(connection.close)
+
+
+# --- parameters: the common, valid case only; anything else is the route's to answer ----------------------
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
+
+
+def uuid_param(value: str | None) -> uuid.UUID | None:
+    """A UUID in its canonical form; Fallback for any other text (the route answers it)."""
+    if value is None:
+        return None
+    if _UUID.fullmatch(value) is None:
+        raise Fallback("not a canonical UUID")
+    return uuid.UUID(value)
+
+
+def text_param(value: str | None, max_length: int, min_length: int = 0) -> str | None:
+    """Text of an accepted length without control characters; Fallback otherwise."""
+    if value is None:
+        return None
+    if not min_length <= len(value) <= max_length:
+        raise Fallback("text of another length")
+    try:
+        return no_control_characters(value)
+    except ValueError:
+        raise Fallback("control characters") from None
+
+
+def int_param(value: str | None, low: int, high: int, default: int) -> int:
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit() and len(value) <= 6) or not low <= int(value) <= high:
+        raise Fallback("integer outside what the direct path takes")
+    return int(value)
+
+
+def bool_param(value: str | None, default: bool = False) -> bool:
+    if value is None:
+        return default
+    if value not in ("true", "false"):
+        raise Fallback("boolean spelt otherwise")
+    return value == "true"
+
+
+def enum_param(enum: type[E], value: str | None) -> E | None:
+    if value is None:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        raise Fallback("not a member") from None
+
+
+# --- routing ---------------------------------------------------------------------------------------------
+
+
+class DirectRoutes:
+    """The direct handlers of an application's routes, matched by method and path."""
+
+    def __init__(self) -> None:
+        self._routes_id: int | None = None
+        self._count = -1
+        self._table: dict[str, list[tuple[Any, APIRoute, DirectHandler]]] = {}
+
+    def _build(self, routes: list[Any]) -> None:
+        table: dict[str, list[tuple[Any, APIRoute, DirectHandler]]] = {}
+        for context in iter_route_contexts(routes):
+            route = context.original_route
+            handler = _HANDLERS.get(str(context.name))
+            if handler is None or not isinstance(route, APIRoute):
+                continue
+            regex, _format, _convertors = compile_path(str(context.path_format or context.path))
+            for method in route.methods or ():
+                table.setdefault(method, []).append((regex, route, handler))
+        self._table = table
+        self._routes_id = id(routes)
+        self._count = len(routes)
+
+    def match(self, scope: dict[str, Any]) -> tuple[APIRoute, DirectHandler, dict[str, str]] | None:
+        routes = scope["app"].routes
+        if id(routes) != self._routes_id or len(routes) != self._count:
+            self._build(routes)
+        candidates = self._table.get(scope["method"])
+        if not candidates:
+            return None
+        path = scope["path"]
+        for regex, route, handler in candidates:
+            found = regex.match(path)
+            if found is not None:
+                return route, handler, found.groupdict()
+        return None
+
+
+def _exception_handler(app: Any, error: Exception) -> Any:
+    handlers = app.exception_handlers
+    for cls in type(error).__mro__:
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
+class DirectMiddleware:
+    """The innermost middleware: hands a request to its route's direct handler when there is one, and to
+    the application otherwise (or when the handler declines). Exceptions become the application's own
+    problem responses (its exception handlers)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.routes = DirectRoutes()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            matched = self.routes.match(scope)
+            if matched is not None and await self._direct(scope, receive, send, *matched):
+                return
+        await self.app(scope, receive, send)
+
+    async def _direct(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: APIRoute,
+        handler: DirectHandler,
+        path_params: dict[str, str],
+    ) -> bool:
+        app = scope["app"]
+        scope["route"] = route
+        scope["path_params"] = path_params
+        request = Request(scope, receive)
+        session = DirectSession(app.state.sessionmaker.kw["bind"])
+        response: Response | None
+        try:
+            try:
+                response = await handler(request, session)
+            finally:
+                await session.close()
+        except Fallback as reason:
+            logger.debug("direct path declined: %s", reason)
+            response = None
+        except Exception as error:
+            exception_handler = _exception_handler(app, error)
+            if exception_handler is None:
+                raise
+            response = await exception_handler(request, error)
+        if response is None:
+            # The router matches again and sets its own route and parameters.
+            del scope["route"]
+            scope.pop("path_params", None)
+            return False
+        for observe in answer_observers:
+            observe(route.name)
+        await response(scope, receive, send)
+        return True
+
