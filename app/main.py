@@ -22,11 +22,11 @@ from app.api_keys import service as api_keys
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
 from app.core.auth import document_security, needs_key
 from app.core.cors import ProblemCORSMiddleware
+from app.core.direct import DirectMiddleware
 from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
-from app.core.direct import DirectMiddleware
 from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers

@@ -1,6 +1,7 @@
 """The three apps in-process (httpx ASGITransport): SQL statements and CPU time per request, answers compared.
 
-Counting: for the service, SQLAlchemy's `before_cursor_execute` (every statement) plus the round trips that
+Counting: for the service, SQLAlchemy's `before_cursor_execute` (every statement), the statements of the
+direct path (`app.core.direct.statement_observers`), plus the round trips that
 never reach a cursor on PostgreSQL (BEGIN, COMMIT or ROLLBACK, and the pool's pre-ping at checkout); for the
 reference and minimal apps, the calls on their connections (plus BEGIN and COMMIT around a transaction)."""
 
@@ -19,6 +20,7 @@ import orjson
 from asgi_lifespan import LifespanManager
 from sqlalchemy import event
 
+from app.core.direct import statement_observers
 from bench.scenarios import APPS, MINIMAL, REFERENCE, SERVICE, Scenario, Step, fill
 
 
@@ -84,7 +86,7 @@ class _CountingDatabase:
             yield _CountingConnection(conn, self._counter)
 
 
-def _count_service(engine: Any, counter: Counter) -> None:
+def _count_service(engine: Any, counter: Counter) -> Callable[[str], None]:
     sync_engine = engine.sync_engine
     postgres = sync_engine.dialect.name == "postgresql"
 
@@ -110,9 +112,18 @@ def _count_service(engine: Any, counter: Counter) -> None:
     def _commit(*_args: Any) -> None:
         counter.round_trips += 1
 
+    def _direct(_statement: str) -> None:
+        # The direct path's statements, on the driver's connection (app.core.direct).
+        counter.statements += 1
+        counter.round_trips += 1
+
+    statement_observers.append(_direct)
+
     @event.listens_for(sync_engine, "rollback")
     def _rollback(*_args: Any) -> None:
         counter.round_trips += 1
+
+    return _direct
 
 
 @dataclass
@@ -153,7 +164,7 @@ async def open_apps(
                 asgi = minimal_fastapi_app.create_app(database_url, secret_key)
             await stack.enter_async_context(LifespanManager(asgi))
             if name == SERVICE:
-                _count_service(asgi.state.engine, counter)
+                stack.callback(statement_observers.remove, _count_service(asgi.state.engine, counter))
             else:
                 asgi.state.db = _CountingDatabase(asgi.state.db, counter)
             client = await stack.enter_async_context(

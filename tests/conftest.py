@@ -27,7 +27,7 @@ from app.api_keys.schemas import ApiKeyCreate
 from app.cli import alembic_config
 from app.config import Settings
 from app.core.auth import Principal, Role
-from app.core.direct import statement_observers
+from app.core.direct import answer_observers, statement_observers
 from app.counsellors import service as counsellors
 from app.counsellors.models import Counsellor
 from app.counsellors.schemas import CounsellorCreate
@@ -151,6 +151,70 @@ async def client(
             yield client
     finally:
         app.state.sessionmaker = original
+
+
+# --- the direct path answers as the routes do ---------------------------------------------------------
+
+SameAnswers = Callable[..., Awaitable[httpx.Response]]
+
+
+@pytest.fixture(scope="session")
+async def route_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with `direct_path=False`: every request through its FastAPI route."""
+    app = create_app(settings.model_copy(update={"direct_path": False}))
+    async with LifespanManager(app):
+        yield app
+
+
+@pytest.fixture
+async def route_client(
+    route_app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
+    original = route_app.state.sessionmaker
+    route_app.state.sessionmaker = sessionmaker
+    transport = httpx.ASGITransport(app=route_app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+    finally:
+        route_app.state.sessionmaker = original
+
+
+def _comparable(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
+    """Everything but the request id (in a header, and in a problem's body)."""
+    headers = {k: v for k, v in response.headers.items() if k not in ("x-request-id", "content-length")}
+    if headers.get("content-type") == "application/problem+json":
+        body = response.json()
+        assert body.pop("request_id") == response.headers["x-request-id"]
+        return response.status_code, headers, body
+    return response.status_code, headers, response.content
+
+
+@pytest.fixture
+def same_answers(client: httpx.AsyncClient, route_client: httpx.AsyncClient) -> SameAnswers:
+    """`await same_answers(path, params=..., headers=..., direct=True|False)`: GETs `path` through both
+    apps, asserts the answers are equal, and that the direct path answered it itself (`direct=True`) or
+    handed it over to the route (`direct=False`; None: not checked)."""
+
+    async def check(
+        path: str,
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        direct: bool | None = True,
+    ) -> httpx.Response:
+        seen: list[str] = []
+        answer_observers.append(seen.append)
+        try:
+            answer = await client.get(path, params=params, headers=headers)
+        finally:
+            answer_observers.remove(seen.append)
+        expected = await route_client.get(path, params=params, headers=headers)
+        assert _comparable(answer) == _comparable(expected), (path, params)
+        if direct is not None:
+            assert bool(seen) is direct, (path, params, "direct" if seen else "route")
+        return answer
+
+    return check
 
 
 class QueryCounter:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from enum import Enum
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from enum import Enum
 from typing import Any, TypeVar
 
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -57,7 +57,7 @@ def direct(route_name: str) -> Callable[[DirectHandler], DirectHandler]:
     return register
 
 
-class Fallback(Exception):  # noqa: N818 - not an error: "answer through the FastAPI route"
+class Fallback(Exception):
     """The direct path cannot answer this request; the FastAPI route will."""
 
 
@@ -72,7 +72,7 @@ class _Compiled:
     def __init__(self, compiled: SQLCompiler, dialect: Dialect) -> None:
         self.compiled = compiled
         self.expanding = bool(compiled.literal_execute_params or compiled.post_compile_params)
-        self.processors = compiled._bind_processors
+        self.processors: Any = compiled._bind_processors
         columns = compiled._result_columns
         self.names = [entry.keyname for entry in columns]
         self.result_processors = [
@@ -81,7 +81,7 @@ class _Compiled:
             if (processor := entry.type._cached_result_processor(dialect, None)) is not None
         ]
         try:
-            self.row: Any = namedtuple("DirectRow", self.names)  # type: ignore[misc]  # noqa: PYI024
+            self.row: Any = namedtuple("DirectRow", self.names)  # type: ignore[misc]
         except ValueError:
             self.row = None
 
@@ -102,7 +102,8 @@ _CACHE: LRUCache[Any, Any] = LRUCache(2000)
 def _compile(
     statement: ClauseElement, dialect: Dialect, params: dict[str, Any] | None
 ) -> tuple[_Compiled, dict[str, Any]]:
-    compiled, extracted, param_dict, _hit = statement._compile_w_cache(  # type: ignore[attr-defined]
+    compiled: Any
+    compiled, extracted, param_dict, _hit = statement._compile_w_cache(
         dialect=dialect,
         compiled_cache=_CACHE,
         column_keys=[],
@@ -117,7 +118,7 @@ def _compile(
         if entry.row is None:
             raise Fallback("result columns without names")
         _CACHE[("direct", id(compiled))] = entry
-    values = compiled.construct_params(
+    values: dict[str, Any] = compiled.construct_params(
         params or None, extracted_parameters=extracted, escape_names=False, _collected_params=param_dict
     )
     return entry, values
@@ -238,8 +239,8 @@ class DirectSession:
 
     async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> DirectResult:
         entry, values = _compile(statement, self._dialect, params)
-        compiled = entry.compiled
-        processors = entry.processors
+        compiled: Any = entry.compiled
+        processors: Any = entry.processors
         if entry.expanding:
             expanded = compiled._process_parameters_for_postcompile(values)
             sql = expanded.statement
@@ -249,9 +250,7 @@ class DirectSession:
         else:
             sql = compiled.string
             positions = compiled.positiontup or ()
-        args = [
-            processors[name](values[name]) if name in processors else values[name] for name in positions
-        ]
+        args = [processors[name](values[name]) if name in processors else values[name] for name in positions]
         raw_rows = await self._run(sql, args)
         make = entry.row._make
         result_processors = entry.result_processors
@@ -284,7 +283,7 @@ class DirectSession:
         except _DRIVER_ERRORS as error:
             await self._failed(error)
             wrap = sa_exc.OperationalError if _is_disconnect(error) else sa_exc.DBAPIError
-            raise wrap(sql, None, error) from error  # type: ignore[arg-type]
+            raise wrap(sql, None, error) from error
 
     async def _fetch(self, driver: Any, sql: str, args: Sequence[Any]) -> Sequence[Any]:
         if self._postgres:
@@ -294,7 +293,11 @@ class DirectSession:
     async def _failed(self, error: BaseException) -> None:
         """A connection that broke goes out of the pool, and the connections opened before it are
         recycled (what the engine does on a disconnect), so that the next request gets a working one."""
-        if not _is_disconnect(error) or self._engine_connection is None or not isinstance(self._bind, AsyncEngine):
+        if (
+            not _is_disconnect(error)
+            or self._engine_connection is None
+            or not isinstance(self._bind, AsyncEngine)
+        ):
             return
         connection, fairy = self._engine_connection, self._fairy
         self._engine_connection = self._fairy = self._driver = None
@@ -388,7 +391,7 @@ class DirectRoutes:
         self._routes_id = id(routes)
         self._count = len(routes)
 
-    def match(self, scope: dict[str, Any]) -> tuple[APIRoute, DirectHandler, dict[str, str]] | None:
+    def match(self, scope: Scope) -> tuple[APIRoute, DirectHandler, dict[str, str]] | None:
         routes = scope["app"].routes
         if id(routes) != self._routes_id or len(routes) != self._count:
             self._build(routes)
@@ -464,4 +467,3 @@ class DirectMiddleware:
             observe(route.name)
         await response(scope, receive, send)
         return True
-

@@ -6,14 +6,12 @@ import uuid
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Path, Query, Request, Response
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import AdminDep, resolve_principal
 from app.core.direct import DirectSession, direct, enum_param, text_param, uuid_param
-from app.core.listing import direct_page_request
 from app.core.idempotency import IdempotencyDep
-from app.core.listing import PageDep
+from app.core.listing import PageDep, direct_page_request
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
 from app.core.types import NO_CONTROL_CHARACTERS
@@ -126,7 +124,8 @@ def _by_code_response(request: Request, row: Any, code: str) -> Response:
 async def territories_get_by_code_direct(request: Request, session: DirectSession) -> Response | None:
     kind = enum_param(TerritoryKind, request.path_params["kind"])
     code = text_param(request.path_params["code"], max_length=16)
-    assert kind is not None and code is not None
+    if kind is None or code is None:  # pragma: no cover - path parameters are always there
+        return None
     await resolve_principal(request, session)
     db = cast(AsyncSession, session)
     return _by_code_response(request, await service.read_by_code(db, kind, code), code)

@@ -69,9 +69,11 @@ async def test_a_read_costs_its_statements_only(settings: Settings, direct_path:
         assert response.status_code == 404
         if direct_path:
             # The driver's connection, outside any transaction: the engine sees nothing of it.
-            assert len(direct) == 1 and sent == [], (direct, sent)
+            assert len(direct) == 1, direct
+            assert sent == [], sent
         else:
-            assert len(sent) == 1 and direct == [], (direct, sent)
+            assert len(sent) == 1, sent
+            assert direct == [], direct
             assert sent[0][1] is False, "a read must not open a transaction"
         # A write still runs in one transaction.
         sent.clear()

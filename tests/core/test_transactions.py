@@ -76,7 +76,9 @@ async def test_bound_values_stay_out_of_database_errors(settings: Settings) -> N
 
 @pytest.mark.skipif(IS_POSTGRES, reason="SQLite's locking")
 @pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "route"])
-async def test_on_sqlite_reads_go_on_while_a_writer_holds_the_lock(settings: Settings, direct_path: bool) -> None:
+async def test_on_sqlite_reads_go_on_while_a_writer_holds_the_lock(
+    settings: Settings, direct_path: bool
+) -> None:
     quick = settings.model_copy(update={"sqlite_busy_timeout_ms": 300, "direct_path": direct_path})
     engine = make_engine(settings.database_url)
     sessionmaker = make_sessionmaker(engine)
