@@ -24,12 +24,12 @@ import uuid
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import LRUCache, greenlet_spawn
@@ -313,6 +313,12 @@ class DirectSession:
         self._engine_connection = self._fairy = self._driver = None
         if connection is not None:
             await greenlet_spawn(connection.close)
+
+
+def as_session(session: DirectSession) -> AsyncSession:
+    """The direct session where a service function takes the request's session (it runs its SELECTs of
+    columns; anything else it asks of the session raises Fallback)."""
+    return cast(AsyncSession, session)
 
 
 # --- parameters: the common, valid case only; anything else is the route's to answer ----------------------

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import AdminDep, resolve_principal
-from app.core.direct import DirectSession, direct, enum_param, text_param, uuid_param
+from app.core.direct import DirectSession, as_session, direct, enum_param, text_param, uuid_param
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.problems import problem_responses
@@ -79,7 +78,7 @@ async def territories_list_direct(request: Request, session: DirectSession) -> R
     sort = query.get("sort")
     page = await direct_page_request(request, session)
     rows, next_cursor, total = await service.list_territories(
-        cast(AsyncSession, session),
+        as_session(session),
         page,
         kind=kind,
         code=code,
@@ -127,8 +126,8 @@ async def territories_get_by_code_direct(request: Request, session: DirectSessio
     if kind is None or code is None:  # pragma: no cover - path parameters are always there
         return None
     await resolve_principal(request, session)
-    db = cast(AsyncSession, session)
-    return _by_code_response(request, await service.read_by_code(db, kind, code), code)
+    row = await service.read_by_code(as_session(session), kind, code)
+    return _by_code_response(request, row, code)
 
 
 @router.get(
