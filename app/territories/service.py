@@ -123,6 +123,11 @@ async def get_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> 
     return territory
 
 
+async def path_of(session: AsyncSession, territory_id: uuid.UUID) -> str | None:
+    """The materialised path of a territory (its subtree's prefix), or None when there is no such one."""
+    return await repo.path_of(session, territory_id)
+
+
 async def read_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Any:
     """The read columns of the territory with this official code, or of the one a former code designates
     (its `code` then differs from the one asked for); 404 if there is none."""

@@ -5,14 +5,25 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.core.auth import Principal, PrincipalDep, require_roles
+from app.core.auth import Principal, PrincipalDep, require_roles, resolve_principal
+from app.core.direct import (
+    DirectSession,
+    Fallback,
+    as_session,
+    bool_param,
+    direct,
+    enum_param,
+    uuid_param,
+)
 from app.core.idempotency import IdempotencyDep
-from app.core.listing import PageDep
+from app.core.listing import PageDep, direct_page_request
+from app.core.pagination import PageRequest
 from app.core.problems import ValidationFailed, problem_responses
 from app.core.responses import object_response, page_response
 from app.core.types import NO_CONTROL_CHARACTERS, QueryTimestamp
@@ -138,6 +149,41 @@ async def search_filters(
         float | None, Query(gt=0, le=MAX_RADIUS_KM, description="With `near`: 0 to 100 km, default 10.")
     ] = None,
 ) -> repo.Filters:
+    return await _filters(
+        session,
+        territory_id=territory_id,
+        within=within,
+        department_code=department_code,
+        commune_code=commune_code,
+        postcode=postcode,
+        theme=theme,
+        level=level,
+        starts_from=starts_from,
+        starts_to=starts_to,
+        has_seats=has_seats,
+        status=status,
+        near=near,
+        radius_km=radius_km,
+    )
+
+
+async def _filters(
+    session: Any,
+    *,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    department_code: str | None,
+    commune_code: str | None,
+    postcode: str | None,
+    theme: list[Theme] | None,
+    level: Level | None,
+    starts_from: datetime | None,
+    starts_to: datetime | None,
+    has_seats: bool,
+    status: WorkshopStatus | None,
+    near: str | None,
+    radius_km: float | None,
+) -> repo.Filters:
     return repo.Filters(
         territory_id=territory_id,
         within_path=await service.subtree_path(session, within),
@@ -179,12 +225,72 @@ async def workshops_list(
         ),
     ] = None,
 ) -> Response:
+    return await _search(request, session, principal, page, filters, sort)
+
+
+async def _search(
+    request: Request,
+    session: SessionDep,
+    principal: Principal,
+    page: PageRequest,
+    filters: repo.Filters,
+    sort: str | None,
+) -> Response:
     if sort not in (None, "starts_at", "-starts_at", "distance"):
         raise ValidationFailed("/query/sort", "sort by one of: starts_at, -starts_at, distance")
     if sort == "distance" and filters.near is None:
         raise ValidationFailed("/query/sort", "sort=distance needs near=lat,lon")
     rows, next_cursor, total = await service.list_workshops(session, principal, page, filters, sort)
     return page_response(request, rows, next_cursor, total)
+
+
+_DEPARTMENT = re.compile(r"\d{2}|2[AB]|97\d", re.ASCII)
+_COMMUNE = re.compile(r"([013-9]\d|2[AB1-9])\d{3}", re.ASCII)
+_POSTCODE = re.compile(r"\d{5}", re.ASCII)
+
+
+def _code_param(value: str | None, pattern: re.Pattern[str]) -> str | None:
+    if value is not None and pattern.fullmatch(value) is None:
+        raise Fallback("not a code")
+    return value
+
+
+@direct("workshops_list")
+async def workshops_list_direct(request: Request, session: DirectSession) -> Response | None:
+    """The search's common case: the filters by territory, place, theme, level, seats and status; a date
+    range, a distance or a sort go through the route."""
+    query = request.query_params
+    if any(name in query for name in ("from", "to", "near", "radius_km", "sort")):
+        return None
+    themes = [enum_param(Theme, value) for value in query.getlist("theme")]
+    territory_id = uuid_param(query.get("territory_id"))
+    within = uuid_param(query.get("within"))
+    department_code = _code_param(query.get("department_code"), _DEPARTMENT)
+    commune_code = _code_param(query.get("commune_code"), _COMMUNE)
+    postcode = _code_param(query.get("postcode"), _POSTCODE)
+    level = enum_param(Level, query.get("level"))
+    has_seats = bool_param(query.get("has_seats"))
+    status = enum_param(WorkshopStatus, query.get("status"))
+    page = await direct_page_request(request, session)
+    principal = await resolve_principal(request, session)
+    db = as_session(session)
+    filters = await _filters(
+        db,
+        territory_id=territory_id,
+        within=within,
+        department_code=department_code,
+        commune_code=commune_code,
+        postcode=postcode,
+        theme=[t for t in themes if t is not None] or None,
+        level=level,
+        starts_from=None,
+        starts_to=None,
+        has_seats=has_seats,
+        status=status,
+        near=None,
+        radius_km=None,
+    )
+    return await _search(request, db, principal, page, filters, None)
 
 
 @router.get(
@@ -227,6 +333,15 @@ async def workshops_get(
     request: Request, session: SessionDep, principal: PrincipalDep, workshop_id: uuid.UUID
 ) -> Response:
     return object_response(request, await service.read_visible(session, workshop_id, principal))
+
+
+@direct("workshops_get")
+async def workshops_get_direct(request: Request, session: DirectSession) -> Response | None:
+    workshop_id = uuid_param(request.path_params["workshop_id"])
+    if workshop_id is None:  # pragma: no cover - path parameters are always there
+        return None
+    principal = await resolve_principal(request, session)
+    return object_response(request, await service.read_visible(as_session(session), workshop_id, principal))
 
 
 @router.post(
