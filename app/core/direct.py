@@ -43,6 +43,7 @@ from app.core.types import no_control_characters
 logger = logging.getLogger("app.direct")
 
 E = TypeVar("E", bound=Enum)
+S = TypeVar("S", bound=ClauseElement)
 DirectHandler = Callable[[Request, "DirectSession"], Awaitable[Response | None]]
 _HANDLERS: dict[str, DirectHandler] = {}
 
@@ -97,11 +98,32 @@ def _reads_columns_only(statement: ClauseElement) -> bool:
 
 
 _CACHE: LRUCache[Any, Any] = LRUCache(2000)
+_PREPARED: LRUCache[int, Any] = LRUCache(2000)
+
+
+def prepared(statement: S) -> S:
+    """Marks a long-lived statement (a template whose values all come as parameters): the direct path
+    finds its compiled form by the object itself, without computing its cache key on every execution."""
+    _PREPARED[id(statement)] = statement
+    return statement
 
 
 def _compile(
     statement: ClauseElement, dialect: Dialect, params: dict[str, Any] | None
 ) -> tuple[_Compiled, dict[str, Any]]:
+    if _PREPARED.get(id(statement)) is statement:
+        key = ("prepared", id(statement), dialect.name)
+        known = _CACHE.get(key)
+        if known is None or known[0] is not statement:
+            if not _reads_columns_only(statement):
+                raise Fallback(f"not a SELECT of columns: {type(statement).__name__}")
+            fresh = _Compiled(statement.compile(dialect=dialect), dialect)
+            if fresh.row is None:
+                raise Fallback("result columns without names")
+            known = (statement, fresh)
+            _CACHE[key] = known
+        made = known[1]
+        return made, dict(made.compiled.construct_params(params or None, escape_names=False))
     compiled: Any
     compiled, extracted, param_dict, _hit = statement._compile_w_cache(
         dialect=dialect,

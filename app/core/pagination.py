@@ -7,17 +7,19 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from fastapi import Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.util import LRUCache
 
+from app.core.direct import prepared
 from app.core.problems import AppError, ValidationFailed
 
 T = TypeVar("T")
@@ -214,31 +216,89 @@ class PageRequest:
     cursors: Cursors
 
 
+def keyset_after_bound(keys: Sequence[SortKey]) -> ColumnElement[bool]:
+    """`keyset_after` with the cursor's values given at execution (`_after_0`, `_after_1`, ...)."""
+    values = [bindparam(f"_after_{i}", type_=k.expr.type) for i, k in enumerate(keys)]
+    if all(k.desc == keys[0].desc for k in keys):
+        left = tuple_(*(k.expr for k in keys))
+        right = tuple_(*values)
+        return left < right if keys[0].desc else left > right
+    clauses = []
+    for i, key in enumerate(keys):
+        equal = [keys[j].expr == values[j] for j in range(i)]
+        step = key.expr < values[i] if key.desc else key.expr > values[i]
+        clauses.append(and_(*equal, step))
+    return or_(*clauses)
+
+
+# Statement templates of list pages, by the shape their caller names (see `fetch_page`).
+_TEMPLATES: LRUCache[Hashable, tuple[Select[Any], Select[Any]]] = LRUCache(1000)
+_PAGE_LIMIT = "_page_limit"
+
+
+def _page_template(
+    template: Hashable, build: Callable[[], Select[Any]], keys: Sequence[SortKey], after: bool
+) -> tuple[Select[Any], Select[Any]]:
+    key = (template, after)
+    found = _TEMPLATES.get(key)
+    if found is None:
+        stmt = build()
+        total = prepared(select(func.count()).select_from(stmt.order_by(None).subquery()))
+        if after:
+            stmt = stmt.where(keyset_after_bound(keys))
+        page = stmt.order_by(*(k.ordered() for k in keys)).limit(bindparam(_PAGE_LIMIT, type_=Integer()))
+        found = (prepared(page), total)
+        _TEMPLATES[key] = found
+    return found
+
+
 async def fetch_page(
     session: AsyncSession,
-    stmt: Select[Any],
+    stmt: Select[Any] | Callable[[], Select[Any]],
     keys: Sequence[SortKey],
     page: PageRequest,
     *,
     row_values: Callable[[Any], Sequence[Any]],
     scalars: bool = True,
     hidden: Sequence[str] | None = None,
+    template: Hashable | None = None,
+    params: dict[str, Any] | None = None,
 ) -> tuple[list[Any], str | None, int | None]:
     """Runs one query for the page (limit + 1 rows) and, when asked, one for the total.
 
     With `scalars=True` the page holds ORM objects. Otherwise `stmt` selects columns (see
     `app.core.columns.read_columns`) and the page holds dicts ready to serialise: `row_values` reads the
     cursor's values from the row before the `hidden` columns (sort keys the client does not see) are
-    dropped."""
+    dropped.
+
+    A statement template: with `template` (a hashable naming the statement's shape: which filters, which
+    sort), `stmt` is a function that builds the statement with every value a bound parameter given in
+    `params`; it is called once per shape, and the page's statement (keyset, order, limit) is built once
+    too. The statement is then the same object on every request, compiled once
+    (`app.core.direct.prepared`)."""
     total = None
-    if page.include_total:
-        total = (
-            await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))
-        ).scalar_one()
-    if page.cursor:
-        stmt = stmt.where(keyset_after(keys, page.cursors.decode(page.cursor, page.binding, keys)))
-    stmt = stmt.order_by(*(k.ordered() for k in keys)).limit(page.limit + 1)
-    result = await session.execute(stmt)
+    if template is not None:
+        page_stmt, total_stmt = _page_template(
+            template, stmt if callable(stmt) else lambda: cast(Select[Any], stmt), keys, bool(page.cursor)
+        )
+        values = dict(params or {})
+        values[_PAGE_LIMIT] = page.limit + 1
+        if page.cursor:
+            decoded = page.cursors.decode(page.cursor, page.binding, keys)
+            values.update({f"_after_{i}": v for i, v in enumerate(decoded)})
+        if page.include_total:
+            total = (await session.execute(total_stmt, params or {})).scalar_one()
+        result = await session.execute(page_stmt, values)
+    else:
+        assert not callable(stmt)
+        if page.include_total:
+            total = (
+                await session.execute(select(func.count()).select_from(stmt.order_by(None).subquery()))
+            ).scalar_one()
+        if page.cursor:
+            stmt = stmt.where(keyset_after(keys, page.cursors.decode(page.cursor, page.binding, keys)))
+        stmt = stmt.order_by(*(k.ordered() for k in keys)).limit(page.limit + 1)
+        result = await session.execute(stmt)
     rows: list[Any] = list(result.scalars().all() if scalars else result.all())
     next_cursor = None
     if len(rows) > page.limit:

@@ -12,7 +12,7 @@ from sqlalchemy import BindParameter, ColumnElement, bindparam
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
-from sqlalchemy.types import NullType
+from sqlalchemy.types import NullType, String
 
 
 class PathStartsWith(ColumnElement[bool]):
@@ -27,10 +27,16 @@ class PathStartsWith(ColumnElement[bool]):
     # NullType: a Boolean type would make SQLite render "... GLOB x = 1", which defeats the index.
     type = NullType()  # type: ignore[assignment]
 
-    def __init__(self, column: ColumnElement[str], prefix: str) -> None:
+    def __init__(self, column: ColumnElement[str], prefix: str | None, name: str | None = None) -> None:
         self.column = column
-        self.like_pattern: BindParameter[str] = bindparam(None, prefix + "%", unique=True)
-        self.glob_pattern: BindParameter[str] = bindparam(None, prefix + "*", unique=True)
+        if name is not None:
+            # Bound at execution (`prefix_params(name, prefix)`): a statement template for any prefix.
+            self.like_pattern: BindParameter[str] = bindparam(f"{name}_like", type_=String())
+            self.glob_pattern: BindParameter[str] = bindparam(f"{name}_glob", type_=String())
+        else:
+            assert prefix is not None
+            self.like_pattern = bindparam(None, prefix + "%", unique=True)
+            self.glob_pattern = bindparam(None, prefix + "*", unique=True)
 
 
 @compiles(PathStartsWith)
@@ -45,3 +51,12 @@ def _sqlite(element: PathStartsWith, compiler: SQLCompiler, **kw: Any) -> str:
 
 def path_startswith(column: Any, prefix: str) -> ColumnElement[bool]:
     return PathStartsWith(column, prefix)
+
+
+def bound_path_startswith(column: Any, name: str) -> ColumnElement[bool]:
+    """`path_startswith` whose prefix is given at execution, in the parameters `prefix_params(name, ...)`."""
+    return PathStartsWith(column, None, name)
+
+
+def prefix_params(name: str, prefix: str) -> dict[str, str]:
+    return {f"{name}_like": prefix + "%", f"{name}_glob": prefix + "*"}

@@ -31,12 +31,11 @@ from sqlalchemy import (
     delete as sql_delete,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_sort, parse_uuid
-from app.core.paths import path_startswith
+from app.core.paths import bound_path_startswith, path_startswith, prefix_params
 from app.territories import search
 from app.territories.models import Territory, TerritoryAlias, TerritoryWord
 from app.territories.schemas import TerritoryRead
@@ -129,68 +128,144 @@ def list_query(
     parent_id: uuid.UUID | None = None,
     within_path: str | None = None,
     query: search.Query | None = None,
-) -> Select[Territory]:
-    stmt = select(Territory)
+) -> Select[Any]:
+    """The territories matching the filters, every value a bound parameter (`list_params`)."""
+    territories = cast(Table, Territory.__table__)
+    stmt = select(territories)
     if kind is not None:
-        stmt = stmt.where(Territory.kind == kind)
+        stmt = stmt.where(territories.c.kind == bindparam("f_kind", type_=territories.c.kind.type))
     if code is not None:
-        stmt = stmt.where(Territory.code == code)
+        stmt = stmt.where(territories.c.code == bindparam("f_code", type_=territories.c.code.type))
     if parent_id is not None:
-        stmt = stmt.where(Territory.parent_id == parent_id)
+        stmt = stmt.where(
+            territories.c.parent_id == bindparam("f_parent_id", type_=territories.c.parent_id.type)
+        )
     if within_path is not None:
-        stmt = stmt.where(path_startswith(Territory.path, within_path))
+        stmt = stmt.where(bound_path_startswith(territories.c.path, "f_within"))
     if query is not None:
         stmt = stmt.where(matches(query))
     return stmt
 
 
-def _starts_a_word(
-    word: TerritoryWord | type[TerritoryWord], prefixes: tuple[str, ...]
-) -> ColumnElement[bool]:
+def list_params(
+    *,
+    kind: str | None = None,
+    code: str | None = None,
+    parent_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    query: search.Query | None = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"f_kind": kind, "f_code": code, "f_parent_id": parent_id}
+    if within_path is not None:
+        params.update(prefix_params("f_within", within_path))
+    if query is not None:
+        params.update(search_params(query))
+    return params
+
+
+def _shape(query: search.Query) -> tuple[Any, ...]:
+    """What the SQL of a search depends on: how many words and variants, not which ones."""
+    return (
+        tuple(len(group) for group in query.by_selectivity()),
+        tuple(len(words) for words in query.alternatives),
+        len(query.phrases),
+        query.code is not None,
+    )
+
+
+def search_params(query: search.Query) -> dict[str, Any]:
+    """The values of the search's bound parameters (`matches` and `match_quality` of its shape)."""
+    params: dict[str, Any] = {}
+    for i, group in enumerate(query.by_selectivity()):
+        for j, prefix in enumerate(group):
+            params.update(prefix_params(f"q_word_{i}_{j}", prefix))
+    if query.code is not None:
+        params["q_code"] = query.code
+    for i, phrase in enumerate(query.phrases):
+        params[f"q_name_{i}"] = phrase
+        params.update(prefix_params(f"q_name_start_{i}", phrase + " "))
+        params.update(prefix_params(f"q_name_prefix_{i}", phrase))
+    for i, words in enumerate(query.alternatives):
+        for j, word in enumerate(words):
+            params[f"q_whole_{i}_{j}"] = f"% {word} %"
+    return params
+
+
+def _starts_a_word(word: Table | Any, group: int, size: int) -> ColumnElement[bool]:
     # Words hold only [a-z0-9]: no LIKE or GLOB wildcard can occur in a prefix.
-    return or_(*(path_startswith(word.token, prefix) for prefix in prefixes))
+    return or_(*(bound_path_startswith(word.c.token, f"q_word_{group}_{j}") for j in range(size)))
 
 
-def matches(query: search.Query) -> ColumnElement[bool]:
-    """Each word of the query starts one of the territory's words.
-
-    The likely rarest word drives the search through the (token) index; every other word is checked on
-    the candidates through the primary key (territory_id, token)."""
-    if query.empty:
+@cache
+def _matches(shape: tuple[Any, ...]) -> ColumnElement[bool]:
+    groups = shape[0]
+    if not groups:
         return false()
-    driving, *others = query.by_selectivity()
+    words = cast(Table, TerritoryWord.__table__)
+    territories = cast(Table, Territory.__table__)
     condition: list[ColumnElement[bool]] = [
-        Territory.id.in_(select(TerritoryWord.territory_id).where(_starts_a_word(TerritoryWord, driving)))
+        territories.c.id.in_(select(words.c.territory_id).where(_starts_a_word(words, 0, groups[0])))
     ]
-    for alternatives in others:
-        word = aliased(TerritoryWord)
+    for group, size in enumerate(groups[1:], start=1):
+        word = words.alias(f"word_{group}")
         condition.append(
-            exists().where(word.territory_id == Territory.id, _starts_a_word(word, alternatives))
+            exists().where(word.c.territory_id == territories.c.id, _starts_a_word(word, group, size))
         )
     return and_(*condition)
 
 
-def match_quality(query: search.Query) -> ColumnElement[int]:
-    """The match quality of app.territories.search (CODE best, WORDS worst); the Python twin is
-    `search.Query.quality`. Names hold only [a-z0-9] and single spaces: no LIKE or GLOB wildcard occurs."""
+def matches(query: search.Query) -> ColumnElement[bool]:
+    """Each word of the query starts one of the territory's words (values: `search_params`).
+
+    The likely rarest word drives the search through the (token) index; every other word is checked on
+    the candidates through the primary key (territory_id, token). Built once per shape of query."""
+    return _matches(_shape(query))
+
+
+@cache
+def _match_quality(shape: tuple[Any, ...]) -> ColumnElement[int]:
+    _groups, alternatives, phrases, has_code = shape
+    territories = cast(Table, Territory.__table__)
     whens: list[tuple[ColumnElement[bool], Any]] = []
-    if query.code is not None:
-        whens.append((or_(Territory.code == query.code, Territory.siren == query.code), literal(search.CODE)))
-    if query.phrases:
-        name = Territory.search_name
+    if has_code:
+        code = bindparam("q_code", type_=territories.c.code.type)
+        whens.append((or_(territories.c.code == code, territories.c.siren == code), literal(search.CODE)))
+    if phrases:
+        name = territories.c.search_name
         padded = literal(" ") + name + literal(" ")
         whens += [
-            (name.in_(query.phrases), literal(search.NAME)),
-            (or_(*(path_startswith(name, p + " ") for p in query.phrases)), literal(search.NAME_START)),
             (
-                and_(*(or_(*(padded.like(f"% {w} %") for w in words)) for words in query.alternatives)),
+                name.in_([bindparam(f"q_name_{i}", type_=name.type) for i in range(phrases)]),
+                literal(search.NAME),
+            ),
+            (
+                or_(*(bound_path_startswith(name, f"q_name_start_{i}") for i in range(phrases))),
+                literal(search.NAME_START),
+            ),
+            (
+                and_(
+                    *(
+                        or_(*(padded.like(bindparam(f"q_whole_{i}_{j}")) for j in range(size)))
+                        for i, size in enumerate(alternatives)
+                    )
+                ),
                 literal(search.WHOLE_WORDS),
             ),
-            (or_(*(path_startswith(name, p) for p in query.phrases)), literal(search.NAME_PREFIX)),
+            (
+                or_(*(bound_path_startswith(name, f"q_name_prefix_{i}") for i in range(phrases))),
+                literal(search.NAME_PREFIX),
+            ),
         ]
     if not whens:
         return literal(search.WORDS)
     return case(*whens, else_=literal(search.WORDS))
+
+
+def match_quality(query: search.Query) -> ColumnElement[int]:
+    """The match quality of app.territories.search (CODE best, WORDS worst; values: `search_params`); the
+    Python twin is `search.Query.quality`. Names hold only [a-z0-9] and single spaces: no LIKE or GLOB
+    wildcard occurs."""
+    return _match_quality(_shape(query))
 
 
 def population_key() -> ColumnElement[int]:
@@ -248,18 +323,33 @@ async def list_page(
     within_path: str | None = None,
     query: search.Query | None = None,
 ) -> tuple[list[Any], str | None, int | None]:
-    """One page of territories as dicts of `READ` (one query, and one more for the total when asked)."""
-    stmt = list_query(
-        kind=kind, code=code, parent_id=parent_id, within_path=within_path, query=query
-    ).with_only_columns(*READ.columns, *(Territory.__table__.c[name] for name in _CURSOR_COLUMNS))
+    """One page of territories as dicts of `READ` (one query, and one more for the total when asked).
+
+    The statement is a template per shape (which filters, which shape of search, which order), built once
+    (`fetch_page`); the values are bound parameters."""
+    filters = {"kind": kind, "code": code, "parent_id": parent_id, "within_path": within_path, "query": query}
+    template = (
+        "territories",
+        tuple(name for name, value in filters.items() if value is not None and name != "query"),
+        None if query is None else _shape(query),
+        tuple((k.name, k.desc) for k in ordering.keys),
+    )
+
+    def build() -> Select[Any]:
+        return list_query(
+            kind=kind, code=code, parent_id=parent_id, within_path=within_path, query=query
+        ).with_only_columns(*READ.columns, *(Territory.__table__.c[name] for name in _CURSOR_COLUMNS))
+
     return await fetch_page(
         session,
-        stmt,
+        build,
         ordering.keys,
         page,
         row_values=ordering.row_values,
         scalars=False,
         hidden=_CURSOR_COLUMNS,
+        template=template,
+        params=list_params(kind=kind, code=code, parent_id=parent_id, within_path=within_path, query=query),
     )
 
 
