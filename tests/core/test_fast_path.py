@@ -128,3 +128,20 @@ def test_the_schema_head_read_from_the_files_is_alembics() -> None:
 
     script = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite:///:memory:"))
     assert expected_head() == script.get_current_head()
+
+
+async def test_the_direct_path_keeps_a_connection_between_requests(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sequential reads reuse one kept connection (no checkout from the pool each time); a kept connection
+    idle for longer than the pool's threshold goes back, and the next read takes one through the pool."""
+    async with app_client(settings) as client:
+        engine = _app_engine(client)
+        checkouts: list[int] = []
+        event.listen(engine.sync_engine, "checkout", lambda *_a: checkouts.append(1))
+        for _ in range(5):
+            assert (await client.get("/api/v1/territories")).status_code == 200
+        assert len(checkouts) == 1
+        monkeypatch.setattr("app.db.IDLE_PING_SECONDS", 0.0)
+        assert (await client.get("/api/v1/territories")).status_code == 200
+        assert len(checkouts) == 2
