@@ -150,6 +150,7 @@ async def test_a_child_created_while_its_ancestor_moves_follows_the_move(
     async with committed() as session:
         commune = await session.get_one(Territory, commune_id)
         assert commune.path == f"/{new_region.id}/{departement.id}/{epci.id}/{commune_id}/"
+
         def subtree(path: str) -> Any:
             return session.execute(
                 repository.list_query(within_path=path).with_only_columns(Territory.id),
