@@ -40,7 +40,7 @@ from sqlalchemy.util import LRUCache, greenlet_spawn
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import db
 from app.core.types import no_control_characters
@@ -73,10 +73,32 @@ class Fallback(Exception):
 class _Compiled:
     """A statement compiled for one dialect, with what running it on the driver needs."""
 
-    __slots__ = ("compiled", "expanding", "names", "processors", "result_processors", "row")
+    __slots__ = (
+        "compiled",
+        "defaults",
+        "dml",
+        "expanding",
+        "names",
+        "processors",
+        "result_processors",
+        "returns_rows",
+        "row",
+    )
 
     def __init__(self, compiled: SQLCompiler, dialect: Dialect) -> None:
         self.compiled = compiled
+        self.dml = bool(compiled.isinsert or compiled.isupdate or compiled.isdelete)
+        self.returns_rows = not self.dml or bool(compiled._result_columns)
+        # Python-side column defaults (`default=new_id`, `onupdate=utcnow`): computed here, as the engine's
+        # execution context does.
+        self.defaults: list[tuple[str, Any]] = [
+            (column.key, getattr(default, "arg", None))
+            for column, default in [
+                *((c, c.default) for c in compiled.insert_prefetch),
+                *((c, c.onupdate) for c in compiled.update_prefetch),
+            ]
+            if default is not None
+        ]
         self.expanding = bool(compiled.literal_execute_params or compiled.post_compile_params)
         self.processors: Any = compiled._bind_processors
         columns = compiled._result_columns
@@ -93,7 +115,10 @@ class _Compiled:
 
 
 def _reads_columns_only(statement: ClauseElement) -> bool:
-    """A SELECT of columns (not of mapped entities, which the ORM would turn into objects), or a text."""
+    """A SELECT of columns (not of mapped entities, which the ORM would turn into objects), a text, or an
+    INSERT, UPDATE or DELETE (on a writing request)."""
+    if getattr(statement, "is_dml", False) is True:
+        return True
     descriptions = getattr(statement, "column_descriptions", None)
     if descriptions is None:
         return getattr(statement, "is_text", False) is True
@@ -162,10 +187,11 @@ answer_observers: list[Callable[[str], None]] = []
 class DirectResult:
     """What the services read from a result: rows (attributes, `_asdict()`), scalars, mappings."""
 
-    __slots__ = ("_rows",)
+    __slots__ = ("_rows", "rowcount")
 
-    def __init__(self, rows: list[Any]) -> None:
+    def __init__(self, rows: list[Any], rowcount: int | None = None) -> None:
         self._rows = rows
+        self.rowcount = len(rows) if rowcount is None else rowcount
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)
@@ -226,8 +252,30 @@ def _driver_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
 _DRIVER_ERRORS, _LOST_CONNECTION_ERRORS = _driver_errors()
 
 
+def _integrity_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    import asyncpg
+
+    return (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+
+
+_INTEGRITY_ERRORS = _integrity_errors()
+
+
 def _is_disconnect(error: BaseException) -> bool:
     return isinstance(error, _LOST_CONNECTION_ERRORS)
+
+
+def _wrapped(sql: str, error: BaseException) -> sa_exc.DBAPIError:
+    """The driver's error as the engine would raise it, for the application's problem handlers: a lost
+    connection is an OperationalError (503), a constraint an IntegrityError (409), any other a DBAPIError
+    (503 when transient, else 500)."""
+    if _is_disconnect(error):
+        return sa_exc.OperationalError(sql, None, error)
+    if isinstance(error, _INTEGRITY_ERRORS):
+        return sa_exc.IntegrityError(sql, None, error)
+    return sa_exc.DBAPIError(sql, None, error)
 
 
 class _KeptConnections:
@@ -305,8 +353,10 @@ class DirectSession:
 
     Bound to a connection rather than an engine (the tests' transaction), it runs on that connection."""
 
-    def __init__(self, bind: AsyncEngine | AsyncConnection) -> None:
+    def __init__(self, bind: AsyncEngine | AsyncConnection, write: bool = False) -> None:
         self._bind = bind
+        self._write = write
+        self._transaction: Any = None
         self._dialect: Dialect = bind.dialect
         self._postgres = self._dialect.name == "postgresql"
         self._engine_connection: Any = None
@@ -340,6 +390,11 @@ class DirectSession:
 
     async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> DirectResult:
         entry, values = _compile(statement, self._dialect, params)
+        if entry.dml and not self._write:
+            raise Fallback("a write on a reading request")
+        for key, default in entry.defaults:
+            if values.get(key) is None:
+                values[key] = default(None) if callable(default) else default
         compiled: Any = entry.compiled
         processors: Any = entry.processors
         if entry.expanding:
@@ -352,6 +407,8 @@ class DirectSession:
             sql = compiled.string
             positions = compiled.positiontup or ()
         args = [processors[name](values[name]) if name in processors else values[name] for name in positions]
+        if not entry.returns_rows:
+            return DirectResult([], await self._run(sql, args, rowcount=True))
         raw_rows = await self._run(sql, args)
         make = entry.row._make
         result_processors = entry.result_processors
@@ -372,24 +429,68 @@ class DirectSession:
     async def scalars(self, statement: Any, params: dict[str, Any] | None = None) -> DirectResult:
         return (await self.execute(statement, params)).scalars()
 
-    async def _run(self, sql: str, args: Sequence[Any]) -> Sequence[Any]:
+    async def _run(self, sql: str, args: Sequence[Any], rowcount: bool = False) -> Any:
         driver = await self._connection()
         for observe in statement_observers:
             observe(sql)
         try:
+            if self._write and self._transaction is None:
+                await self._begin(driver)
             if self._lock is not None:
                 async with self._lock:
-                    return await self._fetch(driver, sql, args)
-            return await self._fetch(driver, sql, args)
+                    return await self._fetch(driver, sql, args, rowcount)
+            return await self._fetch(driver, sql, args, rowcount)
         except _DRIVER_ERRORS as error:
             await self._failed(error)
-            wrap = sa_exc.OperationalError if _is_disconnect(error) else sa_exc.DBAPIError
-            raise wrap(sql, None, error) from error
+            raise _wrapped(sql, error) from error
 
-    async def _fetch(self, driver: Any, sql: str, args: Sequence[Any]) -> Sequence[Any]:
+    async def _fetch(self, driver: Any, sql: str, args: Sequence[Any], rowcount: bool) -> Any:
         if self._postgres:
-            return await driver.fetch(sql, *args)  # type: ignore[no-any-return]
-        return await driver.execute_fetchall(sql, args)  # type: ignore[no-any-return]
+            if rowcount:
+                status: str = await driver.execute(sql, *args)
+                return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else -1
+            return await driver.fetch(sql, *args)
+        if rowcount:
+            cursor = await driver.execute(sql, args)
+            count: int = cursor.rowcount
+            await cursor.close()
+            return count
+        return await driver.execute_fetchall(sql, args)
+
+    # --- the transaction of a writing request ---
+
+    async def _begin(self, driver: Any) -> None:
+        """PostgreSQL: a transaction (a savepoint inside the tests' one); SQLite: BEGIN IMMEDIATE (the
+        write lock up front, as the session path takes it), or a savepoint inside the tests' transaction."""
+        nested = not isinstance(self._bind, AsyncEngine)
+        if self._postgres:
+            transaction = driver.transaction()
+            await transaction.start()
+            self._transaction = transaction
+        else:
+            await driver.execute("SAVEPOINT direct_write" if nested else "BEGIN IMMEDIATE")
+            self._transaction = "savepoint" if nested else "transaction"
+
+    async def finish(self, commit: bool) -> None:
+        """Commits (or rolls back) the writing request's transaction, if it began one; before the response
+        is sent, so that a failed commit is the request's problem, never after a 2xx."""
+        transaction, self._transaction = self._transaction, None
+        if transaction is None or self._driver is None:
+            return
+        driver = self._driver
+        try:
+            if self._postgres:
+                await (transaction.commit() if commit else transaction.rollback())
+            elif transaction == "savepoint":
+                if not commit:
+                    await driver.execute("ROLLBACK TO direct_write")
+                await driver.execute("RELEASE direct_write")
+            else:
+                await driver.execute("COMMIT" if commit else "ROLLBACK")
+        except _DRIVER_ERRORS as error:
+            await self._failed(error)
+            if commit:
+                raise _wrapped("COMMIT", error) from error
 
     async def _failed(self, error: BaseException) -> None:
         """A connection that broke goes out of the pool, and the connections opened before it are
@@ -538,10 +639,29 @@ class DirectMiddleware:
         self.routes = DirectRoutes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http":
             matched = self.routes.match(scope)
-            if matched is not None and await self._direct(scope, receive, send, *matched):
-                return
+            if matched is not None:
+                if scope["method"] == "GET":
+                    if await self._direct(scope, receive, send, *matched):
+                        return
+                else:
+                    # The body, as read by the direct handler, is given again to the route if it declines.
+                    messages: list[Message] = []
+
+                    async def recording() -> Message:
+                        message = await receive()
+                        messages.append(message)
+                        return message
+
+                    if await self._direct(scope, recording, send, *matched):
+                        return
+
+                    async def replaying() -> Message:
+                        return messages.pop(0) if messages else await receive()
+
+                    await self.app(scope, replaying, send)
+                    return
         await self.app(scope, receive, send)
 
     async def _direct(
@@ -553,15 +673,21 @@ class DirectMiddleware:
         handler: DirectHandler,
         path_params: dict[str, str],
     ) -> bool:
+        """A writing request's statements run in one transaction, committed when the handler answers
+        (before the answer is sent), rolled back when it raises or declines."""
         app = scope["app"]
         scope["route"] = route
         scope["path_params"] = path_params
         request = Request(scope, receive)
-        session = DirectSession(app.state.sessionmaker.kw["bind"])
+        session = DirectSession(app.state.sessionmaker.kw["bind"], write=scope["method"] != "GET")
         response: Response | None
         try:
             try:
                 response = await handler(request, session)
+                await session.finish(commit=response is not None)
+            except BaseException:
+                await session.finish(commit=False)
+                raise
             finally:
                 await session.close()
         except Fallback as reason:
