@@ -6,15 +6,19 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Float,
     Select,
+    Table,
     and_,
+    bindparam,
     false,
     func,
+    insert,
     literal,
     null,
     or_,
@@ -23,9 +27,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core.auth import Principal, Role
 from app.core.columns import ReadColumns
+from app.core.direct import prepared
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_uuid
 from app.core.paths import path_startswith
 from app.positions.models import Assignment, covers
@@ -268,9 +274,103 @@ async def get_registration(
     return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
+# --- registering: Core statements, built once (the direct path runs them on the driver's connection) ----
+
+
+@cache
+def _lock_for_registration() -> Any:
+    workshops = cast(Table, Workshop.__table__)
+    c = workshops.c
+    return prepared(
+        select(
+            c.id,
+            c.status,
+            c.starts_at,
+            c.capacity,
+            c.seats_left,
+            c.registered_count,
+            c.waitlisted_count,
+            c.waitlist_capacity,
+        )
+        .where(c.id == bindparam("workshop_id", type_=c.id.type))
+        .with_for_update()
+    )
+
+
+async def lock_for_registration(session: AsyncSession, workshop_id: uuid.UUID) -> Any:
+    """The workshop's counters, its row locked until the end of the transaction (None if there is none)."""
+    return (await session.execute(_lock_for_registration(), {"workshop_id": workshop_id})).first()
+
+
+@cache
+def _set_counters() -> Any:
+    workshops = cast(Table, Workshop.__table__)
+    c = workshops.c
+    return prepared(
+        update(workshops)
+        .where(c.id == bindparam("workshop_id", type_=c.id.type))
+        .values(
+            registered_count=bindparam("registered_count", type_=c.registered_count.type),
+            seats_left=bindparam("seats_left", type_=c.seats_left.type),
+            waitlisted_count=bindparam("waitlisted_count", type_=c.waitlisted_count.type),
+            version=c.version + 1,
+            updated_at=bindparam("updated_at", type_=c.updated_at.type),
+        )
+        .returning(c.version)
+    )
+
+
+async def set_counters(
+    session: AsyncSession,
+    workshop_id: uuid.UUID,
+    *,
+    registered_count: int,
+    seats_left: int,
+    waitlisted_count: int,
+    now: datetime,
+) -> None:
+    """A workshop's registration counters, as a new version of it.
+
+    On the session path, a Workshop the session already holds takes the new values as its loaded state,
+    since the UPDATE changed its row behind the ORM's back."""
+    values = {
+        "registered_count": registered_count,
+        "seats_left": seats_left,
+        "waitlisted_count": waitlisted_count,
+        "updated_at": now,
+    }
+    version = (await session.execute(_set_counters(), {"workshop_id": workshop_id, **values})).scalar_one()
+    if isinstance(session, AsyncSession):
+        for held in list(session.identity_map.values()):
+            if isinstance(held, Workshop) and held.id == workshop_id:
+                for name, value in {**values, "version": version}.items():
+                    set_committed_value(held, name, value)
+
+
+@cache
+def _insert_registration() -> Any:
+    registrations = cast(Table, Registration.__table__)
+    return prepared(
+        insert(registrations).values({c.name: bindparam(c.name, type_=c.type) for c in registrations.columns})
+    )
+
+
+async def insert_registration(session: AsyncSession, values: dict[str, Any]) -> None:
+    """A new registration, every column given."""
+    await session.execute(_insert_registration(), values)
+
+
 async def registration_row(session: AsyncSession, registration_id: uuid.UUID) -> Any:
-    stmt = select(*REGISTRATION_READ.columns).where(Registration.id == registration_id)
-    return (await session.execute(stmt)).one()
+    return (await session.execute(_registration_row(), {"registration_id": registration_id})).one()
+
+
+@cache
+def _registration_row() -> Any:
+    return prepared(
+        select(*REGISTRATION_READ.columns).where(
+            Registration.id == bindparam("registration_id", type_=Registration.__table__.c.id.type)
+        )
+    )
 
 
 async def first_waitlisted(session: AsyncSession, workshop_id: uuid.UUID, count: int) -> list[Registration]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -9,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import Principal, PrincipalDep, require_roles, resolve_principal
@@ -453,15 +455,45 @@ async def workshops_register(
     body: RegistrationCreate,
 ) -> Response:
     async def produce() -> Response:
-        registration, token = await service.register(session, workshop_id, body, principal)
-        row = (await service.registration_row(session, registration.id))._asdict()
-        row["cancel_token"] = token
-        location = request.app.url_path_for(
-            "workshops_registrations_get", workshop_id=str(workshop_id), registration_id=str(registration.id)
-        )
-        return object_response(None, row, status_code=201, location=location)
+        return await _register(request, session, principal, workshop_id, body)
 
     return await idem.run(produce, secret_fields=("cancel_token",))
+
+
+async def _register(
+    request: Request,
+    session: SessionDep,
+    principal: Principal,
+    workshop_id: uuid.UUID,
+    body: RegistrationCreate,
+) -> Response:
+    registration_id, token = await service.register(session, workshop_id, body, principal)
+    row = (await service.registration_row(session, registration_id))._asdict()
+    row["cancel_token"] = token
+    location = request.app.url_path_for(
+        "workshops_registrations_get", workshop_id=str(workshop_id), registration_id=str(registration_id)
+    )
+    return object_response(None, row, status_code=201, location=location)
+
+
+_REGISTRATION = TypeAdapter(RegistrationCreate)
+
+
+@direct("workshops_register")
+async def workshops_register_direct(request: Request, session: DirectSession) -> Response | None:
+    """A registration without an Idempotency-Key (which the route answers), with a valid JSON body."""
+    workshop_id = uuid_param(request.path_params["workshop_id"])
+    if workshop_id is None or "idempotency-key" in request.headers:
+        return None
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return None
+    try:
+        # As the route reads it: the JSON decoded as Starlette does, then validated in Python mode.
+        body = _REGISTRATION.validate_python(json.loads(await request.body()))
+    except ValueError:
+        return None
+    principal = await resolve_principal(request, session)
+    return await _register(request, as_session(session), principal, workshop_id, body)
 
 
 @router.get(

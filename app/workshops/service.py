@@ -31,7 +31,7 @@ from app.core.problems import (
     ValidationFailed,
 )
 from app.counsellors import service as counsellors
-from app.db import utcnow
+from app.db import new_id, utcnow
 from app.positions import service as positions
 from app.positions.errors import PositionClosed
 from app.positions.models import today
@@ -46,7 +46,7 @@ from app.workshops.errors import (
     WorkshopNotEditable,
     WorkshopNotStarted,
 )
-from app.workshops.models import Registration, RegistrationStatus, Workshop, WorkshopFormat, WorkshopStatus
+from app.workshops.models import RegistrationStatus, Workshop, WorkshopFormat, WorkshopStatus
 from app.workshops.schemas import (
     AttendanceReport,
     RegistrationCreate,
@@ -370,10 +370,13 @@ async def cancel(session: AsyncSession, workshop: Workshop, data: WorkshopCancel
 
 async def register(
     session: AsyncSession, workshop_id: uuid.UUID, data: RegistrationCreate, principal: Principal
-) -> tuple[Registration, str]:
+) -> tuple[uuid.UUID, str]:
     """Confirmed while seats are left, then waitlisted, then 409 `workshop_full`; under the workshop's lock.
-    Returns the registration and its cancel token (shown once; only its hash is kept)."""
-    workshop = await repo.get(session, workshop_id, for_update=True)
+    Returns the registration's id and its cancel token (shown once; only its hash is kept).
+
+    Core statements only (no ORM object): the public registration is the hottest write, and runs on the
+    direct path (app.core.direct) as well as through its route."""
+    workshop = await repo.lock_for_registration(session, workshop_id)
     if workshop is None or not await repo.is_visible(session, workshop_id, principal):
         raise NotFound("no workshop with this id")
     now = utcnow()
@@ -382,38 +385,55 @@ async def register(
     if workshop.starts_at <= now:
         raise WorkshopClosed("this workshop has already started")
     email_key = data.email.lower()
-    if await repo.email_registered(session, workshop.id, email_key):
+    if await repo.email_registered(session, workshop_id, email_key):
         raise AlreadyRegistered("this email address is already registered on this workshop")
-    if workshop.seats_left > 0:
+    registered, seats_left, waitlisted = (
+        workshop.registered_count,
+        workshop.seats_left,
+        workshop.waitlisted_count,
+    )
+    if seats_left > 0:
         status, rank = RegistrationStatus.confirmed, None
-        workshop.registered_count += 1
-        workshop.seats_left -= 1
-    elif workshop.waitlisted_count < workshop.waitlist_capacity:
-        workshop.waitlisted_count += 1
-        status, rank = RegistrationStatus.waitlisted, workshop.waitlisted_count
+        registered, seats_left = registered + 1, seats_left - 1
+    elif waitlisted < workshop.waitlist_capacity:
+        waitlisted += 1
+        status, rank = RegistrationStatus.waitlisted, waitlisted
     else:
         raise WorkshopFull(
             "every seat and waitlist place is taken",
             extra={"capacity": workshop.capacity, "waitlist_capacity": workshop.waitlist_capacity},
         )
-    token = CANCEL_TOKEN_PREFIX + secrets.token_urlsafe(24)
-    registration = Registration(
-        workshop_id=workshop.id,
-        first_name=data.first_name,
-        last_name=data.last_name,
-        email=data.email,
-        email_key=email_key,
-        phone=data.phone,
-        age_bracket=data.age_bracket.value if data.age_bracket else None,
-        social_status=data.social_status.value if data.social_status else None,
-        status=status.value,
-        waitlist_rank=rank,
-        attendance="unknown",
-        cancel_token_hash=hash_token(token),
+    await repo.set_counters(
+        session,
+        workshop_id,
+        registered_count=registered,
+        seats_left=seats_left,
+        waitlisted_count=waitlisted,
+        now=now,
     )
-    repo.add(session, registration)
-    await session.flush()
-    return registration, token
+    token = CANCEL_TOKEN_PREFIX + secrets.token_urlsafe(24)
+    registration_id = new_id()
+    await repo.insert_registration(
+        session,
+        {
+            "id": registration_id,
+            "workshop_id": workshop_id,
+            "first_name": data.first_name,
+            "last_name": data.last_name,
+            "email": data.email,
+            "email_key": email_key,
+            "phone": data.phone,
+            "age_bracket": data.age_bracket.value if data.age_bracket else None,
+            "social_status": data.social_status.value if data.social_status else None,
+            "status": status.value,
+            "waitlist_rank": rank,
+            "attendance": "unknown",
+            "cancel_token_hash": hash_token(token),
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    return registration_id, token
 
 
 async def registration_row(session: AsyncSession, registration_id: uuid.UUID) -> Any:

@@ -56,7 +56,10 @@ async def _counts(world: World, workshop: str) -> tuple[tuple[int, int, int], li
     return (workshop.registered_count, workshop.waitlisted_count, workshop.seats_left), rows
 
 
-async def test_capacity_holds_under_200_simultaneous_registrations(world: World, settings: Settings) -> None:
+@pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "route"])
+async def test_capacity_holds_under_200_simultaneous_registrations(
+    world: World, settings: Settings, direct_path: bool
+) -> None:
     programme = await create_programme(world.client, world.admin, code="WORKSHOP_RACE")
     agreement = await create_signed(
         world.client, world.admin, programme["id"], world.territory_id, reference="W", positions_granted=1
@@ -84,6 +87,8 @@ async def test_capacity_holds_under_200_simultaneous_registrations(world: World,
             "database_pool_timeout_seconds": 120.0,
             "sqlite_busy_timeout_ms": 120_000,
             "database_lock_timeout_ms": 60_000,
+            # The registrations through their direct path (app.core.direct), or through the route.
+            "direct_path": direct_path,
         }
     )
     async with app_client(racing) as client:

@@ -4,11 +4,14 @@ tests/core/test_direct_path.py)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 
+from app.core.direct import answer_observers
 from tests.conftest import SameAnswers
-from tests.workshops.helpers import WORKSHOPS, Place
+from tests.helpers import assert_problem
+from tests.workshops.helpers import WORKSHOPS, Place, person
 from tests.workshops.test_search import _catalogue
 
 
@@ -68,3 +71,67 @@ async def test_the_search_answers_the_same(
     await same_answers(f"{WORKSHOPS}/{uuid.uuid4()}")  # 404
     await same_answers(f"{WORKSHOPS}/not-an-id", direct=False)  # 422
     await same_answers(f"{WORKSHOPS}/{uuid.uuid4()}.ics", direct=False)  # its own route
+
+
+def _without(body: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in names}
+
+
+async def test_a_registration_answers_the_same(
+    client: httpx.AsyncClient, route_client: httpx.AsyncClient, place: Place
+) -> None:
+    """Each registration changes the shared data, so that two answers are compared with the values that
+    must differ (ids, tokens, instants, the address) set aside."""
+    catalogue = await _catalogue(client, place)
+    workshop = catalogue["lyon_cv"]
+    url = f"{WORKSHOPS}/{workshop['id']}/registrations"
+    seen: list[str] = []
+    answer_observers.append(seen.append)
+    try:
+        direct = await client.post(url, json=person(1))
+        assert seen == ["workshops_register"]
+        route = await route_client.post(url, json=person(2))
+    finally:
+        answer_observers.remove(seen.append)
+    assert direct.status_code == route.status_code == 201, (direct.text, route.text)
+    volatile = ("id", "cancel_token", "created_at", "updated_at", "email", "first_name", "last_name", "phone")
+    assert _without(direct.json(), *volatile) == _without(route.json(), *volatile)
+    assert set(direct.headers) == set(route.headers)
+    assert direct.headers["location"] == f"{url}/{direct.json()['id']}"
+    # The same person again: 409 both ways; a full workshop: 409 both ways.
+    for again in (client, route_client):
+        assert_problem(await again.post(url, json=person(1)), 409, "already_registered")
+    full = f"{WORKSHOPS}/{catalogue['villefranche_school']['id']}/registrations"
+    assert (await client.post(full, json=person(3))).status_code == 201
+    for other in (client, route_client):
+        assert_problem(await other.post(full, json=person(4)), 409, "workshop_full")
+    # The counters count both paths' registrations.
+    after = await client.get(f"{WORKSHOPS}/{workshop['id']}")
+    assert after.json()["registered_count"] == workshop["registered_count"] + 2
+    assert after.json()["version"] == workshop["version"] + 2
+
+
+async def test_what_the_registration_route_answers_itself(
+    client: httpx.AsyncClient, route_client: httpx.AsyncClient, place: Place
+) -> None:
+    catalogue = await _catalogue(client, place)
+    url = f"{WORKSHOPS}/{catalogue['lyon_cv']['id']}/registrations"
+    seen: list[str] = []
+    answer_observers.append(seen.append)
+    try:
+        for kwargs in (
+            {"json": {}},
+            {"json": {**person(5), "email": "not an address"}},
+            {"content": b"{", "headers": {"Content-Type": "application/json"}},
+            {"content": b"email=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            {"json": person(6), "headers": {"Idempotency-Key": "k-1"}},
+        ):
+            direct = await client.post(url, **kwargs)  # type: ignore[arg-type]
+            assert seen == [], kwargs
+            assert direct.status_code in (201, 415, 422), direct.text
+        unknown = f"{WORKSHOPS}/{uuid.uuid4()}/registrations"
+        assert_problem(await client.post(unknown, json=person(7)), 404, "not_found")
+        assert seen == ["workshops_register"]  # answered (404) by the direct path
+        assert_problem(await route_client.post(unknown, json=person(7)), 404, "not_found")
+    finally:
+        answer_observers.remove(seen.append)
