@@ -33,7 +33,7 @@ from app.core.auth import Principal, Role
 from app.core.columns import ReadColumns
 from app.core.direct import prepared
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_uuid
-from app.core.paths import path_startswith
+from app.core.paths import bound_path_startswith, path_startswith, prefix_params
 from app.positions.models import Assignment, covers
 from app.territories.models import Territory
 from app.workshops.models import Registration, RegistrationStatus, Workshop, WorkshopStatus
@@ -219,9 +219,12 @@ async def list_page(
     principal: Principal,
     page: PageRequest,
     keys: list[SortKey],
-    stmt: Select[Any],
+    filters: Filters,
 ) -> tuple[list[dict[str, Any]], str | None, int | None]:
-    """One page as dicts of the read model: one query (and one for the total when asked)."""
+    """One page as dicts of the read model: one query (and one for the total when asked).
+
+    Without `near`, the statement is a template per shape (the caller's kind of scope, which filters, the
+    order), built once, its values bound; a distance search is built for its point."""
     columns = list(read_columns(principal).columns)
     hidden: list[str] = []
     if keys[0].name == "distance_km":
@@ -232,15 +235,130 @@ async def list_page(
     def values(row: Any) -> list[object]:
         return [getattr(row, name), row.id]
 
+    if filters.near is not None:
+        return await fetch_page(
+            session,
+            list_query(principal, filters).with_only_columns(*columns),
+            keys,
+            page,
+            row_values=values,
+            scalars=False,
+            hidden=hidden,
+        )
+    scope = _scope_shape(principal)
+    shape = _filters_shape(filters)
+
+    def build() -> Select[Any]:
+        return _list_template(scope, shape).with_only_columns(*columns)
+
     return await fetch_page(
         session,
-        stmt.with_only_columns(*columns),
+        build,
         keys,
         page,
         row_values=values,
         scalars=False,
         hidden=hidden,
+        template=("workshops", principal.is_anonymous, scope, shape, tuple((k.name, k.desc) for k in keys)),
+        params={**_scope_params(principal), **_filters_params(filters)},
     )
+
+
+# --- the search as a statement template: its shape, and the values of its bound parameters -------------
+
+
+def _scope_shape(principal: Principal) -> tuple[bool, int, bool]:
+    return (
+        principal.is_admin,
+        len(principal.territory_paths),
+        principal.role is Role.counsellor and principal.counsellor_id is not None,
+    )
+
+
+def _scope_params(principal: Principal) -> dict[str, Any]:
+    params: dict[str, Any] = {"scope_counsellor_id": principal.counsellor_id}
+    for i, path in enumerate(principal.territory_paths):
+        params.update(prefix_params(f"scope_{i}", path))
+    return params
+
+
+def _visible_template(scope: tuple[bool, int, bool]) -> ColumnElement[bool]:
+    """`visible(principal)` for a caller of this shape (`_scope_params` gives its values)."""
+    is_admin, paths, counsellor = scope
+    if is_admin:
+        return true()
+    clauses: list[ColumnElement[bool]] = [Workshop.public.is_(True)]
+    if paths:
+        subtree = select(Territory.id).where(
+            or_(*(bound_path_startswith(Territory.path, f"scope_{i}") for i in range(paths)))
+        )
+        clauses.append(Workshop.territory_id.in_(subtree))
+    if counsellor:
+        clauses.append(
+            Workshop.counsellor_id
+            == bindparam("scope_counsellor_id", type_=Workshop.__table__.c.counsellor_id.type)
+        )
+    return or_(*clauses)
+
+
+_EQUAL_FILTERS = {
+    "territory_id": "territory_id",
+    "department_code": "venue_department_code",
+    "commune_code": "venue_commune_code",
+    "postcode": "venue_postcode",
+    "level": "level",
+}
+
+
+def _filters_shape(f: Filters) -> tuple[Any, ...]:
+    return (
+        tuple(name for name in _EQUAL_FILTERS if getattr(f, name) is not None),
+        f.within_path is not None,
+        bool(f.themes_mask),
+        f.starts_from is not None,
+        f.starts_to is not None,
+        f.has_seats,
+        len(f.statuses),
+    )
+
+
+def _filters_params(f: Filters) -> dict[str, Any]:
+    params: dict[str, Any] = {f"f_{name}": getattr(f, name) for name in _EQUAL_FILTERS}
+    if f.within_path is not None:
+        params.update(prefix_params("f_within", f.within_path))
+    params["f_themes_mask"] = f.themes_mask
+    params["f_starts_from"] = f.starts_from
+    params["f_starts_to"] = f.starts_to
+    params.update({f"f_status_{i}": status for i, status in enumerate(f.statuses)})
+    return params
+
+
+@cache
+def _list_template(scope: tuple[bool, int, bool], shape: tuple[Any, ...]) -> Select[Any]:
+    """`list_query` for a caller and filters of this shape, every value bound."""
+    equal, within, themes, starts_from, starts_to, has_seats, statuses = shape
+    table = cast(Table, Workshop.__table__)
+    c = table.c
+    stmt = select(c.id).where(_visible_template(scope))
+    for name in equal:
+        column = c[_EQUAL_FILTERS[name]]
+        stmt = stmt.where(column == bindparam(f"f_{name}", type_=column.type))
+    if within:
+        subtree = select(Territory.id).where(bound_path_startswith(Territory.path, "f_within"))
+        stmt = stmt.where(c.territory_id.in_(subtree))
+    if themes:
+        stmt = stmt.where(c.themes_mask.op("&")(bindparam("f_themes_mask", type_=c.themes_mask.type)) != 0)
+    if starts_from:
+        stmt = stmt.where(c.starts_at >= bindparam("f_starts_from", type_=c.starts_at.type))
+    if starts_to:
+        stmt = stmt.where(c.starts_at <= bindparam("f_starts_to", type_=c.starts_at.type))
+    if has_seats:
+        stmt = stmt.where(c.seats_left > 0, c.status == WorkshopStatus.scheduled.value)
+    if statuses:
+        stmt = stmt.where(
+            c.status.in_([bindparam(f"f_status_{i}", type_=c.status.type) for i in range(statuses)])
+        )
+    return stmt
 
 
 async def list_rows(session: AsyncSession, principal: Principal, stmt: Select[Any], limit: int) -> list[Any]:

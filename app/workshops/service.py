@@ -105,7 +105,7 @@ async def list_workshops(
     sort: str | None,
 ) -> tuple[list[dict[str, Any]], str | None, int | None]:
     keys = repo.sort_keys(sort, filters.near)
-    return await repo.list_page(session, principal, page, keys, repo.list_query(principal, filters))
+    return await repo.list_page(session, principal, page, keys, filters)
 
 
 async def calendar_rows(
