@@ -56,6 +56,10 @@ _REGISTRATION_KEYS = [
 ]
 
 
+_ID = cast(Table, Workshop.__table__).c.id
+_WORKSHOP_ID = bindparam("workshop_id", type_=_ID.type)
+
+
 def read_columns(principal: Principal) -> ReadColumns:
     return PUBLIC_READ if principal.is_anonymous else READ
 
@@ -84,8 +88,14 @@ def in_scope(principal: Principal) -> ColumnElement[bool]:
 
 
 async def read_row(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> Any:
-    stmt = select(*read_columns(principal).columns).where(Workshop.id == workshop_id, visible(principal))
-    return (await session.execute(stmt)).first()
+    stmt = _read_row(principal.is_anonymous, _scope_shape(principal))
+    return (await session.execute(stmt, {"workshop_id": workshop_id, **_scope_params(principal)})).first()
+
+
+@cache
+def _read_row(anonymous: bool, scope: tuple[bool, int, bool]) -> Any:
+    columns = (PUBLIC_READ if anonymous else READ).columns
+    return prepared(select(*columns).where(_ID == _WORKSHOP_ID, _visible_template(scope)))
 
 
 async def get(session: AsyncSession, workshop_id: uuid.UUID, *, for_update: bool = False) -> Workshop | None:
@@ -96,8 +106,14 @@ async def get(session: AsyncSession, workshop_id: uuid.UUID, *, for_update: bool
 
 
 async def is_visible(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> bool:
-    stmt = select(Workshop.id).where(Workshop.id == workshop_id, visible(principal))
-    return (await session.execute(stmt)).first() is not None
+    stmt = _is_visible(_scope_shape(principal))
+    params = {"workshop_id": workshop_id, **_scope_params(principal)}
+    return (await session.execute(stmt, params)).first() is not None
+
+
+@cache
+def _is_visible(scope: tuple[bool, int, bool]) -> Any:
+    return prepared(select(_ID).where(_ID == _WORKSHOP_ID, _visible_template(scope)))
 
 
 async def is_in_scope(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> bool:
