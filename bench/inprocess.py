@@ -124,9 +124,10 @@ class InProcessApp:
 
 @asynccontextmanager
 async def open_apps(
-    database_url: str, secret_key: str, apps: tuple[str, ...] = APPS
+    database_url: str, secret_key: str, apps: tuple[str, ...] = APPS, rate_limits: str | None = None
 ) -> AsyncIterator[dict[str, InProcessApp]]:
-    """The apps on `database_url`, started (lifespan) and wrapped for counting."""
+    """The apps on `database_url`, started (lifespan) and wrapped for counting; the service with its rate
+    limits on (`rate_limits`: their backend, see `bench.scenarios.rate_limit_settings`) or off."""
     from app.config import Settings
     from app.main import create_app
     from bench import minimal_fastapi_app, reference_app
@@ -145,7 +146,7 @@ async def open_apps(
                         log_json=False,
                         # Every request of a benchmark comes from one address.
                         rate_limits_enabled=False,
-                    )
+                    ).model_copy(update=_rate_limit_fields(rate_limits))
                 )
             elif name == REFERENCE:
                 asgi = reference_app.create_app(database_url, secret_key)
@@ -164,6 +165,21 @@ async def open_apps(
             )
             opened[name] = InProcessApp(name, client, counter)
         yield opened
+
+
+def _rate_limit_fields(backend: str | None) -> dict[str, Any]:
+    if backend is None:
+        return {}
+    from bench.scenarios import rate_limit_settings
+
+    settings = rate_limit_settings(backend)
+    return {
+        "rate_limits_enabled": True,
+        "rate_limit_per_key": settings["RATE_LIMIT_PER_KEY"],
+        "rate_limit_per_address": settings["RATE_LIMIT_PER_ADDRESS"],
+        "rate_limit_registration": settings["RATE_LIMIT_REGISTRATION"],
+        "redis_url": settings.get("REDIS_URL"),
+    }
 
 
 def answer(response: httpx.Response) -> Answer:

@@ -40,8 +40,24 @@ from rich.table import Table
 
 from bench import dataset as datasets
 from bench import inprocess, wrk
-from bench.scenarios import APPS, MINIMAL, POSTGRESQL, REFERENCE, SCENARIOS, SERVICE, SQLITE, Scenario, fill
+from bench.scenarios import (
+    APPS,
+    MINIMAL,
+    POSTGRESQL,
+    RATE_LIMIT_BACKENDS,
+    REDIS_URL,
+    REFERENCE,
+    SCENARIOS,
+    SERVICE,
+    SQLITE,
+    Scenario,
+    cleanup_statements,
+    fill,
+    needs_workshops,
+    rate_limit_settings,
+)
 from bench.scenarios import context as scenario_context
+from bench.workshops_dataset import DEFAULT_WORKSHOPS
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench"
 TARGETS = {
@@ -136,9 +152,18 @@ class Server:
             self.process.wait(timeout=5)
 
 
-def start_server(app: str, database_url: str, secret_key: str, workers: int, log_dir: Path) -> Server:
+def start_server(
+    app: str,
+    database_url: str,
+    secret_key: str,
+    workers: int,
+    log_dir: Path,
+    rate_limits: str | None = None,
+) -> Server:
+    """One app on a free port; the service with its rate limits off, or on with the `rate_limits` backend
+    (limits that no run reaches, see `bench.scenarios.rate_limit_settings`)."""
     port = free_port()
-    log = log_dir / f"{app}.log"
+    log = log_dir / f"{app}{'-' + rate_limits if rate_limits else ''}.log"
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -150,6 +175,9 @@ def start_server(app: str, database_url: str, secret_key: str, workers: int, log
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     env.pop("WEB_CONCURRENCY", None)
+    env.pop("REDIS_URL", None)
+    if rate_limits is not None:
+        env.update(rate_limit_settings(rate_limits))
     if app == SERVICE:
         # The service runs as `cnfs-api serve` runs it (gunicorn forking preloaded workers, or uvicorn alone).
         from app.cli import server_command
@@ -196,7 +224,9 @@ def wait_ready(server: Server, workers: int, probe: str, timeout: float = 60) ->
             except httpx.TransportError:
                 pass
         time.sleep(0.3)
-    raise RuntimeError(f"{server.app} not ready after {timeout}s; see {server.log}")
+    raise RuntimeError(
+        f"{server.app} not ready after {timeout}s; see {server.log}:\n{server.log.read_text()[-2000:]}"
+    )
 
 
 def settle(running: dict[str, Server], timeout: float = 10) -> None:
@@ -226,6 +256,33 @@ def servers(
     finally:
         for server in started.values():
             server.stop()
+
+
+@contextmanager
+def rate_limited_service(
+    backend: str, database_url: str, secret_key: str, workers: int, log_dir: Path, probe: str
+) -> Iterator[Server]:
+    """The service with its rate limits on, for the rows that measure them: started for those rows only,
+    so that its connection pool does not add to the three apps' for the whole run."""
+    server = start_server(SERVICE, database_url, secret_key, workers, log_dir, rate_limits=backend)
+    try:
+        wait_ready(server, workers, probe)
+        yield server
+    finally:
+        server.stop()
+
+
+def redis_answers(url: str = REDIS_URL) -> bool:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -308,15 +365,22 @@ async def _count_and_compare(
     cpu_passes: int,
 ) -> dict[str, inprocess.Measured]:
     measured = {}
-    async with inprocess.open_apps(database_url, secret_key, tuple(apps)) as opened:
-        for scenario in scenarios:
-            measured[scenario.name] = await inprocess.measure(opened, scenario, values)
-            passes = min(cpu_passes, scenario.max_cpu_passes)
-            if passes > 0:
-                await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=passes)
-                await _cleanup(database_url, scenario.cleanup)
-            await _cleanup(database_url, scenario.cleanup)
-    return measured
+    # The rows with the service's rate limits on run on a service of their own (one per backend).
+    for backend in (None, *RATE_LIMIT_BACKENDS):
+        group = [s for s in scenarios if s.rate_limits == backend]
+        if not group:
+            continue
+        chosen = tuple(apps) if backend is None else (SERVICE,)
+        async with inprocess.open_apps(database_url, secret_key, chosen, rate_limits=backend) as opened:
+            for scenario in group:
+                cleanup = cleanup_statements(scenario, values)
+                measured[scenario.name] = await inprocess.measure(opened, scenario, values)
+                passes = min(cpu_passes, scenario.max_cpu_passes)
+                if passes > 0:
+                    await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=passes)
+                    await _cleanup(database_url, cleanup)
+                await _cleanup(database_url, cleanup)
+    return {s.name: measured[s.name] for s in scenarios}
 
 
 async def _compare_servers(
@@ -338,25 +402,43 @@ async def _compare_servers(
                         f"{scenario.name}: {LABELS[app]} answers {got.status}, expected {step.expect}"
                     )
         found += inprocess.differences(scenario, answers)
-        await _cleanup(database_url, scenario.cleanup)
+        await _cleanup(database_url, cleanup_statements(scenario, values))
     return found
 
 
 def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) -> Outcome:
     kind = POSTGRESQL if database_url.startswith("postgresql") else SQLITE
-    scenarios = [s for s in selected(args.scenarios) if kind in s.databases]
+    scenarios = [s for s in selected(args.scenarios, args.rate_limits) if kind in s.databases]
+    if not args.workshops and any(needs_workshops(s) for s in scenarios):
+        console.print("[yellow]warning:[/yellow] --workshops 0: the workshop scenarios are left out")
+        scenarios = [s for s in scenarios if not needs_workshops(s)]
+    if any(s.rate_limits == "redis" for s in scenarios) and not redis_answers():
+        console.print(
+            f"[yellow]warning:[/yellow] Redis does not answer at {REDIS_URL}: its rows are left out"
+        )
+        scenarios = [s for s in scenarios if s.rate_limits != "redis"]
     apps = [a for a in APPS if a in args.apps.split(",")]
     console.rule(f"[bold]{'PostgreSQL' if kind == POSTGRESQL else 'SQLite'}[/bold]")
     started = time.perf_counter()
     built = datasets.build(
-        database_url, departements=args.departements, agreements=args.agreements, seed=args.seed
+        database_url,
+        departements=args.departements,
+        agreements=args.agreements,
+        seed=args.seed,
+        workshops=args.workshops if kind == POSTGRESQL and any(needs_workshops(s) for s in scenarios) else 0,
     )
     console.print(
         f"dataset: {built.territories} territories (the official referential"
         + (f", départements {', '.join(args.departements)}" if args.departements else "")
         + f"), {built.agreements} signed agreements, {built.positions} positions, {built.counsellors} "
-        f"counsellors, {built.assignments} assignments, 3 keys (seed {built.seed}), built in "
-        f"{time.perf_counter() - started:.1f} s"
+        f"counsellors, {built.assignments} assignments, 3 keys"
+        + (
+            f", {built.workshops:,} workshops and {built.registrations:,} registrations (generated and "
+            f"loaded in {built.workshops_seconds:.1f} s)".replace(",", " ")
+            if built.workshops
+            else ""
+        )
+        + f" (seed {built.seed}), built in {time.perf_counter() - started:.1f} s"
     )
     values = scenario_context(built.to_json())
     secret_key = secrets.token_hex(16)
@@ -370,40 +452,82 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
     cells: dict[tuple[str, str], Cell] = {}
     rss: dict[str, list[tuple[float, float, float]]] = {}
     probe = fill(SCENARIOS[0].steps[0], values).path
+    plain = [s for s in scenarios if s.rate_limits is None]
+    limited = [s for s in scenarios if s.rate_limits is not None]
+    pairs = sum(1 for s in scenarios for a in apps if a in s.apps)
+    seconds = pairs * (args.rounds * (args.duration + 0.5) + args.warmup)
     with servers(apps, database_url, secret_key, args.workers, work_dir, probe) as running:
-        warnings += asyncio.run(_compare_servers(running, scenarios, values, database_url))
+        warnings += asyncio.run(_compare_servers(running, plain, values, database_url))
         for message in dict.fromkeys(warnings):
             console.print(f"[yellow]warning:[/yellow] {message}")
-        pairs = sum(1 for s in scenarios for a in apps if a in s.apps)
-        seconds = pairs * (args.rounds * (args.duration + 0.5) + args.warmup)
         console.print(
             f"wrk: {args.connections} connections, {args.duration:g} s per run, {args.rounds} round(s), "
             f"{args.warmup:g} s warm-up per app and scenario; about {seconds / 60:.1f} min"
         )
         for round_index in range(args.rounds):
             order = apps[round_index % len(apps) :] + apps[: round_index % len(apps)]
-            for scenario in scenarios:
-                steps = [fill(s, values) for s in scenario.steps]
+            for scenario in plain:
                 for app in order:
-                    if app not in scenario.apps:
-                        continue
-                    script = scenario.lua.format(**values) if scenario.lua is not None else None
-                    if round_index == 0 and args.warmup > 0:
-                        settle(running)
-                        drive(args, scenario, running[app], steps, work_dir, args.warmup, script)
-                        asyncio.run(_cleanup(database_url, scenario.cleanup))
-                    settle(running)
-                    result = drive(args, scenario, running[app], steps, work_dir, args.duration, script)
-                    asyncio.run(_cleanup(database_url, scenario.cleanup))
-                    cells.setdefault((scenario.name, app), Cell()).runs.append(result)
-                    console.print(
-                        f"  round {round_index + 1} · {scenario.name} · {LABELS[app]}: "
-                        f"{result.throughput:,.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
-                        + (f", [red]{result.errors} errors[/red]" if result.errors else "")
-                    )
+                    if app in scenario.apps:
+                        measure_cell(
+                            args, scenario, app, running, values, database_url, work_dir, round_index, cells
+                        )
         for app, server in running.items():
             rss[app] = server.rss_mb()
+    # The rows with the rate limits on, after the three apps have stopped: a service of their own each, so
+    # that its connection pool never adds to theirs (PostgreSQL's connections are few).
+    for scenario in limited:
+        assert scenario.rate_limits is not None
+        with rate_limited_service(
+            scenario.rate_limits, database_url, secret_key, args.workers, work_dir, probe
+        ) as server:
+            found = asyncio.run(_compare_servers({SERVICE: server}, [scenario], values, database_url))
+            warnings += found
+            for message in found:
+                console.print(f"[yellow]warning:[/yellow] {message}")
+            for round_index in range(args.rounds):
+                measure_cell(
+                    args,
+                    scenario,
+                    SERVICE,
+                    {SERVICE: server},
+                    values,
+                    database_url,
+                    work_dir,
+                    round_index,
+                    cells,
+                )
     return Outcome(kind, scenarios, cells, measured, rss, list(dict.fromkeys(warnings)))
+
+
+def measure_cell(
+    args: argparse.Namespace,
+    scenario: Scenario,
+    app: str,
+    running: dict[str, Server],
+    values: dict[str, str],
+    database_url: str,
+    work_dir: Path,
+    round_index: int,
+    cells: dict[tuple[str, str], Cell],
+) -> None:
+    """One run of one app on one scenario (after a warm-up in the first round), its writes cleaned up."""
+    steps = [fill(s, values) for s in scenario.steps]
+    cleanup = cleanup_statements(scenario, values)
+    script = scenario.lua.format(**values) if scenario.lua is not None else None
+    if round_index == 0 and args.warmup > 0:
+        settle(running)
+        drive(args, scenario, running[app], steps, work_dir, args.warmup, script)
+        asyncio.run(_cleanup(database_url, cleanup))
+    settle(running)
+    result = drive(args, scenario, running[app], steps, work_dir, args.duration, script)
+    asyncio.run(_cleanup(database_url, cleanup))
+    cells.setdefault((scenario.name, app), Cell()).runs.append(result)
+    console.print(
+        f"  round {round_index + 1} · {scenario.name} · {LABELS[app]}: "
+        f"{result.throughput:,.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+        + (f", [red]{result.errors} errors[/red]" if result.errors else "")
+    )
 
 
 def drive(
@@ -483,13 +607,17 @@ def wrk_run(
     )
 
 
-def selected(filters: str | None) -> list[Scenario]:
+def selected(filters: str | None, rate_limits: list[str] | None = None) -> list[Scenario]:
+    """The scenarios whose names contain one of the comma-separated `filters` (all without), those with
+    the rate limits on only for the backends in `rate_limits`."""
+    backends = set(rate_limits or ())
+    candidates = [s for s in SCENARIOS if s.rate_limits is None or s.rate_limits in backends]
     if not filters:
-        return list(SCENARIOS)
+        return candidates
     wanted = [f.strip().lower() for f in filters.split(",") if f.strip()]
-    chosen = [s for s in SCENARIOS if any(w in s.name.lower() for w in wanted)]
+    chosen = [s for s in candidates if any(w in s.name.lower() for w in wanted)]
     if not chosen:
-        raise SystemExit(f"no scenario matches {filters!r}; scenarios: {[s.name for s in SCENARIOS]}")
+        raise SystemExit(f"no scenario matches {filters!r}; scenarios: {[s.name for s in candidates]}")
     return chosen
 
 
@@ -689,7 +817,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads for single requests (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per app (default 2)")
-    parser.add_argument("--scenarios", help="comma-separated parts of scenario names (default: all)")
+    parser.add_argument(
+        "--scenarios", "--only", help="comma-separated parts of scenario names (default: all)"
+    )
     parser.add_argument("--apps", default=",".join(APPS), help="which apps (default: all three)")
     parser.add_argument(
         "--departements",
@@ -697,6 +827,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only the referential's communes of these départements, e.g. 69,42 (default: all of them)",
     )
     parser.add_argument("--agreements", type=int, default=200)
+    parser.add_argument(
+        "--workshops",
+        type=int,
+        default=DEFAULT_WORKSHOPS,
+        help="workshops of the PostgreSQL dataset, with 3 registrations each on average (default "
+        "%(default)s; 0: none, and no workshop scenario); SQLite has none",
+    )
+    parser.add_argument(
+        "--rate-limits",
+        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
+        default=[],
+        metavar="memory,redis",
+        help="also measure the service with its rate limits on (limits never reached), counters in memory "
+        f"and/or in Redis at {REDIS_URL} (left out when it does not answer), on the one-workshop read",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--keep-database", action="store_true", help="keep the PostgreSQL database at the end"
@@ -714,6 +859,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--database-url takes a postgresql+asyncpg:// URL (SQLite: --sqlite or --sqlite-only)")
     if SERVICE not in args.apps.split(","):
         parser.error("--apps must include service")
+    if set(args.rate_limits) - set(RATE_LIMIT_BACKENDS):
+        parser.error(f"--rate-limits takes {' and/or '.join(RATE_LIMIT_BACKENDS)}")
+    if args.workshops < 0:
+        parser.error("--workshops: 0 or more")
     return args
 
 

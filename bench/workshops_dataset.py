@@ -551,9 +551,10 @@ async def _schema(conn: Any) -> tuple[list[tuple[str, str, str]], list[str]]:
     """The two tables' primary keys and foreign keys (table, name, definition; foreign keys that point at
     them from elsewhere included), and their other indexes' CREATE statements, as the catalogue has them."""
     constraints = await conn.fetch(
-        "SELECT c.conrelid::regclass::text AS table_name, c.conname, pg_get_constraintdef(c.oid) AS definition,"
-        " c.contype FROM pg_constraint c"
-        " WHERE c.contype IN ('p', 'f') AND (c.conrelid = ANY($1::regclass[]) OR c.confrelid = ANY($1::regclass[]))"
+        "SELECT c.conrelid::regclass::text AS table_name, c.conname,"
+        " pg_get_constraintdef(c.oid) AS definition, c.contype FROM pg_constraint c"
+        " WHERE c.contype IN ('p', 'f')"
+        " AND (c.conrelid = ANY($1::regclass[]) OR c.confrelid = ANY($1::regclass[]))"
         " ORDER BY c.contype DESC, c.conname",
         list(TABLES),
     )
@@ -570,10 +571,11 @@ async def _schema(conn: Any) -> tuple[list[tuple[str, str, str]], list[str]]:
 
 
 async def _drop(conn: Any, constraints: list[tuple[str, str, str]]) -> None:
-    for table, name, definition in sorted(constraints, key=lambda c: not c[2].startswith("FOREIGN")):
+    for table, name, _ in sorted(constraints, key=lambda c: not c[2].startswith("FOREIGN")):
         await conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
     rows = await conn.fetch(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY($1::text[])",
+        "SELECT indexname FROM pg_indexes"
+        " WHERE schemaname = current_schema() AND tablename = ANY($1::text[])",
         list(TABLES),
     )
     for row in rows:
@@ -621,8 +623,9 @@ async def load_pg(
     seed: int,
     progress: bool = True,
 ) -> Workshops:
-    """Writes `count` workshops (the registration targets among them) and 3 × as many registrations, about:
-    COPY in chunks with the indexes and keys dropped, then the indexes and keys built again, VACUUM ANALYZE."""
+    """Writes `count` workshops (the registration targets among them) and about 3 × as many registrations:
+    COPY in chunks with the indexes and keys dropped, then the indexes and keys built again, then VACUUM
+    ANALYZE."""
     import asyncpg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

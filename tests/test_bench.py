@@ -22,6 +22,8 @@ from bench import dataset, inprocess, scenarios, wrk
 from tests.conftest import IS_POSTGRES, TEST_DATABASE_URL
 
 DEPARTEMENTS = ("69", "42", "01")
+# Enough that the Rhône's search has upcoming workshops of its theme (PostgreSQL; SQLite gets none).
+WORKSHOPS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ def bench_data() -> Iterator[tuple[str, dict[str, str]]]:
         name = f"cnfs_bench_test_{uuid.uuid4().hex[:8]}"
         url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
         try:
-            built = dataset.build(url, departements=DEPARTEMENTS, agreements=30)
+            built = dataset.build(
+                url, departements=DEPARTEMENTS, agreements=30, workshops=WORKSHOPS, progress=False
+            )
             yield url, scenarios.context(built.to_json())
         finally:
             asyncio.run(dataset.drop_pg_database(url))
