@@ -53,7 +53,8 @@ SEARCH_THEME = Theme.insertion_professionnelle
 # and share of those with the search's theme.
 RHONE_SHARE = 0.15
 RHONE_SEARCH_THEME_SHARE = 0.5
-# Upcoming public workshops of 10 000 seats, alone in their commune, for the registration scenario.
+# Upcoming public workshops of 10 000 seats, alone in their commune, for the registration scenario (a tenth
+# of a small dataset).
 REGISTER_TARGETS = 500
 REGISTER_CAPACITY = 10_000
 REGISTER_TITLE = "Atelier du banc d'essai : inscriptions"
@@ -281,6 +282,11 @@ def plan(
     if target is None or target_runner is None:
         raise ValueError("no position outside the Rhône with two communes or more: no registration target")
     return runners, target_runner, target
+
+
+def register_targets(count: int) -> int:
+    """How many of `count` workshops are the registration scenario's."""
+    return min(REGISTER_TARGETS, max(1, count // 10))
 
 
 def uuid7(ms: int, bits: int) -> uuid.UUID:
@@ -631,7 +637,7 @@ async def load_pg(
 
     started = time.perf_counter()
     generator = Generator(runners, seed)
-    targets = generator.targets(target_runner, target, min(REGISTER_TARGETS, count))
+    targets = generator.targets(target_runner, target, register_targets(count))
     random_count = count - len(targets)
     summary = Workshops(
         register_ids=[str(row[0]) for row in targets], register_commune=target.code, workshops=len(targets)
