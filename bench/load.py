@@ -716,6 +716,35 @@ def rss_line(outcome: Outcome) -> str:
     return "memory per worker after the run, RSS/PSS/USS (MB): " + "; ".join(parts)
 
 
+def rate_limit_lines(outcome: Outcome) -> list[str]:
+    """The rate limiter's cost per request: each rate-limited row against the row it varies (the service's
+    CPU time in-process, and its throughput, measured alone after the other rows)."""
+    lines = []
+    by_name = {s.name: s for s in outcome.scenarios}
+    for scenario in outcome.scenarios:
+        if scenario.rate_limits is None or scenario.base not in by_name:
+            continue
+        assert scenario.base is not None
+        cpu_on = outcome.statements[scenario.name].cpu_ms.get(SERVICE)
+        cpu_off = outcome.statements[scenario.base].cpu_ms.get(SERVICE)
+        on = outcome.cells.get((scenario.name, SERVICE))
+        off = outcome.cells.get((scenario.base, SERVICE))
+        parts = []
+        if cpu_on is not None and cpu_off is not None:
+            parts.append(
+                f"{cpu_on - cpu_off:+.2f} ms CPU per request in-process ({cpu_off:.2f} → {cpu_on:.2f})"
+            )
+        if on is not None and off is not None and off.mean("throughput"):
+            ratio = on.mean("throughput") / off.mean("throughput")
+            parts.append(
+                f"throughput × {ratio:.2f} ({_num(off.mean('throughput'))} → {_num(on.mean('throughput'))}/s)"
+            )
+        if parts:
+            backend = "in Redis" if scenario.rate_limits == "redis" else "in memory"
+            lines.append(f"rate limits {backend} on “{scenario.base}”: " + ", ".join(parts))
+    return lines
+
+
 def machine(database_urls: list[str]) -> str:
     cpu = "unknown CPU"
     try:
@@ -768,6 +797,8 @@ def markdown(outcomes: list[Outcome], args: argparse.Namespace, machine_line: st
         lines.append("|" + "---|" * len(HEADERS))
         lines += ["| " + " | ".join(row) + " |" for row in rows(outcome)]
         lines += ["", rss_line(outcome) + ".", ""]
+        for line in rate_limit_lines(outcome):
+            lines += [line + ".", ""]
     return "\n".join(lines)
 
 
@@ -784,6 +815,8 @@ def print_report(outcomes: list[Outcome], args: argparse.Namespace, machine_line
             table.add_row(*row)
         console.print(table)
         console.print(rss_line(outcome))
+        for line in rate_limit_lines(outcome):
+            console.print(line)
         for message in outcome.warnings:
             console.print(f"[yellow]warning:[/yellow] {message}")
     console.print(f"machine: {machine_line}")
