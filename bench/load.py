@@ -272,6 +272,11 @@ def rate_limited_service(
         server.stop()
 
 
+# In-process passes for the rows that measure the rate limiter, and the rows they vary (when the CPU column
+# is on at all).
+RATE_LIMIT_CPU_PASSES = 500
+
+
 def redis_answers(url: str = REDIS_URL) -> bool:
     try:
         import redis
@@ -327,11 +332,12 @@ async def _connect_when_free(database_url: str) -> Any:
             await asyncio.sleep(0.5)
 
 
-async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
+async def _cleanup(database_url: str, statements: tuple[str, ...], reserved: Any = None) -> None:
+    """Runs a scenario's cleanup SQL, through the `reserved` connection when one is given (see `Cleaner`)."""
     if not statements:
         return
     if database_url.startswith("postgresql"):
-        conn = await _connect_when_free(database_url)
+        conn = reserved or await _connect_when_free(database_url)
         try:
             # Requests still in flight when wrk stopped finish first (up to the lock timeout), so that no
             # row they write outlives the cleanup.
@@ -347,13 +353,37 @@ async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
                 await conn.execute(statement)
             await conn.execute("VACUUM ANALYZE agreements, counsellors, changes")
         finally:
-            await conn.close()
+            if reserved is None:
+                await conn.close()
     else:
         import sqlite3
 
         with sqlite3.connect(database_url.split("///", 1)[-1]) as conn:
             for statement in statements:
                 conn.execute(statement)
+
+
+class Cleaner:
+    """The cleanups between runs, through one connection opened before the servers start: the three apps'
+    pools (and any other client of the same PostgreSQL) may hold every other connection by then. One event
+    loop for all of them, which the connection belongs to."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.runner = asyncio.Runner()
+        self.conn: Any = None
+        if database_url.startswith("postgresql"):
+            self.conn = self.runner.run(_connect_when_free(database_url))
+
+    def __call__(self, statements: tuple[str, ...]) -> None:
+        self.runner.run(_cleanup(self.database_url, statements, self.conn))
+
+    def close(self) -> None:
+        try:
+            if self.conn is not None:
+                self.runner.run(self.conn.close())
+        finally:
+            self.runner.close()
 
 
 async def _count_and_compare(
@@ -365,6 +395,10 @@ async def _count_and_compare(
     cpu_passes: int,
 ) -> dict[str, inprocess.Measured]:
     measured = {}
+    # The limiter's cost is a small part of a request: its rows, and the rows they vary, take more passes.
+    compared = {s.name for s in scenarios if s.rate_limits is not None} | {
+        s.base for s in scenarios if s.rate_limits is not None and s.base
+    }
     # The rows with the service's rate limits on run on a service of their own (one per backend).
     for backend in (None, *RATE_LIMIT_BACKENDS):
         group = [s for s in scenarios if s.rate_limits == backend]
@@ -376,6 +410,8 @@ async def _count_and_compare(
                 cleanup = cleanup_statements(scenario, values)
                 measured[scenario.name] = await inprocess.measure(opened, scenario, values)
                 passes = min(cpu_passes, scenario.max_cpu_passes)
+                if passes > 0 and scenario.name in compared:
+                    passes = max(passes, RATE_LIMIT_CPU_PASSES)
                 if passes > 0:
                     await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=passes)
                     await _cleanup(database_url, cleanup)
@@ -449,15 +485,48 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
     warnings: list[str] = []
     for scenario in scenarios:
         warnings += inprocess.differences(scenario, measured[scenario.name].answers)
-    cells: dict[tuple[str, str], Cell] = {}
-    rss: dict[str, list[tuple[float, float, float]]] = {}
-    probe = fill(SCENARIOS[0].steps[0], values).path
+    run = Run(
+        args,
+        apps,
+        values,
+        database_url,
+        secret_key,
+        work_dir,
+        probe=fill(SCENARIOS[0].steps[0], values).path,
+        cleaner=Cleaner(database_url),
+    )
+    try:
+        run_rows(run, scenarios, warnings)
+    finally:
+        run.cleaner.close()
+    return Outcome(kind, scenarios, run.cells, measured, run.rss, list(dict.fromkeys(warnings)))
+
+
+@dataclass
+class Run:
+    """What the wrk runs of one database share, and what they gather."""
+
+    args: argparse.Namespace
+    apps: list[str]
+    values: dict[str, str]
+    database_url: str
+    secret_key: str
+    work_dir: Path
+    probe: str
+    cleaner: Cleaner
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    rss: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+
+
+def run_rows(run: Run, scenarios: list[Scenario], warnings: list[str]) -> None:
+    """Every app on the plain rows, round after round; then the rows with the rate limits on."""
+    args, apps = run.args, run.apps
     plain = [s for s in scenarios if s.rate_limits is None]
     limited = [s for s in scenarios if s.rate_limits is not None]
     pairs = sum(1 for s in scenarios for a in apps if a in s.apps)
     seconds = pairs * (args.rounds * (args.duration + 0.5) + args.warmup)
-    with servers(apps, database_url, secret_key, args.workers, work_dir, probe) as running:
-        warnings += asyncio.run(_compare_servers(running, plain, values, database_url))
+    with servers(apps, run.database_url, run.secret_key, args.workers, run.work_dir, run.probe) as running:
+        warnings += asyncio.run(_compare_servers(running, plain, run.values, run.database_url))
         for message in dict.fromkeys(warnings):
             console.print(f"[yellow]warning:[/yellow] {message}")
         console.print(
@@ -469,60 +538,40 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
             for scenario in plain:
                 for app in order:
                     if app in scenario.apps:
-                        measure_cell(
-                            args, scenario, app, running, values, database_url, work_dir, round_index, cells
-                        )
+                        measure_cell(run, scenario, app, running, round_index)
         for app, server in running.items():
-            rss[app] = server.rss_mb()
+            run.rss[app] = server.rss_mb()
     # The rows with the rate limits on, after the three apps have stopped: a service of their own each, so
     # that its connection pool never adds to theirs (PostgreSQL's connections are few).
     for scenario in limited:
         assert scenario.rate_limits is not None
         with rate_limited_service(
-            scenario.rate_limits, database_url, secret_key, args.workers, work_dir, probe
+            scenario.rate_limits, run.database_url, run.secret_key, args.workers, run.work_dir, run.probe
         ) as server:
-            found = asyncio.run(_compare_servers({SERVICE: server}, [scenario], values, database_url))
+            found = asyncio.run(_compare_servers({SERVICE: server}, [scenario], run.values, run.database_url))
             warnings += found
             for message in found:
                 console.print(f"[yellow]warning:[/yellow] {message}")
             for round_index in range(args.rounds):
-                measure_cell(
-                    args,
-                    scenario,
-                    SERVICE,
-                    {SERVICE: server},
-                    values,
-                    database_url,
-                    work_dir,
-                    round_index,
-                    cells,
-                )
-    return Outcome(kind, scenarios, cells, measured, rss, list(dict.fromkeys(warnings)))
+                measure_cell(run, scenario, SERVICE, {SERVICE: server}, round_index)
 
 
 def measure_cell(
-    args: argparse.Namespace,
-    scenario: Scenario,
-    app: str,
-    running: dict[str, Server],
-    values: dict[str, str],
-    database_url: str,
-    work_dir: Path,
-    round_index: int,
-    cells: dict[tuple[str, str], Cell],
+    run: Run, scenario: Scenario, app: str, running: dict[str, Server], round_index: int
 ) -> None:
     """One run of one app on one scenario (after a warm-up in the first round), its writes cleaned up."""
-    steps = [fill(s, values) for s in scenario.steps]
-    cleanup = cleanup_statements(scenario, values)
-    script = scenario.lua.format(**values) if scenario.lua is not None else None
+    args = run.args
+    steps = [fill(s, run.values) for s in scenario.steps]
+    cleanup = cleanup_statements(scenario, run.values)
+    script = scenario.lua.format(**run.values) if scenario.lua is not None else None
     if round_index == 0 and args.warmup > 0:
         settle(running)
-        drive(args, scenario, running[app], steps, work_dir, args.warmup, script)
-        asyncio.run(_cleanup(database_url, cleanup))
+        drive(args, scenario, running[app], steps, run.work_dir, args.warmup, script)
+        run.cleaner(cleanup)
     settle(running)
-    result = drive(args, scenario, running[app], steps, work_dir, args.duration, script)
-    asyncio.run(_cleanup(database_url, cleanup))
-    cells.setdefault((scenario.name, app), Cell()).runs.append(result)
+    result = drive(args, scenario, running[app], steps, run.work_dir, args.duration, script)
+    run.cleaner(cleanup)
+    run.cells.setdefault((scenario.name, app), Cell()).runs.append(result)
     console.print(
         f"  round {round_index + 1} · {scenario.name} · {LABELS[app]}: "
         f"{result.throughput:,.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
