@@ -7,6 +7,7 @@ reference and minimal apps, the calls on their connections (plus BEGIN and COMMI
 from __future__ import annotations
 
 import re
+import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -277,6 +278,8 @@ class Measured:
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     # CPU milliseconds per operation spent in this process, the client's share taken out (see `cpu_cost`).
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    # For a row with the rate limits on: the service's CPU time without them, measured in turns with it.
+    baseline_cpu_ms: float | None = None
 
 
 _ID = re.compile(rb'"id":"([0-9a-f-]+)"')
@@ -362,6 +365,28 @@ async def cpu_cost(
         await _cpu_per_cycle(app.client, steps, warm, unique, first)
         spent = await _cpu_per_cycle(app.client, steps, passes, unique, first)
         measured.cpu_ms[name] = max(spent - baseline, 0.0)
+
+
+async def cpu_in_turns(
+    first: dict[str, InProcessApp],
+    second: dict[str, InProcessApp],
+    scenario: Scenario,
+    values: dict[str, str],
+    measured: Measured,
+    *,
+    passes: int = 100,
+    turns: int = 5,
+) -> tuple[float, float]:
+    """The service's CPU time per operation in two configurations (`first`, `second`: each a service opened
+    by `open_apps`), `passes` operations each in turn, `turns` times: the median of each. Measured in turns,
+    a difference smaller than the noise of one measurement (the rate limiter's cost) still shows."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(turns):
+        for apps, spent in zip((first, second), times, strict=True):
+            one = Measured(answers=measured.answers)
+            await cpu_cost(apps, scenario, values, one, passes=passes)
+            spent.append(one.cpu_ms[SERVICE])
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 async def measure(

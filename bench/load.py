@@ -272,11 +272,6 @@ def rate_limited_service(
         server.stop()
 
 
-# In-process passes for the rows that measure the rate limiter, and the rows they vary (when the CPU column
-# is on at all).
-RATE_LIMIT_CPU_PASSES = 500
-
-
 def redis_answers(url: str = REDIS_URL) -> bool:
     try:
         import redis
@@ -395,27 +390,33 @@ async def _count_and_compare(
     cpu_passes: int,
 ) -> dict[str, inprocess.Measured]:
     measured = {}
-    # The limiter's cost is a small part of a request: its rows, and the rows they vary, take more passes.
-    compared = {s.name for s in scenarios if s.rate_limits is not None} | {
-        s.base for s in scenarios if s.rate_limits is not None and s.base
-    }
-    # The rows with the service's rate limits on run on a service of their own (one per backend).
-    for backend in (None, *RATE_LIMIT_BACKENDS):
+    async with inprocess.open_apps(database_url, secret_key, tuple(apps)) as opened:
+        for scenario in (s for s in scenarios if s.rate_limits is None):
+            cleanup = cleanup_statements(scenario, values)
+            measured[scenario.name] = await inprocess.measure(opened, scenario, values)
+            passes = min(cpu_passes, scenario.max_cpu_passes)
+            if passes > 0:
+                await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=passes)
+                await _cleanup(database_url, cleanup)
+            await _cleanup(database_url, cleanup)
+    # The rows with the rate limits on: the service with them (one per backend) beside the service without,
+    # their CPU times taken in turns (`inprocess.cpu_in_turns`), the limiter being a small part of a request.
+    for backend in RATE_LIMIT_BACKENDS:
         group = [s for s in scenarios if s.rate_limits == backend]
         if not group:
             continue
-        chosen = tuple(apps) if backend is None else (SERVICE,)
-        async with inprocess.open_apps(database_url, secret_key, chosen, rate_limits=backend) as opened:
+        async with (
+            inprocess.open_apps(database_url, secret_key, (SERVICE,), rate_limits=backend) as limited,
+            inprocess.open_apps(database_url, secret_key, (SERVICE,)) as unlimited,
+        ):
             for scenario in group:
-                cleanup = cleanup_statements(scenario, values)
-                measured[scenario.name] = await inprocess.measure(opened, scenario, values)
-                passes = min(cpu_passes, scenario.max_cpu_passes)
-                if passes > 0 and scenario.name in compared:
-                    passes = max(passes, RATE_LIMIT_CPU_PASSES)
-                if passes > 0:
-                    await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=passes)
-                    await _cleanup(database_url, cleanup)
-                await _cleanup(database_url, cleanup)
+                found = measured[scenario.name] = await inprocess.measure(limited, scenario, values)
+                if cpu_passes > 0:
+                    on, off = await inprocess.cpu_in_turns(
+                        limited, unlimited, scenario, values, found, passes=max(cpu_passes, 100)
+                    )
+                    found.cpu_ms[SERVICE], found.baseline_cpu_ms = on, off
+                await _cleanup(database_url, cleanup_statements(scenario, values))
     return {s.name: measured[s.name] for s in scenarios}
 
 
@@ -766,8 +767,9 @@ def rss_line(outcome: Outcome) -> str:
 
 
 def rate_limit_lines(outcome: Outcome) -> list[str]:
-    """The rate limiter's cost per request: each rate-limited row against the row it varies (the service's
-    CPU time in-process, and its throughput, measured alone after the other rows)."""
+    """The rate limiter's cost per request: each rate-limited row against the service without limits (CPU
+    time in-process, both measured in turns), and against the row it varies (throughput; the rate-limited
+    rows run alone after the others, so this one moves with whatever else the machine does)."""
     lines = []
     by_name = {s.name: s for s in outcome.scenarios}
     for scenario in outcome.scenarios:
@@ -775,7 +777,7 @@ def rate_limit_lines(outcome: Outcome) -> list[str]:
             continue
         assert scenario.base is not None
         cpu_on = outcome.statements[scenario.name].cpu_ms.get(SERVICE)
-        cpu_off = outcome.statements[scenario.base].cpu_ms.get(SERVICE)
+        cpu_off = outcome.statements[scenario.name].baseline_cpu_ms
         on = outcome.cells.get((scenario.name, SERVICE))
         off = outcome.cells.get((scenario.base, SERVICE))
         parts = []
