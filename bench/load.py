@@ -470,8 +470,8 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
         + f"), {built.agreements} signed agreements, {built.positions} positions, {built.counsellors} "
         f"counsellors, {built.assignments} assignments, 3 keys"
         + (
-            f", {built.workshops:,} workshops and {built.registrations:,} registrations (generated and "
-            f"loaded in {built.workshops_seconds:.1f} s)".replace(",", " ")
+            f", {_num(built.workshops)} workshops and {_num(built.registrations)} registrations (generated "
+            f"and loaded in {built.workshops_seconds:.1f} s)"
             if built.workshops
             else ""
         )
