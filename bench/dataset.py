@@ -113,9 +113,9 @@ async def read_territories(url: str) -> list[dict[str, Any]]:
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
-                select(Territory.id, Territory.kind, Territory.code, Territory.path).order_by(
-                    Territory.kind, Territory.code
-                )
+                select(
+                    Territory.id, Territory.kind, Territory.code, Territory.path, Territory.postcodes
+                ).order_by(Territory.kind, Territory.code)
             )
             return [dict(row._mapping) for row in rows]
     finally:
@@ -144,6 +144,16 @@ class Dataset:
     counsellor_ref: str
     counsellors_in_scope: int
     keys: dict[str, str] = field(default_factory=dict)
+    # The workshops (PostgreSQL only; see `bench.workshops_dataset`): how many, an upcoming public one of the
+    # Rhône and its version, the registration scenario's workshops (ids separated by spaces) and their
+    # commune.
+    workshops: int = 0
+    registrations: int = 0
+    workshop_id: str = ""
+    workshop_version: int = 0
+    workshops_register_ids: str = ""
+    workshops_register_commune: str = ""
+    workshops_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -413,9 +423,12 @@ def build(
     departements: Sequence[str] | None = None,
     agreements: int = 200,
     seed: int = 42,
+    workshops: int = 0,
+    progress: bool = True,
 ) -> Dataset:
     """Creates (PostgreSQL: drops and creates the database; SQLite: a new file), migrates and fills it: the
-    referential (all of it, or these départements'), then the rest."""
+    referential (all of it, or these départements'), then the rest; on PostgreSQL, `workshops` workshops
+    and three times as many registrations (`bench.workshops_dataset`; SQLite gets none)."""
     from alembic import command
 
     from app.cli import alembic_config
@@ -433,6 +446,36 @@ def build(
     tables, dataset = build_rows(territories, agreements, seed)
     if url.startswith("postgresql"):
         asyncio.run(_copy_pg(url, tables))
+        if workshops > 0:
+            _add_workshops(url, territories, tables, dataset, workshops, seed, progress)
     else:
         asyncio.run(_insert_sqlite(url, tables))
     return dataset
+
+
+def _add_workshops(
+    url: str,
+    territories: list[dict[str, Any]],
+    tables: dict[str, list[dict[str, Any]]],
+    dataset: Dataset,
+    count: int,
+    seed: int,
+    progress: bool,
+) -> None:
+    from bench import workshops_dataset
+
+    runners, target_runner, target = workshops_dataset.plan(
+        territories, tables["positions"], tables["assignments"], uuid.UUID(dataset.departement_id)
+    )
+    written = asyncio.run(
+        workshops_dataset.load_pg(
+            asyncpg_dsn(url), runners, target_runner, target, count=count, seed=seed, progress=progress
+        )
+    )
+    dataset.workshops = written.workshops
+    dataset.registrations = written.registrations
+    dataset.workshop_id = written.workshop_id or written.register_ids[0]
+    dataset.workshop_version = written.workshop_version or 1
+    dataset.workshops_register_ids = " ".join(written.register_ids)
+    dataset.workshops_register_commune = written.register_commune
+    dataset.workshops_seconds = written.seconds

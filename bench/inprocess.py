@@ -8,6 +8,7 @@ reference and minimal apps, the calls on their connections (plus BEGIN and COMMI
 from __future__ import annotations
 
 import re
+import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -135,9 +136,10 @@ class InProcessApp:
 
 @asynccontextmanager
 async def open_apps(
-    database_url: str, secret_key: str, apps: tuple[str, ...] = APPS
+    database_url: str, secret_key: str, apps: tuple[str, ...] = APPS, rate_limits: str | None = None
 ) -> AsyncIterator[dict[str, InProcessApp]]:
-    """The apps on `database_url`, started (lifespan) and wrapped for counting."""
+    """The apps on `database_url`, started (lifespan) and wrapped for counting; the service with its rate
+    limits on (`rate_limits`: their backend, see `bench.scenarios.rate_limit_settings`) or off."""
     from app.config import Settings
     from app.main import create_app
     from bench import minimal_fastapi_app, reference_app
@@ -156,7 +158,7 @@ async def open_apps(
                         log_json=False,
                         # Every request of a benchmark comes from one address.
                         rate_limits_enabled=False,
-                    )
+                    ).model_copy(update=_rate_limit_fields(rate_limits))
                 )
             elif name == REFERENCE:
                 asgi = reference_app.create_app(database_url, secret_key)
@@ -175,6 +177,21 @@ async def open_apps(
             )
             opened[name] = InProcessApp(name, client, counter)
         yield opened
+
+
+def _rate_limit_fields(backend: str | None) -> dict[str, Any]:
+    if backend is None:
+        return {}
+    from bench.scenarios import rate_limit_settings
+
+    settings = rate_limit_settings(backend)
+    return {
+        "rate_limits_enabled": True,
+        "rate_limit_per_key": settings["RATE_LIMIT_PER_KEY"],
+        "rate_limit_per_address": settings["RATE_LIMIT_PER_ADDRESS"],
+        "rate_limit_registration": settings["RATE_LIMIT_REGISTRATION"],
+        "redis_url": settings.get("REDIS_URL"),
+    }
 
 
 def answer(response: httpx.Response) -> Answer:
@@ -272,6 +289,8 @@ class Measured:
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     # CPU milliseconds per operation spent in this process, the client's share taken out (see `cpu_cost`).
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    # For a row with the rate limits on: the service's CPU time without them, measured in turns with it.
+    baseline_cpu_ms: float | None = None
 
 
 _ID = re.compile(rb'"id":"([0-9a-f-]+)"')
@@ -357,6 +376,28 @@ async def cpu_cost(
         await _cpu_per_cycle(app.client, steps, warm, unique, first)
         spent = await _cpu_per_cycle(app.client, steps, passes, unique, first)
         measured.cpu_ms[name] = max(spent - baseline, 0.0)
+
+
+async def cpu_in_turns(
+    first: dict[str, InProcessApp],
+    second: dict[str, InProcessApp],
+    scenario: Scenario,
+    values: dict[str, str],
+    measured: Measured,
+    *,
+    passes: int = 100,
+    turns: int = 5,
+) -> tuple[float, float]:
+    """The service's CPU time per operation in two configurations (`first`, `second`: each a service opened
+    by `open_apps`), `passes` operations each in turn, `turns` times: the median of each. Measured in turns,
+    a difference smaller than the noise of one measurement (the rate limiter's cost) still shows."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(turns):
+        for apps, spent in zip((first, second), times, strict=True):
+            one = Measured(answers=measured.answers)
+            await cpu_cost(apps, scenario, values, one, passes=passes)
+            spent.append(one.cpu_ms[SERVICE])
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 async def measure(

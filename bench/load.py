@@ -40,8 +40,24 @@ from rich.table import Table
 
 from bench import dataset as datasets
 from bench import inprocess, wrk
-from bench.scenarios import APPS, MINIMAL, POSTGRESQL, REFERENCE, SCENARIOS, SERVICE, SQLITE, Scenario, fill
+from bench.scenarios import (
+    APPS,
+    MINIMAL,
+    POSTGRESQL,
+    RATE_LIMIT_BACKENDS,
+    REDIS_URL,
+    REFERENCE,
+    SCENARIOS,
+    SERVICE,
+    SQLITE,
+    Scenario,
+    cleanup_statements,
+    fill,
+    needs_workshops,
+    rate_limit_settings,
+)
 from bench.scenarios import context as scenario_context
+from bench.workshops_dataset import DEFAULT_WORKSHOPS
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench"
 TARGETS = {
@@ -136,9 +152,18 @@ class Server:
             self.process.wait(timeout=5)
 
 
-def start_server(app: str, database_url: str, secret_key: str, workers: int, log_dir: Path) -> Server:
+def start_server(
+    app: str,
+    database_url: str,
+    secret_key: str,
+    workers: int,
+    log_dir: Path,
+    rate_limits: str | None = None,
+) -> Server:
+    """One app on a free port; the service with its rate limits off, or on with the `rate_limits` backend
+    (limits that no run reaches, see `bench.scenarios.rate_limit_settings`)."""
     port = free_port()
-    log = log_dir / f"{app}.log"
+    log = log_dir / f"{app}{'-' + rate_limits if rate_limits else ''}.log"
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -150,6 +175,9 @@ def start_server(app: str, database_url: str, secret_key: str, workers: int, log
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     env.pop("WEB_CONCURRENCY", None)
+    env.pop("REDIS_URL", None)
+    if rate_limits is not None:
+        env.update(rate_limit_settings(rate_limits))
     if app == SERVICE:
         # The service runs as `cnfs-api serve` runs it (gunicorn forking preloaded workers, or uvicorn alone).
         from app.cli import server_command
@@ -196,7 +224,9 @@ def wait_ready(server: Server, workers: int, probe: str, timeout: float = 60) ->
             except httpx.TransportError:
                 pass
         time.sleep(0.3)
-    raise RuntimeError(f"{server.app} not ready after {timeout}s; see {server.log}")
+    raise RuntimeError(
+        f"{server.app} not ready after {timeout}s; see {server.log}:\n{server.log.read_text()[-2000:]}"
+    )
 
 
 def settle(running: dict[str, Server], timeout: float = 10) -> None:
@@ -226,6 +256,33 @@ def servers(
     finally:
         for server in started.values():
             server.stop()
+
+
+@contextmanager
+def rate_limited_service(
+    backend: str, database_url: str, secret_key: str, workers: int, log_dir: Path, probe: str
+) -> Iterator[Server]:
+    """The service with its rate limits on, for the rows that measure them: started for those rows only,
+    so that its connection pool does not add to the three apps' for the whole run."""
+    server = start_server(SERVICE, database_url, secret_key, workers, log_dir, rate_limits=backend)
+    try:
+        wait_ready(server, workers, probe)
+        yield server
+    finally:
+        server.stop()
+
+
+def redis_answers(url: str = REDIS_URL) -> bool:
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -270,11 +327,12 @@ async def _connect_when_free(database_url: str) -> Any:
             await asyncio.sleep(0.5)
 
 
-async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
+async def _cleanup(database_url: str, statements: tuple[str, ...], reserved: Any = None) -> None:
+    """Runs a scenario's cleanup SQL, through the `reserved` connection when one is given (see `Cleaner`)."""
     if not statements:
         return
     if database_url.startswith("postgresql"):
-        conn = await _connect_when_free(database_url)
+        conn = reserved or await _connect_when_free(database_url)
         try:
             # Requests still in flight when wrk stopped finish first (up to the lock timeout), so that no
             # row they write outlives the cleanup.
@@ -290,13 +348,37 @@ async def _cleanup(database_url: str, statements: tuple[str, ...]) -> None:
                 await conn.execute(statement)
             await conn.execute("VACUUM ANALYZE agreements, counsellors, changes")
         finally:
-            await conn.close()
+            if reserved is None:
+                await conn.close()
     else:
         import sqlite3
 
         with sqlite3.connect(database_url.split("///", 1)[-1]) as conn:
             for statement in statements:
                 conn.execute(statement)
+
+
+class Cleaner:
+    """The cleanups between runs, through one connection opened before the servers start: the three apps'
+    pools (and any other client of the same PostgreSQL) may hold every other connection by then. One event
+    loop for all of them, which the connection belongs to."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.runner = asyncio.Runner()
+        self.conn: Any = None
+        if database_url.startswith("postgresql"):
+            self.conn = self.runner.run(_connect_when_free(database_url))
+
+    def __call__(self, statements: tuple[str, ...]) -> None:
+        self.runner.run(_cleanup(self.database_url, statements, self.conn))
+
+    def close(self) -> None:
+        try:
+            if self.conn is not None:
+                self.runner.run(self.conn.close())
+        finally:
+            self.runner.close()
 
 
 async def _count_and_compare(
@@ -309,14 +391,33 @@ async def _count_and_compare(
 ) -> dict[str, inprocess.Measured]:
     measured = {}
     async with inprocess.open_apps(database_url, secret_key, tuple(apps)) as opened:
-        for scenario in scenarios:
+        for scenario in (s for s in scenarios if s.rate_limits is None):
+            cleanup = cleanup_statements(scenario, values)
             measured[scenario.name] = await inprocess.measure(opened, scenario, values)
             passes = min(cpu_passes, scenario.max_cpu_passes)
             if passes > 0:
                 await inprocess.cpu_cost(opened, scenario, values, measured[scenario.name], passes=passes)
-                await _cleanup(database_url, scenario.cleanup)
-            await _cleanup(database_url, scenario.cleanup)
-    return measured
+                await _cleanup(database_url, cleanup)
+            await _cleanup(database_url, cleanup)
+    # The rows with the rate limits on: the service with them (one per backend) beside the service without,
+    # their CPU times taken in turns (`inprocess.cpu_in_turns`), the limiter being a small part of a request.
+    for backend in RATE_LIMIT_BACKENDS:
+        group = [s for s in scenarios if s.rate_limits == backend]
+        if not group:
+            continue
+        async with (
+            inprocess.open_apps(database_url, secret_key, (SERVICE,), rate_limits=backend) as limited,
+            inprocess.open_apps(database_url, secret_key, (SERVICE,)) as unlimited,
+        ):
+            for scenario in group:
+                found = measured[scenario.name] = await inprocess.measure(limited, scenario, values)
+                if cpu_passes > 0:
+                    on, off = await inprocess.cpu_in_turns(
+                        limited, unlimited, scenario, values, found, passes=max(cpu_passes, 100)
+                    )
+                    found.cpu_ms[SERVICE], found.baseline_cpu_ms = on, off
+                await _cleanup(database_url, cleanup_statements(scenario, values))
+    return {s.name: measured[s.name] for s in scenarios}
 
 
 async def _compare_servers(
@@ -338,25 +439,43 @@ async def _compare_servers(
                         f"{scenario.name}: {LABELS[app]} answers {got.status}, expected {step.expect}"
                     )
         found += inprocess.differences(scenario, answers)
-        await _cleanup(database_url, scenario.cleanup)
+        await _cleanup(database_url, cleanup_statements(scenario, values))
     return found
 
 
 def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) -> Outcome:
     kind = POSTGRESQL if database_url.startswith("postgresql") else SQLITE
-    scenarios = [s for s in selected(args.scenarios) if kind in s.databases]
+    scenarios = [s for s in selected(args.scenarios, args.rate_limits) if kind in s.databases]
+    if not args.workshops and any(needs_workshops(s) for s in scenarios):
+        console.print("[yellow]warning:[/yellow] --workshops 0: the workshop scenarios are left out")
+        scenarios = [s for s in scenarios if not needs_workshops(s)]
+    if any(s.rate_limits == "redis" for s in scenarios) and not redis_answers():
+        console.print(
+            f"[yellow]warning:[/yellow] Redis does not answer at {REDIS_URL}: its rows are left out"
+        )
+        scenarios = [s for s in scenarios if s.rate_limits != "redis"]
     apps = [a for a in APPS if a in args.apps.split(",")]
     console.rule(f"[bold]{'PostgreSQL' if kind == POSTGRESQL else 'SQLite'}[/bold]")
     started = time.perf_counter()
     built = datasets.build(
-        database_url, departements=args.departements, agreements=args.agreements, seed=args.seed
+        database_url,
+        departements=args.departements,
+        agreements=args.agreements,
+        seed=args.seed,
+        workshops=args.workshops if kind == POSTGRESQL and any(needs_workshops(s) for s in scenarios) else 0,
     )
     console.print(
         f"dataset: {built.territories} territories (the official referential"
         + (f", départements {', '.join(args.departements)}" if args.departements else "")
         + f"), {built.agreements} signed agreements, {built.positions} positions, {built.counsellors} "
-        f"counsellors, {built.assignments} assignments, 3 keys (seed {built.seed}), built in "
-        f"{time.perf_counter() - started:.1f} s"
+        f"counsellors, {built.assignments} assignments, 3 keys"
+        + (
+            f", {_num(built.workshops)} workshops and {_num(built.registrations)} registrations (generated "
+            f"and loaded in {built.workshops_seconds:.1f} s)"
+            if built.workshops
+            else ""
+        )
+        + f" (seed {built.seed}), built in {time.perf_counter() - started:.1f} s"
     )
     values = scenario_context(built.to_json())
     secret_key = secrets.token_hex(16)
@@ -367,43 +486,98 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
     warnings: list[str] = []
     for scenario in scenarios:
         warnings += inprocess.differences(scenario, measured[scenario.name].answers)
-    cells: dict[tuple[str, str], Cell] = {}
-    rss: dict[str, list[tuple[float, float, float]]] = {}
-    probe = fill(SCENARIOS[0].steps[0], values).path
-    with servers(apps, database_url, secret_key, args.workers, work_dir, probe) as running:
-        warnings += asyncio.run(_compare_servers(running, scenarios, values, database_url))
+    run = Run(
+        args,
+        apps,
+        values,
+        database_url,
+        secret_key,
+        work_dir,
+        probe=fill(SCENARIOS[0].steps[0], values).path,
+        cleaner=Cleaner(database_url),
+    )
+    try:
+        run_rows(run, scenarios, warnings)
+    finally:
+        run.cleaner.close()
+    return Outcome(kind, scenarios, run.cells, measured, run.rss, list(dict.fromkeys(warnings)))
+
+
+@dataclass
+class Run:
+    """What the wrk runs of one database share, and what they gather."""
+
+    args: argparse.Namespace
+    apps: list[str]
+    values: dict[str, str]
+    database_url: str
+    secret_key: str
+    work_dir: Path
+    probe: str
+    cleaner: Cleaner
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    rss: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+
+
+def run_rows(run: Run, scenarios: list[Scenario], warnings: list[str]) -> None:
+    """Every app on the plain rows, round after round; then the rows with the rate limits on."""
+    args, apps = run.args, run.apps
+    plain = [s for s in scenarios if s.rate_limits is None]
+    limited = [s for s in scenarios if s.rate_limits is not None]
+    pairs = sum(1 for s in scenarios for a in apps if a in s.apps)
+    seconds = pairs * (args.rounds * (args.duration + 0.5) + args.warmup)
+    with servers(apps, run.database_url, run.secret_key, args.workers, run.work_dir, run.probe) as running:
+        warnings += asyncio.run(_compare_servers(running, plain, run.values, run.database_url))
         for message in dict.fromkeys(warnings):
             console.print(f"[yellow]warning:[/yellow] {message}")
-        pairs = sum(1 for s in scenarios for a in apps if a in s.apps)
-        seconds = pairs * (args.rounds * (args.duration + 0.5) + args.warmup)
         console.print(
             f"wrk: {args.connections} connections, {args.duration:g} s per run, {args.rounds} round(s), "
             f"{args.warmup:g} s warm-up per app and scenario; about {seconds / 60:.1f} min"
         )
         for round_index in range(args.rounds):
             order = apps[round_index % len(apps) :] + apps[: round_index % len(apps)]
-            for scenario in scenarios:
-                steps = [fill(s, values) for s in scenario.steps]
+            for scenario in plain:
                 for app in order:
-                    if app not in scenario.apps:
-                        continue
-                    script = scenario.lua.format(**values) if scenario.lua is not None else None
-                    if round_index == 0 and args.warmup > 0:
-                        settle(running)
-                        drive(args, scenario, running[app], steps, work_dir, args.warmup, script)
-                        asyncio.run(_cleanup(database_url, scenario.cleanup))
-                    settle(running)
-                    result = drive(args, scenario, running[app], steps, work_dir, args.duration, script)
-                    asyncio.run(_cleanup(database_url, scenario.cleanup))
-                    cells.setdefault((scenario.name, app), Cell()).runs.append(result)
-                    console.print(
-                        f"  round {round_index + 1} · {scenario.name} · {LABELS[app]}: "
-                        f"{result.throughput:,.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
-                        + (f", [red]{result.errors} errors[/red]" if result.errors else "")
-                    )
+                    if app in scenario.apps:
+                        measure_cell(run, scenario, app, running, round_index)
         for app, server in running.items():
-            rss[app] = server.rss_mb()
-    return Outcome(kind, scenarios, cells, measured, rss, list(dict.fromkeys(warnings)))
+            run.rss[app] = server.rss_mb()
+    # The rows with the rate limits on, after the three apps have stopped: a service of their own each, so
+    # that its connection pool never adds to theirs (PostgreSQL's connections are few).
+    for scenario in limited:
+        assert scenario.rate_limits is not None
+        with rate_limited_service(
+            scenario.rate_limits, run.database_url, run.secret_key, args.workers, run.work_dir, run.probe
+        ) as server:
+            found = asyncio.run(_compare_servers({SERVICE: server}, [scenario], run.values, run.database_url))
+            warnings += found
+            for message in found:
+                console.print(f"[yellow]warning:[/yellow] {message}")
+            for round_index in range(args.rounds):
+                measure_cell(run, scenario, SERVICE, {SERVICE: server}, round_index)
+
+
+def measure_cell(
+    run: Run, scenario: Scenario, app: str, running: dict[str, Server], round_index: int
+) -> None:
+    """One run of one app on one scenario (after a warm-up in the first round), its writes cleaned up."""
+    args = run.args
+    steps = [fill(s, run.values) for s in scenario.steps]
+    cleanup = cleanup_statements(scenario, run.values)
+    script = scenario.lua.format(**run.values) if scenario.lua is not None else None
+    if round_index == 0 and args.warmup > 0:
+        settle(running)
+        drive(args, scenario, running[app], steps, run.work_dir, args.warmup, script)
+        run.cleaner(cleanup)
+    settle(running)
+    result = drive(args, scenario, running[app], steps, run.work_dir, args.duration, script)
+    run.cleaner(cleanup)
+    run.cells.setdefault((scenario.name, app), Cell()).runs.append(result)
+    console.print(
+        f"  round {round_index + 1} · {scenario.name} · {LABELS[app]}: "
+        f"{result.throughput:,.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+        + (f", [red]{result.errors} errors[/red]" if result.errors else "")
+    )
 
 
 def drive(
@@ -483,13 +657,17 @@ def wrk_run(
     )
 
 
-def selected(filters: str | None) -> list[Scenario]:
+def selected(filters: str | None, rate_limits: list[str] | None = None) -> list[Scenario]:
+    """The scenarios whose names contain one of the comma-separated `filters` (all without), those with
+    the rate limits on only for the backends in `rate_limits`."""
+    backends = set(rate_limits or ())
+    candidates = [s for s in SCENARIOS if s.rate_limits is None or s.rate_limits in backends]
     if not filters:
-        return list(SCENARIOS)
+        return candidates
     wanted = [f.strip().lower() for f in filters.split(",") if f.strip()]
-    chosen = [s for s in SCENARIOS if any(w in s.name.lower() for w in wanted)]
+    chosen = [s for s in candidates if any(w in s.name.lower() for w in wanted)]
     if not chosen:
-        raise SystemExit(f"no scenario matches {filters!r}; scenarios: {[s.name for s in SCENARIOS]}")
+        raise SystemExit(f"no scenario matches {filters!r}; scenarios: {[s.name for s in candidates]}")
     return chosen
 
 
@@ -588,6 +766,36 @@ def rss_line(outcome: Outcome) -> str:
     return "memory per worker after the run, RSS/PSS/USS (MB): " + "; ".join(parts)
 
 
+def rate_limit_lines(outcome: Outcome) -> list[str]:
+    """The rate limiter's cost per request: each rate-limited row against the service without limits (CPU
+    time in-process, both measured in turns), and against the row it varies (throughput; the rate-limited
+    rows run alone after the others, so this one moves with whatever else the machine does)."""
+    lines = []
+    by_name = {s.name: s for s in outcome.scenarios}
+    for scenario in outcome.scenarios:
+        if scenario.rate_limits is None or scenario.base not in by_name:
+            continue
+        assert scenario.base is not None
+        cpu_on = outcome.statements[scenario.name].cpu_ms.get(SERVICE)
+        cpu_off = outcome.statements[scenario.name].baseline_cpu_ms
+        on = outcome.cells.get((scenario.name, SERVICE))
+        off = outcome.cells.get((scenario.base, SERVICE))
+        parts = []
+        if cpu_on is not None and cpu_off is not None:
+            parts.append(
+                f"{cpu_on - cpu_off:+.2f} ms CPU per request in-process ({cpu_off:.2f} → {cpu_on:.2f})"
+            )
+        if on is not None and off is not None and off.mean("throughput"):
+            ratio = on.mean("throughput") / off.mean("throughput")
+            parts.append(
+                f"throughput × {ratio:.2f} ({_num(off.mean('throughput'))} → {_num(on.mean('throughput'))}/s)"
+            )
+        if parts:
+            backend = "in Redis" if scenario.rate_limits == "redis" else "in memory"
+            lines.append(f"rate limits {backend} on “{scenario.base}”: " + ", ".join(parts))
+    return lines
+
+
 def machine(database_urls: list[str]) -> str:
     cpu = "unknown CPU"
     try:
@@ -640,6 +848,8 @@ def markdown(outcomes: list[Outcome], args: argparse.Namespace, machine_line: st
         lines.append("|" + "---|" * len(HEADERS))
         lines += ["| " + " | ".join(row) + " |" for row in rows(outcome)]
         lines += ["", rss_line(outcome) + ".", ""]
+        for line in rate_limit_lines(outcome):
+            lines += [line + ".", ""]
     return "\n".join(lines)
 
 
@@ -656,6 +866,8 @@ def print_report(outcomes: list[Outcome], args: argparse.Namespace, machine_line
             table.add_row(*row)
         console.print(table)
         console.print(rss_line(outcome))
+        for line in rate_limit_lines(outcome):
+            console.print(line)
         for message in outcome.warnings:
             console.print(f"[yellow]warning:[/yellow] {message}")
     console.print(f"machine: {machine_line}")
@@ -689,7 +901,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads for single requests (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per app (default 2)")
-    parser.add_argument("--scenarios", help="comma-separated parts of scenario names (default: all)")
+    parser.add_argument(
+        "--scenarios", "--only", help="comma-separated parts of scenario names (default: all)"
+    )
     parser.add_argument("--apps", default=",".join(APPS), help="which apps (default: all three)")
     parser.add_argument(
         "--departements",
@@ -697,6 +911,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only the referential's communes of these départements, e.g. 69,42 (default: all of them)",
     )
     parser.add_argument("--agreements", type=int, default=200)
+    parser.add_argument(
+        "--workshops",
+        type=int,
+        default=DEFAULT_WORKSHOPS,
+        help="workshops of the PostgreSQL dataset, with 3 registrations each on average (default "
+        "%(default)s; 0: none, and no workshop scenario); SQLite has none",
+    )
+    parser.add_argument(
+        "--rate-limits",
+        type=lambda text: [b.strip() for b in text.split(",") if b.strip()],
+        default=[],
+        metavar="memory,redis",
+        help="also measure the service with its rate limits on (limits never reached), counters in memory "
+        f"and/or in Redis at {REDIS_URL} (left out when it does not answer), on the one-workshop read",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--keep-database", action="store_true", help="keep the PostgreSQL database at the end"
@@ -714,6 +943,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--database-url takes a postgresql+asyncpg:// URL (SQLite: --sqlite or --sqlite-only)")
     if SERVICE not in args.apps.split(","):
         parser.error("--apps must include service")
+    if set(args.rate_limits) - set(RATE_LIMIT_BACKENDS):
+        parser.error(f"--rate-limits takes {' and/or '.join(RATE_LIMIT_BACKENDS)}")
+    if args.workshops < 0:
+        parser.error("--workshops: 0 or more")
     return args
 
 

@@ -95,6 +95,25 @@ class CounsellorIn(BaseModel):
     training: TrainingIn | None = None
 
 
+Theme = StrEnum("Theme", {name: name for name in shared.THEME_BITS})  # type: ignore[misc]
+AgeBracket = StrEnum("AgeBracket", {name: name for name in sorted(shared.AGE_BRACKETS)})  # type: ignore[misc]
+SocialStatus = StrEnum("SocialStatus", {name: name for name in sorted(shared.SOCIAL_STATUSES)})  # type: ignore[misc]
+Text100 = Annotated[Printable, Field(min_length=1, max_length=100)]
+
+
+class RegistrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    first_name: Text100
+    last_name: Text100
+    email: Annotated[Printable, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    phone: Annotated[
+        Printable | None, Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 .()-]{3,32}$")
+    ] = None
+    age_bracket: AgeBracket | None = None
+    social_status: SocialStatus | None = None
+
+
 def database(request: Request) -> Any:
     return request.app.state.db
 
@@ -241,5 +260,50 @@ def create_app(database_url: str | None = None, secret_key: str | None = None) -
         }
         data = shared.CounsellorInput(body.territory_id, columns)
         return respond(await shared.counsellor_upsert(db, external_ref, data, authorization))
+
+    @app.get("/api/v1/workshops")
+    async def workshops_list(
+        request: Request,
+        db: DatabaseDep,
+        department_code: Annotated[str | None, Query(pattern=r"^(\d{2}|2[AB]|97\d)$")] = None,
+        commune_code: Annotated[str | None, Query(pattern=r"^([013-9]\d|2[AB1-9])\d{3}$")] = None,
+        postcode: Annotated[str | None, Query(pattern=r"^\d{5}$")] = None,
+        theme: Annotated[list[Theme] | None, Query()] = None,
+        limit: Limit = shared.DEFAULT_LIMIT,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        error = shared.check_workshop_params(request.query_params.keys())
+        if error is not None:
+            return respond(error)
+        search = shared.WorkshopSearch(
+            department_code, commune_code, postcode, tuple(t.value for t in theme or ())
+        )
+        return respond(await shared.workshops_list(db, _list_request(request, limit), search, authorization))
+
+    @app.get("/api/v1/workshops/{workshop_id}")
+    async def workshop_get(
+        db: DatabaseDep,
+        workshop_id: uuid.UUID,
+        authorization: Annotated[str | None, Header()] = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.workshop_get(db, workshop_id, authorization, if_none_match))
+
+    @app.post("/api/v1/workshops/{workshop_id}/registrations")
+    async def workshop_register(
+        db: DatabaseDep,
+        workshop_id: uuid.UUID,
+        body: RegistrationIn,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        data = shared.RegistrationInput(
+            body.first_name,
+            body.last_name,
+            body.email,
+            body.phone,
+            body.age_bracket.value if body.age_bracket else None,
+            body.social_status.value if body.social_status else None,
+        )
+        return respond(await shared.workshop_register(db, workshop_id, data, authorization))
 
     return app

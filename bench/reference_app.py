@@ -193,6 +193,48 @@ async def counsellor_upsert(request: Request) -> Response:
     )
 
 
+async def workshops_list(request: Request) -> Response:
+    search = shared.parse_workshop_search(request.query_params.multi_items())
+    if isinstance(search, Reply):
+        return respond(search)
+    limit = _limit(request)
+    if isinstance(limit, Reply):
+        return respond(limit)
+    return respond(
+        await shared.workshops_list(
+            request.app.state.db, _list_request(request, limit), search, request.headers.get("authorization")
+        )
+    )
+
+
+async def workshop_get(request: Request) -> Response:
+    workshop_id = _uuid_param(request.path_params["workshop_id"])
+    if not isinstance(workshop_id, uuid.UUID):
+        return respond(workshop_id or shared.problem(404, "not_found", "no workshop with this id"))
+    return respond(
+        await shared.workshop_get(
+            request.app.state.db,
+            workshop_id,
+            request.headers.get("authorization"),
+            request.headers.get("if-none-match"),
+        )
+    )
+
+
+async def workshop_register(request: Request) -> Response:
+    workshop_id = _uuid_param(request.path_params["workshop_id"])
+    if not isinstance(workshop_id, uuid.UUID):
+        return respond(workshop_id or shared.problem(404, "not_found", "no workshop with this id"))
+    data = shared.parse_registration(await request.body())
+    if isinstance(data, Reply):
+        return respond(data)
+    return respond(
+        await shared.workshop_register(
+            request.app.state.db, workshop_id, data, request.headers.get("authorization")
+        )
+    )
+
+
 ROUTES = [
     Route("/api/v1/territories", territories_list),
     Route("/api/v1/territories/{kind}/{code}", territory_by_code),
@@ -203,6 +245,9 @@ ROUTES = [
     Route("/api/v1/positions", positions_list),
     Route("/api/v1/counsellors/by-ref/{external_ref}", counsellor_upsert, methods=["PUT"]),
     Route("/api/v1/counsellors/{counsellor_id}", counsellor_get),
+    Route("/api/v1/workshops", workshops_list),
+    Route("/api/v1/workshops/{workshop_id}", workshop_get),
+    Route("/api/v1/workshops/{workshop_id}/registrations", workshop_register, methods=["POST"]),
 ]
 
 

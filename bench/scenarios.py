@@ -6,8 +6,10 @@ counts as one operation). Paths, headers and bodies are templates filled from th
 `{departement_id}` (the Rhône), `{commune_code}` (Lyon, 69123), `{agreement_id}`, `{agreement_version}`,
 `{programme_id}`, `{write_territory_id}`, `{counsellor_id}` and `{counsellor_ref}` (a counsellor employed by
 the Rhône), `{counsellors_in_scope}`, `{key_admin}`, `{key_territory_manager}`, `{key_viewer}` (both on the
-Rhône); in a cycle, `{id}` is the id of the previous step's answer and `{unique}` a value unique to the
-request (for unique references).
+Rhône), `{workshop_id}` and `{workshop_version}` (an upcoming public workshop of the Rhône),
+`{workshop_register_id}`, `{workshops_register_ids}` and `{workshops_register_commune}` (the registration
+scenario's workshops, see `bench.workshops_dataset`); in a cycle, `{id}` is the id of the previous step's
+answer and `{unique}` a value unique to the request (for unique references).
 
 A scenario may also bring its own wrk Lua script (`lua`), or be measured without wrk (`driver="sequential"`):
 its cycles run one after the other through one HTTP client, for `--duration` seconds, only the last step of
@@ -62,6 +64,19 @@ class Scenario:
     items: int = 1
     # At most this many operations per app for the in-process CPU column (heavy operations).
     max_cpu_passes: int = 1000
+    # The service with its rate limits on, counters in "memory" or in "redis" (`RATE_LIMIT_BACKENDS`), set
+    # high enough never to refuse: the cost of the limiter beside the scenario named `base`. Such a row is
+    # measured only when `--rate-limits` names its backend.
+    rate_limits: str | None = None
+    base: str | None = None
+
+
+POSTGRESQL_ONLY = frozenset({POSTGRESQL})
+# The rate limiter's counters: in each worker's memory, or in Redis (shared by the workers).
+RATE_LIMIT_BACKENDS = ("memory", "redis")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+# Limits no run reaches: the limiter counts every request and never refuses one.
+UNREACHABLE_LIMIT = "1000000000/minute"
 
 
 def get(path: str, expect: int = 200, **headers: str) -> tuple[Step, ...]:
@@ -113,6 +128,54 @@ end
 # that the dataset's counsellors hold.)
 CHANGES_CLEANUP = "DELETE FROM changes"
 COUNSELLOR_CLEANUP = (CHANGES_CLEANUP, f"DELETE FROM counsellors WHERE external_ref LIKE '{WRITE_PREFIX}%'")
+
+# The registration scenario: anonymous registrations of new people (their addresses under this prefix),
+# each request on the next of the workshops reserved for it (10 000 seats each, so that none fills up).
+REGISTRANT_PREFIX = "bench-w-"
+REGISTRATION_BODY = (
+    '{{"first_name":"Dominique","last_name":"Fictif","email":"'
+    + REGISTRANT_PREFIX
+    + '{{unique}}@example.org"}}'
+)
+_REGISTER_LUA = (
+    """
+local ids = {{}}
+for id in ("{workshops_register_ids}"):gmatch("%S+") do
+  ids[#ids + 1] = id
+end
+local threads = {{}}
+local next_thread = 0
+tid = 0
+local n = 0
+local headers = {{["Content-Type"] = "application/json"}}
+
+function setup(thread)
+  next_thread = next_thread + 1
+  thread:set("tid", next_thread)
+  table.insert(threads, thread)
+end
+
+function request()
+  n = n + 1
+  local id = ids[((tid * 7919 + n) % #ids) + 1]
+  local body = '{{"first_name":"Dominique","last_name":"Fictif","email":"""
+    + f'"{REGISTRANT_PREFIX}'
+    + """' .. tid .. "-" .. n .. '@example.org"}}'
+  return wrk.format("POST", "/api/v1/workshops/" .. id .. "/registrations", headers, body)
+end
+"""
+)
+# The registration scenario's writes undone: its workshops are alone in their commune and had no
+# registration, so they go back to their state in the dataset (no registration, version 1).
+REGISTRATION_CLEANUP = (
+    "DELETE FROM registrations WHERE workshop_id IN"
+    " (SELECT id FROM workshops WHERE venue_commune_code = '{workshops_register_commune}')",
+    "UPDATE workshops SET registered_count = 0, waitlisted_count = 0, seats_left = capacity, version = 1,"
+    " updated_at = created_at WHERE venue_commune_code = '{workshops_register_commune}' AND version <> 1",
+)
+WORKSHOP_SEARCH = "workshops: Rhône, insertion_professionnelle, upcoming, 20 per page"
+ONE_WORKSHOP = "one workshop, anonymous"
+ONE_WORKSHOP_PATH = "/api/v1/workshops/{workshop_id}"
 
 SCENARIOS: list[Scenario] = [
     Scenario("territory by kind/code", get("/api/v1/territories/commune/{commune_code}")),
@@ -220,6 +283,44 @@ SCENARIOS: list[Scenario] = [
         items=BULK_ITEMS,
         max_cpu_passes=5,
     ),
+    Scenario(
+        WORKSHOP_SEARCH,
+        get("/api/v1/workshops?department_code=69&theme=insertion_professionnelle&limit=20"),
+        databases=POSTGRESQL_ONLY,
+    ),
+    Scenario(ONE_WORKSHOP, get(ONE_WORKSHOP_PATH), databases=POSTGRESQL_ONLY),
+    Scenario(
+        "one workshop, If-None-Match → 304",
+        get(ONE_WORKSHOP_PATH, expect=304, If_None_Match='"{workshop_version}"'),
+        databases=POSTGRESQL_ONLY,
+    ),
+    Scenario(
+        "register to a workshop (anonymous)",
+        (
+            Step(
+                "POST",
+                "/api/v1/workshops/{workshop_register_id}/registrations",
+                {"Content-Type": JSON},
+                REGISTRATION_BODY,
+                201,
+            ),
+        ),
+        databases=POSTGRESQL_ONLY,
+        volatile=frozenset({"id", "email", "created_at", "cancel_token"}),
+        cleanup=REGISTRATION_CLEANUP,
+        lua=_REGISTER_LUA,
+    ),
+    *(
+        Scenario(
+            f"{ONE_WORKSHOP}, rate limits in {'Redis' if backend == 'redis' else backend}",
+            get(ONE_WORKSHOP_PATH),
+            apps=SERVICE_ONLY,
+            databases=POSTGRESQL_ONLY,
+            rate_limits=backend,
+            base=ONE_WORKSHOP,
+        )
+        for backend in RATE_LIMIT_BACKENDS
+    ),
 ]
 
 
@@ -227,7 +328,33 @@ def context(dataset: dict[str, Any]) -> dict[str, str]:
     """The template values of a dataset (see `bench.dataset.Dataset`)."""
     values = {k: str(v) for k, v in dataset.items() if not isinstance(v, dict)}
     values.update({f"key_{role}": secret for role, secret in dataset["keys"].items()})
+    values["workshop_register_id"] = (dataset.get("workshops_register_ids") or "").split(" ")[0]
     return values
+
+
+def needs_workshops(scenario: Scenario) -> bool:
+    """Whether the scenario reads or writes the workshops (which only the PostgreSQL dataset has)."""
+    return any("/workshops" in step.path for step in scenario.steps)
+
+
+def cleanup_statements(scenario: Scenario, values: dict[str, str]) -> tuple[str, ...]:
+    """The scenario's cleanup SQL with the dataset's values in."""
+    return tuple(statement.format(**values) for statement in scenario.cleanup)
+
+
+def rate_limit_settings(backend: str) -> dict[str, str]:
+    """The service's settings (environment variables) for its rate limits on, with this backend."""
+    if backend not in RATE_LIMIT_BACKENDS:
+        raise ValueError(f"rate limit backend: one of {', '.join(RATE_LIMIT_BACKENDS)}")
+    settings = {
+        "RATE_LIMITS_ENABLED": "true",
+        "RATE_LIMIT_PER_KEY": UNREACHABLE_LIMIT,
+        "RATE_LIMIT_PER_ADDRESS": UNREACHABLE_LIMIT,
+        "RATE_LIMIT_REGISTRATION": UNREACHABLE_LIMIT,
+    }
+    if backend == "redis":
+        settings["REDIS_URL"] = REDIS_URL
+    return settings
 
 
 def fill(step: Step, values: dict[str, str]) -> Step:

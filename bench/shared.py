@@ -11,7 +11,8 @@ statement is its own transaction); writes run in one transaction, taking the sam
 The answers have the service's shape: the same fields in the same order, `{"items": [...], "next_cursor":
 ...}` with a signed cursor bound to the query and the caller, `Link` and `ETag` headers, 304 on a matching
 `If-None-Match`, and a problem+json with the service's `code` on errors. PostgreSQL through an asyncpg pool;
-SQLite through a small pool of aiosqlite connections (reads only: the write scenarios run on PostgreSQL)."""
+SQLite through a small pool of aiosqlite connections (reads only: the write scenarios run on PostgreSQL; the
+workshops, which the SQLite dataset has none of, too)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -1232,3 +1234,390 @@ async def counsellor_upsert(
     if created:
         return json_reply(body, 201, 1, location=f"/api/v1/counsellors/{row['id']}")
     return json_reply(body, version=row["version"])
+
+
+# --- workshops ----------------------------------------------------------------------------------------
+
+WORKSHOP_FIELDS = (
+    "id",
+    "position_id",
+    "counsellor_id",
+    "territory_id",
+    "title",
+    "description",
+    "themes",
+    "level",
+    "format",
+    "venue",
+    "online_url",
+    "starts_at",
+    "ends_at",
+    "duration_minutes",
+    "capacity",
+    "waitlist_capacity",
+    "registered_count",
+    "waitlisted_count",
+    "seats_left",
+    "status",
+    "public",
+    "cancel_reason",
+    "walk_ins",
+    "created_at",
+    "updated_at",
+    "version",
+)
+WORKSHOP_COLUMNS = ", ".join(WORKSHOP_FIELDS)
+# Callers without a key see who runs a workshop through no field at all (`counsellor_id` null).
+PUBLIC_WORKSHOP_COLUMNS = WORKSHOP_COLUMNS.replace("counsellor_id", "CAST(NULL AS UUID) AS counsellor_id", 1)
+# Every column of the row, as the service's `SELECT ... FOR UPDATE` of the ORM object reads it.
+WORKSHOP_ROW_COLUMNS = (
+    "id, position_id, counsellor_id, territory_id, title, description, themes, themes_mask, level, format,"
+    " venue, venue_commune_code, venue_department_code, venue_postcode, venue_lat, venue_lon, online_url,"
+    " starts_at, ends_at, duration_minutes, capacity, waitlist_capacity, registered_count, waitlisted_count,"
+    " seats_left, status, public, cancel_reason, walk_ins, created_at, updated_at, version"
+)
+WORKSHOP_LIST_PARAMS = frozenset(
+    {
+        "territory_id",
+        "within",
+        "department_code",
+        "commune_code",
+        "postcode",
+        "theme",
+        "level",
+        "from",
+        "to",
+        "has_seats",
+        "status",
+        "near",
+        "radius_km",
+        "sort",
+        "limit",
+        "cursor",
+        "include_total",
+    }
+)
+# What the reference serves of the search: first pages of these filters, in date order.
+WORKSHOP_SEARCH_SERVED = frozenset({"department_code", "commune_code", "postcode", "theme", "limit"})
+_JSON_FIELDS = ("themes", "venue", "walk_ins")
+_DEPARTMENT = re.compile(r"^(\d{2}|2[AB]|97\d)$")
+_COMMUNE = re.compile(r"^([013-9]\d|2[AB1-9])\d{3}$")
+_POSTCODE = re.compile(r"^\d{5}$")
+
+
+def _theme_bits() -> dict[str, int]:
+    from app.workshops.schemas import THEME_BITS
+
+    return dict(THEME_BITS)
+
+
+THEME_BITS = _theme_bits()
+
+
+def workshop_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The read model, in its field order; the JSON columns (text from asyncpg) decoded."""
+    out = {name: row[name] for name in WORKSHOP_FIELDS}
+    for name in _JSON_FIELDS:
+        value = out[name]
+        if isinstance(value, str):
+            out[name] = orjson.loads(value)
+    return out
+
+
+def workshop_visible(db: Database, caller: Caller, first_param: int) -> tuple[str, list[Any]]:
+    """The service's `visible`: public workshops for everyone; with a key, those of its territories too (and
+    a counsellor's own); everything for admin."""
+    if caller.role == "admin":
+        return "", []
+    ors = ["public IS true"]
+    args: list[Any] = []
+    if caller.paths:
+        paths = " OR ".join(
+            db.path_prefix("territories.path", f"${first_param + i}") for i in range(len(caller.paths))
+        )
+        ors.append(f"territory_id IN (SELECT territories.id FROM territories WHERE {paths})")
+        args += [db.path_pattern(p) for p in caller.paths]
+    if caller.role == "counsellor" and caller.counsellor_id is not None:
+        args.append(caller.counsellor_id)
+        ors.append(f"counsellor_id = ${first_param + len(args) - 1}")
+    return (" AND " + ors[0] if len(ors) == 1 else " AND (" + " OR ".join(ors) + ")"), args
+
+
+def _workshop_columns(caller: Caller) -> str:
+    return PUBLIC_WORKSHOP_COLUMNS if caller.role == "public" else WORKSHOP_COLUMNS
+
+
+@dataclass(frozen=True)
+class WorkshopSearch:
+    department_code: str | None = None
+    commune_code: str | None = None
+    postcode: str | None = None
+    themes: tuple[str, ...] = ()
+
+
+def check_workshop_params(names: Iterable[str]) -> Reply | None:
+    """422 for a parameter the service does not know (as the service answers) or the reference does not
+    serve."""
+    names = set(names)
+    unknown = names - WORKSHOP_LIST_PARAMS
+    if unknown:
+        return problem(422, "validation_error", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    if names - WORKSHOP_SEARCH_SERVED:
+        return problem(422, "validation_error", "the reference serves first pages of some filters only")
+    return None
+
+
+def parse_workshop_search(params: Sequence[tuple[str, str]]) -> WorkshopSearch | Reply:
+    """The search's filters that the reference serves, checked as the service checks them."""
+    error = check_workshop_params(k for k, _ in params)
+    if error is not None:
+        return error
+    values = dict(params)
+    themes = tuple(v for k, v in params if k == "theme")
+    checks = (
+        ("department_code", _DEPARTMENT),
+        ("commune_code", _COMMUNE),
+        ("postcode", _POSTCODE),
+    )
+    for name, pattern in checks:
+        if name in values and not pattern.match(values[name]):
+            return problem(422, "validation_error", f"{name}: invalid")
+    if any(t not in THEME_BITS for t in themes):
+        return problem(422, "validation_error", "theme: a value of the themes referential")
+    return WorkshopSearch(
+        values.get("department_code"), values.get("commune_code"), values.get("postcode"), themes
+    )
+
+
+async def workshops_list(
+    db: Database, page: ListRequest, search: WorkshopSearch, authorization: str | None
+) -> Reply:
+    """Public. The service's one statement: the visible workshops matching the filters, starting from now,
+    in (starts_at, id) order, `limit + 1` rows."""
+    async with db.acquire() as conn:
+        caller = await caller_for(db, conn, authorization)
+        if isinstance(caller, Reply):
+            return caller
+        where, args = workshop_visible(db, caller, 1)
+        for column, value in (
+            ("venue_department_code", search.department_code),
+            ("venue_commune_code", search.commune_code),
+            ("venue_postcode", search.postcode),
+        ):
+            if value is not None:
+                args.append(value)
+                where += f" AND {column} = ${len(args)}"
+        mask = 0
+        for theme in search.themes:
+            mask |= THEME_BITS[theme]
+        if mask:
+            args.append(mask)
+            where += f" AND (themes_mask & ${len(args)}) != 0"
+        args += [datetime.now(UTC), page.limit + 1]
+        rows = await conn.fetch(
+            db.sql(
+                f"SELECT {_workshop_columns(caller)} FROM workshops WHERE true{where}"
+                f" AND starts_at >= ${len(args) - 1} ORDER BY starts_at, id LIMIT ${len(args)}"
+            ),
+            *args,
+        )
+    page = ListRequest(page.limit, caller.name, page.path, page.params, page.base_url, page.secret)
+    return _page(rows, page, lambda r: [r["starts_at"], r["id"]], workshop_json)
+
+
+async def workshop_get(
+    db: Database, workshop_id: uuid.UUID, authorization: str | None, if_none_match: str | None
+) -> Reply:
+    """Public for public workshops; ETag, and 304 on a matching If-None-Match."""
+    async with db.acquire() as conn:
+        caller = await caller_for(db, conn, authorization)
+        if isinstance(caller, Reply):
+            return caller
+        where, args = workshop_visible(db, caller, 2)
+        row = await conn.fetchrow(
+            db.sql(f"SELECT {_workshop_columns(caller)} FROM workshops WHERE id = $1{where}"),
+            workshop_id,
+            *args,
+        )
+    if row is None:
+        return problem(404, "not_found", "no workshop with this id")
+    return not_modified(if_none_match, row["version"]) or json_reply(
+        workshop_json(row), version=row["version"]
+    )
+
+
+REGISTRATION_FIELDS = (
+    "id",
+    "workshop_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "age_bracket",
+    "social_status",
+    "status",
+    "waitlist_rank",
+    "attendance",
+    "created_at",
+)
+_REGISTRATION_INPUT = frozenset({"first_name", "last_name", "email", "phone", "age_bracket", "social_status"})
+_REGISTRANT_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_REGISTRANT_PHONE = re.compile(r"^\+?[0-9 .()-]{3,32}$")
+_FORBIDDEN_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _enum_values(name: str) -> frozenset[str]:
+    from app.referentials import data
+
+    return frozenset(item.value for item in getattr(data, name))
+
+
+AGE_BRACKETS = _enum_values("AgeBracket")
+SOCIAL_STATUSES = _enum_values("SocialStatus")
+
+
+@dataclass(frozen=True)
+class RegistrationInput:
+    first_name: str
+    last_name: str
+    email: str
+    phone: str | None = None
+    age_bracket: str | None = None
+    social_status: str | None = None
+
+
+def _free_text(value: Any, low: int, high: int, pattern: re.Pattern[str] | None = None) -> str | None:
+    """The input model's rules: a string, stripped, its length within bounds, no control character."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not low <= len(value) <= high or _FORBIDDEN_TEXT.search(value):
+        return None
+    return value if pattern is None or pattern.match(value) else None
+
+
+def parse_registration(body: bytes) -> RegistrationInput | Reply:
+    """The checks of the service's `RegistrationCreate`, by hand."""
+    invalid = problem(422, "validation_error", "invalid registration")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return problem(422, "validation_error", "the body is not JSON")
+    if not isinstance(data, dict) or set(data) - _REGISTRATION_INPUT:
+        return invalid
+    first_name = _free_text(data.get("first_name"), 1, 100)
+    last_name = _free_text(data.get("last_name"), 1, 100)
+    email = _free_text(data.get("email"), 3, 254, _REGISTRANT_EMAIL)
+    phone = data.get("phone")
+    age, social = data.get("age_bracket"), data.get("social_status")
+    if (
+        first_name is None
+        or last_name is None
+        or email is None
+        or (phone is not None and _free_text(phone, 3, 32, _REGISTRANT_PHONE) is None)
+        or (age is not None and age not in AGE_BRACKETS)
+        or (social is not None and social not in SOCIAL_STATUSES)
+    ):
+        return invalid
+    return RegistrationInput(
+        first_name, last_name, email, phone.strip() if phone is not None else None, age, social
+    )
+
+
+async def workshop_register(
+    db: Database, workshop_id: uuid.UUID, data: RegistrationInput, authorization: str | None
+) -> Reply:
+    """Public for public workshops. The service's statements, in one transaction: the workshop's row locked
+    (every column, as the ORM reads it), its visibility checked, the email looked up among the live
+    registrations, the INSERT, the counters' UPDATE with the version checked, and the registration read
+    back. Confirmed while seats are left, then waitlisted, then 409 `workshop_full`."""
+    async with db.acquire() as conn:
+        caller = await caller_for(db, conn, authorization)
+        if isinstance(caller, Reply):
+            return caller
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                db.sql(f"SELECT {WORKSHOP_ROW_COLUMNS} FROM workshops WHERE id = $1 FOR UPDATE"), workshop_id
+            )
+            where, args = workshop_visible(db, caller, 2)
+            visible = row is not None and await conn.fetchrow(
+                db.sql(f"SELECT id FROM workshops WHERE id = $1{where}"), workshop_id, *args
+            )
+            if row is None or not visible:
+                return problem(404, "not_found", "no workshop with this id")
+            now = datetime.now(UTC)
+            if row["status"] != "scheduled":
+                return problem(409, "workshop_closed", f"this workshop is {row['status']}")
+            if row["starts_at"] <= now:
+                return problem(409, "workshop_closed", "this workshop has already started")
+            email_key = data.email.lower()
+            taken = await conn.fetchrow(
+                db.sql(
+                    "SELECT id FROM registrations WHERE workshop_id = $1 AND email_key = $2 AND status != $3"
+                ),
+                workshop_id,
+                email_key,
+                "cancelled",
+            )
+            if taken is not None:
+                return problem(
+                    409, "already_registered", "this email address is already registered on this workshop"
+                )
+            if row["seats_left"] > 0:
+                status, rank = "confirmed", None
+                counters = {
+                    "registered_count": row["registered_count"] + 1,
+                    "seats_left": row["seats_left"] - 1,
+                }
+            elif row["waitlisted_count"] < row["waitlist_capacity"]:
+                status, rank = "waitlisted", row["waitlisted_count"] + 1
+                counters = {"waitlisted_count": rank}
+            else:
+                return problem(409, "workshop_full", "every seat and waitlist place is taken")
+            token = "ct_" + secrets.token_urlsafe(24)
+            registration = {
+                "id": new_id(),
+                "workshop_id": workshop_id,
+                "first_name": data.first_name,
+                "last_name": data.last_name,
+                "email": data.email,
+                "email_key": email_key,
+                "phone": data.phone,
+                "age_bracket": data.age_bracket,
+                "social_status": data.social_status,
+                "status": status,
+                "waitlist_rank": rank,
+                "attendance": "unknown",
+                "cancel_token_hash": hashlib.sha256(token.encode()).hexdigest(),
+                "created_at": now,
+                "updated_at": now,
+            }
+            await conn.execute(
+                db.sql(
+                    f"INSERT INTO registrations ({', '.join(registration)}) VALUES"
+                    f" ({', '.join(f'${i + 1}' for i in range(len(registration)))})"
+                ),
+                *registration.values(),
+            )
+            sets = ", ".join(f"{name} = ${i + 1}" for i, name in enumerate(counters))
+            n = len(counters)
+            await conn.execute(
+                db.sql(
+                    f"UPDATE workshops SET {sets}, updated_at = ${n + 1}, version = ${n + 2}"
+                    f" WHERE id = ${n + 3} AND version = ${n + 4}"
+                ),
+                *counters.values(),
+                now,
+                row["version"] + 1,
+                workshop_id,
+                row["version"],
+            )
+            stored = await conn.fetchrow(
+                db.sql(f"SELECT {', '.join(REGISTRATION_FIELDS)} FROM registrations WHERE id = $1"),
+                registration["id"],
+            )
+    assert stored is not None
+    body = {name: stored[name] for name in REGISTRATION_FIELDS}
+    body["cancel_token"] = token
+    location = f"/api/v1/workshops/{workshop_id}/registrations/{registration['id']}"
+    return json_reply(body, 201, location=location)

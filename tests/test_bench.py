@@ -22,6 +22,8 @@ from bench import dataset, inprocess, scenarios, wrk
 from tests.conftest import IS_POSTGRES, TEST_DATABASE_URL
 
 DEPARTEMENTS = ("69", "42", "01")
+# Enough that the Rhône's search has upcoming workshops of its theme (PostgreSQL; SQLite gets none).
+WORKSHOPS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ def bench_data() -> Iterator[tuple[str, dict[str, str]]]:
         name = f"cnfs_bench_test_{uuid.uuid4().hex[:8]}"
         url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
         try:
-            built = dataset.build(url, departements=DEPARTEMENTS, agreements=30)
+            built = dataset.build(
+                url, departements=DEPARTEMENTS, agreements=30, workshops=WORKSHOPS, progress=False
+            )
             yield url, scenarios.context(built.to_json())
         finally:
             asyncio.run(dataset.drop_pg_database(url))
@@ -120,3 +124,20 @@ async def test_the_search_scenarios_find_what_they_are_named_after(
                 names = [item["name"] for item in answers[0].body["items"]]
                 # The agglomeration of Villefranche matches whole words too, and is more populated.
                 assert name in names[:2], (scenario.name, names)
+
+
+async def test_the_rate_limited_rows_are_answered_and_timed(bench_data: tuple[str, dict[str, str]]) -> None:
+    url, values = bench_data
+    if not url.startswith("postgresql"):
+        pytest.skip("the workshops are PostgreSQL only")
+    row = next(s for s in scenarios.SCENARIOS if s.rate_limits == "memory")
+    secret = "bench-test-secret-" + "x" * 32
+    async with (
+        inprocess.open_apps(url, secret, (scenarios.SERVICE,), rate_limits="memory") as limited,
+        inprocess.open_apps(url, secret, (scenarios.SERVICE,)) as unlimited,
+    ):
+        measured = await inprocess.measure(limited, row, values, passes=1)
+        assert [a.status for a in measured.answers[scenarios.SERVICE]] == [200]
+        on, off = await inprocess.cpu_in_turns(limited, unlimited, row, values, measured, passes=3, turns=2)
+    assert on >= 0
+    assert off >= 0

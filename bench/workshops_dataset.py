@@ -1,0 +1,700 @@
+"""The benchmark's workshops: a million workshops and three million registrations over 2021–2027 (PostgreSQL).
+
+Each row is what the service would have stored after the workshop's life: created under one of the dataset's
+positions (its territory, its counsellor), the venue a real commune of that territory's subtree with one of
+its postcodes (the JSON object and the `venue_*` columns, the département from the commune code as
+`app.workshops.service.department_of` derives it; the coordinate is the département's chef-lieu, moved a
+little), the themes as their JSON list and their bit mask (`app.workshops.schemas.theme_mask`), `ends_at`
+from the duration. The registrations agree with the counters: the first live ones in time order hold the
+seats (`confirmed`), the next ones wait (`waitlisted`, ranks 1, 2, ...), the others were `cancelled`;
+`registered_count`, `waitlisted_count` and `seats_left = capacity - registered_count` count them, and a
+cancelled workshop has cancelled every registration (its counters are 0). Past workshops are mostly
+`completed` (attendance recorded, walk-ins), a few cancelled or never reported; `version` counts the writes
+the service would have made on the row (each registration, each cancellation, the attendance report or the
+cancellation of the workshop). Clocks stop at `DATASET_NOW`.
+
+A share of the workshops is in the Rhône with the theme `insertion_professionnelle`, so that the public
+search of the Rhône's upcoming ones fills its pages; `REGISTER_TARGETS` upcoming workshops of 10 000 seats,
+alone in one commune (`Workshops.register_commune`), take the registration scenario's writes.
+
+Everything is deterministic for a seed: chunk `c` of the workshops draws from its own generator seeded with
+(seed, c), so the rows do not depend on how the chunks are scheduled. The rows go in with COPY (asyncpg's
+`copy_records_to_table`): the two tables' indexes, primary keys and foreign keys are dropped first and built
+again afterwards from their definitions as read from the catalogue (a bulk build is faster than a million
+index insertions), so that the schema ends exactly as the migration made it."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import json
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app.referentials.data import AgeBracket, Level, SocialStatus, Theme
+from app.workshops.schemas import theme_mask
+from app.workshops.service import department_of
+
+DEFAULT_WORKSHOPS = 1_000_000
+REGISTRATIONS_PER_WORKSHOP = 3
+# The history's clock stops here: nothing is created or registered later; workshops after it are upcoming.
+DATASET_NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+FIRST_DAY = datetime(2021, 1, 4, tzinfo=UTC)
+LAST_DAY = datetime(2027, 12, 31, tzinfo=UTC)
+RHONE = "69"
+SEARCH_THEME = Theme.insertion_professionnelle
+# Share of the workshops run under the Rhône's positions (the Rhône has 60 of the dataset's ~460 positions),
+# and share of those with the search's theme.
+RHONE_SHARE = 0.15
+RHONE_SEARCH_THEME_SHARE = 0.5
+# Upcoming public workshops of 10 000 seats, alone in their commune, for the registration scenario (a tenth
+# of a small dataset).
+REGISTER_TARGETS = 500
+REGISTER_CAPACITY = 10_000
+REGISTER_TITLE = "Atelier du banc d'essai : inscriptions"
+CHUNK = 20_000
+# Registrants' addresses: the registration scenario writes under its own prefix, never used here.
+EMAIL_DOMAIN = "example.org"
+
+WORKSHOP_COLUMNS = (
+    "id",
+    "position_id",
+    "counsellor_id",
+    "territory_id",
+    "title",
+    "description",
+    "themes",
+    "themes_mask",
+    "level",
+    "format",
+    "venue",
+    "venue_commune_code",
+    "venue_department_code",
+    "venue_postcode",
+    "venue_lat",
+    "venue_lon",
+    "online_url",
+    "starts_at",
+    "ends_at",
+    "duration_minutes",
+    "capacity",
+    "waitlist_capacity",
+    "registered_count",
+    "waitlisted_count",
+    "seats_left",
+    "status",
+    "public",
+    "cancel_reason",
+    "walk_ins",
+    "created_at",
+    "updated_at",
+    "version",
+)
+REGISTRATION_COLUMNS = (
+    "id",
+    "workshop_id",
+    "first_name",
+    "last_name",
+    "email",
+    "email_key",
+    "phone",
+    "age_bracket",
+    "social_status",
+    "status",
+    "waitlist_rank",
+    "attendance",
+    "cancel_token_hash",
+    "created_at",
+    "updated_at",
+)
+
+# The chef-lieu of each département (degrees, WGS 84, rounded): a venue lies within about 15 km of it.
+CHEF_LIEU: dict[str, tuple[float, float]] = {
+    "01": (46.21, 5.23), "02": (49.56, 3.62), "03": (46.57, 3.33), "04": (44.09, 6.24),
+    "05": (44.56, 6.08), "06": (43.70, 7.27), "07": (44.74, 4.60), "08": (49.77, 4.72),
+    "09": (42.97, 1.61), "10": (48.30, 4.08), "11": (43.21, 2.35), "12": (44.35, 2.57),
+    "13": (43.30, 5.37), "14": (49.18, -0.37), "15": (44.93, 2.44), "16": (45.65, 0.16),
+    "17": (46.16, -1.15), "18": (47.08, 2.40), "19": (45.27, 1.77), "21": (47.32, 5.04),
+    "22": (48.51, -2.76), "23": (46.17, 1.87), "24": (45.18, 0.72), "25": (47.24, 6.02),
+    "26": (44.93, 4.89), "27": (49.02, 1.15), "28": (48.44, 1.49), "29": (48.00, -4.10),
+    "2A": (41.93, 8.74), "2B": (42.70, 9.45), "30": (43.84, 4.36), "31": (43.60, 1.44),
+    "32": (43.65, 0.59), "33": (44.84, -0.58), "34": (43.61, 3.88), "35": (48.11, -1.68),
+    "36": (46.81, 1.69), "37": (47.39, 0.69), "38": (45.19, 5.72), "39": (46.67, 5.55),
+    "40": (43.89, -0.50), "41": (47.59, 1.33), "42": (45.44, 4.39), "43": (45.04, 3.88),
+    "44": (47.22, -1.55), "45": (47.90, 1.91), "46": (44.45, 1.44), "47": (44.20, 0.62),
+    "48": (44.52, 3.50), "49": (47.47, -0.55), "50": (49.12, -1.09), "51": (48.96, 4.36),
+    "52": (48.11, 5.14), "53": (48.07, -0.77), "54": (48.69, 6.18), "55": (48.77, 5.16),
+    "56": (47.66, -2.76), "57": (49.12, 6.18), "58": (46.99, 3.16), "59": (50.63, 3.06),
+    "60": (49.43, 2.08), "61": (48.43, 0.09), "62": (50.29, 2.78), "63": (45.78, 3.08),
+    "64": (43.30, -0.37), "65": (43.23, 0.08), "66": (42.70, 2.90), "67": (48.57, 7.75),
+    "68": (48.08, 7.36), "69": (45.76, 4.84), "70": (47.62, 6.15), "71": (46.31, 4.83),
+    "72": (48.00, 0.20), "73": (45.56, 5.92), "74": (45.90, 6.13), "75": (48.86, 2.35),
+    "76": (49.44, 1.10), "77": (48.54, 2.66), "78": (48.80, 2.13), "79": (46.32, -0.46),
+    "80": (49.89, 2.30), "81": (43.93, 2.15), "82": (44.02, 1.35), "83": (43.12, 5.93),
+    "84": (43.95, 4.81), "85": (46.67, -1.43), "86": (46.58, 0.34), "87": (45.83, 1.26),
+    "88": (48.17, 6.45), "89": (47.80, 3.57), "90": (47.64, 6.86), "91": (48.63, 2.44),
+    "92": (48.89, 2.21), "93": (48.91, 2.44), "94": (48.79, 2.46), "95": (49.04, 2.08),
+    "971": (16.00, -61.73), "972": (14.60, -61.07), "973": (4.94, -52.33), "974": (-20.88, 55.45),
+    "976": (-12.78, 45.23),
+}  # fmt: skip
+FRANCE = (46.60, 2.40)
+
+TITLES: dict[Theme, tuple[str, ...]] = {
+    Theme.insertion_professionnelle: (
+        "Rédiger son CV et sa lettre de motivation",
+        "Chercher un emploi en ligne",
+        "Préparer un entretien en visio",
+    ),
+    Theme.aide_aux_demarches_administratives: ("Faire ses démarches en ligne", "Créer son compte ameli"),
+    Theme.securite_numerique: ("Protéger ses données personnelles en ligne", "Déjouer les arnaques"),
+    Theme.reseaux_sociaux: ("Garder le contact en visio avec ses proches",),
+    Theme.culture_numerique: ("Vérifier une information avant de la partager",),
+    Theme.prendre_en_main_du_materiel: ("Prendre en main sa tablette", "Premiers pas sur smartphone"),
+    Theme.email: ("Envoyer et trier ses courriels",),
+    Theme.bureautique: ("Écrire un courrier avec un traitement de texte",),
+}
+DEFAULT_TITLES = ("Atelier numérique", "Découvrir les outils numériques")
+VENUE_NAMES = ("Médiathèque", "Mairie", "Espace France services", "Centre social", "Maison de quartier")
+STREETS = (
+    "rue de la République",
+    "place de la Mairie",
+    "avenue Jean Jaurès",
+    "rue Victor Hugo",
+    "grande rue",
+)
+FIRST_NAMES = (
+    "Camille",
+    "Dominique",
+    "Claude",
+    "Alix",
+    "Sacha",
+    "Morgan",
+    "Lou",
+    "Charlie",
+    "Andrea",
+    "Eden",
+)
+LAST_NAMES = ("Fictif", "Exemple", "Essai", "Modele", "Specimen", "Temoin", "Factice", "Neutre")
+THEMES = list(Theme)
+OTHER_THEMES = [t for t in Theme if t is not SEARCH_THEME]
+LEVELS = [level.value for level in Level]
+AGE_BRACKETS = [a.value for a in AgeBracket]
+SOCIAL_STATUSES = [s.value for s in SocialStatus]
+DURATIONS = (60, 90, 120, 120, 180)
+CAPACITIES = (6, 8, 10, 10, 12, 12, 15, 20)
+WAITLISTS = (0, 0, 2, 3, 5)
+HOURS_UTC = (7, 8, 9, 12, 13, 14, 15)
+DAYS = (LAST_DAY - FIRST_DAY).days + 1
+
+
+@dataclass(frozen=True)
+class Place:
+    """A commune where workshops take place: its code, postcodes and département's coordinate."""
+
+    code: str
+    postcodes: tuple[str, ...]
+    lat: float
+    lon: float
+
+    @property
+    def departement(self) -> str:
+        return department_of(self.code)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A position workshops run under: its territory, its counsellor and the communes of its subtree."""
+
+    position_id: uuid.UUID
+    territory_id: uuid.UUID
+    counsellor_id: uuid.UUID | None
+    places: tuple[Place, ...]
+    rhone: bool
+
+
+@dataclass
+class Workshops:
+    """What the scenarios need to know about the workshops written."""
+
+    workshops: int = 0
+    registrations: int = 0
+    # An upcoming public workshop of the Rhône (the one-workshop scenario) and its version (its ETag).
+    workshop_id: str = ""
+    workshop_version: int = 0
+    # The registration scenario's workshops (space-separated ids) and the commune they alone are in.
+    register_ids: list[str] = field(default_factory=list)
+    register_commune: str = ""
+    seconds: float = 0.0
+
+
+def plan(
+    territories: Sequence[dict[str, Any]],
+    positions: Sequence[dict[str, Any]],
+    assignments: Sequence[dict[str, Any]],
+    rhone_territory_id: Any,
+) -> tuple[list[Runner], Runner, Place]:
+    """The runners (each position with the communes of its territory's subtree), and the runner and commune
+    of the registration targets: a commune outside the Rhône, taken out of every runner's communes."""
+    communes = sorted((t for t in territories if t["kind"] == "commune"), key=lambda t: t["path"])
+    paths = [t["path"] for t in communes]
+    by_id = {t["id"]: t for t in territories}
+    counsellor_of = {a["position_id"]: a["counsellor_id"] for a in assignments}
+
+    def place(t: dict[str, Any]) -> Place:
+        lat, lon = CHEF_LIEU.get(department_of(t["code"]), FRANCE)
+        return Place(t["code"], tuple((t["postcodes"] or "").split()) or ("00000",), lat, lon)
+
+    def subtree(path: str) -> list[dict[str, Any]]:
+        start = bisect.bisect_left(paths, path)
+        end = bisect.bisect_left(paths, path + "\uffff")
+        return communes[start:end]
+
+    chosen: dict[Any, tuple[Place, ...]] = {}
+    target_runner: Runner | None = None
+    target: Place | None = None
+    runners: list[Runner] = []
+    for position in positions:
+        territory = by_id[position["territory_id"]]
+        inside = subtree(territory["path"])
+        rhone = position["territory_id"] == rhone_territory_id
+        if target is None and not rhone and len(inside) > 1:
+            target = place(inside[0])
+            target_runner = Runner(
+                position["id"], position["territory_id"], counsellor_of.get(position["id"]), (target,), False
+            )
+        if position["territory_id"] not in chosen:
+            chosen[position["territory_id"]] = tuple(
+                place(t) for t in inside if target is None or t["code"] != target.code
+            )
+        places = chosen[position["territory_id"]]
+        if places:
+            runners.append(
+                Runner(
+                    position["id"], position["territory_id"], counsellor_of.get(position["id"]), places, rhone
+                )
+            )
+    if target is None or target_runner is None:
+        raise ValueError("no position outside the Rhône with two communes or more: no registration target")
+    return runners, target_runner, target
+
+
+def register_targets(count: int) -> int:
+    """How many of `count` workshops are the registration scenario's."""
+    return min(REGISTER_TARGETS, max(1, count // 10))
+
+
+def uuid7(ms: int, bits: int) -> uuid.UUID:
+    """A UUID v7 of this millisecond, its 74 random bits from `bits`."""
+    value = (ms & 0xFFFFFFFFFFFF) << 80 | 0x7 << 76 | (bits >> 62) << 64 | 0b10 << 62 | bits & (2**62 - 1)
+    return uuid.UUID(int=value)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _themes(rng: random.Random, rhone: bool) -> list[str]:
+    if rhone and rng.random() < RHONE_SEARCH_THEME_SHARE:
+        picked = [SEARCH_THEME, *rng.sample(OTHER_THEMES, rng.randrange(3))]
+    else:
+        picked = rng.sample(OTHER_THEMES, 1 + rng.randrange(3))
+    # The order of the referential, as a form would send them.
+    return [t.value for t in sorted(set(picked), key=THEMES.index)]
+
+
+@dataclass
+class Chunk:
+    workshops: list[tuple[Any, ...]]
+    registrations: list[tuple[Any, ...]]
+
+
+class Generator:
+    """Rows of the workshops and their registrations, chunk by chunk."""
+
+    def __init__(self, runners: list[Runner], seed: int) -> None:
+        self.rhone = [r for r in runners if r.rhone]
+        self.others = [r for r in runners if not r.rhone] or self.rhone
+        self.rhone = self.rhone or self.others
+        self.seed = seed
+
+    def chunk(self, index: int, first: int, count: int) -> Chunk:
+        """Workshops `first` to `first + count - 1`; their registrations number 3 per workshop on average,
+        and exactly 3 × `count` for an even `count` (workshop 2k has n, workshop 2k + 1 has 6 - n)."""
+        rng = random.Random(f"{self.seed}-workshops-{index}")
+        workshops: list[tuple[Any, ...]] = []
+        registrations: list[tuple[Any, ...]] = []
+        previous = REGISTRATIONS_PER_WORKSHOP
+        for number in range(first, first + count):
+            if number % 2 == 0:
+                previous = rng.randrange(2 * REGISTRATIONS_PER_WORKSHOP + 1)
+                k = previous if number + 1 < first + count else REGISTRATIONS_PER_WORKSHOP
+            else:
+                k = 2 * REGISTRATIONS_PER_WORKSHOP - previous
+            self._workshop(rng, number, k, workshops, registrations)
+        return Chunk(workshops, registrations)
+
+    def _workshop(
+        self,
+        rng: random.Random,
+        number: int,
+        k: int,
+        workshops: list[tuple[Any, ...]],
+        registrations: list[tuple[Any, ...]],
+    ) -> None:
+        rhone = rng.random() < RHONE_SHARE
+        runner = rng.choice(self.rhone if rhone else self.others)
+        themes = _themes(rng, runner.rhone)
+        day = FIRST_DAY + timedelta(days=rng.randrange(DAYS))
+        starts_at = day.replace(hour=rng.choice(HOURS_UTC), minute=rng.choice((0, 30)))
+        duration = rng.choice(DURATIONS)
+        capacity = rng.choice(CAPACITIES)
+        # Enough waitlist for every live registration: nobody was refused (409 workshop_full) here.
+        waitlist = max(rng.choice(WAITLISTS), k - capacity)
+        created_at = starts_at - timedelta(days=3 + rng.randrange(60), minutes=rng.randrange(600))
+        latest = DATASET_NOW - timedelta(hours=1)
+        if created_at > latest:
+            created_at = latest - timedelta(minutes=rng.randrange(30 * 24 * 60))
+        past = starts_at <= DATASET_NOW
+        draw = rng.random()
+        if past:
+            status = "completed" if draw < 0.85 else "cancelled" if draw < 0.90 else "scheduled"
+        else:
+            status = "cancelled" if draw < 0.03 else "scheduled"
+        in_person = rng.random() < 0.85
+        workshop_id = uuid7(_ms(created_at), rng.getrandbits(74))
+        title_choices = TITLES.get(Theme(themes[0]), DEFAULT_TITLES)
+        title = title_choices[number % len(title_choices)]
+        if in_person:
+            where = rng.choice(runner.places)
+            postcode = where.postcodes[number % len(where.postcodes)]
+            lat = round(where.lat + (rng.random() - 0.5) * 0.25, 5)
+            lon = round(where.lon + (rng.random() - 0.5) * 0.35, 5)
+            venue = json.dumps(
+                {
+                    "name": f"{VENUE_NAMES[number % len(VENUE_NAMES)]} {where.code}",
+                    "address": f"{1 + number % 120} {STREETS[number % len(STREETS)]}",
+                    "postcode": postcode,
+                    "commune_code": where.code,
+                    "lat": lat,
+                    "lon": lon,
+                }
+            )
+            venue_columns: tuple[Any, ...] = (venue, where.code, where.departement, postcode, lat, lon, None)
+        else:
+            online_url = f"https://visio.example.org/atelier-{number}"
+            venue_columns = (None, None, None, None, None, None, online_url)
+        # The registrations, in time order between the workshop's creation and its start (or the clock).
+        end = min(starts_at, DATASET_NOW)
+        span = max(int((end - created_at).total_seconds()), k + 1)
+        offsets = sorted(rng.randrange(1, span) for _ in range(k))
+        version = 1
+        confirmed = waitlisted = 0
+        last = created_at
+        for n, offset in enumerate(offsets):
+            at = created_at + timedelta(seconds=offset)
+            cancelled = status == "cancelled" or rng.random() < 0.1
+            rank = None
+            if cancelled:
+                state = "cancelled"
+            elif confirmed < capacity:
+                state = "confirmed"
+                confirmed += 1
+            else:
+                waitlisted += 1
+                state, rank = "waitlisted", waitlisted
+            # One write on the workshop to register; one more to cancel (the workshop's own cancellation
+            # cancels every registration in one write, counted below).
+            version += 1 if status == "cancelled" or state != "cancelled" else 2
+            attendance = "unknown"
+            if status == "completed" and state == "confirmed":
+                draw = rng.random()
+                attendance = "present" if draw < 0.75 else "absent" if draw < 0.95 else "excused"
+            first_name = FIRST_NAMES[(number + n) % len(FIRST_NAMES)]
+            last_name = LAST_NAMES[(number * 7 + n) % len(LAST_NAMES)]
+            email = f"{first_name}.{last_name}.{number}-{n}@{EMAIL_DOMAIN}"
+            age = AGE_BRACKETS[rng.randrange(len(AGE_BRACKETS))] if n % 3 else None
+            social = SOCIAL_STATUSES[rng.randrange(len(SOCIAL_STATUSES))] if n % 3 else None
+            token = hashlib.sha256(b"%d-%d-%d" % (self.seed, number, n)).hexdigest()
+            registrations.append(
+                (
+                    uuid7(_ms(at), rng.getrandbits(74)),
+                    workshop_id,
+                    first_name,
+                    last_name,
+                    email,
+                    email.lower(),
+                    None if n % 4 else "+33 4 00 00 00 00",
+                    age,
+                    social,
+                    state,
+                    rank,
+                    attendance,
+                    token,
+                    at,
+                    at,
+                )
+            )
+            last = at
+        walk_ins = None
+        cancel_reason = None
+        updated_at = last
+        if status == "cancelled":
+            cancel_reason = "Intervenant indisponible."
+            confirmed = waitlisted = 0
+            version += 1
+            updated_at = min(max(last, starts_at - timedelta(days=1)), DATASET_NOW - timedelta(minutes=30))
+            updated_at = max(updated_at, last)
+        elif status == "completed":
+            total = number % 4
+            breakdown = {"non_communique": total} if total else {}
+            walk_ins = json.dumps(
+                {"total": total, "age_brackets": breakdown, "social_statuses": dict(breakdown)}
+            )
+            version += 1
+            updated_at = max(last, min(starts_at + timedelta(minutes=duration), DATASET_NOW))
+        public = rng.random() < 0.9
+        workshops.append(
+            (
+                workshop_id,
+                runner.position_id,
+                runner.counsellor_id,
+                runner.territory_id,
+                title,
+                None if number % 3 else "Apportez votre appareil si vous en avez un.",
+                json.dumps(themes),
+                theme_mask(themes),
+                LEVELS[number % len(LEVELS)],
+                "in_person" if in_person else "remote",
+                *venue_columns,
+                starts_at,
+                starts_at + timedelta(minutes=duration),
+                duration,
+                capacity,
+                waitlist,
+                confirmed,
+                waitlisted,
+                capacity - confirmed,
+                status,
+                public,
+                cancel_reason,
+                walk_ins,
+                created_at,
+                updated_at,
+                version,
+            )
+        )
+
+    def targets(self, runner: Runner, where: Place, count: int) -> list[tuple[Any, ...]]:
+        """The registration scenario's workshops: upcoming (in 2027), public, 10 000 seats, no registration
+        yet (version 1)."""
+        rng = random.Random(f"{self.seed}-targets")
+        rows = []
+        for n in range(count):
+            created_at = DATASET_NOW - timedelta(days=10, minutes=n)
+            starts_at = datetime(2027, 6, 1, 7, 0, tzinfo=UTC) + timedelta(days=n % 180, minutes=30 * (n % 2))
+            postcode = where.postcodes[0]
+            venue = json.dumps(
+                {
+                    "name": f"Médiathèque {where.code}",
+                    "address": "1 place de la Mairie",
+                    "postcode": postcode,
+                    "commune_code": where.code,
+                    "lat": where.lat,
+                    "lon": where.lon,
+                }
+            )
+            rows.append(
+                (
+                    uuid7(_ms(created_at), rng.getrandbits(74)),
+                    runner.position_id,
+                    runner.counsellor_id,
+                    runner.territory_id,
+                    REGISTER_TITLE,
+                    None,
+                    json.dumps([Theme.culture_numerique.value]),
+                    theme_mask([Theme.culture_numerique.value]),
+                    Level.debutant.value,
+                    "in_person",
+                    venue,
+                    where.code,
+                    where.departement,
+                    postcode,
+                    where.lat,
+                    where.lon,
+                    None,
+                    starts_at,
+                    starts_at + timedelta(minutes=120),
+                    120,
+                    REGISTER_CAPACITY,
+                    0,
+                    0,
+                    0,
+                    REGISTER_CAPACITY,
+                    "scheduled",
+                    True,
+                    None,
+                    None,
+                    created_at,
+                    created_at,
+                    1,
+                )
+            )
+        return rows
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------------
+
+TABLES = ("workshops", "registrations")
+
+
+async def _schema(conn: Any) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The two tables' primary keys and foreign keys (table, name, definition; foreign keys that point at
+    them from elsewhere included), and their other indexes' CREATE statements, as the catalogue has them."""
+    constraints = await conn.fetch(
+        "SELECT c.conrelid::regclass::text AS table_name, c.conname,"
+        " pg_get_constraintdef(c.oid) AS definition, c.contype FROM pg_constraint c"
+        " WHERE c.contype IN ('p', 'f')"
+        " AND (c.conrelid = ANY($1::regclass[]) OR c.confrelid = ANY($1::regclass[]))"
+        " ORDER BY c.contype DESC, c.conname",
+        list(TABLES),
+    )
+    indexes = await conn.fetch(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY($1::text[])"
+        " AND indexname NOT IN (SELECT conname FROM pg_constraint WHERE contype = 'p')"
+        " ORDER BY tablename DESC, indexname",
+        list(TABLES),
+    )
+    return (
+        [(r["table_name"], r["conname"], r["definition"]) for r in constraints],
+        [r["indexdef"] for r in indexes],
+    )
+
+
+async def _drop(conn: Any, constraints: list[tuple[str, str, str]]) -> None:
+    for table, name, _ in sorted(constraints, key=lambda c: not c[2].startswith("FOREIGN")):
+        await conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    rows = await conn.fetch(
+        "SELECT indexname FROM pg_indexes"
+        " WHERE schemaname = current_schema() AND tablename = ANY($1::text[])",
+        list(TABLES),
+    )
+    for row in rows:
+        await conn.execute(f'DROP INDEX "{row["indexname"]}"')
+
+
+async def _rebuild(dsn: str, constraints: list[tuple[str, str, str]], indexes: list[str]) -> None:
+    """Primary keys first, then the indexes on two connections side by side, then the foreign keys."""
+    import asyncpg
+
+    async def run(statements: list[str]) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("SET maintenance_work_mem = '256MB'")
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    keys = [f'ALTER TABLE {t} ADD CONSTRAINT "{n}" {d}' for t, n, d in constraints if d.startswith("PRIMARY")]
+    await asyncio.gather(run(keys[:1]), run(keys[1:]))
+    await asyncio.gather(run(indexes[0::2]), run(indexes[1::2]))
+    await run(
+        [f'ALTER TABLE {t} ADD CONSTRAINT "{n}" {d}' for t, n, d in constraints if d.startswith("FOREIGN")]
+    )
+
+
+async def _chunks(
+    generator: Generator, total: int, produced: Callable[[Chunk], None]
+) -> AsyncIterator[tuple[int, Chunk]]:
+    for index, first in enumerate(range(0, total, CHUNK)):
+        chunk = generator.chunk(index, first, min(CHUNK, total - first))
+        produced(chunk)
+        yield index, chunk
+        await asyncio.sleep(0)
+
+
+async def load_pg(
+    dsn: str,
+    runners: list[Runner],
+    target_runner: Runner,
+    target: Place,
+    *,
+    count: int,
+    seed: int,
+    progress: bool = True,
+) -> Workshops:
+    """Writes `count` workshops (the registration targets among them) and about 3 × as many registrations:
+    COPY in chunks with the indexes and keys dropped, then the indexes and keys built again, then VACUUM
+    ANALYZE."""
+    import asyncpg
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    started = time.perf_counter()
+    generator = Generator(runners, seed)
+    targets = generator.targets(target_runner, target, register_targets(count))
+    random_count = count - len(targets)
+    summary = Workshops(
+        register_ids=[str(row[0]) for row in targets], register_commune=target.code, workshops=len(targets)
+    )
+    conn = await asyncpg.connect(dsn)
+    bar = Progress(
+        TextColumn("workshops"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        disable=not progress,
+    )
+    try:
+        constraints, indexes = await _schema(conn)
+        await _drop(conn, constraints)
+        with bar:
+            task = bar.add_task("", total=count)
+            await conn.copy_records_to_table("workshops", records=targets, columns=WORKSHOP_COLUMNS)
+            bar.advance(task, len(targets))
+
+            def produced(chunk: Chunk) -> None:
+                summary.workshops += len(chunk.workshops)
+                summary.registrations += len(chunk.registrations)
+                if not summary.workshop_id:
+                    _pick_workshop(summary, chunk)
+
+            async for _, chunk in _chunks(generator, random_count, produced):
+                await conn.copy_records_to_table(
+                    "workshops", records=chunk.workshops, columns=WORKSHOP_COLUMNS
+                )
+                await conn.copy_records_to_table(
+                    "registrations", records=chunk.registrations, columns=REGISTRATION_COLUMNS
+                )
+                bar.advance(task, len(chunk.workshops))
+            bar.update(task, description="indexes and keys ...")
+            await _rebuild(dsn, constraints, indexes)
+            bar.update(task, description="VACUUM ANALYZE ...")
+            await conn.execute("VACUUM ANALYZE workshops, registrations")
+            bar.update(task, description="done")
+    finally:
+        await conn.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _pick_workshop(summary: Workshops, chunk: Chunk) -> None:
+    """The one-workshop scenario's workshop: the first upcoming, public, in-person, scheduled one of the
+    Rhône."""
+    columns = {name: i for i, name in enumerate(WORKSHOP_COLUMNS)}
+    for row in chunk.workshops:
+        if (
+            row[columns["venue_department_code"]] == RHONE
+            and row[columns["public"]]
+            and row[columns["status"]] == "scheduled"
+            and row[columns["starts_at"]] > datetime(2027, 1, 1, tzinfo=UTC)
+        ):
+            summary.workshop_id = str(row[columns["id"]])
+            summary.workshop_version = row[columns["version"]]
+            return
