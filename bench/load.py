@@ -168,7 +168,8 @@ def start_server(
         **os.environ,
         "DATABASE_URL": database_url,
         "SECRET_KEY": secret_key,
-        "LOG_LEVEL": "WARNING",
+        # The production default: the access log is written (to the log file), as in production.
+        "LOG_LEVEL": "INFO",
         "LOG_JSON": "true",
         # Every request of a benchmark comes from one address: the service's rate limits would refuse most.
         "RATE_LIMITS_ENABLED": "false",
