@@ -210,11 +210,10 @@ async def subtree_path(session: AsyncSession, within: uuid.UUID | None, principa
     the rows."""
     if within is None:
         return None
-    try:
-        territory = await territories.get(session, within)
-    except NotFound as exc:
-        raise ValidationFailed("/query/within", "no territory with this id") from exc
-    return territory.path
+    path = await territories.path_of(session, within)
+    if path is None:
+        raise ValidationFailed("/query/within", "no territory with this id")
+    return path
 
 
 def _check_dates(starts_on: date, ends_on: date | None) -> None:
