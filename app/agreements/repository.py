@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, and_, case, exists, func, select
+from sqlalchemy import Select, and_, bindparam, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
@@ -47,12 +48,18 @@ READ = ReadColumns(
 )
 
 
+@lru_cache(maxsize=256)
+def _read_by_id(principal: Principal) -> Select[Any]:
+    # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
+    # cache key.
+    return select(*READ.columns).where(
+        Agreement.id == bindparam("agreement_id"), principal.territory_clause(Agreement.territory_id)
+    )
+
+
 async def read_row(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
     """The read columns of one agreement the caller may read, or None."""
-    stmt = select(*READ.columns).where(
-        Agreement.id == agreement_id, principal.territory_clause(Agreement.territory_id)
-    )
-    return (await session.execute(stmt)).first()
+    return (await session.execute(_read_by_id(principal), {"agreement_id": agreement_id})).first()
 
 
 async def get(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -12,6 +13,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -145,12 +147,18 @@ async def is_visible(session: AsyncSession, position_id: uuid.UUID, principal: P
     return (await session.execute(stmt)).first() is not None
 
 
+@lru_cache(maxsize=256)
+def _read_by_id(principal: Principal) -> Select[Any]:
+    # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
+    # cache key.
+    return select(*READ.columns).where(
+        Position.id == bindparam("position_id"), principal.territory_clause(Position.territory_id)
+    )
+
+
 async def read_row(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Any:
     """The read columns of one position the caller may read, or None."""
-    stmt = select(*READ.columns).where(
-        Position.id == position_id, principal.territory_clause(Position.territory_id)
-    )
-    return (await session.execute(stmt)).first()
+    return (await session.execute(_read_by_id(principal), {"position_id": position_id})).first()
 
 
 async def list_page(
@@ -166,6 +174,13 @@ async def list_page(
     )
 
 
+@cache
+def _current_assignments() -> Select[Any]:
+    return select(Assignment.position_id, *_CURRENT_COLUMNS).where(
+        Assignment.position_id.in_(bindparam("position_ids", expanding=True)), covers(TODAY)
+    )
+
+
 async def current_assignments(
     session: AsyncSession, position_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, Any]]:
@@ -173,11 +188,8 @@ async def current_assignments(
     `PositionCurrentAssignment`: one query for a whole page."""
     if not position_ids:
         return {}
-    stmt = select(Assignment.position_id, *_CURRENT_COLUMNS).where(
-        Assignment.position_id.in_(list(position_ids)), covers(TODAY)
-    )
     found = {}
-    for row in await session.execute(stmt):
+    for row in await session.execute(_current_assignments(), {"position_ids": list(position_ids)}):
         current = row._asdict()
         found[current.pop("position_id")] = current
     return found
