@@ -8,7 +8,7 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, case, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
@@ -49,12 +49,17 @@ READ = ReadColumns(
 
 
 @lru_cache(maxsize=256)
+def _in_scope(principal: Principal) -> ColumnElement[bool]:
+    """The caller's scope on agreements, built once per caller for the hot reads (a subquery of its
+    territories)."""
+    return principal.territory_clause(Agreement.territory_id)
+
+
+@lru_cache(maxsize=256)
 def _read_by_id(principal: Principal) -> Select[Any]:
     # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
     # cache key.
-    return select(*READ.columns).where(
-        Agreement.id == bindparam("agreement_id"), principal.territory_clause(Agreement.territory_id)
-    )
+    return select(*READ.columns).where(Agreement.id == bindparam("agreement_id"), _in_scope(principal))
 
 
 async def read_row(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
@@ -96,7 +101,7 @@ def list_query(
     status: str | None = None,
     kind: str | None = None,
 ) -> Select[Agreement]:
-    stmt = select(Agreement).where(principal.territory_clause(Agreement.territory_id))
+    stmt = select(Agreement).where(_in_scope(principal))
     if programme_id is not None:
         stmt = stmt.where(Agreement.programme_id == programme_id)
     if territory_id is not None:

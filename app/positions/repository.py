@@ -97,6 +97,13 @@ def status_clause(status: PositionStatus, day: date) -> ColumnElement[bool]:
     )
 
 
+@lru_cache(maxsize=256)
+def _in_scope(principal: Principal) -> ColumnElement[bool]:
+    """The caller's scope on positions, built once per caller for the hot reads (a subquery of its
+    territories)."""
+    return principal.territory_clause(Position.territory_id)
+
+
 async def get(
     session: AsyncSession, position_id: uuid.UUID, principal: Principal, *, for_update: bool = False
 ) -> Position | None:
@@ -119,7 +126,7 @@ def list_query(
     external_ref: str | None = None,
     updated_since: datetime | None = None,
 ) -> Select[Position]:
-    stmt = select(Position).where(principal.territory_clause(Position.territory_id))
+    stmt = select(Position).where(_in_scope(principal))
     if agreement_id is not None:
         stmt = stmt.where(Position.agreement_id == agreement_id)
     if territory_id is not None:
@@ -151,9 +158,7 @@ async def is_visible(session: AsyncSession, position_id: uuid.UUID, principal: P
 def _read_by_id(principal: Principal) -> Select[Any]:
     # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
     # cache key.
-    return select(*READ.columns).where(
-        Position.id == bindparam("position_id"), principal.territory_clause(Position.territory_id)
-    )
+    return select(*READ.columns).where(Position.id == bindparam("position_id"), _in_scope(principal))
 
 
 async def read_row(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Any:
