@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Select, String, Table, and_, bindparam, exists, literal, select, update
+from sqlalchemy import Executable, Select, String, Table, and_, bindparam, exists, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -172,7 +172,7 @@ async def list_page(
 
 
 @cache
-def _current_assignments() -> Select[Any]:
+def _current_assignments() -> Executable:
     return select(
         Assignment.counsellor_id,
         Assignment.id,

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Executable,
     Select,
     String,
     and_,
@@ -180,7 +181,7 @@ async def list_page(
 
 
 @cache
-def _current_assignments() -> Select[Any]:
+def _current_assignments() -> Executable:
     return select(Assignment.position_id, *_CURRENT_COLUMNS).where(
         Assignment.position_id.in_(bindparam("position_ids", expanding=True)), covers(TODAY)
     )
