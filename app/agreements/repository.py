@@ -15,6 +15,7 @@ from app.agreements.models import Agreement, Amendment
 from app.agreements.schemas import AgreementRead
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
+from app.core.direct import prepared
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.positions.models import TODAY, Assignment, Position, covers
@@ -59,7 +60,9 @@ def _in_scope(principal: Principal) -> ColumnElement[bool]:
 def _read_by_id(principal: Principal) -> Select[Any]:
     # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
     # cache key.
-    return select(*READ.columns).where(Agreement.id == bindparam("agreement_id"), _in_scope(principal))
+    return prepared(
+        select(*READ.columns).where(Agreement.id == bindparam("agreement_id"), _in_scope(principal))
+    )
 
 
 async def read_row(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:

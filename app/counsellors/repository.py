@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
+from app.core.direct import prepared
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.counsellors.models import Counsellor
@@ -69,7 +70,7 @@ def _read_by_id(principal: Principal | None) -> Select[Any]:
     stmt = select(*_READ_COLUMNS).where(TABLE.c.id == bindparam("counsellor_id"))
     if principal is not None:
         stmt = stmt.where(principal.territory_clause(TABLE.c.territory_id))
-    return stmt
+    return prepared(stmt)
 
 
 async def read_row(
@@ -173,14 +174,16 @@ async def list_page(
 
 @cache
 def _current_assignments() -> Executable:
-    return select(
-        Assignment.counsellor_id,
-        Assignment.id,
-        Assignment.position_id,
-        Assignment.contract_type,
-        Assignment.started_on,
-        Assignment.ends_on,
-    ).where(Assignment.counsellor_id.in_(bindparam("counsellor_ids", expanding=True)), covers(TODAY))
+    return prepared(
+        select(
+            Assignment.counsellor_id,
+            Assignment.id,
+            Assignment.position_id,
+            Assignment.contract_type,
+            Assignment.started_on,
+            Assignment.ends_on,
+        ).where(Assignment.counsellor_id.in_(bindparam("counsellor_ids", expanding=True)), covers(TODAY))
+    )
 
 
 async def current_assignments(

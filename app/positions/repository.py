@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
+from app.core.direct import prepared
 from app.core.pagination import (
     PageRequest,
     SortKey,
@@ -159,7 +160,9 @@ async def is_visible(session: AsyncSession, position_id: uuid.UUID, principal: P
 def _read_by_id(principal: Principal) -> Select[Any]:
     # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
     # cache key.
-    return select(*READ.columns).where(Position.id == bindparam("position_id"), _in_scope(principal))
+    return prepared(
+        select(*READ.columns).where(Position.id == bindparam("position_id"), _in_scope(principal))
+    )
 
 
 async def read_row(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Any:
@@ -182,8 +185,10 @@ async def list_page(
 
 @cache
 def _current_assignments() -> Executable:
-    return select(Assignment.position_id, *_CURRENT_COLUMNS).where(
-        Assignment.position_id.in_(bindparam("position_ids", expanding=True)), covers(TODAY)
+    return prepared(
+        select(Assignment.position_id, *_CURRENT_COLUMNS).where(
+            Assignment.position_id.in_(bindparam("position_ids", expanding=True)), covers(TODAY)
+        )
     )
 
 
