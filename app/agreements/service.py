@@ -150,7 +150,10 @@ async def list_agreements(
     `within` keeps the agreements of a territory and its whole subtree (an unknown id is a 422 on the
     parameter); `sort` is `created_at` (the default) or `reference`, `-` to reverse."""
     keys = repo.sort_keys(sort)
-    stmt = repo.list_query(
+    rows, next_cursor, total = await repo.list_page(
+        session,
+        page,
+        keys,
         principal,
         programme_id=programme_id,
         territory_id=territory_id,
@@ -158,7 +161,6 @@ async def list_agreements(
         status=status.value if status else None,
         kind=kind.value if kind else None,
     )
-    rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
     return rows, next_cursor, total
 
 
