@@ -5,17 +5,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, and_, case, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
 from app.agreements.schemas import AgreementRead
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
+from app.core.direct import prepared
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
-from app.core.paths import path_startswith
+from app.core.paths import bound_path_startswith, prefix_params
 from app.positions.models import TODAY, Assignment, Position, covers
 from app.territories.models import Territory
 
@@ -47,12 +49,25 @@ READ = ReadColumns(
 )
 
 
+@lru_cache(maxsize=256)
+def _in_scope(principal: Principal) -> ColumnElement[bool]:
+    """The caller's scope on agreements, built once per caller for the hot reads (a subquery of its
+    territories)."""
+    return principal.territory_clause(Agreement.territory_id)
+
+
+@lru_cache(maxsize=256)
+def _read_by_id(principal: Principal) -> Select[Any]:
+    # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
+    # cache key.
+    return prepared(
+        select(*READ.columns).where(Agreement.id == bindparam("agreement_id"), _in_scope(principal))
+    )
+
+
 async def read_row(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
     """The read columns of one agreement the caller may read, or None."""
-    stmt = select(*READ.columns).where(
-        Agreement.id == agreement_id, principal.territory_clause(Agreement.territory_id)
-    )
-    return (await session.execute(stmt)).first()
+    return (await session.execute(_read_by_id(principal), {"agreement_id": agreement_id})).first()
 
 
 async def get(
@@ -88,20 +103,41 @@ def list_query(
     within_path: str | None = None,
     status: str | None = None,
     kind: str | None = None,
-) -> Select[Agreement]:
-    stmt = select(Agreement).where(principal.territory_clause(Agreement.territory_id))
+) -> Select[Any]:
+    """The agreements the caller may read that match the filters, every filter's value a bound parameter
+    (`list_params`): only which filters are given shapes the statement."""
+    stmt = select(Agreement).where(_in_scope(principal))
     if programme_id is not None:
-        stmt = stmt.where(Agreement.programme_id == programme_id)
+        stmt = stmt.where(Agreement.programme_id == bindparam("f_programme_id"))
     if territory_id is not None:
-        stmt = stmt.where(Agreement.territory_id == territory_id)
+        stmt = stmt.where(Agreement.territory_id == bindparam("f_territory_id"))
     if within_path is not None:
-        subtree = select(Territory.id).where(path_startswith(Territory.path, within_path))
+        subtree = select(Territory.id).where(bound_path_startswith(Territory.path, "f_within"))
         stmt = stmt.where(Agreement.territory_id.in_(subtree))
     if status is not None:
-        stmt = stmt.where(Agreement.status == status)
+        stmt = stmt.where(Agreement.status == bindparam("f_status"))
     if kind is not None:
-        stmt = stmt.where(Agreement.kind == kind)
+        stmt = stmt.where(Agreement.kind == bindparam("f_kind"))
     return stmt
+
+
+def list_params(
+    *,
+    programme_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "f_programme_id": programme_id,
+        "f_territory_id": territory_id,
+        "f_status": status,
+        "f_kind": kind,
+    }
+    if within_path is not None:
+        params.update(prefix_params("f_within", within_path))
+    return params
 
 
 def sort_keys(sort: str | None) -> list[SortKey]:
@@ -110,16 +146,51 @@ def sort_keys(sort: str | None) -> list[SortKey]:
 
 
 async def list_page(
-    session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Agreement]
+    session: AsyncSession,
+    page: PageRequest,
+    keys: list[SortKey],
+    principal: Principal,
+    *,
+    programme_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None, int | None]:
-    """One page of `stmt` (a `list_query`) in the order of `keys` (from `sort_keys`), as dicts of
-    `READ`: one query, and one more for the total when asked."""
+    """One page of the agreements the caller may read that match the filters (`list_query`), in the order
+    of `keys` (from `sort_keys`), as dicts of `READ`: one query, and one more for the total when asked.
+
+    The statement is a template per caller's scope, filters given and order, built once (`fetch_page`);
+    the filters' values are bound parameters."""
+    filters: dict[str, Any] = {
+        "programme_id": programme_id,
+        "territory_id": territory_id,
+        "within_path": within_path,
+        "status": status,
+        "kind": kind,
+    }
+    template = (
+        "agreements",
+        principal,
+        tuple(name for name, value in filters.items() if value is not None),
+        tuple((k.name, k.desc) for k in keys),
+    )
+
+    def build() -> Select[Any]:
+        return list_query(principal, **filters).with_only_columns(*READ.columns)
 
     def values(a: Any) -> list[object]:
         return [getattr(a, keys[0].name), a.id]
 
     return await fetch_page(
-        session, stmt.with_only_columns(*READ.columns), keys, page, row_values=values, scalars=False
+        session,
+        build,
+        keys,
+        page,
+        row_values=values,
+        scalars=False,
+        template=template,
+        params=list_params(**filters),
     )
 
 

@@ -20,9 +20,10 @@ from app.agreements.schemas import (
     AmendmentPage,
     AmendmentRead,
 )
-from app.core.auth import AdminDep, Principal, Role, require_roles
+from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
+from app.core.direct import DirectSession, as_session, direct, enum_param, uuid_param
 from app.core.idempotency import IdempotencyDep
-from app.core.listing import PageDep
+from app.core.listing import PageDep, direct_page_request
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
@@ -31,7 +32,8 @@ from app.db import SessionDep, TransactionRoute
 
 router = APIRouter(prefix="/agreements", tags=["agreements"], route_class=TransactionRoute)
 
-ReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer))]
+READERS = (Role.admin, Role.territory_manager, Role.viewer)
+ReaderDep = Annotated[Principal, Depends(require_roles(*READERS))]
 ActionIfMatchHeader = Annotated[
     str | None,
     Header(
@@ -94,6 +96,31 @@ async def agreements_list(
     return page_response(request, items, next_cursor, total)
 
 
+@direct("agreements_list")
+async def agreements_list_direct(request: Request, session: DirectSession) -> Response | None:
+    query = request.query_params
+    programme_id = uuid_param(query.get("programme_id"))
+    territory_id = uuid_param(query.get("territory_id"))
+    within = uuid_param(query.get("within"))
+    status = enum_param(AgreementStatus, query.get("status"))
+    kind = enum_param(AgreementKind, query.get("kind"))
+    sort = query.get("sort")
+    page = await direct_page_request(request, session)
+    principal = check_roles(await resolve_principal(request, session), READERS)
+    items, next_cursor, total = await service.list_agreements(
+        as_session(session),
+        principal,
+        page,
+        programme_id=programme_id,
+        territory_id=territory_id,
+        within=within,
+        status=status,
+        kind=kind,
+        sort=sort,
+    )
+    return page_response(request, items, next_cursor, total)
+
+
 @router.get(
     "/{agreement_id}",
     response_model=AgreementRead,
@@ -105,6 +132,15 @@ async def agreements_get(
     request: Request, session: SessionDep, principal: ReaderDep, agreement_id: uuid.UUID
 ) -> Response:
     return object_response(request, await service.read_visible(session, agreement_id, principal))
+
+
+@direct("agreements_get")
+async def agreements_get_direct(request: Request, session: DirectSession) -> Response | None:
+    agreement_id = uuid_param(request.path_params["agreement_id"])
+    if agreement_id is None:  # pragma: no cover - path parameters are always there
+        return None
+    principal = check_roles(await resolve_principal(request, session), READERS)
+    return object_response(request, await service.read_visible(as_session(session), agreement_id, principal))
 
 
 @router.post(

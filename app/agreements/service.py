@@ -150,7 +150,10 @@ async def list_agreements(
     `within` keeps the agreements of a territory and its whole subtree (an unknown id is a 422 on the
     parameter); `sort` is `created_at` (the default) or `reference`, `-` to reverse."""
     keys = repo.sort_keys(sort)
-    stmt = repo.list_query(
+    rows, next_cursor, total = await repo.list_page(
+        session,
+        page,
+        keys,
         principal,
         programme_id=programme_id,
         territory_id=territory_id,
@@ -158,7 +161,6 @@ async def list_agreements(
         status=status.value if status else None,
         kind=kind.value if kind else None,
     )
-    rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
     return rows, next_cursor, total
 
 
@@ -210,11 +212,10 @@ async def subtree_path(session: AsyncSession, within: uuid.UUID | None, principa
     the rows."""
     if within is None:
         return None
-    try:
-        territory = await territories.get(session, within)
-    except NotFound as exc:
-        raise ValidationFailed("/query/within", "no territory with this id") from exc
-    return territory.path
+    path = await territories.path_of(session, within)
+    if path is None:
+        raise ValidationFailed("/query/within", "no territory with this id")
+    return path
 
 
 def _check_dates(starts_on: date, ends_on: date | None) -> None:

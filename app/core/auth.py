@@ -173,15 +173,21 @@ def document_security(schema: dict[str, Any], api_prefix: str, public_operations
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+def check_roles(principal: Principal, roles: tuple[Role, ...]) -> Principal:
+    """401 for the anonymous caller, 403 for a role outside `roles` (`require_roles`, and the direct
+    handlers of its routes)."""
+    if principal.is_anonymous:
+        raise Unauthenticated()
+    if principal.role not in roles:
+        raise Forbidden(f"the {principal.role.value} role may not do this")
+    return principal
+
+
 def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """401 for the anonymous caller, 403 for a role outside `roles`."""
 
     async def dependency(principal: PrincipalDep) -> Principal:
-        if principal.is_anonymous:
-            raise Unauthenticated()
-        if principal.role not in roles:
-            raise Forbidden(f"the {principal.role.value} role may not do this")
-        return principal
+        return check_roles(principal, roles)
 
     return dependency
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Select, String, Table, and_, bindparam, exists, literal, select, update
+from sqlalchemy import Executable, Select, String, Table, and_, bindparam, exists, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
+from app.core.direct import prepared
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.counsellors.models import Counsellor
@@ -61,15 +63,22 @@ def _nest(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+@lru_cache(maxsize=256)
+def _read_by_id(principal: Principal | None) -> Select[Any]:
+    # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
+    # cache key.
+    stmt = select(*_READ_COLUMNS).where(TABLE.c.id == bindparam("counsellor_id"))
+    if principal is not None:
+        stmt = stmt.where(principal.territory_clause(TABLE.c.territory_id))
+    return prepared(stmt)
+
+
 async def read_row(
     session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal | None
 ) -> dict[str, Any] | None:
     """The read row of the counsellor if it lies in `principal`'s territories (`None`: anywhere), before
     its current assignment is filled in."""
-    stmt = select(*_READ_COLUMNS).where(TABLE.c.id == counsellor_id)
-    if principal is not None:
-        stmt = stmt.where(principal.territory_clause(TABLE.c.territory_id))
-    row = (await session.execute(stmt)).first()
+    row = (await session.execute(_read_by_id(principal), {"counsellor_id": counsellor_id})).first()
     return None if row is None else _nest(row._asdict())
 
 
@@ -163,6 +172,20 @@ async def list_page(
     return [_nest(row) for row in rows], next_cursor, total
 
 
+@cache
+def _current_assignments() -> Executable:
+    return prepared(
+        select(
+            Assignment.counsellor_id,
+            Assignment.id,
+            Assignment.position_id,
+            Assignment.contract_type,
+            Assignment.started_on,
+            Assignment.ends_on,
+        ).where(Assignment.counsellor_id.in_(bindparam("counsellor_ids", expanding=True)), covers(TODAY))
+    )
+
+
 async def current_assignments(
     session: AsyncSession, counsellor_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, Any]]:
@@ -170,16 +193,8 @@ async def current_assignments(
     `CounsellorCurrentAssignment`: one query for a whole page."""
     if not counsellor_ids:
         return {}
-    stmt = select(
-        Assignment.counsellor_id,
-        Assignment.id,
-        Assignment.position_id,
-        Assignment.contract_type,
-        Assignment.started_on,
-        Assignment.ends_on,
-    ).where(Assignment.counsellor_id.in_(list(counsellor_ids)), covers(TODAY))
     found = {}
-    for row in await session.execute(stmt):
+    for row in await session.execute(_current_assignments(), {"counsellor_ids": list(counsellor_ids)}):
         current = row._asdict()
         found[current.pop("counsellor_id")] = current
     return found

@@ -9,7 +9,8 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from app.core.auth import AdminDep, Principal, Role, require_roles
+from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
+from app.core.direct import DirectSession, as_session, direct, uuid_param
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.problems import problem_responses
@@ -32,9 +33,8 @@ from app.db import SessionDep, TransactionRoute
 router = APIRouter(prefix="/counsellors", tags=["counsellors"], route_class=TransactionRoute)
 
 # Who may call at all; which record each may see is the service's business (404 / 403, API.md).
-ReaderDep = Annotated[
-    Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer, Role.counsellor))
-]
+READERS = (Role.admin, Role.territory_manager, Role.viewer, Role.counsellor)
+ReaderDep = Annotated[Principal, Depends(require_roles(*READERS))]
 WriterDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager))]
 
 PERSONAL_DOC = (
@@ -176,6 +176,17 @@ async def counsellors_get(
     request: Request, session: SessionDep, principal: ReaderDep, counsellor_id: uuid.UUID
 ) -> Response:
     return await _row_response(request, session, await service.visible_row(session, counsellor_id, principal))
+
+
+@direct("counsellors_get")
+async def counsellors_get_direct(request: Request, session: DirectSession) -> Response | None:
+    counsellor_id = uuid_param(request.path_params["counsellor_id"])
+    if counsellor_id is None:  # pragma: no cover - path parameters are always there
+        return None
+    principal = check_roles(await resolve_principal(request, session), READERS)
+    direct_session = as_session(session)
+    row = await service.visible_row(direct_session, counsellor_id, principal)
+    return await _row_response(request, direct_session, row)
 
 
 @router.post(

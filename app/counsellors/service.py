@@ -139,10 +139,10 @@ async def list_counsellors(
 async def _subtree_path(session: AsyncSession, within: uuid.UUID | None) -> str | None:
     if within is None:
         return None
-    try:
-        return (await territories.get(session, within)).path
-    except NotFound as exc:
-        raise ValidationFailed("/query/within", "no territory with this id") from exc
+    path = await territories.path_of(session, within)
+    if path is None:
+        raise ValidationFailed("/query/within", "no territory with this id")
+    return path
 
 
 # --- writing --------------------------------------------------------------------------------------------

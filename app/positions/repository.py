@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Executable,
     Select,
     String,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -22,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
+from app.core.direct import prepared
 from app.core.pagination import (
     PageRequest,
     SortKey,
@@ -31,7 +35,7 @@ from app.core.pagination import (
     parse_sort,
     parse_uuid,
 )
-from app.core.paths import path_startswith
+from app.core.paths import bound_path_startswith, path_startswith, prefix_params
 from app.positions.models import TODAY, Assignment, Position, PositionStatus, covers, overlaps
 from app.positions.schemas import AssignmentRead, PositionRead
 from app.territories.models import Territory
@@ -76,7 +80,7 @@ _CURRENT_COLUMNS = (
 )
 
 
-def occupied(day: date) -> ColumnElement[bool]:
+def occupied(day: date | ColumnElement[date]) -> ColumnElement[bool]:
     """The position is open and an assignment covers `day`: one EXISTS on (position_id, started_on)."""
     return and_(
         Position.closed_on.is_(None),
@@ -84,7 +88,7 @@ def occupied(day: date) -> ColumnElement[bool]:
     )
 
 
-def status_clause(status: PositionStatus, day: date) -> ColumnElement[bool]:
+def status_clause(status: PositionStatus, day: date | ColumnElement[date]) -> ColumnElement[bool]:
     if status is PositionStatus.closed:
         return Position.closed_on.is_not(None)
     if status is PositionStatus.occupied:
@@ -93,6 +97,13 @@ def status_clause(status: PositionStatus, day: date) -> ColumnElement[bool]:
         Position.closed_on.is_(None),
         ~exists().where(Assignment.position_id == Position.id, covers(day)),
     )
+
+
+@lru_cache(maxsize=256)
+def _in_scope(principal: Principal) -> ColumnElement[bool]:
+    """The caller's scope on positions, built once per caller for the hot reads (a subquery of its
+    territories)."""
+    return principal.territory_clause(Position.territory_id)
 
 
 async def get(
@@ -108,7 +119,6 @@ async def get(
 
 def list_query(
     principal: Principal,
-    day: date,
     *,
     agreement_id: uuid.UUID | None = None,
     territory_id: uuid.UUID | None = None,
@@ -116,22 +126,45 @@ def list_query(
     status: PositionStatus | None = None,
     external_ref: str | None = None,
     updated_since: datetime | None = None,
-) -> Select[Position]:
-    stmt = select(Position).where(principal.territory_clause(Position.territory_id))
+) -> Select[Any]:
+    """The positions the caller may read that match the filters, the status as of today (UTC, bound when
+    the statement runs), every other filter's value a bound parameter (`list_params`): only which filters
+    are given, and the status asked, shape the statement."""
+    stmt = select(Position).where(_in_scope(principal))
     if agreement_id is not None:
-        stmt = stmt.where(Position.agreement_id == agreement_id)
+        stmt = stmt.where(Position.agreement_id == bindparam("f_agreement_id"))
     if territory_id is not None:
-        stmt = stmt.where(Position.territory_id == territory_id)
+        stmt = stmt.where(Position.territory_id == bindparam("f_territory_id"))
     if within_path is not None:
-        subtree = select(Territory.id).where(path_startswith(Territory.path, within_path))
+        subtree = select(Territory.id).where(bound_path_startswith(Territory.path, "f_within"))
         stmt = stmt.where(Position.territory_id.in_(subtree))
     if status is not None:
-        stmt = stmt.where(status_clause(status, day))
+        stmt = stmt.where(status_clause(status, TODAY))
     if external_ref is not None:
-        stmt = stmt.where(Position.external_ref == external_ref)
+        stmt = stmt.where(Position.external_ref == bindparam("f_external_ref"))
     if updated_since is not None:
-        stmt = stmt.where(Position.updated_at >= updated_since)
+        stmt = stmt.where(Position.updated_at >= bindparam("f_updated_since"))
     return stmt
+
+
+def list_params(
+    *,
+    agreement_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    status: PositionStatus | None = None,
+    external_ref: str | None = None,
+    updated_since: datetime | None = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "f_agreement_id": agreement_id,
+        "f_territory_id": territory_id,
+        "f_external_ref": external_ref,
+        "f_updated_since": updated_since,
+    }
+    if within_path is not None:
+        params.update(prefix_params("f_within", within_path))
+    return params
 
 
 def sort_keys(sort: str | None) -> list[SortKey]:
@@ -145,24 +178,78 @@ async def is_visible(session: AsyncSession, position_id: uuid.UUID, principal: P
     return (await session.execute(stmt)).first() is not None
 
 
+@lru_cache(maxsize=256)
+def _read_by_id(principal: Principal) -> Select[Any]:
+    # Hot reads are built once per caller's scope: a statement object reused keeps its compiled form and
+    # cache key.
+    return prepared(
+        select(*READ.columns).where(Position.id == bindparam("position_id"), _in_scope(principal))
+    )
+
+
 async def read_row(session: AsyncSession, position_id: uuid.UUID, principal: Principal) -> Any:
     """The read columns of one position the caller may read, or None."""
-    stmt = select(*READ.columns).where(
-        Position.id == position_id, principal.territory_clause(Position.territory_id)
-    )
-    return (await session.execute(stmt)).first()
+    return (await session.execute(_read_by_id(principal), {"position_id": position_id})).first()
 
 
 async def list_page(
-    session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Position]
+    session: AsyncSession,
+    page: PageRequest,
+    keys: list[SortKey],
+    principal: Principal,
+    *,
+    agreement_id: uuid.UUID | None = None,
+    territory_id: uuid.UUID | None = None,
+    within_path: str | None = None,
+    status: PositionStatus | None = None,
+    external_ref: str | None = None,
+    updated_since: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], str | None, int | None]:
-    """One page of `stmt` (a `list_query`) as dicts of `READ`: one query, one more for the total."""
+    """One page of the positions the caller may read that match the filters (`list_query`), as dicts of
+    `READ`: one query, one more for the total.
+
+    The statement is a template per caller's scope, filters given, status and order, built once
+    (`fetch_page`); the filters' values are bound parameters."""
+    filters: dict[str, Any] = {
+        "agreement_id": agreement_id,
+        "territory_id": territory_id,
+        "within_path": within_path,
+        "status": status,
+        "external_ref": external_ref,
+        "updated_since": updated_since,
+    }
+    template = (
+        "positions",
+        principal,
+        tuple(name for name, value in filters.items() if value is not None),
+        status,
+        tuple((k.name, k.desc) for k in keys),
+    )
+
+    def build() -> Select[Any]:
+        return list_query(principal, **filters).with_only_columns(*READ.columns)
 
     def values(p: Any) -> list[object]:
         return [getattr(p, keys[0].name), p.id]
 
     return await fetch_page(
-        session, stmt.with_only_columns(*READ.columns), keys, page, row_values=values, scalars=False
+        session,
+        build,
+        keys,
+        page,
+        row_values=values,
+        scalars=False,
+        template=template,
+        params=list_params(**filters),
+    )
+
+
+@cache
+def _current_assignments() -> Executable:
+    return prepared(
+        select(Assignment.position_id, *_CURRENT_COLUMNS).where(
+            Assignment.position_id.in_(bindparam("position_ids", expanding=True)), covers(TODAY)
+        )
     )
 
 
@@ -173,11 +260,8 @@ async def current_assignments(
     `PositionCurrentAssignment`: one query for a whole page."""
     if not position_ids:
         return {}
-    stmt = select(Assignment.position_id, *_CURRENT_COLUMNS).where(
-        Assignment.position_id.in_(list(position_ids)), covers(TODAY)
-    )
     found = {}
-    for row in await session.execute(stmt):
+    for row in await session.execute(_current_assignments(), {"position_ids": list(position_ids)}):
         current = row._asdict()
         found[current.pop("position_id")] = current
     return found

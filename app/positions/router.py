@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import TypeAdapter, ValidationError
 
-from app.core.auth import Principal, Role, require_roles
+from app.core.auth import Principal, Role, check_roles, require_roles, resolve_principal
+from app.core.direct import DirectSession, Fallback, as_session, direct, enum_param, text_param, uuid_param
 from app.core.idempotency import IdempotencyDep
-from app.core.listing import PageDep
+from app.core.listing import PageDep, direct_page_request
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
 from app.core.schemas import Timestamp
@@ -33,7 +36,8 @@ from app.positions.schemas import (
 router = APIRouter(prefix="/positions", tags=["positions"], route_class=TransactionRoute)
 assignments_router = APIRouter(prefix="/assignments", tags=["assignments"], route_class=TransactionRoute)
 
-ReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager, Role.viewer))]
+READERS = (Role.admin, Role.territory_manager, Role.viewer)
+ReaderDep = Annotated[Principal, Depends(require_roles(*READERS))]
 WriterDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager))]
 ActionIfMatchHeader = Annotated[
     str | None,
@@ -110,6 +114,46 @@ async def positions_list(
     return page_response(request, rows, next_cursor, total)
 
 
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp)
+
+
+def _timestamp_param(value: str | None) -> datetime | None:
+    """An instant as the route reads it (`Timestamp`); Fallback for one it refuses."""
+    if value is None:
+        return None
+    try:
+        return _TIMESTAMP.validate_python(value)
+    except ValidationError:
+        raise Fallback("not an instant") from None
+
+
+@direct("positions_list")
+async def positions_list_direct(request: Request, session: DirectSession) -> Response | None:
+    query = request.query_params
+    agreement_id = uuid_param(query.get("agreement_id"))
+    territory_id = uuid_param(query.get("territory_id"))
+    within = uuid_param(query.get("within"))
+    status = enum_param(PositionStatus, query.get("status"))
+    external_ref = text_param(query.get("external_ref"), max_length=64, min_length=1)
+    updated_since = _timestamp_param(query.get("updated_since"))
+    sort = query.get("sort")
+    page = await direct_page_request(request, session)
+    principal = check_roles(await resolve_principal(request, session), READERS)
+    rows, next_cursor, total = await service.list_positions(
+        as_session(session),
+        principal,
+        page,
+        agreement_id=agreement_id,
+        territory_id=territory_id,
+        within=within,
+        status=status,
+        external_ref=external_ref,
+        updated_since=updated_since,
+        sort=sort,
+    )
+    return page_response(request, rows, next_cursor, total)
+
+
 @router.get(
     "/{position_id}",
     response_model=PositionRead,
@@ -120,12 +164,28 @@ async def positions_list(
 async def positions_get(
     request: Request, session: SessionDep, principal: ReaderDep, position_id: uuid.UUID
 ) -> Response:
+    return await _position_response(request, session, position_id, principal)
+
+
+async def _position_response(
+    request: Request, session: SessionDep, position_id: uuid.UUID, principal: Principal
+) -> Response:
+    """A position with `ETag`, or 304 (without reading its current assignment) when it is unchanged."""
     row = await service.visible_row(session, position_id, principal)
     unchanged = not_modified(request, row["version"])
     if unchanged is not None:
         return unchanged
     await service.fill_current(session, [row], principal)
     return object_response(None, row)
+
+
+@direct("positions_get")
+async def positions_get_direct(request: Request, session: DirectSession) -> Response | None:
+    position_id = uuid_param(request.path_params["position_id"])
+    if position_id is None:  # pragma: no cover - path parameters are always there
+        return None
+    principal = check_roles(await resolve_principal(request, session), READERS)
+    return await _position_response(request, as_session(session), position_id, principal)
 
 
 @router.post(

@@ -168,9 +168,11 @@ async def list_positions(
     for the current assignments of a personal-data reader's occupied positions, one for the total when
     asked. `status` filters in SQL."""
     keys = repo.sort_keys(sort)
-    stmt = repo.list_query(
+    rows, next_cursor, total = await repo.list_page(
+        session,
+        page,
+        keys,
         principal,
-        today(),
         agreement_id=agreement_id,
         territory_id=territory_id,
         within_path=await agreements.subtree_path(session, within, principal),
@@ -178,7 +180,6 @@ async def list_positions(
         external_ref=external_ref,
         updated_since=updated_since,
     )
-    rows, next_cursor, total = await repo.list_page(session, page, keys, stmt)
     await fill_current(session, rows, principal)
     return rows, next_cursor, total
 
