@@ -412,7 +412,7 @@ async def get_registration(
 
 
 @cache
-def _lock_for_registration() -> Any:
+def _lock_for_registration(scope: tuple[bool, int, bool]) -> Any:
     workshops = cast(Table, Workshop.__table__)
     c = workshops.c
     return prepared(
@@ -426,14 +426,16 @@ def _lock_for_registration() -> Any:
             c.waitlisted_count,
             c.waitlist_capacity,
         )
-        .where(c.id == bindparam("workshop_id", type_=c.id.type))
-        .with_for_update()
+        .where(c.id == bindparam("workshop_id", type_=c.id.type), _visible_template(scope))
+        .with_for_update(of=workshops)
     )
 
 
-async def lock_for_registration(session: AsyncSession, workshop_id: uuid.UUID) -> Any:
-    """The workshop's counters, its row locked until the end of the transaction (None if there is none)."""
-    return (await session.execute(_lock_for_registration(), {"workshop_id": workshop_id})).first()
+async def lock_for_registration(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> Any:
+    """The counters of the workshop, if the caller may see it, its row locked until the end of the
+    transaction; None when there is no such workshop for this caller (nothing is locked then)."""
+    params = {"workshop_id": workshop_id, **_scope_params(principal)}
+    return (await session.execute(_lock_for_registration(_scope_shape(principal)), params)).first()
 
 
 @cache
@@ -485,13 +487,15 @@ async def set_counters(
 def _insert_registration() -> Any:
     registrations = cast(Table, Registration.__table__)
     return prepared(
-        insert(registrations).values({c.name: bindparam(c.name, type_=c.type) for c in registrations.columns})
+        insert(registrations)
+        .values({c.name: bindparam(c.name, type_=c.type) for c in registrations.columns})
+        .returning(*REGISTRATION_READ.columns)
     )
 
 
-async def insert_registration(session: AsyncSession, values: dict[str, Any]) -> None:
-    """A new registration, every column given."""
-    await session.execute(_insert_registration(), values)
+async def insert_registration(session: AsyncSession, values: dict[str, Any]) -> Any:
+    """A new registration, every column given; returns its read model's columns."""
+    return (await session.execute(_insert_registration(), values)).one()
 
 
 async def registration_row(session: AsyncSession, registration_id: uuid.UUID) -> Any:

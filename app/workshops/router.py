@@ -467,11 +467,11 @@ async def _register(
     workshop_id: uuid.UUID,
     body: RegistrationCreate,
 ) -> Response:
-    registration_id, token = await service.register(session, workshop_id, body, principal)
-    row = (await service.registration_row(session, registration_id))._asdict()
+    registration, token = await service.register(session, workshop_id, body, principal)
+    row = registration._asdict()
     row["cancel_token"] = token
     location = request.app.url_path_for(
-        "workshops_registrations_get", workshop_id=str(workshop_id), registration_id=str(registration_id)
+        "workshops_registrations_get", workshop_id=str(workshop_id), registration_id=str(row["id"])
     )
     return object_response(None, row, status_code=201, location=location)
 

@@ -370,14 +370,14 @@ async def cancel(session: AsyncSession, workshop: Workshop, data: WorkshopCancel
 
 async def register(
     session: AsyncSession, workshop_id: uuid.UUID, data: RegistrationCreate, principal: Principal
-) -> tuple[uuid.UUID, str]:
+) -> tuple[Any, str]:
     """Confirmed while seats are left, then waitlisted, then 409 `workshop_full`; under the workshop's lock.
-    Returns the registration's id and its cancel token (shown once; only its hash is kept).
+    Returns the registration's read columns and its cancel token (shown once; only its hash is kept).
 
     Core statements only (no ORM object): the public registration is the hottest write, and runs on the
     direct path (app.core.direct) as well as through its route."""
-    workshop = await repo.lock_for_registration(session, workshop_id)
-    if workshop is None or not await repo.is_visible(session, workshop_id, principal):
+    workshop = await repo.lock_for_registration(session, workshop_id, principal)
+    if workshop is None:
         raise NotFound("no workshop with this id")
     now = utcnow()
     if workshop.status != WorkshopStatus.scheduled.value:
@@ -412,11 +412,10 @@ async def register(
         now=now,
     )
     token = CANCEL_TOKEN_PREFIX + secrets.token_urlsafe(24)
-    registration_id = new_id()
-    await repo.insert_registration(
+    row = await repo.insert_registration(
         session,
         {
-            "id": registration_id,
+            "id": new_id(),
             "workshop_id": workshop_id,
             "first_name": data.first_name,
             "last_name": data.last_name,
@@ -433,7 +432,7 @@ async def register(
             "updated_at": now,
         },
     )
-    return registration_id, token
+    return row, token
 
 
 async def registration_row(session: AsyncSession, registration_id: uuid.UUID) -> Any:

@@ -81,8 +81,8 @@ async def test_counters_always_equal_the_rows(
             async with session.begin_nested():
                 if op == "register":
                     data = RegistrationCreate(first_name="A", last_name="B", email=f"p{n}@example.org")
-                    registration_id, _token = await service.register(session, workshop_id, data, ADMIN)
-                    registered.append(registration_id)
+                    registration, _token = await service.register(session, workshop_id, data, ADMIN)
+                    registered.append(registration.id)
                 elif op == "cancel" and registered:
                     rid = registered[n % len(registered)]
                     await service.cancel_registration(session, workshop_id, rid, ADMIN, None)
