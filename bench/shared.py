@@ -1527,23 +1527,25 @@ def parse_registration(body: bytes) -> RegistrationInput | Reply:
 async def workshop_register(
     db: Database, workshop_id: uuid.UUID, data: RegistrationInput, authorization: str | None
 ) -> Reply:
-    """Public for public workshops. The service's statements, in one transaction: the workshop's row locked
-    (every column, as the ORM reads it), its visibility checked, the email looked up among the live
-    registrations, the INSERT, the counters' UPDATE with the version checked, and the registration read
-    back. Confirmed while seats are left, then waitlisted, then 409 `workshop_full`."""
+    """Public for public workshops. The service's statements, in one transaction: the workshop's counters
+    read and its row locked if the caller may see it, the email looked up among the live registrations,
+    the counters' UPDATE (a new version), and the INSERT returning the registration. Confirmed while seats
+    are left, then waitlisted, then 409 `workshop_full`."""
     async with db.acquire() as conn:
         caller = await caller_for(db, conn, authorization)
         if isinstance(caller, Reply):
             return caller
         async with conn.transaction():
-            row = await conn.fetchrow(
-                db.sql(f"SELECT {WORKSHOP_ROW_COLUMNS} FROM workshops WHERE id = $1 FOR UPDATE"), workshop_id
-            )
             where, args = workshop_visible(db, caller, 2)
-            visible = row is not None and await conn.fetchrow(
-                db.sql(f"SELECT id FROM workshops WHERE id = $1{where}"), workshop_id, *args
+            row = await conn.fetchrow(
+                db.sql(
+                    "SELECT id, status, starts_at, capacity, seats_left, registered_count, waitlisted_count,"
+                    f" waitlist_capacity FROM workshops WHERE id = $1{where} FOR UPDATE OF workshops"
+                ),
+                workshop_id,
+                *args,
             )
-            if row is None or not visible:
+            if row is None:
                 return problem(404, "not_found", "no workshop with this id")
             now = datetime.now(UTC)
             if row["status"] != "scheduled":
@@ -1563,17 +1565,30 @@ async def workshop_register(
                 return problem(
                     409, "already_registered", "this email address is already registered on this workshop"
                 )
-            if row["seats_left"] > 0:
+            registered, seats_left, waitlisted = (
+                row["registered_count"],
+                row["seats_left"],
+                row["waitlisted_count"],
+            )
+            if seats_left > 0:
                 status, rank = "confirmed", None
-                counters = {
-                    "registered_count": row["registered_count"] + 1,
-                    "seats_left": row["seats_left"] - 1,
-                }
-            elif row["waitlisted_count"] < row["waitlist_capacity"]:
-                status, rank = "waitlisted", row["waitlisted_count"] + 1
-                counters = {"waitlisted_count": rank}
+                registered, seats_left = registered + 1, seats_left - 1
+            elif waitlisted < row["waitlist_capacity"]:
+                waitlisted += 1
+                status, rank = "waitlisted", waitlisted
             else:
                 return problem(409, "workshop_full", "every seat and waitlist place is taken")
+            await conn.execute(
+                db.sql(
+                    "UPDATE workshops SET registered_count = $1, seats_left = $2, waitlisted_count = $3,"
+                    " version = version + 1, updated_at = $4 WHERE id = $5"
+                ),
+                registered,
+                seats_left,
+                waitlisted,
+                now,
+                workshop_id,
+            )
             token = "ct_" + secrets.token_urlsafe(24)
             registration = {
                 "id": new_id(),
@@ -1592,29 +1607,13 @@ async def workshop_register(
                 "created_at": now,
                 "updated_at": now,
             }
-            await conn.execute(
+            stored = await conn.fetchrow(
                 db.sql(
                     f"INSERT INTO registrations ({', '.join(registration)}) VALUES"
                     f" ({', '.join(f'${i + 1}' for i in range(len(registration)))})"
+                    f" RETURNING {', '.join(REGISTRATION_FIELDS)}"
                 ),
                 *registration.values(),
-            )
-            sets = ", ".join(f"{name} = ${i + 1}" for i, name in enumerate(counters))
-            n = len(counters)
-            await conn.execute(
-                db.sql(
-                    f"UPDATE workshops SET {sets}, updated_at = ${n + 1}, version = ${n + 2}"
-                    f" WHERE id = ${n + 3} AND version = ${n + 4}"
-                ),
-                *counters.values(),
-                now,
-                row["version"] + 1,
-                workshop_id,
-                row["version"],
-            )
-            stored = await conn.fetchrow(
-                db.sql(f"SELECT {', '.join(REGISTRATION_FIELDS)} FROM registrations WHERE id = $1"),
-                registration["id"],
             )
     assert stored is not None
     body = {name: stored[name] for name in REGISTRATION_FIELDS}
