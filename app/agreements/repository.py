@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date
-from functools import lru_cache
-from typing import Any
+from datetime import date, datetime
+from functools import cache, lru_cache
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, exists, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.agreements.models import Agreement, Amendment
@@ -19,6 +31,7 @@ from app.core.direct import prepared
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import bound_path_startswith, prefix_params
 from app.positions.models import TODAY, Assignment, Position, covers
+from app.programmes.models import Programme
 from app.territories.models import Territory
 
 _ID_KEY = SortKey("id", Agreement.id, parse=parse_uuid)
@@ -259,3 +272,101 @@ async def lock_open_positions(session: AsyncSession, agreement_id: uuid.UUID) ->
         .execution_options(populate_existing=True)
     )
     return list((await session.execute(stmt)).scalars())
+
+
+# --- creating and signing: Core statements built once (the direct path runs them on the driver) ----------
+
+_AGREEMENTS = cast(Table, Agreement.__table__)
+_PROGRAMMES = cast(Table, Programme.__table__)
+
+
+@cache
+def _lock_programme() -> Any:
+    p = _PROGRAMMES.c
+    return prepared(
+        select(p.id, p.positions_target, p.budget_cents, p.subsidy_per_position_cents)
+        .where(p.id == bindparam("programme_id", type_=p.id.type))
+        .with_for_update()
+    )
+
+
+async def lock_programme(session: AsyncSession, programme_id: uuid.UUID) -> Any:
+    """The programme's figures, its row locked until the end of the transaction; None if there is none."""
+    return (await session.execute(_lock_programme(), {"programme_id": programme_id})).first()
+
+
+@cache
+def _programme_changed() -> Any:
+    p = _PROGRAMMES.c
+    return prepared(
+        update(_PROGRAMMES)
+        .where(p.id == bindparam("programme_id", type_=p.id.type))
+        .values(version=p.version + 1, updated_at=bindparam("updated_at", type_=p.updated_at.type))
+    )
+
+
+async def programme_changed(session: AsyncSession, programme_id: uuid.UUID, now: datetime) -> None:
+    """A new version of the programme, whose committed totals changed (its representation did)."""
+    await session.execute(_programme_changed(), {"programme_id": programme_id, "updated_at": now})
+
+
+@cache
+def _insert_agreement() -> Any:
+    return prepared(
+        insert(_AGREEMENTS).values({c.name: bindparam(c.name, type_=c.type) for c in _AGREEMENTS.columns})
+    )
+
+
+async def insert_agreement(session: AsyncSession, values: dict[str, Any]) -> None:
+    """A new agreement, every column given."""
+    await session.execute(_insert_agreement(), values)
+
+
+@lru_cache(maxsize=256)
+def _programme_of(principal: Principal) -> Any:
+    a = _AGREEMENTS.c
+    return prepared(
+        select(a.programme_id).where(a.id == bindparam("agreement_id", type_=a.id.type), _in_scope(principal))
+    )
+
+
+async def programme_of(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
+    """The programme of an agreement the caller may see, or None."""
+    return (await session.execute(_programme_of(principal), {"agreement_id": agreement_id})).scalar()
+
+
+@lru_cache(maxsize=256)
+def _lock_agreement(principal: Principal) -> Any:
+    a = _AGREEMENTS.c
+    return prepared(
+        select(a.id, a.programme_id, a.territory_id, a.status, a.version)
+        .where(a.id == bindparam("agreement_id", type_=a.id.type), _in_scope(principal))
+        .with_for_update(of=_AGREEMENTS)
+    )
+
+
+async def lock_agreement(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
+    """The state of an agreement the caller may see, its row locked until the end of the transaction."""
+    return (await session.execute(_lock_agreement(principal), {"agreement_id": agreement_id})).first()
+
+
+@cache
+def _sign() -> Any:
+    a = _AGREEMENTS.c
+    return prepared(
+        update(_AGREEMENTS)
+        .where(a.id == bindparam("agreement_id", type_=a.id.type))
+        .values(
+            status="signed",
+            signed_on=bindparam("signed_on", type_=a.signed_on.type),
+            version=a.version + 1,
+            updated_at=bindparam("updated_at", type_=a.updated_at.type),
+        )
+        .returning(a.version)
+    )
+
+
+async def sign(session: AsyncSession, agreement_id: uuid.UUID, signed_on: date, now: datetime) -> int:
+    """draft → signed; returns the new version."""
+    params = {"agreement_id": agreement_id, "signed_on": signed_on, "updated_at": now}
+    return int((await session.execute(_sign(), params)).scalar_one())

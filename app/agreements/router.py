@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import TypeAdapter
 
 from app.agreements import service
 from app.agreements.models import AgreementKind, AgreementStatus
@@ -30,6 +32,7 @@ from app.core.responses import created, model_response, object_response, page_re
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep, TransactionRoute
 
+T = TypeVar("T")
 router = APIRouter(prefix="/agreements", tags=["agreements"], route_class=TransactionRoute)
 
 READERS = (Role.admin, Role.territory_manager, Role.viewer)
@@ -51,6 +54,69 @@ READERS_DOC = (
 
 def _respond(read: AgreementRead) -> Response:
     return model_response(read, version=read.version)
+
+
+async def _create(
+    request: Request, session: SessionDep, principal: Principal, body: AgreementCreate
+) -> Response:
+    agreement_id = await service.create(session, body, principal)
+    row = await service.read_visible(session, agreement_id, principal)
+    location = request.app.url_path_for("agreements_get", agreement_id=str(agreement_id))
+    return object_response(None, row, status_code=201, location=str(location))
+
+
+async def _sign(
+    session: SessionDep,
+    principal: Principal,
+    agreement_id: uuid.UUID,
+    body: AgreementSign,
+    if_match: str | None,
+) -> Response:
+    agreement = await service.lock_for_signature(session, agreement_id, principal)
+    if if_match is not None:
+        require_if_match(if_match, agreement.version)
+    await service.sign(session, agreement, body)
+    return object_response(None, await service.read_visible(session, agreement_id, principal))
+
+
+_CREATE = TypeAdapter(AgreementCreate)
+_SIGN = TypeAdapter(AgreementSign)
+
+
+def _json_body(adapter: TypeAdapter[T], request: Request, raw: bytes) -> T | None:
+    """The body as the route reads it (JSON decoded as Starlette does, validated in Python mode), or None
+    for anything the route must answer itself (another content type, invalid JSON or values)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return None
+    try:
+        return adapter.validate_python(json.loads(raw))
+    except ValueError:
+        return None
+
+
+@direct("agreements_create")
+async def agreements_create_direct(request: Request, session: DirectSession) -> Response | None:
+    """Without an Idempotency-Key (which the route answers)."""
+    if "idempotency-key" in request.headers:
+        return None
+    body = _json_body(_CREATE, request, await request.body())
+    if body is None:
+        return None
+    principal = check_roles(await resolve_principal(request, session), (Role.admin,))
+    return await _create(request, as_session(session), principal, body)
+
+
+@direct("agreements_sign")
+async def agreements_sign_direct(request: Request, session: DirectSession) -> Response | None:
+    """Without an Idempotency-Key (which the route answers)."""
+    agreement_id = uuid_param(request.path_params["agreement_id"])
+    if agreement_id is None or "idempotency-key" in request.headers:
+        return None
+    body = _json_body(_SIGN, request, await request.body())
+    if body is None:
+        return None
+    principal = check_roles(await resolve_principal(request, session), (Role.admin,))
+    return await _sign(as_session(session), principal, agreement_id, body, request.headers.get("if-match"))
 
 
 @router.get(
@@ -160,14 +226,7 @@ async def agreements_create(
     request: Request, session: SessionDep, principal: AdminDep, idem: IdempotencyDep, body: AgreementCreate
 ) -> Response:
     async def produce() -> Response:
-        agreement = await service.create(session, body, principal)
-        return created(
-            request,
-            await service.read(session, agreement),
-            "agreements_get",
-            version=agreement.version,
-            agreement_id=str(agreement.id),
-        )
+        return await _create(request, session, principal, body)
 
     return await idem.run(produce)
 
@@ -211,11 +270,7 @@ async def agreements_sign(
     if_match: ActionIfMatchHeader = None,
 ) -> Response:
     async def produce() -> Response:
-        agreement, _programme = await service.get_for_change(session, agreement_id, principal)
-        if if_match is not None:
-            require_if_match(if_match, agreement.version)
-        agreement = await service.sign(session, agreement, body)
-        return _respond(await service.read(session, agreement))
+        return await _sign(session, principal, agreement_id, body, if_match)
 
     return await idem.run(produce)
 

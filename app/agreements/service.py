@@ -44,7 +44,7 @@ from app.core.auth import Principal
 from app.core.changes import Action
 from app.core.pagination import PageRequest
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
-from app.db import utcnow
+from app.db import new_id, utcnow
 from app.positions.models import today
 from app.programmes import service as programmes
 from app.programmes.models import Programme
@@ -233,7 +233,7 @@ async def _check_territory(session: AsyncSession, territory_id: uuid.UUID, princ
 
 
 async def _check_room(
-    session: AsyncSession, programme: Programme, *, positions: int, subsidy_cents: int
+    session: AsyncSession, programme: Programme | Any, *, positions: int, subsidy_cents: int
 ) -> None:
     """Refuses a change that would take the programme's live agreements past its target or its budget.
 
@@ -262,13 +262,21 @@ async def _check_reference(
         raise AgreementReferenceExists(f"the programme already has an agreement with reference {reference}")
 
 
-async def create(session: AsyncSession, data: AgreementCreate, principal: Principal) -> Agreement:
-    """A new draft. A draft already reserves its positions and subsidy in the programme."""
+async def create(session: AsyncSession, data: AgreementCreate, principal: Principal) -> uuid.UUID:
+    """A new draft; returns its id. A draft already reserves its positions and subsidy in the programme.
+
+    Core statements only (no ORM object), so that it runs on the direct path (app.core.direct) as well as
+    through its route: the programme locked first (every write to its agreements takes that lock first),
+    the territory checked in the caller's scope and kept, the reference and the programme's room checked,
+    the INSERT, the programme's new version, the change."""
     _check_dates(data.starts_on, data.ends_on)
-    programme = await programmes.find_for_update(session, data.programme_id)
+    programme = await repo.lock_programme(session, data.programme_id)
     if programme is None:
         raise UnknownReference("/programme_id", "no programme with this id")
-    await _check_territory(session, data.territory_id, principal)
+    if not await territories.in_scope(session, data.territory_id, principal) or not (
+        await repo.lock_territory(session, data.territory_id)
+    ):
+        raise UnknownReference("/territory_id", "no territory with this id")
     await _check_reference(session, programme.id, data.reference, None)
     per_position = (
         data.subsidy_per_position_cents
@@ -281,22 +289,39 @@ async def create(session: AsyncSession, data: AgreementCreate, principal: Princi
         positions=data.positions_granted,
         subsidy_cents=subsidy_total(data.positions_granted, per_position),
     )
-    agreement = Agreement(
-        programme_id=programme.id,
-        territory_id=data.territory_id,
-        kind=data.kind.value,
-        reference=data.reference,
-        status=AgreementStatus.draft.value,
-        positions_granted=data.positions_granted,
-        subsidy_per_position_cents=per_position,
-        starts_on=data.starts_on,
-        ends_on=data.ends_on,
+    now = utcnow()
+    agreement_id = new_id()
+    await repo.insert_agreement(
+        session,
+        {
+            "id": agreement_id,
+            "programme_id": programme.id,
+            "territory_id": data.territory_id,
+            "kind": data.kind.value,
+            "reference": data.reference,
+            "status": AgreementStatus.draft.value,
+            "positions_granted": data.positions_granted,
+            "subsidy_per_position_cents": per_position,
+            "signed_on": None,
+            "starts_on": data.starts_on,
+            "ends_on": data.ends_on,
+            "terminated_on": None,
+            "termination_reason": None,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        },
     )
-    repo.add(session, agreement)
-    programmes.totals_changed(programme)
-    await session.flush()
-    await _record(session, agreement, Action.created)
-    return agreement
+    await repo.programme_changed(session, programme.id, now)
+    await changes.record(
+        session,
+        resource=RESOURCE,
+        id=agreement_id,
+        action=Action.created,
+        version=1,
+        territory_id=data.territory_id,
+    )
+    return agreement_id
 
 
 _NOT_NULL = (
@@ -358,15 +383,34 @@ async def _check_positions_cover_open(session: AsyncSession, agreement: Agreemen
         )
 
 
-async def sign(session: AsyncSession, agreement: Agreement, data: AgreementSign) -> Agreement:
-    """draft → signed. The positions were reserved by the draft, so the programme's totals do not move."""
+async def lock_for_signature(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
+    """The agreement's state, locked after its programme (the order of `get_for_change`), in Core
+    statements: 404 alike for one that does not exist and one outside the caller's territories."""
+    programme_id = await repo.programme_of(session, agreement_id, principal)
+    if programme_id is None:
+        raise NotFound("no agreement with this id")
+    if await repo.lock_programme(session, programme_id) is None:
+        raise NotFound("no programme with this id")
+    locked = await repo.lock_agreement(session, agreement_id, principal)
+    if locked is None:
+        raise NotFound("no agreement with this id")
+    return locked
+
+
+async def sign(session: AsyncSession, agreement: Any, data: AgreementSign) -> None:
+    """draft → signed, for `agreement` from `lock_for_signature`. The positions were reserved by the
+    draft, so the programme's totals do not move."""
     if agreement.status != AgreementStatus.draft:
         raise InvalidTransition(f"only a draft can be signed; this agreement is {agreement.status}")
-    agreement.status = AgreementStatus.signed.value
-    agreement.signed_on = data.signed_on
-    await session.flush()
-    await _record(session, agreement, Action.updated)
-    return agreement
+    version = await repo.sign(session, agreement.id, data.signed_on, utcnow())
+    await changes.record(
+        session,
+        resource=RESOURCE,
+        id=agreement.id,
+        action=Action.updated,
+        version=version,
+        territory_id=agreement.territory_id,
+    )
 
 
 async def terminate(

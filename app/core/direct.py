@@ -367,6 +367,10 @@ class DirectSession:
     def __getattr__(self, name: str) -> Any:
         raise Fallback(f"the direct path has no session.{name}")
 
+    def get_bind(self) -> AsyncEngine | AsyncConnection:
+        """What the session is bound to (its `dialect` says which database)."""
+        return self._bind
+
     async def _connection(self) -> Any:
         if self._driver is not None:
             return self._driver

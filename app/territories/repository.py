@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
+from app.core.direct import prepared
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_sort, parse_uuid
 from app.core.paths import bound_path_startswith, path_startswith, prefix_params
 from app.territories import search
@@ -113,6 +114,21 @@ async def read_row_by_code(session: AsyncSession, kind: str, code: str) -> Any:
     """The read columns of the territory with this code or, failing that, of the one this former code
     designates (its `code` then differs), or None."""
     return (await session.execute(_read_by_code(), {"kind": kind, "code": code})).first()
+
+
+@lru_cache(maxsize=256)
+def _exists_in_scope(principal: Principal) -> Any:
+    return prepared(
+        select(Territory.id).where(
+            Territory.id == bindparam("territory_id", type_=Territory.__table__.c.id.type),
+            principal.path_clause(Territory.path),
+        )
+    )
+
+
+async def exists_in_scope(session: AsyncSession, territory_id: uuid.UUID, principal: Principal) -> bool:
+    stmt = _exists_in_scope(principal)
+    return (await session.execute(stmt, {"territory_id": territory_id})).first() is not None
 
 
 async def get_many(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Territory]:

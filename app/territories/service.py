@@ -104,6 +104,11 @@ async def get_in_scope(
     return await repo.get(session, territory_id, principal)
 
 
+async def in_scope(session: AsyncSession, territory_id: uuid.UUID, principal: Principal) -> bool:
+    """Whether the territory exists in the caller's subtrees (a column SELECT: the direct path runs it)."""
+    return await repo.exists_in_scope(session, territory_id, principal)
+
+
 async def find_by_code(session: AsyncSession, kind: TerritoryKind, code: str) -> Territory | None:
     """The territory of this kind and code or, failing that, the one a former code designates (a commune
     merged into another, a delegated commune, a municipal arrondissement: docs/api-changes.md)."""

@@ -260,17 +260,23 @@ async def test_a_territory_deleted_right_after_its_check_is_422_unknown_referenc
 ) -> None:
     programme = await create_programme(client, admin)
     draft = await create_agreement(client, admin, programme["id"], tree.rhone.id, positions_granted=10)
-    real = territories.get_in_scope
 
-    async def deleted_right_after(session: AsyncSession, territory_id: Any, principal: Principal) -> Any:
-        territory = await real(session, territory_id, principal)
-        # Another transaction deletes the territory between the check and the write.
-        await session.execute(
-            delete(Territory).where(Territory.id == territory_id).execution_options(synchronize_session=False)
-        )
-        return territory
+    def deleted_right_after(real: Any) -> Any:
+        async def check(session: Any, territory_id: Any, principal: Principal) -> Any:
+            territory = await real(session, territory_id, principal)
+            # Another transaction deletes the territory between the check and the write.
+            await session.execute(
+                delete(Territory)
+                .where(Territory.id == territory_id)
+                .execution_options(synchronize_session=False)
+            )
+            return territory
 
-    monkeypatch.setattr(territories, "get_in_scope", deleted_right_after)
+        return check
+
+    # A change checks its territory with `get_in_scope`; a creation with `in_scope` (column SELECT).
+    for name in ("get_in_scope", "in_scope"):
+        monkeypatch.setattr(territories, name, deleted_right_after(getattr(territories, name)))
     if write == "create":
         response = await post_agreement(
             client, admin, programme["id"], tree.villeurbanne.id, reference="V", positions_granted=5

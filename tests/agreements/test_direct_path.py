@@ -9,7 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.agreements.helpers import AGREEMENTS, create_agreement, create_programme, create_signed
+from app.core.direct import answer_observers
+from tests.agreements.helpers import (
+    AGREEMENTS,
+    agreement_body,
+    create_agreement,
+    create_programme,
+    create_signed,
+    get_programme,
+)
 from tests.conftest import KeyMaker, SameAnswers, Tree, bearer
 
 
@@ -140,3 +148,120 @@ async def test_agreement_lists(
         await same_answers(AGREEMENTS, params=params, direct=False)  # 401
     # Repeated parameters: the last one counts, both ways.
     await same_answers(AGREEMENTS, params=[("status", "draft"), ("status", "signed")], headers=admin)
+
+
+async def _both(
+    client: httpx.AsyncClient, route_client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> tuple[httpx.Response, httpx.Response, list[str]]:
+    """The request through the test app (direct path on) then through the route app; and which routes
+    the direct path answered itself."""
+    seen: list[str] = []
+    answer_observers.append(seen.append)
+    try:
+        direct = await client.request(method, url, **kwargs)
+    finally:
+        answer_observers.remove(seen.append)
+    return direct, await route_client.request(method, url, **kwargs), seen
+
+
+_VOLATILE = ("id", "reference", "created_at", "updated_at")
+
+
+def _same(direct: httpx.Response, route: httpx.Response, *volatile: str) -> None:
+    assert direct.status_code == route.status_code, (direct.text, route.text)
+    a, b = direct.json(), route.json()
+    for name in (*volatile, "request_id"):
+        a.pop(name, None)
+        b.pop(name, None)
+    assert a == b
+    assert set(direct.headers) == set(route.headers)
+
+
+async def test_create_and_sign_answer_the_same(
+    client: httpx.AsyncClient,
+    route_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    world: dict[str, Any],
+    tree: Tree,
+) -> None:
+    """Each write changes the shared data: a write through each app is compared with the values that must
+    differ (ids, references, instants) set aside, and the programme's totals count both."""
+    programme_id = world["programme"]["id"]
+    before = (await get_programme(client, programme_id))["positions_granted"]
+
+    def body(reference: str, **changes: Any) -> dict[str, Any]:
+        return agreement_body(
+            programme_id, tree.villeurbanne.id, **{"reference": reference, "positions_granted": 1, **changes}
+        )
+
+    seen: list[str] = []
+    answer_observers.append(seen.append)
+    try:
+        created = await client.post(AGREEMENTS, json=body("D-1"), headers=admin)
+    finally:
+        answer_observers.remove(seen.append)
+    assert seen == ["agreements_create"]
+    routed = await route_client.post(AGREEMENTS, json=body("D-2"), headers=admin)
+    assert created.status_code == 201, created.text
+    _same(created, routed, *_VOLATILE)
+    assert created.headers["location"] == f"{AGREEMENTS}/{created.json()['id']}"
+    assert created.headers["etag"] == routed.headers["etag"] == '"1"'
+    for refused in (
+        body("D-1"),  # 409 agreement_reference_exists
+        {**body("D-3"), "programme_id": str(uuid.uuid4())},  # 422 unknown_reference
+        {**body("D-4"), "territory_id": str(uuid.uuid4())},  # 422 unknown_reference
+        body("D-5", positions_granted=100_000),  # 409 programme_positions_exceeded
+    ):
+        direct, route, seen = await _both(
+            client, route_client, "POST", AGREEMENTS, json=refused, headers=admin
+        )
+        _same(direct, route)
+        assert direct.status_code in (409, 422), direct.text
+        assert seen == ["agreements_create"]
+    for headers in (world["manager"], {}, bearer("cnfs_unknown")):  # 403, 401, 401
+        direct, route, _ = await _both(
+            client, route_client, "POST", AGREEMENTS, json=body("D-6"), headers=headers
+        )
+        assert direct.status_code in (401, 403)
+        _same(direct, route)
+    # What the route answers itself: an invalid body, an Idempotency-Key.
+    for kwargs in (
+        {"json": {**body("D-7"), "positions_granted": -1}, "headers": admin},
+        {"content": b"{", "headers": {**admin, "Content-Type": "application/json"}},
+        {"json": body("D-8"), "headers": {**admin, "Idempotency-Key": "k-1"}},
+    ):
+        seen = []
+        answer_observers.append(seen.append)
+        try:
+            await client.post(AGREEMENTS, **kwargs)  # type: ignore[arg-type]
+        finally:
+            answer_observers.remove(seen.append)
+        assert seen == [], kwargs
+
+    sign = {"signed_on": "2026-03-02"}
+    first, second = created.json()["id"], routed.json()["id"]
+    seen = []
+    answer_observers.append(seen.append)
+    try:
+        signed = await client.post(f"{AGREEMENTS}/{first}/sign", json=sign, headers=admin)
+    finally:
+        answer_observers.remove(seen.append)
+    assert seen == ["agreements_sign"]
+    signed_routed = await route_client.post(f"{AGREEMENTS}/{second}/sign", json=sign, headers=admin)
+    assert signed.status_code == 200, signed.text
+    _same(signed, signed_routed, *_VOLATILE)
+    assert signed.json()["status"] == "signed"
+    assert signed.headers["etag"] == '"2"'
+    # Signed again, a stale If-Match, an unknown agreement, a manager's key, no key: the same problems.
+    for url, headers in (
+        (f"{AGREEMENTS}/{first}/sign", admin),
+        (f"{AGREEMENTS}/{world['draft']['id']}/sign", {**admin, "If-Match": '"7"'}),
+        (f"{AGREEMENTS}/{uuid.uuid4()}/sign", admin),
+        (f"{AGREEMENTS}/{world['draft']['id']}/sign", world["manager"]),
+        (f"{AGREEMENTS}/{world['draft']['id']}/sign", {}),
+    ):
+        direct, route, _ = await _both(client, route_client, "POST", url, json=sign, headers=headers)
+        assert direct.status_code in (401, 403, 404, 409, 412), direct.text
+        _same(direct, route)
+    # The programme counts the drafts of both paths (and the one with an Idempotency-Key).
+    assert (await get_programme(client, programme_id))["positions_granted"] == before + 3
