@@ -125,7 +125,11 @@ def make_engine(
             echo=echo,
             # Bound values may be personal data: keep them out of exception texts, hence out of logs.
             hide_parameters=True,
-            **({} if in_memory else {"pool_timeout": pool_timeout}),
+            # As on PostgreSQL, no overflow: a connection opened past the pool's size would be closed again
+            # when it comes back, and the next burst would open it again (a thread and the PRAGMAs each).
+            **(
+                {} if in_memory else {"pool_timeout": pool_timeout, "pool_size": pool_size, "max_overflow": 0}
+            ),
         )
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect(sqlite_busy_timeout_ms, foreign_keys))
 
