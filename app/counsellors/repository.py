@@ -123,6 +123,19 @@ async def get_by_ref(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def synced_row_by_ref(session: AsyncSession, territory_id: uuid.UUID, external_ref: str) -> Any:
+    """The employer's counsellor `external_ref`, every column (what `to_read` reads) as a row, unlocked: an
+    HR sync's replay compares it and writes nothing."""
+    stmt = select(*TABLE.c).where(TABLE.c.territory_id == territory_id, TABLE.c.external_ref == external_ref)
+    return (await session.execute(stmt)).first()
+
+
+async def territory_in_scope(session: AsyncSession, territory_id: uuid.UUID, principal: Principal) -> bool:
+    """Whether the territory exists in the caller's subtrees (a column SELECT, no lock)."""
+    stmt = select(Territory.id).where(Territory.id == territory_id, principal.path_clause(Territory.path))
+    return (await session.execute(stmt)).first() is not None
+
+
 async def external_ref_taken(
     session: AsyncSession, territory_id: uuid.UUID, external_ref: str, exclude_id: uuid.UUID | None
 ) -> bool:
@@ -232,7 +245,7 @@ async def rows_by_ref(
     stmt = select(*(TABLE.c[name] for name in _ROW_COLUMNS)).where(
         TABLE.c.territory_id.in_(list(territory_ids)), TABLE.c.external_ref.in_(list(refs))
     )
-    return {(row.territory_id, row.external_ref): dict(row._mapping) for row in await session.execute(stmt)}
+    return {(row.territory_id, row.external_ref): row._asdict() for row in await session.execute(stmt)}
 
 
 async def lock_rows(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
@@ -244,7 +257,7 @@ async def lock_rows(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uui
         .order_by(TABLE.c.id)
         .with_for_update()
     )
-    return {row.id: dict(row._mapping) for row in await session.execute(stmt)}
+    return {row.id: row._asdict() for row in await session.execute(stmt)}
 
 
 async def insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[uuid.UUID]:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -351,6 +351,23 @@ async def upsert_by_ref(
     return existing, False
 
 
+async def unchanged_by_ref(
+    session: AsyncSession, external_ref: str, data: CounsellorUpsert, principal: Principal
+) -> CounsellorRead | None:
+    """The answer of `upsert_by_ref` (without `If-Match`) when it would change nothing, found with column
+    SELECTs and no lock: an HR system's nightly replay, which mostly sends what is there. None when the
+    counsellor is to be created or changed (`upsert_by_ref` does it). The same checks first, in the same
+    order, with the same problems."""
+    territory_id = _employer(data.territory_id, principal, "/territory_id")
+    if not await repo.territory_in_scope(session, territory_id, principal):
+        raise UnknownReference("/territory_id", "no territory with this id in your territories")
+    row = await repo.synced_row_by_ref(session, territory_id, external_ref)
+    if row is None or _differs(row._asdict(), _columns(data)):
+        return None
+    current = await repo.current_assignments(session, [row.id])
+    return to_read(cast(Counsellor, row), current.get(row.id))
+
+
 # Bulk results are plain dicts shaped like `BulkResult` (a thousand models per request would cost more
 # than the database work).
 Result = dict[str, Any]
@@ -438,6 +455,24 @@ async def bulk_upsert(
     request costs a constant number of statements.
     With `atomic`, any refused item refuses the whole request (422 `bulk_rejected`) before anything is
     written."""
+    results = await _bulk(session, raw_items, principal, atomic=atomic, write=True)
+    if results is None:  # pragma: no cover - only a replay stops before writing
+        raise RuntimeError("the bulk upsert stopped before writing")
+    return results
+
+
+async def bulk_replay(
+    session: AsyncSession, raw_items: Sequence[Any], principal: Principal, *, atomic: bool
+) -> list[Result] | None:
+    """The results of `bulk_upsert` when it would write nothing (every valid item unchanged, or a refusal
+    before any write), from the same checks and SELECTs; None as soon as an item is to be created or
+    changed (`bulk_upsert` does it)."""
+    return await _bulk(session, raw_items, principal, atomic=atomic, write=False)
+
+
+async def _bulk(
+    session: AsyncSession, raw_items: Sequence[Any], principal: Principal, *, atomic: bool, write: bool
+) -> list[Result] | None:
     results: list[Result | None] = [None] * len(raw_items)
     prepared: list[_Prepared] = []
     seen: set[tuple[uuid.UUID, str]] = set()
@@ -482,18 +517,26 @@ async def bulk_upsert(
             "at least one item was refused, so none was applied; see `items`",
             extra={"items": [r for r in results if r is not None]},
         )
-    await _write(session, ready, results, atomic)
+    if not await _write(session, ready, results, atomic, write):
+        return None
     return [r for r in results if r is not None]
 
 
 async def _write(
-    session: AsyncSession, ready: list[_Prepared], results: list[Result | None], atomic: bool
-) -> None:
+    session: AsyncSession, ready: list[_Prepared], results: list[Result | None], atomic: bool, write: bool
+) -> bool:
+    """Writes the ready items and fills their results; False, having written nothing, when `write` is
+    off and an item is to be created or changed."""
     if not ready:
-        return
+        return True
     existing = await repo.rows_by_ref(
         session, {p.territory_id for p in ready}, {p.item.external_ref for p in ready}
     )
+    if not write and any(
+        (row := existing.get((p.territory_id, p.item.external_ref))) is None or _differs(row, p.columns)
+        for p in ready
+    ):
+        return False
     now = utcnow()
     inserts: dict[uuid.UUID, _Prepared] = {}
     insert_rows = []
@@ -559,6 +602,7 @@ async def _write(
         results[p.index] = _result(p.index, p.item.external_ref, 200, row["id"], version)
     await repo.update_many(session, updates)
     await changes.record_many(session, entries)
+    return True
 
 
 def _differs(row: dict[str, Any], columns: dict[str, Any]) -> bool:
