@@ -532,10 +532,16 @@ async def _write(
     existing = await repo.rows_by_ref(
         session, {p.territory_id for p in ready}, {p.item.external_ref for p in ready}
     )
-    if not write and any(
+    if not any(
         (row := existing.get((p.territory_id, p.item.external_ref))) is None or _differs(row, p.columns)
         for p in ready
     ):
+        # A replay: every item unchanged, nothing written and no lock taken.
+        for p in ready:
+            row = existing[(p.territory_id, p.item.external_ref)]
+            results[p.index] = _result(p.index, p.item.external_ref, 200, row["id"], row["version"])
+        return True
+    if not write:
         return False
     now = utcnow()
     inserts: dict[uuid.UUID, _Prepared] = {}
