@@ -10,7 +10,16 @@ from typing import Any
 import httpx
 
 from tests.conftest import KeyMaker, SameWrites, bearer
-from tests.positions.helpers import CHANGES, COUNSELLORS, PERSON, World, assign, create_position, day
+from tests.positions.helpers import (
+    CHANGES,
+    COUNSELLORS,
+    PERSON,
+    World,
+    assign,
+    create_position,
+    day,
+    end_assignment,
+)
 
 BULK = f"{COUNSELLORS}/bulk"
 WRITTEN = frozenset({"id", "created_at", "updated_at"})
@@ -52,9 +61,14 @@ async def test_put_by_ref_answers_the_same(
         assert answer.headers["etag"] == '"1"'
     # With its current assignment.
     position = await create_position(client, world.admin, world.lyon["id"])
-    await assign(client, world.admin, position["id"], created.json()["id"], started_on=day(-3))
+    held = await assign(client, world.admin, position["id"], created.json()["id"], started_on=day(-3))
     answer = await same_writes("PUT", url, json=PERSON, headers=world.lyon_manager)
-    assert answer.json()["current_assignment"]["position_id"] == position["id"]
+    assert answer.json()["current_assignment"]["id"] == held["id"]
+    # Ended yesterday: none covers today.
+    ended = await end_assignment(client, world.admin, held["id"], day(-1))
+    assert ended.status_code == 200, ended.text
+    answer = await same_writes("PUT", url, json=PERSON, headers=world.lyon_manager)
+    assert answer.json()["current_assignment"] is None
     # Refused by the checks that come before the body: the same problems from the direct path.
     rhone_manager = world.rhone_manager
     for headers in (
@@ -135,14 +149,19 @@ async def test_put_by_ref_answers_the_same(
     )
 
 
-async def test_an_unchanged_put_writes_nothing(client: httpx.AsyncClient, world: World) -> None:
+async def test_an_unchanged_put_writes_nothing(
+    client: httpx.AsyncClient, world: World, count_queries: Any
+) -> None:
     url = f"{COUNSELLORS}/by-ref/M-1"
     created = await client.put(url, json=PERSON, headers=world.lyon_manager)
     assert created.status_code == 201, created.text
     before = await _changes(client, world)
     for _ in range(3):
-        answer = await client.put(url, json=PERSON, headers=world.lyon_manager)
+        with count_queries() as counter:
+            answer = await client.put(url, json=PERSON, headers=world.lyon_manager)
         assert (answer.status_code, answer.json()) == (200, created.json())
+        # The key, then the employer with the counsellor and its current assignment.
+        assert counter.count == 2, counter.statements
     assert await _changes(client, world) == before
     changed = await client.put(url, json={**PERSON, "phone": None}, headers=world.lyon_manager)
     assert changed.json()["version"] == 2
