@@ -134,6 +134,16 @@ async def test_put_by_ref_answers_the_same(
         headers = {**world.lyon_manager, **request.pop("headers", {})}
         await same_writes("PUT", url, headers=headers, direct=False, **request)
         await same_writes("PUT", url, headers={}, direct=None, **request)
+    # Larger than the body limit: 413 both ways.
+    huge = b'{"first_name": "' + b"x" * (1024 * 1024) + b'"}'
+    too_large = await same_writes(
+        "PUT",
+        url,
+        content=huge,
+        headers={**world.lyon_manager, "Content-Type": "application/json"},
+        direct=None,
+    )
+    assert too_large.status_code == 413
     for ref in ("M%001", "M" * 65):
         await same_writes(
             "PUT", f"{COUNSELLORS}/by-ref/{ref}", json=PERSON, headers=world.lyon_manager, direct=False
