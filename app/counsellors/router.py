@@ -326,15 +326,21 @@ async def counsellors_upsert_by_ref_direct(request: Request, session: DirectSess
     if "if-match" in request.headers:
         return None
     body = await _json_body(request)
-    principal = await _writer(request, session)
-    external_ref = text_param(request.path_params["external_ref"], max_length=64, min_length=1)
-    if external_ref is None:  # pragma: no cover - path parameters are always there
-        return None
+    # It only reads: its statements run as a reading request's do, outside a transaction (no BEGIN and
+    # COMMIT round trips), on a session of their own; the writing request's `session` stays unused.
+    reads = DirectSession(request.app.state.sessionmaker.kw["bind"])
     try:
-        data = CounsellorUpsert.model_validate(body)
-    except ValidationError:
-        return None
-    read = await service.unchanged_by_ref(as_session(session), external_ref, data, principal)
+        principal = await _writer(request, reads)
+        external_ref = text_param(request.path_params["external_ref"], max_length=64, min_length=1)
+        if external_ref is None:  # pragma: no cover - path parameters are always there
+            return None
+        try:
+            data = CounsellorUpsert.model_validate(body)
+        except ValidationError:
+            return None
+        read = await service.unchanged_by_ref(as_session(reads), external_ref, data, principal)
+    finally:
+        await reads.close()
     return None if read is None else _respond(read)
 
 
