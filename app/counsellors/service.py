@@ -474,12 +474,53 @@ async def bulk_replay(
 ) -> list[Result] | None:
     """The results of `bulk_upsert` when it would write nothing (every valid item unchanged, or a refusal
     before any write), from the same checks and SELECTs; None as soon as an item is to be created or
-    changed (`bulk_upsert` does it)."""
-    return await _bulk(session, raw_items, principal, atomic=atomic, write=False)
+    changed (`bulk_upsert` does it).
+
+    The counsellors are read first, by the references and employers as sent, before any item is
+    validated: a request with a new counsellor goes to `bulk_upsert` at the cost of that one SELECT, and a
+    replay reads them once."""
+    known = await _known_rows(session, raw_items, principal)
+    if known is None:
+        return None
+    return await _bulk(session, raw_items, principal, atomic=atomic, write=False, known=known)
+
+
+Rows = dict[tuple[uuid.UUID, str], dict[str, Any]]
+
+
+async def _known_rows(session: AsyncSession, raw_items: Sequence[Any], principal: Principal) -> Rows | None:
+    """The counsellors the items name, as sent (an item that is not plainly a reference with an employer is
+    left to validation); None when one of them does not exist."""
+    keys: set[tuple[uuid.UUID, str]] = set()
+    only = principal.territory_ids[0] if len(principal.territory_ids) == 1 else None
+    for raw in raw_items:
+        # Only a reference that validation could take (printable, 1 to 64 characters) reaches the database.
+        ref = _ref_of(raw)
+        if ref is None:
+            continue
+        employer = raw.get("territory_id")
+        if employer is None:
+            if only is not None:
+                keys.add((only, ref))
+        elif isinstance(employer, str):
+            try:
+                keys.add((uuid.UUID(employer), ref))
+            except ValueError:
+                continue
+    if not keys:
+        return {}
+    rows = await repo.rows_by_ref(session, {t for t, _ in keys}, {r for _, r in keys})
+    return rows if keys <= rows.keys() else None
 
 
 async def _bulk(
-    session: AsyncSession, raw_items: Sequence[Any], principal: Principal, *, atomic: bool, write: bool
+    session: AsyncSession,
+    raw_items: Sequence[Any],
+    principal: Principal,
+    *,
+    atomic: bool,
+    write: bool,
+    known: Rows | None = None,
 ) -> list[Result] | None:
     results: list[Result | None] = [None] * len(raw_items)
     prepared: list[_Prepared] = []
@@ -525,21 +566,29 @@ async def _bulk(
             "at least one item was refused, so none was applied; see `items`",
             extra={"items": [r for r in results if r is not None]},
         )
-    if not await _write(session, ready, results, atomic, write):
+    if not await _write(session, ready, results, atomic, write, known):
         return None
     return [r for r in results if r is not None]
 
 
 async def _write(
-    session: AsyncSession, ready: list[_Prepared], results: list[Result | None], atomic: bool, write: bool
+    session: AsyncSession,
+    ready: list[_Prepared],
+    results: list[Result | None],
+    atomic: bool,
+    write: bool,
+    known: Rows | None = None,
 ) -> bool:
     """Writes the ready items and fills their results; False, having written nothing, when `write` is
-    off and an item is to be created or changed."""
+    off and an item is to be created or changed. `known`: the rows already read (`_known_rows`)."""
     if not ready:
         return True
-    existing = await repo.rows_by_ref(
-        session, {p.territory_id for p in ready}, {p.item.external_ref for p in ready}
-    )
+    if known is not None:
+        existing = known
+    else:
+        existing = await repo.rows_by_ref(
+            session, {p.territory_id for p in ready}, {p.item.external_ref for p in ready}
+        )
     if not any(
         (row := existing.get((p.territory_id, p.item.external_ref))) is None or _differs(row, p.columns)
         for p in ready

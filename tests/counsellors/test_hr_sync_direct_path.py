@@ -200,13 +200,17 @@ async def test_bulk_answers_the_same(
         for params in (None, {"atomic": "false"}, {"atomic": "true"}):
             answer = await same_writes("POST", BULK, json={"items": items}, params=params, headers=headers)
             assert [(r["status"], r["version"]) for r in answer.json()["items"]] == [(200, 1)] * 5
+    # The same references in the Rhône, new there: the route creates them.
+    await same_writes(
+        "POST", BULK, json={"items": people}, headers=world.rhone_manager, direct=False, volatile=WRITTEN
+    )
     # Refusals before any write, with the other items unchanged: answered directly.
     refused_items = [
         *people[:2],
         {**people[2], "email": "nope"},
         people[1],  # twice in the request
         "not an object",
-        {**people[3], "territory_id": str(world.tree.rhone.id)},
+        {**people[3], "territory_id": str(world.tree.rhone.id)},  # outside the key's territories
         people[4],
     ]
     answer = await same_writes("POST", BULK, json={"items": refused_items}, headers=world.lyon_manager)
@@ -215,16 +219,24 @@ async def test_bulk_answers_the_same(
         "POST", BULK, json={"items": refused_items}, params={"atomic": "true"}, headers=world.lyon_manager
     )
     assert answer.json()["code"] == "bulk_rejected"
-    # An HR key of another territory: Lyon is out of its reach (422 per item); without the employer, the
-    # items are new people of its own territory (the route creates them).
+    # An item outside the key's territories that names nobody: a new counsellor as far as the direct path
+    # can tell before validating, so the route answers (the same 422 in its result).
+    nobody = [
+        *people[:2],
+        {**people[3], "external_ref": "B-nobody", "territory_id": str(world.tree.rhone.id)},
+    ]
+    answer = await same_writes("POST", BULK, json={"items": nobody}, headers=world.lyon_manager, direct=False)
+    assert [r["status"] for r in answer.json()["items"]] == [200, 200, 422]
+    # A reference that validation trims: the direct path cannot tell before validating, the route can.
+    padded = [{**people[0], "external_ref": f" {people[0]['external_ref']} "}]
+    answer = await same_writes("POST", BULK, json={"items": padded}, headers=world.lyon_manager, direct=False)
+    assert [(r["status"], r["external_ref"]) for r in answer.json()["items"]] == [(200, "B-0")]
+    # An HR key of another territory: Lyon is out of its reach (422 per item).
     others = [{**p, "territory_id": lyon} for p in people]
     answer = await same_writes("POST", BULK, json={"items": others}, headers=world.rhone_manager)
     assert {r["problem"]["code"] for r in answer.json()["items"]} == {"unknown_reference"}
     await same_writes(
         "POST", BULK, json={"items": others}, params={"atomic": "true"}, headers=world.rhone_manager
-    )
-    await same_writes(
-        "POST", BULK, json={"items": people}, headers=world.rhone_manager, direct=False, volatile=WRITTEN
     )
     # The employer is needed when the key has not exactly one territory: refused per item, directly.
     await same_writes("POST", BULK, json={"items": people}, headers=world.admin)
