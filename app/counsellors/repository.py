@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
 from app.core.direct import prepared
-from app.core.lists import text_in
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_datetime, parse_sort, parse_uuid
 from app.core.paths import path_startswith
 from app.counsellors.models import Counsellor
@@ -266,7 +265,7 @@ async def rows_by_ref(
     """The existing counsellors among these (territory, external_ref) pairs (a superset is read, then
     filtered by the caller), without a lock: a replay that changes nothing stays a pure read."""
     stmt = select(*(TABLE.c[name] for name in _ROW_COLUMNS)).where(
-        TABLE.c.territory_id.in_(list(territory_ids)), text_in(TABLE.c.external_ref, refs)
+        TABLE.c.territory_id.in_(list(territory_ids)), TABLE.c.external_ref.in_(list(refs))
     )
     return {(row.territory_id, row.external_ref): row._asdict() for row in await session.execute(stmt)}
 

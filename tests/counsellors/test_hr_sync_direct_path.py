@@ -293,7 +293,7 @@ async def test_bulk_answers_the_same(
 async def test_a_replayed_bulk_on_the_direct_path_writes_nothing(
     client: httpx.AsyncClient, world: World, count_queries: Any
 ) -> None:
-    # References that JSON and SQL quote: the list of references is one parameter (app/core/lists.py).
+    # References that JSON and SQL quote.
     odd = ['B-"quoted"', "B-back\\slash", "B-l'apostrophe", "B-é→ü", "B-%_*"]
     people = [person(f"B-{n}") for n in range(45)] + [person(ref) for ref in odd]
     first = await client.post(BULK, json={"items": people}, headers=world.lyon_manager)
