@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from alembic import command
 from asgi_lifespan import LifespanManager
@@ -213,6 +214,73 @@ def same_answers(client: httpx.AsyncClient, route_client: httpx.AsyncClient) -> 
         if direct is not None:
             assert bool(seen) is direct, (path, params, "direct" if seen else "route")
         return answer
+
+    return check
+
+
+def _masked(value: Any, volatile: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: "<volatile>" if k in volatile else _masked(v, volatile) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, volatile) for v in value]
+    return value
+
+
+def _comparable_write(response: httpx.Response, volatile: frozenset[str]) -> tuple[int, dict[str, str], Any]:
+    """`_comparable`, with the values of the `volatile` JSON keys (ids and instants of rows written) masked,
+    and `Location` and `ETag` too when `id` is one of them."""
+    status, headers, body = _comparable(response)
+    if not volatile:
+        return status, headers, body
+    if "id" in volatile:
+        headers = {k: "<volatile>" if k in ("location", "etag") else v for k, v in headers.items()}
+    if isinstance(body, bytes) and headers.get("content-type") == "application/json":
+        body = orjson.loads(body)
+    return status, headers, _masked(body, volatile)
+
+
+SameWrites = Callable[..., Awaitable[httpx.Response]]
+
+
+@pytest.fixture
+def same_writes(
+    client: httpx.AsyncClient, route_client: httpx.AsyncClient, connection: AsyncConnection
+) -> SameWrites:
+    """`await same_writes(method, path, json=..., content=..., params=..., headers=..., direct=...,
+    volatile=...)`: sends a request with a body through both apps from the same database state, asserts the
+    answers are equal, and that the direct path answered it itself (`direct=True`) or handed it over to the
+    route (`direct=False`; None: not checked).
+
+    The two apps share the test's transaction: the direct path's request runs first in a savepoint, rolled
+    back after it, and the route's request then runs on the same state and is kept (the test goes on from
+    the route's outcome). A request that creates or changes rows answers new ids and instants each time:
+    `volatile` names the JSON keys whose values are not compared (`id` also skips `Location` and `ETag`)."""
+
+    async def check(
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | str | None = None,
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        direct: bool | None = True,
+        volatile: frozenset[str] = frozenset(),
+    ) -> httpx.Response:
+        seen: list[str] = []
+        request = {"json": json, "content": content, "params": params, "headers": headers}
+        savepoint = await connection.begin_nested()
+        answer_observers.append(seen.append)
+        try:
+            answer = await client.request(method, path, **request)
+        finally:
+            answer_observers.remove(seen.append)
+            await savepoint.rollback()
+        expected = await route_client.request(method, path, **request)
+        assert _comparable_write(answer, volatile) == _comparable_write(expected, volatile), (method, path)
+        if direct is not None:
+            assert bool(seen) is direct, (method, path, "direct" if seen else "route")
+        return expected
 
     return check
 

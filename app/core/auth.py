@@ -70,6 +70,10 @@ class Principal:
             return false()
         return or_(*(path_startswith(path_column, p) for p in self.territory_paths))
 
+    def covers_path(self, path: str) -> bool:
+        """`path_clause` for one territory's path already read: inside one of the caller's subtrees."""
+        return self.is_admin or any(path.startswith(prefix) for prefix in self.territory_paths)
+
     def territory_clause(
         self, territory_id_column: ColumnElement[uuid.UUID] | QueryableAttribute[uuid.UUID]
     ) -> ColumnElement[bool]:

@@ -123,6 +123,41 @@ async def get_by_ref(
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+# An HR sync's replay in one statement: the employer's path (its scope is checked against the caller's), the
+# counsellor of that employer and reference with every column (what `to_read` reads), and its assignment
+# covering today; a template, compiled once.
+_SYNC_STATE = prepared(
+    select(
+        Territory.path.label("employer_path"),
+        *TABLE.c,
+        Assignment.id.label("current_id"),
+        Assignment.position_id.label("current_position_id"),
+        Assignment.contract_type.label("current_contract_type"),
+        Assignment.started_on.label("current_started_on"),
+        Assignment.ends_on.label("current_ends_on"),
+    )
+    .select_from(Territory)
+    .outerjoin(
+        TABLE,
+        and_(
+            TABLE.c.territory_id == Territory.id,
+            TABLE.c.external_ref == bindparam("external_ref", type_=String()),
+        ),
+    )
+    .outerjoin(Assignment, and_(Assignment.counsellor_id == TABLE.c.id, covers(TODAY)))
+    .where(Territory.id == bindparam("territory_id", type_=Territory.id.type))
+)
+
+
+async def sync_state_by_ref(session: AsyncSession, territory_id: uuid.UUID, external_ref: str) -> list[Any]:
+    """The employer with its counsellor `external_ref` and that one's current assignment, unlocked (an HR
+    sync's replay compares them and writes nothing): no row when there is no such territory; one row, whose
+    counsellor columns are null when it has no such counsellor, and whose `current_*` columns are null
+    when the counsellor has no assignment covering today."""
+    result = await session.execute(_SYNC_STATE, {"territory_id": territory_id, "external_ref": external_ref})
+    return list(result.all())
+
+
 async def external_ref_taken(
     session: AsyncSession, territory_id: uuid.UUID, external_ref: str, exclude_id: uuid.UUID | None
 ) -> bool:
@@ -232,7 +267,7 @@ async def rows_by_ref(
     stmt = select(*(TABLE.c[name] for name in _ROW_COLUMNS)).where(
         TABLE.c.territory_id.in_(list(territory_ids)), TABLE.c.external_ref.in_(list(refs))
     )
-    return {(row.territory_id, row.external_ref): dict(row._mapping) for row in await session.execute(stmt)}
+    return {(row.territory_id, row.external_ref): row._asdict() for row in await session.execute(stmt)}
 
 
 async def lock_rows(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
@@ -244,7 +279,7 @@ async def lock_rows(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uui
         .order_by(TABLE.c.id)
         .with_for_update()
     )
-    return {row.id: dict(row._mapping) for row in await session.execute(stmt)}
+    return {row.id: row._asdict() for row in await session.execute(stmt)}
 
 
 async def insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[uuid.UUID]:

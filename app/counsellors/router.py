@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
-from app.core.direct import DirectSession, as_session, direct, uuid_param
+from app.core.direct import DirectSession, Fallback, as_session, bool_param, direct, text_param, uuid_param
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.problems import problem_responses
@@ -291,6 +293,57 @@ async def counsellors_upsert_by_ref(
     return _respond(read)
 
 
+# --- the HR sync's replay on the direct path (app/core/direct.py) -------------------------------------------
+
+_WRITERS = (Role.admin, Role.territory_manager)
+
+
+async def _json_body(request: Request) -> Any:
+    """The JSON body as the route reads it (`json.loads` of a body sent as `application/json`); Fallback
+    for anything else (no body, another type, JSON that does not parse), which the route answers."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        raise Fallback("not a JSON body")
+    body = await request.body()
+    if not body:
+        raise Fallback("no body")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise Fallback("not JSON") from None
+
+
+async def _writer(request: Request, session: DirectSession) -> Principal:
+    """The route's checks before its parameters and body: the caller (401, 429, 422 for an unknown query
+    parameter), then its role (401, 403)."""
+    return check_roles(await resolve_principal(request, session), _WRITERS)
+
+
+@direct("counsellors_upsert_by_ref")
+async def counsellors_upsert_by_ref_direct(request: Request, session: DirectSession) -> Response | None:
+    """An unchanged counsellor (an HR system's replay) answered without writing; the route creates or
+    changes one, and answers `If-Match` and every invalid request."""
+    if "if-match" in request.headers:
+        return None
+    body = await _json_body(request)
+    # It only reads: its statements run as a reading request's do, outside a transaction (no BEGIN and
+    # COMMIT round trips), on a session of their own; the writing request's `session` stays unused.
+    reads = DirectSession(request.app.state.sessionmaker.kw["bind"])
+    try:
+        principal = await _writer(request, reads)
+        external_ref = text_param(request.path_params["external_ref"], max_length=64, min_length=1)
+        if external_ref is None:  # pragma: no cover - path parameters are always there
+            return None
+        try:
+            data = CounsellorUpsert.model_validate(body)
+        except ValidationError:
+            return None
+        read = await service.unchanged_by_ref(as_session(reads), external_ref, data, principal)
+    finally:
+        await reads.close()
+    return None if read is None else _respond(read)
+
+
 @router.post(
     "/bulk",
     status_code=207,
@@ -319,3 +372,22 @@ async def counsellors_bulk(
         )
 
     return await idem.run(produce)
+
+
+@direct("counsellors_bulk")
+async def counsellors_bulk_direct(request: Request, session: DirectSession) -> Response | None:
+    """A replay that writes nothing (every valid item unchanged, or refused before any write) answered with
+    the same column SELECTs; the route writes, and answers `Idempotency-Key` and every invalid request."""
+    if "idempotency-key" in request.headers:
+        return None
+    atomic = bool_param(request.query_params.get("atomic"))
+    body = await _json_body(request)
+    principal = await _writer(request, session)
+    try:
+        items = BulkRequest.model_validate(body).items
+    except ValidationError:
+        return None
+    results = await service.bulk_replay(as_session(session), items, principal, atomic=atomic)
+    if results is None:
+        return None
+    return Response(content=orjson.dumps({"items": results}), status_code=207, media_type="application/json")

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -351,6 +351,31 @@ async def upsert_by_ref(
     return existing, False
 
 
+async def unchanged_by_ref(
+    session: AsyncSession, external_ref: str, data: CounsellorUpsert, principal: Principal
+) -> CounsellorRead | None:
+    """The answer of `upsert_by_ref` (without `If-Match`) when it would change nothing, found with column
+    SELECTs and no lock: an HR system's nightly replay, which mostly sends what is there. None when the
+    counsellor is to be created or changed (`upsert_by_ref` does it). The same checks first, in the same
+    order, with the same problems."""
+    territory_id = _employer(data.territory_id, principal, "/territory_id")
+    rows = await repo.sync_state_by_ref(session, territory_id, external_ref)
+    if not rows or not principal.covers_path(rows[0].employer_path):
+        raise UnknownReference("/territory_id", "no territory with this id in your territories")
+    if len(rows) > 1:  # pragma: no cover - two assignments never cover the same day
+        return None
+    row = rows[0]._asdict()
+    if row["id"] is None or _differs(row, _columns(data)):
+        return None
+    current = None
+    if row["current_id"] is not None:
+        current = {name: row[f"current_{name}"] for name in _CURRENT}
+    return to_read(cast(Counsellor, rows[0]), current)
+
+
+_CURRENT = ("id", "position_id", "contract_type", "started_on", "ends_on")
+
+
 # Bulk results are plain dicts shaped like `BulkResult` (a thousand models per request would cost more
 # than the database work).
 Result = dict[str, Any]
@@ -438,6 +463,65 @@ async def bulk_upsert(
     request costs a constant number of statements.
     With `atomic`, any refused item refuses the whole request (422 `bulk_rejected`) before anything is
     written."""
+    results = await _bulk(session, raw_items, principal, atomic=atomic, write=True)
+    if results is None:  # pragma: no cover - only a replay stops before writing
+        raise RuntimeError("the bulk upsert stopped before writing")
+    return results
+
+
+async def bulk_replay(
+    session: AsyncSession, raw_items: Sequence[Any], principal: Principal, *, atomic: bool
+) -> list[Result] | None:
+    """The results of `bulk_upsert` when it would write nothing (every valid item unchanged, or a refusal
+    before any write), from the same checks and SELECTs; None as soon as an item is to be created or
+    changed (`bulk_upsert` does it).
+
+    The counsellors are read first, by the references and employers as sent, before any item is
+    validated: a request with a new counsellor goes to `bulk_upsert` at the cost of that one SELECT, and a
+    replay reads them once."""
+    known = await _known_rows(session, raw_items, principal)
+    if known is None:
+        return None
+    return await _bulk(session, raw_items, principal, atomic=atomic, write=False, known=known)
+
+
+Rows = dict[tuple[uuid.UUID, str], dict[str, Any]]
+
+
+async def _known_rows(session: AsyncSession, raw_items: Sequence[Any], principal: Principal) -> Rows | None:
+    """The counsellors the items name, as sent (an item that is not plainly a reference with an employer is
+    left to validation); None when one of them does not exist."""
+    keys: set[tuple[uuid.UUID, str]] = set()
+    only = principal.territory_ids[0] if len(principal.territory_ids) == 1 else None
+    for raw in raw_items:
+        # Only a reference that validation could take (printable, 1 to 64 characters) reaches the database.
+        ref = _ref_of(raw)
+        if ref is None:
+            continue
+        employer = raw.get("territory_id")
+        if employer is None:
+            if only is not None:
+                keys.add((only, ref))
+        elif isinstance(employer, str):
+            try:
+                keys.add((uuid.UUID(employer), ref))
+            except ValueError:
+                continue
+    if not keys:
+        return {}
+    rows = await repo.rows_by_ref(session, {t for t, _ in keys}, {r for _, r in keys})
+    return rows if keys <= rows.keys() else None
+
+
+async def _bulk(
+    session: AsyncSession,
+    raw_items: Sequence[Any],
+    principal: Principal,
+    *,
+    atomic: bool,
+    write: bool,
+    known: Rows | None = None,
+) -> list[Result] | None:
     results: list[Result | None] = [None] * len(raw_items)
     prepared: list[_Prepared] = []
     seen: set[tuple[uuid.UUID, str]] = set()
@@ -482,18 +566,40 @@ async def bulk_upsert(
             "at least one item was refused, so none was applied; see `items`",
             extra={"items": [r for r in results if r is not None]},
         )
-    await _write(session, ready, results, atomic)
+    if not await _write(session, ready, results, atomic, write, known):
+        return None
     return [r for r in results if r is not None]
 
 
 async def _write(
-    session: AsyncSession, ready: list[_Prepared], results: list[Result | None], atomic: bool
-) -> None:
+    session: AsyncSession,
+    ready: list[_Prepared],
+    results: list[Result | None],
+    atomic: bool,
+    write: bool,
+    known: Rows | None = None,
+) -> bool:
+    """Writes the ready items and fills their results; False, having written nothing, when `write` is
+    off and an item is to be created or changed. `known`: the rows already read (`_known_rows`)."""
     if not ready:
-        return
-    existing = await repo.rows_by_ref(
-        session, {p.territory_id for p in ready}, {p.item.external_ref for p in ready}
-    )
+        return True
+    if known is not None:
+        existing = known
+    else:
+        existing = await repo.rows_by_ref(
+            session, {p.territory_id for p in ready}, {p.item.external_ref for p in ready}
+        )
+    if not any(
+        (row := existing.get((p.territory_id, p.item.external_ref))) is None or _differs(row, p.columns)
+        for p in ready
+    ):
+        # A replay: every item unchanged, nothing written and no lock taken.
+        for p in ready:
+            row = existing[(p.territory_id, p.item.external_ref)]
+            results[p.index] = _result(p.index, p.item.external_ref, 200, row["id"], row["version"])
+        return True
+    if not write:
+        return False
     now = utcnow()
     inserts: dict[uuid.UUID, _Prepared] = {}
     insert_rows = []
@@ -559,6 +665,7 @@ async def _write(
         results[p.index] = _result(p.index, p.item.external_ref, 200, row["id"], version)
     await repo.update_many(session, updates)
     await changes.record_many(session, entries)
+    return True
 
 
 def _differs(row: dict[str, Any], columns: dict[str, Any]) -> bool:
