@@ -283,7 +283,8 @@ class _KeptConnections:
 
     Checking a connection out of SQLAlchemy's async pool and back in costs two greenlet switches and the
     pool's bookkeeping, a third of the direct path's own work on a small read. The direct path keeps up to
-    `MAX_KEPT` idle connections (the rest of the pool stays for the session path): one idle for longer
+    `MAX_KEPT` idle connections, and only while the pool has one to spare (the rest of the pool stays for
+    the session path and for the requests queued on the pool): one idle for longer
     than the pool's idle threshold goes back through the pool instead (closed, so that a fresh one is
     checked out and checked the usual way), and every kept one goes when a connection is found broken or
     the engine is disposed."""
@@ -310,6 +311,12 @@ class _KeptConnections:
 
     def keep(self, connection: Any) -> bool:
         if len(self._idle) >= self.MAX_KEPT or connection.invalidated or connection.closed:
+            return False
+        # Only while the pool has a connection to spare: a request waiting for one in the pool's queue must
+        # get this one, not the next request to arrive (under a burst, kept connections handed to newcomers
+        # would leave the queued requests waiting until the pool's timeout).
+        pool = connection.engine.pool
+        if pool.checkedout() >= pool.size():
             return False
         self._idle.append((connection, time.monotonic()))
         return True

@@ -10,7 +10,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.core.direct import statement_observers
+from app.core.direct import _kept_connections, statement_observers
 from app.db import IDLE_PING_SECONDS, make_engine
 from app.ops.router import expected_head
 from app.territories.schemas import TerritoryRead
@@ -145,3 +145,21 @@ async def test_the_direct_path_keeps_a_connection_between_requests(
         monkeypatch.setattr("app.db.IDLE_PING_SECONDS", 0.0)
         assert (await client.get("/api/v1/territories")).status_code == 200
         assert len(checkouts) == 2
+
+
+async def test_a_connection_is_kept_only_while_the_pool_has_one_to_spare(settings: Settings) -> None:
+    """A request queued on an exhausted pool gets the next connection given back, not a newcomer: a
+    connection is not kept aside while the pool has none to spare."""
+    engine = make_engine(settings.database_url, pool_size=2, pool_timeout=2)
+    kept = _kept_connections(engine)
+    assert kept is not None
+    first, second = await engine.connect(), await engine.connect()
+    try:
+        assert kept.keep(first.sync_connection) is False  # 2 of 2 checked out
+        await second.close()
+        assert kept.keep(first.sync_connection) is True
+        assert kept.take() is first.sync_connection
+    finally:
+        await first.close()
+        await second.close()
+        await engine.dispose()
