@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import TypeAdapter
@@ -23,7 +22,7 @@ from app.agreements.schemas import (
     AmendmentRead,
 )
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
-from app.core.direct import DirectSession, as_session, direct, enum_param, uuid_param
+from app.core.direct import DirectSession, as_session, direct, enum_param, json_body, uuid_param, validated
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.pagination import set_link_header
@@ -32,7 +31,6 @@ from app.core.responses import created, model_response, object_response, page_re
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep, TransactionRoute
 
-T = TypeVar("T")
 router = APIRouter(prefix="/agreements", tags=["agreements"], route_class=TransactionRoute)
 
 READERS = (Role.admin, Role.territory_manager, Role.viewer)
@@ -83,25 +81,12 @@ _CREATE = TypeAdapter(AgreementCreate)
 _SIGN = TypeAdapter(AgreementSign)
 
 
-def _json_body(adapter: TypeAdapter[T], request: Request, raw: bytes) -> T | None:
-    """The body as the route reads it (JSON decoded as Starlette does, validated in Python mode), or None
-    for anything the route must answer itself (another content type, invalid JSON or values)."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        return None
-    try:
-        return adapter.validate_python(json.loads(raw))
-    except ValueError:
-        return None
-
-
 @direct("agreements_create")
 async def agreements_create_direct(request: Request, session: DirectSession) -> Response | None:
     """Without an Idempotency-Key (which the route answers)."""
     if "idempotency-key" in request.headers:
         return None
-    body = _json_body(_CREATE, request, await request.body())
-    if body is None:
-        return None
+    body = validated(_CREATE, await json_body(request))
     principal = check_roles(await resolve_principal(request, session), (Role.admin,))
     return await _create(request, as_session(session), principal, body)
 
@@ -112,9 +97,7 @@ async def agreements_sign_direct(request: Request, session: DirectSession) -> Re
     agreement_id = uuid_param(request.path_params["agreement_id"])
     if agreement_id is None or "idempotency-key" in request.headers:
         return None
-    body = _json_body(_SIGN, request, await request.body())
-    if body is None:
-        return None
+    body = validated(_SIGN, await json_body(request))
     principal = check_roles(await resolve_principal(request, session), (Role.admin,))
     return await _sign(as_session(session), principal, agreement_id, body, request.headers.get("if-match"))
 

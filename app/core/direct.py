@@ -18,6 +18,7 @@ statement), as the session path does for reads."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -29,6 +30,7 @@ from enum import Enum
 from typing import Any, TypeVar, cast
 
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import TypeAdapter
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
@@ -49,6 +51,7 @@ logger = logging.getLogger("app.direct")
 
 E = TypeVar("E", bound=Enum)
 S = TypeVar("S", bound=ClauseElement)
+T = TypeVar("T")
 DirectHandler = Callable[[Request, "DirectSession"], Awaitable[Response | None]]
 _HANDLERS: dict[str, DirectHandler] = {}
 
@@ -590,6 +593,29 @@ def enum_param(enum: type[E], value: str | None) -> E | None:
         return enum(value)
     except ValueError:
         raise Fallback("not a member") from None
+
+
+async def json_body(request: Request) -> Any:
+    """The JSON body as the route reads it (`json.loads` of a body sent as `application/json`); Fallback
+    for anything else (no body, another type, JSON that does not parse), which the route answers."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        raise Fallback("not a JSON body")
+    body = await request.body()
+    if not body:
+        raise Fallback("no body")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise Fallback("not JSON") from None
+
+
+def validated(adapter: TypeAdapter[T], data: Any) -> T:
+    """`data` validated as the route validates its body (Python mode); Fallback when invalid."""
+    try:
+        return adapter.validate_python(data)
+    except ValueError:
+        raise Fallback("an invalid body") from None
 
 
 # --- routing ---------------------------------------------------------------------------------------------

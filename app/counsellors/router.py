@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any
 
@@ -12,7 +11,15 @@ from pydantic import ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
-from app.core.direct import DirectSession, Fallback, as_session, bool_param, direct, text_param, uuid_param
+from app.core.direct import (
+    DirectSession,
+    as_session,
+    bool_param,
+    direct,
+    json_body,
+    text_param,
+    uuid_param,
+)
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.problems import problem_responses
@@ -298,21 +305,6 @@ async def counsellors_upsert_by_ref(
 _WRITERS = (Role.admin, Role.territory_manager)
 
 
-async def _json_body(request: Request) -> Any:
-    """The JSON body as the route reads it (`json.loads` of a body sent as `application/json`); Fallback
-    for anything else (no body, another type, JSON that does not parse), which the route answers."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.partition(";")[0].strip().lower() != "application/json":
-        raise Fallback("not a JSON body")
-    body = await request.body()
-    if not body:
-        raise Fallback("no body")
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise Fallback("not JSON") from None
-
-
 async def _writer(request: Request, session: DirectSession) -> Principal:
     """The route's checks before its parameters and body: the caller (401, 429, 422 for an unknown query
     parameter), then its role (401, 403)."""
@@ -325,7 +317,7 @@ async def counsellors_upsert_by_ref_direct(request: Request, session: DirectSess
     changes one, and answers `If-Match` and every invalid request."""
     if "if-match" in request.headers:
         return None
-    body = await _json_body(request)
+    body = await json_body(request)
     # It only reads: its statements run as a reading request's do, outside a transaction (no BEGIN and
     # COMMIT round trips), on a session of their own; the writing request's `session` stays unused.
     reads = DirectSession(request.app.state.sessionmaker.kw["bind"])
@@ -381,7 +373,7 @@ async def counsellors_bulk_direct(request: Request, session: DirectSession) -> R
     if "idempotency-key" in request.headers:
         return None
     atomic = bool_param(request.query_params.get("atomic"))
-    body = await _json_body(request)
+    body = await json_body(request)
     principal = await _writer(request, session)
     try:
         items = BulkRequest.model_validate(body).items

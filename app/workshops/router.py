@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
@@ -21,7 +20,9 @@ from app.core.direct import (
     bool_param,
     direct,
     enum_param,
+    json_body,
     uuid_param,
+    validated,
 )
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
@@ -485,13 +486,7 @@ async def workshops_register_direct(request: Request, session: DirectSession) ->
     workshop_id = uuid_param(request.path_params["workshop_id"])
     if workshop_id is None or "idempotency-key" in request.headers:
         return None
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        return None
-    try:
-        # As the route reads it: the JSON decoded as Starlette does, then validated in Python mode.
-        body = _REGISTRATION.validate_python(json.loads(await request.body()))
-    except ValueError:
-        return None
+    body = validated(_REGISTRATION, await json_body(request))
     principal = await resolve_principal(request, session)
     return await _register(request, as_session(session), principal, workshop_id, body)
 
