@@ -4,8 +4,39 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 
+import orjson
 import structlog
+
+ACCESS_LOGGER = "app.access"
+
+
+class _Formatter(logging.Formatter):
+    """structlog's formatter, but for the access log's lines in JSON, which are written straight with orjson.
+
+    One line per request: through structlog's chain of processors and `json.dumps`, it took more of a worker's
+    time than the statement of a small read. The line holds the same keys, in the same order."""
+
+    def __init__(self, structured: logging.Formatter) -> None:
+        super().__init__()
+        self._structured = structured
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name != ACCESS_LOGGER or record.exc_info:
+            return self._structured.format(record)
+        line = {
+            "event": record.getMessage(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", None),
+            "status": getattr(record, "status", None),
+            "duration_ms": getattr(record, "duration_ms", None),
+            "timestamp": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="microseconds")
+            .replace("+00:00", "Z"),
+        }
+        return orjson.dumps(line, default=str).decode()
 
 
 def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
@@ -28,7 +59,7 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
         ],
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_Formatter(formatter) if json_logs else formatter)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

@@ -20,10 +20,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.cache_control import cache_control_for
+from app.core.logging import ACCESS_LOGGER
 from app.core.metrics import Metrics
 from app.core.problems import problem_response, route_path
 
-logger = logging.getLogger("app.access")
+logger = logging.getLogger(ACCESS_LOGGER)
 MAX_REQUEST_ID_LENGTH = 128
 
 
