@@ -1,7 +1,8 @@
 """The three apps in-process (httpx ASGITransport): SQL statements and CPU time per request, answers compared.
 
 Counting: for the service, SQLAlchemy's `before_cursor_execute` (every statement), the statements of the
-direct path (`app.core.direct.statement_observers`), plus the round trips that
+direct path (`app.core.direct.statement_observers`) and its transactions' BEGIN and COMMIT
+(`transaction_observers`), plus the round trips that
 never reach a cursor on PostgreSQL (BEGIN, COMMIT or ROLLBACK, and the pool's pre-ping at checkout); for the
 reference and minimal apps, the calls on their connections (plus BEGIN and COMMIT around a transaction)."""
 
@@ -21,7 +22,7 @@ import orjson
 from asgi_lifespan import LifespanManager
 from sqlalchemy import event
 
-from app.core.direct import statement_observers
+from app.core.direct import statement_observers, transaction_observers
 from bench.scenarios import APPS, MINIMAL, REFERENCE, SERVICE, Scenario, Step, fill
 
 
@@ -87,7 +88,7 @@ class _CountingDatabase:
             yield _CountingConnection(conn, self._counter)
 
 
-def _count_service(engine: Any, counter: Counter) -> Callable[[str], None]:
+def _count_service(engine: Any, counter: Counter) -> tuple[Callable[[str], None], Callable[[str], None]]:
     sync_engine = engine.sync_engine
     postgres = sync_engine.dialect.name == "postgresql"
 
@@ -120,11 +121,16 @@ def _count_service(engine: Any, counter: Counter) -> Callable[[str], None]:
 
     statement_observers.append(_direct)
 
+    def _transaction(_statement: str) -> None:
+        counter.round_trips += 1
+
+    transaction_observers.append(_transaction)
+
     @event.listens_for(sync_engine, "rollback")
     def _rollback(*_args: Any) -> None:
         counter.round_trips += 1
 
-    return _direct
+    return _direct, _transaction
 
 
 @dataclass
@@ -166,7 +172,9 @@ async def open_apps(
                 asgi = minimal_fastapi_app.create_app(database_url, secret_key)
             await stack.enter_async_context(LifespanManager(asgi))
             if name == SERVICE:
-                stack.callback(statement_observers.remove, _count_service(asgi.state.engine, counter))
+                observers = _count_service(asgi.state.engine, counter)
+                stack.callback(statement_observers.remove, observers[0])
+                stack.callback(transaction_observers.remove, observers[1])
             else:
                 asgi.state.db = _CountingDatabase(asgi.state.db, counter)
             client = await stack.enter_async_context(

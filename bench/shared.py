@@ -730,42 +730,56 @@ def new_id() -> uuid.UUID:
     return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
 
 
+def _change_sql(db: Database, resource: str) -> str:
+    """The change feed's row, as the service writes it in the same transaction."""
+    xid = "pg_current_xact_id()::text::bigint" if db.dialect == "postgresql" else "0"
+    return db.sql(
+        "INSERT INTO changes (xid, resource, object_id, action, version, territory_id, occurred_at)"
+        f" VALUES ({xid}, '{resource}', $1, $2, $3, $4, $5)"
+    )
+
+
 async def agreement_create(db: Database, data: AgreementInput, authorization: str | None) -> Reply:
-    """Admin. The service's statements, in its order, in one transaction: the programme locked, the
-    territory checked then share-locked, the reference checked, the programme's live totals summed, the
-    INSERT, and the programme's version bumped."""
+    """Admin. The service's statements, in its order, in one transaction: the programme locked and its
+    version moved on (one UPDATE), one SELECT for the territory (share-locked), the reference and the
+    programme's live totals, the INSERT, the change."""
     if data.ends_on is not None and data.ends_on < data.starts_on:
         return problem(422, "validation_error", "ends_on must be on or after starts_on")
     async with db.acquire() as conn:
         caller = require_reader(await caller_for(db, conn, authorization), frozenset({"admin"}))
         if isinstance(caller, Reply):
             return caller
+        now = datetime.now(UTC)
         async with conn.transaction():
             programme = await conn.fetchrow(
                 db.sql(
-                    "SELECT id, positions_target, budget_cents, subsidy_per_position_cents, version"
-                    " FROM programmes WHERE id = $1 FOR UPDATE"
+                    "UPDATE programmes SET version = version + 1, updated_at = $1 WHERE id = $2"
+                    " RETURNING id, positions_target, budget_cents, subsidy_per_position_cents"
                 ),
+                now,
                 data.programme_id,
             )
             if programme is None:
                 return problem(422, "unknown_reference", "no programme with this id")
-            visible = await conn.fetchrow(
-                db.sql("SELECT id FROM territories WHERE id = $1"), data.territory_id
-            )
-            locked = visible and await conn.fetchrow(
-                db.sql("SELECT id FROM territories WHERE id = $1 FOR KEY SHARE"), data.territory_id
-            )
-            if not locked:
-                return problem(422, "unknown_reference", "no territory with this id")
-            taken = await conn.fetchrow(
+            share = " FOR KEY SHARE" if db.dialect == "postgresql" else ""
+            live = "programme_id = $1 AND status IN ('draft', 'signed')"
+            checks = await conn.fetchrow(
                 db.sql(
-                    "SELECT EXISTS (SELECT 1 FROM agreements WHERE programme_id = $1 AND reference = $2) AS x"
+                    f"SELECT (SELECT id FROM territories WHERE id = $2{share}) AS territory_id,"
+                    " EXISTS (SELECT 1 FROM agreements WHERE programme_id = $1 AND reference = $3) AS taken,"
+                    " (SELECT coalesce(sum(positions_granted), 0)"
+                    f" FROM agreements WHERE {live}) AS positions,"
+                    " (SELECT coalesce(sum(positions_granted * subsidy_per_position_cents), 0)"
+                    f" FROM agreements WHERE {live}) AS cents"
                 ),
                 data.programme_id,
+                data.territory_id,
                 data.reference,
             )
-            if taken["x"]:
+            assert checks is not None
+            if checks["territory_id"] is None:
+                return problem(422, "unknown_reference", "no territory with this id")
+            if checks["taken"]:
                 return problem(
                     409,
                     "agreement_reference_exists",
@@ -776,19 +790,10 @@ async def agreement_create(db: Database, data: AgreementInput, authorization: st
                 if data.subsidy_per_position_cents is not None
                 else programme["subsidy_per_position_cents"]
             )
-            totals = await conn.fetchrow(
-                db.sql(
-                    "SELECT coalesce(sum(positions_granted), 0) AS positions,"
-                    " coalesce(sum(positions_granted * subsidy_per_position_cents), 0) AS cents"
-                    " FROM agreements WHERE programme_id = $1 AND status IN ('draft', 'signed')"
-                ),
-                data.programme_id,
-            )
-            if int(totals["positions"]) + data.positions_granted > programme["positions_target"]:
+            if int(checks["positions"]) + data.positions_granted > programme["positions_target"]:
                 return problem(409, "programme_positions_exceeded", "the programme has no positions left")
-            if int(totals["cents"]) + data.positions_granted * per_position > programme["budget_cents"]:
+            if int(checks["cents"]) + data.positions_granted * per_position > programme["budget_cents"]:
                 return problem(409, "programme_budget_exceeded", "the programme has no budget left")
-            now = datetime.now(UTC)
             row = {
                 "id": new_id(),
                 "programme_id": data.programme_id,
@@ -816,13 +821,7 @@ async def agreement_create(db: Database, data: AgreementInput, authorization: st
                 ),
                 *row.values(),
             )
-            await conn.execute(
-                db.sql("UPDATE programmes SET updated_at = $1, version = $2 WHERE id = $3 AND version = $4"),
-                now,
-                programme["version"] + 1,
-                data.programme_id,
-                programme["version"],
-            )
+            await conn.execute(_change_sql(db, "agreements"), row["id"], "created", 1, data.territory_id, now)
     return json_reply(agreement_json(row), 201, 1, location=f"/api/v1/agreements/{row['id']}")
 
 
@@ -840,21 +839,18 @@ def parse_sign(body: bytes) -> date | Reply:
 async def agreement_sign(
     db: Database, agreement_id: uuid.UUID, signed_on: date, authorization: str | None
 ) -> Reply:
-    """Admin. draft → signed, as the service does it: the agreement read, the programme locked, the agreement
-    locked and read again, then updated with its version checked."""
+    """Admin. draft → signed, as the service does it: the agreement's row locked and read, updated (its
+    columns returned), the change."""
     async with db.acquire() as conn:
         caller = require_reader(await caller_for(db, conn, authorization), frozenset({"admin"}))
         if isinstance(caller, Reply):
             return caller
         async with conn.transaction():
-            select = f"SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE id = $1"
-            first = await conn.fetchrow(db.sql(select), agreement_id)
-            if first is None:
-                return problem(404, "not_found", "no agreement with this id")
-            await conn.fetchrow(
-                db.sql("SELECT id FROM programmes WHERE id = $1 FOR UPDATE"), first["programme_id"]
+            lock = " FOR UPDATE" if db.dialect == "postgresql" else ""
+            row = await conn.fetchrow(
+                db.sql(f"SELECT id, territory_id, status, version FROM agreements WHERE id = $1{lock}"),
+                agreement_id,
             )
-            row = await conn.fetchrow(db.sql(select + " FOR UPDATE"), agreement_id)
             if row is None:
                 return problem(404, "not_found", "no agreement with this id")
             if row["status"] != "draft":
@@ -863,21 +859,24 @@ async def agreement_sign(
                     "invalid_transition",
                     f"only a draft can be signed; this agreement is {row['status']}",
                 )
-            signed = dict(row)
-            signed.update(
-                status="signed", signed_on=signed_on, updated_at=datetime.now(UTC), version=row["version"] + 1
-            )
-            await conn.execute(
+            now = datetime.now(UTC)
+            signed = await conn.fetchrow(
                 db.sql(
-                    "UPDATE agreements SET status = $1, signed_on = $2, updated_at = $3, version = $4"
-                    " WHERE id = $5 AND version = $6"
+                    "UPDATE agreements SET status = 'signed', signed_on = $1, version = version + 1,"
+                    f" updated_at = $2 WHERE id = $3 RETURNING {AGREEMENT_COLUMNS}"
                 ),
-                "signed",
                 signed_on,
-                signed["updated_at"],
-                signed["version"],
+                now,
                 agreement_id,
-                row["version"],
+            )
+            assert signed is not None
+            await conn.execute(
+                _change_sql(db, "agreements"),
+                agreement_id,
+                "updated",
+                signed["version"],
+                signed["territory_id"],
+                now,
             )
     return json_reply(agreement_json(signed), version=signed["version"])
 
@@ -1243,12 +1242,8 @@ async def counsellor_upsert(
                         as_uuid(row["id"]),
                     )
             if created or changed:
-                xid = "pg_current_xact_id()::text::bigint" if db.dialect == "postgresql" else "0"
                 await conn.execute(
-                    db.sql(
-                        "INSERT INTO changes (xid, resource, object_id, action, version, territory_id,"
-                        f" occurred_at) VALUES ({xid}, 'counsellors', $1, $2, $3, $4, $5)"
-                    ),
+                    _change_sql(db, "counsellors"),
                     as_uuid(row["id"]),
                     "created" if created else "updated",
                     row["version"],

@@ -40,7 +40,7 @@ async def load(session: AsyncSession, by_code: dict[tuple[str, str], Territory])
         ),
     )
     for territory_key, reference, positions in CONVENTIONS:
-        agreement_id = await agreements.create(
+        created = await agreements.create(
             session,
             AgreementCreate(
                 programme_id=programme.id,
@@ -52,6 +52,6 @@ async def load(session: AsyncSession, by_code: dict[tuple[str, str], Territory])
             ),
             OPERATOR,
         )
-        agreement = await agreements.lock_for_signature(session, agreement_id, OPERATOR)
+        agreement = await agreements.lock_for_signature(session, created["id"], OPERATOR)
         await agreements.sign(session, agreement, AgreementSign(signed_on=date(2021, 3, 1)))
     return f"1 programme, {len(CONVENTIONS)} signed agreements"

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.agreements.models import Agreement, Amendment
+from app.agreements.models import LIVE_STATUSES, Agreement, Amendment
 from app.agreements.schemas import AgreementRead
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
@@ -281,33 +281,70 @@ _PROGRAMMES = cast(Table, Programme.__table__)
 
 
 @cache
-def _lock_programme() -> Any:
-    p = _PROGRAMMES.c
-    return prepared(
-        select(p.id, p.positions_target, p.budget_cents, p.subsidy_per_position_cents)
-        .where(p.id == bindparam("programme_id", type_=p.id.type))
-        .with_for_update()
-    )
-
-
-async def lock_programme(session: AsyncSession, programme_id: uuid.UUID) -> Any:
-    """The programme's figures, its row locked until the end of the transaction; None if there is none."""
-    return (await session.execute(_lock_programme(), {"programme_id": programme_id})).first()
-
-
-@cache
-def _programme_changed() -> Any:
+def _reserve_programme() -> Any:
     p = _PROGRAMMES.c
     return prepared(
         update(_PROGRAMMES)
         .where(p.id == bindparam("programme_id", type_=p.id.type))
         .values(version=p.version + 1, updated_at=bindparam("updated_at", type_=p.updated_at.type))
+        .returning(p.id, p.positions_target, p.budget_cents, p.subsidy_per_position_cents)
     )
 
 
-async def programme_changed(session: AsyncSession, programme_id: uuid.UUID, now: datetime) -> None:
-    """A new version of the programme, whose committed totals changed (its representation did)."""
-    await session.execute(_programme_changed(), {"programme_id": programme_id, "updated_at": now})
+async def reserve_programme(session: AsyncSession, programme_id: uuid.UUID, now: datetime) -> Any:
+    """The programme's figures, its row locked until the end of the transaction and its version moved on
+    (its committed totals are about to change, and so its representation); None if there is none.
+
+    One UPDATE both locks and bumps: the lock is the first statement of every write that changes what a
+    programme commits, so such writes run one at a time per programme, and the statements after it see
+    every agreement committed before it."""
+    params = {"programme_id": programme_id, "updated_at": now}
+    return (await session.execute(_reserve_programme(), params)).first()
+
+
+@lru_cache(maxsize=256)
+def _creation_checks(principal: Principal) -> Any:
+    a = _AGREEMENTS.c
+    t = cast(Table, Territory.__table__).c
+    programme_id = bindparam("programme_id", type_=a.programme_id.type)
+    reference = bindparam("reference", type_=a.reference.type)
+    live = and_(a.programme_id == programme_id, a.status.in_(LIVE_STATUSES))
+    territory = (
+        select(t.id)
+        .where(t.id == bindparam("territory_id", type_=t.id.type), principal.path_clause(t.path))
+        .with_for_update(read=True, key_share=True)
+        .scalar_subquery()
+    )
+    return prepared(
+        select(
+            territory.label("territory_id"),
+            exists().where(a.programme_id == programme_id, a.reference == reference).label("reference_taken"),
+            select(func.coalesce(func.sum(a.positions_granted), 0))
+            .where(live)
+            .scalar_subquery()
+            .label("positions"),
+            select(func.coalesce(func.sum(a.positions_granted * a.subsidy_per_position_cents), 0))
+            .where(live)
+            .scalar_subquery()
+            .label("subsidy_cents"),
+        )
+    )
+
+
+async def creation_checks(
+    session: AsyncSession,
+    principal: Principal,
+    programme_id: uuid.UUID,
+    territory_id: uuid.UUID,
+    reference: str,
+) -> Any:
+    """What creating an agreement checks, in one statement run under the programme's lock: the territory
+    if it lies in the caller's scope (None otherwise), kept until the transaction ends (`FOR KEY SHARE`, the
+    lock a foreign key check takes, so that a DELETE cannot slip in before the INSERT; SQLite ignores it, its
+    writers already run one at a time); whether the programme already has this reference; and what the
+    programme's live agreements commit (positions, subsidy cents)."""
+    params = {"programme_id": programme_id, "territory_id": territory_id, "reference": reference}
+    return (await session.execute(_creation_checks(principal), params)).one()
 
 
 @cache
@@ -323,23 +360,10 @@ async def insert_agreement(session: AsyncSession, values: dict[str, Any]) -> Non
 
 
 @lru_cache(maxsize=256)
-def _programme_of(principal: Principal) -> Any:
-    a = _AGREEMENTS.c
-    return prepared(
-        select(a.programme_id).where(a.id == bindparam("agreement_id", type_=a.id.type), _in_scope(principal))
-    )
-
-
-async def programme_of(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
-    """The programme of an agreement the caller may see, or None."""
-    return (await session.execute(_programme_of(principal), {"agreement_id": agreement_id})).scalar()
-
-
-@lru_cache(maxsize=256)
 def _lock_agreement(principal: Principal) -> Any:
     a = _AGREEMENTS.c
     return prepared(
-        select(a.id, a.programme_id, a.territory_id, a.status, a.version)
+        select(a.id, a.territory_id, a.status, a.version)
         .where(a.id == bindparam("agreement_id", type_=a.id.type), _in_scope(principal))
         .with_for_update(of=_AGREEMENTS)
     )
@@ -362,11 +386,11 @@ def _sign() -> Any:
             version=a.version + 1,
             updated_at=bindparam("updated_at", type_=a.updated_at.type),
         )
-        .returning(a.version)
+        .returning(*_AGREEMENTS.columns)
     )
 
 
-async def sign(session: AsyncSession, agreement_id: uuid.UUID, signed_on: date, now: datetime) -> int:
-    """draft → signed; returns the new version."""
+async def sign(session: AsyncSession, agreement_id: uuid.UUID, signed_on: date, now: datetime) -> Any:
+    """draft → signed; returns the agreement's row as it now is."""
     params = {"agreement_id": agreement_id, "signed_on": signed_on, "updated_at": now}
-    return int((await session.execute(_sign(), params)).scalar_one())
+    return (await session.execute(_sign(), params)).one()

@@ -57,9 +57,8 @@ def _respond(read: AgreementRead) -> Response:
 async def _create(
     request: Request, session: SessionDep, principal: Principal, body: AgreementCreate
 ) -> Response:
-    agreement_id = await service.create(session, body, principal)
-    row = await service.read_visible(session, agreement_id, principal)
-    location = request.app.url_path_for("agreements_get", agreement_id=str(agreement_id))
+    row = await service.create(session, body, principal)
+    location = request.app.url_path_for("agreements_get", agreement_id=str(row["id"]))
     return object_response(None, row, status_code=201, location=str(location))
 
 
@@ -73,8 +72,7 @@ async def _sign(
     agreement = await service.lock_for_signature(session, agreement_id, principal)
     if if_match is not None:
         require_if_match(if_match, agreement.version)
-    await service.sign(session, agreement, body)
-    return object_response(None, await service.read_visible(session, agreement_id, principal))
+    return object_response(None, await service.sign(session, agreement, body))
 
 
 _CREATE = TypeAdapter(AgreementCreate)

@@ -240,6 +240,13 @@ async def _check_room(
     `positions` and `subsidy_cents` are what the change adds to the programme's totals (negative when it
     frees some); a dimension that does not grow is not checked. The caller holds the programme's lock."""
     held = await programmes.committed(session, programme.id)
+    _check_room_left(programme, held, positions=positions, subsidy_cents=subsidy_cents)
+
+
+def _check_room_left(
+    programme: Programme | Any, held: programmes.Committed, *, positions: int, subsidy_cents: int
+) -> None:
+    """`_check_room` on totals already read under the programme's lock."""
     if positions > 0 and held.positions + positions > programme.positions_target:
         available = max(programme.positions_target - held.positions, 0)
         raise ProgrammePositionsExceeded(
@@ -262,66 +269,77 @@ async def _check_reference(
         raise AgreementReferenceExists(f"the programme already has an agreement with reference {reference}")
 
 
-async def create(session: AsyncSession, data: AgreementCreate, principal: Principal) -> uuid.UUID:
-    """A new draft; returns its id. A draft already reserves its positions and subsidy in the programme.
+def _read_form(row: Any) -> dict[str, Any]:
+    """The read form of an agreement from its columns just written, without reading it again: no position
+    can be open under an agreement that was a draft a statement ago (positions open under signed agreements
+    only, and none goes back to draft), so both counts are 0."""
+    values = dict(row)
+    values["subsidy_total_cents"] = values["positions_granted"] * values["subsidy_per_position_cents"]
+    values["positions_open"] = values["positions_occupied"] = 0
+    return {name: values[name] for name in AgreementRead.model_fields}
+
+
+async def create(session: AsyncSession, data: AgreementCreate, principal: Principal) -> dict[str, Any]:
+    """A new draft; returns its read form. A draft already reserves its positions and subsidy in the
+    programme.
 
     Core statements only (no ORM object), so that it runs on the direct path (app.core.direct) as well as
-    through its route: the programme locked first (every write to its agreements takes that lock first),
-    the territory checked in the caller's scope and kept, the reference and the programme's room checked,
-    the INSERT, the programme's new version, the change."""
+    through its route, and few of them, since all but the first run under the programme's lock: the
+    programme locked and its version moved on (one UPDATE), then one SELECT for the territory (in the
+    caller's scope, and kept), the reference and the programme's committed totals, the INSERT, the change."""
     _check_dates(data.starts_on, data.ends_on)
-    programme = await repo.lock_programme(session, data.programme_id)
+    now = utcnow()
+    programme = await repo.reserve_programme(session, data.programme_id, now)
     if programme is None:
         raise UnknownReference("/programme_id", "no programme with this id")
-    if not await territories.in_scope(session, data.territory_id, principal) or not (
-        await repo.lock_territory(session, data.territory_id)
-    ):
+    checks = await repo.creation_checks(session, principal, programme.id, data.territory_id, data.reference)
+    if checks.territory_id is None:
         raise UnknownReference("/territory_id", "no territory with this id")
-    await _check_reference(session, programme.id, data.reference, None)
+    if checks.reference_taken:
+        raise AgreementReferenceExists(
+            f"the programme already has an agreement with reference {data.reference}"
+        )
     per_position = (
         data.subsidy_per_position_cents
         if data.subsidy_per_position_cents is not None
         else programme.subsidy_per_position_cents
     )
-    await _check_room(
-        session,
+    # PostgreSQL sums bigints as numeric (Decimal): int() keeps the cents exact.
+    held = programmes.Committed(int(checks.positions), int(checks.subsidy_cents))
+    _check_room_left(
         programme,
+        held,
         positions=data.positions_granted,
         subsidy_cents=subsidy_total(data.positions_granted, per_position),
     )
-    now = utcnow()
-    agreement_id = new_id()
-    await repo.insert_agreement(
-        session,
-        {
-            "id": agreement_id,
-            "programme_id": programme.id,
-            "territory_id": data.territory_id,
-            "kind": data.kind.value,
-            "reference": data.reference,
-            "status": AgreementStatus.draft.value,
-            "positions_granted": data.positions_granted,
-            "subsidy_per_position_cents": per_position,
-            "signed_on": None,
-            "starts_on": data.starts_on,
-            "ends_on": data.ends_on,
-            "terminated_on": None,
-            "termination_reason": None,
-            "created_at": now,
-            "updated_at": now,
-            "version": 1,
-        },
-    )
-    await repo.programme_changed(session, programme.id, now)
+    row = {
+        "id": new_id(),
+        "programme_id": programme.id,
+        "territory_id": data.territory_id,
+        "kind": data.kind.value,
+        "reference": data.reference,
+        "status": AgreementStatus.draft.value,
+        "positions_granted": data.positions_granted,
+        "subsidy_per_position_cents": per_position,
+        "signed_on": None,
+        "starts_on": data.starts_on,
+        "ends_on": data.ends_on,
+        "terminated_on": None,
+        "termination_reason": None,
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+    }
+    await repo.insert_agreement(session, row)
     await changes.record(
         session,
         resource=RESOURCE,
-        id=agreement_id,
+        id=row["id"],
         action=Action.created,
         version=1,
         territory_id=data.territory_id,
     )
-    return agreement_id
+    return _read_form(row)
 
 
 _NOT_NULL = (
@@ -384,33 +402,34 @@ async def _check_positions_cover_open(session: AsyncSession, agreement: Agreemen
 
 
 async def lock_for_signature(session: AsyncSession, agreement_id: uuid.UUID, principal: Principal) -> Any:
-    """The agreement's state, locked after its programme (the order of `get_for_change`), in Core
-    statements: 404 alike for one that does not exist and one outside the caller's territories."""
-    programme_id = await repo.programme_of(session, agreement_id, principal)
-    if programme_id is None:
-        raise NotFound("no agreement with this id")
-    if await repo.lock_programme(session, programme_id) is None:
-        raise NotFound("no programme with this id")
+    """The agreement's state, its row locked (one Core statement): 404 alike for one that does not exist and
+    one outside the caller's territories.
+
+    Signing moves no total of the programme (the draft reserved its positions), so it does not take the
+    programme's lock: it holds this one row lock and waits for no other lock after it, so it cannot deadlock
+    with the writers that lock the programme then the agreement (`get_for_change`); a writer that changed
+    the agreement meanwhile is seen, since the row is read once locked."""
     locked = await repo.lock_agreement(session, agreement_id, principal)
     if locked is None:
         raise NotFound("no agreement with this id")
     return locked
 
 
-async def sign(session: AsyncSession, agreement: Any, data: AgreementSign) -> None:
-    """draft → signed, for `agreement` from `lock_for_signature`. The positions were reserved by the
-    draft, so the programme's totals do not move."""
+async def sign(session: AsyncSession, agreement: Any, data: AgreementSign) -> dict[str, Any]:
+    """draft → signed, for `agreement` from `lock_for_signature`; returns its read form. The positions were
+    reserved by the draft, so the programme's totals do not move."""
     if agreement.status != AgreementStatus.draft:
         raise InvalidTransition(f"only a draft can be signed; this agreement is {agreement.status}")
-    version = await repo.sign(session, agreement.id, data.signed_on, utcnow())
+    row = await repo.sign(session, agreement.id, data.signed_on, utcnow())
     await changes.record(
         session,
         resource=RESOURCE,
         id=agreement.id,
         action=Action.updated,
-        version=version,
-        territory_id=agreement.territory_id,
+        version=row.version,
+        territory_id=row.territory_id,
     )
+    return _read_form(row._asdict())
 
 
 async def terminate(

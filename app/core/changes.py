@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -30,8 +31,10 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     and_,
+    bindparam,
     cast,
     func,
     insert,
@@ -44,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.auth import Principal
+from app.core.direct import prepared
 from app.core.pagination import InvalidCursor
 from app.db import Base, utcnow
 
@@ -79,11 +83,23 @@ class Change(Base):
 FEED_ORDER = (Change.xid, Change.seq)
 
 
-def _xid_expression(session: AsyncSession) -> ColumnElement[int]:
-    if session.get_bind().dialect.name == "postgresql":
+def _xid_expression(postgres: bool) -> ColumnElement[int]:
+    if postgres:
         # xid8 has no direct cast to bigint; through text it is exact (a 64-bit epoch-extended id).
         return cast(cast(func.pg_current_xact_id(), Text), BigInteger)
     return literal(0, BigInteger)
+
+
+@cache
+def _insert(postgres: bool) -> Any:
+    """The feed's INSERT, built once per dialect: every value but the transaction id a bound parameter."""
+    table = Change.__table__
+    assert isinstance(table, Table)
+    values = {
+        name: bindparam(name, type_=table.c[name].type)
+        for name in ("resource", "object_id", "action", "version", "territory_id", "occurred_at")
+    }
+    return prepared(insert(table).values(xid=_xid_expression(postgres), **values))
 
 
 @dataclass(frozen=True)
@@ -123,11 +139,8 @@ async def record_many(session: AsyncSession, entries: Iterable[Entry]) -> None:
     ]
     if not rows:
         return
-    stmt = insert(Change).values(xid=_xid_expression(session))
-    if len(rows) == 1:
-        await session.execute(stmt.values(**rows[0]))
-    else:
-        await session.execute(stmt, rows)
+    stmt = _insert(session.get_bind().dialect.name == "postgresql")
+    await session.execute(stmt, rows[0] if len(rows) == 1 else rows)
 
 
 # What the feed reads: every column but none of the ORM's bookkeeping.

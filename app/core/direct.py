@@ -183,6 +183,9 @@ StatementObserver = Callable[[str], None]
 statement_observers: list[StatementObserver] = []
 """Called with each statement the direct path runs (the statement counts of the tests and the benchmark,
 which count the engine's statements through its events)."""
+transaction_observers: list[StatementObserver] = []
+"""Called with BEGIN, COMMIT or ROLLBACK (and their savepoint forms) for a writing request's transaction:
+round trips that are not statements (the benchmark's counts)."""
 answer_observers: list[Callable[[str], None]] = []
 """Called with the route's name when the direct path answers a request itself (tests)."""
 
@@ -477,6 +480,8 @@ class DirectSession:
         """PostgreSQL: a transaction (a savepoint inside the tests' one); SQLite: BEGIN IMMEDIATE (the
         write lock up front, as the session path takes it), or a savepoint inside the tests' transaction."""
         nested = not isinstance(self._bind, AsyncEngine)
+        for observe in transaction_observers:
+            observe("BEGIN")
         if self._postgres:
             transaction = driver.transaction()
             await transaction.start()
@@ -492,6 +497,8 @@ class DirectSession:
         if transaction is None or self._driver is None:
             return
         driver = self._driver
+        for observe in transaction_observers:
+            observe("COMMIT" if commit else "ROLLBACK")
         try:
             if self._postgres:
                 await (transaction.commit() if commit else transaction.rollback())

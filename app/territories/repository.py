@@ -85,7 +85,7 @@ async def path_of(session: AsyncSession, territory_id: uuid.UUID) -> str | None:
 @cache
 def _read_by_id() -> Select[Any]:
     # Hot reads are built once: a statement object reused keeps its compiled form and cache key.
-    return select(*READ.columns).where(Territory.__table__.c.id == bindparam("id"))
+    return prepared(select(*READ.columns).where(Territory.__table__.c.id == bindparam("id")))
 
 
 @cache
@@ -102,7 +102,7 @@ def _read_by_code() -> Any:
         .where(TerritoryAlias.kind == bindparam("kind"), TerritoryAlias.code == bindparam("code"))
     )
     union = current.union_all(former).subquery()
-    return select(*(union.c[c.name] for c in READ.columns)).order_by(union.c.former).limit(1)
+    return prepared(select(*(union.c[c.name] for c in READ.columns)).order_by(union.c.former).limit(1))
 
 
 async def read_row(session: AsyncSession, territory_id: uuid.UUID) -> Any:

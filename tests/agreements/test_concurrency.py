@@ -160,6 +160,60 @@ async def test_parallel_writers_never_push_a_programme_past_its_target(world: Wo
     await _assert_totals(world, programme_id, positions, positions * SUBSIDY)
 
 
+async def test_signatures_racing_changes_and_terminations_of_the_same_drafts(world: World) -> None:
+    """Signing locks only its agreement; a change or a termination locks the programme, then the agreement.
+    Racing on the same drafts, every request ends as in some order of one after the other: no deadlock,
+    no lost write, totals intact."""
+    programme_id = await _programme(world, "SIGN_RACE", 100)
+    drafts = [(await _draft(world, programme_id, f"S-{i}", 2)).json() for i in range(6)]
+
+    def sign(agreement_id: str) -> Any:
+        return world.client.post(
+            f"{AGREEMENTS}/{agreement_id}/sign", json={"signed_on": "2021-03-01"}, headers=world.admin
+        )
+
+    calls = []
+    for draft in drafts:
+        url = f"{AGREEMENTS}/{draft['id']}"
+        calls += [
+            sign(draft["id"]),
+            merge_patch(world.client, world.admin, url, {"positions_granted": 3}, if_match="*"),
+            sign(draft["id"]),
+        ]
+    calls += [terminate(world.client, world.admin, d["id"], terminated_on="2022-01-01") for d in drafts[:3]]
+    results = await asyncio.gather(*calls)
+
+    positions = 0
+    for i, draft in enumerate(drafts):
+        first, patch, second = results[3 * i : 3 * i + 3]
+        signatures = [r for r in (first, second) if r.status_code == 200]
+        refused = [r for r in (first, second) if r.status_code != 200]
+        current = (await world.client.get(f"{AGREEMENTS}/{draft['id']}", headers=world.admin)).json()
+        # The patch ran before the first signature (3 positions) or found it signed (2).
+        if patch.status_code == 200:
+            assert patch.json()["positions_granted"] == 3
+        else:
+            assert_problem(patch, 409, "agreement_not_editable")
+        assert current["positions_granted"] == (3 if patch.status_code == 200 else 2)
+        for response in refused:
+            assert_problem(response, 409, "invalid_transition")
+        if i < 3:
+            terminated = results[3 * len(drafts) + i]
+            assert terminated.status_code == 200, terminated.text
+            assert current["status"] == "terminated"
+            # A signature after the termination is refused: at most one of the two succeeded.
+            assert len(signatures) <= 1
+        else:
+            assert current["status"] == "signed"
+            assert len(signatures) == 1
+            assert signatures[0].json()["version"] <= current["version"]
+            positions += current["positions_granted"]
+        for signed in signatures:
+            assert signed.json()["status"] == "signed"
+            assert signed.json()["signed_on"] == "2021-03-01"
+    await _assert_totals(world, programme_id, positions, positions * SUBSIDY)
+
+
 async def test_parallel_drafts_stop_at_the_budget_when_it_binds_before_the_target(world: World) -> None:
     # Room for 10 positions at the programme's subsidy; these drafts pay twice as much per position, so the
     # budget is spent after 2 of them (4 positions), long before the target.
@@ -261,22 +315,33 @@ async def test_a_territory_deleted_right_after_its_check_is_422_unknown_referenc
     programme = await create_programme(client, admin)
     draft = await create_agreement(client, admin, programme["id"], tree.rhone.id, positions_granted=10)
 
+    async def delete_territory(session: Any, territory_id: Any) -> None:
+        # Another transaction deletes the territory (and commits) before the territory is locked.
+        await session.execute(
+            delete(Territory).where(Territory.id == territory_id).execution_options(synchronize_session=False)
+        )
+
     def deleted_right_after(real: Any) -> Any:
         async def check(session: Any, territory_id: Any, principal: Principal) -> Any:
             territory = await real(session, territory_id, principal)
-            # Another transaction deletes the territory between the check and the write.
-            await session.execute(
-                delete(Territory)
-                .where(Territory.id == territory_id)
-                .execution_options(synchronize_session=False)
-            )
+            await delete_territory(session, territory_id)
             return territory
 
         return check
 
-    # A change checks its territory with `get_in_scope`; a creation with `in_scope` (column SELECT).
-    for name in ("get_in_scope", "in_scope"):
-        monkeypatch.setattr(territories, name, deleted_right_after(getattr(territories, name)))
+    real_checks = agreements.repo.creation_checks
+
+    async def deleted_before_checks(
+        session: Any, principal: Principal, programme_id: Any, territory_id: Any, reference: str
+    ) -> Any:
+        await delete_territory(session, territory_id)
+        return await real_checks(session, principal, programme_id, territory_id, reference)
+
+    # A change checks its territory with `get_in_scope`, then locks it. A creation checks and locks it in
+    # one statement under the programme's lock (a DELETE from another transaction then waits for the draft:
+    # the PostgreSQL tests below), so the territory can only go before that statement.
+    monkeypatch.setattr(territories, "get_in_scope", deleted_right_after(territories.get_in_scope))
+    monkeypatch.setattr(agreements.repo, "creation_checks", deleted_before_checks)
     if write == "create":
         response = await post_agreement(
             client, admin, programme["id"], tree.villeurbanne.id, reference="V", positions_granted=5
@@ -292,14 +357,14 @@ async def test_a_territory_deleted_right_after_its_check_is_422_unknown_referenc
 def _territory_then_draft(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
     """Pauses agreements.create after its territory check, before its INSERT: returns (paused, resume)."""
     paused, resume = asyncio.Event(), asyncio.Event()
-    real = agreements._check_reference
+    real = agreements.repo.insert_agreement
 
     async def pausing(*args: Any, **kwargs: Any) -> None:
         paused.set()
         await resume.wait()
         await real(*args, **kwargs)
 
-    monkeypatch.setattr(agreements, "_check_reference", pausing)
+    monkeypatch.setattr(agreements.repo, "insert_agreement", pausing)
     return paused, resume
 
 
