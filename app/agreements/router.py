@@ -27,7 +27,7 @@ from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
-from app.core.responses import created, model_response, object_response, page_response
+from app.core.responses import created, model_response, object_response, page_response, path_for
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep, TransactionRoute
 
@@ -58,8 +58,8 @@ async def _create(
     request: Request, session: SessionDep, principal: Principal, body: AgreementCreate
 ) -> Response:
     row = await service.create(session, body, principal)
-    location = request.app.url_path_for("agreements_get", agreement_id=str(row["id"]))
-    return object_response(None, row, status_code=201, location=str(location))
+    location = path_for(request, "agreements_get", agreement_id=str(row["id"]))
+    return object_response(None, row, status_code=201, location=location)
 
 
 async def _sign(

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
+import uuid_utils
 from asgi_correlation_id import correlation_id
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
@@ -130,7 +130,7 @@ class RequestMiddleware:
         raw_id = _header(scope, b"x-request-id")
         request_id = raw_id.decode("latin-1") if raw_id is not None else ""
         if not valid_request_id(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = uuid_utils.uuid4().hex
         id_header = (b"x-request-id", request_id.encode("latin-1"))
         authorized = _header(scope, b"authorization") is not None
 

@@ -10,7 +10,9 @@ import uuid
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, Generic, TypeVar, cast
+from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
 from pydantic import BaseModel, Field
@@ -171,8 +173,16 @@ class Cursors:
 
 def binding_for(request: Request, caller: str) -> str:
     """Everything that defines the result set except the page position and size."""
-    params = sorted((k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "limit"))
-    raw = json.dumps([request.url.path, params, caller], separators=(",", ":"))
+    return _binding(request.scope["path"], request.scope.get("query_string", b""), caller)
+
+
+@lru_cache(maxsize=1024)
+def _binding(path: str, query_string: bytes, caller: str) -> str:
+    # The query parsed as Starlette parses it (`request.query_params`); the same lists of one query string
+    # come again and again, so the digest is kept for the latest ones.
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    params = sorted((k, v) for k, v in pairs if k not in ("cursor", "limit"))
+    raw = json.dumps([path, params, caller], separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 

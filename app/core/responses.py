@@ -7,6 +7,7 @@ with `Z`, as pydantic does, so that both paths give the same bytes."""
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -100,9 +101,23 @@ def model_response(
     )
 
 
+_PATHS: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def path_for(request: Request, route_name: str, **params: str) -> str:
+    """`app.url_path_for` with the route found once per name: Starlette walks every route on each call.
+    The path parameters are plain segments (no convertor), filled in the template the route gave."""
+    templates = _PATHS.setdefault(request.app, {})
+    template = templates.get(route_name)
+    if template is None:
+        placeholders = {name: "{" + name + "}" for name in params}
+        template = templates[route_name] = str(request.app.url_path_for(route_name, **placeholders))
+    return template.format(**params)
+
+
 def created(
     request: Request, model: BaseModel, route_name: str, version: int | None = None, **params: str
 ) -> Response:
     """201 with Location (the path of the new object) and, for versioned objects, its ETag."""
-    location = request.app.url_path_for(route_name, **params)
-    return model_response(model, status_code=201, version=version, location=str(location))
+    location = path_for(request, route_name, **params)
+    return model_response(model, status_code=201, version=version, location=location)

@@ -78,8 +78,13 @@ async def get_by_code(session: AsyncSession, kind: str, code: str) -> Territory 
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+@cache
+def _path_of() -> Any:
+    return prepared(select(Territory.path).where(Territory.__table__.c.id == bindparam("id")))
+
+
 async def path_of(session: AsyncSession, territory_id: uuid.UUID) -> str | None:
-    return (await session.execute(select(Territory.path).where(Territory.id == territory_id))).scalar()
+    return (await session.execute(_path_of(), {"id": territory_id})).scalar()
 
 
 @cache
@@ -284,6 +289,7 @@ def match_quality(query: search.Query) -> ColumnElement[int]:
     return _match_quality(_shape(query))
 
 
+@cache
 def population_key() -> ColumnElement[int]:
     return func.coalesce(Territory.population, -1)
 

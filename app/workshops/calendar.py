@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request, Response
 from icalendar import Calendar, Event
 
+from app.core.responses import path_for
 from app.db import utcnow
 
 PRODID = "-//ANCT//cnfs-api workshops//FR"
@@ -24,7 +25,7 @@ def _location(row: dict[str, Any]) -> str | None:
 
 
 def _url(request: Request, workshop_id: Any) -> str:
-    path = request.app.url_path_for("workshops_get", workshop_id=str(workshop_id))
+    path = path_for(request, "workshops_get", workshop_id=str(workshop_id))
     base = getattr(request.app.state.settings, "public_base_url", None) or ""
     return f"{base}{path}" if base else str(request.base_url).rstrip("/") + str(path)
 

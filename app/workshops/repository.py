@@ -390,13 +390,21 @@ def add(session: AsyncSession, row: Workshop | Registration) -> None:
 # --- registrations -------------------------------------------------------------------------------------
 
 
-async def email_registered(session: AsyncSession, workshop_id: uuid.UUID, email_key: str) -> bool:
-    stmt = select(Registration.id).where(
-        Registration.workshop_id == workshop_id,
-        Registration.email_key == email_key,
-        Registration.status != RegistrationStatus.cancelled.value,
+@cache
+def _email_registered() -> Any:
+    c = cast(Table, Registration.__table__).c
+    return prepared(
+        select(c.id).where(
+            c.workshop_id == bindparam("workshop_id", type_=c.workshop_id.type),
+            c.email_key == bindparam("email_key", type_=c.email_key.type),
+            c.status != RegistrationStatus.cancelled.value,
+        )
     )
-    return (await session.execute(stmt)).first() is not None
+
+
+async def email_registered(session: AsyncSession, workshop_id: uuid.UUID, email_key: str) -> bool:
+    params = {"workshop_id": workshop_id, "email_key": email_key}
+    return (await session.execute(_email_registered(), params)).first() is not None
 
 
 async def get_registration(

@@ -28,7 +28,7 @@ from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.pagination import PageRequest
 from app.core.problems import ValidationFailed, problem_responses
-from app.core.responses import object_response, page_response
+from app.core.responses import object_response, page_response, path_for
 from app.core.types import NO_CONTROL_CHARACTERS, QueryTimestamp
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep, TransactionRoute
@@ -364,7 +364,7 @@ async def workshops_create(
 ) -> Response:
     async def produce() -> Response:
         workshop = await service.create(session, body, principal)
-        location = request.app.url_path_for("workshops_get", workshop_id=str(workshop.id))
+        location = path_for(request, "workshops_get", workshop_id=str(workshop.id))
         return object_response(
             None, await service.reread(session, workshop), status_code=201, location=location
         )
@@ -471,8 +471,8 @@ async def _register(
     registration, token = await service.register(session, workshop_id, body, principal)
     row = registration._asdict()
     row["cancel_token"] = token
-    location = request.app.url_path_for(
-        "workshops_registrations_get", workshop_id=str(workshop_id), registration_id=str(row["id"])
+    location = path_for(
+        request, "workshops_registrations_get", workshop_id=str(workshop_id), registration_id=str(row["id"])
     )
     return object_response(None, row, status_code=201, location=location)
 
