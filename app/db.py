@@ -99,6 +99,18 @@ def _sqlite_on_connect(busy_timeout_ms: int, foreign_keys: bool) -> Any:
     return on_connect
 
 
+def _sqlite_reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
+    """The pool's rollback of a connection coming back, for SQLite: only when a transaction is open.
+
+    The driver runs in autocommit (`_sqlite_on_connect`), so a read outside a transaction leaves nothing to
+    roll back, and aiosqlite's ROLLBACK would still cost a trip through the connection's thread on every
+    request. A connection dropped by the garbage collector (not asyncio-safe) is not touched: the pool
+    closes it."""
+    driver = getattr(dbapi_connection, "_connection", None)
+    if state.asyncio_safe and (driver is None or driver.in_transaction):
+        dbapi_connection.rollback()
+
+
 def make_engine(
     url: str,
     *,
@@ -130,8 +142,11 @@ def make_engine(
             **(
                 {} if in_memory else {"pool_timeout": pool_timeout, "pool_size": pool_size, "max_overflow": 0}
             ),
+            # A connection coming back is rolled back only if it is in a transaction (`_sqlite_reset`).
+            pool_reset_on_return=None,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect(sqlite_busy_timeout_ms, foreign_keys))
+        event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import date
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -154,4 +155,44 @@ async def test_a_lock_held_too_long_is_a_503_not_a_hang(settings: Settings) -> N
             await session.execute(delete(Programme).where(Programme.id == programme.id))
             await session.execute(delete(ApiKey).where(ApiKey.id == admin.id))
             await session.commit()
+        await engine.dispose()
+
+
+async def test_a_sqlite_connection_back_in_the_pool_is_rolled_back_only_inside_a_transaction(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's reset costs a trip through aiosqlite's thread: it runs only when a transaction is open."""
+    from sqlalchemy.util import greenlet_spawn
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/reset.db", pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        raw = await engine.raw_connection()
+        adapted = raw.dbapi_connection
+        rollbacks: list[Any] = []
+        real = type(adapted).rollback
+
+        def counted(self: Any) -> None:
+            rollbacks.append(self)
+            real(self)
+
+        monkeypatch.setattr(type(adapted), "rollback", counted)
+        driver: Any = raw.driver_connection
+        # A read outside a transaction: nothing to roll back.
+        await (await driver.execute("SELECT count(*) FROM t")).fetchone()
+        await greenlet_spawn(raw.close)
+        assert rollbacks == []
+        # A transaction left open: rolled back, and the next user finds the connection clean.
+        raw = await engine.raw_connection()
+        assert raw.dbapi_connection is adapted
+        await driver.execute("BEGIN")
+        await driver.execute("INSERT INTO t VALUES (1)")
+        await greenlet_spawn(raw.close)
+        assert rollbacks == [adapted]
+        raw = await engine.raw_connection()
+        assert not driver.in_transaction
+        assert await (await driver.execute("SELECT count(*) FROM t")).fetchone() == (0,)
+        await greenlet_spawn(raw.close)
+    finally:
         await engine.dispose()
