@@ -24,10 +24,8 @@ class Counsellor(TimestampedMixin, VersionedMixin, Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    # The employer.
-    territory_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("territories.id", ondelete="RESTRICT"), index=True
-    )
+    # The employer. No index of its own: the unique (territory_id, external_ref) index starts with it.
+    territory_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("territories.id", ondelete="RESTRICT"))
     external_ref: Mapped[str | None] = mapped_column(String(64))
     first_name: Mapped[str | None] = mapped_column(String(100))
     last_name: Mapped[str | None] = mapped_column(String(100))

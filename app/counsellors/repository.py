@@ -8,7 +8,22 @@ from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Executable, Select, String, Table, and_, bindparam, exists, literal, select, update
+from sqlalchemy import (
+    ARRAY,
+    Executable,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    column,
+    exists,
+    func,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -259,15 +274,45 @@ async def territories_in_scope(
 _ROW_COLUMNS = ("id", "territory_id", "external_ref", "version", *SYNCED)
 
 
-async def rows_by_ref(
-    session: AsyncSession, territory_ids: Iterable[uuid.UUID], refs: Iterable[str]
-) -> dict[tuple[uuid.UUID, str], dict[str, Any]]:
-    """The existing counsellors among these (territory, external_ref) pairs (a superset is read, then
-    filtered by the caller), without a lock: a replay that changes nothing stays a pure read."""
-    stmt = select(*(TABLE.c[name] for name in _ROW_COLUMNS)).where(
-        TABLE.c.territory_id.in_(list(territory_ids)), TABLE.c.external_ref.in_(list(refs))
+@cache
+def _rows_by_ref(postgres: bool) -> Any:
+    columns = [TABLE.c[name] for name in _ROW_COLUMNS]
+    if postgres:
+        # The pairs as two array parameters, joined to the (territory_id, external_ref) index: one
+        # statement whatever the number of items, and one index probe per item, whatever the size of the
+        # employer (a list of values in a generic plan was compared with each of the employer's rows).
+        keys = func.unnest(
+            bindparam("territory_ids", type_=ARRAY(TABLE.c.territory_id.type)),
+            bindparam("refs", type_=ARRAY(TABLE.c.external_ref.type)),
+        ).table_valued(
+            column("territory_id", TABLE.c.territory_id.type),
+            column("external_ref", TABLE.c.external_ref.type),
+            name="keys",
+        )
+        keys = keys.render_derived()
+        on = and_(TABLE.c.territory_id == keys.c.territory_id, TABLE.c.external_ref == keys.c.external_ref)
+        return prepared(select(*columns).select_from(keys.join(TABLE, on)))
+    return select(*columns).where(
+        tuple_(TABLE.c.territory_id, TABLE.c.external_ref).in_(bindparam("keys", expanding=True))
     )
-    return {(row.territory_id, row.external_ref): row._asdict() for row in await session.execute(stmt)}
+
+
+async def rows_by_ref(
+    session: AsyncSession, keys: Iterable[tuple[uuid.UUID, str]]
+) -> dict[tuple[uuid.UUID, str], dict[str, Any]]:
+    """The existing counsellors with these (territory, external_ref) pairs, without a lock: a replay that
+    changes nothing stays a pure read."""
+    pairs = list(keys)
+    if not pairs:
+        return {}
+    postgres = session.get_bind().dialect.name == "postgresql"
+    params: dict[str, Any] = (
+        {"territory_ids": [t for t, _ in pairs], "refs": [r for _, r in pairs]}
+        if postgres
+        else {"keys": pairs}
+    )
+    rows = await session.execute(_rows_by_ref(postgres), params)
+    return {(row.territory_id, row.external_ref): row._asdict() for row in rows}
 
 
 async def lock_rows(session: AsyncSession, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:

@@ -509,7 +509,7 @@ async def _known_rows(session: AsyncSession, raw_items: Sequence[Any], principal
                 continue
     if not keys:
         return {}
-    rows = await repo.rows_by_ref(session, {t for t, _ in keys}, {r for _, r in keys})
+    rows = await repo.rows_by_ref(session, keys)
     return rows if keys <= rows.keys() else None
 
 
@@ -586,9 +586,7 @@ async def _write(
     if known is not None:
         existing = known
     else:
-        existing = await repo.rows_by_ref(
-            session, {p.territory_id for p in ready}, {p.item.external_ref for p in ready}
-        )
+        existing = await repo.rows_by_ref(session, [(p.territory_id, p.item.external_ref) for p in ready])
     if not any(
         (row := existing.get((p.territory_id, p.item.external_ref))) is None or _differs(row, p.columns)
         for p in ready
@@ -629,9 +627,7 @@ async def _write(
     late = [p for new, p in inserts.items() if new not in inserted]
     if late:
         existing.update(
-            await repo.rows_by_ref(
-                session, {p.territory_id for p in late}, {p.item.external_ref for p in late}
-            )
+            await repo.rows_by_ref(session, [(p.territory_id, p.item.external_ref) for p in late])
         )
     pending = [p for p in ready if results[p.index] is None]
     # Only the rows that differ are locked, then compared again with their latest state: a concurrent sync
