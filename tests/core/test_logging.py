@@ -4,13 +4,15 @@ never its query string (which may hold personal data), through the fast writer o
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
 from app.config import Settings
-from app.core.logging import ACCESS_LOGGER, configure_logging
+from app.core.logging import ACCESS_LOGGER, _BatchingHandler, configure_logging
 from tests.helpers import app_client
 
 
@@ -26,6 +28,13 @@ def stderr_json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
         root.handlers, root.level = handlers, level
 
 
+def _written(capsys: pytest.CaptureFixture[str]) -> str:
+    """What the logs wrote, their pending batch included."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return capsys.readouterr().err
+
+
 async def test_an_access_line_per_request(
     settings: Settings, stderr_json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -37,7 +46,7 @@ async def test_an_access_line_per_request(
             params={"q": "camille.exemple@example.org"},
             headers={"X-Request-ID": "r-1"},
         )
-    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines() if ACCESS_LOGGER in line]
+    lines = [orjson.loads(line) for line in _written(capsys).splitlines() if ACCESS_LOGGER in line]
     assert response.status_code == 200
     assert len(lines) == 1
     line = lines[0]
@@ -55,7 +64,7 @@ async def test_an_access_line_per_request(
 
 
 def test_other_lines_go_through_structlog(stderr_json_logs: None) -> None:
-    handler = next(h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler)
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler))
     assert handler.formatter is not None
     record = logging.getLogger("app").makeRecord(
         "app", logging.WARNING, __file__, 1, "something %s", ("happened",), None, extra={"status": 503}
@@ -63,3 +72,50 @@ def test_other_lines_go_through_structlog(stderr_json_logs: None) -> None:
     line = orjson.loads(handler.formatter.format(record))
     assert line["event"] == "something happened"
     assert (line["level"], line["logger"], line["status"]) == ("warning", "app", 503)
+
+
+def test_lines_are_written_in_batches_in_their_order(capsys: pytest.CaptureFixture[str]) -> None:
+    """INFO lines wait for their batch (one write for many requests); a WARNING writes the batch at once,
+    after the lines before it; the writer thread writes a waiting batch within its interval."""
+    handler = _BatchingHandler(sys.stderr, interval=0.05)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("tests.batching")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        capsys.readouterr()
+        logger.info("first")
+        logger.info("second")
+        assert capsys.readouterr().err == ""
+        logger.warning("third")
+        assert capsys.readouterr().err == "first\nsecond\nthird\n"
+        logger.info("fourth")
+        deadline = time.monotonic() + 5
+        written = ""
+        while not written and time.monotonic() < deadline:
+            time.sleep(0.01)
+            written = capsys.readouterr().err
+        assert written == "fourth\n"
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def test_a_full_batch_is_written_without_waiting(capsys: pytest.CaptureFixture[str]) -> None:
+    handler = _BatchingHandler(sys.stderr, interval=60, capacity=3)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("tests.batching.full")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        capsys.readouterr()
+        for n in range(4):
+            logger.info("line %d", n)
+        assert capsys.readouterr().err == "line 0\nline 1\nline 2\n"
+        handler.flush()
+        assert capsys.readouterr().err == "line 3\n"
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
