@@ -1549,94 +1549,104 @@ async def workshop_register(
     db: Database, workshop_id: uuid.UUID, data: RegistrationInput, authorization: str | None
 ) -> Reply:
     """Public for public workshops. The service's statements, in one transaction: the workshop's counters
-    read and its row locked if the caller may see it, the email looked up among the live registrations,
-    the counters' UPDATE (a new version), and the INSERT returning the registration. Confirmed while seats
-    are left, then waitlisted, then 409 `workshop_full`."""
+    read and its row locked if the caller may see it, with whether the email holds a live registration;
+    the counters' UPDATE (a new version); the INSERT returning the registration, nothing on the unique
+    index's conflict (409, all rolled back). Confirmed while seats are left, then waitlisted, then 409
+    `workshop_full`."""
+    already = problem(409, "already_registered", "this email address is already registered on this workshop")
     async with db.acquire() as conn:
         caller = await caller_for(db, conn, authorization)
         if isinstance(caller, Reply):
             return caller
-        async with conn.transaction():
-            where, args = workshop_visible(db, caller, 2)
-            row = await conn.fetchrow(
-                db.sql(
-                    "SELECT id, status, starts_at, capacity, seats_left, registered_count, waitlisted_count,"
-                    f" waitlist_capacity FROM workshops WHERE id = $1{where} FOR UPDATE OF workshops"
-                ),
-                workshop_id,
-                *args,
-            )
-            if row is None:
-                return problem(404, "not_found", "no workshop with this id")
-            now = datetime.now(UTC)
-            if row["status"] != "scheduled":
-                return problem(409, "workshop_closed", f"this workshop is {row['status']}")
-            if row["starts_at"] <= now:
-                return problem(409, "workshop_closed", "this workshop has already started")
-            email_key = data.email.lower()
-            taken = await conn.fetchrow(
-                db.sql(
-                    "SELECT id FROM registrations WHERE workshop_id = $1 AND email_key = $2 AND status != $3"
-                ),
-                workshop_id,
-                email_key,
-                "cancelled",
-            )
-            if taken is not None:
-                return problem(
-                    409, "already_registered", "this email address is already registered on this workshop"
-                )
-            registered, seats_left, waitlisted = (
-                row["registered_count"],
-                row["seats_left"],
-                row["waitlisted_count"],
-            )
-            if seats_left > 0:
-                status, rank = "confirmed", None
-                registered, seats_left = registered + 1, seats_left - 1
-            elif waitlisted < row["waitlist_capacity"]:
-                waitlisted += 1
-                status, rank = "waitlisted", waitlisted
-            else:
-                return problem(409, "workshop_full", "every seat and waitlist place is taken")
-            await conn.execute(
-                db.sql(
-                    "UPDATE workshops SET registered_count = $1, seats_left = $2, waitlisted_count = $3,"
-                    " version = version + 1, updated_at = $4 WHERE id = $5"
-                ),
-                registered,
-                seats_left,
-                waitlisted,
-                now,
-                workshop_id,
-            )
-            token = "ct_" + secrets.token_urlsafe(24)
-            registration = {
-                "id": new_id(),
-                "workshop_id": workshop_id,
-                "first_name": data.first_name,
-                "last_name": data.last_name,
-                "email": data.email,
-                "email_key": email_key,
-                "phone": data.phone,
-                "age_bracket": data.age_bracket,
-                "social_status": data.social_status,
-                "status": status,
-                "waitlist_rank": rank,
-                "attendance": "unknown",
-                "cancel_token_hash": hashlib.sha256(token.encode()).hexdigest(),
-                "created_at": now,
-                "updated_at": now,
-            }
-            stored = await conn.fetchrow(
-                db.sql(
-                    f"INSERT INTO registrations ({', '.join(registration)}) VALUES"
-                    f" ({', '.join(f'${i + 1}' for i in range(len(registration)))})"
-                    f" RETURNING {', '.join(REGISTRATION_FIELDS)}"
-                ),
-                *registration.values(),
-            )
-    assert stored is not None
+        try:
+            return await _register_in_transaction(db, conn, caller, workshop_id, data, already)
+        except _AlreadyRegistered:
+            return already
+
+
+class _AlreadyRegistered(Exception):
+    """Rolls the registration's transaction back (the INSERT met the unique index)."""
+
+
+async def _register_in_transaction(
+    db: Database, conn: Any, caller: Any, workshop_id: uuid.UUID, data: RegistrationInput, already: Reply
+) -> Reply:
+    async with conn.transaction():
+        where, args = workshop_visible(db, caller, 3)
+        email_key = data.email.lower()
+        row = await conn.fetchrow(
+            db.sql(
+                "SELECT id, status, starts_at, capacity, seats_left, registered_count, waitlisted_count,"
+                " waitlist_capacity, EXISTS (SELECT 1 FROM registrations WHERE registrations.workshop_id"
+                " = workshops.id AND registrations.email_key = $2 AND registrations.status != 'cancelled')"
+                f" AS email_registered FROM workshops WHERE id = $1{where} FOR UPDATE OF workshops"
+            ),
+            workshop_id,
+            email_key,
+            *args,
+        )
+        if row is None:
+            return problem(404, "not_found", "no workshop with this id")
+        now = datetime.now(UTC)
+        if row["status"] != "scheduled":
+            return problem(409, "workshop_closed", f"this workshop is {row['status']}")
+        if row["starts_at"] <= now:
+            return problem(409, "workshop_closed", "this workshop has already started")
+        if row["email_registered"]:
+            return already
+        registered, seats_left, waitlisted = (
+            row["registered_count"],
+            row["seats_left"],
+            row["waitlisted_count"],
+        )
+        if seats_left > 0:
+            status, rank = "confirmed", None
+            registered, seats_left = registered + 1, seats_left - 1
+        elif waitlisted < row["waitlist_capacity"]:
+            waitlisted += 1
+            status, rank = "waitlisted", waitlisted
+        else:
+            return problem(409, "workshop_full", "every seat and waitlist place is taken")
+        await conn.execute(
+            db.sql(
+                "UPDATE workshops SET registered_count = $1, seats_left = $2, waitlisted_count = $3,"
+                " version = version + 1, updated_at = $4 WHERE id = $5"
+            ),
+            registered,
+            seats_left,
+            waitlisted,
+            now,
+            workshop_id,
+        )
+        token = "ct_" + secrets.token_urlsafe(24)
+        registration = {
+            "id": new_id(),
+            "workshop_id": workshop_id,
+            "first_name": data.first_name,
+            "last_name": data.last_name,
+            "email": data.email,
+            "email_key": email_key,
+            "phone": data.phone,
+            "age_bracket": data.age_bracket,
+            "social_status": data.social_status,
+            "status": status,
+            "waitlist_rank": rank,
+            "attendance": "unknown",
+            "cancel_token_hash": hashlib.sha256(token.encode()).hexdigest(),
+            "created_at": now,
+            "updated_at": now,
+        }
+        stored = await conn.fetchrow(
+            db.sql(
+                f"INSERT INTO registrations ({', '.join(registration)}) VALUES"
+                f" ({', '.join(f'${i + 1}' for i in range(len(registration)))})"
+                " ON CONFLICT (workshop_id, email_key) WHERE status != 'cancelled' DO NOTHING"
+                f" RETURNING {', '.join(REGISTRATION_FIELDS)}"
+            ),
+            *registration.values(),
+        )
+        if stored is None:
+            raise _AlreadyRegistered
     body = {name: stored[name] for name in REGISTRATION_FIELDS}
     body["cancel_token"] = token
     location = f"/api/v1/workshops/{workshop_id}/registrations/{registration['id']}"

@@ -16,16 +16,18 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    exists,
     false,
     func,
-    insert,
     literal,
     null,
     or_,
     select,
+    text,
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -390,23 +392,6 @@ def add(session: AsyncSession, row: Workshop | Registration) -> None:
 # --- registrations -------------------------------------------------------------------------------------
 
 
-@cache
-def _email_registered() -> Any:
-    c = cast(Table, Registration.__table__).c
-    return prepared(
-        select(c.id).where(
-            c.workshop_id == bindparam("workshop_id", type_=c.workshop_id.type),
-            c.email_key == bindparam("email_key", type_=c.email_key.type),
-            c.status != RegistrationStatus.cancelled.value,
-        )
-    )
-
-
-async def email_registered(session: AsyncSession, workshop_id: uuid.UUID, email_key: str) -> bool:
-    params = {"workshop_id": workshop_id, "email_key": email_key}
-    return (await session.execute(_email_registered(), params)).first() is not None
-
-
 async def get_registration(
     session: AsyncSession, workshop_id: uuid.UUID, registration_id: uuid.UUID
 ) -> Registration | None:
@@ -422,7 +407,13 @@ async def get_registration(
 @cache
 def _lock_for_registration(scope: tuple[bool, int, bool]) -> Any:
     workshops = cast(Table, Workshop.__table__)
+    registrations = cast(Table, Registration.__table__).c
     c = workshops.c
+    email_registered = exists().where(
+        registrations.workshop_id == c.id,
+        registrations.email_key == bindparam("email_key", type_=registrations.email_key.type),
+        registrations.status != RegistrationStatus.cancelled.value,
+    )
     return prepared(
         select(
             c.id,
@@ -433,16 +424,24 @@ def _lock_for_registration(scope: tuple[bool, int, bool]) -> Any:
             c.registered_count,
             c.waitlisted_count,
             c.waitlist_capacity,
+            email_registered.label("email_registered"),
         )
         .where(c.id == bindparam("workshop_id", type_=c.id.type), _visible_template(scope))
         .with_for_update(of=workshops)
     )
 
 
-async def lock_for_registration(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> Any:
+async def lock_for_registration(
+    session: AsyncSession, workshop_id: uuid.UUID, principal: Principal, email_key: str
+) -> Any:
     """The counters of the workshop, if the caller may see it, its row locked until the end of the
-    transaction; None when there is no such workshop for this caller (nothing is locked then)."""
-    params = {"workshop_id": workshop_id, **_scope_params(principal)}
+    transaction, and whether `email_key` already holds a live registration on it; None when there is no
+    such workshop for this caller (nothing is locked then).
+
+    The email is checked in the same statement, so on the snapshot this statement took before it waited for
+    the lock: a registration of the same email committed meanwhile is not seen here, and the INSERT's
+    conflict on the unique index then answers it (`insert_registration`)."""
+    params = {"workshop_id": workshop_id, "email_key": email_key, **_scope_params(principal)}
     return (await session.execute(_lock_for_registration(_scope_shape(principal)), params)).first()
 
 
@@ -492,18 +491,27 @@ async def set_counters(
 
 
 @cache
-def _insert_registration() -> Any:
+def _insert_registration(postgres: bool) -> Any:
     registrations = cast(Table, Registration.__table__)
+    module: Any = postgresql if postgres else sqlite
     return prepared(
-        insert(registrations)
+        module.insert(registrations)
         .values({c.name: bindparam(c.name, type_=c.type) for c in registrations.columns})
+        .on_conflict_do_nothing(
+            index_elements=["workshop_id", "email_key"],
+            # The unique index's own predicate, as text: PostgreSQL infers the index only from the same
+            # expression (a bound parameter would not match it).
+            index_where=text("status != 'cancelled'"),
+        )
         .returning(*REGISTRATION_READ.columns)
     )
 
 
 async def insert_registration(session: AsyncSession, values: dict[str, Any]) -> Any:
-    """A new registration, every column given; returns its read model's columns."""
-    return (await session.execute(_insert_registration(), values)).one()
+    """A new registration, every column given; returns its read model's columns, or None when the email
+    already holds a live registration on the workshop (the unique index's conflict: nothing is written)."""
+    statement = _insert_registration(session.get_bind().dialect.name == "postgresql")
+    return (await session.execute(statement, values)).first()
 
 
 async def registration_row(session: AsyncSession, registration_id: uuid.UUID) -> Any:

@@ -368,6 +368,9 @@ async def cancel(session: AsyncSession, workshop: Workshop, data: WorkshopCancel
 # --- registrations -------------------------------------------------------------------------------------
 
 
+ALREADY_REGISTERED = "this email address is already registered on this workshop"
+
+
 async def register(
     session: AsyncSession, workshop_id: uuid.UUID, data: RegistrationCreate, principal: Principal
 ) -> tuple[Any, str]:
@@ -376,7 +379,8 @@ async def register(
 
     Core statements only (no ORM object): the public registration is the hottest write, and runs on the
     direct path (app.core.direct) as well as through its route."""
-    workshop = await repo.lock_for_registration(session, workshop_id, principal)
+    email_key = data.email.lower()
+    workshop = await repo.lock_for_registration(session, workshop_id, principal, email_key)
     if workshop is None:
         raise NotFound("no workshop with this id")
     now = utcnow()
@@ -384,9 +388,8 @@ async def register(
         raise WorkshopClosed(f"this workshop is {workshop.status}")
     if workshop.starts_at <= now:
         raise WorkshopClosed("this workshop has already started")
-    email_key = data.email.lower()
-    if await repo.email_registered(session, workshop_id, email_key):
-        raise AlreadyRegistered("this email address is already registered on this workshop")
+    if workshop.email_registered:
+        raise AlreadyRegistered(ALREADY_REGISTERED)
     registered, seats_left, waitlisted = (
         workshop.registered_count,
         workshop.seats_left,
@@ -432,6 +435,10 @@ async def register(
             "updated_at": now,
         },
     )
+    if row is None:
+        # The same email registered by a request that committed while this one waited for the lock: the
+        # transaction, counters included, is rolled back.
+        raise AlreadyRegistered(ALREADY_REGISTERED)
     return row, token
 
 

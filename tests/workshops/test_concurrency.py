@@ -130,3 +130,79 @@ async def test_capacity_holds_under_200_simultaneous_registrations(
     assert [by_id[r["id"]].waitlist_rank for r in waitlisted[5:]] == [1, 2, 3, 4, 5]
     assert sum(r.status == "confirmed" for r in rows) == SEATS
     assert sum(r.status == "cancelled" for r in rows) == 5
+
+
+async def _remote_workshop(world: World, code: str, seats: int) -> str:
+    programme = await create_programme(world.client, world.admin, code=code)
+    agreement = await create_signed(
+        world.client, world.admin, programme["id"], world.territory_id, reference=code, positions_granted=1
+    )
+    position = await create_position(world.client, world.admin, agreement["id"])
+    body = workshop_body(
+        position["id"],
+        format="remote",
+        venue=None,
+        online_url="https://visio.example.org/same-email",
+        capacity=seats,
+        waitlist_capacity=0,
+        starts_at=at(3),
+    )
+    created = await world.client.post(WORKSHOPS, json=body, headers=world.admin)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+@pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "route"])
+async def test_one_email_registered_by_many_requests_at_once_is_registered_once(
+    world: World, settings: Settings, direct_path: bool
+) -> None:
+    """The email is checked in the statement that waits for the workshop's lock, on what it saw before
+    waiting: a request that registered the same email meanwhile is caught by the unique index at the
+    INSERT, and the loser's counters are rolled back with it."""
+    workshop_id = await _remote_workshop(world, "SAME_EMAIL", seats=50)
+    racing = settings.model_copy(
+        update={
+            "database_pool_size": 8,
+            "database_pool_timeout_seconds": 120.0,
+            "sqlite_busy_timeout_ms": 120_000,
+            "database_lock_timeout_ms": 60_000,
+            "direct_path": direct_path,
+        }
+    )
+    url = f"{WORKSHOPS}/{workshop_id}/registrations"
+    async with app_client(racing) as client:
+        answers = await asyncio.gather(*(client.post(url, json=person(7)) for _ in range(20)))
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 19, [a.text for a in answers][:3]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert_problem(answer, 409, "already_registered")
+    counters, rows = await _counts(world, workshop_id)
+    assert counters == (1, 0, 49)
+    assert [r.email_key for r in rows] == ["personne.7@example.org"]
+
+
+async def test_the_same_email_committed_while_waiting_for_the_lock_is_409_and_nothing_is_written(
+    world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the unique index answers when the locking statement saw no registration of the email (its
+    snapshot predates the other request's commit): simulated by hiding the registration from that
+    statement's answer."""
+    from app.workshops import repository
+
+    workshop_id = await _remote_workshop(world, "STALE_EMAIL", seats=5)
+    url = f"{WORKSHOPS}/{workshop_id}/registrations"
+    async with app_client(settings) as client:
+        first = await client.post(url, json=person(3))
+        assert first.status_code == 201, first.text
+        real = repository.lock_for_registration
+
+        async def stale(*args: Any, **kwargs: Any) -> Any:
+            row = await real(*args, **kwargs)
+            return None if row is None else row._replace(email_registered=False)
+
+        monkeypatch.setattr(repository, "lock_for_registration", stale)
+        second = await client.post(url, json=person(3))
+    assert_problem(second, 409, "already_registered")
+    counters, rows = await _counts(world, workshop_id)
+    assert counters == (1, 0, 4)
+    assert len(rows) == 1
