@@ -7,8 +7,9 @@
 It builds a national-size dataset (the official referential through the service's import, a programme, 200
 signed agreements with positions, counsellors and assignments, keys; a fresh `cnfs_bench` database, dropped
 and created again; the SQLite file lives in a temporary folder), counts the SQL statements of each scenario
-in-process, starts the three apps on 127.0.0.1 (uvicorn, 2 worker processes each, no access log, logs at
-WARNING), checks that they answer each scenario alike, drives each with wrk (32 connections, a fixed
+in-process, starts the three apps on 127.0.0.1 (2 worker processes each: the service as `cnfs-api serve`
+runs it, its access log on; the other two under uvicorn, no access log), checks that they answer each
+scenario alike, drives each with wrk (32 connections, a fixed
 duration per run, every server idle before a run starts; the HR bulk scenarios by sequential requests
 through one client instead, in items per second) over several rounds that rotate the apps' order, reads the
 workers' RSS, stops the servers, and prints one table per database (and its Markdown for

@@ -18,6 +18,7 @@ statement), as the session path does for reads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -487,8 +488,16 @@ class DirectSession:
             await transaction.start()
             self._transaction = transaction
         else:
-            await driver.execute("SAVEPOINT direct_write" if nested else "BEGIN IMMEDIATE")
-            self._transaction = "savepoint" if nested else "transaction"
+            state = "savepoint" if nested else "transaction"
+            try:
+                await driver.execute("SAVEPOINT direct_write" if nested else "BEGIN IMMEDIATE")
+            except asyncio.CancelledError:
+                # The statement may still run in aiosqlite's thread once this task has stopped waiting: the
+                # ROLLBACK of `finish` then goes after it, and the connection never returns to the pool
+                # inside a transaction (the pool rolls back only a connection it sees in one).
+                self._transaction = state
+                raise
+            self._transaction = state
 
     async def finish(self, commit: bool) -> None:
         """Commits (or rolls back) the writing request's transaction, if it began one; before the response

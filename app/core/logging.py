@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,14 +51,31 @@ class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     One write (and one system call) per batch instead of one per request: the access log's line had cost a
     small read a write of its own. The lines keep their order. A batch waits at most `interval` seconds
     (a thread of each process writes it), and whatever is left is written when the process exits
-    (`logging.shutdown`); a process killed outright loses at most that last fraction of a second."""
+    (`logging.shutdown`); a process killed outright loses at most that last fraction of a second. A process
+    about to fork writes its batch first, and the child starts with none (gunicorn forks its workers from a
+    parent that loaded the application)."""
 
     def __init__(self, stream: Any, interval: float = 0.25, capacity: int = 512) -> None:
         super().__init__(stream)
         self._lines: list[str] = []
         self._interval = interval
         self._capacity = capacity
-        self._pid: int | None = None
+        self._writer: threading.Thread | None = None
+        self._writer_pid: int | None = None
+        self._closed = False
+        ref = weakref.ref(self)
+
+        def before_fork() -> None:
+            handler = ref()
+            if handler is not None:
+                handler.flush()
+
+        def in_child() -> None:
+            handler = ref()
+            if handler is not None:
+                handler._lines.clear()
+
+        os.register_at_fork(before=before_fork, after_in_child=in_child)
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called with the handler's lock held (`Handler.handle`).
@@ -65,11 +83,11 @@ class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._lines.append(self.format(record))
             if record.levelno >= logging.WARNING or len(self._lines) >= self._capacity:
                 self._write()
-            elif self._pid != os.getpid():
-                # The first line of this process (a worker forked from a preloaded parent has none of the
-                # parent's threads): its writer starts.
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="log-writer", daemon=True).start()
+            elif self._writer is None or self._writer_pid != os.getpid() or not self._writer.is_alive():
+                # This process's writer: a forked worker has none of its parent's threads.
+                self._writer_pid = os.getpid()
+                self._writer = threading.Thread(target=self._run, name="log-writer", daemon=True)
+                self._writer.start()
         except Exception:
             self.handleError(record)
 
@@ -84,11 +102,20 @@ class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.acquire()
         try:
             self._write()
+        except Exception:
+            # A write that fails (a closed or broken stream) loses that batch, as a failed line would;
+            # the next batches are still attempted.
+            logging.Handler.handleError(self, logging.makeLogRecord({"msg": "log batch lost"}))
         finally:
             self.release()
 
+    def close(self) -> None:
+        self.flush()
+        self._closed = True
+        super().close()
+
     def _run(self) -> None:
-        while True:
+        while not self._closed:
             time.sleep(self._interval)
             self.flush()
 
@@ -115,6 +142,9 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
     handler = _BatchingHandler(sys.stderr)
     handler.setFormatter(_Formatter(formatter) if json_logs else formatter)
     root = logging.getLogger()
+    for previous in root.handlers:
+        if isinstance(previous, _BatchingHandler):
+            previous.close()
     root.handlers = [handler]
     root.setLevel(level.upper())
     # uvicorn's access log prints query strings, which may hold personal data: ours replaces it.

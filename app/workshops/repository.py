@@ -392,6 +392,24 @@ def add(session: AsyncSession, row: Workshop | Registration) -> None:
 # --- registrations -------------------------------------------------------------------------------------
 
 
+@cache
+def _email_registered() -> Any:
+    c = cast(Table, Registration.__table__).c
+    return prepared(
+        select(c.id).where(
+            c.workshop_id == bindparam("workshop_id", type_=c.workshop_id.type),
+            c.email_key == bindparam("email_key", type_=c.email_key.type),
+            c.status != RegistrationStatus.cancelled.value,
+        )
+    )
+
+
+async def email_registered(session: AsyncSession, workshop_id: uuid.UUID, email_key: str) -> bool:
+    """Whether the email holds a live registration on the workshop, as of now (a statement of its own)."""
+    params = {"workshop_id": workshop_id, "email_key": email_key}
+    return (await session.execute(_email_registered(), params)).first() is not None
+
+
 async def get_registration(
     session: AsyncSession, workshop_id: uuid.UUID, registration_id: uuid.UUID
 ) -> Registration | None:

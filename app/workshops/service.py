@@ -388,7 +388,10 @@ async def register(
         raise WorkshopClosed(f"this workshop is {workshop.status}")
     if workshop.starts_at <= now:
         raise WorkshopClosed("this workshop has already started")
-    if workshop.email_registered:
+    # The locking statement's answer dates from before it waited for the lock: a live registration it saw
+    # may have been cancelled meanwhile, so a "yes" is checked again (rare); a "no" is the INSERT's to
+    # confirm (the unique index).
+    if workshop.email_registered and await repo.email_registered(session, workshop_id, email_key):
         raise AlreadyRegistered(ALREADY_REGISTERED)
     registered, seats_left, waitlisted = (
         workshop.registered_count,
@@ -401,6 +404,10 @@ async def register(
     elif waitlisted < workshop.waitlist_capacity:
         waitlisted += 1
         status, rank = RegistrationStatus.waitlisted, waitlisted
+    elif await repo.email_registered(session, workshop_id, email_key):
+        # A registration of this email committed while this request waited: that is the answer, as it
+        # would have been had this request come second.
+        raise AlreadyRegistered(ALREADY_REGISTERED)
     else:
         raise WorkshopFull(
             "every seat and waitlist place is taken",

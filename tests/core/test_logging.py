@@ -4,9 +4,11 @@ never its query string (which may hold personal data), through the fast writer o
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -74,48 +76,82 @@ def test_other_lines_go_through_structlog(stderr_json_logs: None) -> None:
     assert (line["level"], line["logger"], line["status"]) == ("warning", "app", 503)
 
 
-def test_lines_are_written_in_batches_in_their_order(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def batching_logger() -> Iterator[Callable[..., tuple[logging.Logger, _BatchingHandler]]]:
+    made: list[tuple[logging.Logger, _BatchingHandler]] = []
+
+    def make(name: str, **options: Any) -> tuple[logging.Logger, _BatchingHandler]:
+        handler = _BatchingHandler(sys.stderr, **options)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        made.append((logger, handler))
+        return logger, handler
+
+    yield make
+    for logger, handler in made:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        handler.close()
+
+
+def test_lines_are_written_in_batches_in_their_order(
+    capsys: pytest.CaptureFixture[str],
+    batching_logger: Callable[..., tuple[logging.Logger, _BatchingHandler]],
+) -> None:
     """INFO lines wait for their batch (one write for many requests); a WARNING writes the batch at once,
-    after the lines before it; the writer thread writes a waiting batch within its interval."""
-    handler = _BatchingHandler(sys.stderr, interval=0.05)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("tests.batching")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    try:
-        capsys.readouterr()
-        logger.info("first")
-        logger.info("second")
-        assert capsys.readouterr().err == ""
-        logger.warning("third")
-        assert capsys.readouterr().err == "first\nsecond\nthird\n"
-        logger.info("fourth")
-        deadline = time.monotonic() + 5
-        written = ""
-        while not written and time.monotonic() < deadline:
-            time.sleep(0.01)
-            written = capsys.readouterr().err
-        assert written == "fourth\n"
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
+    after the lines before it."""
+    logger, _handler = batching_logger("tests.batching.order", interval=3600)
+    capsys.readouterr()
+    logger.info("first")
+    logger.info("second")
+    assert capsys.readouterr().err == ""
+    logger.warning("third")
+    assert capsys.readouterr().err == "first\nsecond\nthird\n"
 
 
-def test_a_full_batch_is_written_without_waiting(capsys: pytest.CaptureFixture[str]) -> None:
-    handler = _BatchingHandler(sys.stderr, interval=60, capacity=3)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("tests.batching.full")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    try:
-        capsys.readouterr()
-        for n in range(4):
-            logger.info("line %d", n)
-        assert capsys.readouterr().err == "line 0\nline 1\nline 2\n"
-        handler.flush()
-        assert capsys.readouterr().err == "line 3\n"
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
+def test_a_waiting_batch_is_written_by_the_writer_thread(
+    capsys: pytest.CaptureFixture[str],
+    batching_logger: Callable[..., tuple[logging.Logger, _BatchingHandler]],
+) -> None:
+    logger, _handler = batching_logger("tests.batching.timer", interval=0.05)
+    capsys.readouterr()
+    logger.info("waiting")
+    deadline = time.monotonic() + 10
+    written = ""
+    while not written and time.monotonic() < deadline:
+        time.sleep(0.02)
+        written = capsys.readouterr().err
+    assert written == "waiting\n"
+
+
+def test_a_forked_child_does_not_write_its_parents_batch(
+    capsys: pytest.CaptureFixture[str],
+    batching_logger: Callable[..., tuple[logging.Logger, _BatchingHandler]],
+) -> None:
+    """The parent writes its batch before the fork; the child starts with none (gunicorn's preloaded
+    parent and its workers)."""
+    logger, handler = batching_logger("tests.batching.fork", interval=3600)
+    capsys.readouterr()
+    logger.info("before the fork")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os._exit(0 if not handler._lines else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert capsys.readouterr().err == "before the fork\n"
+
+
+def test_a_full_batch_is_written_without_waiting(
+    capsys: pytest.CaptureFixture[str],
+    batching_logger: Callable[..., tuple[logging.Logger, _BatchingHandler]],
+) -> None:
+    logger, handler = batching_logger("tests.batching.full", interval=3600, capacity=3)
+    capsys.readouterr()
+    for n in range(4):
+        logger.info("line %d", n)
+    assert capsys.readouterr().err == "line 0\nline 1\nline 2\n"
+    handler.flush()
+    assert capsys.readouterr().err == "line 3\n"

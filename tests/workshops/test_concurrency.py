@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -181,8 +182,9 @@ async def test_one_email_registered_by_many_requests_at_once_is_registered_once(
     assert [r.email_key for r in rows] == ["personne.7@example.org"]
 
 
+@pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "route"])
 async def test_the_same_email_committed_while_waiting_for_the_lock_is_409_and_nothing_is_written(
-    world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch, direct_path: bool
 ) -> None:
     """What the unique index answers when the locking statement saw no registration of the email (its
     snapshot predates the other request's commit): simulated by hiding the registration from that
@@ -191,14 +193,14 @@ async def test_the_same_email_committed_while_waiting_for_the_lock_is_409_and_no
 
     workshop_id = await _remote_workshop(world, "STALE_EMAIL", seats=5)
     url = f"{WORKSHOPS}/{workshop_id}/registrations"
-    async with app_client(settings) as client:
+    async with app_client(settings.model_copy(update={"direct_path": direct_path})) as client:
         first = await client.post(url, json=person(3))
         assert first.status_code == 201, first.text
         real = repository.lock_for_registration
 
         async def stale(*args: Any, **kwargs: Any) -> Any:
             row = await real(*args, **kwargs)
-            return None if row is None else row._replace(email_registered=False)
+            return None if row is None else SimpleNamespace(**{**row._asdict(), "email_registered": False})
 
         monkeypatch.setattr(repository, "lock_for_registration", stale)
         second = await client.post(url, json=person(3))
@@ -206,3 +208,38 @@ async def test_the_same_email_committed_while_waiting_for_the_lock_is_409_and_no
     counters, rows = await _counts(world, workshop_id)
     assert counters == (1, 0, 4)
     assert len(rows) == 1
+
+
+async def test_a_registration_cancelled_while_waiting_for_the_lock_frees_its_email(
+    world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The locking statement may still see a registration that was cancelled while it waited: its "already
+    registered" is checked again, and the person registers."""
+    from app.workshops import repository
+
+    workshop_id = await _remote_workshop(world, "CANCELLED_EMAIL", seats=5)
+    url = f"{WORKSHOPS}/{workshop_id}/registrations"
+    async with app_client(settings) as client:
+        real = repository.lock_for_registration
+
+        async def stale(*args: Any, **kwargs: Any) -> Any:
+            row = await real(*args, **kwargs)
+            return None if row is None else SimpleNamespace(**{**row._asdict(), "email_registered": True})
+
+        monkeypatch.setattr(repository, "lock_for_registration", stale)
+        registered = await client.post(url, json=person(4))
+    assert registered.status_code == 201, registered.text
+    counters, rows = await _counts(world, workshop_id)
+    assert counters == (1, 0, 4)
+    assert len(rows) == 1
+
+
+async def test_a_full_workshop_answers_already_registered_to_a_registered_email(
+    world: World, settings: Settings
+) -> None:
+    workshop_id = await _remote_workshop(world, "FULL_EMAIL", seats=1)
+    url = f"{WORKSHOPS}/{workshop_id}/registrations"
+    async with app_client(settings) as client:
+        assert (await client.post(url, json=person(5))).status_code == 201
+        assert_problem(await client.post(url, json=person(5)), 409, "already_registered")
+        assert_problem(await client.post(url, json=person(6)), 409, "workshop_full")
