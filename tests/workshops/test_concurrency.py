@@ -182,6 +182,20 @@ async def test_one_email_registered_by_many_requests_at_once_is_registered_once(
     assert [r.email_key for r in rows] == ["personne.7@example.org"]
 
 
+def _email_seen_by_the_lock_as(registered: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The locking statement answers `registered` for the email, whatever the table holds: what its
+    snapshot, taken before it waited for the lock, may show."""
+    from app.workshops import repository
+
+    real = repository.lock_for_registration
+
+    async def stale(*args: Any, **kwargs: Any) -> Any:
+        row = await real(*args, **kwargs)
+        return None if row is None else SimpleNamespace(**{**row._asdict(), "email_registered": registered})
+
+    monkeypatch.setattr(repository, "lock_for_registration", stale)
+
+
 @pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "route"])
 async def test_the_same_email_committed_while_waiting_for_the_lock_is_409_and_nothing_is_written(
     world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch, direct_path: bool
@@ -189,20 +203,12 @@ async def test_the_same_email_committed_while_waiting_for_the_lock_is_409_and_no
     """What the unique index answers when the locking statement saw no registration of the email (its
     snapshot predates the other request's commit): simulated by hiding the registration from that
     statement's answer."""
-    from app.workshops import repository
-
     workshop_id = await _remote_workshop(world, "STALE_EMAIL", seats=5)
     url = f"{WORKSHOPS}/{workshop_id}/registrations"
     async with app_client(settings.model_copy(update={"direct_path": direct_path})) as client:
         first = await client.post(url, json=person(3))
         assert first.status_code == 201, first.text
-        real = repository.lock_for_registration
-
-        async def stale(*args: Any, **kwargs: Any) -> Any:
-            row = await real(*args, **kwargs)
-            return None if row is None else SimpleNamespace(**{**row._asdict(), "email_registered": False})
-
-        monkeypatch.setattr(repository, "lock_for_registration", stale)
+        _email_seen_by_the_lock_as(False, monkeypatch)
         second = await client.post(url, json=person(3))
     assert_problem(second, 409, "already_registered")
     counters, rows = await _counts(world, workshop_id)
@@ -215,18 +221,10 @@ async def test_a_registration_cancelled_while_waiting_for_the_lock_frees_its_ema
 ) -> None:
     """The locking statement may still see a registration that was cancelled while it waited: its "already
     registered" is checked again, and the person registers."""
-    from app.workshops import repository
-
     workshop_id = await _remote_workshop(world, "CANCELLED_EMAIL", seats=5)
     url = f"{WORKSHOPS}/{workshop_id}/registrations"
     async with app_client(settings) as client:
-        real = repository.lock_for_registration
-
-        async def stale(*args: Any, **kwargs: Any) -> Any:
-            row = await real(*args, **kwargs)
-            return None if row is None else SimpleNamespace(**{**row._asdict(), "email_registered": True})
-
-        monkeypatch.setattr(repository, "lock_for_registration", stale)
+        _email_seen_by_the_lock_as(True, monkeypatch)
         registered = await client.post(url, json=person(4))
     assert registered.status_code == 201, registered.text
     counters, rows = await _counts(world, workshop_id)
