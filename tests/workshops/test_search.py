@@ -142,11 +142,9 @@ async def test_bad_search_parameters(client: httpx.AsyncClient, place: Place) ->
     ]:
         body = assert_problem(await client.get(WORKSHOPS, params=params), 422, "validation_error")
         assert any(e["pointer"].startswith(pointer.rsplit("/", 1)[0]) for e in body["errors"]), (params, body)
-    assert_problem(
-        await client.get(WORKSHOPS, params={"within": str(place.tree.lyon.id)[:-1] + "0"}),
-        422,
-        "validation_error",
-    )
+    lyon = str(place.tree.lyon.id)
+    unknown = lyon[:-1] + ("1" if lyon.endswith("0") else "0")
+    assert_problem(await client.get(WORKSHOPS, params={"within": unknown}), 422, "validation_error")
 
 
 async def test_pages_and_scoped_keys(client: httpx.AsyncClient, place: Place) -> None:
