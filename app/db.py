@@ -19,6 +19,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
+from app.core.pool import FairAsyncQueuePool
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -140,7 +142,14 @@ def make_engine(
             # As on PostgreSQL, no overflow: a connection opened past the pool's size would be closed again
             # when it comes back, and the next burst would open it again (a thread and the PRAGMAs each).
             **(
-                {} if in_memory else {"pool_timeout": pool_timeout, "pool_size": pool_size, "max_overflow": 0}
+                {}
+                if in_memory
+                else {
+                    "poolclass": FairAsyncQueuePool,
+                    "pool_timeout": pool_timeout,
+                    "pool_size": pool_size,
+                    "max_overflow": 0,
+                }
             ),
             # A connection coming back is rolled back only if it is in a transaction (`_sqlite_reset`).
             pool_reset_on_return=None,
@@ -161,6 +170,8 @@ def make_engine(
         url,
         echo=echo,
         hide_parameters=True,
+        # Requests waiting for a connection are served in the order they came (`app.core.pool`).
+        poolclass=FairAsyncQueuePool,
         pool_size=pool_size,
         # No overflow: a connection opened past the pool's size is closed again when it comes back, so a
         # burst above it would pay a new connection (several round trips and authentication) per request.
