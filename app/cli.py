@@ -180,7 +180,8 @@ async def _import(settings: Settings, snapshot: Any, bar: _Bar) -> ImportReport:
         async with make_sessionmaker(engine)() as session:
             report = await service.import_referential(session, snapshot, bar)
             await session.commit()
-            return report
+        await service.after_import(engine, report)
+        return report
     finally:
         await engine.dispose()
 

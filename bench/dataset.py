@@ -96,8 +96,9 @@ async def import_territories(url: str, departements: Sequence[str] | None, seed:
             mock.patch.object(service, "utcnow", return_value=BASE_TIME),
         ):
             async with make_sessionmaker(engine)() as session:
-                await service.import_referential(session, data)
+                report = await service.import_referential(session, data)
                 await session.commit()
+        await service.after_import(engine, report)
     finally:
         await engine.dispose()
 

@@ -84,11 +84,13 @@ class PgDatabase:
 
     @staticmethod
     def path_prefix(column: str, param: str) -> str:
-        return f"{column} LIKE {param}"
+        # The service's range in byte order (app.core.paths), which a generic plan reads from the index.
+        upper = f"left({param}, -1) || chr(ascii(right({param}, 1)) + 1)"
+        return f"({column} ~>=~ {param} AND {column} ~<~ ({upper}))"
 
     @staticmethod
     def path_pattern(prefix: str) -> str:
-        return prefix + "%"
+        return prefix
 
     @staticmethod
     def arg(value: Any) -> Any:

@@ -26,7 +26,9 @@ class Territory(TimestampedMixin, VersionedMixin, Base):
     __tablename__ = "territories"
     __table_args__ = (
         UniqueConstraint("kind", "code"),
-        Index("ix_territories_path", "path", postgresql_ops={"path": "text_pattern_ops"}),
+        # A subtree's ids read from the index alone: the caller's scope on every scoped list is "territory_id
+        # IN (the ids whose path starts with ...)" (app.core.paths).
+        Index("ix_territories_path", "path", "id", postgresql_ops={"path": "text_pattern_ops"}),
         Index("ix_territories_name_sort", "name_sort", "id"),
         # Listing one kind (all communes...) in name order walks this index instead of sorting.
         Index("ix_territories_kind_name_sort", "kind", "name_sort", "id"),

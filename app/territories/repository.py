@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     delete as sql_delete,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
@@ -508,6 +508,18 @@ async def upsert_aliases(
 async def delete_aliases(session: AsyncSession, keys: list[tuple[str, str]]) -> None:
     if keys:
         await session.execute(sql_delete(_A).where(tuple_(_A.c.kind, _A.c.code).in_(keys)))
+
+
+async def vacuum(engine: AsyncEngine) -> None:
+    """After a bulk load, outside its transaction (PostgreSQL): VACUUM marks the new rows visible to every
+    transaction, so that a subtree's ids are read from the path index alone (`ix_territories_path`, the
+    scope of every scoped list) instead of visiting the table for each of them; ANALYZE refreshes the
+    statistics. Autovacuum would do both, later."""
+    if engine.dialect.name != "postgresql":
+        return
+    async with engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.execute(text("VACUUM (ANALYZE) territories, territory_words, territory_aliases"))
 
 
 async def refresh_statistics(session: AsyncSession) -> None:

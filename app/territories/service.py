@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.auth import Principal
 from app.core.pagination import PageRequest
@@ -448,6 +448,13 @@ async def import_referential(
     # The ORM's copies of rows written above (versions, paths) are stale now.
     session.expire_all()
     return report
+
+
+async def after_import(engine: AsyncEngine, report: ImportReport) -> None:
+    """Once the import is committed, if it wrote anything: the tables' upkeep that autovacuum would do later
+    (`repo.vacuum`)."""
+    if report.created.total() or report.updated.total() or report.rewritten:
+        await repo.vacuum(engine)
 
 
 async def _write_words(
