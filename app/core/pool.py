@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool
@@ -32,6 +33,9 @@ class FairAsyncQueue(AsyncAdaptedQueue[_T]):
     def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
         super().__init__(maxsize, use_lifo)
         self._waiters: deque[asyncio.Future[_T]] = deque()
+        # Called (in the waiting request's greenlet) when a request starts waiting: connections held idle
+        # outside the pool (`app.core.direct`) come back to it then, to the waiters.
+        self.before_wait: Callable[[], None] | None = None
 
     def waiting(self) -> int:
         return sum(1 for waiter in self._waiters if not waiter.done())
@@ -56,25 +60,36 @@ class FairAsyncQueue(AsyncAdaptedQueue[_T]):
                 pass
         if not block:
             raise Empty()
-        return await_(self._wait(seconds=timeout))
-
-    async def _wait(self, seconds: float | None) -> _T:
         waiter: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        if self.before_wait is not None:
+            # In line first, so that what the hook gives back comes to the waiters in their order.
+            try:
+                self.before_wait()
+            except BaseException:
+                self._leave(waiter)
+                raise
+        return await_(self._wait(waiter, seconds=timeout))
+
+    async def _wait(self, waiter: asyncio.Future[_T], seconds: float | None) -> _T:
         try:
             async with asyncio.timeout(seconds):
                 return await waiter
         except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                # Handed a connection just as the wait ended (timeout or cancellation): pass it on.
-                self.put_nowait(waiter.result())
-            else:
-                waiter.cancel()
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+            self._leave(waiter)
             if isinstance(exc, TimeoutError):
                 raise Empty() from exc
             raise
+
+    def _leave(self, waiter: asyncio.Future[_T]) -> None:
+        """A waiter gives up (timeout, cancellation, an error): out of the line, and a connection it was
+        handed meanwhile goes on to the next waiter or back to the queue."""
+        if waiter.done() and not waiter.cancelled():
+            self.put_nowait(waiter.result())
+        else:
+            waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
 
 
 class FairAsyncQueuePool(AsyncAdaptedQueuePool):

@@ -3,6 +3,7 @@ and the next request gets a working one, JSON from rows equals the read models' 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -147,19 +148,30 @@ async def test_the_direct_path_keeps_a_connection_between_requests(
         assert len(checkouts) == 2
 
 
-async def test_a_connection_is_kept_only_while_the_pool_has_one_to_spare(settings: Settings) -> None:
-    """A request queued on an exhausted pool gets the next connection given back, not a newcomer: a
-    connection is not kept aside while the pool has none to spare."""
+async def test_kept_connections_go_to_the_requests_that_wait_for_one(settings: Settings) -> None:
+    """The direct path keeps connections while nobody waits for one; a request about to wait in the pool's
+    queue gets the kept ones first, and a connection given back while a request waits goes to it."""
     engine = make_engine(settings.database_url, pool_size=2, pool_timeout=2)
     kept = _kept_connections(engine)
     assert kept is not None
     first, second = await engine.connect(), await engine.connect()
     try:
-        assert kept.keep(first.sync_connection) is False  # 2 of 2 checked out
-        await second.close()
+        # Both checked out, nobody waiting: the direct path may keep one aside.
         assert kept.keep(first.sync_connection) is True
-        assert kept.take() is first.sync_connection
-    finally:
-        await first.close()
+        # It does not wait for the pool's timeout (2 s): the kept connection comes back to the pool for it.
+        waiter = await asyncio.wait_for(engine.connect().start(), 1)
+        assert kept.take() is None
+        # Now a request waits (the pool is exhausted): a connection coming back goes to it, not aside.
+        late = asyncio.create_task(engine.connect().start())
+        for _ in range(1000):
+            if engine.sync_engine.pool._pool.waiting():  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.001)
+        assert kept.keep(second.sync_connection) is False
         await second.close()
+        await (await asyncio.wait_for(late, 1)).close()
+        await waiter.close()
+    finally:
+        for connection in (first, second):
+            await connection.close()
         await engine.dispose()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
 from app.core.pool import FairAsyncQueue, FairAsyncQueuePool
@@ -102,3 +103,20 @@ async def test_a_waiter_cancelled_after_the_handoff_passes_the_connection_on(
     finally:
         await connection.close()
     assert one_connection.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_waiter_whose_hook_fails_after_a_handoff_passes_the_connection_on() -> None:
+    """The hook that gives connections back before a request waits (`before_wait`) may hand one to that very
+    request and then fail (the request cancelled): the connection must not be lost with it."""
+    queue: FairAsyncQueue[str] = FairAsyncQueue(maxsize=1)
+
+    def give_back_then_fail() -> None:
+        queue.put_nowait("connection")
+        raise asyncio.CancelledError
+
+    queue.before_wait = give_back_then_fail
+    with pytest.raises(asyncio.CancelledError):
+        await greenlet_spawn(queue.get, True, 1.0)
+    assert queue.waiting() == 0
+    queue.before_wait = None
+    assert await greenlet_spawn(queue.get, True, 1.0) == "connection"
