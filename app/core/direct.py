@@ -37,6 +37,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool.base import _ConnectionRecord
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import LRUCache, greenlet_spawn
@@ -46,7 +47,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import db
-from app.core.pool import FairAsyncQueue
+from app.core.pool import FairAsyncQueue, FairAsyncQueuePool
 from app.core.types import no_control_characters
 
 logger = logging.getLogger("app.direct")
@@ -327,6 +328,8 @@ class _KeptConnections:
         self._drop(stale)
 
     def keep(self, connection: Any) -> bool:
+        """Whether `connection` (a Connection of the engine, done with) is kept or handed over; if not, the
+        caller gives it back to the pool."""
         if connection.invalidated or connection.closed:
             return False
         pool = connection.engine.pool
@@ -335,6 +338,12 @@ class _KeptConnections:
             return False
         queue = getattr(pool, "_pool", None)
         if isinstance(queue, FairAsyncQueue):
+            waiter = queue.first_direct()
+            if waiter is not None:
+                # The longest waiter is a direct request: it takes this connection as it is, without the
+                # pool's checkin and checkout (`DirectSession._checkout`).
+                queue.hand(waiter, connection)
+                return True
             if queue.waiting():
                 return False
             if self._hooked is not queue:
@@ -382,6 +391,19 @@ class _KeptConnections:
 
 
 _KEPT: weakref.WeakKeyDictionary[Any, _KeptConnections] = weakref.WeakKeyDictionary()
+_CLOSING: set[asyncio.Task[Any]] = set()
+
+
+def _pass_on(kept: _KeptConnections, queue: FairAsyncQueue[Any], item: Any) -> None:
+    """What a direct request handed over while it stopped waiting (a timeout, a cancellation) goes on: a
+    pooled connection's record to the line or the pool, a connection to the next direct waiter or aside, or
+    else back to the pool (a checkin, which needs a greenlet: in a task of its own)."""
+    if isinstance(item, _ConnectionRecord):
+        queue.put_nowait(item)
+    elif not kept.keep(item):
+        task = asyncio.get_running_loop().create_task(greenlet_spawn(item.close))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
 
 def _kept_connections(engine: AsyncEngine) -> _KeptConnections | None:
@@ -432,9 +454,7 @@ class DirectSession:
                 if kept.stale:
                     await greenlet_spawn(kept.drop_stale)
             if self._engine_connection is None:
-                # A Connection of the engine: the pool's checkout runs its events (the idle ping), and a
-                # failure to connect comes out as the same SQLAlchemy error (503) as on the session path.
-                self._engine_connection = await greenlet_spawn(self._bind.sync_engine.connect)
+                self._engine_connection = await self._checkout(kept)
             self._fairy = self._engine_connection.connection
         else:
             self._fairy = await self._bind.get_raw_connection()
@@ -442,6 +462,42 @@ class DirectSession:
             self._lock = getattr(self._fairy.dbapi_connection, "_execute_mutex", None)
         self._driver = self._fairy.driver_connection
         return self._driver
+
+    async def _checkout(self, kept: _KeptConnections | None) -> Any:
+        """A Connection of the engine: the pool's checkout runs its events (the idle ping), and a failure to
+        connect comes out as the same SQLAlchemy error (503) as on the session path.
+
+        When every connection of a `FairAsyncQueuePool` is out, the request waits in the pool's line as
+        the direct path's: it then gets either a connection given back to the pool, or one that another
+        direct request hands over as it is (`_KeptConnections.keep`), which saves the pool's checkin and
+        checkout on both sides."""
+        engine = cast(AsyncEngine, self._bind).sync_engine
+        pool = engine.pool
+        queue = getattr(pool, "_pool", None)
+        if (
+            kept is None
+            or not isinstance(pool, FairAsyncQueuePool)
+            or not isinstance(queue, FairAsyncQueue)
+            or queue.available()
+            or pool.checkedout() < pool.size() + pool._max_overflow
+        ):
+            return await greenlet_spawn(engine.connect)
+        waiter = queue.join(pool.timeout())
+        try:
+            handed = await waiter
+        except TimeoutError as error:
+            raise sa_exc.TimeoutError(
+                f"QueuePool limit of size {pool.size()} overflow {pool.overflow()} reached, "
+                f"connection timed out, timeout {pool.timeout():0.2f}"
+            ) from error
+        except BaseException:
+            left = queue.leave(waiter)
+            if left is not None:
+                _pass_on(kept, queue, left)
+            raise
+        if isinstance(handed, _ConnectionRecord):
+            return await greenlet_spawn(pool.checkout_handed, handed, engine.connect)
+        return handed
 
     async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> DirectResult:
         entry, values = _compile(statement, self._dialect, params)

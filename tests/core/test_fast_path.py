@@ -7,11 +7,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, literal, select, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
-from app.core.direct import _kept_connections, statement_observers
+from app.core.direct import DirectSession, _kept_connections, statement_observers
 from app.db import IDLE_PING_SECONDS, make_engine
 from app.ops.router import expected_head
 from app.territories.schemas import TerritoryRead
@@ -174,4 +176,126 @@ async def test_kept_connections_go_to_the_requests_that_wait_for_one(settings: S
     finally:
         for connection in (first, second):
             await connection.close()
+        await engine.dispose()
+
+
+def _line(engine: AsyncEngine) -> Any:
+    return engine.sync_engine.pool._pool  # type: ignore[attr-defined]
+
+
+async def _until_in_line(engine: AsyncEngine, count: int) -> None:
+    for _ in range(1000):
+        if _line(engine).waiting() == count:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{_line(engine).waiting()} waiting, not {count}")
+
+
+def _pool_events(engine: AsyncEngine) -> list[str]:
+    seen: list[str] = []
+    event.listen(engine.sync_engine.pool, "checkout", lambda *_a: seen.append("checkout"))
+    event.listen(engine.sync_engine.pool, "checkin", lambda *_a: seen.append("checkin"))
+    return seen
+
+
+_ONE = select(literal(1).label("one"))
+
+
+async def test_a_direct_request_hands_its_connection_to_the_next_in_line(settings: Settings) -> None:
+    """When every connection is out, a direct request waits in the pool's line; the direct request that
+    finishes hands its connection straight to it, without the pool's checkin and checkout."""
+    engine = make_engine(settings.database_url, pool_size=1, pool_timeout=2)
+    seen = _pool_events(engine)
+    try:
+        first, second = DirectSession(engine), DirectSession(engine)
+        assert (await first.execute(_ONE)).scalar() == 1
+        waiting = asyncio.create_task(second.execute(_ONE))
+        await _until_in_line(engine, 1)
+        await first.close()
+        assert (await asyncio.wait_for(waiting, 1)).scalar() == 1
+        assert seen == ["checkout"]
+        await second.close()
+        assert _line(engine).waiting() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_direct_and_pool_waiters_are_served_in_the_order_they_came(settings: Settings) -> None:
+    """A request of the session path waiting ahead of a direct one gets the connection first, through the
+    pool; the direct one then gets it from the pool, its checkout events run."""
+    engine = make_engine(settings.database_url, pool_size=1, pool_timeout=2)
+    seen = _pool_events(engine)
+    served: list[str] = []
+    try:
+        holder = DirectSession(engine)
+        await holder.execute(_ONE)
+
+        async def session_path() -> None:
+            async with engine.connect() as connection:
+                served.append("session path")
+                await connection.execute(text("SELECT 1"))
+
+        async def direct_path() -> None:
+            session = DirectSession(engine)
+            await session.execute(_ONE)
+            served.append("direct path")
+            await session.close()
+
+        tasks = [asyncio.create_task(session_path())]
+        await _until_in_line(engine, 1)
+        tasks.append(asyncio.create_task(direct_path()))
+        await _until_in_line(engine, 2)
+        await holder.close()
+        await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        assert served == ["session path", "direct path"]
+        assert seen == ["checkout", "checkin", "checkout", "checkin", "checkout"]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_direct_request_still_times_out_and_leaves_the_line(settings: Settings) -> None:
+    engine = make_engine(settings.database_url, pool_size=1, pool_timeout=0.3)
+    try:
+        holder = DirectSession(engine)
+        await holder.execute(_ONE)
+        with pytest.raises(sa_exc.TimeoutError):
+            await DirectSession(engine).execute(_ONE)
+        assert _line(engine).waiting() == 0
+        await holder.close()
+        after = DirectSession(engine)
+        assert (await after.execute(_ONE)).scalar() == 1
+        await after.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_direct_request_cancelled_after_a_handoff_passes_the_connection_on(
+    settings: Settings,
+) -> None:
+    """Cancelled once a connection was handed to it, before it ran: the connection goes on to the next
+    in line (handed over by a direct request, or given back through the pool), never lost."""
+    engine = make_engine(settings.database_url, pool_size=1, pool_timeout=2)
+    try:
+        for give_back in ("direct", "pool"):
+            holder = DirectSession(engine)
+            await holder.execute(_ONE)
+            cancelled = asyncio.create_task(DirectSession(engine).execute(_ONE))
+            await _until_in_line(engine, 1)
+            patient_session = DirectSession(engine)
+            patient = asyncio.create_task(patient_session.execute(_ONE))
+            await _until_in_line(engine, 2)
+            if give_back == "direct":
+                await holder.close()
+            else:
+                # As the session path gives a connection back: through the pool's checkin.
+                connection = holder._engine_connection
+                holder._engine_connection = None
+                await greenlet_spawn(connection.close)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert (await asyncio.wait_for(patient, 2)).scalar() == 1, give_back
+            await patient_session.close()
+            assert _line(engine).waiting() == 0
+    finally:
         await engine.dispose()
