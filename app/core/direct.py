@@ -41,6 +41,7 @@ from sqlalchemy.pool.base import _ConnectionRecord
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import LRUCache, greenlet_spawn
+from sqlalchemy.util.queue import Full
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -333,8 +334,17 @@ class _KeptConnections:
         if connection.invalidated or connection.closed:
             return False
         pool = connection.engine.pool
-        if getattr(connection.connection, "_pool", pool) is not pool:
+        fairy = connection.connection
+        if getattr(fairy, "_pool", pool) is not pool:
             # Checked out of the pool that `dispose` replaced: it goes back to that one, to be closed.
+            return False
+        record = getattr(fairy, "_connection_record", None)
+        if record is None or record.starttime < getattr(pool, "_invalidate_time", 0):
+            # Opened before a connection was found broken (`DirectSession._failed`): it goes back through
+            # the pool, whose next checkout opens a fresh one, as the engine does after a disconnect.
+            return False
+        if _in_transaction(fairy.driver_connection):
+            # Left in a transaction (a cancelled COMMIT): the pool's reset rolls it back.
             return False
         queue = getattr(pool, "_pool", None)
         if isinstance(queue, FairAsyncQueue):
@@ -394,16 +404,38 @@ _KEPT: weakref.WeakKeyDictionary[Any, _KeptConnections] = weakref.WeakKeyDiction
 _CLOSING: set[asyncio.Task[Any]] = set()
 
 
-def _pass_on(kept: _KeptConnections, queue: FairAsyncQueue[Any], item: Any) -> None:
-    """What a direct request handed over while it stopped waiting (a timeout, a cancellation) goes on: a
-    pooled connection's record to the line or the pool, a connection to the next direct waiter or aside, or
-    else back to the pool (a checkin, which needs a greenlet: in a task of its own)."""
+def _in_transaction(driver: Any) -> bool:
+    """Whether the driver's connection (asyncpg, aiosqlite) is inside a transaction."""
+    is_in_transaction = getattr(driver, "is_in_transaction", None)
+    if is_in_transaction is not None:
+        return bool(is_in_transaction())
+    return bool(getattr(driver, "in_transaction", False))
+
+
+def _pass_on(kept: _KeptConnections, pool: Any, item: Any) -> None:
+    """What a direct request was handed while it stopped waiting (a cancellation) goes on: a pooled
+    connection's record to the line or the pool's queue, a connection to the next direct waiter or aside;
+    else back to the pool (a checkin, or closing a record the full queue cannot take: both may need a round
+    trip, hence a greenlet, in a task of its own)."""
     if isinstance(item, _ConnectionRecord):
-        queue.put_nowait(item)
-    elif not kept.keep(item):
-        task = asyncio.get_running_loop().create_task(greenlet_spawn(item.close))
-        _CLOSING.add(task)
-        task.add_done_callback(_CLOSING.discard)
+        try:
+            pool._pool.put_nowait(item)
+            return
+        except Full:
+            closing: Any = greenlet_spawn(pool._do_return_conn, item)
+    elif kept.keep(item):
+        return
+    else:
+        closing = greenlet_spawn(item.close)
+    task = asyncio.get_running_loop().create_task(closing)
+    _CLOSING.add(task)
+    task.add_done_callback(_closed)
+
+
+def _closed(task: asyncio.Task[Any]) -> None:
+    _CLOSING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("giving a connection back to the pool failed", exc_info=task.exception())
 
 
 def _kept_connections(engine: AsyncEngine) -> _KeptConnections | None:
@@ -479,9 +511,15 @@ class DirectSession:
             or not isinstance(pool, FairAsyncQueuePool)
             or not isinstance(queue, FairAsyncQueue)
             or queue.available()
-            or pool.checkedout() < pool.size() + pool._max_overflow
+            # The pool's own test (`QueuePool._do_get`): may it open one more connection?
+            or pool._max_overflow <= -1
+            or pool._overflow < pool._max_overflow
         ):
             return await greenlet_spawn(engine.connect)
+        # One kept meanwhile (while stale ones were dropped) is this request's rather than idle.
+        connection = kept.take()
+        if connection is not None:
+            return connection
         waiter = queue.join(pool.timeout())
         try:
             handed = await waiter
@@ -493,9 +531,14 @@ class DirectSession:
         except BaseException:
             left = queue.leave(waiter)
             if left is not None:
-                _pass_on(kept, queue, left)
+                _pass_on(kept, pool, left)
             raise
         if isinstance(handed, _ConnectionRecord):
+            if engine.pool is not pool:
+                # The pool was replaced (`dispose`) while this request waited: the record goes back to its
+                # own pool, and the request asks the new one.
+                _pass_on(kept, pool, handed)
+                return await greenlet_spawn(engine.connect)
             return await greenlet_spawn(pool.checkout_handed, handed, engine.connect)
         return handed
 

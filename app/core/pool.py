@@ -89,8 +89,11 @@ class FairAsyncQueue(AsyncAdaptedQueue[_T]):
         loop = asyncio.get_running_loop()
         now = loop.time()
         for waiter, deadline in list(self._direct.items()):
-            if waiter.done():
+            if waiter.done() or waiter.get_loop() is not loop:
+                # Served already, or left behind by a loop that has closed (tests run several in turn).
                 del self._direct[waiter]
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
                 continue
             if deadline > now:
                 self._timer = loop.call_at(deadline, self._expire)

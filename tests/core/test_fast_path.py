@@ -4,16 +4,18 @@ and the next request gets a working one, JSON from rows equals the read models' 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 from sqlalchemy import event, literal, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
 from app.core.direct import DirectSession, _kept_connections, statement_observers
+from app.core.pool import FairAsyncQueuePool
 from app.db import IDLE_PING_SECONDS, make_engine
 from app.ops.router import expected_head
 from app.territories.schemas import TerritoryRead
@@ -297,5 +299,45 @@ async def test_a_direct_request_cancelled_after_a_handoff_passes_the_connection_
             assert (await asyncio.wait_for(patient, 2)).scalar() == 1, give_back
             await patient_session.close()
             assert _line(engine).waiting() == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_opened_before_a_failure_is_not_handed_over(settings: Settings) -> None:
+    """After a connection was found broken, the pool replaces every connection opened before (the engine's
+    rule): a direct request does not hand such a connection to the next in line, it goes back through the
+    pool, which opens a fresh one for the waiter."""
+    engine = make_engine(settings.database_url, pool_size=1, pool_timeout=2)
+    opened: list[int] = []
+    event.listen(engine.sync_engine.pool, "connect", lambda *_a: opened.append(1))
+    try:
+        first, second = DirectSession(engine), DirectSession(engine)
+        await first.execute(_ONE)
+        waiting = asyncio.create_task(second.execute(_ONE))
+        await _until_in_line(engine, 1)
+        # As `DirectSession._failed` does when another connection breaks.
+        engine.sync_engine.pool._invalidate_time = time.time() + 1  # type: ignore[attr-defined]
+        await first.close()
+        assert (await asyncio.wait_for(waiting, 2)).scalar() == 1
+        assert len(opened) == 2
+        await second.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_direct_request_waits_only_when_the_pool_may_not_open_a_connection(
+    settings: Settings,
+) -> None:
+    """With an overflow the pool may use (here unlimited), a direct request opens a connection rather
+    than waiting in line, as the session path does."""
+    engine = create_async_engine(
+        settings.database_url, poolclass=FairAsyncQueuePool, pool_size=1, max_overflow=-1, pool_timeout=0.2
+    )
+    try:
+        sessions = [DirectSession(engine) for _ in range(3)]
+        for session in sessions:
+            assert (await session.execute(_ONE)).scalar() == 1
+        for session in sessions:
+            await session.close()
     finally:
         await engine.dispose()
