@@ -139,6 +139,12 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
             renderer,
         ],
     )
+    # The lines name no source file, thread or process: each record need not look them up (the
+    # optimisation of the logging HOWTO; the caller's frame is the most costly, a walk up the stack).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = _BatchingHandler(sys.stderr)
     handler.setFormatter(_Formatter(formatter) if json_logs else formatter)
     root = logging.getLogger()
