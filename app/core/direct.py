@@ -311,7 +311,7 @@ class _KeptConnections:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._idle: list[tuple[Any, float]] = []
-        self.stale: list[Any] = []
+        self.stale: list[tuple[Any, float]] = []
         self._hooked: Any = None
         event.listen(engine.sync_engine, "engine_disposed", lambda _conn: self.drop_all())
 
@@ -320,13 +320,24 @@ class _KeptConnections:
             connection, since = self._idle.pop()
             if time.monotonic() - since < db.IDLE_PING_SECONDS and not connection.closed:
                 return connection
-            self.stale.append(connection)
+            self.stale.append((connection, since))
         return None
 
-    def drop_stale(self) -> None:
-        """Synchronous: runs in a greenlet."""
+    def release_stale(self) -> None:
+        """The connections kept idle for too long back to the pool, which pings each before handing it out
+        again (one round trip, where opening a new connection would cost several). Synchronous: runs in a
+        greenlet."""
         stale, self.stale = self.stale, []
-        self._drop(stale)
+        for connection, since in stale:
+            if not connection.closed:
+                self._give_back(connection, since)
+
+    @staticmethod
+    def _give_back(connection: Any, since: float) -> None:
+        """Back to the pool, keeping the time it has been idle (`db._ping_idle_connections`)."""
+        info = connection.connection.info
+        connection.close()
+        info["idle_since"] = min(info.get("idle_since", since), since)
 
     def keep(self, connection: Any) -> bool:
         """Whether `connection` (a Connection of the engine, done with) is kept or handed over; if not, the
@@ -380,13 +391,11 @@ class _KeptConnections:
         for too long (`db._ping_idle_connections`)."""
         idle, self._idle = self._idle, []
         for connection, since in idle:
-            info = connection.connection.info
-            connection.close()
-            info["idle_since"] = min(info.get("idle_since", since), since)
+            self._give_back(connection, since)
 
     def drop_all(self) -> None:
         """Synchronous: runs in a greenlet (or in the engine's disposal)."""
-        connections = [c for c, _since in self._idle] + self.stale
+        connections = [c for c, _since in self._idle + self.stale]
         self._idle, self.stale = [], []
         self._drop(connections)
 
@@ -484,7 +493,7 @@ class DirectSession:
             if kept is not None:
                 self._engine_connection = kept.take()
                 if kept.stale:
-                    await greenlet_spawn(kept.drop_stale)
+                    await greenlet_spawn(kept.release_stale)
             if self._engine_connection is None:
                 self._engine_connection = await self._checkout(kept)
             self._fairy = self._engine_connection.connection

@@ -139,7 +139,8 @@ async def test_the_direct_path_keeps_a_connection_between_requests(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sequential reads reuse one kept connection (no checkout from the pool each time); a kept connection
-    idle for longer than the pool's threshold goes back, and the next read takes one through the pool."""
+    idle for longer than the pool's threshold goes back, and the next read takes one through the pool,
+    which checks it with a ping rather than opening a new one."""
     async with app_client(settings) as client:
         engine = _app_engine(client)
         checkouts: list[int] = []
@@ -147,9 +148,12 @@ async def test_the_direct_path_keeps_a_connection_between_requests(
         for _ in range(5):
             assert (await client.get("/api/v1/territories")).status_code == 200
         assert len(checkouts) == 1
+        opened: list[int] = []
+        event.listen(engine.sync_engine.pool, "connect", lambda *_a: opened.append(1))
         monkeypatch.setattr("app.db.IDLE_PING_SECONDS", 0.0)
         assert (await client.get("/api/v1/territories")).status_code == 200
         assert len(checkouts) == 2
+        assert opened == []
 
 
 async def test_kept_connections_go_to_the_requests_that_wait_for_one(settings: Settings) -> None:
