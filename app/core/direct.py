@@ -298,9 +298,11 @@ class _KeptConnections:
 
     - a connection coming back while a request waits in the pool's queue goes to the pool, hence to the
       longest waiter (`app.core.pool.FairAsyncQueue`);
-    - a request about to wait in the pool's queue (the session path's, or the direct path's when none is
-      kept) first has every kept connection given back to the pool (`release`), so that none sits idle
-      while a request waits;
+    - a request of the session path about to wait in the pool's queue first has every kept connection
+      given back to the pool (`release`), so that none sits idle while a request waits;
+    - a direct request that finds none kept and every connection out waits in the same line
+      (`DirectSession._checkout`), and a direct request done with its connection hands it over as it is
+      when the longest waiter is a direct request;
     - one idle for longer than the pool's idle threshold goes back through the pool, which pings it before
       handing it out, and every kept one goes when a connection is found broken or the engine is disposed.
 
