@@ -87,7 +87,7 @@ class VersionedMixin:
         return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
 
 
-def _sqlite_on_connect(busy_timeout_ms: int, foreign_keys: bool) -> Any:
+def _sqlite_on_connect(busy_timeout_ms: int, foreign_keys: bool, cache_kib: int | None = None) -> Any:
     def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # pysqlite's own transaction handling breaks SAVEPOINTs; SQLAlchemy emits BEGIN itself (see below).
         dbapi_connection.isolation_level = None
@@ -96,6 +96,9 @@ def _sqlite_on_connect(busy_timeout_ms: int, foreign_keys: bool) -> Any:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if cache_kib is not None:
+            # A negative size is in KiB rather than pages.
+            cursor.execute(f"PRAGMA cache_size={-int(cache_kib)}")
         cursor.close()
 
     return on_connect
@@ -119,6 +122,7 @@ def make_engine(
     pool_size: int = 10,
     pool_timeout: float = 5.0,
     sqlite_busy_timeout_ms: int = 5000,
+    sqlite_cache_kib: int | None = None,
     lock_timeout_ms: int = 5000,
     statement_timeout_ms: int = 30000,
     connect_timeout: float = 10.0,
@@ -154,7 +158,11 @@ def make_engine(
             # A connection coming back is rolled back only if it is in a transaction (`_sqlite_reset`).
             pool_reset_on_return=None,
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect(sqlite_busy_timeout_ms, foreign_keys))
+        event.listen(
+            engine.sync_engine,
+            "connect",
+            _sqlite_on_connect(sqlite_busy_timeout_ms, foreign_keys, sqlite_cache_kib),
+        )
         event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
 
         @event.listens_for(engine.sync_engine, "begin")

@@ -163,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool_size=settings.database_pool_size,
             pool_timeout=settings.database_pool_timeout_seconds,
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            sqlite_cache_kib=settings.sqlite_cache_kib,
             lock_timeout_ms=settings.database_lock_timeout_ms,
             statement_timeout_ms=settings.database_statement_timeout_ms,
             connect_timeout=settings.database_connect_timeout_seconds,
