@@ -12,7 +12,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import structlog
+
+if "structlog" in sys.modules or "rich" in sys.modules:
+    import structlog
+else:
+    # structlog imports rich, when it is installed (the CLI's progress bars), for its console renderer's
+    # pretty tracebacks. The lines here format exceptions as plain text (`format_exc_info` below) and never
+    # use them: keeping rich out of that import spares about 4 MB in every worker. rich still imports
+    # normally afterwards.
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
 
 ACCESS_LOGGER = "app.access"
 

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request, Response
-from icalendar import Calendar, Event
 
 from app.core.responses import path_for
 from app.db import utcnow
@@ -31,6 +30,10 @@ def _url(request: Request, workshop_id: Any) -> str:
 
 
 def document(request: Request, rows: Sequence[Any]) -> bytes:
+    # Imported on the first calendar asked for: icalendar and dateutil hold about 3 MB in every worker,
+    # and most workers never serve one.
+    from icalendar import Calendar, Event
+
     calendar = Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
