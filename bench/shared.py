@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 import uuid_utils
 
+from app.referentials import data as referentials
 from app.territories import search
 from app.territories.codes import TerritoryKind, code_error
 
@@ -1328,13 +1329,7 @@ _COMMUNE = re.compile(r"^([013-9]\d|2[AB1-9])\d{3}$")
 _POSTCODE = re.compile(r"^\d{5}$")
 
 
-def _theme_bits() -> dict[str, int]:
-    from app.workshops.schemas import THEME_BITS
-
-    return dict(THEME_BITS)
-
-
-THEME_BITS = _theme_bits()
+THEME_BITS = dict(referentials.THEME_BITS)
 
 
 def workshop_json(row: Mapping[str, Any]) -> dict[str, Any]:

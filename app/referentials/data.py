@@ -38,6 +38,11 @@ class Theme(StrEnum):
     aide_aux_demarches_administratives = "aide_aux_demarches_administratives"
 
 
+# A workshop's themes are stored as a bit mask, each theme's bit its place in the list above (a new theme
+# goes at its end: tests/workshops/test_theme_bits.py holds the stored bits).
+THEME_BITS = {theme.value: 1 << i for i, theme in enumerate(Theme)}
+
+
 class Level(StrEnum):
     debutant = "debutant"
     intermediaire = "intermediaire"

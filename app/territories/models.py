@@ -10,15 +10,13 @@ from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
+from app.territories.search import NAME_SORT_LENGTH, TOKEN_LENGTH, search_name
 
-NAME_SORT_LENGTH = 200
-TOKEN_LENGTH = 64
+__all__ = ["NAME_SORT_LENGTH", "TOKEN_LENGTH", "Territory", "TerritoryAlias", "TerritoryWord"]
 
 
 def _search_name_of_the_row(context: Any) -> str:
     """For rows inserted without one (bulk inserts written before the search existed): from the name."""
-    from app.territories.search import search_name  # the search module reads this one's constants
-
     return search_name(str(context.get_current_parameters()["name"]))
 
 

@@ -12,7 +12,12 @@ import re
 from dataclasses import dataclass
 
 from app.territories.codes import fold
-from app.territories.models import NAME_SORT_LENGTH, TOKEN_LENGTH
+
+# The lengths of the name keys and of a word in the word table (the columns of `app.territories.models`).
+# They live here, not beside the columns, so that this module imports no ORM: the benchmark's reference app
+# shares it.
+NAME_SORT_LENGTH = 200
+TOKEN_LENGTH = 64
 
 _WORD = re.compile(r"[a-z0-9]+", re.ASCII)
 # Abbreviations a query may use for a word of a name.

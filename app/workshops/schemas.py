@@ -11,10 +11,8 @@ from pydantic import ConfigDict, Field, model_validator
 from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
 from app.core.types import Code, FreeText, Timestamp
-from app.referentials.data import AgeBracket, Attendance, Level, SocialStatus, Theme
+from app.referentials.data import THEME_BITS, AgeBracket, Attendance, Level, SocialStatus, Theme
 from app.workshops.models import RegistrationStatus, WorkshopFormat, WorkshopStatus
-
-THEME_BITS = {theme.value: 1 << i for i, theme in enumerate(Theme)}
 
 
 def theme_mask(themes: list[str] | list[Theme]) -> int:
