@@ -1,0 +1,93 @@
+"""What a worker holds: no library it does not use, and a bounded SQLite page cache per connection.
+
+`bench.memory` measures it (the libraries' floor layer by layer, the service's heap by package); these tests
+keep what it measured from coming back unnoticed. Each import check runs in a fresh interpreter, as a worker
+starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.db import make_engine
+from bench import memory
+from tests.conftest import IS_POSTGRES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules_after(code: str) -> set[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "ERROR",
+        "DATABASE_URL": "sqlite+aiosqlite:///./data/cnfs.db",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _packages(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+def test_a_worker_does_not_load_what_it_never_uses() -> None:
+    """rich (structlog's pretty tracebacks; the lines format exceptions as plain text) and icalendar (until a
+    calendar is asked for): about 8 MB in every worker."""
+    loaded = _packages(_modules_after("import app.main\napp.main.preloaded_app()"))
+    assert {"fastapi", "sqlalchemy"} <= loaded  # the check itself sees imports
+    assert not loaded & {"rich", "pygments", "icalendar", "dateutil"}
+
+
+def test_rich_still_imports_after_the_logging_setup() -> None:
+    """The CLI's progress bars: keeping rich out of structlog's import must not keep it out for good."""
+    loaded = _modules_after("import app.core.logging\nimport rich.console\nrich.console.Console()")
+    assert "rich.console" in loaded
+
+
+def test_the_reference_app_loads_neither_the_orm_nor_fastapi() -> None:
+    """The benchmark's reference is raw asyncpg, orjson and Starlette: sharing the service's search rules must
+    not bring its ORM models (and their memory) along, or the memory column compares the wrong thing."""
+    loaded = _packages(_modules_after("import bench.reference_app\nbench.reference_app.create_app()"))
+    assert "starlette" in loaded
+    assert not loaded & {"sqlalchemy", "fastapi", "pydantic"}
+
+
+@pytest.mark.skipif(IS_POSTGRES, reason="SQLite's page cache")
+async def test_each_sqlite_connection_keeps_a_small_page_cache(app: FastAPI, tmp_path: Path) -> None:
+    """SQLite's default is 2 000 KiB per connection: 20 MB in each worker with a pool of 10, for pages that
+    the operating system caches for every connection already. SQLITE_CACHE_KIB sets it."""
+    async with app.state.engine.connect() as conn:
+        assert (await conn.execute(text("PRAGMA cache_size"))).scalar_one() == -256
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'cache.db'}", sqlite_cache_kib=1024)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA cache_size"))).scalar_one() == -1024
+    finally:
+        await engine.dispose()
+
+
+def test_the_memory_tool_measures_a_layer_and_writes_its_tables() -> None:
+    first = memory.LAYERS[0]
+    measured = memory._run(memory._CHILD.format(modules=first.modules, build=first.build))
+    assert int(measured["rss_kib"]) > 1024  # type: ignore[call-overload]
+    assert int(measured["modules"]) > 10  # type: ignore[call-overload]
+    text_ = memory.markdown([(first.name, 20.0, 150)], 55.0, [("sqlalchemy", 18.8), ("app", 8.7)], top=1)
+    assert "| Python, asyncio | 20.0 | 150 |" in text_
+    assert "| sqlalchemy | 18.80 |" in text_
+    assert "| 1 other packages | 8.70 |" in text_
