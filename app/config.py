@@ -22,7 +22,7 @@ EXAMPLES = {
     "database_connect_timeout_seconds": "5",
     "database_command_timeout_seconds": "15",
     "sqlite_busy_timeout_ms": "5000",
-    "sqlite_cache_kib": "256",
+    "sqlite_cache_kib": "2000",
     "database_lock_timeout_ms": "5000",
     "database_statement_timeout_ms": "10000",
     "secret_key": "$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')",
@@ -56,12 +56,13 @@ class Settings(BaseSettings):
     database_command_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     sqlite_cache_kib: int = Field(
-        default=256,
-        ge=0,
+        default=2000,
+        ge=64,
         le=1_048_576,
-        description="SQLite's page cache of each pooled connection, in KiB. Every connection keeps its own "
-        "(SQLite's default is 2 000 KiB: 20 MB per worker with 10 connections), and the operating system "
-        "caches the file for all of them already.",
+        description="SQLite's page cache of each of the API's pooled connections, in KiB (SQLite's own "
+        "default). Every connection keeps its own: up to 20 MB per worker with 10 connections. 256 spares "
+        "most of it, for about a tenth of the searches' throughput (docs/performance.md). Migrations and "
+        "imports keep SQLite's default.",
     )
     database_lock_timeout_ms: int = Field(default=5000, ge=0, le=3_600_000)
     database_statement_timeout_ms: int = Field(default=10000, ge=0, le=3_600_000)

@@ -10,10 +10,18 @@ app (`create_app`; the service as its workers get it, `preloaded_app`), which th
 What a layer's row holds, every app on that layer holds: it is the floor below which no worker on that
 stack can go, whatever the application does.
 
-The second table is the service's Python heap after `preloaded_app`, by the package that allocated it
-(tracemalloc; a package's imports of other packages are counted to those). The worker's RSS after a load
-adds to this: its connections, the caches that fill on first use (compiled SQL, prepared statements, the
-SQLite page cache of each connection) and the allocator's free lists; `bench.load` reads it after its run.
+RSS counts every page a process maps. Under `cnfs-api serve --workers N` (gunicorn `--preload`), the workers
+are forked from a process that built the app, and share most of these pages with it: `bench.load` reports
+each worker's PSS and USS beside its RSS, after its run.
+
+The second table is the service's Python heap once the app is built (`create_app`), by package: the
+memory that tracemalloc sees allocated, and not freed, while each package's modules load, its loads of
+other packages counted to those; what a module's body builds counts to its package (the validators of the
+service's pydantic models and the mappers of its ORM classes count to `app`). tracemalloc sees Python's
+allocators only: the interpreter, the extensions' own memory (pydantic-core's validators, in Rust) and
+their code pages are in the first table's RSS, not here. A worker's RSS after a load adds its connections,
+the caches that fill on first use (compiled SQL, prepared statements, the SQLite page cache of each
+connection) and the allocator's free lists.
 
 It needs no database: the apps are built, not started."""
 
@@ -89,19 +97,21 @@ print(json.dumps({{"rss_kib": rss, "modules": len(sys.modules)}}))
 """
 
 _HEAP = """
-import builtins, collections, json, sys, tracemalloc
+import collections, gc, importlib._bootstrap as bootstrap, json, tracemalloc
+
+gc.disable()  # a collection during one import would take earlier packages' garbage off the importing one
 tracemalloc.start(1)
 own = collections.Counter()
-stack = []  # [package, traced memory when its import began, what its nested imports of other packages took]
-original = builtins.__import__
+stack = []  # [package, traced memory when its module began loading, what its nested loads took]
+find_and_load = bootstrap._find_and_load
 
 
-def traced_import(name, globals=None, locals=None, fromlist=(), level=0):
-    if level or name in sys.modules:
-        return original(name, globals, locals, fromlist, level)
+def traced_find_and_load(name, import_):
+    # Every first load of a module goes through here: import statements, from-imports of submodules,
+    # importlib.import_module and the lazy imports of a package's __getattr__ alike.
     stack.append([name.split(".")[0], tracemalloc.get_traced_memory()[0], 0])
     try:
-        return original(name, globals, locals, fromlist, level)
+        return find_and_load(name, import_)
     finally:
         package, start, nested = stack.pop()
         taken = tracemalloc.get_traced_memory()[0] - start
@@ -110,11 +120,12 @@ def traced_import(name, globals=None, locals=None, fromlist=(), level=0):
             stack[-1][2] += taken
 
 
-builtins.__import__ = traced_import
+bootstrap._find_and_load = traced_find_and_load
 start = tracemalloc.get_traced_memory()[0]
 import app.main
-app.main.preloaded_app()
-builtins.__import__ = original
+
+app.main.create_app()
+bootstrap._find_and_load = find_and_load
 total = tracemalloc.get_traced_memory()[0] - start
 own["(building the app)"] += total - sum(own.values())
 print(json.dumps({"total": total, "packages": own.most_common()}))
@@ -123,8 +134,8 @@ print(json.dumps({"total": total, "packages": own.most_common()}))
 
 def _env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR"}
-    # The apps are built, not started: no connection is opened.
-    env.setdefault("DATABASE_URL", "sqlite+aiosqlite:///./data/cnfs.db")
+    # The apps are built, not started: no connection is opened. The same settings on every machine.
+    env["DATABASE_URL"] = "sqlite+aiosqlite:///./data/cnfs.db"
     env.pop("PYTHONTRACEMALLOC", None)
     return env
 
@@ -153,7 +164,7 @@ def floor(repeat: int) -> list[tuple[str, float, int]]:
 
 
 def heap() -> tuple[float, list[tuple[str, float]]]:
-    """The service's Python heap after `preloaded_app` (MB), and each package's share of it (MB)."""
+    """The service's Python heap once built (MB), and each package's share of it (MB)."""
     result = _run(_HEAP)
     packages = [(str(name), int(size) / 2**20) for name, size in result["packages"]]  # type: ignore[attr-defined]
     return int(result["total"]) / 2**20, packages  # type: ignore[call-overload]
@@ -164,12 +175,12 @@ def markdown(
 ) -> str:
     lines = ["| layer | RSS (MB) | modules |", "|---|---|---|"]
     lines += [f"| {name} | {rss:.1f} | {modules} |" for name, rss, modules in rows]
-    lines += ["", f"The service's Python heap after `preloaded_app`: {total:.1f} MB.", ""]
+    lines += ["", f"The service's Python heap once built: {total:.1f} MB.", ""]
     lines += ["| package | MB |", "|---|---|"]
     shown = packages[:top]
     lines += [f"| {name} | {size:.2f} |" for name, size in shown]
-    rest = sum(size for _, size in packages[top:])
-    lines += [f"| {len(packages) - len(shown)} other packages | {rest:.2f} |"]
+    rest = packages[top:]
+    lines += [f"| {len(rest)} other packages | {sum(size for _, size in rest):.2f} |"]
     return "\n".join(lines) + "\n"
 
 
@@ -193,14 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     console.print(table)
 
     total, packages = heap()
-    table = Table(title=f"The service's Python heap after preloaded_app: {total:.1f} MB, by package")
+    table = Table(title=f"The service's Python heap once built: {total:.1f} MB, by package")
     table.add_column("package")
     table.add_column("MB", justify="right")
     for name, size in packages[: args.top]:
         table.add_row(name, f"{size:.2f}")
-    table.add_row(
-        f"{len(packages) - args.top} other packages", f"{sum(s for _, s in packages[args.top :]):.2f}"
-    )
+    rest = packages[args.top :]
+    table.add_row(f"{len(rest)} other packages", f"{sum(size for _, size in rest):.2f}")
     console.print(table)
     if args.markdown:
         args.markdown.write_text(markdown(rows, total, packages, args.top))

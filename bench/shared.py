@@ -1485,9 +1485,7 @@ _FORBIDDEN_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def _enum_values(name: str) -> frozenset[str]:
-    from app.referentials import data
-
-    return frozenset(item.value for item in getattr(data, name))
+    return frozenset(item.value for item in getattr(referentials, name))
 
 
 AGE_BRACKETS = _enum_values("AgeBracket")

@@ -1,4 +1,4 @@
-"""What a worker holds: no library it does not use, and a bounded SQLite page cache per connection.
+"""What a worker holds: no library it does not use; SQLite's page cache per connection as configured.
 
 `bench.memory` measures it (the libraries' floor layer by layer, the service's heap by package); these tests
 keep what it measured from coming back unnoticed. Each import check runs in a fresh interpreter, as a worker
@@ -6,6 +6,8 @@ starts."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -68,16 +70,15 @@ def test_the_reference_app_loads_neither_the_orm_nor_fastapi() -> None:
 
 
 @pytest.mark.skipif(IS_POSTGRES, reason="SQLite's page cache")
-async def test_each_sqlite_connection_keeps_a_small_page_cache(app: FastAPI, tmp_path: Path) -> None:
-    """SQLite's default is 2 000 KiB per connection: 20 MB in each worker with a pool of 10, for pages that
-    the operating system caches for every connection already. SQLITE_CACHE_KIB sets it."""
+async def test_sqlite_cache_kib_sets_each_connection_s_page_cache(app: FastAPI, tmp_path: Path) -> None:
+    """Each connection keeps its own page cache: SQLITE_CACHE_KIB trades it for the searches' speed."""
     async with app.state.engine.connect() as conn:
-        assert (await conn.execute(text("PRAGMA cache_size"))).scalar_one() == -256
+        assert (await conn.execute(text("PRAGMA cache_size"))).scalar_one() == -2000
 
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'cache.db'}", sqlite_cache_kib=1024)
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'cache.db'}", sqlite_cache_kib=256)
     try:
         async with engine.connect() as conn:
-            assert (await conn.execute(text("PRAGMA cache_size"))).scalar_one() == -1024
+            assert (await conn.execute(text("PRAGMA cache_size"))).scalar_one() == -256
     finally:
         await engine.dispose()
 
@@ -91,3 +92,24 @@ def test_the_memory_tool_measures_a_layer_and_writes_its_tables() -> None:
     assert "| Python, asyncio | 20.0 | 150 |" in text_
     assert "| sqlalchemy | 18.80 |" in text_
     assert "| 1 other packages | 8.70 |" in text_
+
+
+def test_every_app_the_memory_tool_builds_is_there() -> None:
+    builds = [layer.build for layer in memory.LAYERS if layer.build]
+    assert len(builds) == 3
+    for build in builds:
+        module, function = build.split(":")
+        assert callable(getattr(importlib.import_module(module), function))
+    for layer in memory.LAYERS:
+        for name in layer.modules:
+            assert importlib.util.find_spec(name) is not None, name
+
+
+def test_the_memory_tool_counts_the_service_heap_by_package() -> None:
+    total, packages = memory.heap()
+    sizes = dict(packages)
+    assert total > 20
+    assert sizes["sqlalchemy"] > 5
+    assert sizes["app"] > 1
+    assert sizes.get("rich", 0) < 0.05  # its import is refused (app.core.logging), nothing loads
+    assert sum(sizes.values()) == pytest.approx(total)

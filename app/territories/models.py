@@ -12,8 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
 from app.territories.search import NAME_SORT_LENGTH, TOKEN_LENGTH, search_name
 
-__all__ = ["NAME_SORT_LENGTH", "TOKEN_LENGTH", "Territory", "TerritoryAlias", "TerritoryWord"]
-
 
 def _search_name_of_the_row(context: Any) -> str:
     """For rows inserted without one (bulk inserts written before the search existed): from the name."""

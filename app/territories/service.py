@@ -27,7 +27,7 @@ from app.territories.errors import (
     TerritoryInUse,
     UnknownCommune,
 )
-from app.territories.models import NAME_SORT_LENGTH, Territory
+from app.territories.models import Territory
 from app.territories.schemas import TerritoryCreate, TerritoryUpdate
 
 
@@ -43,7 +43,7 @@ def _words(territory: Territory) -> set[str]:
 def _name_sort(name: str) -> str:
     # Folding can lengthen a name (ß → ss, some ligatures → many letters): cut to the column's size, which
     # only affects searches for text beyond the 200th folded character.
-    return fold(name)[:NAME_SORT_LENGTH]
+    return fold(name)[: search.NAME_SORT_LENGTH]
 
 
 async def get(session: AsyncSession, territory_id: uuid.UUID) -> Territory:
