@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,16 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _modules_after(code: str) -> set[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "LOG_LEVEL": "ERROR",
-        "DATABASE_URL": "sqlite+aiosqlite:///./data/cnfs.db",
-    }
     done = subprocess.run(
         [sys.executable, "-c", code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
         cwd=ROOT,
-        env=env,
+        env=memory._env(),  # the settings bench.memory builds the apps with
         capture_output=True,
         text=True,
         check=True,
