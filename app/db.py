@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
@@ -12,7 +14,7 @@ import uuid_utils
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -116,6 +118,17 @@ def _sqlite_reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
         dbapi_connection.rollback()
 
 
+def _sqlite_roll_back_before_closing(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+    """A SQLite connection thrown away (SQLAlchemy invalidates one whose statement was cancelled) is rolled
+    back first. Closing it is not enough: while a statement of it is still referenced (the cancelled
+    call's cursor, kept alive by the traceback), SQLite keeps the connection and its write lock until the
+    garbage collector finalizes that statement, and every other writer waits, then fails."""
+    try:
+        dbapi_connection.rollback()
+    except Exception:
+        logging.getLogger(__name__).debug("rolling back a connection thrown away failed", exc_info=True)
+
+
 def make_engine(
     url: str,
     *,
@@ -164,6 +177,9 @@ def make_engine(
             _sqlite_on_connect(sqlite_busy_timeout_ms, foreign_keys, sqlite_cache_kib),
         )
         event.listen(engine.sync_engine.pool, "reset", _sqlite_reset)
+        event.listen(engine.sync_engine.pool, "invalidate", _sqlite_roll_back_before_closing)
+        if not in_memory:
+            _ping_idle_connections(engine)
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:
@@ -200,14 +216,44 @@ def make_engine(
     return engine
 
 
+_SUSPECT_SINCE: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def suspect_connections(engine: AsyncEngine) -> None:
+    """A connection was found lost (the server restarted, a proxy cut it, its backend was terminated): every
+    other connection of the pool is checked with a ping before it is used again, and replaced only if it
+    fails. Only what is broken is thrown away; a slow or refused statement suspects nothing."""
+    _SUSPECT_SINCE[engine.sync_engine.pool] = time.monotonic()
+
+
+def is_suspect(info: dict[str, Any], pool: Any) -> bool:
+    """Whether a connection (its record's `info`) was last known to work before a connection of its pool
+    was found lost."""
+    return bool(info.get("verified_at", 0.0) < _SUSPECT_SINCE.get(pool, 0.0))
+
+
+def needs_ping(info: dict[str, Any], pool: Any) -> bool:
+    """Whether a connection checked out of the pool must be checked first: idle in the pool for too long,
+    or suspect."""
+    idle_since = info.get("idle_since")
+    if idle_since is not None and time.monotonic() - idle_since >= IDLE_PING_SECONDS:
+        return True
+    return is_suspect(info, pool)
+
+
 def _ping_idle_connections(engine: AsyncEngine) -> None:
-    """Pre-ping, but only for connections that sat idle in the pool.
+    """Pre-ping, but only for connections that sat idle in the pool, or that a lost connection makes suspect.
 
     SQLAlchemy's `pool_pre_ping` costs three round trips (BEGIN, a ping, ROLLBACK on asyncpg) on every
     checkout. Connections go stale while idle (a server restart, a proxy closing quiet sockets), so only those
     are checked; a failed check makes the pool open a fresh connection. A connection that dies while in use
-    still fails its request with a 503 (`connection_invalidated`), and SQLAlchemy then recycles every
-    connection that was opened before the failure, so the next request gets a working one."""
+    fails its request with a 503 (`connection_invalidated`) and is replaced; the others are pinged before
+    their next use (`suspect_connections`), rather than all reopened as SQLAlchemy does by default."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["verified_at"] = time.monotonic()
 
     @event.listens_for(engine.sync_engine.pool, "checkin")
     def _checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -215,13 +261,20 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine.pool, "checkout")
     def _checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        idle_since = record.info.get("idle_since")
-        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        if not needs_ping(record.info, pool):
             return
         try:
-            dbapi_connection.ping()
+            engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
             raise DisconnectionError("stale pooled connection") from exc
+        record.info["verified_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _lost(context: ExceptionContext) -> None:
+        if context.is_disconnect:
+            # That connection is invalidated; the others are checked before their next use.
+            context.invalidate_pool_on_disconnect = False
+            suspect_connections(engine)
 
 
 def make_sessionmaker(bind: Any) -> async_sessionmaker[AsyncSession]:
@@ -229,14 +282,15 @@ def make_sessionmaker(bind: Any) -> async_sessionmaker[AsyncSession]:
 
 
 def read_execution_options(engine: AsyncEngine) -> dict[str, Any]:
-    """How a reading request runs.
+    """How a reading request runs: in one transaction, so that an answer read in several statements (a page
+    and its total, an object and its current assignment, an object and its ETag) reads one snapshot.
 
-    PostgreSQL: in autocommit, so that a read costs its statements and nothing else (no BEGIN and COMMIT
-    round trips); each statement sees committed data. SQLite: a DEFERRED transaction, which runs beside a
-    writer (WAL) instead of queuing behind it."""
+    PostgreSQL: REPEATABLE READ and READ ONLY (every statement sees the snapshot of the first; the
+    transaction takes no lock and cannot write). SQLite: a DEFERRED transaction, whose snapshot is taken by
+    its first read and which runs beside a writer (WAL) instead of queuing behind it."""
     if engine.dialect.name == "sqlite":
         return {SQLITE_BEGIN_OPTION: "DEFERRED"}
-    return {"isolation_level": "AUTOCOMMIT"}
+    return {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
 
 
 _SESSION_KEY = "db_session"
@@ -272,11 +326,30 @@ async def _end_session(request: Request, commit: bool) -> None:
             await session.commit()
         else:
             await session.rollback()
-    except BaseException:
+    except Exception:
         await session.rollback()
+        raise
+    except BaseException:
+        await _discard(session)
         raise
     finally:
         await session.close()
+
+
+async def _discard(session: AsyncSession | None) -> None:
+    """A cancelled request's session, whose transaction is in doubt (BEGIN, a statement or COMMIT may have
+    been interrupted). PostgreSQL: asyncpg's own transaction state may be left behind (a failed BEGIN keeps
+    the connection's top transaction, and the next one would become a savepoint in it), so the connection
+    is invalidated rather than handed to the next request. SQLite: aiosqlite runs every call in order in
+    the connection's thread, so an interrupted call has finished there and a ROLLBACK ends the transaction
+    (closing it instead would leave its write lock to the garbage collector: a connection whose statement
+    is still referenced is not really closed). Inside the tests' transaction, a rollback."""
+    if session is None:
+        return
+    if isinstance(session.bind, AsyncEngine) and session.bind.dialect.name != "sqlite":
+        await session.invalidate()
+    else:
+        await session.rollback()
 
 
 class TransactionRoute(APIRoute):
@@ -290,8 +363,11 @@ class TransactionRoute(APIRoute):
         async def run(request: Request) -> Response:
             try:
                 response = await handler(request)
-            except BaseException:
+            except Exception:
                 await _end_session(request, commit=False)
+                raise
+            except BaseException:
+                await _discard(request.scope.get("state", {}).pop(_SESSION_KEY, None))
                 raise
             await _end_session(request, commit=True)
             return response

@@ -22,7 +22,7 @@ from app.api_keys import service as api_keys
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
 from app.core.auth import document_security, needs_key
 from app.core.cors import ProblemCORSMiddleware
-from app.core.direct import DirectMiddleware
+from app.core.direct import DirectMiddleware, twins
 from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
@@ -216,6 +216,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the access log, Cache-Control and the metrics: see RequestMiddleware. Trusted hosts, when set, are
     # checked inside it, so that a refusal carries X-Request-ID too.
     if settings.direct_path:
+        # A twin whose parameters differ from its route's stops the start-up here (TypeError).
+        twins(app.routes)
         # Innermost: behind the host check, CORS and the access log like every route.
         app.add_middleware(DirectMiddleware)
     if settings.allowed_hosts:

@@ -22,7 +22,7 @@ from app.agreements.schemas import (
     AmendmentRead,
 )
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
-from app.core.direct import DirectSession, as_session, direct, enum_param, json_body, uuid_param, validated
+from app.core.direct import DirectSession, as_session, direct, json_body, validated
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.pagination import set_link_header
@@ -90,10 +90,11 @@ async def agreements_create_direct(request: Request, session: DirectSession) -> 
 
 
 @direct("agreements_sign")
-async def agreements_sign_direct(request: Request, session: DirectSession) -> Response | None:
+async def agreements_sign_direct(
+    request: Request, session: DirectSession, *, agreement_id: uuid.UUID
+) -> Response | None:
     """Without an Idempotency-Key (which the route answers)."""
-    agreement_id = uuid_param(request.path_params["agreement_id"])
-    if agreement_id is None or "idempotency-key" in request.headers:
+    if "idempotency-key" in request.headers:
         return None
     body = validated(_SIGN, await json_body(request))
     principal = check_roles(await resolve_principal(request, session), (Role.admin,))
@@ -144,15 +145,21 @@ async def agreements_list(
 
 
 @direct("agreements_list")
-async def agreements_list_direct(request: Request, session: DirectSession) -> Response | None:
-    query = request.query_params
-    programme_id = uuid_param(query.get("programme_id"))
-    territory_id = uuid_param(query.get("territory_id"))
-    within = uuid_param(query.get("within"))
-    status = enum_param(AgreementStatus, query.get("status"))
-    kind = enum_param(AgreementKind, query.get("kind"))
-    sort = query.get("sort")
-    page = await direct_page_request(request, session)
+async def agreements_list_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    programme_id: uuid.UUID | None,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    status: AgreementStatus | None,
+    kind: AgreementKind | None,
+    sort: str | None,
+    limit: int,
+    cursor: str | None,
+    include_total: bool,
+) -> Response | None:
+    page = await direct_page_request(request, session, limit, cursor, include_total)
     principal = check_roles(await resolve_principal(request, session), READERS)
     items, next_cursor, total = await service.list_agreements(
         as_session(session),
@@ -182,10 +189,9 @@ async def agreements_get(
 
 
 @direct("agreements_get")
-async def agreements_get_direct(request: Request, session: DirectSession) -> Response | None:
-    agreement_id = uuid_param(request.path_params["agreement_id"])
-    if agreement_id is None:  # pragma: no cover - path parameters are always there
-        return None
+async def agreements_get_direct(
+    request: Request, session: DirectSession, *, agreement_id: uuid.UUID
+) -> Response | None:
     principal = check_roles(await resolve_principal(request, session), READERS)
     return object_response(request, await service.read_visible(as_session(session), agreement_id, principal))
 

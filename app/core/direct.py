@@ -19,17 +19,17 @@ statement), as the session path does for reads."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
-import re
 import time
-import uuid
 import weakref
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from enum import Enum
 from typing import Any, TypeVar, cast
 
+from fastapi.dependencies.utils import request_params_to_args
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import TypeAdapter
 from sqlalchemy import event
@@ -49,22 +49,32 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import db
 from app.core.pool import FairAsyncQueue, FairAsyncQueuePool
-from app.core.types import no_control_characters
 
 logger = logging.getLogger("app.direct")
 
 E = TypeVar("E", bound=Enum)
 S = TypeVar("S", bound=ClauseElement)
 T = TypeVar("T")
-DirectHandler = Callable[[Request, "DirectSession"], Awaitable[Response | None]]
+DirectHandler = Callable[..., Awaitable[Response | None]]
 _HANDLERS: dict[str, DirectHandler] = {}
+_REFUSED: dict[str, frozenset[str]] = {}
 
 
-def direct(route_name: str) -> Callable[[DirectHandler], DirectHandler]:
-    """Registers `handler` as the direct twin of the FastAPI route named `route_name`."""
+def direct(route_name: str, refuses: tuple[str, ...] = ()) -> Callable[[DirectHandler], DirectHandler]:
+    """Registers `handler` as the direct twin of the FastAPI route named `route_name`.
+
+    Its parameters are the route's own: `handler(request, session, **params)` gets every path and query
+    parameter the route declares (its dependencies' included: the page's `limit`, `cursor`,
+    `include_total`), by their Python names, parsed and validated by the route's own declarations (the
+    same validation, hence the same values). Its signature names each of them, except those it `refuses`
+    (by their names in the query string): a request that sends one of those goes to the route. A request
+    with a parameter the route does not declare, a value the route would refuse, or a scalar sent twice
+    goes to the route too. `check_twins` (at start-up) fails when a twin's signature and its route's
+    parameters differ, and a test fails when a twin's body does not use one of its parameters."""
 
     def register(handler: DirectHandler) -> DirectHandler:
         _HANDLERS[route_name] = handler
+        _REFUSED[route_name] = frozenset(refuses)
         return handler
 
     return register
@@ -241,25 +251,28 @@ class DirectResult:
 
 
 def _driver_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(what the drivers raise, what of it means the connection is gone)."""
+    """(what the drivers raise, what of it means the server is gone)."""
     import sqlite3
 
     import asyncpg
 
-    errors = (OSError, TimeoutError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError)
-    # A connection cut in the middle of a statement also ends in asyncpg's InternalClientError ("cannot
-    # switch to state ..."): nothing more can be done with it.
-    lost = (
+    errors = (
         OSError,
         TimeoutError,
-        asyncpg.PostgresConnectionError,
+        sqlite3.Error,
+        asyncpg.PostgresError,
         asyncpg.InterfaceError,
         asyncpg.InternalClientError,
     )
-    return errors + lost, lost
+    # ConnectionDoesNotExistError (a connection closed under a statement) is a PostgresConnectionError; a
+    # connection cut in the middle of a statement may also end in asyncpg's InternalClientError ("cannot
+    # switch to state ...").
+    lost = (OSError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError)
+    return errors, lost
 
 
 _DRIVER_ERRORS, _LOST_CONNECTION_ERRORS = _driver_errors()
+_INTERFACE_ERRORS = _DRIVER_ERRORS[4:]  # asyncpg's InterfaceError and InternalClientError
 
 
 def _integrity_errors() -> tuple[type[BaseException], ...]:
@@ -274,14 +287,35 @@ _INTEGRITY_ERRORS = _integrity_errors()
 
 
 def _is_disconnect(error: BaseException) -> bool:
+    """The server is gone (a network error, a terminated backend, a closed connection)."""
     return isinstance(error, _LOST_CONNECTION_ERRORS)
 
 
-def _wrapped(sql: str, error: BaseException) -> sa_exc.DBAPIError:
+def _leaves_connection_unusable(error: BaseException, driver: Any) -> bool:
+    """Whether the connection that raised `error` must be thrown away: the server is gone, or the client
+    stopped waiting for an answer (`command_timeout`), or the driver's state is unknown (an interface error,
+    but for a parameter the driver refused before sending anything). A statement that failed on the server
+    (a constraint, `statement_timeout`, a lock timeout) leaves a connection whose transaction is rolled
+    back as usual, and that stays in service."""
+    if _is_disconnect(error) or isinstance(error, TimeoutError):
+        return True
+    if isinstance(error, _INTERFACE_ERRORS):
+        # asyncpg's client-side DataError (a value it cannot encode, nothing sent) is an InterfaceError and
+        # a ValueError; any other interface or internal error leaves the protocol's state unknown.
+        return not isinstance(error, ValueError)
+    return _is_closed(driver)
+
+
+def _is_closed(driver: Any) -> bool:
+    is_closed = getattr(driver, "is_closed", None)
+    return bool(is_closed()) if is_closed is not None else False
+
+
+def _wrapped(sql: str, error: BaseException, driver: Any = None) -> sa_exc.DBAPIError:
     """The driver's error as the engine would raise it, for the application's problem handlers: a lost
-    connection is an OperationalError (503), a constraint an IntegrityError (409), any other a DBAPIError
-    (503 when transient, else 500)."""
-    if _is_disconnect(error):
+    connection (or one found closed) or a client-side timeout is an OperationalError (503), a constraint an
+    IntegrityError (409), any other a DBAPIError (503 when transient, else 500)."""
+    if _is_disconnect(error) or isinstance(error, TimeoutError) or _is_closed(driver):
         return sa_exc.OperationalError(sql, None, error)
     if isinstance(error, _INTEGRITY_ERRORS):
         return sa_exc.IntegrityError(sql, None, error)
@@ -320,7 +354,11 @@ class _KeptConnections:
     def take(self) -> Any:
         while self._idle:
             connection, since = self._idle.pop()
-            if time.monotonic() - since < db.IDLE_PING_SECONDS and not connection.closed:
+            if connection.closed:
+                continue
+            if time.monotonic() - since < db.IDLE_PING_SECONDS and not db.is_suspect(
+                connection.connection.info, connection.engine.pool
+            ):
                 return connection
             self.stale.append((connection, since))
         return None
@@ -352,12 +390,8 @@ class _KeptConnections:
             # Checked out of the pool that `dispose` replaced: it goes back to that one, to be closed.
             return False
         record = getattr(fairy, "_connection_record", None)
-        if record is None or record.starttime < getattr(pool, "_invalidate_time", 0):
-            # Opened before a connection was found broken (`DirectSession._failed`): it goes back through
-            # the pool, whose next checkout opens a fresh one, as the engine does after a disconnect.
-            return False
-        if _in_transaction(fairy.driver_connection):
-            # Left in a transaction (a cancelled COMMIT): the pool's reset rolls it back.
+        if record is None or _in_transaction(fairy.driver_connection):
+            # `DirectSession.close` throws away a connection whose transaction did not end: not reached.
             return False
         queue = getattr(pool, "_pool", None)
         if isinstance(queue, FairAsyncQueue):
@@ -467,12 +501,26 @@ class DirectSession:
     first statement and given back by `close()`. Any other use of the session (ORM objects, writes)
     raises `Fallback`, so that the FastAPI route answers instead.
 
-    Bound to a connection rather than an engine (the tests' transaction), it runs on that connection."""
+    Every request runs in one transaction, begun before its first statement and ended by `finish()`: a
+    writing request's (READ COMMITTED on PostgreSQL, as the session path; BEGIN IMMEDIATE on SQLite), and a
+    reading request's, so that all its statements read one snapshot (REPEATABLE READ, READ ONLY on
+    PostgreSQL; a DEFERRED transaction on SQLite, whose snapshot is taken by its first read). A connection
+    whose transaction did not end cleanly (a cancellation or any error between BEGIN and the end of COMMIT
+    or ROLLBACK), or that raised an error leaving it unusable, is thrown away by `close()`: never kept,
+    handed on or given back to the pool as it is.
+
+    Bound to a connection rather than an engine (the tests' transaction), it runs on that connection; a
+    read then runs in the tests' transaction."""
 
     def __init__(self, bind: AsyncEngine | AsyncConnection, write: bool = False) -> None:
         self._bind = bind
         self._write = write
+        self._nested = not isinstance(bind, AsyncEngine)
+        self._transactional = write or not self._nested
+        # The transaction begun and not yet ended: an asyncpg Transaction, or "transaction"/"savepoint" on
+        # SQLite. Set before BEGIN is sent, cleared only once COMMIT or ROLLBACK has completed.
         self._transaction: Any = None
+        self._unusable = False
         self._dialect: Dialect = bind.dialect
         self._postgres = self._dialect.name == "postgresql"
         self._engine_connection: Any = None
@@ -482,6 +530,20 @@ class DirectSession:
 
     def __getattr__(self, name: str) -> Any:
         raise Fallback(f"the direct path has no session.{name}")
+
+    async def __aenter__(self) -> DirectSession:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any
+    ) -> None:
+        """Commits when the block ends without an error, rolls back on an error, and leaves a cancelled
+        block's transaction in doubt (`close` throws the connection away); then `close`."""
+        try:
+            if error is None or isinstance(error, Exception):
+                await self.finish(commit=error is None)
+        finally:
+            await self.close()
 
     def get_bind(self) -> AsyncEngine | AsyncConnection:
         """What the session is bound to (its `dialect` says which database)."""
@@ -599,15 +661,15 @@ class DirectSession:
         for observe in statement_observers:
             observe(sql)
         try:
-            if self._write and self._transaction is None:
+            if self._transaction is None and self._transactional:
                 await self._begin(driver)
             if self._lock is not None:
                 async with self._lock:
                     return await self._fetch(driver, sql, args, rowcount)
             return await self._fetch(driver, sql, args, rowcount)
         except _DRIVER_ERRORS as error:
-            await self._failed(error)
-            raise _wrapped(sql, error) from error
+            self._failed(error, driver)
+            raise _wrapped(sql, error, driver) from error
 
     async def _fetch(self, driver: Any, sql: str, args: Sequence[Any], rowcount: bool) -> Any:
         if self._postgres:
@@ -622,35 +684,38 @@ class DirectSession:
             return count
         return await driver.execute_fetchall(sql, args)
 
-    # --- the transaction of a writing request ---
+    # --- the request's transaction ---
 
     async def _begin(self, driver: Any) -> None:
-        """PostgreSQL: a transaction (a savepoint inside the tests' one); SQLite: BEGIN IMMEDIATE (the
-        write lock up front, as the session path takes it), or a savepoint inside the tests' transaction."""
-        nested = not isinstance(self._bind, AsyncEngine)
+        """PostgreSQL: a transaction (a savepoint inside the tests' one); a read's is REPEATABLE READ and
+        READ ONLY. SQLite: BEGIN IMMEDIATE for a write (the write lock up front, as the session path takes
+        it), BEGIN DEFERRED for a read, or a savepoint inside the tests' transaction.
+
+        `_transaction` is set before BEGIN is sent: a BEGIN that is cancelled or fails may have reached the
+        server, and the connection is then in doubt (`close`)."""
         for observe in transaction_observers:
             observe("BEGIN")
         if self._postgres:
-            transaction = driver.transaction()
-            await transaction.start()
+            transaction = (
+                driver.transaction()
+                if self._write
+                else driver.transaction(isolation="repeatable_read", readonly=True)
+            )
             self._transaction = transaction
+            await transaction.start()
+        elif self._nested:
+            self._transaction = "savepoint"
+            await driver.execute("SAVEPOINT direct_write")
         else:
-            state = "savepoint" if nested else "transaction"
-            try:
-                await driver.execute("SAVEPOINT direct_write" if nested else "BEGIN IMMEDIATE")
-            except asyncio.CancelledError:
-                # The statement may still run in aiosqlite's thread once this task has stopped waiting: the
-                # ROLLBACK of `finish` then goes after it, and the connection never returns to the pool
-                # inside a transaction (the pool rolls back only a connection it sees in one).
-                self._transaction = state
-                raise
-            self._transaction = state
+            self._transaction = "transaction"
+            await driver.execute("BEGIN IMMEDIATE" if self._write else "BEGIN DEFERRED")
 
     async def finish(self, commit: bool) -> None:
-        """Commits (or rolls back) the writing request's transaction, if it began one; before the response
-        is sent, so that a failed commit is the request's problem, never after a 2xx."""
-        transaction, self._transaction = self._transaction, None
-        if transaction is None or self._driver is None:
+        """Commits (or rolls back) the request's transaction, if it began one; before the response is sent,
+        so that a failed commit is the request's problem, never after a 2xx. The transaction counts as
+        ended only once COMMIT or ROLLBACK has completed: interrupted, it leaves the connection in doubt."""
+        transaction = self._transaction
+        if transaction is None or self._driver is None or self._unusable:
             return
         driver = self._driver
         for observe in transaction_observers:
@@ -665,40 +730,64 @@ class DirectSession:
             else:
                 await driver.execute("COMMIT" if commit else "ROLLBACK")
         except _DRIVER_ERRORS as error:
-            await self._failed(error)
+            self._unusable = True
+            self._failed(error, driver)
             if commit:
-                raise _wrapped("COMMIT", error) from error
-
-    async def _failed(self, error: BaseException) -> None:
-        """A connection that broke goes out of the pool, and the connections opened before it are
-        recycled (what the engine does on a disconnect), so that the next request gets a working one."""
-        if (
-            not _is_disconnect(error)
-            or self._engine_connection is None
-            or not isinstance(self._bind, AsyncEngine)
-        ):
+                raise _wrapped("COMMIT", error, driver) from error
             return
-        connection, fairy = self._engine_connection, self._fairy
-        self._engine_connection = self._fairy = self._driver = None
-        pool = self._bind.sync_engine.pool
-        kept = _kept_connections(self._bind)
-        try:
-            await greenlet_spawn(pool._invalidate, fairy, error)
-            await greenlet_spawn(connection.close)
-            if kept is not None:
-                # Those were opened before the failure too: the pool recycles its own, these go.
-                await greenlet_spawn(kept.drop_all)
-        except Exception:  # pragma: no cover - already broken
-            logger.debug("invalidating a broken connection failed", exc_info=True)
+        self._transaction = None
+
+    def _failed(self, error: BaseException, driver: Any) -> None:
+        """A connection left unusable by `error` is thrown away by `close`; when the server is gone, the
+        pool's other connections are checked (a ping) before they are used again, rather than reopened."""
+        if not _leaves_connection_unusable(error, driver):
+            return
+        self._unusable = True
+        if (_is_disconnect(error) or _is_closed(driver)) and isinstance(self._bind, AsyncEngine):
+            db.suspect_connections(self._bind)
 
     async def close(self) -> None:
-        connection = self._engine_connection
+        """The connection back to the pool (or kept for the next request), or thrown away when it is
+        unusable or its transaction did not end (`finish` not reached or interrupted: a cancellation)."""
+        connection, driver = self._engine_connection, self._driver
+        in_doubt = self._unusable or self._transaction is not None
         self._engine_connection = self._fairy = self._driver = None
+        self._transaction = None
         if connection is None:
+            return
+        if in_doubt and not self._postgres and not self._unusable:
+            # SQLite: aiosqlite runs calls in order in the connection's thread, so an interrupted one has
+            # finished there: a ROLLBACK ends the transaction (`db._discard` says why not close it).
+            in_doubt = not await _rolled_back(driver)
+        if in_doubt:
+            await greenlet_spawn(_throw_away, connection)
             return
         kept = _kept_connections(self._bind) if isinstance(self._bind, AsyncEngine) else None
         if kept is None or not kept.keep(connection):
             await greenlet_spawn(connection.close)
+
+
+async def _rolled_back(driver: Any) -> bool:
+    """Whether a SQLite connection whose transaction is in doubt is now out of any transaction."""
+    try:
+        # A call of its own, queued behind the interrupted one (which may not have run yet): reading
+        # `in_transaction` now could miss a BEGIN still to come. sqlite3's rollback does nothing outside a
+        # transaction.
+        await driver.rollback()
+    except Exception:
+        logger.debug("rolling back a transaction in doubt failed", exc_info=True)
+        return False
+    return not driver.in_transaction
+
+
+def _throw_away(connection: Any) -> None:
+    """Invalidates the connection (the pool closes it and opens a fresh one when asked), then releases it.
+    Synchronous: runs in a greenlet."""
+    try:
+        connection.invalidate()
+        connection.close()
+    except Exception:  # pragma: no cover - already broken
+        logger.debug("throwing a connection away failed", exc_info=True)
 
 
 def as_session(session: DirectSession) -> AsyncSession:
@@ -707,55 +796,7 @@ def as_session(session: DirectSession) -> AsyncSession:
     return cast(AsyncSession, session)
 
 
-# --- parameters: the common, valid case only; anything else is the route's to answer ----------------------
-
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
-
-
-def uuid_param(value: str | None) -> uuid.UUID | None:
-    """A UUID in its canonical form; Fallback for any other text (the route answers it)."""
-    if value is None:
-        return None
-    if _UUID.fullmatch(value) is None:
-        raise Fallback("not a canonical UUID")
-    return uuid.UUID(value)
-
-
-def text_param(value: str | None, max_length: int, min_length: int = 0) -> str | None:
-    """Text of an accepted length without control characters; Fallback otherwise."""
-    if value is None:
-        return None
-    if not min_length <= len(value) <= max_length:
-        raise Fallback("text of another length")
-    try:
-        return no_control_characters(value)
-    except ValueError:
-        raise Fallback("control characters") from None
-
-
-def int_param(value: str | None, low: int, high: int, default: int) -> int:
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit() and len(value) <= 6) or not low <= int(value) <= high:
-        raise Fallback("integer outside what the direct path takes")
-    return int(value)
-
-
-def bool_param(value: str | None, default: bool = False) -> bool:
-    if value is None:
-        return default
-    if value not in ("true", "false"):
-        raise Fallback("boolean spelt otherwise")
-    return value == "true"
-
-
-def enum_param(enum: type[E], value: str | None) -> E | None:
-    if value is None:
-        return None
-    try:
-        return enum(value)
-    except ValueError:
-        raise Fallback("not a member") from None
+# --- bodies: the common, valid case only; anything else is the route's to answer ---------------------------
 
 
 async def json_body(request: Request) -> Any:
@@ -784,29 +825,108 @@ def validated(adapter: TypeAdapter[T], data: Any) -> T:
 # --- routing ---------------------------------------------------------------------------------------------
 
 
+def _route_fields(route: APIRoute) -> list[tuple[str, Any]]:
+    """The route's path and query parameters, its dependencies' included, as (where, FastAPI's field)."""
+    found: list[tuple[str, Any]] = []
+
+    def walk(dependant: Any) -> None:
+        found.extend(("path", field) for field in dependant.path_params)
+        found.extend(("query", field) for field in dependant.query_params)
+        for sub in dependant.dependencies:
+            walk(sub)
+
+    walk(route.dependant)
+    return found
+
+
+class TwinParameters:
+    """How a twin's parameters are read: by the route's own declarations (FastAPI's fields) and with
+    FastAPI's own function (`request_params_to_args`, what the route's dependency solver calls), so that
+    the twin and its route read one request alike."""
+
+    def __init__(self, route: APIRoute, handler: DirectHandler, refused: frozenset[str]) -> None:
+        self.route, self.handler, self.refused = route, handler, refused
+        fields = _route_fields(route)
+        self.path_fields = [field for where, field in fields if where == "path"]
+        self.query_fields = [
+            field for where, field in fields if where == "query" and field.alias not in refused
+        ]
+        self.declared = frozenset(field.alias for where, field in fields if where == "query")
+        wanted = {field.name for field in self.path_fields + self.query_fields}
+        taken = _keyword_parameters(handler)
+        unknown = refused - self.declared
+        if unknown or wanted != taken:
+            raise TypeError(
+                f"the direct twin {handler.__qualname__} of {route.name!r} must take exactly its route's "
+                f"parameters: missing {sorted(wanted - taken)}, not the route's {sorted(taken - wanted)}, "
+                f"refuses what the route does not declare {sorted(unknown)}"
+            )
+
+    def parse(self, path_params: dict[str, str], query: Any) -> dict[str, Any]:
+        """The parameters as the route reads them; Fallback for a request the twin leaves to the route: a
+        parameter the route does not declare (its 422) or that the twin refuses, a value the route would
+        refuse (its 422)."""
+        keys = query.keys()
+        if keys and (not self.declared.issuperset(keys) or not self.refused.isdisjoint(keys)):
+            raise Fallback("a query parameter the twin does not read")
+        values, errors = request_params_to_args(self.path_fields, path_params)
+        if errors:
+            raise Fallback("a path parameter the route refuses")
+        if self.query_fields:
+            query_values, errors = request_params_to_args(self.query_fields, query)
+            if errors:
+                raise Fallback("a query parameter the route refuses")
+            values.update(query_values)
+        return values
+
+
+def _keyword_parameters(handler: DirectHandler) -> set[str]:
+    return {
+        name
+        for name, parameter in inspect.signature(handler).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def twins(routes: list[Any]) -> list[TwinParameters]:
+    """Every direct twin of `routes`, with how its parameters are read. Raises TypeError when a twin's
+    signature differs from its route's parameters (`create_app` calls it: the service does not start)."""
+    found: list[TwinParameters] = []
+    for context in iter_route_contexts(routes):
+        route = context.original_route
+        name = str(context.name)
+        handler = _HANDLERS.get(name)
+        if handler is None or not isinstance(route, APIRoute):
+            continue
+        found.append(TwinParameters(route, handler, _REFUSED.get(name, frozenset())))
+    return found
+
+
 class DirectRoutes:
     """The direct handlers of an application's routes, matched by method and path."""
 
     def __init__(self) -> None:
         self._routes_id: int | None = None
         self._count = -1
-        self._table: dict[str, list[tuple[Any, APIRoute, DirectHandler]]] = {}
+        self._table: dict[str, list[tuple[Any, TwinParameters]]] = {}
 
     def _build(self, routes: list[Any]) -> None:
-        table: dict[str, list[tuple[Any, APIRoute, DirectHandler]]] = {}
+        table: dict[str, list[tuple[Any, TwinParameters]]] = {}
         for context in iter_route_contexts(routes):
             route = context.original_route
-            handler = _HANDLERS.get(str(context.name))
+            name = str(context.name)
+            handler = _HANDLERS.get(name)
             if handler is None or not isinstance(route, APIRoute):
                 continue
+            twin = TwinParameters(route, handler, _REFUSED.get(name, frozenset()))
             regex, _format, _convertors = compile_path(str(context.path_format or context.path))
             for method in route.methods or ():
-                table.setdefault(method, []).append((regex, route, handler))
+                table.setdefault(method, []).append((regex, twin))
         self._table = table
         self._routes_id = id(routes)
         self._count = len(routes)
 
-    def match(self, scope: Scope) -> tuple[APIRoute, DirectHandler, dict[str, str]] | None:
+    def match(self, scope: Scope) -> tuple[TwinParameters, dict[str, str]] | None:
         routes = scope["app"].routes
         if id(routes) != self._routes_id or len(routes) != self._count:
             self._build(routes)
@@ -814,10 +934,10 @@ class DirectRoutes:
         if not candidates:
             return None
         path = scope["path"]
-        for regex, route, handler in candidates:
+        for regex, twin in candidates:
             found = regex.match(path)
             if found is not None:
-                return route, handler, found.groupdict()
+                return twin, found.groupdict()
         return None
 
 
@@ -865,30 +985,34 @@ class DirectMiddleware:
         await self.app(scope, receive, send)
 
     async def _direct(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        route: APIRoute,
-        handler: DirectHandler,
-        path_params: dict[str, str],
+        self, scope: Scope, receive: Receive, send: Send, twin: TwinParameters, path_params: dict[str, str]
     ) -> bool:
-        """A writing request's statements run in one transaction, committed when the handler answers
-        (before the answer is sent), rolled back when it raises or declines."""
+        """A request's statements run in one transaction (`DirectSession`), committed when the handler
+        answers (before the answer is sent), rolled back when it raises or declines."""
         app = scope["app"]
+        route = twin.route
         scope["route"] = route
         scope["path_params"] = path_params
         request = Request(scope, receive)
+        try:
+            params = twin.parse(path_params, request.query_params)
+        except Fallback as reason:
+            logger.debug("direct path declined: %s", reason)
+            del scope["route"]
+            scope.pop("path_params", None)
+            return False
         session = DirectSession(app.state.sessionmaker.kw["bind"], write=scope["method"] != "GET")
         response: Response | None
         try:
             try:
-                response = await handler(request, session)
+                response = await twin.handler(request, session, **params)
                 await session.finish(commit=response is not None)
-            except BaseException:
+            except Exception:
                 await session.finish(commit=False)
                 raise
             finally:
+                # A cancellation (or any BaseException) leaves the transaction in doubt: the connection is
+                # thrown away rather than rolled back.
                 await session.close()
         except Fallback as reason:
             logger.debug("direct path declined: %s", reason)

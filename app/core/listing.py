@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 
 from app.core.auth import Principal, PrincipalDep, resolve_principal
-from app.core.direct import bool_param, int_param, text_param
 from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest, binding_for
 
 
@@ -38,12 +37,10 @@ def make_page_request(
 PageDep = Annotated[PageRequest, Depends(page_request)]
 
 
-async def direct_page_request(request: Request, session: Any) -> PageRequest:
-    """`page_request` on the direct path (`app.core.direct`): resolves the caller, reads the page
-    parameters in their common spelling (anything else: the route answers)."""
-    query = request.query_params
-    limit = int_param(query.get("limit"), 1, MAX_LIMIT, DEFAULT_LIMIT)
-    cursor = text_param(query.get("cursor"), max_length=2048)
-    include_total = bool_param(query.get("include_total"))
+async def direct_page_request(
+    request: Request, session: Any, limit: int, cursor: str | None, include_total: bool
+) -> PageRequest:
+    """`page_request` on the direct path (`app.core.direct`): resolves the caller; the page parameters
+    come parsed by the route's own declarations."""
     principal = await resolve_principal(request, session)
     return make_page_request(request, principal, limit, cursor, include_total)

@@ -14,11 +14,8 @@ from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles,
 from app.core.direct import (
     DirectSession,
     as_session,
-    bool_param,
     direct,
     json_body,
-    text_param,
-    uuid_param,
 )
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
@@ -188,10 +185,9 @@ async def counsellors_get(
 
 
 @direct("counsellors_get")
-async def counsellors_get_direct(request: Request, session: DirectSession) -> Response | None:
-    counsellor_id = uuid_param(request.path_params["counsellor_id"])
-    if counsellor_id is None:  # pragma: no cover - path parameters are always there
-        return None
+async def counsellors_get_direct(
+    request: Request, session: DirectSession, *, counsellor_id: uuid.UUID
+) -> Response | None:
     principal = check_roles(await resolve_principal(request, session), READERS)
     direct_session = as_session(session)
     row = await service.visible_row(direct_session, counsellor_id, principal)
@@ -312,27 +308,23 @@ async def _writer(request: Request, session: DirectSession) -> Principal:
 
 
 @direct("counsellors_upsert_by_ref")
-async def counsellors_upsert_by_ref_direct(request: Request, session: DirectSession) -> Response | None:
+async def counsellors_upsert_by_ref_direct(
+    request: Request, session: DirectSession, *, external_ref: str
+) -> Response | None:
     """An unchanged counsellor (an HR system's replay) answered without writing; the route creates or
     changes one, and answers `If-Match` and every invalid request."""
     if "if-match" in request.headers:
         return None
     body = await json_body(request)
-    # It only reads: its statements run as a reading request's do, outside a transaction (no BEGIN and
-    # COMMIT round trips), on a session of their own; the writing request's `session` stays unused.
-    reads = DirectSession(request.app.state.sessionmaker.kw["bind"])
-    try:
+    # It only reads: its statements run as a reading request's do (one read-only snapshot, no write lock),
+    # on a session of their own; the writing request's `session` stays unused.
+    async with DirectSession(request.app.state.sessionmaker.kw["bind"]) as reads:
         principal = await _writer(request, reads)
-        external_ref = text_param(request.path_params["external_ref"], max_length=64, min_length=1)
-        if external_ref is None:  # pragma: no cover - path parameters are always there
-            return None
         try:
             data = CounsellorUpsert.model_validate(body)
         except ValidationError:
             return None
         read = await service.unchanged_by_ref(as_session(reads), external_ref, data, principal)
-    finally:
-        await reads.close()
     return None if read is None else _respond(read)
 
 
@@ -367,12 +359,13 @@ async def counsellors_bulk(
 
 
 @direct("counsellors_bulk")
-async def counsellors_bulk_direct(request: Request, session: DirectSession) -> Response | None:
+async def counsellors_bulk_direct(
+    request: Request, session: DirectSession, *, atomic: bool
+) -> Response | None:
     """A replay that writes nothing (every valid item unchanged, or refused before any write) answered with
     the same column SELECTs; the route writes, and answers `Idempotency-Key` and every invalid request."""
     if "idempotency-key" in request.headers:
         return None
-    atomic = bool_param(request.query_params.get("atomic"))
     body = await json_body(request)
     principal = await _writer(request, session)
     try:

@@ -7,10 +7,9 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import TypeAdapter, ValidationError
 
 from app.core.auth import Principal, Role, check_roles, require_roles, resolve_principal
-from app.core.direct import DirectSession, Fallback, as_session, direct, enum_param, text_param, uuid_param
+from app.core.direct import DirectSession, as_session, direct
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.problems import problem_responses
@@ -114,30 +113,23 @@ async def positions_list(
     return page_response(request, rows, next_cursor, total)
 
 
-_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp)
-
-
-def _timestamp_param(value: str | None) -> datetime | None:
-    """An instant as the route reads it (`Timestamp`); Fallback for one it refuses."""
-    if value is None:
-        return None
-    try:
-        return _TIMESTAMP.validate_python(value)
-    except ValidationError:
-        raise Fallback("not an instant") from None
-
-
 @direct("positions_list")
-async def positions_list_direct(request: Request, session: DirectSession) -> Response | None:
-    query = request.query_params
-    agreement_id = uuid_param(query.get("agreement_id"))
-    territory_id = uuid_param(query.get("territory_id"))
-    within = uuid_param(query.get("within"))
-    status = enum_param(PositionStatus, query.get("status"))
-    external_ref = text_param(query.get("external_ref"), max_length=64, min_length=1)
-    updated_since = _timestamp_param(query.get("updated_since"))
-    sort = query.get("sort")
-    page = await direct_page_request(request, session)
+async def positions_list_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    agreement_id: uuid.UUID | None,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    status: PositionStatus | None,
+    external_ref: str | None,
+    updated_since: datetime | None,
+    sort: str | None,
+    limit: int,
+    cursor: str | None,
+    include_total: bool,
+) -> Response | None:
+    page = await direct_page_request(request, session, limit, cursor, include_total)
     principal = check_roles(await resolve_principal(request, session), READERS)
     rows, next_cursor, total = await service.list_positions(
         as_session(session),
@@ -180,10 +172,9 @@ async def _position_response(
 
 
 @direct("positions_get")
-async def positions_get_direct(request: Request, session: DirectSession) -> Response | None:
-    position_id = uuid_param(request.path_params["position_id"])
-    if position_id is None:  # pragma: no cover - path parameters are always there
-        return None
+async def positions_get_direct(
+    request: Request, session: DirectSession, *, position_id: uuid.UUID
+) -> Response | None:
     principal = check_roles(await resolve_principal(request, session), READERS)
     return await _position_response(request, as_session(session), position_id, principal)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.core.auth import AdminDep, resolve_principal
-from app.core.direct import DirectSession, as_session, direct, enum_param, text_param, uuid_param
+from app.core.direct import DirectSession, as_session, direct
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.problems import problem_responses
@@ -68,15 +68,21 @@ async def territories_list(
 
 
 @direct("territories_list")
-async def territories_list_direct(request: Request, session: DirectSession) -> Response | None:
-    query = request.query_params
-    kind = enum_param(TerritoryKind, query.get("kind"))
-    code = text_param(query.get("code"), max_length=16)
-    parent_id = uuid_param(query.get("parent_id"))
-    within = uuid_param(query.get("within"))
-    q = text_param(query.get("q"), max_length=100, min_length=1)
-    sort = query.get("sort")
-    page = await direct_page_request(request, session)
+async def territories_list_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    kind: TerritoryKind | None,
+    code: str | None,
+    parent_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    q: str | None,
+    sort: str | None,
+    limit: int,
+    cursor: str | None,
+    include_total: bool,
+) -> Response | None:
+    page = await direct_page_request(request, session, limit, cursor, include_total)
     rows, next_cursor, total = await service.list_territories(
         as_session(session),
         page,
@@ -120,11 +126,9 @@ def _by_code_response(request: Request, row: Any, code: str) -> Response:
 
 
 @direct("territories_get_by_code")
-async def territories_get_by_code_direct(request: Request, session: DirectSession) -> Response | None:
-    kind = enum_param(TerritoryKind, request.path_params["kind"])
-    code = text_param(request.path_params["code"], max_length=16)
-    if kind is None or code is None:  # pragma: no cover - path parameters are always there
-        return None
+async def territories_get_by_code_direct(
+    request: Request, session: DirectSession, *, kind: TerritoryKind, code: str
+) -> Response | None:
     await resolve_principal(request, session)
     row = await service.read_by_code(as_session(session), kind, code)
     return _by_code_response(request, row, code)

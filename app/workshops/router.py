@@ -15,13 +15,9 @@ from starlette.convertors import Convertor, register_url_convertor
 from app.core.auth import Principal, PrincipalDep, require_roles, resolve_principal
 from app.core.direct import (
     DirectSession,
-    Fallback,
     as_session,
-    bool_param,
     direct,
-    enum_param,
     json_body,
-    uuid_param,
     validated,
 )
 from app.core.idempotency import IdempotencyDep
@@ -247,34 +243,27 @@ async def _search(
     return page_response(request, rows, next_cursor, total)
 
 
-_DEPARTMENT = re.compile(r"\d{2}|2[AB]|97\d", re.ASCII)
-_COMMUNE = re.compile(r"([013-9]\d|2[AB1-9])\d{3}", re.ASCII)
-_POSTCODE = re.compile(r"\d{5}", re.ASCII)
-
-
-def _code_param(value: str | None, pattern: re.Pattern[str]) -> str | None:
-    if value is not None and pattern.fullmatch(value) is None:
-        raise Fallback("not a code")
-    return value
-
-
-@direct("workshops_list")
-async def workshops_list_direct(request: Request, session: DirectSession) -> Response | None:
+@direct("workshops_list", refuses=("from", "to", "near", "radius_km", "sort"))
+async def workshops_list_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    department_code: str | None,
+    commune_code: str | None,
+    postcode: str | None,
+    theme: list[Theme] | None,
+    level: Level | None,
+    has_seats: bool,
+    status: WorkshopStatus | None,
+    limit: int,
+    cursor: str | None,
+    include_total: bool,
+) -> Response | None:
     """The search's common case: the filters by territory, place, theme, level, seats and status; a date
     range, a distance or a sort go through the route."""
-    query = request.query_params
-    if any(name in query for name in ("from", "to", "near", "radius_km", "sort")):
-        return None
-    themes = [enum_param(Theme, value) for value in query.getlist("theme")]
-    territory_id = uuid_param(query.get("territory_id"))
-    within = uuid_param(query.get("within"))
-    department_code = _code_param(query.get("department_code"), _DEPARTMENT)
-    commune_code = _code_param(query.get("commune_code"), _COMMUNE)
-    postcode = _code_param(query.get("postcode"), _POSTCODE)
-    level = enum_param(Level, query.get("level"))
-    has_seats = bool_param(query.get("has_seats"))
-    status = enum_param(WorkshopStatus, query.get("status"))
-    page = await direct_page_request(request, session)
+    page = await direct_page_request(request, session, limit, cursor, include_total)
     principal = await resolve_principal(request, session)
     db = as_session(session)
     filters = await _filters(
@@ -284,7 +273,7 @@ async def workshops_list_direct(request: Request, session: DirectSession) -> Res
         department_code=department_code,
         commune_code=commune_code,
         postcode=postcode,
-        theme=[t for t in themes if t is not None] or None,
+        theme=theme,
         level=level,
         starts_from=None,
         starts_to=None,
@@ -339,10 +328,9 @@ async def workshops_get(
 
 
 @direct("workshops_get")
-async def workshops_get_direct(request: Request, session: DirectSession) -> Response | None:
-    workshop_id = uuid_param(request.path_params["workshop_id"])
-    if workshop_id is None:  # pragma: no cover - path parameters are always there
-        return None
+async def workshops_get_direct(
+    request: Request, session: DirectSession, *, workshop_id: uuid.UUID
+) -> Response | None:
     principal = await resolve_principal(request, session)
     return object_response(request, await service.read_visible(as_session(session), workshop_id, principal))
 
@@ -481,10 +469,11 @@ _REGISTRATION = TypeAdapter(RegistrationCreate)
 
 
 @direct("workshops_register")
-async def workshops_register_direct(request: Request, session: DirectSession) -> Response | None:
+async def workshops_register_direct(
+    request: Request, session: DirectSession, *, workshop_id: uuid.UUID
+) -> Response | None:
     """A registration without an Idempotency-Key (which the route answers), with a valid JSON body."""
-    workshop_id = uuid_param(request.path_params["workshop_id"])
-    if workshop_id is None or "idempotency-key" in request.headers:
+    if "idempotency-key" in request.headers:
         return None
     body = validated(_REGISTRATION, await json_body(request))
     principal = await resolve_principal(request, session)

@@ -4,19 +4,18 @@ and the next request gets a working one, JSON from rows equals the read models' 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
-from sqlalchemy import event, literal, select, text
+from sqlalchemy import event, func, literal, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
-from app.core.direct import DirectSession, _kept_connections, statement_observers
+from app.core.direct import DirectSession, _kept_connections, statement_observers, transaction_observers
 from app.core.pool import FairAsyncQueuePool
-from app.db import IDLE_PING_SECONDS, make_engine
+from app.db import IDLE_PING_SECONDS, make_engine, suspect_connections
 from app.ops.router import expected_head
 from app.territories.schemas import TerritoryRead
 from tests.conftest import Tree, postgres_only
@@ -52,38 +51,64 @@ async def _terminate(settings: Settings, pids: set[int]) -> None:
 
 @postgres_only
 @pytest.mark.parametrize("direct_path", [True, False], ids=["direct", "route"])
-async def test_a_read_costs_its_statements_only(settings: Settings, direct_path: bool) -> None:
-    """No BEGIN and no COMMIT around a read (autocommit), and no ping of a connection in use: the read of
-    one territory by its code is one round trip, on the direct path as through the route."""
+async def test_a_read_is_one_read_only_snapshot(settings: Settings, direct_path: bool) -> None:
+    """A read runs its statements in one REPEATABLE READ, READ ONLY transaction (one snapshot for the whole
+    answer), and no ping of a connection in use: the read of one territory by its code is BEGIN, one
+    statement and COMMIT, on the direct path as through the route."""
     async with app_client(settings.model_copy(update={"direct_path": direct_path})) as client:
         await client.get("/api/v1/territories/departement/69")  # warms the pool
         engine = _app_engine(client)
-        sent: list[tuple[str, bool]] = []
+        sent: list[str] = []
+        began: list[Any] = []
         direct: list[str] = []
+        rounds: list[str] = []
 
         @event.listens_for(engine.sync_engine, "before_cursor_execute")
-        def count(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            in_transaction = conn.connection.dbapi_connection._transaction is not None
-            sent.append((statement, in_transaction))
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            sent.append(statement)
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def begin(conn: Any) -> None:
+            options = conn.get_execution_options()
+            began.append((options.get("isolation_level"), options.get("postgresql_readonly")))
 
         statement_observers.append(direct.append)
+        transaction_observers.append(rounds.append)
         try:
             response = await client.get("/api/v1/territories/departement/69")
         finally:
             statement_observers.remove(direct.append)
+            transaction_observers.remove(rounds.append)
         assert response.status_code == 404
         if direct_path:
-            # The driver's connection, outside any transaction: the engine sees nothing of it.
+            # The driver's connection: the engine sees nothing of it.
             assert len(direct) == 1, direct
-            assert sent == [], sent
+            assert rounds in (["BEGIN", "COMMIT"], ["BEGIN", "ROLLBACK"]), rounds  # 404: rolled back
+            assert (sent, began) == ([], [])
         else:
             assert len(sent) == 1, sent
             assert direct == [], direct
-            assert sent[0][1] is False, "a read must not open a transaction"
-        # A write still runs in one transaction.
+            assert began == [("REPEATABLE READ", True)]
+        # A write runs in one READ COMMITTED transaction.
         sent.clear()
+        began.clear()
         await client.post("/api/v1/territories", json={})
-        assert all(in_transaction for _, in_transaction in sent)
+        assert all(level in (None, "READ COMMITTED") for level, _read_only in began), began
+
+
+@postgres_only
+async def test_a_read_only_snapshot_is_what_the_server_runs(settings: Settings) -> None:
+    """The direct path's read transaction, as PostgreSQL sees it."""
+    engine = make_engine(settings.database_url)
+    try:
+        session = DirectSession(engine)
+        isolation = select(func.current_setting("transaction_isolation").label("isolation"))
+        read_only = select(func.current_setting("transaction_read_only").label("read_only"))
+        assert (await session.execute(isolation)).scalar() == "repeatable read"
+        assert (await session.execute(read_only)).scalar() == "on"
+        await _done(session)
+    finally:
+        await engine.dispose()
 
 
 @postgres_only
@@ -207,6 +232,12 @@ def _pool_events(engine: AsyncEngine) -> list[str]:
 _ONE = select(literal(1).label("one"))
 
 
+async def _done(session: DirectSession) -> None:
+    """As the direct path ends a request: its transaction ended, then its connection released."""
+    await session.finish(commit=True)
+    await session.close()
+
+
 async def test_a_direct_request_hands_its_connection_to_the_next_in_line(settings: Settings) -> None:
     """When every connection is out, a direct request waits in the pool's line; the direct request that
     finishes hands its connection straight to it, without the pool's checkin and checkout."""
@@ -217,10 +248,10 @@ async def test_a_direct_request_hands_its_connection_to_the_next_in_line(setting
         assert (await first.execute(_ONE)).scalar() == 1
         waiting = asyncio.create_task(second.execute(_ONE))
         await _until_in_line(engine, 1)
-        await first.close()
+        await _done(first)
         assert (await asyncio.wait_for(waiting, 1)).scalar() == 1
         assert seen == ["checkout"]
-        await second.close()
+        await _done(second)
         assert _line(engine).waiting() == 0
     finally:
         await engine.dispose()
@@ -245,13 +276,13 @@ async def test_direct_and_pool_waiters_are_served_in_the_order_they_came(setting
             session = DirectSession(engine)
             await session.execute(_ONE)
             served.append("direct path")
-            await session.close()
+            await _done(session)
 
         tasks = [asyncio.create_task(session_path())]
         await _until_in_line(engine, 1)
         tasks.append(asyncio.create_task(direct_path()))
         await _until_in_line(engine, 2)
-        await holder.close()
+        await _done(holder)
         await asyncio.wait_for(asyncio.gather(*tasks), 2)
         assert served == ["session path", "direct path"]
         assert seen == ["checkout", "checkin", "checkout", "checkin", "checkout"]
@@ -267,10 +298,10 @@ async def test_a_direct_request_still_times_out_and_leaves_the_line(settings: Se
         with pytest.raises(sa_exc.TimeoutError):
             await DirectSession(engine).execute(_ONE)
         assert _line(engine).waiting() == 0
-        await holder.close()
+        await _done(holder)
         after = DirectSession(engine)
         assert (await after.execute(_ONE)).scalar() == 1
-        await after.close()
+        await _done(after)
     finally:
         await engine.dispose()
 
@@ -291,7 +322,7 @@ async def test_a_direct_request_cancelled_after_a_handoff_passes_the_connection_
             patient = asyncio.create_task(patient_session.execute(_ONE))
             await _until_in_line(engine, 2)
             if give_back == "direct":
-                await holder.close()
+                await _done(holder)
             else:
                 # As the session path gives a connection back: through the pool's checkin.
                 connection = holder._engine_connection
@@ -301,30 +332,37 @@ async def test_a_direct_request_cancelled_after_a_handoff_passes_the_connection_
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
             assert (await asyncio.wait_for(patient, 2)).scalar() == 1, give_back
-            await patient_session.close()
+            await _done(patient_session)
             assert _line(engine).waiting() == 0
     finally:
         await engine.dispose()
 
 
-async def test_a_connection_opened_before_a_failure_is_not_handed_over(settings: Settings) -> None:
-    """After a connection was found broken, the pool replaces every connection opened before (the engine's
-    rule): a direct request does not hand such a connection to the next in line, it goes back through the
-    pool, which opens a fresh one for the waiter."""
-    engine = make_engine(settings.database_url, pool_size=1, pool_timeout=2)
+async def test_after_a_lost_connection_the_others_are_pinged_not_reopened(settings: Settings) -> None:
+    """Only what is broken is thrown away: after a connection was found lost, a connection of the same pool
+    is checked with a ping before its next use (kept by the direct path or pooled), and stays in service
+    when it answers."""
+    engine = make_engine(settings.database_url, pool_size=2, pool_timeout=2)
     opened: list[int] = []
     event.listen(engine.sync_engine.pool, "connect", lambda *_a: opened.append(1))
     try:
-        first, second = DirectSession(engine), DirectSession(engine)
-        await first.execute(_ONE)
-        waiting = asyncio.create_task(second.execute(_ONE))
-        await _until_in_line(engine, 1)
-        # As `DirectSession._failed` does when another connection breaks.
-        engine.sync_engine.pool._invalidate_time = time.time() + 1  # type: ignore[attr-defined]
-        await first.close()
-        assert (await asyncio.wait_for(waiting, 2)).scalar() == 1
-        assert len(opened) == 2
-        await second.close()
+        warm = DirectSession(engine)
+        await warm.execute(_ONE)
+        await _done(warm)
+        assert len(opened) == 1
+        suspect_connections(engine)
+        checkouts: list[int] = []
+        event.listen(engine.sync_engine.pool, "checkout", lambda *_a: checkouts.append(1))
+        after = DirectSession(engine)
+        assert (await after.execute(_ONE)).scalar() == 1
+        await _done(after)
+        # The kept connection was suspect: back through the pool, whose checkout pinged it; not reopened.
+        assert checkouts == [1]
+        assert len(opened) == 1
+        again = DirectSession(engine)
+        assert (await again.execute(_ONE)).scalar() == 1
+        await _done(again)
+        assert checkouts == [1], "checked once, then trusted again"
     finally:
         await engine.dispose()
 
@@ -342,6 +380,6 @@ async def test_a_direct_request_waits_only_when_the_pool_may_not_open_a_connecti
         for session in sessions:
             assert (await session.execute(_ONE)).scalar() == 1
         for session in sessions:
-            await session.close()
+            await _done(session)
     finally:
         await engine.dispose()

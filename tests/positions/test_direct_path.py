@@ -49,7 +49,8 @@ async def test_one_position(same_answers: SameAnswers, world: World, positions: 
     assert (await same_answers(url(rhone), headers=positions["counsellor_key"])).status_code == 403
     assert (await same_answers(url(rhone))).status_code == 401
     assert (await same_answers(url(rhone), headers=bearer("cnfs_unknown"))).status_code == 401
-    assert (await same_answers(url(rhone), params={"x": "1"}, headers=world.admin)).status_code == 422
+    unknown = await same_answers(url(rhone), params={"x": "1"}, headers=world.admin, direct=False)
+    assert unknown.status_code == 422
     etag = first.headers["etag"]
     not_modified = await same_answers(url(occupied), headers={**world.admin, "If-None-Match": etag})
     assert not_modified.status_code == 304
@@ -105,8 +106,8 @@ async def test_position_lists(
     ):
         for headers in (admin, world.lyon_manager, world.lyon_viewer):
             await same_answers(POSITIONS, params=params, headers=headers)
-    await same_answers(POSITIONS, params={"unknown": "1"}, headers=admin)  # 422
-    await same_answers(POSITIONS, params={"unknown": "1"})  # 422 before the 401
+    await same_answers(POSITIONS, params={"unknown": "1"}, headers=admin, direct=False)  # 422
+    await same_answers(POSITIONS, params={"unknown": "1"}, direct=False)  # 422 before the 401
 
     for params in (
         {"status": "busy"},
@@ -119,11 +120,13 @@ async def test_position_lists(
         {"updated_since": "1700000000"},  # a number
         {"updated_since": "yesterday"},
         {"limit": "0"},
-        {"include_total": "1"},
     ):
         await same_answers(POSITIONS, params=params, headers=admin, direct=False)
         await same_answers(POSITIONS, params=params, headers=positions["counsellor_key"], direct=False)
         await same_answers(POSITIONS, params=params, direct=False)
+
+    # A spelling the route accepts is read alike by the twin (the route's own declarations parse it).
+    await same_answers(POSITIONS, params={"include_total": "1"}, headers=admin)
 
     # A closed position (its agreement terminated) reads the same both ways.
     response = await terminate(client, admin, world.rhone["id"])

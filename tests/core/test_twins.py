@@ -1,0 +1,107 @@
+"""A direct twin cannot drift from its route: it takes exactly its route's parameters, parsed by the route's
+own declarations, uses every one of them, and leaves any other request to the route."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, Query, Request
+from starlette.responses import JSONResponse, Response
+
+from app.core import direct as direct_module
+from app.core.direct import DirectSession, TwinParameters, direct, twins
+from app.core.listing import PageDep
+from app.db import TransactionRoute
+from app.main import create_app
+
+
+def _unused_parameters(handler: Any) -> list[str]:
+    """The twin's keyword parameters that its body never reads."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(handler)))
+    function = tree.body[0]
+    assert isinstance(function, ast.AsyncFunctionDef | ast.FunctionDef)
+    read = {
+        node.id
+        for node in ast.walk(function)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+    return [arg.arg for arg in function.args.kwonlyargs if arg.arg not in read]
+
+
+def _every_twin() -> list[TwinParameters]:
+    return twins(create_app().routes)
+
+
+def test_every_twin_takes_and_uses_every_parameter_of_its_route() -> None:
+    """For each twin: its route's path and query parameters (its dependencies' included) are the twin's
+    keyword parameters, but for those it refuses (sent, they take the request to the route), and its body
+    reads each one. A filter added to a route only stops the service at start-up."""
+    found = _every_twin()
+    assert {twin.route.name for twin in found} == set(direct_module._HANDLERS)
+    assert len(found) >= 14
+    for twin in found:
+        fields = [field for _where, field in direct_module._route_fields(twin.route)]
+        refused = {field.name for field in fields if field.alias in twin.refused}
+        taken = set(inspect.signature(twin.handler).parameters) - {"request", "session"}
+        assert taken == {field.name for field in fields} - refused, twin.route.name
+        assert _unused_parameters(twin.handler) == [], twin.route.name
+
+
+def test_a_parameter_added_to_a_route_only_stops_the_start_up() -> None:
+    """The drift the twins used to allow: a filter added to the route, not to its twin."""
+    router = APIRouter(route_class=TransactionRoute)
+
+    @router.get("/things", name="things_list_for_drift")
+    async def things_list(
+        page: PageDep, colour: Annotated[str | None, Query(max_length=10)] = None
+    ) -> Response:  # pragma: no cover - never called
+        return JSONResponse([colour, page.limit])
+
+    @direct("things_list_for_drift")
+    async def things_list_direct(
+        request: Request, session: DirectSession, *, limit: int, cursor: str | None, include_total: bool
+    ) -> Response | None:  # pragma: no cover - never called
+        return JSONResponse([limit, cursor, include_total])
+
+    app = FastAPI()
+    app.include_router(router)
+    try:
+        with pytest.raises(TypeError, match=r"missing \['colour'\]"):
+            twins(app.routes)
+    finally:
+        del direct_module._HANDLERS["things_list_for_drift"]
+
+
+def test_an_unused_parameter_is_found() -> None:
+    async def careless(request: Request, session: DirectSession, *, colour: str | None, limit: int) -> None:
+        assert limit
+
+    assert _unused_parameters(careless) == ["colour"]
+
+
+@pytest.mark.parametrize(
+    ("params", "direct"),
+    [
+        ({"kind": "commune", "limit": "2"}, True),
+        ({"kind": "commune", "limit": "2", "include_total": "1"}, True),  # the route reads "1" as true
+        ({"kind": "commune", "colour": "red"}, False),  # not the route's: its 422
+        ({"kind": "planet"}, False),  # a value the route refuses: its 422
+        ({"limit": "2", "limit ": "3"}, False),
+    ],
+)
+async def test_the_twin_answers_what_its_route_reads_and_nothing_else(
+    client: httpx.AsyncClient, params: dict[str, str], direct: bool
+) -> None:
+    seen: list[str] = []
+    direct_module.answer_observers.append(seen.append)
+    try:
+        response = await client.get("/api/v1/territories", params=params)
+    finally:
+        direct_module.answer_observers.remove(seen.append)
+    assert bool(seen) is direct, (params, response.status_code)
+    assert response.status_code == (200 if direct else 422), response.text
