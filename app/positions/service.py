@@ -436,13 +436,13 @@ async def assign(
         raise ValidationFailed(
             "/started_on", f"must be on or after the position's opened_on ({position.opened_on.isoformat()})"
         )
-    if position.closed_on is not None:
-        raise PositionClosed("a closed position takes no assignment")
     _, agreement_ends_on = await repo.agreement_period(session, position.agreement_id)
     if agreement_ends_on is not None and data.started_on > agreement_ends_on:
         raise ValidationFailed(
             "/started_on", f"must be on or before the agreement's ends_on ({agreement_ends_on.isoformat()})"
         )
+    if position.closed_on is not None:
+        raise PositionClosed("a closed position takes no assignment")
     counsellors.check_not_anonymized(counsellor)
     if await repo.position_has_overlap(session, position.id, data.started_on, None):
         raise PositionOccupied("another assignment of this position covers one of these days")
