@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.agreements.models import Agreement
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
 from app.core.direct import prepared
@@ -301,6 +302,20 @@ async def counsellor_has_overlap(
 ) -> bool:
     clause = and_(Assignment.counsellor_id == counsellor_id, overlaps(started_on, ended_on))
     return bool((await session.execute(select(exists().where(clause)))).scalar())
+
+
+async def agreement_period(session: AsyncSession, agreement_id: uuid.UUID) -> tuple[date, date | None]:
+    """The agreement's `starts_on` and `ends_on` (fixed once it is signed: read without a lock)."""
+    stmt = select(Agreement.starts_on, Agreement.ends_on).where(Agreement.id == agreement_id)
+    starts_on, ends_on = (await session.execute(stmt)).one()
+    return starts_on, ends_on
+
+
+async def first_started_on(session: AsyncSession, position_id: uuid.UUID) -> date | None:
+    """The earliest `started_on` of the position's assignments (None when it never had one)."""
+    stmt = select(func.min(Assignment.started_on)).where(Assignment.position_id == position_id)
+    first: date | None = (await session.execute(stmt)).scalar_one()
+    return first
 
 
 async def runs_past(session: AsyncSession, position_id: uuid.UUID, day: date) -> bool:

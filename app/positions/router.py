@@ -188,8 +188,9 @@ async def positions_get_direct(
     "position (else 409 `agreement_positions_exhausted`, with `positions_granted` and `positions_open`). "
     "`territory_id` defaults to the agreement's; another must lie in the agreement's subtree (422 "
     "`territory_outside_agreement`). An agreement or territory outside the caller's territories → 422 "
-    "`unknown_reference`. `external_ref` is unique within the agreement's territory (409 "
-    "`external_ref_exists`).",
+    "`unknown_reference`. `opened_on` lies within the agreement's period, `starts_on` to `ends_on` "
+    "included (else 422 `validation_error` at `/opened_on`). `external_ref` is unique within the "
+    "agreement's territory (409 `external_ref_exists`).",
     responses=problem_responses(401, 403, 409, 422),
 )
 async def positions_create(
@@ -213,7 +214,9 @@ async def positions_create(
     response_model=PositionRead,
     summary="Change a position",
     description=WRITERS_DOC + " JSON Merge Patch of `territory_id`, `external_ref`, `typology`, `opened_on`; "
-    "a closed position → 409 `position_closed`. " + IF_MATCH_DOC,
+    "a closed position → 409 `position_closed`. A new `opened_on` stays within the agreement's period "
+    "and on or before the first assignment's `started_on` (else 422 `validation_error` at `/opened_on`). "
+    + IF_MATCH_DOC,
     responses=problem_responses(401, 403, 404, 409, 412, 422, 428),
 )
 async def positions_update(
@@ -283,7 +286,8 @@ async def positions_assignments_list(
     "is ended. A closed position → 409 `position_closed`; another assignment of the position covering one "
     "of these days → 409 `position_occupied`; the counsellor holding another position on one of these days "
     "→ 409 `counsellor_already_assigned`; a counsellor outside the caller's territories → 422 "
-    "`unknown_reference`; `started_on` before the position's `opened_on` → 422.",
+    "`unknown_reference`; `started_on` before the position's `opened_on` or after its agreement's "
+    "`ends_on` → 422 `validation_error` at `/started_on`.",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def positions_assignments_create(

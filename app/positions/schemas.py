@@ -36,7 +36,11 @@ class PositionCreate(InputModel):
     typology: PositionTypology = Field(
         default=PositionTypology.conum, description="A value of the `position_typologies` referential."
     )
-    opened_on: date = Field(description="Day the position opens.", examples=["2021-04-01"])
+    opened_on: date = Field(
+        description="Day the position opens: within its agreement's period, from `starts_on` to `ends_on` "
+        "(both included; no end when `ends_on` is null).",
+        examples=["2021-04-01"],
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -61,7 +65,12 @@ class PositionUpdate(PatchModel):
     )
     external_ref: FreeText | None = external_ref_field()
     typology: PositionTypology | None = None
-    opened_on: date | None = Field(default=None, examples=["2021-05-01"])
+    opened_on: date | None = Field(
+        default=None,
+        description="Within the agreement's period, and on or before the `started_on` of the position's "
+        "first assignment.",
+        examples=["2021-05-01"],
+    )
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"external_ref": "LYON-CNFS-001-B"}]})
 
@@ -151,7 +160,10 @@ class PositionPage(Page[PositionRead]):
 class AssignmentCreate(InputModel):
     counsellor_id: uuid.UUID = Field(description="A counsellor of the caller's territories.")
     contract_type: ContractType = Field(description="A value of the `contract_types` referential.")
-    started_on: date = Field(description="First day, on or after the position's `opened_on`.")
+    started_on: date = Field(
+        description="First day: on or after the position's `opened_on`, on or before its agreement's "
+        "`ends_on`."
+    )
     ends_on: date | None = Field(
         default=None,
         description="Planned last day (information only: the assignment lasts until it is ended).",

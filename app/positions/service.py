@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -207,6 +207,20 @@ async def _check_external_ref(
         )
 
 
+def _check_opens_within(opened_on: date, starts_on: date, ends_on: date | None) -> None:
+    """A position opens within its agreement's period, bounds included: the agreement funds it from
+    `starts_on` to `ends_on` (open-ended when null). Its assignments start on or after `opened_on`, so none
+    starts before the agreement either."""
+    if opened_on < starts_on:
+        raise ValidationFailed(
+            "/opened_on", f"must be on or after the agreement's starts_on ({starts_on.isoformat()})"
+        )
+    if ends_on is not None and opened_on > ends_on:
+        raise ValidationFailed(
+            "/opened_on", f"must be on or before the agreement's ends_on ({ends_on.isoformat()})"
+        )
+
+
 async def create(session: AsyncSession, data: PositionCreate, principal: Principal) -> Position:
     """A new open position, under the programme's and the agreement's locks (see the module)."""
     agreement = await agreements.get_for_positions(session, data.agreement_id, principal)
@@ -214,6 +228,7 @@ async def create(session: AsyncSession, data: PositionCreate, principal: Princip
         raise UnknownReference("/agreement_id", "no agreement with this id in your territories")
     territory_id = data.territory_id or agreement.territory_id
     await _check_territory(session, territory_id, agreement.territory_id, principal)
+    _check_opens_within(data.opened_on, agreement.starts_on, agreement.ends_on)
     if agreement.status != AgreementStatus.signed:
         raise AgreementNotSigned(f"positions open under a signed agreement; this one is {agreement.status}")
     await _check_external_ref(session, agreement.territory_id, data.external_ref, None)
@@ -275,6 +290,8 @@ async def update(
         await _check_territory(session, values["territory_id"], position.agreement_territory_id, principal)
     if position.closed_on is not None:
         raise PositionClosed("a closed position cannot change")
+    if "opened_on" in values and values["opened_on"] != position.opened_on:
+        await _check_new_opening(session, position, values["opened_on"])
     if "external_ref" in values and values["external_ref"] != position.external_ref:
         await _check_external_ref(
             session, position.agreement_territory_id, values["external_ref"], position.id
@@ -289,6 +306,17 @@ async def update(
     await session.flush()
     await _record(session, position, Action.updated)
     return position
+
+
+async def _check_new_opening(session: AsyncSession, position: Position, opened_on: date) -> None:
+    """A new `opened_on` stays within the agreement's period and on or before the first assignment's
+    `started_on` (the rule an assignment was accepted under)."""
+    _check_opens_within(opened_on, *await repo.agreement_period(session, position.agreement_id))
+    first = await repo.first_started_on(session, position.id)
+    if first is not None and opened_on > first:
+        raise ValidationFailed(
+            "/opened_on", f"must be on or before the first assignment's started_on ({first.isoformat()})"
+        )
 
 
 async def close(session: AsyncSession, position: Position, data: PositionClose) -> Position:
@@ -405,7 +433,14 @@ async def assign(
     if counsellor is None:
         raise UnknownReference("/counsellor_id", "no counsellor with this id in your territories")
     if data.started_on < position.opened_on:
-        raise ValidationFailed("/started_on", "must be on or after the position's opened_on")
+        raise ValidationFailed(
+            "/started_on", f"must be on or after the position's opened_on ({position.opened_on.isoformat()})"
+        )
+    _, agreement_ends_on = await repo.agreement_period(session, position.agreement_id)
+    if agreement_ends_on is not None and data.started_on > agreement_ends_on:
+        raise ValidationFailed(
+            "/started_on", f"must be on or before the agreement's ends_on ({agreement_ends_on.isoformat()})"
+        )
     if position.closed_on is not None:
         raise PositionClosed("a closed position takes no assignment")
     counsellors.check_not_anonymized(counsellor)

@@ -186,3 +186,73 @@ async def test_assignments_are_personal_data(client: httpx.AsyncClient, world: W
     assert_problem(await end_assignment(client, world.rhone_manager, held["id"], day(0)), 404, "not_found")
     assert_problem(await end_assignment(client, viewer, held["id"], day(0)), 403, "forbidden")
     assert_problem(await client.get(ASSIGNMENTS), 401, "unauthenticated")
+
+
+async def test_an_assignment_ending_today_is_still_active(client: httpx.AsyncClient, world: World) -> None:
+    """`ended_on` is inclusive: on its last day the assignment covers today, in the answer to the end itself
+    (built in Python) as in every read (built in SQL)."""
+    headers = world.lyon_manager
+    position = await create_position(client, headers, world.lyon["id"])
+    counsellor = await create_counsellor(client, headers, world.tree.lyon_metro.id)
+    held = await assign(client, headers, position["id"], counsellor["id"], started_on=day(-5))
+    ended = await end_assignment(client, headers, held["id"], day(0), "fin_de_contrat")
+    assert ended.status_code == 200, ended.text
+    assert (ended.json()["ended_on"], ended.json()["active"]) == (day(0), True)
+    assert (await client.get(f"{ASSIGNMENTS}/{held['id']}", headers=headers)).json()["active"] is True
+    assert ids(await client.get(ASSIGNMENTS, params={"active": "true"}, headers=headers)) == [held["id"]]
+    got = (await client.get(f"{POSITIONS}/{position['id']}", headers=headers)).json()
+    assert (got["status"], got["current_assignment"]["id"]) == ("occupied", held["id"])
+
+
+async def test_a_counsellor_handed_over_starts_the_day_after_the_last_day(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """The boundary of the counsellor's overlap: the old assignment's last day is taken, the next is free."""
+    headers = world.admin
+    one = await create_position(client, headers, world.lyon["id"])
+    two = await create_position(client, headers, world.lyon["id"])
+    counsellor = await create_counsellor(client, headers, world.tree.lyon_metro.id)
+    held = await assign(client, headers, one["id"], counsellor["id"], "2021-05-03")
+    assert (await end_assignment(client, headers, held["id"], "2021-05-31")).status_code == 200
+    for started_on in ("2021-05-31", "2021-05-03", "2021-04-30"):
+        assert_problem(
+            await post_assignment(client, headers, two["id"], counsellor["id"], started_on),
+            409,
+            "counsellor_already_assigned",
+        )
+    moved = await assign(client, headers, two["id"], counsellor["id"], "2021-06-01")
+    assert moved["started_on"] == "2021-06-01"
+    history = await client.get(ASSIGNMENTS, params={"counsellor_id": counsellor["id"]}, headers=headers)
+    assert ids(history) == [held["id"], moved["id"]]
+
+
+async def test_an_assignment_may_start_on_the_day_the_position_opens(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    headers = world.lyon_manager
+    position = await create_position(client, headers, world.lyon["id"], opened_on="2021-04-01")
+    counsellor = await create_counsellor(client, headers, world.tree.lyon_metro.id)
+    assert_problem(
+        await post_assignment(client, headers, position["id"], counsellor["id"], "2021-03-31"),
+        422,
+        "validation_error",
+        "/started_on",
+    )
+    held = await assign(client, headers, position["id"], counsellor["id"], "2021-04-01")
+    assert held["started_on"] == "2021-04-01"
+
+
+async def test_an_anonymised_counsellor_takes_no_position(client: httpx.AsyncClient, world: World) -> None:
+    position = await create_position(client, world.admin, world.lyon["id"])
+    counsellor = await create_counsellor(client, world.admin, world.tree.lyon_metro.id)
+    erased = await client.post(f"{COUNSELLORS}/{counsellor['id']}/anonymize", headers=world.admin)
+    assert erased.status_code == 200, erased.text
+    for headers in (world.admin, world.lyon_manager):
+        assert_problem(
+            await post_assignment(client, headers, position["id"], counsellor["id"], "2021-05-03"),
+            409,
+            "counsellor_anonymized",
+        )
+    assert items(await client.get(f"{POSITIONS}/{position['id']}/assignments", headers=world.admin)) == []
+    got = (await client.get(f"{POSITIONS}/{position['id']}", headers=world.admin)).json()
+    assert (got["status"], got["version"]) == ("vacant", 1)

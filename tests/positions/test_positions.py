@@ -7,7 +7,14 @@ from typing import Any
 
 import httpx
 
-from tests.agreements.helpers import AGREEMENTS, amend, create_agreement, merge_patch, terminate
+from tests.agreements.helpers import (
+    AGREEMENTS,
+    amend,
+    create_agreement,
+    create_signed,
+    merge_patch,
+    terminate,
+)
 from tests.conftest import QueryCounter, bearer
 from tests.helpers import assert_problem, ids, items
 from tests.positions.helpers import (
@@ -18,6 +25,7 @@ from tests.positions.helpers import (
     create_position,
     day,
     end_assignment,
+    post_assignment,
     post_position,
 )
 
@@ -443,3 +451,108 @@ async def test_reads_answer_what_writes_answered(client: httpx.AsyncClient, worl
         "/api/v1/counsellors", params={"territory_id": person["territory_id"]}, headers=headers
     )
     assert items(listed) == [person]
+
+
+async def _bounded(client: httpx.AsyncClient, world: World) -> dict[str, Any]:
+    """A signed agreement of the Métropole de Lyon running from 2021-03-01 to 2023-02-28 (both included)."""
+    return await create_signed(
+        client,
+        world.admin,
+        world.lyon["programme_id"],
+        world.tree.lyon_metro.id,
+        reference="L-BOUNDED",
+        positions_granted=5,
+        starts_on="2021-03-01",
+        ends_on="2023-02-28",
+    )
+
+
+async def test_a_position_opens_within_its_agreements_period(client: httpx.AsyncClient, world: World) -> None:
+    bounded = await _bounded(client, world)
+    for headers in (world.admin, world.lyon_manager):
+        for opened_on, bound in (
+            ("2021-02-28", "starts_on (2021-03-01)"),
+            ("2023-03-01", "ends_on (2023-02-28)"),
+        ):
+            problem = assert_problem(
+                await post_position(client, headers, bounded["id"], opened_on=opened_on),
+                422,
+                "validation_error",
+                "/opened_on",
+            )
+            assert bound in problem["errors"][0]["detail"], problem
+    for opened_on in ("2021-03-01", "2023-02-28"):
+        assert (await create_position(client, world.lyon_manager, bounded["id"], opened_on=opened_on))[
+            "opened_on"
+        ] == opened_on
+    # An open-ended agreement bounds only the start.
+    assert_problem(
+        await post_position(client, world.lyon_manager, world.lyon["id"], opened_on="2021-02-28"),
+        422,
+        "validation_error",
+        "/opened_on",
+    )
+    assert (await create_position(client, world.lyon_manager, world.lyon["id"], opened_on="2099-12-31"))[
+        "opened_on"
+    ] == "2099-12-31"
+    agreement = (await client.get(f"{AGREEMENTS}/{bounded['id']}", headers=world.admin)).json()
+    assert agreement["positions_open"] == 2
+    listed = items(await client.get(POSITIONS, params={"agreement_id": bounded["id"]}, headers=world.admin))
+    assert sorted(p["opened_on"] for p in listed) == ["2021-03-01", "2023-02-28"]
+
+
+async def test_a_new_opening_day_stays_within_the_agreement_and_before_the_first_assignment(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    bounded = await _bounded(client, world)
+    position = await create_position(client, world.lyon_manager, bounded["id"], opened_on="2021-04-01")
+    url = f"{POSITIONS}/{position['id']}"
+    version = 1
+    for opened_on, status in (
+        ("2021-02-28", 422),
+        ("2021-03-01", 200),
+        ("2023-03-01", 422),
+        ("2023-02-28", 200),
+        ("2021-04-01", 200),
+    ):
+        response = await merge_patch(
+            client, world.lyon_manager, url, {"opened_on": opened_on}, if_match=f'"{version}"'
+        )
+        if status == 422:
+            assert_problem(response, 422, "validation_error", "/opened_on")
+        else:
+            assert response.status_code == 200, response.text
+            version = response.json()["version"]
+            assert response.json()["opened_on"] == opened_on
+    counsellor = await create_counsellor(client, world.admin, world.tree.lyon_metro.id)
+    held = await assign(client, world.admin, position["id"], counsellor["id"], "2021-05-03")
+    assert (await end_assignment(client, world.admin, held["id"], "2021-06-30")).status_code == 200
+    version = (await client.get(url, headers=world.admin)).json()["version"]
+    # The assignment, even ended, was accepted on or after `opened_on`: the opening cannot move past it.
+    problem = assert_problem(
+        await merge_patch(client, world.admin, url, {"opened_on": "2021-05-04"}, if_match=f'"{version}"'),
+        422,
+        "validation_error",
+        "/opened_on",
+    )
+    assert "2021-05-03" in problem["detail"]
+    moved = await merge_patch(client, world.admin, url, {"opened_on": "2021-05-03"}, if_match=f'"{version}"')
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["opened_on"] == "2021-05-03"
+
+
+async def test_an_assignment_starts_by_its_agreements_last_day(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    bounded = await _bounded(client, world)
+    position = await create_position(client, world.lyon_manager, bounded["id"], opened_on="2021-04-01")
+    counsellor = await create_counsellor(client, world.lyon_manager, world.tree.lyon_metro.id)
+    problem = assert_problem(
+        await post_assignment(client, world.lyon_manager, position["id"], counsellor["id"], "2023-03-01"),
+        422,
+        "validation_error",
+        "/started_on",
+    )
+    assert "2023-02-28" in problem["detail"]
+    held = await assign(client, world.lyon_manager, position["id"], counsellor["id"], "2023-02-28")
+    assert held["started_on"] == "2023-02-28"
