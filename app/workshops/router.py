@@ -81,8 +81,16 @@ _CALENDAR: dict[int | str, dict[str, Any]] = {
 _NEAR = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
 
 READ_DOC = (
-    "Public for `public=true` workshops (no key needed; `counsellor_id` is then null). With a key, also "
-    "the workshops of the key's territories (and a counsellor's own). Any other → 404."
+    "Public for `public=true` workshops (no key needed). With a key, also the workshops of the key's "
+    "territories (and a counsellor's own). Any other → 404. `counsellor_id` (who runs it) is personal data, "
+    "as a position's `current_assignment`: shown to `admin`, to a `territory_manager` of the workshop's "
+    "territory and to the `counsellor` who runs it; null for everyone else (no key, `viewer`, another "
+    "territory's manager, another counsellor)."
+)
+CALENDAR_DOC = (
+    "`SEQUENCE` rises only when the start, the end or the place change, or on cancellation (a registration "
+    "changes nothing a calendar shows); `DESCRIPTION` tells the workshop's description, where, its level and "
+    "themes; `URL` is the workshop's public page (setting `WORKSHOP_PAGE_URL`), absent when unset."
 )
 ORGANISERS_DOC = (
     "Roles: `admin`, a `territory_manager` of the workshop's territory (or above), the `counsellor` who runs "
@@ -300,7 +308,7 @@ async def workshops_list_direct(request: Request, session: DirectSession) -> Res
     ".ics",
     summary="Workshops as an iCalendar feed",
     description=READ_DOC + " The same filters as the search, in date order, at most "
-    f"{CALENDAR_LIMIT} events (RFC 5545, `text/calendar`).",
+    f"{CALENDAR_LIMIT} events (RFC 5545, `text/calendar`). " + CALENDAR_DOC,
     response_class=Response,
     responses=_CALENDAR | problem_responses(401, 422),
 )
@@ -315,14 +323,16 @@ async def workshops_calendar(
 @router.get(
     "/{workshop_id}.ics",
     summary="One workshop as iCalendar",
-    description=READ_DOC + " One VEVENT (RFC 5545, `text/calendar`); `STATUS:CANCELLED` once cancelled.",
+    description=READ_DOC + " One VEVENT (RFC 5545, `text/calendar`); `STATUS:CANCELLED` once cancelled; "
+    "the calendar is named after the workshop. " + CALENDAR_DOC,
     response_class=Response,
     responses=_CALENDAR | problem_responses(401, 404, 422),
 )
 async def workshops_get_calendar(
     request: Request, session: SessionDep, principal: PrincipalDep, workshop_id: uuid.UUID
 ) -> Response:
-    return calendar.response(request, [await service.read_visible(session, workshop_id, principal)])
+    row = await service.read_visible(session, workshop_id, principal, calendar=True)
+    return calendar.response(request, [row], name=row.title)
 
 
 @router.get(

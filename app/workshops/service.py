@@ -75,8 +75,12 @@ def hash_token(token: str) -> str:
 # --- reads ---------------------------------------------------------------------------------------------
 
 
-async def read_visible(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> Any:
-    row = await repo.read_row(session, workshop_id, principal)
+async def read_visible(
+    session: AsyncSession, workshop_id: uuid.UUID, principal: Principal, *, calendar: bool = False
+) -> Any:
+    """The workshop as the caller may read it (404 when it may not see it); `calendar`: with its iCalendar
+    `sequence`."""
+    row = await repo.read_row(session, workshop_id, principal, calendar=calendar)
     if row is None:
         raise NotFound("no workshop with this id")
     return row
@@ -252,6 +256,7 @@ async def create(session: AsyncSession, data: WorkshopCreate, principal: Princip
         seats_left=data.capacity,
         status=WorkshopStatus.scheduled.value,
         public=data.public,
+        sequence=0,
         **_venue_columns(data.venue),
     )
     repo.add(session, workshop)
@@ -275,6 +280,11 @@ def _require_scheduled(workshop: Workshop) -> None:
     if workshop.status != WorkshopStatus.scheduled.value:
         raise WorkshopNotEditable(f"this workshop is {workshop.status}")
 
+
+# What a calendar shows of a workshop that changes its iCalendar SEQUENCE (RFC 5545 3.8.7.4): its start, its
+# end, its place. A new title or description, a registration, a capacity do not: a calendar takes them on
+# its next refresh without telling its user that the event moved. Cancelling raises it too (`cancel`).
+RESCHEDULING = frozenset({"starts_at", "ends_at", "format", "venue", "online_url"})
 
 _NOT_NULL = (
     "title",
@@ -342,6 +352,8 @@ async def update(session: AsyncSession, workshop: Workshop, patch: WorkshopUpdat
         return workshop
     for name, value in changed.items():
         setattr(workshop, name, value)
+    if RESCHEDULING & changed.keys():
+        workshop.sequence += 1
     workshop.seats_left = workshop.capacity - workshop.registered_count
     if promoted:
         await _promote(session, workshop, promoted)
@@ -356,6 +368,7 @@ async def cancel(session: AsyncSession, workshop: Workshop, data: WorkshopCancel
     now = utcnow()
     await repo.cancel_all(session, workshop.id, now)
     workshop.status = WorkshopStatus.cancelled.value
+    workshop.sequence += 1
     workshop.cancel_reason = data.reason
     workshop.registered_count = 0
     workshop.waitlisted_count = 0
