@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import Principal, PrincipalDep, require_roles, resolve_principal
+from app.core.cache_control import PRIVATE
 from app.core.direct import (
     DirectSession,
     Fallback,
@@ -520,19 +521,38 @@ async def workshops_registrations_list(
     return page_response(request, rows, next_cursor, total)
 
 
+CancelTokenHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Cancel-Token",
+        max_length=128,
+        description="The `cancel_token` given when registering.",
+        examples=["ct_3q2Zb1kR9yW0mTfA7cXeVg"],
+    ),
+]
+
+
 @router.get(
     "/{workshop_id}/registrations/{registration_id}",
     response_model=RegistrationRead,
     summary="Get a registration",
-    description=ORGANISERS_DOC + " Personal data.",
+    description="Personal data. The registrant reads their own registration with its `X-Cancel-Token` (the "
+    "token that cancels it; no key needed), e.g. to see that it went from `waitlisted` to `confirmed`: "
+    "that registration only (another's token or a wrong one → 403, the token is checked before any key). "
+    "Without a token: " + ORGANISERS_DOC + " No key and no token → 401. Never cached (`private, no-store`).",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def workshops_registrations_get(
-    session: SessionDep, principal: PrincipalDep, workshop_id: uuid.UUID, registration_id: uuid.UUID
+    session: SessionDep,
+    principal: PrincipalDep,
+    workshop_id: uuid.UUID,
+    registration_id: uuid.UUID,
+    cancel_token: CancelTokenHeader = None,
 ) -> Response:
-    return object_response(
-        None, await service.read_registration(session, workshop_id, registration_id, principal)
-    )
+    row = await service.read_registration(session, workshop_id, registration_id, principal, cancel_token)
+    response = object_response(None, row)
+    response.headers["Cache-Control"] = PRIVATE
+    return response
 
 
 @router.delete(
@@ -550,15 +570,7 @@ async def workshops_registrations_cancel(
     principal: PrincipalDep,
     workshop_id: uuid.UUID,
     registration_id: uuid.UUID,
-    cancel_token: Annotated[
-        str | None,
-        Header(
-            alias="X-Cancel-Token",
-            max_length=128,
-            description="The `cancel_token` given when registering.",
-            examples=["ct_3q2Zb1kR9yW0mTfA7cXeVg"],
-        ),
-    ] = None,
+    cancel_token: CancelTokenHeader = None,
 ) -> Response:
     await service.cancel_registration(session, workshop_id, registration_id, principal, cancel_token)
     return Response(status_code=204)

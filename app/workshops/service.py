@@ -478,8 +478,24 @@ async def list_registrations(
 
 
 async def read_registration(
-    session: AsyncSession, workshop_id: uuid.UUID, registration_id: uuid.UUID, principal: Principal
+    session: AsyncSession,
+    workshop_id: uuid.UUID,
+    registration_id: uuid.UUID,
+    principal: Principal,
+    cancel_token: str | None = None,
 ) -> Any:
+    """By the workshop's organisers, or by the registrant with the registration's cancel token (the one that
+    cancels it: it reads that registration and no other; 403 when it is another's or wrong), whatever the
+    workshop's visibility: the token proves the registration is theirs."""
+    if cancel_token is not None:
+        registration = await repo.get_registration(session, workshop_id, registration_id)
+        if registration is None:
+            raise NotFound("no registration with this id on this workshop")
+        if not hmac.compare_digest(hash_token(cancel_token), registration.cancel_token_hash):
+            raise Forbidden("this cancel token does not belong to this registration")
+        return await repo.registration_row(session, registration_id)
+    if principal.is_anonymous:
+        raise Unauthenticated("send the registration's X-Cancel-Token, or an organiser's API key")
     await _require_organiser(session, workshop_id, principal)
     if await repo.get_registration(session, workshop_id, registration_id) is None:
         raise NotFound("no registration with this id on this workshop")
