@@ -28,6 +28,7 @@ EXAMPLES = {
     "secret_key": "$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')",
     "cors_allow_origins": "'[\"https://app.example.fr\"]'",
     "public_base_url": "https://api.example.fr",
+    "workshop_page_url": "https://www.example.fr/ateliers/{id}",
     "allowed_hosts": "'[\"api.example.fr\"]'",
     "max_body_bytes": "1048576",
     "idempotency_ttl_hours": "24",
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="Absolute base of the links the API writes; relative links when unset."
     )
+    workshop_page_url: str | None = Field(
+        default=None,
+        description="The public web page of a workshop, `{id}` standing for its id: the `URL` of its "
+        "iCalendar event; the events carry no URL when unset.",
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Host headers accepted (400 otherwise); any when empty."
     )
@@ -116,6 +122,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/") if value else value
+
+    @field_validator("workshop_page_url")
+    @classmethod
+    def _page_template(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith(("https://", "http://")) and "{id}" in value):
+            raise ValueError("must be an absolute http(s) URL with {id} where the workshop's id goes")
+        return value
 
     @field_validator("rate_limit_per_key", "rate_limit_per_address", "rate_limit_registration")
     @classmethod

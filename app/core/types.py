@@ -17,10 +17,11 @@ use them. Instants are `Timestamp`. Counts and money are `int` fields with `Fiel
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 # Control characters (NUL above all), lone surrogates (not encodable in UTF-8) and line or paragraph
 # separators have no place in a name, a reference or a reason. Tabs and line feeds are refused too: these
@@ -47,12 +48,26 @@ Code = Annotated[str, NO_CONTROL_CHARACTERS]
 """A machine code (a programme code, an official territory code): give its `pattern` with `Field`."""
 
 
+# The instants the API accepts: wide enough for any past record or future plan (an archive of 1900, a key
+# that expires in 2999), narrow enough that every computation on them stays a valid datetime in UTC and in
+# both databases (an end computed from a start and a duration, a window around a date). A value outside is
+# a 422 at its pointer, never an OverflowError later.
+MIN_INSTANT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+INSTANT_RANGE = "from 1900-01-01T00:00:00Z to 2999-12-31T23:59:59Z"
+
+
 def _to_utc(value: datetime) -> datetime:
     try:
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
     except OverflowError:
         # 9999-12-31T23:59:59-23:59 or 0001-01-01T00:00:00+01:00: outside what a datetime holds in UTC.
-        raise ValueError("the instant is out of range once converted to UTC") from None
+        value = MAX_INSTANT + timedelta(days=1) if value.year > 1 else MIN_INSTANT - timedelta(days=1)
+    if not MIN_INSTANT <= value <= MAX_INSTANT:
+        raise PydanticCustomError(
+            "instant_out_of_range", "must be an instant {range}", {"range": INSTANT_RANGE}
+        )
+    return value
 
 
 _RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
@@ -68,10 +83,23 @@ def _rfc3339_text(value: object) -> object:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_to_utc)]
+# What OpenAPI shows of the range: in the schema (`formatMinimum`/`formatMaximum`, the JSON Schema keywords
+# of validators such as Ajv) and in words, for the fields whose own description replaces this one.
+_RANGE_SCHEMA: dict[str, Any] = {
+    "description": f"An RFC 3339 instant with an offset, {INSTANT_RANGE}.",
+    "formatMinimum": "1900-01-01T00:00:00Z",
+    "formatMaximum": "2999-12-31T23:59:59Z",
+}
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339_text),
+    AfterValidator(_to_utc),
+    Field(json_schema_extra=_RANGE_SCHEMA),
+]
 """An input instant: RFC 3339 with an offset (a naive one is a 422, not a 500 later; a number is one too),
-normalised to UTC so that the response says `...Z` like every other timestamp; one out of range in UTC is a
-422 too."""
+normalised to UTC so that the response says `...Z` like every other timestamp, between 1900-01-01 and
+2999-12-31 (UTC; `MIN_INSTANT`, `MAX_INSTANT`); one outside, or out of range in UTC, is a 422 too."""
 
 
 QueryTimestamp = Timestamp

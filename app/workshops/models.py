@@ -95,6 +95,9 @@ class Workshop(TimestampedMixin, VersionedMixin, Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     # The activity report's anonymous part: {"total", "age_brackets", "social_statuses"}.
     walk_ins: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The iCalendar SEQUENCE (RFC 5545 3.8.7.4): raised by the changes a calendar must show (start, end,
+    # place, cancellation), not by a registration, which raises `version` only.
+    sequence: Mapped[int] = mapped_column(server_default=text("0"))
 
 
 class Registration(TimestampedMixin, Base):

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     exists,
     false,
     func,
@@ -46,8 +47,11 @@ KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180
 
 _TABLE = Workshop.__table__
 READ = ReadColumns(WorkshopRead, _TABLE)
-# Callers without a key see who runs a workshop through no field at all.
+# Who runs a workshop is a personal link between a position and a person (the position's holder): callers
+# who may not read personal data see no `counsellor_id` (`_read_columns_template`).
 PUBLIC_READ = ReadColumns(WorkshopRead, _TABLE, counsellor_id=null().cast(_TABLE.c.counsellor_id.type))
+# What the calendar adds to the read model: the iCalendar SEQUENCE.
+CALENDAR_EXTRA = [_TABLE.c.sequence.label("sequence")]
 REGISTRATION_READ = ReadColumns(RegistrationRead, Registration.__table__)
 
 _ID_KEY = SortKey("id", Workshop.id, parse=parse_uuid)
@@ -62,8 +66,27 @@ _ID = cast(Table, Workshop.__table__).c.id
 _WORKSHOP_ID = bindparam("workshop_id", type_=_ID.type)
 
 
-def read_columns(principal: Principal) -> ReadColumns:
-    return PUBLIC_READ if principal.is_anonymous else READ
+@cache
+def _read_columns_template(anonymous: bool, scope: tuple[bool, int, bool, bool]) -> list[ColumnElement[Any]]:
+    """The read model's columns for a caller of this shape, its values bound (`_scope_params`).
+
+    `counsellor_id` follows the personal-data rules of API.md, those of a position's `current_assignment`:
+    admins read it everywhere, territory managers on the workshops of their territories, a counsellor on
+    the workshops it runs (its own id); it is null for everyone else (no key, viewers, another territory's
+    manager, another counsellor)."""
+    is_admin, paths, counsellor, manager = scope
+    if anonymous:
+        return PUBLIC_READ.columns
+    if is_admin:
+        return READ.columns
+    c = _TABLE.c
+    if manager and paths:
+        shown: ColumnElement[Any] = case((_territories_template(paths), c.counsellor_id), else_=null())
+    elif counsellor:
+        shown = case((c.counsellor_id == _scope_counsellor(), c.counsellor_id), else_=null())
+    else:
+        return PUBLIC_READ.columns
+    return ReadColumns(WorkshopRead, _TABLE, counsellor_id=shown).columns
 
 
 def visible(principal: Principal) -> ColumnElement[bool]:
@@ -89,14 +112,18 @@ def in_scope(principal: Principal) -> ColumnElement[bool]:
     return principal.territory_clause(Workshop.territory_id)
 
 
-async def read_row(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> Any:
-    stmt = _read_row(principal.is_anonymous, _scope_shape(principal))
+async def read_row(
+    session: AsyncSession, workshop_id: uuid.UUID, principal: Principal, *, calendar: bool = False
+) -> Any:
+    """The workshop as this caller may read it (None when it may not see it); `calendar`: with its
+    `sequence` too."""
+    stmt = _read_row(principal.is_anonymous, _scope_shape(principal), calendar)
     return (await session.execute(stmt, {"workshop_id": workshop_id, **_scope_params(principal)})).first()
 
 
 @cache
-def _read_row(anonymous: bool, scope: tuple[bool, int, bool]) -> Any:
-    columns = (PUBLIC_READ if anonymous else READ).columns
+def _read_row(anonymous: bool, scope: tuple[bool, int, bool, bool], calendar: bool = False) -> Any:
+    columns = _read_columns_template(anonymous, scope) + (CALENDAR_EXTRA if calendar else [])
     return prepared(select(*columns).where(_ID == _WORKSHOP_ID, _visible_template(scope)))
 
 
@@ -114,7 +141,7 @@ async def is_visible(session: AsyncSession, workshop_id: uuid.UUID, principal: P
 
 
 @cache
-def _is_visible(scope: tuple[bool, int, bool]) -> Any:
+def _is_visible(scope: tuple[bool, int, bool, bool]) -> Any:
     return prepared(select(_ID).where(_ID == _WORKSHOP_ID, _visible_template(scope)))
 
 
@@ -243,7 +270,7 @@ async def list_page(
 
     Without `near`, the statement is a template per shape (the caller's kind of scope, which filters, the
     order), built once, its values bound; a distance search is built for its point."""
-    columns = list(read_columns(principal).columns)
+    columns = list(_read_columns_template(principal.is_anonymous, _scope_shape(principal)))
     hidden: list[str] = []
     if keys[0].name == "distance_km":
         columns.append(keys[0].expr.label("distance_km"))
@@ -256,7 +283,7 @@ async def list_page(
     if filters.near is not None:
         return await fetch_page(
             session,
-            list_query(principal, filters).with_only_columns(*columns),
+            list_query(principal, filters).with_only_columns(*columns).params(_scope_params(principal)),
             keys,
             page,
             row_values=values,
@@ -285,11 +312,13 @@ async def list_page(
 # --- the search as a statement template: its shape, and the values of its bound parameters -------------
 
 
-def _scope_shape(principal: Principal) -> tuple[bool, int, bool]:
+def _scope_shape(principal: Principal) -> tuple[bool, int, bool, bool]:
+    """(admin, how many territories, a counsellor's key, a territory manager's key)."""
     return (
         principal.is_admin,
         len(principal.territory_paths),
         principal.role is Role.counsellor and principal.counsellor_id is not None,
+        principal.role is Role.territory_manager,
     )
 
 
@@ -300,22 +329,28 @@ def _scope_params(principal: Principal) -> dict[str, Any]:
     return params
 
 
-def _visible_template(scope: tuple[bool, int, bool]) -> ColumnElement[bool]:
+def _scope_counsellor() -> Any:
+    return bindparam("scope_counsellor_id", type_=_TABLE.c.counsellor_id.type)
+
+
+def _territories_template(paths: int) -> ColumnElement[bool]:
+    """Workshops of the caller's `paths` territories (and their subtrees), the paths bound."""
+    subtree = select(Territory.id).where(
+        or_(*(bound_path_startswith(Territory.path, f"scope_{i}") for i in range(paths)))
+    )
+    return _TABLE.c.territory_id.in_(subtree)
+
+
+def _visible_template(scope: tuple[bool, int, bool, bool]) -> ColumnElement[bool]:
     """`visible(principal)` for a caller of this shape (`_scope_params` gives its values)."""
-    is_admin, paths, counsellor = scope
+    is_admin, paths, counsellor, _manager = scope
     if is_admin:
         return true()
     clauses: list[ColumnElement[bool]] = [Workshop.public.is_(True)]
     if paths:
-        subtree = select(Territory.id).where(
-            or_(*(bound_path_startswith(Territory.path, f"scope_{i}") for i in range(paths)))
-        )
-        clauses.append(Workshop.territory_id.in_(subtree))
+        clauses.append(_territories_template(paths))
     if counsellor:
-        clauses.append(
-            Workshop.counsellor_id
-            == bindparam("scope_counsellor_id", type_=Workshop.__table__.c.counsellor_id.type)
-        )
+        clauses.append(Workshop.counsellor_id == _scope_counsellor())
     return or_(*clauses)
 
 
@@ -352,7 +387,7 @@ def _filters_params(f: Filters) -> dict[str, Any]:
 
 
 @cache
-def _list_template(scope: tuple[bool, int, bool], shape: tuple[Any, ...]) -> Select[Any]:
+def _list_template(scope: tuple[bool, int, bool, bool], shape: tuple[Any, ...]) -> Select[Any]:
     """`list_query` for a caller and filters of this shape, every value bound."""
     equal, within, themes, starts_from, starts_to, has_seats, statuses = shape
     table = cast(Table, Workshop.__table__)
@@ -380,9 +415,10 @@ def _list_template(scope: tuple[bool, int, bool], shape: tuple[Any, ...]) -> Sel
 
 
 async def list_rows(session: AsyncSession, principal: Principal, stmt: Select[Any], limit: int) -> list[Any]:
-    """Up to `limit` rows of `stmt` in date order, unpaginated (the calendar feed)."""
-    stmt = stmt.with_only_columns(*read_columns(principal).columns).order_by(Workshop.starts_at, Workshop.id)
-    return list((await session.execute(stmt.limit(limit))).all())
+    """Up to `limit` rows of `stmt` in date order, unpaginated, with their `sequence` (the calendar feed)."""
+    columns = _read_columns_template(principal.is_anonymous, _scope_shape(principal)) + CALENDAR_EXTRA
+    stmt = stmt.with_only_columns(*columns).order_by(Workshop.starts_at, Workshop.id)
+    return list((await session.execute(stmt.limit(limit), _scope_params(principal))).all())
 
 
 def add(session: AsyncSession, row: Workshop | Registration) -> None:
@@ -423,7 +459,7 @@ async def get_registration(
 
 
 @cache
-def _lock_for_registration(scope: tuple[bool, int, bool]) -> Any:
+def _lock_for_registration(scope: tuple[bool, int, bool, bool]) -> Any:
     workshops = cast(Table, Workshop.__table__)
     registrations = cast(Table, Registration.__table__).c
     c = workshops.c

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import Principal, PrincipalDep, require_roles, resolve_principal
+from app.core.cache_control import PRIVATE
 from app.core.direct import (
     DirectSession,
     as_session,
@@ -77,8 +78,16 @@ _CALENDAR: dict[int | str, dict[str, Any]] = {
 _NEAR = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
 
 READ_DOC = (
-    "Public for `public=true` workshops (no key needed; `counsellor_id` is then null). With a key, also "
-    "the workshops of the key's territories (and a counsellor's own). Any other → 404."
+    "Public for `public=true` workshops (no key needed). With a key, also the workshops of the key's "
+    "territories (and a counsellor's own). Any other → 404. `counsellor_id` (who runs it) is personal data, "
+    "as a position's `current_assignment`: shown to `admin`, to a `territory_manager` of the workshop's "
+    "territory and to the `counsellor` who runs it; null for everyone else (no key, `viewer`, another "
+    "territory's manager, another counsellor)."
+)
+CALENDAR_DOC = (
+    "`SEQUENCE` rises only when the start, the end or the place change, or on cancellation (a registration "
+    "changes nothing a calendar shows); `DESCRIPTION` tells the workshop's description, where, its level and "
+    "themes; `URL` is the workshop's public page (setting `WORKSHOP_PAGE_URL`), absent when unset."
 )
 ORGANISERS_DOC = (
     "Roles: `admin`, a `territory_manager` of the workshop's territory (or above), the `counsellor` who runs "
@@ -289,7 +298,7 @@ async def workshops_list_direct(
     ".ics",
     summary="Workshops as an iCalendar feed",
     description=READ_DOC + " The same filters as the search, in date order, at most "
-    f"{CALENDAR_LIMIT} events (RFC 5545, `text/calendar`).",
+    f"{CALENDAR_LIMIT} events (RFC 5545, `text/calendar`). " + CALENDAR_DOC,
     response_class=Response,
     responses=_CALENDAR | problem_responses(401, 422),
 )
@@ -304,14 +313,16 @@ async def workshops_calendar(
 @router.get(
     "/{workshop_id}.ics",
     summary="One workshop as iCalendar",
-    description=READ_DOC + " One VEVENT (RFC 5545, `text/calendar`); `STATUS:CANCELLED` once cancelled.",
+    description=READ_DOC + " One VEVENT (RFC 5545, `text/calendar`); `STATUS:CANCELLED` once cancelled; "
+    "the calendar is named after the workshop. " + CALENDAR_DOC,
     response_class=Response,
     responses=_CALENDAR | problem_responses(401, 404, 422),
 )
 async def workshops_get_calendar(
     request: Request, session: SessionDep, principal: PrincipalDep, workshop_id: uuid.UUID
 ) -> Response:
-    return calendar.response(request, [await service.read_visible(session, workshop_id, principal)])
+    row = await service.read_visible(session, workshop_id, principal, calendar=True)
+    return calendar.response(request, [row], name=row.title)
 
 
 @router.get(
@@ -499,19 +510,38 @@ async def workshops_registrations_list(
     return page_response(request, rows, next_cursor, total)
 
 
+CancelTokenHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Cancel-Token",
+        max_length=128,
+        description="The `cancel_token` given when registering.",
+        examples=["ct_3q2Zb1kR9yW0mTfA7cXeVg"],
+    ),
+]
+
+
 @router.get(
     "/{workshop_id}/registrations/{registration_id}",
     response_model=RegistrationRead,
     summary="Get a registration",
-    description=ORGANISERS_DOC + " Personal data.",
+    description="Personal data. The registrant reads their own registration with its `X-Cancel-Token` (the "
+    "token that cancels it; no key needed), e.g. to see that it went from `waitlisted` to `confirmed`: "
+    "that registration only (another's token or a wrong one → 403, the token is checked before any key). "
+    "Without a token: " + ORGANISERS_DOC + " No key and no token → 401. Never cached (`private, no-store`).",
     responses=problem_responses(401, 403, 404, 422),
 )
 async def workshops_registrations_get(
-    session: SessionDep, principal: PrincipalDep, workshop_id: uuid.UUID, registration_id: uuid.UUID
+    session: SessionDep,
+    principal: PrincipalDep,
+    workshop_id: uuid.UUID,
+    registration_id: uuid.UUID,
+    cancel_token: CancelTokenHeader = None,
 ) -> Response:
-    return object_response(
-        None, await service.read_registration(session, workshop_id, registration_id, principal)
-    )
+    row = await service.read_registration(session, workshop_id, registration_id, principal, cancel_token)
+    response = object_response(None, row)
+    response.headers["Cache-Control"] = PRIVATE
+    return response
 
 
 @router.delete(
@@ -529,15 +559,7 @@ async def workshops_registrations_cancel(
     principal: PrincipalDep,
     workshop_id: uuid.UUID,
     registration_id: uuid.UUID,
-    cancel_token: Annotated[
-        str | None,
-        Header(
-            alias="X-Cancel-Token",
-            max_length=128,
-            description="The `cancel_token` given when registering.",
-            examples=["ct_3q2Zb1kR9yW0mTfA7cXeVg"],
-        ),
-    ] = None,
+    cancel_token: CancelTokenHeader = None,
 ) -> Response:
     await service.cancel_registration(session, workshop_id, registration_id, principal, cancel_token)
     return Response(status_code=204)

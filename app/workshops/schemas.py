@@ -202,7 +202,8 @@ class WorkshopRead(ReadModel):
     id: uuid.UUID
     position_id: uuid.UUID
     counsellor_id: uuid.UUID | None = Field(
-        description="Who runs it; null for callers without a key (public responses carry no personal link)."
+        description="Who runs it; personal data: null unless the caller is `admin`, a `territory_manager` of "
+        "the workshop's territory or the counsellor who runs it."
     )
     territory_id: uuid.UUID = Field(description="The position's territory.")
     title: str

@@ -75,8 +75,12 @@ def hash_token(token: str) -> str:
 # --- reads ---------------------------------------------------------------------------------------------
 
 
-async def read_visible(session: AsyncSession, workshop_id: uuid.UUID, principal: Principal) -> Any:
-    row = await repo.read_row(session, workshop_id, principal)
+async def read_visible(
+    session: AsyncSession, workshop_id: uuid.UUID, principal: Principal, *, calendar: bool = False
+) -> Any:
+    """The workshop as the caller may read it (404 when it may not see it); `calendar`: with its iCalendar
+    `sequence`."""
+    row = await repo.read_row(session, workshop_id, principal, calendar=calendar)
     if row is None:
         raise NotFound("no workshop with this id")
     return row
@@ -252,6 +256,7 @@ async def create(session: AsyncSession, data: WorkshopCreate, principal: Princip
         seats_left=data.capacity,
         status=WorkshopStatus.scheduled.value,
         public=data.public,
+        sequence=0,
         **_venue_columns(data.venue),
     )
     repo.add(session, workshop)
@@ -275,6 +280,11 @@ def _require_scheduled(workshop: Workshop) -> None:
     if workshop.status != WorkshopStatus.scheduled.value:
         raise WorkshopNotEditable(f"this workshop is {workshop.status}")
 
+
+# What a calendar shows of a workshop that changes its iCalendar SEQUENCE (RFC 5545 3.8.7.4): its start, its
+# end, its place. A new title or description, a registration, a capacity do not: a calendar takes them on
+# its next refresh without telling its user that the event moved. Cancelling raises it too (`cancel`).
+RESCHEDULING = frozenset({"starts_at", "ends_at", "format", "venue", "online_url"})
 
 _NOT_NULL = (
     "title",
@@ -342,6 +352,8 @@ async def update(session: AsyncSession, workshop: Workshop, patch: WorkshopUpdat
         return workshop
     for name, value in changed.items():
         setattr(workshop, name, value)
+    if RESCHEDULING & changed.keys():
+        workshop.sequence += 1
     workshop.seats_left = workshop.capacity - workshop.registered_count
     if promoted:
         await _promote(session, workshop, promoted)
@@ -356,6 +368,7 @@ async def cancel(session: AsyncSession, workshop: Workshop, data: WorkshopCancel
     now = utcnow()
     await repo.cancel_all(session, workshop.id, now)
     workshop.status = WorkshopStatus.cancelled.value
+    workshop.sequence += 1
     workshop.cancel_reason = data.reason
     workshop.registered_count = 0
     workshop.waitlisted_count = 0
@@ -465,8 +478,24 @@ async def list_registrations(
 
 
 async def read_registration(
-    session: AsyncSession, workshop_id: uuid.UUID, registration_id: uuid.UUID, principal: Principal
+    session: AsyncSession,
+    workshop_id: uuid.UUID,
+    registration_id: uuid.UUID,
+    principal: Principal,
+    cancel_token: str | None = None,
 ) -> Any:
+    """By the workshop's organisers, or by the registrant with the registration's cancel token (the one that
+    cancels it: it reads that registration and no other; 403 when it is another's or wrong), whatever the
+    workshop's visibility: the token proves the registration is theirs."""
+    if cancel_token is not None:
+        registration = await repo.get_registration(session, workshop_id, registration_id)
+        if registration is None:
+            raise NotFound("no registration with this id on this workshop")
+        if not hmac.compare_digest(hash_token(cancel_token), registration.cancel_token_hash):
+            raise Forbidden("this cancel token does not belong to this registration")
+        return await repo.registration_row(session, registration_id)
+    if principal.is_anonymous:
+        raise Unauthenticated("send the registration's X-Cancel-Token, or an organiser's API key")
     await _require_organiser(session, workshop_id, principal)
     if await repo.get_registration(session, workshop_id, registration_id) is None:
         raise NotFound("no registration with this id on this workshop")

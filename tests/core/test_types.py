@@ -113,7 +113,30 @@ def test_timestamps_out_of_range_in_utc_are_refused(value: str) -> None:
 
     with pytest.raises(ValidationError):
         Model.model_validate_json(f'{{"at": "{value}"}}')
-    assert Model.model_validate_json('{"at": "9999-12-31T23:59:59+01:00"}').at.year == 9999
+    assert Model.model_validate_json('{"at": "2999-12-31T23:59:59+01:00"}').at.year == 2999
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31T23:00:00Z",
+        "3000-01-01T00:00:00Z",
+        "2999-12-31T23:59:59-00:01",
+        "1899-12-31T23:59:59Z",
+        "1900-01-01T00:30:00+01:00",
+    ],
+)
+def test_timestamps_are_bounded(value: str) -> None:
+    class Model(BaseModel):
+        at: Timestamp
+
+    with pytest.raises(ValidationError) as caught:
+        Model.model_validate_json(f'{{"at": "{value}"}}')
+    (error,) = caught.value.errors()
+    assert error["type"] == "instant_out_of_range"
+    assert error["msg"] == "must be an instant from 1900-01-01T00:00:00Z to 2999-12-31T23:59:59Z"
+    for inside in ("1900-01-01T00:00:00Z", "2999-12-31T23:59:59.999999Z", "1900-01-01T01:00:00+01:00"):
+        assert Model.model_validate_json(f'{{"at": "{inside}"}}').at.tzinfo is not None
 
 
 # --- the cases, through the HTTP API ------------------------------------------------------

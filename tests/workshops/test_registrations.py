@@ -202,3 +202,49 @@ async def test_attendance(client: httpx.AsyncClient, place: Place) -> None:
         headers={"X-Cancel-Token": one["cancel_token"]},
     )
     assert_problem(cancel, 409, "workshop_closed")
+
+
+async def test_a_registrant_reads_their_own_registration_with_its_token(
+    client: httpx.AsyncClient, place: Place
+) -> None:
+    """Promoted from the waitlist, the registrant sees it with the token that cancels it, and reads nothing
+    else with it."""
+    workshop = await _workshop(client, place, capacity=1, waitlist_capacity=2, public=False)
+    first, second, third = [(await register(client, workshop["id"], n, place.admin)).json() for n in range(3)]
+    url = f"{WORKSHOPS}/{workshop['id']}/registrations"
+
+    def token(registration: dict[str, Any]) -> dict[str, str]:
+        return {"X-Cancel-Token": registration["cancel_token"]}
+
+    mine = await client.get(f"{url}/{second['id']}", headers=token(second))
+    assert mine.status_code == 200, mine.text
+    assert mine.headers["cache-control"] == "private, no-store"
+    body = mine.json()
+    assert (body["id"], body["status"], body["waitlist_rank"]) == (second["id"], "waitlisted", 1)
+    assert body["email"] == second["email"]
+    assert "cancel_token" not in body
+    # The first one cancels: the second is promoted, and sees it.
+    assert (await client.delete(f"{url}/{first['id']}", headers=token(first))).status_code == 204
+    promoted = (await client.get(f"{url}/{second['id']}", headers=token(second))).json()
+    assert (promoted["status"], promoted["waitlist_rank"]) == ("confirmed", None)
+    cancelled = (await client.get(f"{url}/{first['id']}", headers=token(first))).json()
+    assert cancelled["status"] == "cancelled"
+    assert (await client.get(f"{url}/{third['id']}", headers=token(third))).json()["waitlist_rank"] == 1
+    # Another registration's token, a wrong one: 403, even with a key that could read it.
+    for headers in (token(third), {"X-Cancel-Token": "ct_wrong"}, {**token(third), **place.admin}):
+        assert_problem(await client.get(f"{url}/{second['id']}", headers=headers), 403, "forbidden")
+    # Unknown registration, another workshop's: 404.
+    other = await _workshop(client, place)
+    assert_problem(
+        await client.get(f"{WORKSHOPS}/{other['id']}/registrations/{second['id']}", headers=token(second)),
+        404,
+        "not_found",
+    )
+    assert_problem(await client.get(f"{url}/{workshop['id']}", headers=token(second)), 404, "not_found")
+    # The token reads no list, and without it nor a key: 401.
+    assert_problem(await client.get(url, headers=token(second)), 401, "unauthenticated")
+    assert_problem(await client.get(f"{url}/{second['id']}"), 401, "unauthenticated")
+    # Organisers still read it with their key.
+    assert (await client.get(f"{url}/{second['id']}", headers=place.counsellor_key)).json()[
+        "status"
+    ] == "confirmed"

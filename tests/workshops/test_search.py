@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -186,3 +187,65 @@ async def test_instants_are_rfc_3339_not_numbers(client: httpx.AsyncClient) -> N
             await client.get(WORKSHOPS, params={"to": value}), 422, "validation_error", "/query/to"
         )
     assert (await client.get(WORKSHOPS, params={"to": "2030-01-01T00:00:00+01:00"})).status_code == 200
+
+
+async def test_has_seats_both_ways(client: httpx.AsyncClient, place: Place) -> None:
+    """`has_seats=true` keeps a scheduled workshop with one seat left, drops it at none; every path of the
+    search (the direct path, the route's template with a date range, the calendar feed) agrees."""
+    lyon = place.lyon_position["id"]
+    one_left = await create_workshop(client, place.admin, lyon, capacity=2, waitlist_capacity=1)
+    await register(client, one_left["id"], 1)
+    assert (await client.get(f"{WORKSHOPS}/{one_left['id']}")).json()["seats_left"] == 1
+    other = await create_workshop(client, place.admin, lyon, capacity=5, starts_at=at(8))
+
+    async def with_seats() -> list[list[str]]:
+        direct = await _ids(client, has_seats="true")
+        ranged = await _ids(client, has_seats="true", **{"from": at(0), "to": at(30)})
+        feed = await client.get(f"{WORKSHOPS}.ics", params={"has_seats": "true"})
+        return [direct, ranged, [i for i in (one_left["id"], other["id"]) if i in feed.text]]
+
+    assert await with_seats() == [[one_left["id"], other["id"]]] * 3
+    assert one_left["id"] in await _ids(client, has_seats="false")
+    await register(client, one_left["id"], 2)  # the last seat; the next one waits
+    assert await with_seats() == [[other["id"]]] * 3
+    assert one_left["id"] in await _ids(client)
+
+
+def _haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dlat, dlon = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dlat / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dlon / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(a))
+
+
+async def test_near_is_a_circle_not_its_bounding_box(client: httpx.AsyncClient, place: Place) -> None:
+    """Points just inside and just outside the radius, and one in the corner of the bounding box (inside the
+    box, outside the circle): only the first is near."""
+    lat, lon, radius = VENUE["lat"], VENUE["lon"], 5.0
+    km_per_degree = math.pi * 6371.0088 / 180
+    dlat = radius / km_per_degree
+    dlon = radius / (km_per_degree * math.cos(math.radians(lat)))
+    points = {
+        "inside": (lat + dlat * 0.98, lon),  # 4.9 km north
+        "inside_diagonal": (lat - dlat * 0.69, lon + dlon * 0.69),  # ~4.9 km south-east
+        "outside": (lat + dlat * 1.02, lon),  # 5.1 km north, just outside the box as well
+        "corner": (lat + dlat * 0.9, lon - dlon * 0.9),  # in the box, ~6.4 km away
+    }
+    distances = {name: _haversine_km(lat, lon, *point) for name, point in points.items()}
+    assert distances["inside"] < radius
+    assert distances["inside_diagonal"] < radius
+    assert distances["outside"] > radius
+    assert distances["corner"] > radius * 1.2
+    made = {}
+    for name, (p_lat, p_lon) in points.items():
+        venue = {**VENUE, "name": name, "lat": round(p_lat, 6), "lon": round(p_lon, 6)}
+        made[name] = await create_workshop(client, place.admin, place.lyon_position["id"], venue=venue)
+    near = f"{lat},{lon}"
+    found = await _ids(client, near=near, radius_km=radius)
+    assert set(found) == {made["inside"]["id"], made["inside_diagonal"]["id"]}
+    by_distance = await _ids(client, near=near, radius_km=radius, sort="distance")
+    assert set(by_distance) == set(found)
+    feed = await client.get(f"{WORKSHOPS}.ics", params={"near": near, "radius_km": radius})
+    assert [name for name in points if made[name]["id"] in feed.text] == ["inside", "inside_diagonal"]
+    # A wider circle takes the corner.
+    assert made["corner"]["id"] in await _ids(client, near=near, radius_km=7)
