@@ -261,3 +261,44 @@ async def test_the_bulk_resource_allows_only_post(client: httpx.AsyncClient, wor
         "validation_error",
         "/path/counsellor_id",
     )
+
+
+async def test_reading_by_reference_stays_within_the_callers_territories(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """Another territory's counsellor, named by its employer and reference, is 404 with no personal field."""
+    rhone = await create_counsellor(client, world.rhone_manager, world.tree.rhone.id, external_ref="R-77")
+    url = f"{COUNSELLORS}/by-ref/R-77"
+    params = {"territory_id": str(world.tree.rhone.id)}
+    own = await client.get(url, params=params, headers=world.rhone_manager)
+    assert (own.status_code, own.json()["id"]) == (200, rhone["id"])
+    outside = await client.get(url, params=params, headers=world.lyon_manager)
+    assert_problem(outside, 404, "not_found")
+    assert PERSON["email"] not in outside.text
+    assert PERSON["phone"] not in outside.text
+
+
+async def test_an_atomic_bulk_with_an_item_outside_the_callers_territories_writes_nothing(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """An item valid in itself but refused for its employer refuses the atomic request as a whole."""
+    payload = {"items": [person("IN-1"), person("OUT-1", territory_id=str(world.tree.rhone.id))]}
+    response = await client.post(BULK, params={"atomic": "true"}, json=payload, headers=world.lyon_manager)
+    body = assert_problem(response, 422, "bulk_rejected")
+    assert [(r["index"], r["status"]) for r in body["items"]] == [(0, 424), (1, 422)]
+    assert body["items"][1]["problem"]["code"] == "unknown_reference"
+    assert ids(await client.get(COUNSELLORS, headers=world.lyon_manager)) == []
+
+
+async def test_an_idempotency_key_tells_the_atomic_call_from_the_other(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """The query string is part of the request: `?atomic=true` with the key of a non-atomic call is another
+    request (422 `idempotency_key_reused`), never the replay of a partial write."""
+    headers = {**world.lyon_manager, "Idempotency-Key": "hr-import-query"}
+    payload = {"items": [person("Q-1"), person("Q-2", email="broken")]}
+    partial = await client.post(BULK, json=payload, headers=headers)
+    assert [r["status"] for r in partial.json()["items"]] == [201, 422]
+    atomic = await client.post(BULK, params={"atomic": "true"}, json=payload, headers=headers)
+    assert_problem(atomic, 422, "idempotency_key_reused")
+    assert "idempotent-replayed" not in atomic.headers
