@@ -515,6 +515,12 @@ _EXAMPLES: dict[int, tuple[str, str, str]] = {
     404: ("not_found", "Not found", "no such object, or outside your territories"),
     405: ("method_not_allowed", "Method not allowed", "DELETE is not allowed here"),
     409: ("conflict", "Conflict", "the change conflicts with the current state of another object"),
+    410: (
+        "idempotency_key_erased",
+        "Idempotency key erased",
+        "the response of this Idempotency-Key showed personal data that has since been erased, so it cannot "
+        "be replayed; use a new key for a new request",
+    ),
     412: (
         "precondition_failed",
         "Version mismatch",
@@ -566,6 +572,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The caller's role may not do this (`forbidden`)",
         404: "No such object, or outside the caller's territories (`not_found`)",
         409: "Conflict with the current state (see `code`)",
+        410: "The stored response of this `Idempotency-Key` showed personal data since erased "
+        "(`idempotency_key_erased`): use a new key",
         412: "The `If-Match` version is stale (`precondition_failed`)",
         413: "Body larger than the limit (`payload_too_large`)",
         422: _VALIDATION_DESCRIPTION,
