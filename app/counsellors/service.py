@@ -29,6 +29,7 @@ from app.core.problems import (
     PreconditionFailed,
     UnknownReference,
     ValidationFailed,
+    field_message,
 )
 from app.core.types import no_control_characters
 from app.core.versioning import require_if_match
@@ -433,7 +434,7 @@ def _invalid(index: int, exc: ValidationError) -> AppError:
     errors = [
         FieldError(
             pointer=f"/items/{index}" + "".join(f"/{p}" for p in e["loc"]),
-            detail="unknown field" if e["type"] == "extra_forbidden" else e["msg"],
+            detail=field_message(e),
         )
         for e in exc.errors()
     ]

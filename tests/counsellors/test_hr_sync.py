@@ -3,9 +3,12 @@ replays that change nothing), and an HR key that only ever touches its own terri
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from tests.conftest import KeyMaker, bearer
 from tests.helpers import assert_problem, ids, items
@@ -302,3 +305,38 @@ async def test_an_idempotency_key_tells_the_atomic_call_from_the_other(
     atomic = await client.post(BULK, params={"atomic": "true"}, json=payload, headers=headers)
     assert_problem(atomic, 422, "idempotency_key_reused")
     assert "idempotent-replayed" not in atomic.headers
+
+
+def test_every_bulk_item_has_its_schema_in_the_document(app: FastAPI) -> None:
+    """A generated client types `items` as `BulkItem`s (a schema of the components, with its required
+    fields), and the 422 example names a field the request has."""
+    document = app.openapi()
+    schemas = document["components"]["schemas"]
+    operation = document["paths"][BULK]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    request = schemas[body["$ref"].removeprefix("#/components/schemas/")]
+    items_schema = request["properties"]["items"]
+    assert items_schema["type"] == "array"
+    assert (items_schema["minItems"], items_schema["maxItems"]) == (1, 1000)
+    assert items_schema["items"] == {"$ref": "#/components/schemas/BulkItem"}
+    item = schemas["BulkItem"]
+    assert set(item["required"]) == {"external_ref", "first_name", "last_name"}
+    assert item["additionalProperties"] is False
+    assert "external_ref" in item["properties"]
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(document)))
+    assert refs <= schemas.keys()
+    example = operation["responses"]["422"]["content"]["application/problem+json"]["example"]
+    pointers = [e["pointer"] for e in example["errors"]]
+    assert pointers == ["/items"]
+    assert all(p.split("/")[1] in request["properties"] for p in pointers)
+
+
+async def test_an_item_that_is_not_a_bulk_item_is_refused_alone(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    payload = {"items": [person("ALONE-1"), "not an object", {"first_name": "No reference"}]}
+    response = await client.post(BULK, json=payload, headers=world.lyon_manager)
+    results = response.json()["items"]
+    assert [r["status"] for r in results] == [201, 422, 422]
+    assert results[1]["problem"]["errors"] == [{"pointer": "/items/1", "detail": "must be an object"}]
+    assert {"pointer": "/items/2/external_ref", "detail": "is required"} in results[2]["problem"]["errors"]
