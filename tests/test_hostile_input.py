@@ -154,3 +154,34 @@ async def test_dates_and_numbers_at_their_limits(
         assert response.status_code in (201, 422), response.text
         if response.status_code == 422:
             assert_problem(response, 422, "validation_error", pointer="/expires_at")
+
+
+# Percent-encoded bytes that are not UTF-8: a server decodes them into U+FFFD, so that distinct byte strings
+# would collapse into one value.
+UNDECODABLE_PATHS = [
+    ("PUT", "/api/v1/counsellors/by-ref/%FF%FE", "/path/external_ref"),
+    ("GET", "/api/v1/counsellors/by-ref/A%C3%28", "/path/external_ref"),
+    ("GET", "/api/v1/counsellors/%FF", "/path/counsellor_id"),
+    ("PATCH", "/api/v1/territories/%E9t%E9", "/path/territory_id"),
+    ("GET", "/api/v1/workshops/%80.ics", "/path/workshop_id"),
+    ("DELETE", "/api/v1/api-keys/%ED%A0%80", "/path/key_id"),
+    ("GET", "/api/v1/nowhere/%FF", "/path"),
+]
+
+
+async def test_undecodable_paths_are_422_on_every_route(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree
+) -> None:
+    person = {"first_name": "Camille", "last_name": "Exemple", "territory_id": str(tree.lyon_metro.id)}
+    for method, path, pointer in UNDECODABLE_PATHS:
+        response = await client.request(method, path, json=person, headers=admin)
+        body = assert_problem(response, 422, "validation_error", pointer=pointer)
+        assert [e["pointer"] for e in body["errors"]] == [pointer], (path, body)
+        assert "UTF-8" in body["errors"][0]["detail"]
+    listed = await client.get("/api/v1/counsellors", headers=admin)
+    assert listed.json()["items"] == []
+    # Encoded UTF-8 is read as such, U+FFFD included, and each reference stays itself.
+    for encoded, ref in (("%C3%A9t%C3%A9", "été"), ("%EF%BF%BD%EF%BF%BD", "\ufffd\ufffd")):
+        created = await client.put(f"/api/v1/counsellors/by-ref/{encoded}", json=person, headers=admin)
+        assert created.status_code == 201, created.text
+        assert created.json()["external_ref"] == ref

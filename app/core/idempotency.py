@@ -1,4 +1,10 @@
-"""Idempotency-Key: replay the first response of a POST, stored in the same transaction as its write."""
+"""Idempotency-Key: replay the first response of a POST, stored in the same transaction as its write.
+
+A stored response never outlives the data it shows: a producer names the objects whose personal data its
+response shows (`Idempotency.shows`), and erasing them (`forget`, in the erasure's transaction) wipes every
+stored response that shows them. The key then stays known until it expires, so that a retry answers 410
+`idempotency_key_erased` rather than the erased data, or a second execution that would create the person
+again."""
 
 from __future__ import annotations
 
@@ -6,12 +12,24 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Response
-from sqlalchemy import JSON, LargeBinary, String, UniqueConstraint, delete, select, text
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -37,6 +55,13 @@ class IdempotencyKeyInUse(AppError):
     status, code, title = 409, "idempotency_key_in_use", "Idempotency key in use"
 
 
+class IdempotencyKeyErased(AppError):
+    """The response of this Idempotency-Key showed personal data that has since been erased: it cannot be
+    replayed, and the request is not run again under this key."""
+
+    status, code, title = 410, "idempotency_key_erased", "Idempotency key erased"
+
+
 class IdempotencyRecord(Base):
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("caller", "key"),)
@@ -49,6 +74,22 @@ class IdempotencyRecord(Base):
     headers: Mapped[dict[str, str]] = mapped_column(JSON)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # Set when a person the response showed was erased: the response (and the fingerprint of the request,
+    # a hash of the person's data) is gone, the key is remembered until it expires.
+    erased_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class IdempotencySubject(Base):
+    """An object whose personal data a stored response shows (`resource` as in the change feed)."""
+
+    __tablename__ = "idempotency_subjects"
+    __table_args__ = (Index("ix_idempotency_subjects_subject", "subject_id", "resource"),)
+
+    record_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("idempotency_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    resource: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
 
 
 IdempotencyKeyHeader = Annotated[
@@ -59,7 +100,8 @@ IdempotencyKeyHeader = Annotated[
         min_length=1,
         description="Makes a retry safe: the same key with the same body within the retention window "
         "(24 h unless configured otherwise) replays the first response (`Idempotent-Replayed: true`); "
-        "with another body → 422 `idempotency_key_reused`.",
+        "with another body → 422 `idempotency_key_reused`; once personal data that the response showed has "
+        "been erased (an anonymised counsellor) → 410 `idempotency_key_erased`, with any body.",
     ),
 ]
 
@@ -76,6 +118,13 @@ class Idempotency:
     key: str | None
     fingerprint: str
     ttl: timedelta
+    subjects: set[tuple[str, uuid.UUID]] = field(default_factory=set)
+
+    def shows(self, resource: str, *ids: uuid.UUID) -> None:
+        """The response being produced shows these objects' personal data: erasing one of them
+        (`forget`) erases the stored response."""
+        if self.key is not None:
+            self.subjects.update((resource, id) for id in ids)
 
     async def run(
         self, produce: Callable[[], Awaitable[Response]], *, secret_fields: tuple[str, ...] = ()
@@ -102,6 +151,11 @@ class Idempotency:
             )
         ).scalar_one_or_none()
         if existing is not None:
+            if existing.erased_at is not None:
+                raise IdempotencyKeyErased(
+                    "the response of this Idempotency-Key showed personal data that has since been erased, "
+                    "so it cannot be replayed; use a new key for a new request"
+                )
             if existing.fingerprint != self.fingerprint:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used for another request; use a new key for a new request"
@@ -116,18 +170,25 @@ class Idempotency:
             document.update(dict.fromkeys(secret_fields))
             body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
         kept = {k: v for k, v in response.headers.items() if k.lower() in _REPLAYED_HEADERS}
-        self.session.add(
-            IdempotencyRecord(
-                caller=self.caller,
-                key=self.key,
-                fingerprint=self.fingerprint,
-                status_code=response.status_code,
-                headers=kept,
-                body=body,
-                created_at=now,
-            )
+        record = IdempotencyRecord(
+            caller=self.caller,
+            key=self.key,
+            fingerprint=self.fingerprint,
+            status_code=response.status_code,
+            headers=kept,
+            body=body,
+            created_at=now,
         )
+        self.session.add(record)
         await self.session.flush()
+        if self.subjects:
+            await self.session.execute(
+                insert(IdempotencySubject),
+                [
+                    {"record_id": record.id, "resource": resource, "subject_id": subject_id}
+                    for resource, subject_id in sorted(self.subjects, key=str)
+                ],
+            )
         return response
 
     async def _lock(self, key: str) -> None:
@@ -173,6 +234,22 @@ async def get_idempotency(
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
+
+
+async def forget(session: AsyncSession, resource: str, subject_id: uuid.UUID) -> int:
+    """Erases every stored response that shows this object (call it in the transaction that erases the
+    object's personal data); returns how many. Their keys answer 410 `idempotency_key_erased` until they
+    expire."""
+    shown = select(IdempotencySubject.record_id).where(
+        IdempotencySubject.resource == resource, IdempotencySubject.subject_id == subject_id
+    )
+    result = await session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.id.in_(shown), IdempotencyRecord.erased_at.is_(None))
+        .values(erased_at=utcnow(), fingerprint="", status_code=410, headers={}, body=b"")
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def purge_expired(session: AsyncSession, ttl: timedelta) -> int:

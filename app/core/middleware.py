@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import uuid_utils
 from asgi_correlation_id import correlation_id
@@ -22,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.cache_control import cache_control_for
 from app.core.logging import ACCESS_LOGGER
 from app.core.metrics import Metrics
-from app.core.problems import problem_response, route_path
+from app.core.problems import FieldError, problem_response, route_path
 
 logger = logging.getLogger(ACCESS_LOGGER)
 MAX_REQUEST_ID_LENGTH = 128
@@ -79,6 +80,40 @@ class RouteTemplates:
         return str(getattr(route, "path", "-"))
 
 
+UNDECODABLE_PATH = "must be UTF-8: the path has percent-encoded bytes that are not UTF-8"
+
+
+def undecodable_path(scope: Scope) -> list[str] | None:
+    """The pointers of the path parameters that hold bytes which are not UTF-8, or None when the path is
+    UTF-8 (the usual case, found without decoding anything when it has no `%` and no byte over 0x7F).
+
+    The server decodes such bytes into U+FFFD, so that `%FF%FE` and `%FE%FF` would become the same
+    value: they are refused instead, at the parameter that holds them (`/path/<name>`), or at `/path`
+    when no route's parameter does."""
+    raw = scope.get("raw_path")
+    if not raw:
+        return None
+    raw = bytes(raw).partition(b"?")[0]
+    if b"%" not in raw and raw.isascii():
+        return None
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        return None
+    path = route_path(scope)
+    for context in iter_route_contexts(getattr(scope.get("app"), "routes", ())):
+        regex = getattr(context, "path_regex", None)
+        match = regex.match(path) if regex is not None else None
+        if match is None:
+            continue
+        names = [name for name, value in match.groupdict().items() if "\ufffd" in value]
+        if names:
+            return [f"/path/{name}" for name in names]
+    return ["/path"]
+
+
 class PayloadTooLarge(HTTPException):
     """Raised while reading a streamed body; FastAPI lets HTTPExceptions from `receive` through to the
     problem handler."""
@@ -99,6 +134,8 @@ class RequestMiddleware:
 
     - `X-Request-ID`: kept when valid (`valid_request_id`), generated otherwise; echoed on every response
       and available to problems and logs through `correlation_id`.
+    - A path with percent-encoded bytes that are not UTF-8 is refused: 422 `validation_error` at the
+      pointer of the path parameter that holds it (`undecodable_path`).
     - Body limit: a declared `Content-Length` over the limit is refused before the app runs; a streamed
       body is counted as it is read. Both answer 413 `payload_too_large` as a problem (Starlette's own
       limit answers plain text).
@@ -169,8 +206,11 @@ class RequestMiddleware:
             await send(message)
 
         try:
+            pointers = undecodable_path(scope)
             declared = _header(scope, b"content-length")
-            if declared is not None and declared.strip().isdigit() and int(declared) > self.max_body_size:
+            if pointers is not None:
+                await self._refuse_path(scope, receive, send_wrapper, pointers)
+            elif declared is not None and declared.strip().isdigit() and int(declared) > self.max_body_size:
                 await self._refuse_body(scope, receive, send_wrapper)
             else:
                 await self._with_body_limit(scope, receive, send_wrapper, lambda: response_started)
@@ -227,6 +267,17 @@ class RequestMiddleware:
             if response_started():
                 raise
             await self._refuse_body(scope, receive, send)
+
+    async def _refuse_path(self, scope: Scope, receive: Receive, send: Send, pointers: list[str]) -> None:
+        response = problem_response(
+            Request(scope),
+            status=422,
+            code="validation_error",
+            title="Invalid request",
+            detail=f"The request has {len(pointers)} invalid field(s).",
+            errors=[FieldError(pointer=pointer, detail=UNDECODABLE_PATH) for pointer in pointers],
+        )
+        await response(scope, receive, send)
 
     async def _refuse_body(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from asgi_correlation_id import correlation_id
@@ -194,6 +194,88 @@ def _pointer(loc: Sequence[int | str]) -> str:
     return prefix + "".join("/" + p for p in escaped)
 
 
+# What a 422 says about a field: one clear, stable sentence per rule, the same for every resource (a
+# frontend may show it next to the field), never pydantic's wording of the moment nor a regular expression.
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "unknown field",
+    "string_type": "must be a string",
+    "string_unicode": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "uuid_type": "must be a UUID, such as 019abc3e-0000-7000-8000-000000000002",
+    "uuid_parsing": "must be a UUID, such as 019abc3e-0000-7000-8000-000000000002",
+    "uuid_version": "must be a UUID, such as 019abc3e-0000-7000-8000-000000000002",
+    "date_type": "must be a date: YYYY-MM-DD",
+    "date_parsing": "must be a date: YYYY-MM-DD",
+    "date_from_datetime_parsing": "must be a date: YYYY-MM-DD",
+    "date_from_datetime_inexact": "must be a date: YYYY-MM-DD",
+    "datetime_type": "must be an RFC 3339 date-time with an offset, e.g. 2026-11-26T09:30:00Z",
+    "datetime_parsing": "must be an RFC 3339 date-time with an offset, e.g. 2026-11-26T09:30:00Z",
+    "datetime_from_date_parsing": "must be an RFC 3339 date-time with an offset, e.g. 2026-11-26T09:30:00Z",
+    "datetime_object_invalid": "must be an RFC 3339 date-time with an offset, e.g. 2026-11-26T09:30:00Z",
+    "timezone_aware": "must be an RFC 3339 date-time with an offset, e.g. 2026-11-26T09:30:00Z",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "list_type": "must be an array",
+    "none_required": "must be null",
+}
+# A pattern is a rule the documentation shows; the message names the kind of value instead.
+_PATTERN_MESSAGES = {
+    "email": "must be an email address, such as camille@example.org",
+    "phone": "must be a phone number: digits, spaces and . ( ) -, with an optional leading +",
+}
+_FORMAT_MESSAGE = "does not have the expected format (see the field's description in the API documentation)"
+
+
+def _length(err: Mapping[str, Any], bound: str, at: str) -> str:
+    ctx = err.get("ctx") or {}
+    limit = ctx.get(bound)
+    # A length checked after another rule ("too_short") is still a string's when the value is one.
+    unit = "character" if err["type"].startswith("string") or isinstance(err.get("input"), str) else "item"
+    if limit == 1 and bound == "min_length":
+        return "must not be empty" if unit == "character" else "must have at least 1 item"
+    return f"must have {at} {limit} {unit}{'' if limit == 1 else 's'}"
+
+
+def field_message(err: Mapping[str, Any]) -> str:
+    """The `detail` of one field's error in a 422, from a pydantic error (`ValidationError.errors()`)."""
+    kind = str(err.get("type", ""))
+    ctx = err.get("ctx") or {}
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind in ("string_too_short", "too_short"):
+        return _length(err, "min_length", "at least")
+    if kind in ("string_too_long", "too_long"):
+        return _length(err, "max_length", "at most")
+    if kind == "string_pattern_mismatch":
+        loc = list(err.get("loc", ()))
+        name = loc[-1] if loc else ""
+        return _PATTERN_MESSAGES.get(str(name), _FORMAT_MESSAGE)
+    if kind in ("enum", "literal_error") and "expected" in ctx:
+        return f"must be one of {ctx['expected']}"
+    bounds = {
+        "greater_than_equal": ("ge", "must be at least"),
+        "greater_than": ("gt", "must be greater than"),
+        "less_than_equal": ("le", "must be at most"),
+        "less_than": ("lt", "must be less than"),
+    }
+    if kind in bounds and bounds[kind][0] in ctx:
+        key, text = bounds[kind]
+        return f"{text} {ctx[key]}"
+    msg = str(err.get("msg", "invalid"))
+    if kind in ("value_error", "assertion_error"):
+        # The application's own validators word their messages as this table does.
+        return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return msg
+
+
 def validation_errors(exc: RequestValidationError) -> list[FieldError]:
     out = []
     for err in exc.errors():
@@ -205,10 +287,7 @@ def validation_errors(exc: RequestValidationError) -> list[FieldError]:
             where = f" at character {offset[0]}" if offset and isinstance(offset[0], int) else ""
             out.append(FieldError(pointer="", detail=f"the body is not valid JSON: {reason}{where}"))
             continue
-        msg = err.get("msg", "invalid")
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        out.append(FieldError(pointer=_pointer(err.get("loc", ())), detail=msg))
+        out.append(FieldError(pointer=_pointer(err.get("loc", ())), detail=field_message(err)))
     return out
 
 
@@ -488,7 +567,9 @@ def document_problems(schema: dict[str, Any], api_prefix: str) -> None:
             for status, response in responses.items():
                 problem = response.get("content", {}).get(PROBLEM_MEDIA_TYPE)
                 if problem is not None and status.isdigit():
-                    problem["example"] = problem_example(int(status), path)
+                    problem["example"] = problem_example(
+                        int(status), path, example_field_error(operation, components)
+                    )
     if f'"{_FASTAPI_422_REF}"' not in json.dumps(schema.get("paths", {})):
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
@@ -515,6 +596,12 @@ _EXAMPLES: dict[int, tuple[str, str, str]] = {
     404: ("not_found", "Not found", "no such object, or outside your territories"),
     405: ("method_not_allowed", "Method not allowed", "DELETE is not allowed here"),
     409: ("conflict", "Conflict", "the change conflicts with the current state of another object"),
+    410: (
+        "idempotency_key_erased",
+        "Idempotency key erased",
+        "the response of this Idempotency-Key showed personal data that has since been erased, so it cannot "
+        "be replayed; use a new key for a new request",
+    ),
     412: (
         "precondition_failed",
         "Version mismatch",
@@ -541,8 +628,28 @@ _EXAMPLES: dict[int, tuple[str, str, str]] = {
 }
 
 
-def problem_example(status: int, path: str) -> dict[str, Any]:
-    """The example of a problem answered with `status` on `path`, as documented in the OpenAPI."""
+_UUID_EXAMPLE_ERROR = "must be a UUID, such as 019abc3e-0000-7000-8000-000000000002"
+
+
+def example_field_error(operation: dict[str, Any], components: dict[str, Any]) -> dict[str, str]:
+    """An error that the operation may really answer in a 422: its body's first required field left out,
+    else its first UUID path parameter malformed, else an unknown query parameter (every operation refuses
+    those)."""
+    for media in operation.get("requestBody", {}).get("content", {}).values():
+        ref = media.get("schema", {}).get("$ref", "")
+        body = components.get(ref.rsplit("/", 1)[-1], {}) if ref.startswith("#/components/schemas/") else {}
+        required = body.get("required") or []
+        if required:
+            return {"pointer": _pointer([required[0]]), "detail": _MESSAGES["missing"]}
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "path" and parameter.get("schema", {}).get("format") == "uuid":
+            return {"pointer": f"/path/{parameter['name']}", "detail": _UUID_EXAMPLE_ERROR}
+    return {"pointer": "/query/sort_by", "detail": "unknown query parameter"}
+
+
+def problem_example(status: int, path: str, field_error: dict[str, str] | None = None) -> dict[str, Any]:
+    """The example of a problem answered with `status` on `path`, as documented in the OpenAPI; a 422 shows
+    `field_error` (`example_field_error`)."""
     code, title, detail = _EXAMPLES.get(status, ("http_error", "HTTP error", "HTTP error"))
     example: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
@@ -554,7 +661,9 @@ def problem_example(status: int, path: str) -> dict[str, Any]:
         "request_id": "3f1c1a52a1b54f4c9f3c5d3c2b1a0f9e",
     }
     if status == 422:
-        example["errors"] = [{"pointer": "/name", "detail": "String should have at least 1 character"}]
+        example["errors"] = [
+            field_error or {"pointer": "/query/sort_by", "detail": "unknown query parameter"}
+        ]
     return example
 
 
@@ -566,6 +675,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The caller's role may not do this (`forbidden`)",
         404: "No such object, or outside the caller's territories (`not_found`)",
         409: "Conflict with the current state (see `code`)",
+        410: "The stored response of this `Idempotency-Key` showed personal data since erased "
+        "(`idempotency_key_erased`): use a new key",
         412: "The `If-Match` version is stale (`precondition_failed`)",
         413: "Body larger than the limit (`payload_too_large`)",
         422: _VALIDATION_DESCRIPTION,

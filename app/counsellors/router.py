@@ -52,6 +52,10 @@ GET_DOC = (
     PERSONAL_DOC + ", and a `counsellor` key for its own record. Another counsellor, or a viewer, on a "
     "counsellor of its territories → 403; outside them → 404."
 )
+ERASED_DOC = (
+    "Its response, stored for an `Idempotency-Key`, goes when a counsellor it shows is anonymised: a retry "
+    "with the key then answers 410 `idempotency_key_erased` (neither the erased data nor a second run)."
+)
 ExternalRefPath = Annotated[
     FreeText,
     Path(
@@ -201,14 +205,15 @@ async def counsellors_get_direct(
     summary="Create a counsellor",
     description=WRITE_DOC + " `territory_id` (the employer) outside the caller's territories → 422 "
     "`unknown_reference`; `external_ref` taken within the employer → 409 `external_ref_exists`. HR systems "
-    "rather use `PUT /counsellors/by-ref/{external_ref}` or the bulk upsert.",
-    responses=problem_responses(401, 403, 409, 422),
+    "rather use `PUT /counsellors/by-ref/{external_ref}` or the bulk upsert. " + ERASED_DOC,
+    responses=problem_responses(401, 403, 409, 410, 422),
 )
 async def counsellors_create(
     request: Request, session: SessionDep, principal: WriterDep, idem: IdempotencyDep, body: CounsellorCreate
 ) -> Response:
     async def produce() -> Response:
         counsellor = await service.create(session, body, principal)
+        idem.shows(service.RESOURCE, counsellor.id)
         return created(
             request,
             await service.read(session, counsellor),
@@ -247,7 +252,9 @@ async def counsellors_update(
     summary="Anonymise a counsellor",
     description="Admin. Erases the personal fields (names, email, phone and the HR `external_ref`) for good "
     "and sets `anonymized_at`; keeps the employer, the training figures and the assignments with their "
-    "dates, so that positions and statistics keep counting. Anonymising again changes nothing. "
+    "dates, so that positions and statistics keep counting, and, in the same transaction, every response "
+    "stored for an `Idempotency-Key` that showed the person (a creation, a bulk upsert): a retry with such a "
+    "key answers 410 `idempotency_key_erased`. Anonymising again changes nothing. "
     "Answers 200 with the counsellor.",
     responses=problem_responses(401, 403, 404, 422),
 )
@@ -339,8 +346,8 @@ async def counsellors_upsert_by_ref_direct(
     "nothing and keeps every `version`), `422` refused (`validation_error`, or `unknown_reference` for an "
     "employer outside the caller's territories, with pointers into `items`). Items are applied "
     "independently; with `atomic=true`, any refused item refuses them all: 422 `bulk_rejected`, whose "
-    "`items` lists each item's result (`424` for the items that were valid but not applied).",
-    responses=problem_responses(401, 403, 413, 422),
+    "`items` lists each item's result (`424` for the items that were valid but not applied). " + ERASED_DOC,
+    responses=problem_responses(401, 403, 410, 413, 422),
 )
 async def counsellors_bulk(
     session: SessionDep,
@@ -351,6 +358,7 @@ async def counsellors_bulk(
 ) -> Response:
     async def produce() -> Response:
         results = await service.bulk_upsert(session, body.items, principal, atomic=atomic)
+        idem.shows(service.RESOURCE, *service.shown(results))
         return Response(
             content=orjson.dumps({"items": results}), status_code=207, media_type="application/json"
         )

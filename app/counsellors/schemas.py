@@ -6,11 +6,13 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import ConfigDict, Field, GetJsonSchemaHandler, StringConstraints
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
-from app.core.types import NO_CONTROL_CHARACTERS, FreeText
+from app.core.types import NO_CONTROL_CHARACTERS
 from app.referentials.data import ContractType, TrainingLabel
 
 MAX_BULK_ITEMS = 1000
@@ -32,8 +34,10 @@ Phone = Annotated[
     StringConstraints(min_length=6, max_length=32, pattern=r"^\+?[0-9][0-9 .()-]{4,30}$"),
     NO_CONTROL_CHARACTERS,
 ]
-Name = Annotated[FreeText, StringConstraints(min_length=1, max_length=100)]
-ExternalRef = Annotated[FreeText, StringConstraints(min_length=1, max_length=64)]
+# Free text (the shared check) whose lengths come first, on the string itself: lengths given after the
+# check's validator apply to its result as to any value, with a list's wording ("at least 1 item").
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), NO_CONTROL_CHARACTERS]
+ExternalRef = Annotated[str, StringConstraints(min_length=1, max_length=64), NO_CONTROL_CHARACTERS]
 # Course lengths of the programme's training (DOMAIN.md).
 TrainingHours = Literal[70, 105, 175, 280, 315, 350, 420]
 
@@ -106,6 +110,9 @@ class CounsellorUpsert(CounsellorFields):
 
 
 class BulkItem(CounsellorUpsert):
+    """One counsellor of a bulk upsert: the body of `PUT /counsellors/by-ref/{external_ref}` and its
+    `external_ref`."""
+
     external_ref: ExternalRef = Field(description="The item's key.", examples=["MATRICULE-000123"])
 
     model_config = ConfigDict(
@@ -113,23 +120,27 @@ class BulkItem(CounsellorUpsert):
     )
 
 
-def _bulk_items_schema() -> dict[str, Any]:
-    """What the documentation shows for `items`: an array of `BulkItem` (the model refers to `Training`, which
-    the document holds already), or of anything else, since an item that is not a `BulkItem` does not make
-    the request invalid: it gets its own 422 among the results."""
-    item = BulkItem.model_json_schema(ref_template="#/components/schemas/{model}")
-    item.pop("$defs", None)
-    refused = {"description": "Anything else: refused in its own result (422), the other items still apply."}
-    return {"type": "array", "minItems": 1, "maxItems": MAX_BULK_ITEMS, "items": {"anyOf": [item, refused]}}
+class _BulkItems:
+    """The documented shape of `items`: an array of `BulkItem`, a schema of the document's components, so
+    that a generated client builds valid items. The request is validated item by item in the handler
+    (`items` takes any JSON value here): an item that is not a valid `BulkItem`, even one that is not an
+    object, gets its own 422 among the results while the other items still apply."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # Generated as a definition of its own (`$ref`), not inlined: a schema of the components.
+        item = handler.generate_json_schema.generate_inner(BulkItem.__pydantic_core_schema__)  # type: ignore[attr-defined]
+        return {"type": "array", "minItems": 1, "maxItems": MAX_BULK_ITEMS, "items": item}
 
 
 class BulkRequest(InputModel):
-    # Items are checked one by one, so that one bad item (even one that is not an object) is a 422 in its
-    # own result rather than a 422 for the whole request.
-    items: Annotated[list[Any], WithJsonSchema(_bulk_items_schema())] = Field(
+    items: Annotated[list[Any], _BulkItems] = Field(
         min_length=1,
         max_length=MAX_BULK_ITEMS,
-        description=f"1 to {MAX_BULK_ITEMS} counsellors, each shaped like `BulkItem`.",
+        description=f"1 to {MAX_BULK_ITEMS} counsellors, each a `BulkItem`. An item that is not a valid "
+        "`BulkItem` is refused in its own result (422), and the others still apply.",
     )
 
     model_config = ConfigDict(
@@ -273,7 +284,12 @@ BULK_RESULTS: dict[str, Any] = {
                 "status": 422,
                 "detail": "The item has 1 invalid field(s).",
                 "code": "validation_error",
-                "errors": [{"pointer": "/items/1/email", "detail": "String should match pattern"}],
+                "errors": [
+                    {
+                        "pointer": "/items/1/email",
+                        "detail": "must be an email address, such as camille@example.org",
+                    }
+                ],
             },
         },
     ]

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import changes
+from app.core import changes, idempotency
 from app.core.auth import Principal, Role
 from app.core.changes import Action
 from app.core.pagination import PageRequest
@@ -29,6 +29,7 @@ from app.core.problems import (
     PreconditionFailed,
     UnknownReference,
     ValidationFailed,
+    field_message,
 )
 from app.core.types import no_control_characters
 from app.core.versioning import require_if_match
@@ -264,7 +265,8 @@ async def update(
 async def anonymize(session: AsyncSession, counsellor: Counsellor) -> Counsellor:
     """Erases names, email, phone and the HR reference (which points at the person in the employer's
     files); keeps the employer, the training figures and every assignment with its dates, so that positions
-    and statistics keep counting. Anonymising twice changes nothing."""
+    and statistics keep counting. The responses stored for `Idempotency-Key` that show the person go in the
+    same transaction (`idempotency.forget`). Anonymising twice changes nothing."""
     if counsellor.anonymized_at is not None:
         return counsellor
     counsellor.first_name = None
@@ -274,6 +276,7 @@ async def anonymize(session: AsyncSession, counsellor: Counsellor) -> Counsellor
     counsellor.external_ref = None
     counsellor.anonymized_at = utcnow()
     await session.flush()
+    await idempotency.forget(session, RESOURCE, counsellor.id)
     await _record(session, counsellor, Action.updated)
     return counsellor
 
@@ -392,6 +395,11 @@ def _problem(error: AppError) -> dict[str, Any]:
     }
 
 
+def shown(results: Sequence[Result]) -> list[uuid.UUID]:
+    """The counsellors a bulk answer shows (with their `external_ref`): those of the applied items."""
+    return [uuid.UUID(r["id"]) for r in results if r["id"] is not None]
+
+
 def _result(
     index: int, ref: str | None, status: int, id: uuid.UUID | None = None, version: int | None = None
 ) -> Result:
@@ -426,7 +434,7 @@ def _invalid(index: int, exc: ValidationError) -> AppError:
     errors = [
         FieldError(
             pointer=f"/items/{index}" + "".join(f"/{p}" for p in e["loc"]),
-            detail="unknown field" if e["type"] == "extra_forbidden" else e["msg"],
+            detail=field_message(e),
         )
         for e in exc.errors()
     ]

@@ -16,10 +16,17 @@ from app.api_keys.models import ApiKey
 from app.api_keys.schemas import ApiKeyCreate
 from app.config import Settings
 from app.core.auth import Role
-from app.core.idempotency import IdempotencyDep, IdempotencyRecord, advisory_lock_id, purge_expired
+from app.core.idempotency import (
+    IdempotencyDep,
+    IdempotencyRecord,
+    IdempotencySubject,
+    advisory_lock_id,
+    forget,
+    purge_expired,
+)
 from app.db import make_engine, make_sessionmaker, utcnow
 from app.territories.models import Territory
-from tests.conftest import KeyMaker, bearer, postgres_only
+from tests.conftest import KeyMaker, Tree, bearer, postgres_only
 from tests.helpers import add_route, app_client, assert_problem
 
 TERRITORIES = "/api/v1/territories"
@@ -294,3 +301,32 @@ async def test_callers_without_a_key_are_told_apart_by_address(
             response = await anonymous.post("/probe", json={}, headers={"Idempotency-Key": "same"})
             assert response.status_code == 200
     assert seen == ["public:192.0.2.10", "public:192.0.2.11"]
+
+
+async def test_an_expired_record_takes_its_subjects_along(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree, session: AsyncSession
+) -> None:
+    """What a stored response shows is linked to it, and goes with it, as it expires or as it is erased."""
+    person = {"first_name": "Camille", "last_name": "Exemple", "territory_id": str(tree.lyon_metro.id)}
+    ids = []
+    for key in ("shows-1", "shows-2"):
+        created = await client.post(
+            "/api/v1/counsellors", json={**person, "external_ref": key}, headers=_with_key(admin, key)
+        )
+        assert created.status_code == 201, created.text
+        ids.append(uuid.UUID(created.json()["id"]))
+    subjects = select(IdempotencySubject.subject_id).where(IdempotencySubject.subject_id.in_(ids))
+    assert set((await session.execute(subjects)).scalars()) == set(ids)
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.key == "shows-1")
+        .values(created_at=utcnow() - timedelta(hours=25))
+    )
+    assert await purge_expired(session, timedelta(hours=24)) >= 1
+    assert list((await session.execute(subjects)).scalars()) == [ids[1]]
+    assert await forget(session, "counsellors", ids[1]) == 1
+    assert await forget(session, "counsellors", ids[1]) == 0
+    (record,) = await _records(session, "shows-2")
+    await session.refresh(record)
+    assert (record.body, record.headers, record.fingerprint) == (b"", {}, "")
+    assert record.erased_at is not None

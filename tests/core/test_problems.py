@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from app.config import Settings
 from app.core.idempotency import IdempotencyRecord
 from app.db import SessionDep
 from app.ops.router import expected_head
+from tests.conftest import Tree
 from tests.helpers import add_route, app_client, assert_problem
 
 TERRITORIES = "/api/v1/territories"
@@ -354,3 +356,74 @@ async def test_readyz_on_a_database_that_was_never_migrated(settings: Settings, 
     # A missing table is not "retry later": the database answers, the schema is wrong; /readyz says why.
     assert_problem(listed, 500, "internal_error")
     assert "retry-after" not in listed.headers
+
+
+def _details(response: httpx.Response) -> dict[str, str]:
+    body = assert_problem(response, 422, "validation_error")
+    return {e["pointer"]: e["detail"] for e in body["errors"]}
+
+
+async def test_the_same_rule_says_the_same_thing_on_every_resource(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree
+) -> None:
+    """Clear, stable messages a frontend can show, at the field's pointer: an empty name, a malformed email,
+    a bad date, a UUID, an enum, a bound; never pydantic's list wording nor a regular expression."""
+    counsellors = "/api/v1/counsellors"
+    person = {"first_name": "", "last_name": "Exemple", "email": "not-an-email"}
+    lyon = str(tree.lyon_metro.id)
+    put = _details(
+        await client.put(f"{counsellors}/by-ref/M-1", json={**person, "territory_id": lyon}, headers=admin)
+    )
+    post = _details(
+        await client.post(
+            counsellors, json={**person, "territory_id": lyon, "external_ref": ""}, headers=admin
+        )
+    )
+    bulk = await client.post(
+        f"{counsellors}/bulk",
+        json={
+            "items": [{**person, "territory_id": lyon, "external_ref": "M-2", "training": {"pix_level": 4}}]
+        },
+        headers=admin,
+    )
+    assert bulk.status_code == 207, bulk.text
+    item = {e["pointer"]: e["detail"] for e in bulk.json()["items"][0]["problem"]["errors"]}
+    registration = _details(
+        await client.post(
+            f"/api/v1/workshops/{uuid.uuid4()}/registrations",
+            json={**person, "last_name": "x" * 101},
+        )
+    )
+    position = _details(
+        await client.post(
+            "/api/v1/positions",
+            json={"agreement_id": "nope", "opened_on": "2021-13-01", "external_ref": ""},
+            headers=admin,
+        )
+    )
+    empty = "must not be empty"
+    email = "must be an email address, such as camille@example.org"
+    assert put == {"/first_name": empty, "/email": email}
+    assert post == {"/first_name": empty, "/email": email, "/external_ref": empty}
+    assert item == {
+        "/items/0/first_name": empty,
+        "/items/0/email": email,
+        "/items/0/training/pix_level": "must be at most 3",
+    }
+    assert registration == {
+        "/first_name": empty,
+        "/email": email,
+        "/last_name": "must have at most 100 characters",
+    }
+    assert position == {
+        "/agreement_id": "must be a UUID, such as 019abc3e-0000-7000-8000-000000000002",
+        "/opened_on": "must be a date: YYYY-MM-DD",
+        "/external_ref": empty,
+    }
+    everything = json.dumps([put, post, item, registration, position])
+    assert "^" not in everything
+    assert "after validation" not in everything
+    missing = _details(await client.post(counsellors, json={"territory_id": lyon}, headers=admin))
+    assert missing == {"/first_name": "is required", "/last_name": "is required"}
+    listed = _details(await client.post(f"{counsellors}/bulk", json={"items": []}, headers=admin))
+    assert listed == {"/items": "must have at least 1 item"}

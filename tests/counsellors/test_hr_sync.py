@@ -3,9 +3,12 @@ replays that change nothing), and an HR key that only ever touches its own terri
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from tests.conftest import KeyMaker, bearer
 from tests.helpers import assert_problem, ids, items
@@ -261,3 +264,79 @@ async def test_the_bulk_resource_allows_only_post(client: httpx.AsyncClient, wor
         "validation_error",
         "/path/counsellor_id",
     )
+
+
+async def test_reading_by_reference_stays_within_the_callers_territories(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """Another territory's counsellor, named by its employer and reference, is 404 with no personal field."""
+    rhone = await create_counsellor(client, world.rhone_manager, world.tree.rhone.id, external_ref="R-77")
+    url = f"{COUNSELLORS}/by-ref/R-77"
+    params = {"territory_id": str(world.tree.rhone.id)}
+    own = await client.get(url, params=params, headers=world.rhone_manager)
+    assert (own.status_code, own.json()["id"]) == (200, rhone["id"])
+    outside = await client.get(url, params=params, headers=world.lyon_manager)
+    assert_problem(outside, 404, "not_found")
+    assert PERSON["email"] not in outside.text
+    assert PERSON["phone"] not in outside.text
+
+
+async def test_an_atomic_bulk_with_an_item_outside_the_callers_territories_writes_nothing(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """An item valid in itself but refused for its employer refuses the atomic request as a whole."""
+    payload = {"items": [person("IN-1"), person("OUT-1", territory_id=str(world.tree.rhone.id))]}
+    response = await client.post(BULK, params={"atomic": "true"}, json=payload, headers=world.lyon_manager)
+    body = assert_problem(response, 422, "bulk_rejected")
+    assert [(r["index"], r["status"]) for r in body["items"]] == [(0, 424), (1, 422)]
+    assert body["items"][1]["problem"]["code"] == "unknown_reference"
+    assert ids(await client.get(COUNSELLORS, headers=world.lyon_manager)) == []
+
+
+async def test_an_idempotency_key_tells_the_atomic_call_from_the_other(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """The query string is part of the request: `?atomic=true` with the key of a non-atomic call is another
+    request (422 `idempotency_key_reused`), never the replay of a partial write."""
+    headers = {**world.lyon_manager, "Idempotency-Key": "hr-import-query"}
+    payload = {"items": [person("Q-1"), person("Q-2", email="broken")]}
+    partial = await client.post(BULK, json=payload, headers=headers)
+    assert [r["status"] for r in partial.json()["items"]] == [201, 422]
+    atomic = await client.post(BULK, params={"atomic": "true"}, json=payload, headers=headers)
+    assert_problem(atomic, 422, "idempotency_key_reused")
+    assert "idempotent-replayed" not in atomic.headers
+
+
+def test_every_bulk_item_has_its_schema_in_the_document(app: FastAPI) -> None:
+    """A generated client types `items` as `BulkItem`s (a schema of the components, with its required
+    fields), and the 422 example names a field the request has."""
+    document = app.openapi()
+    schemas = document["components"]["schemas"]
+    operation = document["paths"][BULK]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    request = schemas[body["$ref"].removeprefix("#/components/schemas/")]
+    items_schema = request["properties"]["items"]
+    assert items_schema["type"] == "array"
+    assert (items_schema["minItems"], items_schema["maxItems"]) == (1, 1000)
+    assert items_schema["items"] == {"$ref": "#/components/schemas/BulkItem"}
+    item = schemas["BulkItem"]
+    assert set(item["required"]) == {"external_ref", "first_name", "last_name"}
+    assert item["additionalProperties"] is False
+    assert "external_ref" in item["properties"]
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(document)))
+    assert refs <= schemas.keys()
+    example = operation["responses"]["422"]["content"]["application/problem+json"]["example"]
+    pointers = [e["pointer"] for e in example["errors"]]
+    assert pointers == ["/items"]
+    assert all(p.split("/")[1] in request["properties"] for p in pointers)
+
+
+async def test_an_item_that_is_not_a_bulk_item_is_refused_alone(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    payload = {"items": [person("ALONE-1"), "not an object", {"first_name": "No reference"}]}
+    response = await client.post(BULK, json=payload, headers=world.lyon_manager)
+    results = response.json()["items"]
+    assert [r["status"] for r in results] == [201, 422, 422]
+    assert results[1]["problem"]["errors"] == [{"pointer": "/items/1", "detail": "must be an object"}]
+    assert {"pointer": "/items/2/external_ref", "detail": "is required"} in results[2]["problem"]["errors"]

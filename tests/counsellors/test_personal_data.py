@@ -7,8 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.helpers import items
+from app.core.idempotency import IdempotencyRecord
+from tests.helpers import assert_problem, items
 from tests.positions.helpers import (
     ASSIGNMENTS,
     COUNSELLORS,
@@ -73,3 +76,60 @@ async def test_personal_lists_make_a_constant_number_of_queries(
             counts[url].append(counter.count)
     for url, seen in counts.items():
         assert seen[0] == seen[1], (url, seen)
+
+
+async def _stored_bodies(session: AsyncSession) -> bytes:
+    return b"\n".join((await session.execute(select(IdempotencyRecord.body))).scalars())
+
+
+async def test_no_stored_response_outlives_an_anonymisation(
+    client: httpx.AsyncClient, world: World, session: AsyncSession
+) -> None:
+    """The responses kept for `Idempotency-Key` that show the person go with the anonymisation, in its
+    transaction; a retry with their key then answers 410 `idempotency_key_erased`, never the old names, and
+    never a new counsellor."""
+    lyon = str(world.tree.lyon_metro.id)
+    body = {**PERSON, "territory_id": lyon, "external_ref": "ERASED-1", "email": "erased@example.org"}
+    create = {**world.lyon_manager, "Idempotency-Key": "create-erased-1"}
+    created = await client.post(COUNSELLORS, json=body, headers=create)
+    assert created.status_code == 201, created.text
+    bulk = {**world.lyon_manager, "Idempotency-Key": "bulk-erased"}
+    payload = {"items": [{**PERSON, "external_ref": "ERASED-2"}, {**PERSON, "external_ref": "KEPT-1"}]}
+    first_bulk = await client.post(f"{COUNSELLORS}/bulk", json=payload, headers=bulk)
+    assert [r["status"] for r in first_bulk.json()["items"]] == [201, 201]
+    other = {**world.lyon_manager, "Idempotency-Key": "bulk-kept"}
+    kept = await client.post(
+        f"{COUNSELLORS}/bulk", json={"items": [{**PERSON, "external_ref": "KEPT-2"}]}, headers=other
+    )
+    assert kept.status_code == 207
+    assert b"ERASED-1" in await _stored_bodies(session)
+
+    for counsellor_id in (created.json()["id"], first_bulk.json()["items"][0]["id"]):
+        anonymized = await client.post(f"{COUNSELLORS}/{counsellor_id}/anonymize", headers=world.admin)
+        assert anonymized.status_code == 200, anonymized.text
+
+    stored = await _stored_bodies(session)
+    for secret in (b"ERASED-1", b"ERASED-2", b"erased@example.org"):
+        assert secret not in stored
+    again = await client.post(COUNSELLORS, json=body, headers=create)
+    problem = assert_problem(again, 410, "idempotency_key_erased")
+    assert "idempotent-replayed" not in again.headers
+    for secret in ("ERASED-1", "erased@example.org", PERSON["first_name"]):
+        assert secret not in again.text
+    assert_problem(
+        await client.post(COUNSELLORS, json={**body, "phone": None}, headers=create),
+        410,
+        "idempotency_key_erased",
+    )
+    assert problem["detail"]
+    assert_problem(
+        await client.post(f"{COUNSELLORS}/bulk", json=payload, headers=bulk), 410, "idempotency_key_erased"
+    )
+    # Nothing was created again, and a response that does not show the person is still replayed.
+    listed = await client.get(COUNSELLORS, params={"external_ref": "ERASED-1"}, headers=world.lyon_manager)
+    assert items(listed) == []
+    replay = await client.post(
+        f"{COUNSELLORS}/bulk", json={"items": [{**PERSON, "external_ref": "KEPT-2"}]}, headers=other
+    )
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == kept.json()
