@@ -5,8 +5,8 @@ created, or each counsellor of a bulk upsert); anonymising a counsellor wipes th
 and sets their `erased_at`, so that a retry with their key answers 410 rather than the erased data. The
 responses stored before this revision have no links: they expire within the retention window (24 h).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07 05:10:00
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
