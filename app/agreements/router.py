@@ -144,7 +144,11 @@ async def agreements_list(
     return page_response(request, items, next_cursor, total)
 
 
-@direct("agreements_list")
+@direct(
+    "agreements_list",
+    # The subtree's path, then the page; the page, then its total.
+    snapshot=lambda params: params["include_total"] or params["within"] is not None,
+)
 async def agreements_list_direct(
     request: Request,
     session: DirectSession,

@@ -48,6 +48,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import db
+from app.core.auth import resolve_principal
 from app.core.pool import FairAsyncQueue, FairAsyncQueuePool
 
 logger = logging.getLogger("app.direct")
@@ -58,9 +59,13 @@ T = TypeVar("T")
 DirectHandler = Callable[..., Awaitable[Response | None]]
 _HANDLERS: dict[str, DirectHandler] = {}
 _REFUSED: dict[str, frozenset[str]] = {}
+Snapshot = bool | Callable[[dict[str, Any]], bool]
+_SNAPSHOT: dict[str, Snapshot] = {}
 
 
-def direct(route_name: str, refuses: tuple[str, ...] = ()) -> Callable[[DirectHandler], DirectHandler]:
+def direct(
+    route_name: str, refuses: tuple[str, ...] = (), snapshot: Snapshot = False
+) -> Callable[[DirectHandler], DirectHandler]:
     """Registers `handler` as the direct twin of the FastAPI route named `route_name`.
 
     Its parameters are the route's own: `handler(request, session, **params)` gets every path and query
@@ -69,12 +74,18 @@ def direct(route_name: str, refuses: tuple[str, ...] = ()) -> Callable[[DirectHa
     same validation, hence the same values). Its signature names each of them, except those it `refuses`
     (by their names in the query string): a request that sends one of those goes to the route. A request
     with a parameter the route does not declare, a value the route would refuse, or a scalar sent twice
-    goes to the route too. `check_twins` (at start-up) fails when a twin's signature and its route's
-    parameters differ, and a test fails when a twin's body does not use one of its parameters."""
+    goes to the route too. `twins` (at start-up) fails when a twin's signature and its route's parameters
+    differ, and a test fails when a twin's body does not use one of its parameters.
+
+    A reading twin's answer is read in one snapshot: in one statement (the caller's key is resolved before,
+    on its own), or, with `snapshot` (True, or a function of the parameters that says when), in a
+    transaction begun before its first statement (REPEATABLE READ on PostgreSQL). A twin without it whose
+    answer takes a second statement declines it (`Fallback`): the route answers, in its own transaction."""
 
     def register(handler: DirectHandler) -> DirectHandler:
         _HANDLERS[route_name] = handler
         _REFUSED[route_name] = frozenset(refuses)
+        _SNAPSHOT[route_name] = snapshot
         return handler
 
     return register
@@ -512,11 +523,17 @@ class DirectSession:
     Bound to a connection rather than an engine (the tests' transaction), it runs on that connection; a
     read then runs in the tests' transaction."""
 
-    def __init__(self, bind: AsyncEngine | AsyncConnection, write: bool = False) -> None:
+    def __init__(
+        self, bind: AsyncEngine | AsyncConnection, write: bool = False, snapshot: bool = False
+    ) -> None:
         self._bind = bind
         self._write = write
         self._nested = not isinstance(bind, AsyncEngine)
-        self._transactional = write or not self._nested
+        # A read: its statements run outside a transaction until `begin_answer`; then the answer's first
+        # statement begins the snapshot transaction (`snapshot`), or runs alone and a second one declines.
+        self._snapshot = snapshot and not write
+        self._answering = write
+        self._answer_statements = 0
         # The transaction begun and not yet ended: an asyncpg Transaction, or "transaction"/"savepoint" on
         # SQLite. Set before BEGIN is sent, cleared only once COMMIT or ROLLBACK has completed.
         self._transaction: Any = None
@@ -530,6 +547,10 @@ class DirectSession:
 
     def __getattr__(self, name: str) -> Any:
         raise Fallback(f"the direct path has no session.{name}")
+
+    def begin_answer(self) -> None:
+        """What comes next is the answer (the caller is resolved): one snapshot from here."""
+        self._answering = True
 
     async def __aenter__(self) -> DirectSession:
         return self
@@ -661,8 +682,15 @@ class DirectSession:
         for observe in statement_observers:
             observe(sql)
         try:
-            if self._transaction is None and self._transactional:
-                await self._begin(driver)
+            if self._answering and self._transaction is None:
+                if self._write or (self._snapshot and not self._nested):
+                    await self._begin(driver)
+                elif not self._snapshot:
+                    # Counted inside the tests' transaction too, so that the tests see the twins that
+                    # decline.
+                    self._answer_statements += 1
+                    if self._answer_statements > 1:
+                        raise Fallback("an answer of several statements: the route reads it in one snapshot")
             if self._lock is not None:
                 async with self._lock:
                     return await self._fetch(driver, sql, args, rowcount)
@@ -846,6 +874,7 @@ class TwinParameters:
 
     def __init__(self, route: APIRoute, handler: DirectHandler, refused: frozenset[str]) -> None:
         self.route, self.handler, self.refused = route, handler, refused
+        self.snapshot: Snapshot = _SNAPSHOT.get(route.name, False)
         fields = _route_fields(route)
         self.path_fields = [field for where, field in fields if where == "path"]
         self.query_fields = [
@@ -1001,10 +1030,16 @@ class DirectMiddleware:
             del scope["route"]
             scope.pop("path_params", None)
             return False
-        session = DirectSession(app.state.sessionmaker.kw["bind"], write=scope["method"] != "GET")
+        write = scope["method"] != "GET"
+        snapshot = twin.snapshot(params) if callable(twin.snapshot) else twin.snapshot
+        session = DirectSession(app.state.sessionmaker.kw["bind"], write=write, snapshot=snapshot)
         response: Response | None
         try:
             try:
+                if not write:
+                    # The caller first, on its own (its key is no part of the answer); then the answer.
+                    await resolve_principal(request, session)
+                    session.begin_answer()
                 response = await twin.handler(request, session, **params)
                 await session.finish(commit=response is not None)
             except Exception:

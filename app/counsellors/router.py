@@ -188,7 +188,7 @@ async def counsellors_get(
     return await _row_response(request, session, await service.visible_row(session, counsellor_id, principal))
 
 
-@direct("counsellors_get")
+@direct("counsellors_get", snapshot=True)  # the counsellor and its current assignment
 async def counsellors_get_direct(
     request: Request, session: DirectSession, *, counsellor_id: uuid.UUID
 ) -> Response | None:
@@ -325,8 +325,9 @@ async def counsellors_upsert_by_ref_direct(
     body = await json_body(request)
     # It only reads: its statements run as a reading request's do (one read-only snapshot, no write lock),
     # on a session of their own; the writing request's `session` stays unused.
-    async with DirectSession(request.app.state.sessionmaker.kw["bind"]) as reads:
+    async with DirectSession(request.app.state.sessionmaker.kw["bind"], snapshot=True) as reads:
         principal = await _writer(request, reads)
+        reads.begin_answer()
         try:
             data = CounsellorUpsert.model_validate(body)
         except ValidationError:

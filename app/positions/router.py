@@ -113,7 +113,7 @@ async def positions_list(
     return page_response(request, rows, next_cursor, total)
 
 
-@direct("positions_list")
+@direct("positions_list", snapshot=True)  # the page, its current assignments, its total
 async def positions_list_direct(
     request: Request,
     session: DirectSession,
@@ -171,7 +171,7 @@ async def _position_response(
     return object_response(None, row)
 
 
-@direct("positions_get")
+@direct("positions_get", snapshot=True)  # the position and its current assignment
 async def positions_get_direct(
     request: Request, session: DirectSession, *, position_id: uuid.UUID
 ) -> Response | None:

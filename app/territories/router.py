@@ -67,7 +67,11 @@ async def territories_list(
     return page_response(request, rows, next_cursor, total)
 
 
-@direct("territories_list")
+@direct(
+    "territories_list",
+    # The subtree's path, then the page; the page, then its total.
+    snapshot=lambda params: params["include_total"] or params["within"] is not None,
+)
 async def territories_list_direct(
     request: Request,
     session: DirectSession,

@@ -252,7 +252,12 @@ async def _search(
     return page_response(request, rows, next_cursor, total)
 
 
-@direct("workshops_list", refuses=("from", "to", "near", "radius_km", "sort"))
+@direct(
+    "workshops_list",
+    refuses=("from", "to", "near", "radius_km", "sort"),
+    # The subtree's path, then the page; the page, then its total.
+    snapshot=lambda params: params["include_total"] or params["within"] is not None,
+)
 async def workshops_list_direct(
     request: Request,
     session: DirectSession,
