@@ -9,6 +9,8 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -88,6 +90,24 @@ def _log_like_the_service(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_json)
 
 
+@contextmanager
+def _logging_for_the_command(settings: Settings) -> Iterator[None]:
+    """The service's logging while the command runs; its lines written, and the logging as it was, when
+    it ends (a command run in-process, by a test or a script, leaves no handler behind on a stream that
+    may be gone)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    _log_like_the_service(settings)
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if all(handler is not kept for kept in handlers):
+                handler.close()
+        root.handlers = handlers
+        root.setLevel(level)
+
+
 def run_migrations(settings: Settings, revision: str = "head", downgrade: bool = False) -> None:
     """Migrations (under the migration lock, see migrations/env.py); one line and exit status 2 when the
     database's revision is unknown to this release."""
@@ -112,8 +132,8 @@ def migrate(
     """Apply the database migrations (or downgrade)."""
     # Downgrading needs a database that exists: never create one for it.
     settings = checked_settings(existing=downgrade)
-    _log_like_the_service(settings)
-    run_migrations(settings, revision, downgrade=downgrade)
+    with _logging_for_the_command(settings):
+        run_migrations(settings, revision, downgrade=downgrade)
     console.print(f"[green]database at {revision}[/green]")
 
 
