@@ -26,7 +26,15 @@ from rich.table import Table
 from app.config import Settings
 from app.core.logging import configure_logging
 from app.core.problems import AppError
-from app.startup import EXIT_CODE, StartupError, check_database, check_port, check_schema, load_settings
+from app.startup import (
+    EXIT_CODE,
+    StartupError,
+    check_database,
+    check_not_newer,
+    check_port,
+    check_schema,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from app.territories.service import ImportReport
@@ -68,10 +76,12 @@ def checked_settings(
     secret: bool = True,
     schema: bool = False,
     existing: bool = False,
+    migrating: bool = False,
 ) -> Settings:
     """The start-up checks (app/startup.py): one line and exit status 2 on the first problem. `schema`:
     the command reads or writes the database without migrating it, which must then exist and be at the
-    latest migration (checked without creating anything); `existing`: the database must exist already."""
+    latest migration (checked without creating anything); `existing`: the database must exist already;
+    `migrating`: a database that a newer release migrated is refused."""
     try:
         settings = load_settings(require_secret=secret)
         if port is not None:
@@ -80,6 +90,8 @@ def checked_settings(
             check_schema(settings, *_revisions())
         elif database:
             check_database(settings, create=not existing)
+        if migrating:
+            check_not_newer(settings, _revisions()[1])
     except StartupError as exc:
         raise _refuse(str(exc)) from None
     return settings
@@ -131,7 +143,11 @@ def migrate(
 ) -> None:
     """Apply the database migrations (or downgrade)."""
     # Downgrading needs a database that exists: never create one for it.
-    settings = checked_settings(existing=downgrade)
+    settings = checked_settings(existing=downgrade, migrating=True)
+    try:
+        ScriptDirectory.from_config(alembic_config(settings.database_url)).get_revisions(revision)
+    except CommandError as exc:
+        raise _refuse(f"cannot migrate to {revision}: {exc}") from None
     with _logging_for_the_command(settings):
         run_migrations(settings, revision, downgrade=downgrade)
     console.print(f"[green]database at {revision}[/green]")
@@ -293,7 +309,9 @@ def serve(
     load_demo = demo if demo is not None else checked_settings(database=False).is_sqlite
     # Settings, the port and the database are checked before anything is migrated; without migrations,
     # the demo data needs a database already migrated.
-    settings = checked_settings(port=(host, port), schema=load_demo and not migrate_first)
+    settings = checked_settings(
+        port=(host, port), schema=load_demo and not migrate_first, migrating=migrate_first
+    )
     _log_like_the_service(settings)
     if migrate_first:
         run_migrations(settings)

@@ -149,38 +149,59 @@ def _sqlite_revision(path: Path) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
-def check_schema(settings: Settings, head: str, known: Collection[str]) -> None:
-    """The database exists, answers and its schema is at `head` (the latest migration of this release):
-    for the commands that read or write it without migrating it first."""
+def _schema(settings: Settings) -> tuple[str, list[str] | None]:
+    """Where the database is (for the messages) and its migration revisions; None for a SQLite file that
+    does not exist (nothing is created to find out)."""
     if settings.is_sqlite:
         path = _sqlite_path(settings)
         if path is None:
-            return
-        where = str(path)
-        if not path.is_file():
-            raise StartupError(
-                f"DATABASE_URL: the SQLite database {where} does not exist yet: "
-                "create it with `cnfs-api migrate`"
-            )
-        revisions = _sqlite_revision(path)
-    else:
-        url = make_url(settings.database_url)
-        where = f'"{url.database}" on {_where(settings)}'
-        revisions = asyncio.run(_probe_postgres(settings, read_revision=True))
+            return ":memory:", None
+        return str(path), _sqlite_revision(path) if path.is_file() else None
+    url = make_url(settings.database_url)
+    revisions = asyncio.run(_probe_postgres(settings, read_revision=True))
+    return f'"{url.database}" on {_where(settings)}', revisions
+
+
+def _newer(where: str, revisions: list[str], known: Collection[str]) -> StartupError | None:
+    if set(revisions) <= set(known):
+        return None
+    return StartupError(
+        f"the database {where} is at migration {', '.join(revisions)}, which this release does not know "
+        "(a newer release migrated it): run the newer release"
+    )
+
+
+def check_schema(settings: Settings, head: str, known: Collection[str]) -> None:
+    """The database exists, answers and its schema is at `head` (the latest migration of this release):
+    for the commands that read or write it without migrating it first."""
+    if settings.is_sqlite and _sqlite_path(settings) is None:
+        return
+    where, revisions = _schema(settings)
+    if revisions is None:
+        raise StartupError(
+            f"DATABASE_URL: the SQLite database {where} does not exist yet: create it with `cnfs-api migrate`"
+        )
     if revisions == [head]:
         return
     if not revisions:
         raise StartupError(f"the database {where} is not migrated: run `cnfs-api migrate` first")
-    found = ", ".join(revisions)
-    if set(revisions) <= set(known):
-        raise StartupError(
-            f"the database {where} is at migration {found}, this release needs {head}: "
-            "run `cnfs-api migrate` first"
-        )
+    newer = _newer(where, revisions, known)
+    if newer is not None:
+        raise newer
     raise StartupError(
-        f"the database {where} is at migration {found}, which this release does not know (a newer release "
-        "migrated it): run the newer release"
+        f"the database {where} is at migration {', '.join(revisions)}, this release needs {head}: "
+        "run `cnfs-api migrate` first"
     )
+
+
+def check_not_newer(settings: Settings, known: Collection[str]) -> None:
+    """Before migrating: a database that a newer release migrated is left alone, in one line."""
+    if settings.is_sqlite and _sqlite_path(settings) is None:
+        return
+    where, revisions = _schema(settings)
+    newer = _newer(where, revisions or [], known)
+    if newer is not None:
+        raise newer
 
 
 def check_database(settings: Settings, create: bool = True) -> None:

@@ -137,6 +137,10 @@ def test_a_missing_sqlite_file_is_not_created(
     assert not (tmp_path / "db").exists()
 
 
+def test_an_unknown_target_revision(env: pytest.MonkeyPatch) -> None:
+    refused(["migrate", "0999"], "cannot migrate to 0999", "0999")
+
+
 def test_a_downgrade_needs_a_database(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     refused(["migrate", "base", "--downgrade"], "DATABASE_URL", "does not exist")
     assert not (tmp_path / "db" / "cnfs.db").exists()
@@ -175,7 +179,8 @@ def test_a_sqlite_database_migrated_by_a_newer_release(env: pytest.MonkeyPatch, 
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE alembic_version SET version_num = '9999'")
     refused(SCHEMA_COMMANDS[0], "at migration 9999", "does not know")
-    refused(["migrate"], "cannot migrate", "9999")
+    refused(["migrate"], "at migration 9999", "does not know")
+    refused(["serve", "--port", str(free_port())], "at migration 9999", "does not know")
 
 
 @pytest.mark.parametrize("command", SCHEMA_COMMANDS, ids=COMMAND_IDS)
