@@ -123,7 +123,7 @@ SCHEMA_COMMANDS = [
     ["create-key", "--name", "ops", "--role", "admin"],
     ["seed-demo"],
     ["territories", "import"],
-    ["serve", "--no-migrate", "--demo", "--port", "1"],
+    ["serve", "--no-migrate", "--demo", "--port", str(free_port())],
 ]
 COMMAND_IDS = ["create-key", "seed-demo", "territories-import", "serve-no-migrate"]
 
