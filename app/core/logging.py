@@ -3,6 +3,7 @@ Alembic's lines go through the same formatter."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -55,8 +56,13 @@ def _drop_extras(_logger: Any, _method: str, event: MutableMapping[str, Any]) ->
 
 
 def _orjson_text(value: Any, **options: Any) -> str:
-    """structlog's JSON lines serialised as the access log's are (orjson: no spaces), one format."""
-    return orjson.dumps(value, default=options.get("default", str)).decode()
+    """structlog's JSON lines serialised as the access log's are (orjson: no spaces), one format. What
+    orjson refuses (an integer past 64 bits) goes through the standard library, in the same compact form."""
+    default = options.get("default", str)
+    try:
+        return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, default=default, separators=(",", ":"), ensure_ascii=False)
 
 
 class ToRootHandler(logging.Handler):
@@ -194,9 +200,9 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
         ],
     )
     # The lines name no source file: each record need not look it up (the optimisation of the logging
-    # HOWTO; the caller's frame is the most costly, a walk up the stack). The thread and process ids stay:
-    # they cost a system call at most, and a formatter that prints them with `%(process)d` (gunicorn's)
-    # fails on the None that `logProcesses = False` leaves, losing its line.
+    # HOWTO; the caller's frame is the most costly, a walk up the stack). The thread and process ids stay
+    # (under a microsecond a record): a formatter that prints them with `%(process)d` (gunicorn's) fails on
+    # the None that `logProcesses = False` leaves, and its line is lost.
     logging._srcfile = None
     logging.logMultiprocessing = False
     handler = _BatchingHandler(sys.stderr)

@@ -254,3 +254,14 @@ async def test_a_request_without_a_route_is_logged_with_its_path(
         # A route's 404 (no such territory) keeps the route's template: never the values of its path.
         "GET /api/v1/territories/{kind}/{code} 404",
     ]
+
+
+def test_values_orjson_refuses_still_make_a_json_line(stderr_json_logs: None) -> None:
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler))
+    assert handler.formatter is not None
+    record = logging.getLogger("app").makeRecord(
+        "app", logging.INFO, __file__, 1, "counted", (), None, extra={"total": 2**70, "by_year": {2026: 3}}
+    )
+    line = handler.formatter.format(record)
+    assert orjson.loads(line)["total"] == 2**70
+    assert '"by_year":{"2026":3}' in line
