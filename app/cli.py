@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from app.config import Settings
+from app.core.logging import configure_logging
 from app.core.problems import AppError
-from app.startup import EXIT_CODE, StartupError, check_database, check_port, load_settings
+from app.startup import (
+    EXIT_CODE,
+    StartupError,
+    check_database,
+    check_not_newer,
+    check_port,
+    check_schema,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from app.territories.service import ImportReport
@@ -34,7 +48,15 @@ def alembic_config(database_url: str) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.attributes["database_url"] = database_url
+    # The caller's logging stands (the service's JSON lines), rather than alembic.ini's.
+    config.attributes["configure_logger"] = False
     return config
+
+
+def _revisions() -> tuple[str, set[str]]:
+    """The latest migration of this release and every migration it knows."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return str(script.get_current_head()), {revision.revision for revision in script.walk_revisions()}
 
 
 def _ensure_sqlite_dir(settings: Settings) -> None:
@@ -43,25 +65,75 @@ def _ensure_sqlite_dir(settings: Settings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _refuse(message: str) -> typer.Exit:
+    typer.echo(f"cnfs-api: {message}", err=True)
+    return typer.Exit(EXIT_CODE)
+
+
 def checked_settings(
-    database: bool = True, port: tuple[str, int] | None = None, secret: bool = True
+    database: bool = True,
+    port: tuple[str, int] | None = None,
+    secret: bool = True,
+    schema: bool = False,
+    existing: bool = False,
+    migrating: bool = False,
 ) -> Settings:
-    """The start-up checks (app/startup.py): one line and exit status 2 on the first problem."""
+    """The start-up checks (app/startup.py): one line and exit status 2 on the first problem. `schema`:
+    the command reads or writes the database without migrating it, which must then exist and be at the
+    latest migration (checked without creating anything); `existing`: the database must exist already;
+    `migrating`: a database that a newer release migrated is refused."""
     try:
         settings = load_settings(require_secret=secret)
         if port is not None:
             check_port(*port)
-        if database:
-            check_database(settings)
+        if schema:
+            check_schema(settings, *_revisions())
+        elif database:
+            check_database(settings, create=not existing)
+        if migrating:
+            check_not_newer(settings, _revisions()[1])
     except StartupError as exc:
-        typer.echo(f"cnfs-api: {exc}", err=True)
-        raise typer.Exit(EXIT_CODE) from None
+        raise _refuse(str(exc)) from None
     return settings
 
 
-def run_migrations(settings: Settings, revision: str = "head") -> None:
+def _log_like_the_service(settings: Settings) -> None:
+    """The lines of the commands that migrate (Alembic's among them) in the service's format."""
+    configure_logging(settings.log_level, settings.log_json)
+
+
+@contextmanager
+def _logging_for_the_command(settings: Settings) -> Iterator[None]:
+    """The service's logging while the command runs; its lines written, and the logging as it was, when
+    it ends (a command run in-process, by a test or a script, leaves no handler behind on a stream that
+    may be gone)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    _log_like_the_service(settings)
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if all(handler is not kept for kept in handlers):
+                handler.close()
+        root.handlers = handlers
+        root.setLevel(level)
+
+
+def run_migrations(settings: Settings, revision: str = "head", downgrade: bool = False) -> None:
+    """Migrations (under the migration lock, see migrations/env.py); one line and exit status 2 when the
+    database's revision is unknown to this release."""
     _ensure_sqlite_dir(settings)
-    command.upgrade(alembic_config(settings.database_url), revision)
+    config = alembic_config(settings.database_url)
+    try:
+        if downgrade:
+            command.downgrade(config, revision)
+        else:
+            command.upgrade(config, revision)
+    except CommandError as exc:
+        # A revision this release does not know: given on the command line, or the database's own (a newer
+        # release migrated it).
+        raise _refuse(f"cannot migrate: {exc}") from None
 
 
 @cli.command()
@@ -70,13 +142,14 @@ def migrate(
     downgrade: Annotated[bool, typer.Option(help="Downgrade to the revision instead.")] = False,
 ) -> None:
     """Apply the database migrations (or downgrade)."""
-    settings = checked_settings()
-    _ensure_sqlite_dir(settings)
-    config = alembic_config(settings.database_url)
-    if downgrade:
-        command.downgrade(config, revision)
-    else:
-        command.upgrade(config, revision)
+    # Downgrading needs a database that exists: never create one for it.
+    settings = checked_settings(existing=downgrade, migrating=True)
+    try:
+        ScriptDirectory.from_config(alembic_config(settings.database_url)).get_revisions(revision)
+    except CommandError as exc:
+        raise _refuse(f"cannot migrate to {revision}: {exc}") from None
+    with _logging_for_the_command(settings):
+        run_migrations(settings, revision, downgrade=downgrade)
     console.print(f"[green]database at {revision}[/green]")
 
 
@@ -85,7 +158,7 @@ def seed_demo() -> None:
     """Load the demo data into an empty database and print the demo API keys it creates."""
     from app.demo import seed
 
-    _report_seed(asyncio.run(seed(checked_settings(secret=False))))
+    _report_seed(asyncio.run(seed(checked_settings(secret=False, schema=True))))
 
 
 def _report_seed(result: dict[str, Any]) -> None:
@@ -109,7 +182,7 @@ def create_key(
     """Create an API key and print its secret (shown once)."""
     from app.demo import create_key as do_create
 
-    settings = checked_settings(secret=False)
+    settings = checked_settings(secret=False, schema=True)
     try:
         secret = asyncio.run(
             do_create(
@@ -156,7 +229,7 @@ def territories_import(
     creates what is missing, updates what changed, never deletes; a re-run changes nothing."""
     from app.territories import referential
 
-    settings = checked_settings(secret=False)
+    settings = checked_settings(secret=False, schema=True)
     try:
         snapshot = referential.read(file) if file else referential.shipped()
     except referential.SnapshotError as exc:
@@ -233,11 +306,16 @@ def serve(
     empty database."""
     from app.demo import seed
 
-    # Settings, the port and the database are checked before anything is migrated.
-    settings = checked_settings(port=(host, port))
+    load_demo = demo if demo is not None else checked_settings(database=False).is_sqlite
+    # Settings, the port and the database are checked before anything is migrated; without migrations,
+    # the demo data needs a database already migrated.
+    settings = checked_settings(
+        port=(host, port), schema=load_demo and not migrate_first, migrating=migrate_first
+    )
+    _log_like_the_service(settings)
     if migrate_first:
         run_migrations(settings)
-    if demo if demo is not None else settings.is_sqlite:
+    if load_demo:
         _report_seed(asyncio.run(seed(settings)))
     console.print(
         f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)"
@@ -245,6 +323,10 @@ def serve(
     # The server replaces this process: its workers then hold the application only, not this command line,
     # the migrations and the demo data.
     sys.stdout.flush()
+    # The log lines still waiting for their batch (the migrations') are written before the process is
+    # replaced.
+    for handler in logging.getLogger().handlers:
+        handler.flush()
     command = server_command(host, port, workers, keep_alive or settings.keep_alive_timeout_seconds)
     os.execv(command[0], command)
 
@@ -268,7 +350,9 @@ def server_command(host: str, port: int, workers: int, keep_alive: int) -> list[
             "--port",
             str(port),
             "--no-access-log",
-            "--proxy-headers",
+            # X-Forwarded-* are the application's to trust (FORWARDED_ALLOW_IPS, app.main), whatever the
+            # server: uvicorn's own default trusts 127.0.0.1.
+            "--no-proxy-headers",
             "--timeout-keep-alive",
             str(keep_alive),
         ]
@@ -291,6 +375,13 @@ def server_command(host: str, port: int, workers: int, keep_alive: int) -> list[
         "warning",
         "--error-logfile",
         "-",
+        # gunicorn's lines in the service's format (JSON), not gunicorn's text format.
+        "--logger-class",
+        "app.core.gunicorn_logging.GunicornLogger",
+        # The workers trust no X-Forwarded-* themselves (gunicorn's default trusts 127.0.0.1): the
+        # application does, from FORWARDED_ALLOW_IPS only.
+        "--forwarded-allow-ips",
+        "",
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +31,10 @@ EXAMPLES = {
     "public_base_url": "https://api.example.fr",
     "workshop_page_url": "https://www.example.fr/ateliers/{id}",
     "allowed_hosts": "'[\"api.example.fr\"]'",
+    "forwarded_allow_ips": "10.0.0.5,192.168.0.0/16",
+    "contact_name": "'Équipe cnfs-api'",
+    "contact_url": "https://github.com/example/cnfs-api/issues",
+    "contact_email": "cnfs-api@example.fr",
     "max_body_bytes": "1048576",
     "idempotency_ttl_hours": "24",
     "keep_alive_timeout_seconds": "75",
@@ -84,6 +89,17 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="Host headers accepted (400 otherwise); any when empty."
     )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Addresses (or networks) of the proxies whose X-Forwarded-For and X-Forwarded-Proto "
+        "are believed, comma-separated as uvicorn and gunicorn write them; none by default: the client "
+        "address is the connection's.",
+    )
+    contact_name: str = Field(
+        default="cnfs-api", min_length=1, max_length=200, description="OpenAPI `info.contact.name`."
+    )
+    contact_url: str | None = Field(default=None, description="OpenAPI `info.contact.url`.")
+    contact_email: str | None = Field(default=None, description="OpenAPI `info.contact.email`.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 365)
     keep_alive_timeout_seconds: int = Field(default=75, ge=1, le=3600)
@@ -129,6 +145,40 @@ class Settings(BaseSettings):
         if value is not None and not (value.startswith(("https://", "http://")) and "{id}" in value):
             raise ValueError("must be an absolute http(s) URL with {id} where the workshop's id goes")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network: give addresses or networks separated by "
+                    "commas, or * for any"
+                ) from None
+        return ",".join(items)
+
+    @field_validator("contact_url")
+    @classmethod
+    def _contact_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value or None
+
+    @field_validator("contact_email")
+    @classmethod
+    def _contact_email(cls, value: str | None) -> str | None:
+        if value and (value.count("@") != 1 or any(c.isspace() for c in value) or value.startswith("@")):
+            raise ValueError("must be an email address")
+        return value or None
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [item for item in self.forwarded_allow_ips.split(",") if item]
 
     @field_validator("rate_limit_per_key", "rate_limit_per_address", "rate_limit_registration")
     @classmethod

@@ -37,6 +37,10 @@ from app.ops.router import router as ops_router
 
 logger = logging.getLogger("app")
 
+# The package's licence (pyproject.toml; the text is LICENSE). OpenAPI 3.1: an SPDX identifier, which
+# excludes a `url`.
+LICENSE_INFO = {"name": "European Union Public Licence 1.2", "identifier": "EUPL-1.2"}
+
 EXPOSED_HEADERS = [
     "ETag",
     "Link",
@@ -50,8 +54,9 @@ EXPOSED_HEADERS = [
 ]
 
 DESCRIPTION = """
-Backend of the **Conseillers numériques France Services** programme: territories, programmes,
-agreements and amendments, positions, counsellors, workshops, statistics.
+Backend of the **Conseillers numériques France Services** programme: territories (the official
+referential), programmes, agreements and amendments, positions and their assignments, counsellors (with the
+HR sync), workshops and their registrations, and a feed of the changes.
 
 * Authenticate with an API key: click **Authorize** and paste `cnfs_...` (sent as `Authorization: Bearer`).
 * Errors are `application/problem+json` with a stable `code`.
@@ -97,6 +102,16 @@ TAGS = [
 ]
 
 
+def contact_info(settings: Settings) -> dict[str, str]:
+    """OpenAPI `info.contact`, from CONTACT_NAME, CONTACT_URL and CONTACT_EMAIL."""
+    contact = {"name": settings.contact_name}
+    if settings.contact_url:
+        contact["url"] = settings.contact_url
+    if settings.contact_email:
+        contact["email"] = settings.contact_email
+    return contact
+
+
 def _app_models(base: type[BaseModel] = BaseModel) -> dict[str, type[BaseModel]]:
     found: dict[str, type[BaseModel]] = {}
     for sub in base.__subclasses__():
@@ -115,6 +130,27 @@ def restore_null_examples(schema: dict[str, Any]) -> None:
         extra = model.model_config.get("json_schema_extra") if model else None
         if isinstance(extra, dict) and "examples" in extra:
             component["examples"] = to_jsonable_python(extra["examples"])
+
+
+def restore_null_response_examples(schema: dict[str, Any], app: FastAPI) -> None:
+    """The same for the examples of the routes' documented responses (`responses={...: {"content": ...}}`):
+    an example body whose field is null keeps it."""
+    paths = schema.get("paths", {})
+    for context in iter_route_contexts(app.router.routes):
+        route = context.route
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        operations = paths.get(str(context.path_format or context.path), {})
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if operation is None:
+                continue
+            for status, response in route.responses.items():
+                documented = operation.get("responses", {}).get(str(status), {}).get("content", {})
+                for media_type, body in response.get("content", {}).items():
+                    for key in ("example", "examples"):
+                        if key in body and media_type in documented:
+                            documented[media_type][key] = to_jsonable_python(body[key])
 
 
 def public_operations(app: FastAPI) -> set[str]:
@@ -242,6 +278,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=app.state.metrics,
         cors=lambda inner: ProblemCORSMiddleware(inner, **cors_options),
     )
+    if settings.trusted_proxies:
+        # Outermost: the client address that the rate limits, the logs and every layer see is the one the
+        # listed proxies forwarded. Only these addresses are believed (none by default); `cnfs-api serve`
+        # turns the servers' own handling off, so that uvicorn and gunicorn apply the same rule.
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -253,10 +296,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             description=app.description,
             routes=app.routes,
             tags=app.openapi_tags,
+            contact=contact_info(settings),
+            license_info=LICENSE_INFO,
         )
         schema["servers"] = [{"url": "/"}]
         document_problems(schema, api_prefix=api_router.prefix)
         restore_null_examples(schema)
+        restore_null_response_examples(schema, app)
         document_security(schema, api_router.prefix, public_operations(app))
         app.openapi_schema = schema
         return schema

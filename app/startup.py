@@ -1,7 +1,10 @@
-"""Checks run by `cnfs-api serve` and `migrate` before anything is migrated or served.
+"""Checks run by every `cnfs-api` command before it touches the database (`serve` and `migrate` before
+anything is migrated or served).
 
-A wrong setting, an unreachable or missing database, or a busy port is reported as one line that says what
-is wrong, which variable, and an example of a right value; the command exits with status 2, no traceback."""
+A wrong setting, an unreachable or missing database, a database whose schema is not the one this release
+needs (commands other than `migrate` and `serve`, which migrate it), or a busy port is reported as one line
+that says what is wrong, which variable or command, and an example of a right value; the command exits with
+status 2, no traceback, and leaves nothing behind (no empty SQLite file)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ import asyncio
 import errno
 import os
 import socket
+import sqlite3
+from collections.abc import Collection
+from contextlib import closing
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -54,7 +60,9 @@ def _where(settings: Settings) -> str:
     return f"{url.host or 'localhost'}:{url.port or 5432}"
 
 
-async def _probe_postgres(settings: Settings) -> None:
+async def _probe_postgres(settings: Settings, read_revision: bool = False) -> list[str]:
+    """Connects (one line on failure); with `read_revision`, the database's migration revisions (none when
+    it was never migrated)."""
     import asyncpg
 
     url = make_url(settings.database_url)
@@ -90,7 +98,16 @@ async def _probe_postgres(settings: Settings) -> None:
         raise StartupError(
             f"DATABASE_URL: cannot reach PostgreSQL at {_where(settings)} ({reason})"
         ) from None
-    await connection.close()
+    try:
+        if not read_revision:
+            return []
+        try:
+            rows = await connection.fetch("SELECT version_num FROM alembic_version")
+        except asyncpg.UndefinedTableError:
+            return []
+        return [str(row[0]) for row in rows]
+    finally:
+        await connection.close()
 
 
 def _probe_sqlite(settings: Settings) -> None:
@@ -107,9 +124,93 @@ def _probe_sqlite(settings: Settings) -> None:
         ) from None
 
 
-def check_database(settings: Settings) -> None:
-    """The database answers and exists (PostgreSQL), or its folder can be made (SQLite)."""
+def _sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite database's file; None for a database in memory."""
+    database = make_url(settings.database_url).database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _sqlite_revision(path: Path) -> list[str]:
+    """The revisions of an existing SQLite file (opened as it is: nothing is created)."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)) as connection:
+            try:
+                rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+    except sqlite3.DatabaseError as exc:
+        raise StartupError(
+            f"DATABASE_URL: cannot read the SQLite database {path} ({exc}){_example('database_url')}"
+        ) from None
+    return [str(row[0]) for row in rows]
+
+
+def _schema(settings: Settings) -> tuple[str, list[str] | None]:
+    """Where the database is (for the messages) and its migration revisions; None for a SQLite file that
+    does not exist (nothing is created to find out)."""
     if settings.is_sqlite:
+        path = _sqlite_path(settings)
+        if path is None:
+            return ":memory:", None
+        return str(path), _sqlite_revision(path) if path.is_file() else None
+    url = make_url(settings.database_url)
+    revisions = asyncio.run(_probe_postgres(settings, read_revision=True))
+    return f'"{url.database}" on {_where(settings)}', revisions
+
+
+def _newer(where: str, revisions: list[str], known: Collection[str]) -> StartupError | None:
+    if set(revisions) <= set(known):
+        return None
+    return StartupError(
+        f"the database {where} is at migration {', '.join(revisions)}, which this release does not know "
+        "(a newer release migrated it): run the newer release"
+    )
+
+
+def check_schema(settings: Settings, head: str, known: Collection[str]) -> None:
+    """The database exists, answers and its schema is at `head` (the latest migration of this release):
+    for the commands that read or write it without migrating it first."""
+    if settings.is_sqlite and _sqlite_path(settings) is None:
+        return
+    where, revisions = _schema(settings)
+    if revisions is None:
+        raise StartupError(
+            f"DATABASE_URL: the SQLite database {where} does not exist yet: create it with `cnfs-api migrate`"
+        )
+    if revisions == [head]:
+        return
+    if not revisions:
+        raise StartupError(f"the database {where} is not migrated: run `cnfs-api migrate` first")
+    newer = _newer(where, revisions, known)
+    if newer is not None:
+        raise newer
+    raise StartupError(
+        f"the database {where} is at migration {', '.join(revisions)}, this release needs {head}: "
+        "run `cnfs-api migrate` first"
+    )
+
+
+def check_not_newer(settings: Settings, known: Collection[str]) -> None:
+    """Before migrating: a database that a newer release migrated is left alone, in one line."""
+    if settings.is_sqlite and _sqlite_path(settings) is None:
+        return
+    where, revisions = _schema(settings)
+    newer = _newer(where, revisions or [], known)
+    if newer is not None:
+        raise newer
+
+
+def check_database(settings: Settings, create: bool = True) -> None:
+    """The database answers and exists (PostgreSQL), or its folder can be made (SQLite; with `create`
+    false, its file must exist)."""
+    if settings.is_sqlite:
+        path = _sqlite_path(settings)
+        if not create and path is not None and not path.is_file():
+            raise StartupError(f"DATABASE_URL: the SQLite database {path} does not exist")
         _probe_sqlite(settings)
     else:
         asyncio.run(_probe_postgres(settings))

@@ -1,21 +1,26 @@
-"""Alembic environment: async engine, the application's metadata, batch mode for SQLite."""
+"""Alembic environment: async engine, the application's metadata, batch mode for SQLite, one process
+migrating at a time."""
 
 from __future__ import annotations
 
 import asyncio
-from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
 from app.config import get_settings
+from app.core.logging import configure_logging
 from app.db import UTCDateTime, make_engine
+from app.migration_lock import MIGRATION_LOCK_WAIT_SECONDS, take_migration_lock
 from app.models import metadata
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get("configure_logger", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+if config.attributes.get("configure_logger", True):
+    # Run by the `alembic` command: the service's own log lines (LOG_LEVEL, LOG_JSON). `cnfs-api` and the
+    # tests set their logging up themselves.
+    _settings = get_settings()
+    configure_logging(_settings.log_level, _settings.log_json)
 
 
 def database_url() -> str:
@@ -52,6 +57,8 @@ def run_migrations_offline() -> None:
 
 
 def _run_sync(connection: Connection) -> None:
+    # Before Alembic reads the revision; held until the migrations' transaction ends.
+    take_migration_lock(connection)
     _configure(connection)
     with context.begin_transaction():
         context.run_migrations()
@@ -63,7 +70,11 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = make_engine(database_url(), foreign_keys=False)
+    # On SQLite, a second process waits for the first one's write lock as long as it would wait for the
+    # PostgreSQL lock.
+    engine = make_engine(
+        database_url(), foreign_keys=False, sqlite_busy_timeout_ms=MIGRATION_LOCK_WAIT_SECONDS * 1000
+    )
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
         await connection.commit()

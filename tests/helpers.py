@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
@@ -111,3 +112,30 @@ async def wait_until_blocked(session: AsyncSession, pid: int, task: asyncio.Task
 def add_route(app: FastAPI, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
     """A test route on `app`, able to use the request's database session (`SessionDep`)."""
     app.router.add_api_route(path, endpoint, route_class_override=TransactionRoute, **options)
+
+
+@contextmanager
+def logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level, and the library loggers that `configure_logging` takes over,
+    as they were: a command run in-process (CliRunner) sets the service's logging up on a stream that is
+    closed once the command returns."""
+    from app.core.logging import SERVER_LOGGERS
+
+    root = logging.getLogger()
+    saved = [(root, list(root.handlers), root.level, root.propagate)] + [
+        (lib, list(lib.handlers), lib.level, lib.propagate)
+        for lib in (logging.getLogger(name) for name in SERVER_LOGGERS)
+    ]
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if all(handler is not kept for kept in saved[0][1]):
+                # Its stream is closed: what it still holds cannot be written anywhere.
+                pending = getattr(handler, "_lines", None)
+                if pending is not None:
+                    pending.clear()
+                handler.close()
+        for logger, handlers, level, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)

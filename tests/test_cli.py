@@ -19,6 +19,7 @@ from app.db import make_engine, make_sessionmaker
 from app.programmes.models import Programme
 from app.territories import referential
 from app.territories.models import Territory
+from tests.helpers import logging_restored
 
 # 18 régions, 101 départements, 22 métropoles, 1 233 EPCI and 34 875 communes.
 REFERENTIAL_TERRITORIES = 36_249
@@ -33,7 +34,8 @@ def cli_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         monkeypatch.setenv("DATABASE_URL", url)
         monkeypatch.setenv("SECRET_KEY", "cli-test-" + "x" * 32)
         get_settings.cache_clear()
-        yield url
+        with logging_restored():
+            yield url
         get_settings.cache_clear()
 
 

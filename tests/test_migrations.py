@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
@@ -14,8 +19,11 @@ from sqlalchemy.engine import make_url
 
 from app.cli import alembic_config
 from app.db import make_engine
+from app.migration_lock import MIGRATION_LOCK_KEY
 from app.models import metadata
 from tests.conftest import IS_POSTGRES, TEST_DATABASE_URL, _create_pg_database, _drop_pg_database
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fresh_database() -> tuple[str, object]:
@@ -102,3 +110,76 @@ def test_0003_makes_existing_territories_searchable() -> None:
         assert "territory_words" not in _tables(url)
     finally:
         cleanup()  # type: ignore[operator]
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="needs PostgreSQL (TEST_DATABASE_URL)")
+def test_two_processes_starting_at_once_migrate_once(tmp_path: Path) -> None:
+    """Two replicas start together on a fresh database: one migrates, the other waits for it under the
+    migration lock, then finds the schema current. The test holds the lock first, so that both are
+    started, and waiting, before either migrates."""
+    url, cleanup = _fresh_database()
+    try:
+        asyncio.run(_race(url, tmp_path))
+    finally:
+        cleanup()  # type: ignore[operator]
+
+
+async def _race(url: str, tmp_path: Path) -> None:
+    import asyncpg
+
+    target = make_url(url)
+    holder = await asyncpg.connect(
+        host=target.host, port=target.port or 5432, user=target.username, database=target.database
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")},
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": url,
+        "SECRET_KEY": "migration-race-" + "x" * 32,
+        "LOG_JSON": "true",
+        "LOG_LEVEL": "INFO",
+    }
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        await holder.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        for log in logs:
+            with log.open("wb") as stderr:
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        *(sys.executable, "-m", "app.cli", "migrate"),
+                        cwd=tmp_path,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                    )
+                )
+        waiting = 0
+        deadline = time.monotonic() + 60
+        while waiting < 2:
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            assert all(p.returncode is None for p in processes), [log.read_text() for log in logs]
+            await asyncio.sleep(0.2)
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        await holder.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+        codes = [await asyncio.wait_for(p.wait(), 120) for p in processes]
+        assert codes == [0, 0], [log.read_text() for log in logs]
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        assert await holder.fetch("SELECT version_num FROM alembic_version") == [(head,)]
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await asyncio.wait_for(process.wait(), 10)
+        await holder.close()
+    upgrades = [sum("Running upgrade" in line for line in log.read_text().splitlines()) for log in logs]
+    # Every migration ran once, in one of the two processes; both said that they waited.
+    assert sorted(upgrades) == [
+        0,
+        len(list(ScriptDirectory.from_config(alembic_config(url)).walk_revisions())),
+    ]
+    assert all("another process is migrating the database" in log.read_text() for log in logs)

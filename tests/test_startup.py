@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.config import get_settings
 from tests.conftest import TEST_DATABASE_URL, postgres_only
+from tests.helpers import logging_restored
 
 runner = CliRunner()
 SECRET = "startup-test-" + "x" * 32
@@ -29,7 +30,8 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.Monk
     monkeypatch.setenv("SECRET_KEY", SECRET)
     monkeypatch.chdir(tmp_path)  # no .env file of the repository
     get_settings.cache_clear()
-    yield monkeypatch
+    with logging_restored():
+        yield monkeypatch
     get_settings.cache_clear()
 
 
@@ -114,3 +116,104 @@ def test_a_busy_port_is_found_before_migrating(env: pytest.MonkeyPatch, tmp_path
         port = busy.getsockname()[1]
         refused(["serve", "--port", str(port)], f"port {port}", "already in use", "--port")
     assert not (tmp_path / "db" / "cnfs.db").exists()  # nothing was migrated
+
+
+# Every command that reads or writes the database without migrating it first.
+SCHEMA_COMMANDS = [
+    ["create-key", "--name", "ops", "--role", "admin"],
+    ["seed-demo"],
+    ["territories", "import"],
+    ["serve", "--no-migrate", "--demo", "--port", str(free_port())],
+]
+COMMAND_IDS = ["create-key", "seed-demo", "territories-import", "serve-no-migrate"]
+
+
+@pytest.mark.parametrize("command", SCHEMA_COMMANDS, ids=COMMAND_IDS)
+def test_a_missing_sqlite_file_is_not_created(
+    env: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
+) -> None:
+    refused(command, "DATABASE_URL", "does not exist yet", "cnfs-api migrate")
+    # Neither the file nor its folder: a later `migrate` starts from nothing.
+    assert not (tmp_path / "db").exists()
+
+
+def test_an_unknown_target_revision(env: pytest.MonkeyPatch) -> None:
+    refused(["migrate", "0999"], "cannot migrate to 0999", "0999")
+
+
+def test_a_downgrade_needs_a_database(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    refused(["migrate", "base", "--downgrade"], "DATABASE_URL", "does not exist")
+    assert not (tmp_path / "db" / "cnfs.db").exists()
+
+
+@pytest.mark.parametrize("command", SCHEMA_COMMANDS, ids=COMMAND_IDS)
+def test_a_sqlite_database_never_migrated(
+    env: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "cnfs.db").touch()  # what an earlier command left behind
+    refused(command, "is not migrated", "run `cnfs-api migrate` first")
+
+
+def test_a_sqlite_database_migrated_by_an_older_release(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from alembic import command as alembic
+
+    from app.cli import _revisions, alembic_config
+
+    (tmp_path / "db").mkdir()
+    alembic.upgrade(alembic_config(f"sqlite+aiosqlite:///{tmp_path / 'db' / 'cnfs.db'}"), "0001")
+    head, _known = _revisions()
+    refused(SCHEMA_COMMANDS[0], "at migration 0001", f"needs {head}", "run `cnfs-api migrate` first")
+
+
+def test_a_sqlite_database_migrated_by_a_newer_release(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sqlite3
+
+    from alembic import command as alembic
+
+    from app.cli import alembic_config
+
+    path = tmp_path / "db" / "cnfs.db"
+    path.parent.mkdir()
+    alembic.upgrade(alembic_config(f"sqlite+aiosqlite:///{path}"), "head")
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+    refused(SCHEMA_COMMANDS[0], "at migration 9999", "does not know")
+    refused(["migrate"], "at migration 9999", "does not know")
+    refused(["serve", "--port", str(free_port())], "at migration 9999", "does not know")
+
+
+@pytest.mark.parametrize("command", SCHEMA_COMMANDS, ids=COMMAND_IDS)
+def test_a_postgresql_server_that_refuses(env: pytest.MonkeyPatch, command: list[str]) -> None:
+    env.setenv("DATABASE_URL", f"postgresql+asyncpg://cnfs@127.0.0.1:{free_port()}/cnfs")
+    refused(command, "DATABASE_URL", "cannot reach PostgreSQL", "connection refused")
+
+
+@postgres_only
+@pytest.mark.parametrize("command", SCHEMA_COMMANDS, ids=COMMAND_IDS)
+def test_a_postgresql_database_never_migrated(env: pytest.MonkeyPatch, command: list[str]) -> None:
+    import asyncio
+
+    from tests.conftest import _create_pg_database, _drop_pg_database
+
+    assert TEST_DATABASE_URL
+    name = f"cnfs_bare_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_create_pg_database(TEST_DATABASE_URL, name))
+    try:
+        env.setenv("DATABASE_URL", make_url(TEST_DATABASE_URL).set(database=name).render_as_string(False))
+        refused(command, f'"{name}"', "is not migrated", "run `cnfs-api migrate` first")
+    finally:
+        asyncio.run(_drop_pg_database(TEST_DATABASE_URL, name))
+
+
+def test_the_readme_s_container_recipe_for_a_key(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """README, Container: the key is made inside the running container (`docker exec`), where `serve` has
+    migrated the database of the volume, with the container's own settings."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    recipe = next(line for line in readme.splitlines() if "create-key" in line and "docker" in line)
+    assert "docker exec" in recipe, recipe
+    assert "python -m app.cli create-key" in recipe, recipe
+    assert runner.invoke(cli, ["migrate"]).exit_code == 0  # what `serve` did first
+    made = runner.invoke(cli, recipe.split("python -m app.cli ", 1)[1].split("#")[0].strip("` ").split())
+    assert made.exit_code == 0, made.output
+    assert made.output.strip().startswith("cnfs_")

@@ -1,13 +1,16 @@
-"""Structured JSON logs (structlog), with the request id on every line."""
+"""Structured JSON logs (structlog), with the request id on every line; the servers' (uvicorn, gunicorn) and
+Alembic's lines go through the same formatter."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import threading
 import time
 import weakref
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +31,47 @@ else:
         del sys.modules["rich"]
 
 ACCESS_LOGGER = "app.access"
+# Libraries that install handlers of their own (uvicorn's and gunicorn's logging set-ups, Alembic's
+# alembic.ini) or keep their loggers apart: their records go to the root's handler instead, so that every
+# line has one format.
+SERVER_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.asgi",
+    "gunicorn",
+    "gunicorn.error",
+    "gunicorn.access",
+    "alembic",
+    "sqlalchemy",
+)
+# Keys that libraries pass as `extra` and that mean nothing in a JSON line (uvicorn's coloured copy of
+# its message).
+_DROPPED_EXTRAS = ("color_message",)
+
+
+def _drop_extras(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in _DROPPED_EXTRAS:
+        event.pop(key, None)
+    return event
+
+
+def _orjson_text(value: Any, **options: Any) -> str:
+    """structlog's JSON lines serialised as the access log's are (orjson: no spaces), one format. What
+    orjson refuses (an integer past 64 bits) goes through the standard library, in the same compact form."""
+    default = options.get("default", str)
+    try:
+        return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, default=default, separators=(",", ":"), ensure_ascii=False)
+
+
+class ToRootHandler(logging.Handler):
+    """Hands a record to the root logger's handlers. A library that keeps its logger apart
+    (`propagate = False`, as gunicorn does for `gunicorn.error`, and uvicorn's gunicorn worker for
+    `uvicorn.error`, copying gunicorn's handlers) still writes through the service's formatter."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().handle(record)
 
 
 class _Formatter(logging.Formatter):
@@ -139,10 +183,13 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _drop_extras,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(serializer=_orjson_text)
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -152,11 +199,11 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
             renderer,
         ],
     )
-    # The lines name no source file, thread or process: each record need not look them up (the
-    # optimisation of the logging HOWTO; the caller's frame is the most costly, a walk up the stack).
+    # The lines name no source file: each record need not look it up (the optimisation of the logging
+    # HOWTO; the caller's frame is the most costly, a walk up the stack). The thread and process ids stay
+    # (under a microsecond a record): a formatter that prints them with `%(process)d` (gunicorn's) fails on
+    # the None that `logProcesses = False` leaves, and its line is lost.
     logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = _BatchingHandler(sys.stderr)
     handler.setFormatter(_Formatter(formatter) if json_logs else formatter)
@@ -166,6 +213,12 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
             previous.close()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    for name in SERVER_LOGGERS:
+        # Through the root's handler, and through it only (their own handlers went, and they do not
+        # propagate, so that a line is not written twice).
+        library = logging.getLogger(name)
+        library.handlers = [ToRootHandler()]
+        library.propagate = False
     # uvicorn's access log prints query strings, which may hold personal data: ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(

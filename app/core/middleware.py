@@ -27,6 +27,7 @@ from app.core.problems import FieldError, problem_response, route_path
 
 logger = logging.getLogger(ACCESS_LOGGER)
 MAX_REQUEST_ID_LENGTH = 128
+MAX_LOGGED_PATH = 256
 
 
 def valid_request_id(value: str) -> bool:
@@ -236,7 +237,9 @@ class RequestMiddleware:
                 logger.info(
                     "%s %s %s",
                     method,
-                    template,
+                    # A request that matched no route of the API (a 404, the OpenAPI document, the
+                    # documentation's files) has no template: its path, without the query string.
+                    template if template != "-" else str(scope.get("path", "-"))[:MAX_LOGGED_PATH],
                     status,
                     extra={
                         "request_id": request_id,

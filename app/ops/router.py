@@ -119,6 +119,39 @@ async def ops_healthz() -> Health:
             "model": Readiness,
             "description": "Not ready: the database is unreachable or its schema is not at the expected "
             "revision.",
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "not_migrated": {
+                            "summary": "The database answers, its schema is one migration behind",
+                            "value": {
+                                "status": "unavailable",
+                                "database": "ok",
+                                "schema_revision": "0001",
+                                "expected_revision": "0002",
+                            },
+                        },
+                        "unreachable": {
+                            "summary": "The database does not answer within 3 seconds",
+                            "value": {
+                                "status": "unavailable",
+                                "database": "unreachable",
+                                "schema_revision": None,
+                                "expected_revision": "0002",
+                            },
+                        },
+                        "read_only": {
+                            "summary": "The SQLite file cannot be written",
+                            "value": {
+                                "status": "unavailable",
+                                "database": "read_only",
+                                "schema_revision": "0002",
+                                "expected_revision": "0002",
+                            },
+                        },
+                    }
+                }
+            },
             "headers": {
                 "Retry-After": {
                     "description": "Seconds to wait before probing again.",

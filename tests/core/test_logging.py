@@ -155,3 +155,113 @@ def test_a_full_batch_is_written_without_waiting(
     assert capsys.readouterr().err == "line 0\nline 1\nline 2\n"
     handler.flush()
     assert capsys.readouterr().err == "line 3\n"
+
+
+@pytest.fixture
+def server_loggers() -> Iterator[None]:
+    """The loggers that uvicorn's and gunicorn's set-ups change, restored after the test."""
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error", "alembic")
+    saved = {
+        name: (
+            list(logging.getLogger(name).handlers),
+            logging.getLogger(name).propagate,
+            logging.getLogger(name).disabled,
+            logging.getLogger(name).level,
+        )
+        for name in names
+    }
+    try:
+        yield
+    finally:
+        for name, (handlers, propagate, disabled, level) in saved.items():
+            library = logging.getLogger(name)
+            library.handlers, library.propagate, library.disabled = handlers, propagate, disabled
+            library.setLevel(level)
+
+
+def test_a_formatter_that_prints_the_process_id_still_works(stderr_json_logs: None) -> None:
+    """gunicorn's own format is `%(asctime)s [%(process)d] [%(levelname)s] %(message)s`: its "worker was sent
+    SIGKILL" line must not become a `--- Logging error ---`."""
+    record = logging.getLogger("gunicorn.error").makeRecord(
+        "gunicorn.error", logging.ERROR, __file__, 1, "Worker (pid:%s) was sent SIGKILL!", (42,), None
+    )
+    line = logging.Formatter("[%(process)d] [%(thread)d] %(message)s").format(record)
+    assert line.startswith(f"[{os.getpid()}] [")
+    assert line.endswith("Worker (pid:42) was sent SIGKILL!")
+
+
+def test_server_and_migration_lines_are_json_like_the_others(
+    server_loggers: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uvicorn configures its loggers before it loads the application, gunicorn gives its own a text
+    handler and keeps it apart, Alembic's lines are plain: after the service's set-up, all are JSON."""
+    import logging.config
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    root = logging.getLogger()
+    handlers, level = root.handlers, root.level
+    logging.config.dictConfig(LOGGING_CONFIG)
+    gunicorn = logging.getLogger("gunicorn.error")
+    text_handler = logging.StreamHandler(sys.stderr)
+    text_handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(message)s"))
+    gunicorn.handlers, gunicorn.propagate = [text_handler], False
+    try:
+        configure_logging("INFO", json_logs=True)
+        capsys.readouterr()
+        logging.getLogger("uvicorn.error").info(
+            "Started server process [%d]",
+            7,
+            extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"},
+        )
+        gunicorn.error("Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", 8)
+        logging.getLogger("alembic.runtime.migration").info("Running upgrade 0001 -> 0002, programmes")
+        written = _written(capsys)
+    finally:
+        root.handlers, root.level = handlers, level
+    lines = [orjson.loads(line) for line in written.splitlines()]
+    assert [(line["logger"], line["level"], line["event"]) for line in lines] == [
+        ("uvicorn.error", "info", "Started server process [7]"),
+        ("gunicorn.error", "error", "Worker (pid:8) was sent SIGKILL! Perhaps out of memory?"),
+        ("alembic.runtime.migration", "info", "Running upgrade 0001 -> 0002, programmes"),
+    ]
+    assert all("color_message" not in line and line["timestamp"].endswith("Z") for line in lines)
+
+
+async def test_a_request_without_a_route_is_logged_with_its_path(
+    settings: Settings, stderr_json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The OpenAPI document, Swagger UI's files and 404s match no route template: their line names the
+    path (never the query string), where it said `GET - 200`."""
+    async with app_client(settings.model_copy(update={"log_level": "INFO", "log_json": True})) as client:
+        logging.getLogger().setLevel(logging.INFO)
+        capsys.readouterr()
+        statuses = [
+            (await client.get(path)).status_code
+            for path in (
+                "/openapi.json",
+                "/static-offline-docs/swagger-ui.css",
+                "/nowhere/camille?email=camille.exemple@example.org",
+                "/api/v1/territories/departement/69",
+            )
+        ]
+    events = [orjson.loads(line)["event"] for line in _written(capsys).splitlines() if ACCESS_LOGGER in line]
+    assert statuses == [200, 200, 404, 404]
+    assert events == [
+        "GET /openapi.json 200",
+        "GET /static-offline-docs/swagger-ui.css 200",
+        "GET /nowhere/camille 404",
+        # A route's 404 (no such territory) keeps the route's template: never the values of its path.
+        "GET /api/v1/territories/{kind}/{code} 404",
+    ]
+
+
+def test_values_orjson_refuses_still_make_a_json_line(stderr_json_logs: None) -> None:
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler))
+    assert handler.formatter is not None
+    record = logging.getLogger("app").makeRecord(
+        "app", logging.INFO, __file__, 1, "counted", (), None, extra={"total": 2**70, "by_year": {2026: 3}}
+    )
+    line = handler.formatter.format(record)
+    assert orjson.loads(line)["total"] == 2**70
+    assert '"by_year":{"2026":3}' in line
