@@ -130,6 +130,22 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def _vary_by_origin(headers: list[tuple[bytes, bytes]]) -> None:
+    """A response a shared cache may keep (`public`) says that it varies by `Origin`, also when the request
+    had none: the same URL asked with an allowed Origin carries CORS headers, and a cache must not hand
+    the answer without them to a browser that needs them."""
+    cache_control = next((value for name, value in headers if name.lower() == b"cache-control"), b"")
+    if b"public" not in cache_control.lower():
+        return
+    for index, (name, value) in enumerate(headers):
+        if name.lower() == b"vary":
+            fields = [field.strip().lower() for field in value.split(b",")]
+            if b"origin" not in fields and b"*" not in fields:
+                headers[index] = (name, value + b", Origin")
+            return
+    headers.append((b"vary", b"Origin"))
+
+
 class RequestMiddleware:
     """Everything each request needs around the application, in one layer.
 
@@ -181,6 +197,7 @@ class RequestMiddleware:
                         scope["method"], route_path(scope), message["status"], authorized
                     )
                     headers.append((b"cache-control", rule.encode("latin-1")))
+                _vary_by_origin(headers)
                 message["headers"] = headers
             await send(message)
 

@@ -111,3 +111,18 @@ async def test_another_origin_gets_no_cors_grant(client: httpx.AsyncClient) -> N
     assert simple.status_code == 200
     # Without Access-Control-Allow-Origin the browser hides the response from the page.
     assert "access-control-allow-origin" not in simple.headers
+
+
+async def test_a_public_answer_varies_by_origin_even_without_one(client: httpx.AsyncClient) -> None:
+    """A shared cache keeps a public answer: it must not hand the answer to a request without Origin (no
+    CORS headers) to a browser that sends one."""
+    plain = await client.get("/api/v1/territories")
+    assert "public" in plain.headers["cache-control"]
+    assert plain.headers["vary"] == "Origin"
+    with_origin = await client.get(
+        "/api/v1/territories/departement/69", headers={"Origin": "https://a.example"}
+    )
+    assert [field.strip() for field in with_origin.headers["vary"].split(",")].count("Origin") == 1
+    private = await client.get("/api/v1/me")
+    assert "public" not in private.headers.get("cache-control", "")
+    assert "origin" not in private.headers.get("vary", "").lower()
