@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
-from app.core.pool import FairAsyncQueuePool
+from app.core.internals import FairAsyncQueuePool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -106,15 +106,14 @@ def _sqlite_on_connect(busy_timeout_ms: int, foreign_keys: bool, cache_kib: int 
     return on_connect
 
 
-def _sqlite_reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
+def _sqlite_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
     """The pool's rollback of a connection coming back, for SQLite: only when a transaction is open.
 
     The driver runs in autocommit (`_sqlite_on_connect`), so a read outside a transaction leaves nothing to
     roll back, and aiosqlite's ROLLBACK would still cost a trip through the connection's thread on every
     request. A connection dropped by the garbage collector (not asyncio-safe) is not touched: the pool
     closes it."""
-    driver = getattr(dbapi_connection, "_connection", None)
-    if state.asyncio_safe and (driver is None or driver.in_transaction):
+    if state.asyncio_safe and record.driver_connection.in_transaction:
         dbapi_connection.rollback()
 
 
@@ -194,7 +193,7 @@ def make_engine(
         url,
         echo=echo,
         hide_parameters=True,
-        # Requests waiting for a connection are served in the order they came (`app.core.pool`).
+        # Requests waiting for a connection are served in the order they came (`app.core.internals`).
         poolclass=FairAsyncQueuePool,
         pool_size=pool_size,
         # No overflow: a connection opened past the pool's size is closed again when it comes back, so a

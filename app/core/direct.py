@@ -26,22 +26,20 @@ import time
 import weakref
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from copy import deepcopy
 from enum import Enum
-from typing import Any, TypeVar, cast
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, cast, get_args, get_origin
 
-from fastapi.dependencies.utils import request_params_to_args
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import TypeAdapter
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.pool import QueuePool
-from sqlalchemy.pool.base import _ConnectionRecord
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.util import LRUCache, greenlet_spawn
-from sqlalchemy.util.queue import Full
+from sqlalchemy.types import TupleType
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -49,7 +47,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import db
 from app.core.auth import resolve_principal
-from app.core.pool import FairAsyncQueue, FairAsyncQueuePool
+from app.core.internals import (
+    FairAsyncQueuePool,
+    LRUCache,
+    compile_cached,
+    execute_mutex,
+    expanded,
+    greenlet_spawn,
+    is_record,
+    parameters,
+    pool_of,
+    result_columns,
+)
 
 logger = logging.getLogger("app.direct")
 
@@ -116,7 +125,8 @@ class _Compiled:
     def __init__(self, compiled: SQLCompiler, dialect: Dialect) -> None:
         self.compiled = compiled
         self.dml = bool(compiled.isinsert or compiled.isupdate or compiled.isdelete)
-        self.returns_rows = not self.dml or bool(compiled._result_columns)
+        columns = result_columns(compiled)
+        self.returns_rows = not self.dml or bool(columns)
         # Python-side column defaults (`default=new_id`, `onupdate=utcnow`): computed here, as the engine's
         # execution context does.
         self.defaults: list[tuple[str, Any]] = [
@@ -128,18 +138,31 @@ class _Compiled:
             if default is not None
         ]
         self.expanding = bool(compiled.literal_execute_params or compiled.post_compile_params)
-        self.processors: Any = compiled._bind_processors
-        columns = compiled._result_columns
-        self.names = [entry.keyname for entry in columns]
+        self.processors = _bind_processors(compiled, dialect)
+        self.names = [name for name, _type in columns]
         self.result_processors = [
             (index, processor)
-            for index, entry in enumerate(columns)
-            if (processor := entry.type._cached_result_processor(dialect, None)) is not None
+            for index, (_name, type_) in enumerate(columns)
+            if (processor := type_.dialect_impl(dialect).result_processor(dialect, None)) is not None
         ]
         try:
             self.row: Any = namedtuple("DirectRow", self.names)  # type: ignore[misc]
         except ValueError:
             self.row = None
+
+
+def _bind_processors(compiled: SQLCompiler, dialect: Dialect) -> dict[str, Callable[[Any], Any]]:
+    """Each bound parameter's processor, by name: what the engine's compiled statement keeps, from the
+    public type API."""
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for bindparam, name in compiled.bind_names.items():
+        if isinstance(bindparam.type, TupleType):
+            # Only ever expanded (`IN` of tuples): the expanded state brings each element's processor.
+            continue
+        processor = bindparam.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            processors[name] = processor
+    return processors
 
 
 def _reads_columns_only(statement: ClauseElement) -> bool:
@@ -170,26 +193,20 @@ def _compile(
     statement: ClauseElement, dialect: Dialect, params: dict[str, Any] | None
 ) -> tuple[_Compiled, dict[str, Any]]:
     if _PREPARED.get(id(statement)) is statement:
-        key = ("prepared", id(statement), dialect.name)
+        key = ("prepared", id(statement), id(dialect))
         known = _CACHE.get(key)
-        if known is None or known[0] is not statement:
+        if known is None or known[0] is not statement or known[1] is not dialect:
             if not _reads_columns_only(statement):
                 raise Fallback(f"not a SELECT of columns: {type(statement).__name__}")
             fresh = _Compiled(statement.compile(dialect=dialect), dialect)
             if fresh.row is None:
                 raise Fallback("result columns without names")
-            known = (statement, fresh)
+            known = (statement, dialect, fresh)
             _CACHE[key] = known
-        made = known[1]
+        made = known[2]
         return made, dict(made.compiled.construct_params(params or None, escape_names=False))
     compiled: Any
-    compiled, extracted, param_dict, _hit = statement._compile_w_cache(
-        dialect=dialect,
-        compiled_cache=_CACHE,
-        column_keys=[],
-        for_executemany=False,
-        schema_translate_map=None,
-    )
+    compiled, extracted, collected = compile_cached(statement, dialect, _CACHE)
     entry = _CACHE.get(("direct", id(compiled)))
     if entry is None or entry.compiled is not compiled:
         if not _reads_columns_only(statement):
@@ -198,10 +215,7 @@ def _compile(
         if entry.row is None:
             raise Fallback("result columns without names")
         _CACHE[("direct", id(compiled))] = entry
-    values: dict[str, Any] = compiled.construct_params(
-        params or None, extracted_parameters=extracted, escape_names=False, _collected_params=param_dict
-    )
-    return entry, values
+    return entry, parameters(compiled, params, extracted, collected)
 
 
 StatementObserver = Callable[[str], None]
@@ -342,24 +356,26 @@ class _KeptConnections:
     keeps its connections, up to the pool's size, as long as nobody waits for one:
 
     - a connection coming back while a request waits in the pool's queue goes to the pool, hence to the
-      longest waiter (`app.core.pool.FairAsyncQueue`);
+      longest waiter (`app.core.internals.FairAsyncQueue`);
     - a request of the session path about to wait in the pool's queue first has every kept connection
       given back to the pool (`release`), so that none sits idle while a request waits;
     - a direct request that finds none kept and every connection out waits in the same line
       (`DirectSession._checkout`), and a direct request done with its connection hands it over as it is
       when the longest waiter is a direct request;
     - one idle for longer than the pool's idle threshold goes back through the pool, which pings it before
-      handing it out, and every kept one goes when a connection is found broken or the engine is disposed.
+      handing it out; a suspect one (`db.suspect_connections`) too, and every kept one goes when the engine is
+      disposed.
 
-    With another pool than `FairAsyncQueuePool`, at most `MAX_KEPT_OTHER` are kept, and only while the pool
-    has a connection to spare."""
+    One per pool (engines made by `execution_options` share their engine's pool), and only for the
+    service's own pool (`FairAsyncQueuePool`); with another, the direct path checks connections out and in
+    as the session path does."""
 
-    MAX_KEPT_OTHER = 2
-
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, pool: FairAsyncQueuePool) -> None:
+        self.pool = pool
         self._idle: list[tuple[Any, float]] = []
         self.stale: list[tuple[Any, float]] = []
-        self._hooked: Any = None
+        # A request of the session path about to wait gives the kept connections back to the pool first.
+        pool.line().before_wait = self.release
         event.listen(engine.sync_engine, "engine_disposed", lambda _conn: self.drop_all())
 
     def take(self) -> Any:
@@ -395,38 +411,21 @@ class _KeptConnections:
         caller gives it back to the pool."""
         if connection.invalidated or connection.closed:
             return False
-        pool = connection.engine.pool
         fairy = connection.connection
-        if getattr(fairy, "_pool", pool) is not pool:
+        if pool_of(fairy) is not self.pool or connection.engine.pool is not self.pool:
             # Checked out of the pool that `dispose` replaced: it goes back to that one, to be closed.
             return False
-        record = getattr(fairy, "_connection_record", None)
-        if record is None or _in_transaction(fairy.driver_connection):
+        if _in_transaction(fairy.driver_connection, connection.dialect.name == "postgresql"):
             # `DirectSession.close` throws away a connection whose transaction did not end: not reached.
             return False
-        queue = getattr(pool, "_pool", None)
-        if isinstance(queue, FairAsyncQueue):
-            waiter = queue.first_direct()
-            if waiter is not None:
-                # The longest waiter is a direct request: it takes this connection as it is, without the
-                # pool's checkin and checkout (`DirectSession._checkout`).
-                queue.hand(waiter, connection)
-                return True
-            if queue.waiting():
-                return False
-            if self._hooked is not queue:
-                # The engine's pool (a new one after `dispose`) gives the kept connections back before a
-                # request waits for one.
-                queue.before_wait = self.release
-                self._hooked = queue
-            limit = pool.size()
-        else:
-            # Only while the pool has a connection to spare: a request waiting for one in the pool's queue
-            # must get this one, not the next request to arrive.
-            if pool.checkedout() >= pool.size():
-                return False
-            limit = self.MAX_KEPT_OTHER
-        if len(self._idle) >= limit:
+        queue = self.pool.line()
+        waiter = queue.first_direct()
+        if waiter is not None:
+            # The longest waiter is a direct request: it takes this connection as it is, without the pool's
+            # checkin and checkout (`DirectSession._checkout`).
+            queue.hand(waiter, connection)
+            return True
+        if queue.waiting() or len(self._idle) >= self.pool.size():
             return False
         self._idle.append((connection, time.monotonic()))
         return True
@@ -460,25 +459,20 @@ _KEPT: weakref.WeakKeyDictionary[Any, _KeptConnections] = weakref.WeakKeyDiction
 _CLOSING: set[asyncio.Task[Any]] = set()
 
 
-def _in_transaction(driver: Any) -> bool:
-    """Whether the driver's connection (asyncpg, aiosqlite) is inside a transaction."""
-    is_in_transaction = getattr(driver, "is_in_transaction", None)
-    if is_in_transaction is not None:
-        return bool(is_in_transaction())
-    return bool(getattr(driver, "in_transaction", False))
+def _in_transaction(driver: Any, postgres: bool) -> bool:
+    """Whether the driver's connection (asyncpg's, aiosqlite's) is inside a transaction."""
+    return bool(driver.is_in_transaction()) if postgres else bool(driver.in_transaction)
 
 
-def _pass_on(kept: _KeptConnections, pool: Any, item: Any) -> None:
+def _pass_on(kept: _KeptConnections, pool: FairAsyncQueuePool, item: Any) -> None:
     """What a direct request was handed while it stopped waiting (a cancellation) goes on: a pooled
     connection's record to the line or the pool's queue, a connection to the next direct waiter or aside;
     else back to the pool (a checkin, or closing a record the full queue cannot take: both may need a round
     trip, hence a greenlet, in a task of its own)."""
-    if isinstance(item, _ConnectionRecord):
-        try:
-            pool._pool.put_nowait(item)
+    if is_record(item):
+        if pool.requeue(item):
             return
-        except Full:
-            closing: Any = greenlet_spawn(pool._do_return_conn, item)
+        closing: Any = greenlet_spawn(pool.return_record, item)
     elif kept.keep(item):
         return
     else:
@@ -495,15 +489,15 @@ def _closed(task: asyncio.Task[Any]) -> None:
 
 
 def _kept_connections(engine: AsyncEngine) -> _KeptConnections | None:
-    """The engine's kept connections; None where the pool is not a queue of connections (a static pool
+    """The kept connections of the engine's pool; None for another pool than the service's (a static pool
     shares one connection, which must not be kept)."""
-    sync_engine = engine.sync_engine
-    kept = _KEPT.get(sync_engine)
+    pool = engine.sync_engine.pool
+    kept = _KEPT.get(pool)
     if kept is None:
-        if not isinstance(sync_engine.pool, QueuePool):
+        if not isinstance(pool, FairAsyncQueuePool):
             return None
-        kept = _KeptConnections(engine)
-        _KEPT[sync_engine] = kept
+        kept = _KeptConnections(engine, pool)
+        _KEPT[pool] = kept
     return kept
 
 
@@ -585,7 +579,7 @@ class DirectSession:
         else:
             self._fairy = await self._bind.get_raw_connection()
             # The test's connection is shared with the session path: take turns, as its adapter does.
-            self._lock = getattr(self._fairy.dbapi_connection, "_execute_mutex", None)
+            self._lock = execute_mutex(self._fairy.dbapi_connection)
         self._driver = self._fairy.driver_connection
         return self._driver
 
@@ -599,17 +593,9 @@ class DirectSession:
         checkout on both sides."""
         engine = cast(AsyncEngine, self._bind).sync_engine
         pool = engine.pool
-        queue = getattr(pool, "_pool", None)
-        if (
-            kept is None
-            or not isinstance(pool, FairAsyncQueuePool)
-            or not isinstance(queue, FairAsyncQueue)
-            or queue.available()
-            # The pool's own test (`QueuePool._do_get`): may it open one more connection?
-            or pool._max_overflow <= -1
-            or pool._overflow < pool._max_overflow
-        ):
+        if kept is None or kept.pool is not pool or pool.line().available() or pool.may_open_more():
             return await greenlet_spawn(engine.connect)
+        queue = pool.line()
         # One kept meanwhile (while stale ones were dropped) is this request's rather than idle.
         connection = kept.take()
         if connection is not None:
@@ -627,7 +613,7 @@ class DirectSession:
             if left is not None:
                 _pass_on(kept, pool, left)
             raise
-        if isinstance(handed, _ConnectionRecord):
+        if is_record(handed):
             if engine.pool is not pool:
                 # The pool was replaced (`dispose`) while this request waited: the record goes back to its
                 # own pool, and the request asks the new one.
@@ -646,11 +632,11 @@ class DirectSession:
         compiled: Any = entry.compiled
         processors: Any = entry.processors
         if entry.expanding:
-            expanded = compiled._process_parameters_for_postcompile(values)
-            sql = expanded.statement
-            processors = {**processors, **expanded.processors}
-            positions = expanded.positiontup or ()
-            values = expanded.parameters
+            state = expanded(compiled, values)
+            sql = state.statement
+            processors = {**processors, **state.processors}
+            positions = state.positiontup or ()
+            values = state.parameters
         else:
             sql = compiled.string
             positions = compiled.positiontup or ()
@@ -867,21 +853,78 @@ def _route_fields(route: APIRoute) -> list[tuple[str, Any]]:
     return found
 
 
+class _Param:
+    """One parameter of a route, as FastAPI reads it (`request_params_to_args`): its field, the name the
+    handler takes, the key in the request, a list or one value, required or its default."""
+
+    __slots__ = (
+        "alias",
+        "copy_default",
+        "default",
+        "field",
+        "name",
+        "required",
+        "sequence",
+        "validate_default",
+    )
+
+    def __init__(self, field: Any, where: str, route: APIRoute) -> None:
+        info = field.field_info
+        if (
+            info.validation_alias not in (None, field.alias)
+            or _is_model(info.annotation)
+            or any(type(item).__name__ == "Json" for item in info.metadata)
+        ):
+            raise TypeError(
+                f"{route.name!r}: the direct path reads plain {where} parameters only ({field.name})"
+            )
+        self.field, self.name, self.alias = field, field.name, field.alias
+        self.sequence = where == "query" and _is_sequence(info.annotation)
+        self.required = info.is_required()
+        self.default = None if self.required else field.get_default()
+        self.copy_default = not isinstance(
+            self.default, (type(None), bool, int, float, str, bytes, Enum, tuple)
+        )
+        self.validate_default = bool(info.validate_default)
+
+
+def _is_sequence(annotation: Any) -> bool:
+    """A list parameter (`theme=a&theme=b`), as FastAPI tells them (`field_annotation_is_sequence`)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_sequence(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return any(_is_sequence(arg) for arg in get_args(annotation))
+    return origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple)
+
+
+def _is_model(annotation: Any) -> bool:
+    from pydantic import BaseModel
+
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType, Annotated):
+        return any(_is_model(arg) for arg in get_args(annotation))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 class TwinParameters:
-    """How a twin's parameters are read: by the route's own declarations (FastAPI's fields) and with
-    FastAPI's own function (`request_params_to_args`, what the route's dependency solver calls), so that
-    the twin and its route read one request alike."""
+    """How a twin's parameters are read: by the route's own fields (FastAPI's, with their validation),
+    as FastAPI's `request_params_to_args` reads them for the route, so that the twin and its route read
+    one request alike (`tests/core/test_twins.py` compares the two on every route's parameters)."""
 
     def __init__(self, route: APIRoute, handler: DirectHandler, refused: frozenset[str]) -> None:
         self.route, self.handler, self.refused = route, handler, refused
         self.snapshot: Snapshot = _SNAPSHOT.get(route.name, False)
         fields = _route_fields(route)
-        self.path_fields = [field for where, field in fields if where == "path"]
-        self.query_fields = [
-            field for where, field in fields if where == "query" and field.alias not in refused
+        self.path = [_Param(field, where, route) for where, field in fields if where == "path"]
+        self.query = [
+            _Param(field, where, route)
+            for where, field in fields
+            if where == "query" and field.alias not in refused
         ]
         self.declared = frozenset(field.alias for where, field in fields if where == "query")
-        wanted = {field.name for field in self.path_fields + self.query_fields}
+        _regex, _format, self.convertors = compile_path(route.path_format)
+        wanted = {param.name for param in self.path + self.query}
         taken = _keyword_parameters(handler)
         unknown = refused - self.declared
         if unknown or wanted != taken:
@@ -898,15 +941,31 @@ class TwinParameters:
         keys = query.keys()
         if keys and (not self.declared.issuperset(keys) or not self.refused.isdisjoint(keys)):
             raise Fallback("a query parameter the twin does not read")
-        values, errors = request_params_to_args(self.path_fields, path_params)
-        if errors:
-            raise Fallback("a path parameter the route refuses")
-        if self.query_fields:
-            query_values, errors = request_params_to_args(self.query_fields, query)
-            if errors:
-                raise Fallback("a query parameter the route refuses")
-            values.update(query_values)
+        values: dict[str, Any] = {}
+        for param in self.path:
+            raw = path_params[param.alias]
+            convertor = self.convertors.get(param.alias)
+            values[param.name] = _validated(param, convertor.convert(raw) if convertor else raw, "path")
+        for param in self.query:
+            sent = query.getlist(param.alias) if param.sequence else query.get(param.alias)
+            if sent is None or (param.sequence and not sent):
+                if param.required:
+                    raise Fallback("a required parameter is missing")
+                default = deepcopy(param.default) if param.copy_default else param.default
+                values[param.name] = (
+                    _validated(param, default, "query") if param.validate_default else default
+                )
+            else:
+                values[param.name] = _validated(param, sent, "query")
         return values
+
+
+def _validated(param: _Param, value: Any, where: str) -> Any:
+    """`value` validated by the route's own field, as the route validates it; Fallback when it refuses."""
+    valid, errors = param.field.validate(value, {}, loc=(where, param.alias))
+    if errors:
+        raise Fallback("a value the route refuses")
+    return valid
 
 
 def _keyword_parameters(handler: DirectHandler) -> set[str]:

@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
-from sqlalchemy.util import LRUCache
 
 from app.core.direct import prepared
+from app.core.internals import LRUCache
 from app.core.problems import AppError, ValidationFailed
 
 T = TypeVar("T")

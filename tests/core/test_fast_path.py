@@ -14,7 +14,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
 from app.core.direct import DirectSession, _kept_connections, statement_observers, transaction_observers
-from app.core.pool import FairAsyncQueuePool
+from app.core.internals import FairAsyncQueuePool
 from app.db import IDLE_PING_SECONDS, make_engine, suspect_connections
 from app.ops.router import expected_head
 from app.territories.schemas import TerritoryRead

@@ -1,5 +1,5 @@
 """The connection pool serves the requests waiting for a connection in the order they came
-(`app.core.pool`), on the test database (SQLite file or PostgreSQL)."""
+(`app.core.internals`), on the test database (SQLite file or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
-from app.core.pool import FairAsyncQueue, FairAsyncQueuePool
+from app.core.internals import FairAsyncQueue, FairAsyncQueuePool
 from app.db import make_engine
 
 
