@@ -6,11 +6,32 @@ transaction commits, so a change is in the feed if and only if it happened.
 Order and completeness. A serial number alone is not a safe cursor on PostgreSQL: numbers are drawn when rows
 are inserted, not when transactions commit, so a reader could see 11 (committed) while 10 (still running)
 commits later, move its cursor past 10 and never see it. Each row therefore also stores the id of the
-transaction that wrote it (`pg_current_xact_id()`), and a reader only returns rows whose transaction id is
-below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that horizon has ended, and every
-transaction still running or yet to write will get an id at or above it. The cursor is (xid, seq), so rows
-appear in a total order that never admits a late row behind a cursor. The price: a change shows up once the
-oldest transaction running at that moment has ended (in practice, milliseconds).
+transaction that wrote it (`pg_current_xact_id()`), the cursor is (xid, seq), and a reader only returns rows
+below a horizon that no row still to come can fall behind (`_horizon`): a change shows up once every
+transaction of this database that took its id before it (by writing something) has ended.
+
+Which transactions the horizon waits for. A row not yet visible to the reader's snapshot comes from a
+transaction that was running at the snapshot (its xid is in the snapshot's `xip` list, or at or above its
+`xmax`) or from one that starts later (xid at or above `xmax`, xids being handed out in increasing order).
+Only a transaction connected to this database can write to this database's `changes` table, and an xid
+belongs to one transaction of one backend, connected to one database for its whole life. So the horizon is
+the smallest xid of `xip` that may be this database's, or `xmax` when none is: an xid is left out only when
+`pg_stat_activity` shows it as the running transaction of a backend connected to another database (then it
+certainly is not ours). An xid that ended between the snapshot and the look at `pg_stat_activity` is not
+shown, so it is kept, which only delays the horizon until the next read: the rule errs on the side of
+waiting, never of skipping. `pg_stat_activity` shows an xid as 32 bits: the running xids are less than 2^31
+apart, so its low 32 bits name one of them. The cluster-wide `pg_snapshot_xmin`, which this replaces, also
+waited for every transaction of every other database of the server (an idle-in-transaction session in
+another database stopped the feed for as long as it stayed open).
+
+What a consumer sees: a change appears once every transaction of this database that was running when it
+was written, and took its id before it, has ended; usually within milliseconds. A transaction of this
+database that has taken an id (it wrote something) and stays open holds back the changes written after it
+began: it may still write a change that sorts before them, which must not be skipped. The service's own
+transactions are bounded by its statement and pool timeouts; another client's session left idle in a
+transaction holds the feed back until it ends (PostgreSQL's `idle_in_transaction_session_timeout` bounds
+it). Transactions of other databases of the server and transactions that have not written anything never
+hold it back.
 
 On SQLite, writing transactions run one at a time (BEGIN IMMEDIATE), so they commit in the order of their
 serial numbers: xid is 0 and the serial number alone orders the feed."""
@@ -39,6 +60,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -171,6 +193,18 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
     return xid, seq
 
 
+# The smallest xid, in the reader's snapshot, of a transaction running then that may be this database's
+# (xmax when there is none): see the module's docstring. Every pg_current_snapshot() of one statement is the
+# statement's snapshot, the one the rows are read with.
+_HORIZON_SQL = """(SELECT coalesce(min(running.xid::text::bigint),
+                  pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+   FROM pg_snapshot_xip(pg_current_snapshot()) AS running(xid)
+   WHERE running.xid::text::bigint % 4294967296 NOT IN (
+       SELECT other.backend_xid::text::bigint FROM pg_stat_activity AS other
+       WHERE other.backend_xid IS NOT NULL AND other.datid IS NOT NULL
+         AND other.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())))"""
+
+
 def _horizon(session: AsyncSession) -> ColumnElement[bool]:
     """Rows whose transaction has certainly ended, and no row can still appear below them (see above).
 
@@ -178,9 +212,9 @@ def _horizon(session: AsyncSession) -> ColumnElement[bool]:
     in one transaction (the tests' rollback-per-test transaction does)."""
     if session.get_bind().dialect.name != "postgresql":
         return literal(True)
-    xmin = cast(cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger)
+    horizon = literal_column(_HORIZON_SQL, BigInteger)
     own = cast(cast(func.pg_current_xact_id_if_assigned(), Text), BigInteger)
-    return or_(Change.xid < xmin, Change.xid == own)
+    return or_(Change.xid < horizon, Change.xid == own)
 
 
 async def read(
