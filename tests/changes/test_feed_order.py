@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.core import changes
@@ -193,3 +193,83 @@ async def test_an_uncommitted_change_still_holds_the_feed_back_beside_another_da
         await idle.rollback()
     again, _ = await _seen_within(sessions, cursor, tagged, 1, seconds=0.3)
     assert again == []
+
+
+IDLE = 3.0
+
+
+@pytest.fixture
+def short_idle(monkeypatch: pytest.MonkeyPatch) -> float:
+    """`IDLE_WRITER_SECONDS` shortened for the test."""
+    monkeypatch.setattr(changes, "IDLE_WRITER_SECONDS", IDLE)
+    return IDLE
+
+
+async def _write_something(conn: AsyncConnection) -> None:
+    """A write outside the feed: the transaction takes an id, and no lock on `changes`."""
+    await conn.execute(text("CREATE TEMPORARY TABLE IF NOT EXISTS held (n int)"))
+    await conn.execute(text("INSERT INTO held VALUES (1)"))
+
+
+async def test_a_transaction_of_this_database_that_wrote_no_change_holds_the_feed_back_a_bounded_time(
+    engine: AsyncEngine, tagged: uuid.UUID, short_idle: float
+) -> None:
+    sessions = make_sessionmaker(engine)
+    cursor = await _start(sessions, tagged)
+    async with engine.connect() as idle:
+        await _write_something(idle)
+        began = time.monotonic()
+        change_id = await _commit_change(sessions, tagged)
+        # It may still write a change keyed below this one: the feed waits for it...
+        seen, cursor = await _seen_within(sessions, cursor, tagged, 1, seconds=0)
+        if time.monotonic() - began < short_idle:
+            assert seen == []
+        # ...until it has been open `IDLE_WRITER_SECONDS`.
+        seen, _ = await _seen_within(sessions, cursor, tagged, 1, seconds=short_idle + 5)
+        assert seen == [change_id]
+        assert time.monotonic() - began >= short_idle
+        await idle.rollback()
+
+
+async def test_a_change_written_late_by_a_transaction_the_feed_stopped_waiting_for_is_not_skipped(
+    engine: AsyncEngine, tagged: uuid.UUID, short_idle: float
+) -> None:
+    """A transaction takes its id, writes no change for longer than `IDLE_WRITER_SECONDS` (the feed moves on
+    past changes committed after it began), then writes one and commits: the feed still gives it, after
+    those, once. (Keyed past every reader that let its transaction go, it shows up once a transaction
+    that began after it has ended: the next change here.)"""
+    sessions = make_sessionmaker(engine)
+    cursor = await _start(sessions, tagged)
+    async with sessions() as late:
+        await _write_something(await late.connection())
+        later_id = await _commit_change(sessions, tagged)
+        seen, cursor = await _seen_within(sessions, cursor, tagged, 1, seconds=short_idle + 5)
+        assert seen == [later_id]
+        late_id = uuid.uuid4()
+        await changes.record(
+            late, resource=RESOURCE, id=late_id, action="created", version=1, territory_id=tagged
+        )
+        await late.commit()
+    next_id = await _commit_change(sessions, tagged)
+    seen, cursor = await _seen_within(sessions, cursor, tagged, 2, seconds=5)
+    assert seen == [late_id, next_id]
+    again, _ = await _seen_within(sessions, cursor, tagged, 1, seconds=0.3)
+    assert again == []
+
+
+async def test_a_transaction_that_wrote_a_change_holds_the_feed_back_however_long_it_stays_open(
+    engine: AsyncEngine, tagged: uuid.UUID, short_idle: float
+) -> None:
+    sessions = make_sessionmaker(engine)
+    cursor = await _start(sessions, tagged)
+    async with sessions() as first:
+        first_id = uuid.uuid4()
+        await changes.record(
+            first, resource=RESOURCE, id=first_id, action="created", version=1, territory_id=tagged
+        )
+        second_id = await _commit_change(sessions, tagged)
+        seen, cursor = await _seen_within(sessions, cursor, tagged, 1, seconds=short_idle + 1)
+        assert seen == []
+        await first.commit()
+    seen, cursor = await _seen_within(sessions, cursor, tagged, 2, seconds=5)
+    assert seen == [first_id, second_id]
