@@ -228,16 +228,17 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
 # is the statement's snapshot, the one the rows are read with. `writers` (pg_locks) is read before
 # `running` (pg_stat_activity): it is an argument of the latter, which also drops the activity this
 # transaction may have read before (pg_stat_clear_snapshot). An xid is left out only when every backend
-# showing it allows it (a parallel worker shows its leader's).
+# showing it allows it (a parallel worker shows its leader's); unknown (a lock of a prepared transaction,
+# without a pid) counts as not allowing.
 _HORIZON_SQL = """WITH writers AS MATERIALIZED (
        SELECT lock.pid FROM pg_locks AS lock
        WHERE lock.locktype = 'relation' AND lock.relation = 'changes'::regclass),
    running AS MATERIALIZED (
        SELECT activity.backend_xid::text::bigint AS xid32,
-              bool_and(activity.datid IS NOT NULL AND (
+              bool_and(coalesce(activity.datid IS NOT NULL AND (
                   activity.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
                   OR (activity.pid NOT IN (SELECT writers.pid FROM writers)
-                      AND activity.xact_start < statement_timestamp() - :idle_after))) AS left_out
+                      AND activity.xact_start < statement_timestamp() - :idle_after)), false)) AS left_out
        FROM pg_stat_get_activity((SELECT NULL::integer
                                   FROM (SELECT count(*) FROM writers) AS locks_read,
                                        pg_stat_clear_snapshot() AS cleared)) AS activity
