@@ -40,7 +40,7 @@ EXAMPLES = {
     "rate_limit_per_address": "600/minute",
     "rate_limit_registration": "10/minute",
     "redis_url": "redis://127.0.0.1:6379/0",
-    "rate_limit_redis_timeout_seconds": "0.25",
+    "rate_limit_redis_timeout_seconds": "0.5",
 }
 
 
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         description="Rate limit counters in Redis (shared by every process); in memory when unset.",
     )
     rate_limit_redis_timeout_seconds: float = Field(
-        default=0.25,
+        default=0.5,
         gt=0,
         le=10,
         description="The longest a request waits for Redis to count it (connecting, sending, reading); past "

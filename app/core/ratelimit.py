@@ -25,6 +25,7 @@ from typing import Any
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
+from limits.util import WindowStats
 from prometheus_client import CollectorRegistry, Counter
 
 from app.core.problems import AppError
@@ -79,7 +80,7 @@ class RateLimiter:
         per_address: str,
         registration: str,
         redis_url: str | None = None,
-        timeout: float = 0.25,
+        timeout: float = 0.5,
         pause: float = PAUSE_AFTER_FAILURE_SECONDS,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -90,6 +91,8 @@ class RateLimiter:
         self.timeout = timeout
         self.pause = pause
         self._limiter = FixedWindowRateLimiter(self.storage)
+        # Memory counters answer at once: only Redis is bounded in time.
+        self._remote = redis_url is not None
         self._paused_until = 0.0
         self.skipped = Counter(
             "rate_limit_checks_skipped",
@@ -114,15 +117,18 @@ class RateLimiter:
             self.skipped.labels("paused").inc()
             return
         try:
-            async with asyncio.timeout(self.timeout):
-                if await self._limiter.hit(item, *identifiers):
-                    self._resume()
-                    return
-                stats = await self._limiter.get_window_stats(item, *identifiers)
+            if self._remote:
+                async with asyncio.timeout(self.timeout):
+                    stats = await self._count(item, identifiers)
+            else:
+                stats = await self._count(item, identifiers)
         except Exception as exc:
             self._fail(exc)
             return
-        self._resume()
+        if self._paused_until:
+            self._resume()
+        if stats is None:
+            return
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimited(
             f"at most {item.amount} requests per {item.get_expiry()} s here: retry in {retry_after} s",
@@ -133,6 +139,12 @@ class RateLimiter:
                 "RateLimit-Reset": str(retry_after),
             },
         )
+
+    async def _count(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> WindowStats | None:
+        """Counts the request: None within the limit, else the window (when it resets)."""
+        if await self._limiter.hit(item, *identifiers):
+            return None
+        return await self._limiter.get_window_stats(item, *identifiers)
 
     def _fail(self, exc: Exception) -> None:
         reason = "timeout" if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__ else "error"
@@ -148,6 +160,5 @@ class RateLimiter:
             )
 
     def _resume(self) -> None:
-        if self._paused_until:
-            self._paused_until = 0.0
-            logger.warning("rate limit storage answers again: limits checked again")
+        self._paused_until = 0.0
+        logger.warning("rate limit storage answers again: limits checked again")

@@ -43,6 +43,8 @@ def _redis_answers() -> bool:
 async def limited_client(settings: Settings, **limits: object) -> AsyncIterator[httpx.AsyncClient]:
     """An app of its own with rate limits on, called from an address of its own (so that counters kept in
     Redis by an earlier run never meet this one)."""
+    # A generous Redis timeout unless the test is about it: a busy machine must not skip the counting.
+    limits = {"rate_limit_redis_timeout_seconds": 5.0, **limits}
     app = create_app(settings.model_copy(update={"rate_limits_enabled": True, **limits}))
     address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
     async with LifespanManager(app):
@@ -202,7 +204,7 @@ async def test_a_hung_redis_neither_holds_requests_nor_database_connections(
         assert [a.status_code for a in answers] == [200] * len(keyed), [a.text for a in answers]
         assert ready.status_code == 200, ready.text
         assert ready_after < 1.0, ready_after
-        assert elapsed < 2.5, elapsed
+        assert elapsed < 3.0, elapsed
         # Afterwards Redis is left alone for a while: no request waits for it.
         started = time.monotonic()
         later = await asyncio.wait_for(client.get("/api/v1/me", headers=headers), timeout=5)
@@ -218,7 +220,7 @@ async def test_limits_are_checked_again_once_redis_answers(
 ) -> None:
     pid, url = own_redis
     limited = limited_client(
-        settings, redis_url=url, rate_limit_per_key="3/minute", rate_limit_redis_timeout_seconds=0.3
+        settings, redis_url=url, rate_limit_per_key="3/minute", rate_limit_redis_timeout_seconds=1.0
     )
     async with committed_key(settings) as key, limited as client:
         headers = {"Authorization": f"Bearer {key}"}
