@@ -184,9 +184,11 @@ async def test_a_hung_redis_neither_holds_requests_nor_database_connections(
         settings,
         redis_url=url,
         rate_limit_per_key="1000/minute",
-        rate_limit_redis_timeout_seconds=1.0,
+        rate_limit_redis_timeout_seconds=1.5,
         database_pool_size=POOL,
-        database_pool_timeout_seconds=0.5,
+        # Once Redis has timed out, the requests share the pool's connections: they may queue a while on a
+        # busy machine. While they wait for Redis, they hold none (/readyz gets one at once).
+        database_pool_timeout_seconds=5.0,
     )
     async with committed_key(settings) as key, limited as client:
         headers = {"Authorization": f"Bearer {key}"}
@@ -203,13 +205,13 @@ async def test_a_hung_redis_neither_holds_requests_nor_database_connections(
         elapsed = time.monotonic() - started
         assert [a.status_code for a in answers] == [200] * len(keyed), [a.text for a in answers]
         assert ready.status_code == 200, ready.text
-        assert ready_after < 1.0, ready_after
-        assert elapsed < 3.0, elapsed
+        assert ready_after < 1.2, ready_after  # answered while the keyed requests wait for Redis
+        assert elapsed < 4.0, elapsed
         # Afterwards Redis is left alone for a while: no request waits for it.
         started = time.monotonic()
         later = await asyncio.wait_for(client.get("/api/v1/me", headers=headers), timeout=5)
         assert later.status_code == 200
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.0
         metrics = (await client.get("/metrics")).text
         assert 'rate_limit_checks_skipped_total{reason="timeout"}' in metrics
         assert 'rate_limit_checks_skipped_total{reason="paused"}' in metrics
