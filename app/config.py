@@ -46,6 +46,7 @@ EXAMPLES = {
     "rate_limit_per_address": "600/minute",
     "rate_limit_registration": "10/minute",
     "redis_url": "redis://127.0.0.1:6379/0",
+    "rate_limit_redis_timeout_seconds": "0.5",
 }
 
 
@@ -123,6 +124,13 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Rate limit counters in Redis (shared by every process); in memory when unset.",
+    )
+    rate_limit_redis_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="The longest a request waits for Redis to count it (connecting, sending, reading); past "
+        "it, or on an error, the request goes through unchecked.",
     )
 
     @field_validator("database_url")

@@ -238,6 +238,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             per_address=settings.rate_limit_per_address,
             registration=settings.rate_limit_registration,
             redis_url=settings.redis_url,
+            timeout=settings.rate_limit_redis_timeout_seconds,
+            registry=app.state.metrics.registry,
         )
         if settings.rate_limits_enabled
         else None

@@ -27,9 +27,10 @@ router = APIRouter(prefix="/changes", tags=["changes"], route_class=TransactionR
     "Without `after` the feed starts at the beginning; `next_after` is always present (unchanged when no "
     "item comes back): poll with it. Roles: `admin` (everything), `territory_manager` (objects of its "
     "territories and their descendants), `viewer` (the same, except counsellors and assignments, which "
-    "are personal data); `counsellor` → 403, no key → 401. A change shows up once every transaction that "
-    "began before it has ended (usually within milliseconds). `after` that is not a cursor of this feed → "
-    "422 `invalid_cursor`.",
+    "are personal data); `counsellor` → 403, no key → 401. A change shows up once every transaction of the "
+    "database that had written something before it has ended (usually within milliseconds; one that has "
+    "written no change is waited for 60 s at most). `after` that is not a cursor of this feed → 422 "
+    "`invalid_cursor`.",
     responses=problem_responses(401, 403, 422),
 )
 async def changes_list(

@@ -19,7 +19,7 @@ from sqlalchemy.orm import QueryableAttribute
 from app.core.paths import path_startswith
 from app.core.problems import Forbidden, Unauthenticated
 from app.core.query import reject_unknown_query
-from app.core.ratelimit import RateLimiter
+from app.core.ratelimit import RateLimiter, key_reference
 from app.db import SessionDep
 
 KEY_PREFIX = "cnfs_"
@@ -104,46 +104,79 @@ provides it; the application puts it in `app.state.key_resolver`, so that core i
 
 
 PRINCIPAL_SCOPE_KEY = "cnfs.principal"
+# Set once the request has been counted against its rate limits (the direct path hands requests over).
+LIMITED_SCOPE_KEY = "cnfs.limited"
+
+
+async def check_caller(request: Request) -> None:
+    """What every /api/v1 request is checked for before it touches the database: unknown query parameters
+    (422), an Authorization header that is not `Bearer cnfs_...` (401), then the rate limits (429,
+    `app.core.ratelimit`), once per request.
+
+    The limits come before the key is looked up (a key is counted under a digest of its secret, which names
+    one key), and before the request's session takes its database connection (`get_principal` depends on
+    this first): no database connection is held while the limiter waits for Redis."""
+    reject_unknown_query(request)
+    scope = request.scope
+    if scope.get(LIMITED_SCOPE_KEY) or scope.get(PRINCIPAL_SCOPE_KEY) is not None:
+        return
+    header = request.headers.get("authorization")
+    secret = None if header is None else _secret(header)
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        if secret is None:
+            await limiter.check(None, _address(request), _operation(request))
+        else:
+            await limiter.check(key_reference(secret), _address(request), None)
+    scope[LIMITED_SCOPE_KEY] = True
 
 
 async def resolve_principal(request: Request, session: Any) -> Principal:
-    """The checks every /api/v1 request starts with: unknown query parameters (422), then the caller:
-    anonymous without a key; 401 for a key that is malformed, unknown, revoked or expired; then its rate
-    limits (429, `app.core.ratelimit`).
+    """The checks every /api/v1 request starts with (`check_caller`: query parameters, the header's form,
+    the rate limits), then the caller: anonymous without a key; 401 for a key that is unknown, revoked or
+    expired.
 
-    `session` is the request's session, or the direct path's (`app.core.direct`). The caller is resolved
-    once per request: when the direct path hands a request over to its route, the route finds it done."""
-    reject_unknown_query(request)
+    `session` is the request's session, or the direct path's (`app.core.direct`), whose connection is taken
+    on its first statement: after the rate limits. The caller is resolved once per request: when the direct
+    path hands a request over to its route, the route finds it done."""
+    await check_caller(request)
+    return await _principal(request, session)
+
+
+async def _principal(request: Request, session: Any) -> Principal:
     known: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
     if known is not None:
         return known
     header = request.headers.get("authorization")
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if header is None:
-        if limiter is not None:
-            await limiter.check(None, _address(request), _operation(request))
         request.scope[PRINCIPAL_SCOPE_KEY] = ANONYMOUS
         return ANONYMOUS
+    resolve: KeyResolver = request.app.state.key_resolver
+    principal = await resolve(session, _secret(header))
+    if principal is None:
+        raise Unauthenticated("invalid, revoked or expired API key", error="invalid_token")
+    request.scope[PRINCIPAL_SCOPE_KEY] = principal
+    return principal
+
+
+def _secret(header: str) -> str:
+    """The key secret of an Authorization header; 401 when it is not `Bearer cnfs_...`."""
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise Unauthenticated("the Authorization header must be `Bearer <api key>`", error="invalid_request")
     if not secret.startswith(KEY_PREFIX):
         raise Unauthenticated("invalid API key", error="invalid_token")
-    resolve: KeyResolver = request.app.state.key_resolver
-    principal = await resolve(session, secret)
-    if principal is None:
-        raise Unauthenticated("invalid, revoked or expired API key", error="invalid_token")
-    if limiter is not None:
-        await limiter.check(str(principal.key_id), _address(request), None)
-    request.scope[PRINCIPAL_SCOPE_KEY] = principal
-    return principal
+    return secret
 
 
-async def get_principal(request: Request, session: SessionDep) -> Principal:
-    """`resolve_principal` as the one dependency of every /api/v1 route (each dependency costs a
-    resolution)."""
-    return await resolve_principal(request, session)
+async def get_principal(
+    request: Request, _checked: Annotated[None, Depends(check_caller)], session: SessionDep
+) -> Principal:
+    """`resolve_principal` as the one dependency of every /api/v1 route. FastAPI resolves `check_caller`
+    before the session, whose GET transaction takes its connection as it opens: the rate limits are checked
+    before any connection is taken."""
+    return await _principal(request, session)
 
 
 def _address(request: Request) -> str:

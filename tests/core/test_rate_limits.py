@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -37,6 +43,8 @@ def _redis_answers() -> bool:
 async def limited_client(settings: Settings, **limits: object) -> AsyncIterator[httpx.AsyncClient]:
     """An app of its own with rate limits on, called from an address of its own (so that counters kept in
     Redis by an earlier run never meet this one)."""
+    # A generous Redis timeout unless the test is about it: a busy machine must not skip the counting.
+    limits = {"rate_limit_redis_timeout_seconds": 5.0, **limits}
     app = create_app(settings.model_copy(update={"rate_limits_enabled": True, **limits}))
     address = f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
     async with LifespanManager(app):
@@ -121,3 +129,121 @@ def test_limits_are_settings() -> None:
         Settings(rate_limit_per_key="lots")
     with pytest.raises(ValueError, match="redis://"):
         Settings(redis_url="http://127.0.0.1")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, str]]:
+    """A redis-server of this test's own on a free loopback port (the test stops it with SIGSTOP): its pid
+    and its URL. Resumed and terminated at the end, whatever happened."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None, "redis-server did not start"
+            assert time.monotonic() < deadline, "redis-server did not answer"
+            time.sleep(0.05)
+        yield process.pid, f"redis://127.0.0.1:{port}/0"
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+POOL = 2
+
+
+async def test_a_hung_redis_neither_holds_requests_nor_database_connections(
+    settings: Settings, own_redis: tuple[int, str]
+) -> None:
+    """Redis stopped (SIGSTOP: connections accepted, nothing answered): keyed requests, more at once than the
+    database pool has connections, are all answered within the Redis timeout and a margin, none 503, and
+    /readyz stays 200 meanwhile: no request holds a database connection while it waits for Redis."""
+    pid, url = own_redis
+    limited = limited_client(
+        settings,
+        redis_url=url,
+        rate_limit_per_key="1000/minute",
+        rate_limit_redis_timeout_seconds=1.5,
+        database_pool_size=POOL,
+        # Once Redis has timed out, the requests share the pool's connections: they may queue a while on a
+        # busy machine. While they wait for Redis, they hold none (/readyz gets one at once).
+        database_pool_timeout_seconds=5.0,
+    )
+    async with committed_key(settings) as key, limited as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        # Through a route (the session's connection) and through the direct path (its own connection).
+        paths = ["/api/v1/me", "/api/v1/territories"] * (2 * POOL)
+        keyed = [asyncio.create_task(client.get(path, headers=headers)) for path in paths]
+        await asyncio.sleep(0.3)  # every keyed request is now waiting for Redis
+        ready = await asyncio.wait_for(client.get("/readyz"), timeout=5)
+        ready_after = time.monotonic() - started
+        answers = await asyncio.wait_for(asyncio.gather(*keyed), timeout=10)
+        elapsed = time.monotonic() - started
+        assert [a.status_code for a in answers] == [200] * len(keyed), [a.text for a in answers]
+        assert ready.status_code == 200, ready.text
+        assert ready_after < 1.2, ready_after  # answered while the keyed requests wait for Redis
+        assert elapsed < 4.0, elapsed
+        # Afterwards Redis is left alone for a while: no request waits for it.
+        started = time.monotonic()
+        later = await asyncio.wait_for(client.get("/api/v1/me", headers=headers), timeout=5)
+        assert later.status_code == 200
+        assert time.monotonic() - started < 1.0
+        metrics = (await client.get("/metrics")).text
+        assert 'rate_limit_checks_skipped_total{reason="timeout"}' in metrics
+        assert 'rate_limit_checks_skipped_total{reason="paused"}' in metrics
+
+
+async def test_limits_are_checked_again_once_redis_answers(
+    settings: Settings, own_redis: tuple[int, str]
+) -> None:
+    pid, url = own_redis
+    limited = limited_client(
+        settings, redis_url=url, rate_limit_per_key="3/minute", rate_limit_redis_timeout_seconds=1.0
+    )
+    async with committed_key(settings) as key, limited as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        client_app = client._transport.app  # type: ignore[attr-defined]
+        client_app.state.rate_limiter.pause = 0.5
+        assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stalled = await asyncio.wait_for(client.get("/api/v1/me", headers=headers), timeout=5)
+            assert stalled.status_code == 200
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(0.6)
+        # The request let through may have been counted once Redis resumed, or not: the limit holds again.
+        answers = [(await client.get("/api/v1/me", headers=headers)).status_code for _ in range(3)]
+        assert answers[0] == 200
+        assert answers[-1] == 429
+
+
+async def test_an_unknown_key_is_counted_before_it_is_looked_up(settings: Settings) -> None:
+    async with limited_client(settings, rate_limit_per_key="2/minute") as client:
+        headers = {"Authorization": "Bearer cnfs_unknown" + uuid.uuid4().hex}
+        answers = [await client.get("/api/v1/me", headers=headers) for _ in range(3)]
+        assert [a.status_code for a in answers] == [401, 401, 429]

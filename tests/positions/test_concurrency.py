@@ -23,7 +23,7 @@ from app.counsellors.models import Counsellor
 from app.positions.models import Assignment, Position
 from tests.agreements.helpers import World, amend, committed_world, create_programme, create_signed
 from tests.helpers import assert_problem
-from tests.positions.helpers import COUNSELLORS, PERSON, post_assignment, post_position
+from tests.positions.helpers import COUNSELLORS, PERSON, create_position, post_assignment, post_position
 
 WRITERS = 6
 
@@ -112,7 +112,7 @@ async def test_positions_racing_a_withdrawal_never_overshoot(world: World) -> No
 
 async def test_one_position_two_counsellors_at_once(world: World) -> None:
     agreement = await _agreement(world, 2)
-    position = (await post_position(world.client, world.admin, agreement["id"])).json()
+    position = await create_position(world.client, world.admin, agreement["id"])
     counsellors = [await _counsellor(world, f"P-{i}") for i in range(WRITERS)]
     responses = await asyncio.gather(
         *(post_assignment(world.client, world.admin, position["id"], c, "2021-05-03") for c in counsellors)
@@ -127,9 +127,7 @@ async def test_one_position_two_counsellors_at_once(world: World) -> None:
 
 async def test_one_counsellor_two_positions_at_once(world: World) -> None:
     agreement = await _agreement(world, WRITERS)
-    positions = [
-        (await post_position(world.client, world.admin, agreement["id"])).json() for _ in range(WRITERS)
-    ]
+    positions = [await create_position(world.client, world.admin, agreement["id"]) for _ in range(WRITERS)]
     counsellor = await _counsellor(world, "C-1")
     responses = await asyncio.gather(
         *(post_assignment(world.client, world.admin, p["id"], counsellor, "2021-05-03") for p in positions)
@@ -144,7 +142,7 @@ async def test_one_counsellor_two_positions_at_once(world: World) -> None:
 
 async def test_a_termination_racing_an_assignment(world: World) -> None:
     agreement = await _agreement(world, 2)
-    position = (await post_position(world.client, world.admin, agreement["id"])).json()
+    position = await create_position(world.client, world.admin, agreement["id"])
     counsellor = await _counsellor(world, "T-1")
     assignment, termination = await asyncio.gather(
         post_assignment(world.client, world.admin, position["id"], counsellor, "2021-05-03"),
