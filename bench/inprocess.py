@@ -66,9 +66,9 @@ class _CountingConnection:
         return await self._conn.execute(*args)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
+    async def transaction(self, *args: Any, **kwargs: Any) -> AsyncIterator[None]:
         self._counter.round_trips += 2
-        async with self._conn.transaction():
+        async with self._conn.transaction(*args, **kwargs):
             yield
 
 

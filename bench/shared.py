@@ -3,8 +3,10 @@
 Both apps run exactly these functions, so that they differ only in their web layer. The SQL follows the
 service's statements one for one (read from the app's repositories and services), with two differences that
 the service's fast path is meant to reach as well: the API key and its territories are read in one statement
-(a join) rather than two, and a connection is not pinged before use. Reads run without BEGIN/COMMIT (one
-statement is its own transaction); writes run in one transaction, taking the same row locks in the same order
+(a join) rather than two, and a connection is not pinged before use. A read of one statement runs without
+BEGIN/COMMIT (one statement is its own snapshot); a read of several (a page and its current assignments, a
+subtree and its page, a counsellor and its current assignment) runs in one snapshot, as the service reads it
+(`snapshot`); writes run in one transaction, taking the same row locks in the same order
 (the programme first). The territory search parses `q` with the service's own `app.territories.search.parse`
 (words, abbreviations, the code) and runs the service's word-table SQL and ranking, written out by hand.
 
@@ -25,7 +27,7 @@ import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -170,8 +172,8 @@ class SqliteConnection:
         return ""
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        await self.conn.execute("BEGIN IMMEDIATE")
+    async def transaction(self, mode: str = "IMMEDIATE") -> AsyncIterator[None]:
+        await self.conn.execute(f"BEGIN {mode}")
         try:
             yield
         except BaseException:
@@ -518,6 +520,14 @@ def _search_sql(db: Database, query: search.Query, args: list[Any]) -> tuple[lis
     return where, order
 
 
+def snapshot(db: Database, conn: Any) -> Any:
+    """One snapshot for an answer read in several statements, as the service reads it (the caller's key
+    before it, on its own): REPEATABLE READ and READ ONLY on PostgreSQL, a DEFERRED transaction on SQLite."""
+    if db.dialect == "sqlite":
+        return conn.transaction("DEFERRED")
+    return conn.transaction(isolation="repeatable_read", readonly=True)
+
+
 async def territories_list(
     db: Database,
     page: ListRequest,
@@ -530,7 +540,7 @@ async def territories_list(
     if kind is not None and kind not in KINDS:
         return problem(422, "validation_error", "unknown kind")
     query = search.parse(q) if q else None
-    async with db.acquire() as conn:
+    async with db.acquire() as conn, snapshot(db, conn) if within is not None else nullcontext():
         where: list[str] = []
         args: list[Any] = []
         if kind is not None:
@@ -964,25 +974,8 @@ async def positions_list(db: Database, page: ListRequest, authorization: str | N
             return caller
         scope, args = scope_clause(db, caller, "territory_id", 1)
         args.append(page.limit + 1)
-        rows = await conn.fetch(
-            db.sql(
-                f"SELECT {POSITION_COLUMNS} FROM positions WHERE true{scope}"
-                f" ORDER BY created_at, id LIMIT ${len(args)}"
-            ),
-            *args,
-        )
-        current: dict[str, Mapping[str, Any]] = {}
-        if rows:
-            shown = rows[: page.limit]
-            found = await conn.fetch(
-                db.sql(
-                    "SELECT id, position_id, counsellor_id, contract_type, started_on, ends_on"
-                    f" FROM assignments WHERE position_id IN ({_in_list(2, len(shown))}) AND {COVERS}"
-                ),
-                today(),
-                *(as_uuid(r["id"]) for r in shown),
-            )
-            current = {str(a["position_id"]): a for a in found}
+        async with snapshot(db, conn):
+            rows, current = await _positions_page(db, conn, page.limit, scope, args)
     personal = caller.role in PERSONAL_READERS
     page = ListRequest(page.limit, caller.name, page.path, page.params, page.base_url, page.secret)
     return _page(
@@ -991,6 +984,32 @@ async def positions_list(db: Database, page: ListRequest, authorization: str | N
         lambda r: [r["created_at"], r["id"]],
         lambda r: position_json(r, current.get(str(r["id"])), personal),
     )
+
+
+async def _positions_page(
+    db: Database, conn: Any, limit: int, scope: str, args: list[Any]
+) -> tuple[list[Any], dict[str, Mapping[str, Any]]]:
+    """The page, then the current assignments of its positions (one query)."""
+    rows = await conn.fetch(
+        db.sql(
+            f"SELECT {POSITION_COLUMNS} FROM positions WHERE true{scope}"
+            f" ORDER BY created_at, id LIMIT ${len(args)}"
+        ),
+        *args,
+    )
+    current: dict[str, Mapping[str, Any]] = {}
+    if rows:
+        shown = rows[:limit]
+        found = await conn.fetch(
+            db.sql(
+                "SELECT id, position_id, counsellor_id, contract_type, started_on, ends_on"
+                f" FROM assignments WHERE position_id IN ({_in_list(2, len(shown))}) AND {COVERS}"
+            ),
+            today(),
+            *(as_uuid(r["id"]) for r in shown),
+        )
+        current = {str(a["position_id"]): a for a in found}
+    return rows, current
 
 
 # --- counsellors --------------------------------------------------------------------------------------
@@ -1049,14 +1068,19 @@ async def counsellor_get(
             return caller
         own = caller.role == "counsellor" and str(caller.counsellor_id) == str(counsellor_id)
         scope, args = ("", []) if own else scope_clause(db, caller, "territory_id", 2)
-        row = await conn.fetchrow(
-            db.sql(f"SELECT {COUNSELLOR_COLUMNS} FROM counsellors WHERE id = $1{scope}"), counsellor_id, *args
-        )
-        if row is None:
-            return problem(404, "not_found", "no counsellor with this id")
-        if not own and caller.role not in PERSONAL_READERS:
-            return problem(403, "forbidden", "counsellors are personal data: your role may not read this one")
-        current = await conn.fetchrow(db.sql(CURRENT_OF_COUNSELLOR), counsellor_id, today())
+        async with snapshot(db, conn):
+            row = await conn.fetchrow(
+                db.sql(f"SELECT {COUNSELLOR_COLUMNS} FROM counsellors WHERE id = $1{scope}"),
+                counsellor_id,
+                *args,
+            )
+            if row is None:
+                return problem(404, "not_found", "no counsellor with this id")
+            if not own and caller.role not in PERSONAL_READERS:
+                return problem(
+                    403, "forbidden", "counsellors are personal data: your role may not read this one"
+                )
+            current = await conn.fetchrow(db.sql(CURRENT_OF_COUNSELLOR), counsellor_id, today())
     return not_modified(if_none_match, row["version"]) or json_reply(
         counsellor_json(row, current), version=row["version"]
     )
