@@ -21,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
-from app.core.internals import FairAsyncQueuePool
+from app.core.internals import FairAsyncQueuePool, transaction_left_open
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -212,7 +212,19 @@ def make_engine(
         },
     )
     _ping_idle_connections(engine)
+    event.listen(engine.sync_engine.pool, "checkin", _pg_discard_open_transaction)
     return engine
+
+
+def _pg_discard_open_transaction(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    """A PostgreSQL connection coming back to the pool in a transaction, or with one that failed to start
+    (a BEGIN interrupted: asyncpg keeps its record of it, and the next transaction on the connection would
+    be a savepoint in one nobody commits), is thrown away rather than handed to the next request. The
+    pool's own reset cannot see it: SQLAlchemy's adapter rolls back only the transactions it started."""
+    if dbapi_connection is None or record.driver_connection is None:
+        return
+    if transaction_left_open(record.driver_connection):
+        record.invalidate()
 
 
 _SUSPECT_SINCE: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
@@ -248,7 +260,6 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
     are checked; a failed check makes the pool open a fresh connection. A connection that dies while in use
     fails its request with a 503 (`connection_invalidated`) and is replaced; the others are pinged before
     their next use (`suspect_connections`), rather than all reopened as SQLAlchemy does by default."""
-    pool = engine.sync_engine.pool
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -260,7 +271,8 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine.pool, "checkout")
     def _checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        if not needs_ping(record.info, pool):
+        # The engine's pool now (`dispose` replaces it), the one `suspect_connections` marks.
+        if not needs_ping(record.info, engine.sync_engine.pool):
             return
         try:
             engine.dialect.do_ping(dbapi_connection)

@@ -1,20 +1,21 @@
 """The direct path: the hottest reads answered without FastAPI's request handling and without the ORM session.
 
-A *direct handler* is the twin of one FastAPI route (`direct(route_name)`). `RequestMiddleware` matches the
-request against the direct handlers first; a handler parses the few parameters of the common case, resolves
-the caller, calls the same service function as its route with a `DirectSession`, and answers with the same
-response builders (`app.core.responses`). For anything else it returns None, and the request goes to the
-FastAPI route as usual: invalid or unusual parameters (so that every error is the route's own), a cursor it
-does not read, a service call that needs the ORM (`DirectSession` raises `Fallback`, caught here). So the
-direct path changes no behaviour: the same service code, SQL, JSON, headers and problems (the parity tests
-send every request both ways and compare the answers), only less work per request.
+A *direct handler* is the twin of one FastAPI route (`direct(route_name)`). `DirectMiddleware` matches the
+request as the router would (`DirectRoutes`); the twin gets its route's parameters, read by the route's own
+fields (`TwinParameters`), once the caller is resolved; it calls the same service function as its route with a
+`DirectSession`, and answers with the same response builders (`app.core.responses`). For anything else it
+returns None, and the request goes to the FastAPI route as usual: a parameter the route does not declare or a
+value it refuses (so that every error is the route's own), a service call that needs the ORM or an answer of
+several statements the twin did not declare (`DirectSession` raises `Fallback`, caught here). So the direct
+path changes no behaviour: the same service code, SQL, JSON, headers and problems (the parity tests send
+every request both ways and compare the answers), only less work per request.
 
 `DirectSession` runs SQLAlchemy Core statements that select columns (`app.core.columns.ReadColumns`) on the
 driver's own connection (asyncpg, aiosqlite): the statement is compiled once per shape (SQLAlchemy's cache
 key, as the engine does) and its rows come back with the same type processing as through the engine, but
 without the session, the execution context, the result objects and the adapter's greenlet hops per
-statement. Reads run outside any transaction (PostgreSQL autocommit, SQLite's implicit transaction per
-statement), as the session path does for reads."""
+statement. How a request's statements share one snapshot, and what becomes of a connection whose transaction
+did not end cleanly: `DirectSession`."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import json
 import logging
 import time
 import weakref
-from collections import namedtuple
+from collections import abc, deque, namedtuple
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from copy import deepcopy
 from enum import Enum
@@ -42,7 +43,6 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TupleType
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import db
@@ -62,7 +62,6 @@ from app.core.internals import (
 
 logger = logging.getLogger("app.direct")
 
-E = TypeVar("E", bound=Enum)
 S = TypeVar("S", bound=ClauseElement)
 T = TypeVar("T")
 DirectHandler = Callable[..., Awaitable[Response | None]]
@@ -82,9 +81,10 @@ def direct(
     `include_total`), by their Python names, parsed and validated by the route's own declarations (the
     same validation, hence the same values). Its signature names each of them, except those it `refuses`
     (by their names in the query string): a request that sends one of those goes to the route. A request
-    with a parameter the route does not declare, a value the route would refuse, or a scalar sent twice
-    goes to the route too. `twins` (at start-up) fails when a twin's signature and its route's parameters
-    differ, and a test fails when a twin's body does not use one of its parameters.
+    with a parameter the route does not declare or a value the route would refuse goes to the route too (a
+    parameter sent twice is read as the route reads it: the last one). `twins` (at start-up) fails when a
+    twin's signature and its route's parameters differ, and a test fails when a twin's body does not use
+    one of its parameters.
 
     A reading twin's answer is read in one snapshot: in one statement (the caller's key is resolved before,
     on its own), or, with `snapshot` (True, or a function of the parameters that says when), in a
@@ -275,8 +275,10 @@ class DirectResult:
         return DirectResult([row._asdict() for row in self._rows])
 
 
-def _driver_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
-    """(what the drivers raise, what of it means the server is gone)."""
+def _driver_errors() -> tuple[
+    tuple[type[BaseException], ...], tuple[type[BaseException], ...], tuple[type[BaseException], ...]
+]:
+    """(what the drivers raise, what of it means the server is gone, asyncpg's client-side errors)."""
     import sqlite3
 
     import asyncpg
@@ -293,11 +295,10 @@ def _driver_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseEx
     # connection cut in the middle of a statement may also end in asyncpg's InternalClientError ("cannot
     # switch to state ...").
     lost = (OSError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError)
-    return errors, lost
+    return errors, lost, (asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
-_DRIVER_ERRORS, _LOST_CONNECTION_ERRORS = _driver_errors()
-_INTERFACE_ERRORS = _DRIVER_ERRORS[4:]  # asyncpg's InterfaceError and InternalClientError
+_DRIVER_ERRORS, _LOST_CONNECTION_ERRORS, _INTERFACE_ERRORS = _driver_errors()
 
 
 def _integrity_errors() -> tuple[type[BaseException], ...]:
@@ -506,10 +507,12 @@ class DirectSession:
     first statement and given back by `close()`. Any other use of the session (ORM objects, writes)
     raises `Fallback`, so that the FastAPI route answers instead.
 
-    Every request runs in one transaction, begun before its first statement and ended by `finish()`: a
-    writing request's (READ COMMITTED on PostgreSQL, as the session path; BEGIN IMMEDIATE on SQLite), and a
-    reading request's, so that all its statements read one snapshot (REPEATABLE READ, READ ONLY on
-    PostgreSQL; a DEFERRED transaction on SQLite, whose snapshot is taken by its first read). A connection
+    The caller is resolved first, outside the answer (`begin_answer` marks where the answer starts). A
+    writing request's answer runs in one transaction (READ COMMITTED on PostgreSQL, as the session path;
+    BEGIN IMMEDIATE on SQLite). A reading request's answer is one statement, or, where the twin declares
+    it (`snapshot`), one transaction begun before its first statement (REPEATABLE READ, READ ONLY on
+    PostgreSQL; a DEFERRED transaction on SQLite, whose snapshot is taken by its first read); a second
+    statement of an undeclared answer declines (`Fallback`). A connection
     whose transaction did not end cleanly (a cancellation or any error between BEGIN and the end of COMMIT
     or ROLLBACK), or that raised an error leaving it unusable, is thrown away by `close()`: never kept,
     handed on or given back to the pool as it is.
@@ -526,7 +529,7 @@ class DirectSession:
         # A read: its statements run outside a transaction until `begin_answer`; then the answer's first
         # statement begins the snapshot transaction (`snapshot`), or runs alone and a second one declines.
         self._snapshot = snapshot and not write
-        self._answering = write
+        self._answering = False
         self._answer_statements = 0
         # The transaction begun and not yet ended: an asyncpg Transaction, or "transaction"/"savepoint" on
         # SQLite. Set before BEGIN is sent, cleared only once COMMIT or ROLLBACK has completed.
@@ -769,16 +772,27 @@ class DirectSession:
         self._transaction = None
         if connection is None:
             return
-        if in_doubt and not self._postgres and not self._unusable:
-            # SQLite: aiosqlite runs calls in order in the connection's thread, so an interrupted one has
-            # finished there: a ROLLBACK ends the transaction (`db._discard` says why not close it).
-            in_doubt = not await _rolled_back(driver)
         if in_doubt:
-            await greenlet_spawn(_throw_away, connection)
+            # In a task of its own, which a second cancellation of this one does not interrupt.
+            cleanup = asyncio.ensure_future(_settle(connection, driver, self._postgres or self._unusable))
+            _CLOSING.add(cleanup)
+            cleanup.add_done_callback(_closed)
+            await asyncio.shield(cleanup)
             return
         kept = _kept_connections(self._bind) if isinstance(self._bind, AsyncEngine) else None
         if kept is None or not kept.keep(connection):
             await greenlet_spawn(connection.close)
+
+
+async def _settle(connection: Any, driver: Any, throw_away: bool) -> None:
+    """A connection whose transaction is in doubt: SQLite's is rolled back (aiosqlite runs calls in order in
+    the connection's thread, so an interrupted one has finished there, and a ROLLBACK ends the transaction:
+    `db._discard` says why not close it) and given back; any other, or one still in a transaction, is
+    thrown away."""
+    if not throw_away and await _rolled_back(driver):
+        await greenlet_spawn(connection.close)
+        return
+    await greenlet_spawn(_throw_away, connection)
 
 
 async def _rolled_back(driver: Any) -> bool:
@@ -861,6 +875,7 @@ class _Param:
         "alias",
         "copy_default",
         "default",
+        "factory",
         "field",
         "name",
         "required",
@@ -881,7 +896,8 @@ class _Param:
         self.field, self.name, self.alias = field, field.name, field.alias
         self.sequence = where == "query" and _is_sequence(info.annotation)
         self.required = info.is_required()
-        self.default = None if self.required else field.get_default()
+        self.factory = info.default_factory is not None
+        self.default = None if self.required or self.factory else field.get_default()
         self.copy_default = not isinstance(
             self.default, (type(None), bool, int, float, str, bytes, Enum, tuple)
         )
@@ -895,7 +911,11 @@ def _is_sequence(annotation: Any) -> bool:
         return _is_sequence(get_args(annotation)[0])
     if origin in (Union, UnionType):
         return any(_is_sequence(arg) for arg in get_args(annotation))
-    return origin in (list, set, frozenset, tuple) or annotation in (list, set, frozenset, tuple)
+    kind = origin or annotation
+    return isinstance(kind, type) and not issubclass(kind, (str, bytes)) and issubclass(kind, _SEQUENCES)
+
+
+_SEQUENCES = (list, set, frozenset, tuple, deque, abc.Sequence)
 
 
 def _is_model(annotation: Any) -> bool:
@@ -915,6 +935,7 @@ class TwinParameters:
     def __init__(self, route: APIRoute, handler: DirectHandler, refused: frozenset[str]) -> None:
         self.route, self.handler, self.refused = route, handler, refused
         self.snapshot: Snapshot = _SNAPSHOT.get(route.name, False)
+        self.convertors: dict[str, Any] = {}
         fields = _route_fields(route)
         self.path = [_Param(field, where, route) for where, field in fields if where == "path"]
         self.query = [
@@ -923,7 +944,6 @@ class TwinParameters:
             if where == "query" and field.alias not in refused
         ]
         self.declared = frozenset(field.alias for where, field in fields if where == "query")
-        _regex, _format, self.convertors = compile_path(route.path_format)
         wanted = {param.name for param in self.path + self.query}
         taken = _keyword_parameters(handler)
         unknown = refused - self.declared
@@ -934,8 +954,9 @@ class TwinParameters:
                 f"refuses what the route does not declare {sorted(unknown)}"
             )
 
-    def parse(self, path_params: dict[str, str], query: Any) -> dict[str, Any]:
-        """The parameters as the route reads them; Fallback for a request the twin leaves to the route: a
+    def parse(self, path_params: dict[str, Any], query: Any) -> dict[str, Any]:
+        """The parameters as the route reads them (`path_params` converted by the route's convertors, as
+        the router converts them); Fallback for a request the twin leaves to the route: a
         parameter the route does not declare (its 422) or that the twin refuses, a value the route would
         refuse (its 422)."""
         keys = query.keys()
@@ -943,15 +964,16 @@ class TwinParameters:
             raise Fallback("a query parameter the twin does not read")
         values: dict[str, Any] = {}
         for param in self.path:
-            raw = path_params[param.alias]
-            convertor = self.convertors.get(param.alias)
-            values[param.name] = _validated(param, convertor.convert(raw) if convertor else raw, "path")
+            values[param.name] = _validated(param, path_params[param.alias], "path")
         for param in self.query:
             sent = query.getlist(param.alias) if param.sequence else query.get(param.alias)
             if sent is None or (param.sequence and not sent):
                 if param.required:
                     raise Fallback("a required parameter is missing")
-                default = deepcopy(param.default) if param.copy_default else param.default
+                if param.factory:
+                    default = param.field.get_default()  # a fresh value per request, as FastAPI's
+                else:
+                    default = deepcopy(param.default) if param.copy_default else param.default
                 values[param.name] = (
                     _validated(param, default, "query") if param.validate_default else default
                 )
@@ -991,30 +1013,40 @@ def twins(routes: list[Any]) -> list[TwinParameters]:
 
 
 class DirectRoutes:
-    """The direct handlers of an application's routes, matched by method and path."""
+    """The direct handlers of an application's routes, matched as the router matches them: by the route's
+    own path regex and convertors, and only when no route before it in the application's order would take
+    the request (the router takes the first route that matches the path and the method)."""
 
     def __init__(self) -> None:
         self._routes_id: int | None = None
         self._count = -1
-        self._table: dict[str, list[tuple[Any, TwinParameters]]] = {}
+        self._table: dict[str, list[tuple[Any, TwinParameters, list[tuple[Any, Any]]]]] = {}
 
     def _build(self, routes: list[Any]) -> None:
-        table: dict[str, list[tuple[Any, TwinParameters]]] = {}
-        for context in iter_route_contexts(routes):
+        table: dict[str, list[tuple[Any, TwinParameters, list[tuple[Any, Any]]]]] = {}
+        contexts = list(iter_route_contexts(routes))
+        for index, context in enumerate(contexts):
             route = context.original_route
             name = str(context.name)
             handler = _HANDLERS.get(name)
             if handler is None or not isinstance(route, APIRoute):
                 continue
             twin = TwinParameters(route, handler, _REFUSED.get(name, frozenset()))
-            regex, _format, _convertors = compile_path(str(context.path_format or context.path))
+            twin.convertors = dict(context.param_convertors)
+            prefix = _literal_prefix(context.path_format)
+            # The routes before it that could match one of its paths: their literal beginnings agree.
+            earlier = [
+                (other.path_regex, other.methods)
+                for other in contexts[:index]
+                if _may_overlap(prefix, _literal_prefix(getattr(other, "path_format", None) or ""))
+            ]
             for method in route.methods or ():
-                table.setdefault(method, []).append((regex, twin))
+                table.setdefault(method, []).append((context.path_regex, twin, earlier))
         self._table = table
         self._routes_id = id(routes)
         self._count = len(routes)
 
-    def match(self, scope: Scope) -> tuple[TwinParameters, dict[str, str]] | None:
+    def match(self, scope: Scope) -> tuple[TwinParameters, dict[str, Any]] | None:
         routes = scope["app"].routes
         if id(routes) != self._routes_id or len(routes) != self._count:
             self._build(routes)
@@ -1022,11 +1054,25 @@ class DirectRoutes:
         if not candidates:
             return None
         path = scope["path"]
-        for regex, twin in candidates:
+        method = scope["method"]
+        for regex, twin, earlier in candidates:
             found = regex.match(path)
-            if found is not None:
-                return twin, found.groupdict()
+            if found is None:
+                continue
+            for other, methods in earlier:
+                if (methods is None or method in methods) and other.match(path) is not None:
+                    return None  # an earlier route takes it
+            convertors = twin.convertors
+            return twin, {key: convertors[key].convert(value) for key, value in found.groupdict().items()}
         return None
+
+
+def _literal_prefix(path_format: str | None) -> str:
+    return (path_format or "").split("{", 1)[0]
+
+
+def _may_overlap(first: str, second: str) -> bool:
+    return first.startswith(second) or second.startswith(first)
 
 
 def _exception_handler(app: Any, error: Exception) -> Any:
@@ -1095,10 +1141,14 @@ class DirectMiddleware:
         response: Response | None
         try:
             try:
-                if not write:
-                    # The caller first, on its own (its key is no part of the answer); then the answer.
-                    await resolve_principal(request, session)
-                    session.begin_answer()
+                # The caller first, on its own (its key is no part of the answer, nor of a write's
+                # transaction: an unknown key takes no write lock); then the answer.
+                await resolve_principal(request, session)
+                if write:
+                    # The write's transaction takes a connection when it begins: meanwhile (a twin that
+                    # reads on a session of its own, or declines) this request holds none.
+                    await session.close()
+                session.begin_answer()
                 response = await twin.handler(request, session, **params)
                 await session.finish(commit=response is not None)
             except Exception:

@@ -12,7 +12,8 @@ It holds:
 - the greenlet bridge, by which async code runs SQLAlchemy's synchronous pool and engine calls
   (`greenlet_spawn`, `await_`);
 - the fair connection pool (`FairAsyncQueue`, `FairAsyncQueuePool`) and what the direct path needs of a
-  checked-out connection (`record_of`, `pool_of`, `is_record`, `execute_mutex`).
+  checked-out connection (`pool_of`, `is_record`, `execute_mutex`);
+- whether an asyncpg connection was left with a transaction nobody will end (`transaction_left_open`).
 
 The fair pool
 -------------
@@ -44,19 +45,42 @@ from importlib.metadata import version
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
-from sqlalchemy.pool.base import _ConnectionRecord
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-# Why private: SQLAlchemy's bridge between async code and its synchronous pool and engine (the asyncio
-# extension runs them in a greenlet); its public face, `AsyncConnection.run_sync`, needs a connection
-# already checked out, and the direct path checks connections out and in itself.
-from sqlalchemy.util import LRUCache, await_, greenlet_spawn
-
-# Why private: the queue class SQLAlchemy's asyncio pool is built on, with the exceptions the pool expects.
-from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
-
 WRITTEN_FOR = {"sqlalchemy": "2.1.9", "asyncpg": "0.32.0", "aiosqlite": "0.22.1"}
+
+
+class MissingInternal(ImportError):
+    """A private attribute the service relies on is missing: the installed release is not the one the
+    service was written for."""
+
+
+def _versions() -> str:
+    return ", ".join(f"{name} {version(name)} (written for {wanted})" for name, wanted in WRITTEN_FOR.items())
+
+
+def _missing(what: str, error: BaseException) -> MissingInternal:
+    return MissingInternal(
+        f"cnfs-api cannot run on these releases: {what} is missing ({error}); installed: {_versions()}"
+    )
+
+
+try:
+    # Why private: the record class the pool's queue holds (`is_record`).
+    from sqlalchemy.pool.base import _ConnectionRecord
+
+    # Why private: SQLAlchemy's bridge between async code and its synchronous pool and engine (the asyncio
+    # extension runs them in a greenlet); its public face, `AsyncConnection.run_sync`, needs a connection
+    # already checked out, and the direct path checks connections out and in itself. LRUCache: the bounded
+    # cache the engine keeps its compiled statements in, which `compile_cached` takes.
+    from sqlalchemy.util import LRUCache, await_, greenlet_spawn
+
+    # Why private: the queue class SQLAlchemy's asyncio pool is built on, with the exceptions the pool
+    # expects.
+    from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
+except ImportError as error:  # pragma: no cover - another release
+    raise _missing("a module or class of SQLAlchemy's", error) from None
 
 __all__ = [
     "WRITTEN_FOR",
@@ -72,16 +96,11 @@ __all__ = [
     "is_record",
     "parameters",
     "pool_of",
-    "record_of",
     "result_columns",
+    "transaction_left_open",
 ]
 
 _T = TypeVar("_T")
-
-
-class MissingInternal(ImportError):
-    """A private attribute the service relies on is missing: the installed release is not the one the
-    service was written for."""
 
 
 # --- the direct path's compiled statements ------------------------------------------------------------------
@@ -140,13 +159,14 @@ def result_columns(compiled: SQLCompiler) -> list[tuple[str, Any]]:
 # --- a checked-out connection -------------------------------------------------------------------------------
 
 
-def record_of(fairy: Any) -> ConnectionPoolEntry:
-    """The pool's record of a checked-out connection (a `PoolProxiedConnection`).
+def transaction_left_open(driver: Any) -> bool:
+    """Whether an asyncpg connection is in a transaction, or holds one that failed to start: a BEGIN
+    interrupted (cancelled, timed out) leaves asyncpg's record of it behind, and the next `transaction()`
+    on that connection would be a SAVEPOINT inside a transaction nobody commits.
 
-    Why private: handing a connection from one request to the next, without the pool's checkin and
-    checkout, needs the record that the pool's queue holds."""
-    record: ConnectionPoolEntry = fairy._connection_record
-    return record
+    Why private: asyncpg says whether the server is in a transaction (`is_in_transaction`), not whether
+    its own record of the top transaction (`_top_xact`) was left behind."""
+    return bool(driver.is_in_transaction()) or driver._top_xact is not None
 
 
 def pool_of(fairy: Any) -> Any:
@@ -381,14 +401,15 @@ def _no_connection() -> Any:  # pragma: no cover - the probe pool never connects
     raise RuntimeError("a probe")
 
 
-def _versions() -> str:
-    return ", ".join(f"{name} {version(name)} (written for {wanted})" for name, wanted in WRITTEN_FOR.items())
+def _probe_pool() -> Any:
+    return AsyncAdaptedQueuePool(_no_connection, pool_size=1)
 
 
 def check() -> None:
     """Every private attribute above, on probes: a statement compiled for both dialects, an asyncio pool
     and its queue, the classes of a checked-out connection and of the asyncio adapters. Raises
     MissingInternal, one line naming what is missing and the versions installed."""
+    import asyncpg
     from sqlalchemy import Integer, bindparam, column, literal, select, table
     from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
     from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -423,9 +444,11 @@ def check() -> None:
             has(AsyncAdaptedQueuePool, "_queue_class", "_do_get", "_do_return_conn"),
         ),
         ("the asyncio queue's own queue", lambda: AsyncAdaptedQueue(1)._queue),
+        ("the pool's queue and overflow", lambda: (_probe_pool()._pool, _probe_pool()._overflow)),
+        ("asyncpg's record of its top transaction", has(asyncpg.Connection, "_top_xact")),
         (
             "the pool's overflow counts",
-            lambda: AsyncAdaptedQueuePool(_no_connection, pool_size=1)._max_overflow,
+            lambda: _probe_pool()._max_overflow,
         ),
         ("a checked-out connection's record and pool", has(_ConnectionFairy, "_connection_record", "_pool")),
         ("the asyncpg adapter's lock", has(AsyncAdapt_asyncpg_connection, "_execute_mutex")),
@@ -434,11 +457,8 @@ def check() -> None:
     for what, run in probes:
         try:
             run()
-        except (AttributeError, TypeError, ValueError) as error:
-            raise MissingInternal(
-                f"cnfs-api cannot run on these releases: {what} is missing ({error}); "
-                f"installed: {_versions()}"
-            ) from None
+        except Exception as error:
+            raise _missing(what, error) from None
 
 
 check()

@@ -5,6 +5,7 @@ databases)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -15,8 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.agreements.models import Agreement
 from app.config import Settings
 from app.core.changes import Change
+from app.core.direct import answer_observers
 from app.counsellors.models import Counsellor
+from app.db import make_engine
 from tests.agreements.helpers import AGREEMENTS, World, agreement_body, committed_world, create_programme
+from tests.conftest import postgres_only
 from tests.positions.helpers import COUNSELLORS, PERSON
 
 
@@ -105,11 +109,14 @@ async def test_no_acknowledged_write_is_lost_to_a_cancellation(
 ) -> None:
     """A write cancelled at its 1st, 2nd, ... await point (the connection's checkout, BEGIN, each statement,
     COMMIT, the connection's release, until it runs to its end); after each, two more writes are answered
-    201 and each is committed, as another connection sees it. A small pool, so that the next requests get
-    the connection the cancelled one used. On PostgreSQL, no connection is left idle in a transaction."""
+    201 and each is committed, as another connection sees it. A pool of one connection, so that the next
+    requests get the connection the cancelled one used (or its replacement). On PostgreSQL, no connection is
+    left idle in a transaction. With the direct path, the direct path answered some of the writes."""
     own = settings.model_copy(
-        update={"direct_path": direct_path, "database_pool_size": 2, "rate_limits_enabled": False}
+        update={"direct_path": direct_path, "database_pool_size": 1, "rate_limits_enabled": False}
     )
+    answered_directly: list[str] = []
+    answer_observers.append(answered_directly.append)
     async with committed_world(own, engine) as world:
         programme_id = None
         if kind == "agreement":
@@ -141,8 +148,42 @@ async def test_no_acknowledged_write_is_lost_to_a_cancellation(
                     ),
                 )
                 assert in_doubt == 0
+            if direct_path and kind == "agreement":
+                assert answered_directly, "the direct path wrote none of them"
         finally:
+            answer_observers.remove(answered_directly.append)
             async with world.sessions() as session:
                 await session.execute(delete(Counsellor).where(Counsellor.territory_id == world.territory_id))
                 await session.execute(delete(Change).where(Change.territory_id == world.territory_id))
                 await session.commit()
+
+
+@postgres_only
+async def test_a_transaction_that_failed_to_start_is_not_handed_on(settings: Settings) -> None:
+    """A BEGIN interrupted on a pooled PostgreSQL connection leaves asyncpg's record of the transaction
+    behind; given back to the pool as it is, the next request's transaction would be a savepoint inside one
+    that nobody commits, and its acknowledged write would be lost. The pool throws such a connection away."""
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            started = asyncio.get_running_loop().create_task(driver.transaction().start())
+            await asyncio.sleep(0)
+            started.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await started
+            assert driver._top_xact is not None  # what the cancellation leaves behind
+        name = f"probe_{uuid.uuid4().hex[:8]}"
+        async with engine.begin() as connection:
+            await connection.execute(text(f"CREATE TABLE {name} (n int)"))
+            await connection.execute(text(f"INSERT INTO {name} VALUES (1)"))
+        other = make_engine(settings.database_url, pool_size=1)
+        try:
+            async with other.connect() as reader:
+                assert await reader.scalar(text(f"SELECT count(*) FROM {name}")) == 1
+            async with other.begin() as connection:
+                await connection.execute(text(f"DROP TABLE {name}"))
+        finally:
+            await other.dispose()
+    finally:
+        await engine.dispose()

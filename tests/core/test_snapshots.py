@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.core.changes import Change
+from app.core.direct import answer_observers
 from app.counsellors.models import Counsellor
 from app.positions.models import Assignment, Position
 from tests.agreements.helpers import World, committed_world, create_programme, create_signed
@@ -34,10 +35,13 @@ SECONDS = 20.0
 
 
 @pytest.fixture(params=[True, False], ids=["direct", "session"])
-async def world(
-    request: pytest.FixtureRequest, settings: Settings, engine: AsyncEngine
-) -> AsyncIterator[World]:
-    own = settings.model_copy(update={"direct_path": request.param, "rate_limits_enabled": False})
+def direct_path(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+@pytest.fixture
+async def world(direct_path: bool, settings: Settings, engine: AsyncEngine) -> AsyncIterator[World]:
+    own = settings.model_copy(update={"direct_path": direct_path, "rate_limits_enabled": False})
     async with committed_world(own, engine) as world:
         try:
             yield world
@@ -57,7 +61,7 @@ async def _ok(response: httpx.Response, status: int = 201) -> dict[str, Any]:
     return body
 
 
-async def test_a_writer_racing_readers_never_shows_a_mixed_answer(world: World) -> None:
+async def test_a_writer_racing_readers_never_shows_a_mixed_answer(world: World, direct_path: bool) -> None:
     """A writer makes a position occupied then vacant again, over and over (an assignment begun, then ended
     on its first day, which is in the past); two readers read the position and the page of occupied
     positions with its total. A position `occupied` without its current assignment (or `vacant` with one),
@@ -116,12 +120,20 @@ async def test_a_writer_racing_readers_never_shows_a_mixed_answer(world: World) 
             if body["total"] != len(body["items"]):
                 mixed.append(("page", body["total"], len(body["items"])))
 
+    answered_directly: list[str] = []
+    answer_observers.append(answered_directly.append)
     started = time.monotonic()
-    await asyncio.wait_for(
-        asyncio.gather(writer(), read_position(), read_position(), read_page()), SECONDS * 3
-    )
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(writer(), read_position(), read_position(), read_page()), SECONDS * 3
+        )
+    finally:
+        answer_observers.remove(answered_directly.append)
     assert mixed == [], (mixed[:5], len(mixed), dict(seen))
     # The race was run: the readers saw both states.
     for state in ("occupied", "vacant", "page of 1", "page of 0"):
         assert seen[state], dict(seen)
     assert time.monotonic() - started < SECONDS * 3
+    if direct_path:
+        # The readers were answered by the twins, in their snapshot transactions.
+        assert {"positions_get", "positions_list"} <= set(answered_directly), Counter(answered_directly)

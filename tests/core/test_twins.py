@@ -174,3 +174,49 @@ async def test_the_twin_answers_what_its_route_reads_and_nothing_else(
         direct_module.answer_observers.remove(seen.append)
     assert bool(seen) is direct, (params, response.status_code)
     assert response.status_code == (200 if direct else 422), response.text
+
+
+def test_a_twin_answers_only_what_the_router_gives_its_route() -> None:
+    """The router takes the first route that matches the path and the method: a twin does not answer a
+    path an earlier route takes, and reads its path with its route's convertors."""
+    router = APIRouter(route_class=TransactionRoute)
+
+    @router.get("/things/special", name="things_special_for_order")
+    async def special() -> Response:  # pragma: no cover - never called
+        return JSONResponse("special")
+
+    @router.get("/things/{thing_key}", name="things_get_for_order")
+    async def thing(thing_key: str) -> Response:  # pragma: no cover - never called
+        return JSONResponse(thing_key)
+
+    @direct("things_get_for_order")
+    async def thing_direct(
+        request: Request, session: DirectSession, *, thing_key: str
+    ) -> Response | None:  # pragma: no cover - never called
+        return JSONResponse(thing_key)
+
+    app = FastAPI()
+    app.include_router(router)
+    routes = direct_module.DirectRoutes()
+    try:
+
+        def matched(path: str, method: str = "GET") -> Any:
+            found = routes.match({"type": "http", "app": app, "method": method, "path": path})
+            return None if found is None else found[1]
+
+        assert matched("/things/12") == {"thing_key": "12"}
+        assert matched("/things/special") is None  # the earlier route's
+        assert matched("/things/12", "POST") is None
+    finally:
+        del direct_module._HANDLERS["things_get_for_order"]
+    # The service's own convertors: a workshop's calendar (`{workshop_id:nodot}.ics`) is not the twin's.
+    service = create_app()
+    found = direct_module.DirectRoutes().match(
+        {
+            "type": "http",
+            "app": service,
+            "method": "GET",
+            "path": "/api/v1/workshops/01a24eea-cc81-7096-ac57-a318971739a3.ics",
+        }
+    )
+    assert found is None
