@@ -481,10 +481,15 @@ def _driver_connection_errors() -> list[type[Exception]]:
 
 
 def unavailable_reason(exc: BaseException) -> str:
-    """What the log line says: the exception's class and its SQLSTATE, never its message (bound values)."""
+    """What the log line says: the exception's class and its SQLSTATE, never its message (bound values).
+    A cancelled statement (57014) also says which of PostgreSQL's fixed causes it was: its own
+    `statement_timeout`, or a cancel request (a client that stopped waiting for an earlier statement)."""
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
     name = type(orig).__name__ if orig is not None else type(exc).__name__
+    if sqlstate == "57014":
+        cause = "statement_timeout" if "statement timeout" in str(orig or exc) else "a cancel request"
+        return f"{name} (SQLSTATE 57014, {cause})"
     return f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
 
 

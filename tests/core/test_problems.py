@@ -427,3 +427,23 @@ async def test_the_same_rule_says_the_same_thing_on_every_resource(
     assert missing == {"/first_name": "is required", "/last_name": "is required"}
     listed = _details(await client.post(f"{counsellors}/bulk", json={"items": []}, headers=admin))
     assert listed == {"/items": "must have at least 1 item"}
+
+
+def test_a_cancelled_statement_says_which_cause_in_the_log() -> None:
+    """57014 is PostgreSQL's answer both to its statement_timeout and to a cancel request: the log line
+    tells them apart (their texts are fixed, they hold no value)."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.core.problems import unavailable_reason
+
+    class QueryCanceledError(Exception):
+        sqlstate = "57014"
+
+    timed_out = OperationalError(
+        "SELECT", None, QueryCanceledError("canceling statement due to statement timeout")
+    )
+    cancelled = OperationalError(
+        "SELECT", None, QueryCanceledError("canceling statement due to user request")
+    )
+    assert unavailable_reason(timed_out) == "QueryCanceledError (SQLSTATE 57014, statement_timeout)"
+    assert unavailable_reason(cancelled) == "QueryCanceledError (SQLSTATE 57014, a cancel request)"
