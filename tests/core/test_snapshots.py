@@ -12,20 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.core.changes import Change
 from app.core.direct import answer_observers
-from app.counsellors.models import Counsellor
-from app.positions.models import Assignment, Position
-from tests.agreements.helpers import World, committed_world, create_programme, create_signed
+from tests.agreements.helpers import World, create_programme, create_signed
 from tests.positions.helpers import (
     ASSIGNMENTS,
     COUNSELLORS,
     PERSON,
     POSITIONS,
+    committed_positions_world,
     post_assignment,
     post_position,
 )
@@ -42,17 +39,8 @@ def direct_path(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 async def world(direct_path: bool, settings: Settings, engine: AsyncEngine) -> AsyncIterator[World]:
     own = settings.model_copy(update={"direct_path": direct_path, "rate_limits_enabled": False})
-    async with committed_world(own, engine) as world:
-        try:
-            yield world
-        finally:
-            async with world.sessions() as session:
-                positions = select(Position.id).where(Position.territory_id == world.territory_id)
-                await session.execute(delete(Assignment).where(Assignment.position_id.in_(positions)))
-                await session.execute(delete(Position).where(Position.territory_id == world.territory_id))
-                await session.execute(delete(Counsellor).where(Counsellor.territory_id == world.territory_id))
-                await session.execute(delete(Change).where(Change.territory_id == world.territory_id))
-                await session.commit()
+    async with committed_positions_world(own, engine) as world:
+        yield world
 
 
 async def _ok(response: httpx.Response, status: int = 201) -> dict[str, Any]:

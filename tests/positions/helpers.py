@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-from tests.agreements.helpers import create_programme, create_signed
+from tests.agreements.helpers import committed_world, create_programme, create_signed
 from tests.conftest import KeyMaker, Tree, bearer
 
 POSITIONS = "/api/v1/positions"
@@ -130,3 +132,25 @@ async def end_assignment(
         json={"ended_on": ended_on, "end_reason": reason},
         headers=headers,
     )
+
+
+@asynccontextmanager
+async def committed_positions_world(settings: Any, engine: Any) -> AsyncIterator[Any]:
+    """`committed_world` whose positions, assignments, counsellors and changes are deleted afterwards."""
+    from sqlalchemy import delete, select
+
+    from app.core.changes import Change
+    from app.counsellors.models import Counsellor
+    from app.positions.models import Assignment, Position
+
+    async with committed_world(settings, engine) as world:
+        try:
+            yield world
+        finally:
+            async with world.sessions() as session:
+                positions = select(Position.id).where(Position.territory_id == world.territory_id)
+                await session.execute(delete(Assignment).where(Assignment.position_id.in_(positions)))
+                await session.execute(delete(Position).where(Position.territory_id == world.territory_id))
+                await session.execute(delete(Counsellor).where(Counsellor.territory_id == world.territory_id))
+                await session.execute(delete(Change).where(Change.territory_id == world.territory_id))
+                await session.commit()

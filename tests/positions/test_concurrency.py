@@ -14,33 +14,30 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.core.changes import Change
 from app.counsellors.models import Counsellor
-from app.positions.models import Assignment, Position
-from tests.agreements.helpers import World, amend, committed_world, create_programme, create_signed
+from app.positions.models import Position
+from tests.agreements.helpers import World, amend, create_programme, create_signed
 from tests.helpers import assert_problem
-from tests.positions.helpers import COUNSELLORS, PERSON, create_position, post_assignment, post_position
+from tests.positions.helpers import (
+    COUNSELLORS,
+    PERSON,
+    committed_positions_world,
+    create_position,
+    post_assignment,
+    post_position,
+)
 
 WRITERS = 6
 
 
 @pytest.fixture
 async def world(settings: Settings, engine: AsyncEngine) -> AsyncIterator[World]:
-    async with committed_world(settings, engine) as world:
-        try:
-            yield world
-        finally:
-            async with world.sessions() as session:
-                positions = select(Position.id).where(Position.territory_id == world.territory_id)
-                await session.execute(delete(Assignment).where(Assignment.position_id.in_(positions)))
-                await session.execute(delete(Position).where(Position.territory_id == world.territory_id))
-                await session.execute(delete(Counsellor).where(Counsellor.territory_id == world.territory_id))
-                await session.execute(delete(Change).where(Change.territory_id == world.territory_id))
-                await session.commit()
+    async with committed_positions_world(settings, engine) as world:
+        yield world
 
 
 async def _agreement(world: World, positions: int) -> dict[str, Any]:
