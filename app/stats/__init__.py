@@ -1,0 +1,1 @@
+"""Statistics: aggregated, public figures of the programme."""
