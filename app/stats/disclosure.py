@@ -7,15 +7,16 @@ Those equations are the incidence matrix of the bipartite graph whose vertices a
 and whose edges are the hidden cells; its row space is the cut space, so a hidden cell is given back exactly
 when it lies on no cycle of that graph.
 
-Bounds arm the reader further: a small count is at most threshold - 1, and a hidden cell is at least 1 unless
-it may be a hidden zero, which the published answer shows (a zero is hidden only in a line, row or column,
-whose non-zero cells are all hidden). Written with the totals row negated, every line says "these cells add up
-to a known figure", and two solutions differ by a circulation: +1 and -1 alternating along cycles, each cell
-moving the way its bounds leave room for. The system is totally unimodular, so a cell's possible values are an
-interval of integers, wider than one value exactly when the cell lies on a directed cycle of the graph with an
-arc row -> column for each hidden cell that can go up (in those signed terms) and column -> row for each that
-can go down. `protect` puts every hidden cell on such a cycle, which implies the cycle of the first guarantee;
-where even hiding the whole table could not (a line whose every cell is threshold - 1, say), on a cycle.
+Bounds arm the reader further, granted even to know which hidden cells are small counts: those are from 1
+to threshold - 1, the others at least the threshold, except where a hidden cell may be a zero, which the
+published answer shows (a zero is hidden only in a line, row or column, whose non-zero cells are all hidden).
+Written with the totals row negated, every line says "these cells add up to a known figure", and two solutions
+differ by a circulation: +1 and -1 alternating along cycles, each cell moving the way its bounds leave room
+for. The system is totally unimodular, so a cell's possible values are an interval of integers, wider than
+one value exactly when the cell lies on a directed cycle of the graph with an arc row -> column for each
+hidden cell that can go up (in those signed terms) and column -> row for each that can go down. `protect`
+puts every hidden cell on such a cycle, which implies the cycle of the first guarantee; where even hiding the
+whole table could not (a line whose every cell is threshold - 1, say), on a cycle.
 
 With at most a few columns, cycles are checked through reachability between columns (a column reaches another
 through a row whose cell in the first can go down and in the second up): bit operations, linear in the rows.
@@ -94,14 +95,22 @@ class _Table:
         self.column_left = [sum(large[column::m]) for column in range(m)]
         items = n * m
         items_part, totals_part = values[:items], values[items:]
-        self.moves_closed = self._moves(items_part, 1, total=False) + self._moves(totals_part, 1, total=True)
-        self.moves_open = self._moves(items_part, 0, total=False) + self._moves(totals_part, 0, total=True)
+        self.moves_closed = self._moves(items_part, closed=True, total=False) + self._moves(
+            totals_part, closed=True, total=True
+        )
+        self.moves_open = self._moves(items_part, closed=False, total=False) + self._moves(
+            totals_part, closed=False, total=True
+        )
 
-    def _moves(self, values: list[int], low: int, *, total: bool) -> list[int]:
-        """Where each cell can go, once hidden, within what the reader knows of it."""
+    def _moves(self, values: list[int], *, closed: bool, total: bool) -> list[int]:
+        """Where each cell can go, once hidden, within what a reader told its kind knows of it: a small
+        count is from 1 to threshold - 1, another cell at least the threshold, except that in an open line
+        any hidden cell may be a zero."""
+        threshold = self.threshold
         by_value = {}
         for value in set(values):
-            high = self.threshold - 1 if value < self.threshold else _UNBOUNDED
+            low = (threshold if value >= threshold else 1) if closed else 0
+            high = threshold - 1 if value < threshold else _UNBOUNDED
             up, down = value < high, value > low
             if total:  # the totals row enters the equations with a minus sign
                 up, down = down, up
@@ -128,7 +137,8 @@ class _Table:
         if self.hidden[index]:
             return self.moves(index)
         if self.values[index]:
-            return _UP | _DOWN  # visible and non-zero: at least the threshold, free both ways
+            # Visible, so its lines are closed until it is hidden: what it may do at least.
+            return self.moves_closed[index]
         return self.moves_open[index] if self.is_open(index) else -1
 
     def refresh(self, candidates: list[int], cells: tuple[int, ...]) -> None:
