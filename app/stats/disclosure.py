@@ -42,10 +42,10 @@ def protect(
     """The rows and the totals row as they may be published: every hidden cell is `None`.
 
     `rows[i]` adds up to `row_totals[i]` and `totals` to `grand_total`; the columns are `totals`' keys, in
-    their order. A cell from 1 to threshold - 1 is hidden (a threshold of 1 or less hides nothing), then as
-    few other cells as it takes for every hidden cell to keep at least two possible values given the published
-    figures: the smallest non-zero cells first, a zero only in a line that has no visible non-zero cell left.
-    Deterministic: the same table gives the same answer.
+    their order. A cell from 1 to threshold - 1 is hidden (a threshold of 1 or less hides nothing), then other
+    cells until every hidden cell keeps at least two possible values given the published figures: the smallest
+    non-zero cells first, a zero only in a line that has no visible non-zero cell left. Deterministic: the
+    same table gives the same answer. Figures that do not add up raise ValueError.
     """
     columns = list(totals)
     width = len(columns)
