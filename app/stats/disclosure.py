@@ -65,11 +65,14 @@ def protect(
     if any(value < 0 for value in values):
         raise ValueError("counts are never negative")
 
-    hidden = _Table(values, len(rows), width, threshold).solve() if threshold > 1 else bytearray(len(values))
+    if threshold > 1 and width:
+        hidden = _Table(values, len(rows), width, threshold).solve()
+    else:
+        hidden = bytearray(len(values))
     published = [None if hide else value for value, hide in zip(values, hidden, strict=True)]
     out_rows = [
-        dict(zip(columns, published[start : start + width], strict=True))
-        for start in range(0, len(rows) * width, width)
+        dict(zip(columns, published[index * width : (index + 1) * width], strict=True))
+        for index in range(len(rows))
     ]
     return out_rows, dict(zip(columns, published[len(rows) * width :], strict=True))
 
