@@ -247,7 +247,12 @@ async def workshop_stats(
             keys: list[Any] = [theme.value for theme in Theme]
             total = sums.get(ALL_THEMES, _empty())
         else:
-            keys = [level.value for level in Level] if group_by is WorkshopGroup.level else sorted(sums)
+            if group_by is WorkshopGroup.level:
+                keys = [level.value for level in Level]
+            else:
+                # The rollup keeps rows that went back to zero (a workshop moved to another month): a
+                # month or territory is listed when one of its figures is not 0.
+                keys = sorted(key for key, values in sums.items() if any(values))
             total = [sum(column) for column in zip(*sums.values(), strict=True)] if sums else _empty()
         items = [{field: key, **_workshop_figures(sums.get(key, _empty()))} for key in keys]
         answer = {"totals": _workshop_figures(total), "items": items}
