@@ -15,6 +15,9 @@ from app.db import SessionDep, TransactionRoute
 from app.stats import service
 from app.stats.schemas import PositionStats, WorkshopStats
 
+# The instants' range (app.core.types): a day outside has no workshop, and its month's end no date.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
+
 router = APIRouter(prefix="/stats", tags=["statistics"], route_class=TransactionRoute)
 
 TerritoryQuery = Annotated[
@@ -32,7 +35,8 @@ WithinQuery = Annotated[
 PUBLIC_DOC = (
     "Public (no key needed), aggregated, no personal data. A key does not restrict these figures: a "
     "scoped key sees the same national figures as anyone; filter with `territory_id` or `within`. "
-    "`territory_id` and `within` may be combined (both apply). "
+    "`territory_id` and `within` may be combined (both apply). Without a key the answer carries "
+    "`Cache-Control: public, max-age=60`. "
 )
 
 POSITIONS_DOC = (
@@ -113,12 +117,22 @@ async def stats_workshops(
     starts: Annotated[
         date | None,
         Query(
-            alias="from", description="First day (UTC) of `starts_at`, inclusive.", examples=["2026-01-01"]
+            alias="from",
+            ge=FIRST_DAY,
+            le=LAST_DAY,
+            description="First day (UTC) of `starts_at`, inclusive (1900-01-01 to 2999-12-31).",
+            examples=["2026-01-01"],
         ),
     ] = None,
     ends: Annotated[
         date | None,
-        Query(alias="to", description="Last day (UTC) of `starts_at`, inclusive.", examples=["2026-12-31"]),
+        Query(
+            alias="to",
+            ge=FIRST_DAY,
+            le=LAST_DAY,
+            description="Last day (UTC) of `starts_at`, inclusive (1900-01-01 to 2999-12-31).",
+            examples=["2026-12-31"],
+        ),
     ] = None,
     group_by: Annotated[
         service.WorkshopGroup,
