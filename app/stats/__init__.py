@@ -1,1 +1,1 @@
-"""Statistics: aggregated, public figures of the programme."""
+"""Statistics: public aggregates of positions and workshops, with statistical confidentiality."""
