@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -361,6 +362,39 @@ async def _discard(session: AsyncSession | None) -> None:
         await session.invalidate()
     else:
         await session.rollback()
+
+
+def detach_session(request: Request) -> AsyncSession:
+    """Takes the request's session (its connection, and a read's snapshot) away from `TransactionRoute`:
+    the caller now ends it, with `end_detached`. A streamed answer (`app.core.csv`) reads on after the
+    handler has returned, in the same snapshot as the checks the handler made."""
+    session: AsyncSession | None = request.scope.get("state", {}).pop(_SESSION_KEY, None)
+    if session is None:
+        raise RuntimeError("the request has no session to detach (it needs SessionDep)")
+    return session
+
+
+async def end_detached(session: AsyncSession, in_doubt: bool) -> None:
+    """Ends a detached session: rolled back (a read has nothing to commit) and its connection back to the
+    pool; one interrupted in the middle of a statement (`in_doubt`) as a cancelled request's is
+    (`_discard`). In a task of its own, which a cancellation of the caller does not interrupt halfway."""
+
+    async def end() -> None:
+        try:
+            if in_doubt:
+                await _discard(session)
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+
+    task = asyncio.ensure_future(end())
+    _ENDING.add(task)
+    task.add_done_callback(_ENDING.discard)
+    await asyncio.shield(task)
+
+
+_ENDING: set[asyncio.Future[None]] = set()
 
 
 class TransactionRoute(APIRoute):

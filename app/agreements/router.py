@@ -24,6 +24,7 @@ from app.agreements.schemas import (
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
 from app.core.direct import DirectSession, as_session, direct, json_body, validated
 from app.core.idempotency import IdempotencyDep
+from app.core.media import Separator
 from app.core.listing import PageDep, direct_page_request
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
@@ -162,8 +163,9 @@ async def agreements_list_direct(
     limit: int,
     cursor: str | None,
     include_total: bool,
+    sep: Separator,
 ) -> Response | None:
-    page = await direct_page_request(request, session, limit, cursor, include_total)
+    page = await direct_page_request(request, session, limit, cursor, include_total, sep)
     principal = check_roles(await resolve_principal(request, session), READERS)
     items, next_cursor, total = await service.list_agreements(
         as_session(session),

@@ -22,6 +22,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from app.core.direct import prepared
 from app.core.internals import LRUCache
+from app.core.media import Separator
 from app.core.problems import AppError, ValidationFailed
 
 T = TypeVar("T")
@@ -172,7 +173,8 @@ class Cursors:
 
 
 def binding_for(request: Request, caller: str) -> str:
-    """Everything that defines the result set except the page position and size."""
+    """Everything that defines the result set except the page position and size, and the CSV separator
+    (a JSON page's cursor also starts a CSV export after it)."""
     return _binding(request.scope["path"], request.scope.get("query_string", b""), caller)
 
 
@@ -181,7 +183,7 @@ def _binding(path: str, query_string: bytes, caller: str) -> str:
     # The query parsed as Starlette parses it (`request.query_params`); the same lists of one query string
     # come again and again, so the digest is kept for the latest ones.
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    params = sorted((k, v) for k, v in pairs if k not in ("cursor", "limit"))
+    params = sorted((k, v) for k, v in pairs if k not in ("cursor", "limit", "sep"))
     raw = json.dumps([path, params, caller], separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
@@ -224,6 +226,8 @@ class PageRequest:
     include_total: bool
     binding: str
     cursors: Cursors
+    # The CSV separator when the client asked for CSV (`Accept: text/csv`), None for JSON.
+    csv: Separator | None = None
 
 
 def keyset_after_bound(keys: Sequence[SortKey]) -> ColumnElement[bool]:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from app.core.auth import Principal, Role, check_roles, require_roles, resolve_principal
 from app.core.direct import DirectSession, as_session, direct
 from app.core.idempotency import IdempotencyDep
+from app.core.media import Separator
 from app.core.listing import PageDep, direct_page_request
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
@@ -128,8 +129,9 @@ async def positions_list_direct(
     limit: int,
     cursor: str | None,
     include_total: bool,
+    sep: Separator,
 ) -> Response | None:
-    page = await direct_page_request(request, session, limit, cursor, include_total)
+    page = await direct_page_request(request, session, limit, cursor, include_total, sep)
     principal = check_roles(await resolve_principal(request, session), READERS)
     rows, next_cursor, total = await service.list_positions(
         as_session(session),

@@ -22,6 +22,7 @@ from app.core.direct import (
     validated,
 )
 from app.core.idempotency import IdempotencyDep
+from app.core.media import Separator
 from app.core.listing import PageDep, direct_page_request
 from app.core.pagination import PageRequest
 from app.core.problems import ValidationFailed, problem_responses
@@ -274,10 +275,11 @@ async def workshops_list_direct(
     limit: int,
     cursor: str | None,
     include_total: bool,
+    sep: Separator,
 ) -> Response | None:
     """The search's common case: the filters by territory, place, theme, level, seats and status; a date
     range, a distance or a sort go through the route."""
-    page = await direct_page_request(request, session, limit, cursor, include_total)
+    page = await direct_page_request(request, session, limit, cursor, include_total, sep)
     principal = await resolve_principal(request, session)
     db = as_session(session)
     filters = await _filters(
