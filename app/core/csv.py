@@ -234,9 +234,8 @@ class CsvColumns:
     def _as_dict(self, row: Any) -> dict[str, Any]:
         if isinstance(row, Mapping):
             return dict(row)
-        if not isinstance(row, self.model):
-            row = self.model.model_validate(row)
-        return row.model_dump()
+        item: BaseModel = row if isinstance(row, self.model) else self.model.model_validate(row)
+        return item.model_dump()
 
     def rows(self, rows: Iterable[Any]) -> Iterable[list[Any]]:
         cells = self._cells
@@ -385,14 +384,19 @@ def flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def csv_model_response(
-    request: Request, model: type[BaseModel], items: Iterable[Any], sep: Separator
+    request: Request,
+    model: type[BaseModel],
+    items: Iterable[Any],
+    sep: Separator,
+    *,
+    filename: str | None = None,
 ) -> Response:
     """A list held in memory (a reference list) as CSV, with the columns of its read model."""
     columns = columns_of(model)
     writer = CsvWriter(sep)
     writer.start(columns.header)
     writer.write(columns.rows(items))
-    return Response(writer.chunk(), media_type=CSV_MEDIA_TYPE, headers=_headers(request, None))
+    return Response(writer.chunk(), media_type=CSV_MEDIA_TYPE, headers=_headers(request, filename))
 
 
 class CsvExportFailed(Exception):
