@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import service
 from app.changes.schemas import ChangePage, ChangeRead
+from app.core import csv as csv_export
 from app.core.auth import KeyHolderDep
-from app.core.csv import BATCH_ROWS, csv_responses, csv_stream_response, vary_accept
+from app.core.csv import csv_responses, csv_stream_response, vary_accept
 from app.core.media import Separator, SepQuery, scope_accepts_csv
 from app.core.pagination import MAX_LIMIT
 from app.core.problems import problem_responses
@@ -58,9 +59,10 @@ async def changes_list(
     if scope_accepts_csv(request.scope["headers"]):
 
         async def batches(db: AsyncSession, cursor: str | None) -> tuple[Sequence[Any], str | None]:
-            body = await service.read_feed(db, principal, after=cursor, resources=resource, limit=BATCH_ROWS)
+            size = csv_export.BATCH_ROWS
+            body = await service.read_feed(db, principal, after=cursor, resources=resource, limit=size)
             items = body["items"]
-            return items, body["next_after"] if len(items) == BATCH_ROWS else None
+            return items, body["next_after"] if len(items) == size else None
 
         return await csv_stream_response(request, session, ChangeRead, batches, after, sep)
     response = json_response(
