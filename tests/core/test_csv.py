@@ -3,20 +3,32 @@ against its JSON pages, rights, the direct path, and streaming in batches with c
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import sqlite3
+import tracemalloc
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from pydantic import BaseModel
+from sqlalchemy import delete, insert, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.core import csv as csv_module
 from app.core.csv import (
+    CsvExportFailed,
     CsvWriter,
     columns_of,
     csv_rows_response,
@@ -26,9 +38,13 @@ from app.core.csv import (
 )
 from app.core.direct import answer_observers
 from app.core.media import Separator, accepts_csv
+from app.db import make_sessionmaker, new_id
+from app.main import create_app
+from app.territories import service as territories_service
+from app.territories.models import Territory
 from app.workshops.schemas import WorkshopRead
 from tests.agreements.helpers import amend
-from tests.conftest import KeyMaker, Tree
+from tests.conftest import IS_POSTGRES, KeyMaker, Tree
 from tests.helpers import assert_problem
 from tests.workshops.helpers import Place, build_place, create_workshop, register
 
@@ -493,3 +509,245 @@ async def test_a_route_with_a_twin_answers_csv_itself(client: httpx.AsyncClient,
 
 
 # --- streaming: batches and memory -----------------------------------------------------------------
+
+
+class _Sink:
+    """An ASGI client's side of one answer, keeping only counts (the export's bytes are not held)."""
+
+    def __init__(self, disconnect_after: int | None = None) -> None:
+        self.status: int | None = None
+        self.headers: dict[bytes, bytes] = {}
+        self.bytes = 0
+        self.lines = 0
+        self.chunks = 0
+        self.complete = False
+        self.first = b""
+        self._disconnect_after = disconnect_after
+        self._gone = asyncio.Event()
+        self._asked = False
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._asked:
+            self._asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self._gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = dict(message["headers"])
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if not self.first:
+                self.first = body[:4096]
+            self.bytes += len(body)
+            self.lines += body.count(b"\r\n")
+            self.chunks += 1 if body else 0
+            if not message.get("more_body", False):
+                self.complete = True
+            if self._disconnect_after is not None and self.chunks >= self._disconnect_after:
+                self._gone.set()
+                # The client is gone: the server's next write waits for nothing more.
+                await asyncio.sleep(0)
+
+
+async def _asgi_get(app: FastAPI, path: str, query: dict[str, str], sink: _Sink) -> None:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": urlencode(query).encode(),
+        "headers": [(b"host", b"test"), (b"accept", b"text/csv")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    await app(scope, sink.receive, sink.send)
+
+
+async def _add_territories(session: AsyncSession, count: int) -> uuid.UUID:
+    """A région and `count` communes under it, inserted in bulk (Core INSERTs): the export's rows."""
+    table = Territory.__table__
+    root = new_id()
+    now = datetime.now(UTC)
+    base = {"created_at": now, "updated_at": now, "version": 1, "population": None}
+    code = root.hex[-8:]
+    await session.execute(
+        insert(table),
+        [
+            {
+                **base,
+                "id": root,
+                "kind": "region",
+                "code": code,
+                "name": f"Région {code}",
+                "name_sort": f"region {code}",
+                "search_name": f"region {code}",
+                "parent_id": None,
+                "path": f"/{root}/",
+            }
+        ],
+    )
+    rows = []
+    for n in range(count):
+        child = new_id()
+        rows.append(
+            {
+                **base,
+                "id": child,
+                "kind": "commune",
+                "code": f"{code}{n:06d}",
+                "name": f"Commune {n:06d}, « test » =x",
+                "name_sort": f"commune {n:06d}",
+                "search_name": f"commune {n:06d}",
+                "parent_id": root,
+                "path": f"/{root}/{child}/",
+                "population": n,
+            }
+        )
+        if len(rows) == 10_000:
+            await session.execute(insert(table), rows)
+            rows = []
+    if rows:
+        await session.execute(insert(table), rows)
+    await session.flush()
+    return root
+
+
+async def test_an_export_streams_in_batches_with_flat_memory(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    count_queries: Callable[[], Any],
+) -> None:
+    """Peak Python memory (tracemalloc) of an export does not grow with its rows: 100 000 rows peak as
+    10 000 do (a batch being read while the previous one is sent), and within a batch of 1 000 rows' peak;
+    and the rows come in statements of 1 000, not in one fetch."""
+    parents = {count: await _add_territories(session, count) for count in (1_000, 10_000, 100_000)}
+    path = f"{API}/territories"
+    # Caches and compiled statements, the first batch's and the next ones' (after a cursor).
+    small = str(parents[1_000])
+    cursor = (await client.get(path, params={"parent_id": small, "limit": 1})).json()["next_cursor"]
+    for query in ({"parent_id": small}, {"parent_id": small, "cursor": cursor}):
+        warm = _Sink()
+        await _asgi_get(app, path, query, warm)
+        assert warm.complete
+
+    peaks: dict[int, int] = {}
+    sinks: dict[int, _Sink] = {}
+    tracemalloc.start()
+    try:
+        for count, parent in parents.items():
+            with count_queries() as counter:
+                tracemalloc.reset_peak()
+                base = tracemalloc.get_traced_memory()[0]
+                sinks[count] = _Sink()
+                await _asgi_get(app, path, {"parent_id": str(parent)}, sinks[count])
+                peaks[count] = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    for count, sink in sinks.items():
+        assert (sink.status, sink.complete, sink.lines) == (200, True, count + 1)
+    big = sinks[100_000]
+    assert big.first.startswith(b"id,kind,code,name,parent_id,population,")
+    assert b'"Commune 000000, \xc2\xab test \xc2\xbb =x"' in big.first
+    assert big.bytes > 90 * sinks[1_000].bytes
+    # Ten times the rows, not more memory; a few batches' worth at most, a small part of the answer.
+    assert peaks[100_000] < 1.25 * peaks[10_000] + 256 * 1024, peaks
+    assert peaks[100_000] < 3 * peaks[1_000], peaks
+    assert peaks[100_000] < big.bytes / 4, (peaks, big.bytes)
+    pages = [s for s in counter.statements if "FROM territories" in s and "LIMIT" in s.upper()]
+    assert len(pages) == 100, len(pages)
+    assert len(counter.statements) <= 102, counter.statements[:5]
+
+
+@pytest.fixture
+async def own_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An app with its own engine and pool (not the test's transaction): its connections can be counted."""
+    app = create_app(settings)
+    async with LifespanManager(app):
+        yield app
+
+
+@asynccontextmanager
+async def _committed_territories(app: FastAPI, count: int) -> AsyncIterator[uuid.UUID]:
+    maker = make_sessionmaker(app.state.engine)
+    async with maker() as session:
+        root = await _add_territories(session, count)
+        await session.commit()
+    try:
+        yield root
+    finally:
+        async with maker() as session:
+            table = Territory.__table__
+            await session.execute(delete(table).where(table.c.parent_id == root))
+            await session.execute(delete(table).where(table.c.id == root))
+            await session.commit()
+
+
+def _checked_out(app: FastAPI) -> int:
+    checked_out: int = app.state.engine.sync_engine.pool.checkedout()
+    return checked_out
+
+
+async def test_a_client_gone_mid_stream_gives_the_connection_back(
+    own_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(csv_module, "BATCH_ROWS", 2)
+    async with _committed_territories(own_app, 20) as root:
+        sink = _Sink(disconnect_after=1)
+        await asyncio.wait_for(_asgi_get(own_app, f"{API}/territories", {"parent_id": str(root)}, sink), 10)
+        assert sink.status == 200
+        assert not sink.complete
+        assert sink.lines < 21
+        await asyncio.sleep(0.05)  # the connection's return runs in a task of its own
+        assert _checked_out(own_app) == 0
+        # The pool still serves: the next export is whole.
+        again = _Sink()
+        await _asgi_get(own_app, f"{API}/territories", {"parent_id": str(root)}, again)
+        assert (again.complete, again.lines) == (True, 21)
+        assert _checked_out(own_app) == 0
+
+
+async def test_a_database_error_mid_stream_ends_the_answer_incomplete(
+    own_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second batch fails (on PostgreSQL, its connection is terminated by the server): the answer stops
+    there without its final chunk, so a client sees an incomplete body; the connection goes back."""
+    monkeypatch.setattr(csv_module, "BATCH_ROWS", 2)
+    real = territories_service.list_territories
+    calls: list[int] = []
+
+    async def failing(db: AsyncSession, page: Any, **filters: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            if IS_POSTGRES:
+                pid = (await db.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                async with own_app.state.engine.connect() as other:
+                    await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                    await other.commit()
+            else:
+                raise OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+        return await real(db, page, **filters)
+
+    monkeypatch.setattr(territories_service, "list_territories", failing)
+    async with _committed_territories(own_app, 20) as root:
+        sink = _Sink()
+        with pytest.raises(CsvExportFailed):
+            await asyncio.wait_for(
+                _asgi_get(own_app, f"{API}/territories", {"parent_id": str(root)}, sink), 10
+            )
+        assert sink.status == 200
+        assert not sink.complete
+        assert sink.lines == 3  # the header and the first batch
+        await asyncio.sleep(0.05)
+        assert _checked_out(own_app) == 0
+        monkeypatch.setattr(territories_service, "list_territories", real)
+        again = _Sink()
+        await _asgi_get(own_app, f"{API}/territories", {"parent_id": str(root)}, again)
+        assert (again.complete, again.lines) == (True, 21)
