@@ -262,11 +262,23 @@ def _compile_cells(columns: Sequence[Column]) -> Callable[[dict[str, Any]], list
             parents[path] = name
         return parents[path]
 
+    namespace["_FORMULA_STARTS"] = _FORMULA_STARTS
+    namespace["_text"] = _text
     cells = []
     for index, column in enumerate(columns):
         read = f"{parent(column.path[:-1])}.get({column.path[-1]!r})"
+        # The common cases inline (a call per cell is a good part of an export's cost), the same values as
+        # the converters give.
         if column.convert is _plain:
             cells.append(read)
+        elif column.convert is _instant:
+            cells.append(f'(None if (_v := {read}) is None else _v.isoformat().replace("+00:00", "Z"))')
+        elif column.convert is _boolean:
+            cells.append(f'(None if (_v := {read}) is None else "true" if _v else "false")')
+        elif column.convert is _text:
+            cells.append(
+                f"(_v if type(_v := {read}) is str and not (_v and _v[0] in _FORMULA_STARTS) else _text(_v))"
+            )
         else:
             namespace[f"_c{index}"] = column.convert
             cells.append(f"_c{index}({read})")

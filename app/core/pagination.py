@@ -302,7 +302,7 @@ async def fetch_page(
             values.update({f"_after_{i}": v for i, v in enumerate(decoded)})
         if page.include_total:
             total = (await session.execute(total_stmt, params or {})).scalar_one()
-        result = await session.execute(page_stmt, values)
+        result = await _run(session, page_stmt, values, scalars)
     else:
         assert not callable(stmt)
         if page.include_total:
@@ -312,18 +312,30 @@ async def fetch_page(
         if page.cursor:
             stmt = stmt.where(keyset_after(keys, page.cursors.decode(page.cursor, page.binding, keys)))
         stmt = stmt.order_by(*(k.ordered() for k in keys)).limit(page.limit + 1)
-        result = await session.execute(stmt)
+        result = await _run(session, stmt, None, scalars)
     rows: list[Any] = list(result.scalars().all() if scalars else result.all())
     next_cursor = None
     if len(rows) > page.limit:
         rows = rows[: page.limit]
         next_cursor = page.cursors.encode(row_values(rows[-1]), page.binding)
-    if not scalars:
-        rows = [row._asdict() for row in rows]
+    if not scalars and rows:
+        # The row's field names once per page (SQLAlchemy's rows and the direct path's both have them):
+        # `Row._asdict` builds them again for every row.
+        fields = rows[0]._fields
+        rows = [dict(zip(fields, row, strict=False)) for row in rows]
         for name in hidden or ():
             for row in rows:
                 del row[name]
     return rows, next_cursor, total
+
+
+async def _run(session: AsyncSession, stmt: Select[Any], values: dict[str, Any] | None, scalars: bool) -> Any:
+    """The page's statement. A SELECT of columns runs on the session's connection: the same transaction,
+    without the ORM's result loading, which costs a fifth of a long list's rows (a CSV export's); the direct
+    path's session runs it as it is."""
+    if scalars or not isinstance(session, AsyncSession):
+        return await session.execute(stmt, values)
+    return await (await session.connection()).execute(stmt, values)
 
 
 def next_page_url(request: Request, next_cursor: str) -> str:
