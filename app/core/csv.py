@@ -347,7 +347,18 @@ def csv_rows_response(
     """A small table in memory (a stats answer) as CSV: `columns` is the header; a row is a mapping (by
     column name; a missing key is an empty cell; nested mappings are flattened first with `flatten`) or
     a sequence in the columns' order. Cells are converted by their value's type as in `model_columns`:
-    text neutralised, numbers as they are, `true`/`false`, `null` empty, instants with `Z`."""
+    text neutralised, numbers as they are, `true`/`false`, `null` empty, instants with `Z`.
+
+    A stats route answers it beside its JSON:
+
+        async def stats_workshops(request: Request, ..., sep: SepQuery = Separator.comma) -> Response:
+            answer = await service.workshop_stats(...)
+            if scope_accepts_csv(request.scope["headers"]):
+                rows = [flatten(item) for item in answer["items"]] + [{"theme": "total", **flatten(...)}]
+                return csv_rows_response(columns, rows, sep, filename="stats-workshops")
+            ...
+
+    with `responses=csv_header_responses(columns) | problem_responses(...)` documenting `text/csv`."""
     writer = CsvWriter(sep)
     writer.start(columns)
     writer.write(
@@ -540,7 +551,12 @@ async def list_response(
 
 def csv_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entry: the CSV alternative of a list's 200 (Swagger UI then offers it)."""
-    header = ",".join(columns_of(model).header)
+    return csv_header_responses(columns_of(model).header)
+
+
+def csv_header_responses(columns: Sequence[str]) -> dict[int | str, dict[str, Any]]:
+    """`csv_responses` for a table without a read model (a stats answer): its header as the example."""
+    header = ",".join(columns)
     return {
         200: {
             "description": "The page as JSON; with `Accept: text/csv`, every matching item as CSV "

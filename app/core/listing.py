@@ -14,11 +14,19 @@ from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRequest, binding_f
 async def page_request(
     request: Request,
     principal: PrincipalDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1 to 200.")] = DEFAULT_LIMIT,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1 to 200. CSV: every item, no page size.")
+    ] = DEFAULT_LIMIT,
     cursor: Annotated[
-        str | None, Query(max_length=2048, description="Opaque cursor: `next_cursor` of the previous page.")
+        str | None,
+        Query(
+            max_length=2048,
+            description="Opaque cursor: `next_cursor` of the previous page. CSV: the export starts after it.",
+        ),
     ] = None,
-    include_total: Annotated[bool, Query(description="Add `total`, the number of matching items.")] = False,
+    include_total: Annotated[
+        bool, Query(description="Add `total`, the number of matching items (JSON only).")
+    ] = False,
     sep: SepQuery = Separator.comma,
 ) -> PageRequest:
     return make_page_request(request, principal, limit, cursor, include_total, sep)
