@@ -13,10 +13,11 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bench import shared
@@ -194,6 +195,8 @@ async def counsellor_upsert(request: Request) -> Response:
 
 
 async def workshops_list(request: Request) -> Response:
+    if "text/csv" in request.headers.get("accept", ""):
+        return await workshops_csv(request)
     search = shared.parse_workshop_search(request.query_params.multi_items())
     if isinstance(search, Reply):
         return respond(search)
@@ -205,6 +208,25 @@ async def workshops_list(request: Request) -> Response:
             request.app.state.db, _list_request(request, limit), search, request.headers.get("authorization")
         )
     )
+
+
+async def workshops_csv(request: Request) -> Response:
+    """The search as CSV (the export's reference): its filters and `from`, every row, streamed."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "from"]
+    search = shared.parse_workshop_search(params)
+    if isinstance(search, Reply):
+        return respond(search)
+    try:
+        starts_from = datetime.fromisoformat(request.query_params.get("from", "").replace("Z", "+00:00"))
+    except ValueError:
+        return respond(shared.problem(422, "validation_error", "from: an instant (RFC 3339)"))
+    db = request.app.state.db
+    if not isinstance(db, shared.PgDatabase) or starts_from.tzinfo is None:
+        return respond(shared.problem(422, "validation_error", "the reference exports from PostgreSQL"))
+    found = await shared.workshops_csv(db, search, starts_from, request.headers.get("authorization"))
+    if isinstance(found, Reply):
+        return respond(found)
+    return StreamingResponse(found, media_type="text/csv")
 
 
 async def workshop_get(request: Request) -> Response:

@@ -1670,3 +1670,127 @@ async def _register_in_transaction(
     body["cancel_token"] = token
     location = f"/api/v1/workshops/{workshop_id}/registrations/{registration['id']}"
     return json_reply(body, 201, location=location)
+
+
+# --- workshops as CSV (the export's reference) ------------------------------------------------------------
+
+CSV_BATCH_ROWS = 1000
+_VENUE_FIELDS = ("name", "address", "postcode", "commune_code", "lat", "lon")
+_AGE_BRACKETS = tuple(b.value for b in referentials.AgeBracket)
+_SOCIAL_STATUSES = tuple(s.value for s in referentials.SocialStatus)
+WORKSHOP_CSV_HEADER = [
+    *WORKSHOP_FIELDS[: WORKSHOP_FIELDS.index("venue")],
+    *(f"venue_{name}" for name in _VENUE_FIELDS),
+    *WORKSHOP_FIELDS[WORKSHOP_FIELDS.index("venue") + 1 : WORKSHOP_FIELDS.index("walk_ins")],
+    "walk_ins_total",
+    *(f"walk_ins_age_brackets_{b}" for b in _AGE_BRACKETS),
+    *(f"walk_ins_social_statuses_{s}" for s in _SOCIAL_STATUSES),
+    *WORKSHOP_FIELDS[WORKSHOP_FIELDS.index("walk_ins") + 1 :],
+]
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_TEXT_FIELDS = frozenset({"title", "description", "level", "format", "online_url", "status", "cancel_reason"})
+_INSTANT_FIELDS = frozenset({"starts_at", "ends_at", "created_at", "updated_at"})
+
+
+def _csv_text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _csv_instant(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def workshop_csv_cells(row: Mapping[str, Any]) -> list[Any]:
+    """One workshop as the service's CSV writes it (`app.core.csv`): nested objects flattened, lists joined
+    with `|`, booleans `true`/`false`, instants with `Z`, text neutralised."""
+    cells: list[Any] = []
+    for name in WORKSHOP_FIELDS:
+        value = row[name]
+        if name == "venue":
+            venue = orjson.loads(value) if isinstance(value, str) else (value or {})
+            cells += [
+                _csv_text(venue.get(f))
+                if f in ("name", "address", "postcode", "commune_code")
+                else venue.get(f)
+                for f in _VENUE_FIELDS
+            ]
+        elif name == "walk_ins":
+            walk_ins = orjson.loads(value) if isinstance(value, str) else (value or {})
+            ages = walk_ins.get("age_brackets") or {}
+            statuses = walk_ins.get("social_statuses") or {}
+            cells.append(walk_ins.get("total"))
+            cells += [ages.get(b) for b in _AGE_BRACKETS]
+            cells += [statuses.get(s) for s in _SOCIAL_STATUSES]
+        elif name == "themes":
+            themes = orjson.loads(value) if isinstance(value, str) else value
+            cells.append(_csv_text("|".join(themes)))
+        elif name == "public":
+            cells.append("true" if value else "false")
+        elif name in _INSTANT_FIELDS:
+            cells.append(_csv_instant(value))
+        elif name in _TEXT_FIELDS:
+            cells.append(_csv_text(value))
+        else:
+            cells.append(value)
+    return cells
+
+
+async def workshops_csv(
+    db: PgDatabase, search: WorkshopSearch, starts_from: datetime, authorization: str | None
+) -> Reply | AsyncIterator[bytes]:
+    """The search from `starts_from` on, every row as CSV: the service's statement in keyset batches of
+    1 000 rows, in one REPEATABLE READ, READ ONLY transaction held for the stream's life (PostgreSQL)."""
+    import csv
+    import io
+
+    async with db.acquire() as conn:
+        caller = await caller_for(db, conn, authorization)
+    if isinstance(caller, Reply):
+        return caller
+    where, args = workshop_visible(db, caller, 1)
+    for column, value in (
+        ("venue_department_code", search.department_code),
+        ("venue_commune_code", search.commune_code),
+        ("venue_postcode", search.postcode),
+    ):
+        if value is not None:
+            args.append(value)
+            where += f" AND {column} = ${len(args)}"
+    mask = 0
+    for theme in search.themes:
+        mask |= THEME_BITS[theme]
+    if mask:
+        args.append(mask)
+        where += f" AND (themes_mask & ${len(args)}) != 0"
+    args.append(starts_from)
+    where += f" AND starts_at >= ${len(args)}"
+    n = len(args)
+    first = (
+        f"SELECT {_workshop_columns(caller)} FROM workshops WHERE true{where}"
+        f" ORDER BY starts_at, id LIMIT {CSV_BATCH_ROWS}"
+    )
+    after = (
+        f"SELECT {_workshop_columns(caller)} FROM workshops WHERE true{where}"
+        f" AND (starts_at, id) > (${n + 1}, ${n + 2}) ORDER BY starts_at, id LIMIT {CSV_BATCH_ROWS}"
+    )
+
+    async def stream() -> AsyncIterator[bytes]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(WORKSHOP_CSV_HEADER)
+        async with db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(first, *args)
+            while True:
+                writer.writerows(workshop_csv_cells(row) for row in rows)
+                chunk = buffer.getvalue().encode()
+                buffer.seek(0)
+                buffer.truncate()
+                yield chunk
+                if len(rows) < CSV_BATCH_ROWS:
+                    return
+                last = rows[-1]
+                rows = await conn.fetch(after, *args, last["starts_at"], last["id"])
+
+    return stream()

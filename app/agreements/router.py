@@ -22,9 +22,11 @@ from app.agreements.schemas import (
     AmendmentRead,
 )
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
+from app.core.csv import csv_list_response, csv_responses, list_response, vary_accept
 from app.core.direct import DirectSession, as_session, direct, json_body, validated
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
+from app.core.media import Separator
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response, path_for
@@ -106,7 +108,7 @@ async def agreements_sign_direct(
     response_model=AgreementPage,
     summary="List agreements",
     description=READERS_DOC,
-    responses=problem_responses(401, 403, 422),
+    responses=csv_responses(AgreementRead) | problem_responses(401, 403, 422),
 )
 async def agreements_list(
     request: Request,
@@ -130,18 +132,23 @@ async def agreements_list(
         ),
     ] = None,
 ) -> Response:
-    items, next_cursor, total = await service.list_agreements(
+    return await list_response(
+        request,
         session,
-        principal,
         page,
-        programme_id=programme_id,
-        territory_id=territory_id,
-        within=within,
-        status=status,
-        kind=kind,
-        sort=sort,
+        AgreementRead,
+        lambda db, p: service.list_agreements(
+            db,
+            principal,
+            p,
+            programme_id=programme_id,
+            territory_id=territory_id,
+            within=within,
+            status=status,
+            kind=kind,
+            sort=sort,
+        ),
     )
-    return page_response(request, items, next_cursor, total)
 
 
 @direct(
@@ -162,8 +169,9 @@ async def agreements_list_direct(
     limit: int,
     cursor: str | None,
     include_total: bool,
+    sep: Separator,
 ) -> Response | None:
-    page = await direct_page_request(request, session, limit, cursor, include_total)
+    page = await direct_page_request(request, session, limit, cursor, include_total, sep)
     principal = check_roles(await resolve_principal(request, session), READERS)
     items, next_cursor, total = await service.list_agreements(
         as_session(session),
@@ -296,9 +304,10 @@ async def agreements_terminate(
 
 @router.get(
     "/{agreement_id}/amendments",
+    response_model=AmendmentPage,
     summary="List an agreement's amendments",
     description=READERS_DOC + " The history, oldest first.",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=csv_responses(AmendmentRead) | problem_responses(401, 403, 404, 422),
 )
 async def agreements_amendments_list(
     request: Request,
@@ -307,9 +316,18 @@ async def agreements_amendments_list(
     principal: ReaderDep,
     page: PageDep,
     agreement_id: uuid.UUID,
-) -> AmendmentPage:
+) -> AmendmentPage | Response:
+    if page.csv is not None:
+        return await csv_list_response(
+            request,
+            session,
+            page,
+            AmendmentRead,
+            lambda db, p: service.list_amendments(db, agreement_id, principal, p),
+        )
     items, next_cursor, total = await service.list_amendments(session, agreement_id, principal, page)
     set_link_header(request, response, next_cursor)
+    vary_accept(response)
     return AmendmentPage(items=items, next_cursor=next_cursor, total=total)
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.api_keys import service
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, ApiKeyRead, Me
 from app.core.auth import AdminDep, KeyHolderDep, Role
+from app.core.csv import csv_list_response, csv_responses, vary_accept
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.pagination import set_link_header
@@ -42,7 +43,11 @@ async def api_keys_create(
 
 
 @router.get(
-    "", summary="List API keys", description="Admin. Newest first.", responses=problem_responses(401, 403)
+    "",
+    response_model=ApiKeyPage,
+    summary="List API keys",
+    description="Admin. Newest first.",
+    responses=csv_responses(ApiKeyRead) | problem_responses(401, 403, 422),
 )
 async def api_keys_list(
     request: Request,
@@ -52,11 +57,20 @@ async def api_keys_list(
     page: PageDep,
     role: Role | None = None,
     include_revoked: Annotated[bool, Query(description="Also list revoked keys.")] = False,
-) -> ApiKeyPage:
+) -> ApiKeyPage | Response:
+    if page.csv is not None:
+        return await csv_list_response(
+            request,
+            session,
+            page,
+            ApiKeyRead,
+            lambda db, p: service.list_api_keys(db, p, role=role, include_revoked=include_revoked),
+        )
     items, next_cursor, total = await service.list_api_keys(
         session, page, role=role, include_revoked=include_revoked
     )
     set_link_header(request, response, next_cursor)
+    vary_accept(response)
     return ApiKeyPage(items=items, next_cursor=next_cursor, total=total)
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import service
-from app.changes.schemas import ChangePage
+from app.changes.schemas import ChangePage, ChangeRead
+from app.core import csv as csv_export
 from app.core.auth import KeyHolderDep
+from app.core.csv import csv_responses, csv_stream_response, vary_accept
+from app.core.media import Separator, SepQuery, scope_accepts_csv
 from app.core.pagination import MAX_LIMIT
 from app.core.problems import problem_responses
 from app.core.responses import json_response
@@ -30,10 +35,12 @@ router = APIRouter(prefix="/changes", tags=["changes"], route_class=TransactionR
     "are personal data); `counsellor` → 403, no key → 401. A change shows up once every transaction of the "
     "database that had written something before it has ended (usually within milliseconds; one that has "
     "written no change is waited for 60 s at most). `after` that is not a cursor of this feed → 422 "
-    "`invalid_cursor`.",
-    responses=problem_responses(401, 403, 422),
+    "`invalid_cursor`. With `Accept: text/csv`, every change after `after` up to the end of the feed, in "
+    "one CSV (`limit` does not apply; the last line's `cursor` is where to go on from).",
+    responses=csv_responses(ChangeRead) | problem_responses(401, 403, 422),
 )
 async def changes_list(
+    request: Request,
     session: SessionDep,
     principal: KeyHolderDep,
     after: Annotated[
@@ -47,7 +54,19 @@ async def changes_list(
         Query(description="Only changes of these resources (repeatable)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many changes, 1 to 200.")] = 50,
+    sep: SepQuery = Separator.comma,
 ) -> Response:
-    return json_response(
+    if scope_accepts_csv(request.scope["headers"]):
+
+        async def batches(db: AsyncSession, cursor: str | None) -> tuple[Sequence[Any], str | None]:
+            size = csv_export.BATCH_ROWS
+            body = await service.read_feed(db, principal, after=cursor, resources=resource, limit=size)
+            items = body["items"]
+            return items, body["next_after"] if len(items) == size else None
+
+        return await csv_stream_response(request, session, ChangeRead, batches, after, sep)
+    response = json_response(
         await service.read_feed(session, principal, after=after, resources=resource, limit=limit)
     )
+    vary_accept(response)
+    return response

@@ -4,11 +4,13 @@ A *direct handler* is the twin of one FastAPI route (`direct(route_name)`). `Dir
 request as the router would (`DirectRoutes`); the twin gets its route's parameters, read by the route's own
 fields (`TwinParameters`), once the caller is resolved; it calls the same service function as its route with a
 `DirectSession`, and answers with the same response builders (`app.core.responses`). For anything else it
-returns None, and the request goes to the FastAPI route as usual: a parameter the route does not declare or a
-value it refuses (so that every error is the route's own), a service call that needs the ORM or an answer of
-several statements the twin did not declare (`DirectSession` raises `Fallback`, caught here). So the direct
-path changes no behaviour: the same service code, SQL, JSON, headers and problems (the parity tests send
-every request both ways and compare the answers), only less work per request.
+returns None, and the request goes to the FastAPI route as usual: a request that asks for CSV (`Accept:
+text/csv`; twins answer JSON only, and `DirectMiddleware` hands such a request over before any twin runs), a
+parameter the route does not declare or a value it refuses (so that every error is the route's own), a
+service call that needs the ORM or an answer of several statements the twin did not declare (`DirectSession`
+raises `Fallback`, caught here). So the direct path changes no behaviour: the same service code, SQL, JSON,
+headers and problems (the parity tests send every request both ways and compare the answers), only less
+work per request.
 
 `DirectSession` runs SQLAlchemy Core statements that select columns (`app.core.columns.ReadColumns`) on the
 driver's own connection (asyncpg, aiosqlite): the statement is compiled once per shape (SQLAlchemy's cache
@@ -59,6 +61,7 @@ from app.core.internals import (
     pool_of,
     result_columns,
 )
+from app.core.media import scope_accepts_csv
 
 logger = logging.getLogger("app.direct")
 
@@ -1123,6 +1126,10 @@ class DirectMiddleware:
     ) -> bool:
         """A request's statements run in one transaction (`DirectSession`), committed when the handler
         answers (before the answer is sent), rolled back when it raises or declines."""
+        if scope_accepts_csv(scope["headers"]):
+            # A twin answers JSON only: a request for CSV (`Accept: text/csv`) is its route's to answer.
+            logger.debug("direct path declined: CSV asked for")
+            return False
         app = scope["app"]
         route = twin.route
         scope["route"] = route

@@ -22,6 +22,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from app.core.direct import prepared
 from app.core.internals import LRUCache
+from app.core.media import Separator
 from app.core.problems import AppError, ValidationFailed
 
 T = TypeVar("T")
@@ -172,7 +173,8 @@ class Cursors:
 
 
 def binding_for(request: Request, caller: str) -> str:
-    """Everything that defines the result set except the page position and size."""
+    """Everything that defines the result set except the page position and size, and the CSV separator
+    (a JSON page's cursor also starts a CSV export after it)."""
     return _binding(request.scope["path"], request.scope.get("query_string", b""), caller)
 
 
@@ -181,7 +183,7 @@ def _binding(path: str, query_string: bytes, caller: str) -> str:
     # The query parsed as Starlette parses it (`request.query_params`); the same lists of one query string
     # come again and again, so the digest is kept for the latest ones.
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    params = sorted((k, v) for k, v in pairs if k not in ("cursor", "limit"))
+    params = sorted((k, v) for k, v in pairs if k not in ("cursor", "limit", "sep"))
     raw = json.dumps([path, params, caller], separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
@@ -224,6 +226,8 @@ class PageRequest:
     include_total: bool
     binding: str
     cursors: Cursors
+    # The CSV separator when the client asked for CSV (`Accept: text/csv`), None for JSON.
+    csv: Separator | None = None
 
 
 def keyset_after_bound(keys: Sequence[SortKey]) -> ColumnElement[bool]:
@@ -298,7 +302,7 @@ async def fetch_page(
             values.update({f"_after_{i}": v for i, v in enumerate(decoded)})
         if page.include_total:
             total = (await session.execute(total_stmt, params or {})).scalar_one()
-        result = await session.execute(page_stmt, values)
+        result = await _run(session, page_stmt, values, scalars)
     else:
         assert not callable(stmt)
         if page.include_total:
@@ -308,18 +312,30 @@ async def fetch_page(
         if page.cursor:
             stmt = stmt.where(keyset_after(keys, page.cursors.decode(page.cursor, page.binding, keys)))
         stmt = stmt.order_by(*(k.ordered() for k in keys)).limit(page.limit + 1)
-        result = await session.execute(stmt)
+        result = await _run(session, stmt, None, scalars)
     rows: list[Any] = list(result.scalars().all() if scalars else result.all())
     next_cursor = None
     if len(rows) > page.limit:
         rows = rows[: page.limit]
         next_cursor = page.cursors.encode(row_values(rows[-1]), page.binding)
-    if not scalars:
-        rows = [row._asdict() for row in rows]
+    if not scalars and rows:
+        # The row's field names once per page (SQLAlchemy's rows and the direct path's both have them):
+        # `Row._asdict` builds them again for every row.
+        fields = rows[0]._fields
+        rows = [dict(zip(fields, row, strict=False)) for row in rows]
         for name in hidden or ():
             for row in rows:
                 del row[name]
     return rows, next_cursor, total
+
+
+async def _run(session: AsyncSession, stmt: Select[Any], values: dict[str, Any] | None, scalars: bool) -> Any:
+    """The page's statement. A SELECT of columns runs on the session's connection: the same transaction,
+    without the ORM's result loading, which costs a fifth of a long list's rows (a CSV export's); the direct
+    path's session runs it as it is."""
+    if scalars or not isinstance(session, AsyncSession):
+        return await session.execute(stmt, values)
+    return await (await session.connection()).execute(stmt, values)
 
 
 def next_page_url(request: Request, next_cursor: str) -> str:

@@ -77,7 +77,10 @@ def page_response(
     }
     if total is not None:
         body["total"] = total
-    headers = {"Link": link_header(request, next_cursor)} if next_cursor else None
+    # The same URL answers CSV with `Accept: text/csv` (`app.core.csv`): caches must keep them apart.
+    headers = {"Vary": "Accept"}
+    if next_cursor:
+        headers["Link"] = link_header(request, next_cursor)
     return json_response(body, headers=headers)
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
+from app.core.csv import csv_responses, list_response
 from app.core.direct import (
     DirectSession,
     as_session,
@@ -20,7 +21,7 @@ from app.core.direct import (
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.problems import problem_responses
-from app.core.responses import created, model_response, object_response, page_response
+from app.core.responses import created, model_response, object_response
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
@@ -111,7 +112,7 @@ def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
     summary="List counsellors",
     description=PERSONAL_DOC + ". Viewers and counsellor keys → 403 (a viewer never lists personal data, "
     "and a counsellor reads its own record with `GET /counsellors/{id}`); no key → 401.",
-    responses=problem_responses(401, 403, 422),
+    responses=csv_responses(CounsellorRead) | problem_responses(401, 403, 422),
 )
 async def counsellors_list(
     request: Request,
@@ -138,17 +139,22 @@ async def counsellors_list(
         ),
     ] = None,
 ) -> Response:
-    rows, next_cursor, total = await service.list_counsellors(
+    return await list_response(
+        request,
         session,
-        principal,
         page,
-        territory_id=territory_id,
-        within=within,
-        external_ref=external_ref,
-        updated_since=updated_since,
-        sort=sort,
+        CounsellorRead,
+        lambda db, p: service.list_counsellors(
+            db,
+            principal,
+            p,
+            territory_id=territory_id,
+            within=within,
+            external_ref=external_ref,
+            updated_since=updated_since,
+            sort=sort,
+        ),
     )
-    return page_response(request, rows, next_cursor, total)
 
 
 @router.get(

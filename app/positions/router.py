@@ -9,9 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from app.core.auth import Principal, Role, check_roles, require_roles, resolve_principal
+from app.core.csv import csv_responses, list_response
 from app.core.direct import DirectSession, as_session, direct
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
+from app.core.media import Separator
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
 from app.core.schemas import Timestamp
@@ -68,7 +70,7 @@ def _respond(read: PositionRead, status_code: int = 200) -> Response:
     response_model=PositionPage,
     summary="List positions",
     description=READERS_DOC,
-    responses=problem_responses(401, 403, 422),
+    responses=csv_responses(PositionRead) | problem_responses(401, 403, 422),
 )
 async def positions_list(
     request: Request,
@@ -98,19 +100,24 @@ async def positions_list(
         ),
     ] = None,
 ) -> Response:
-    rows, next_cursor, total = await service.list_positions(
+    return await list_response(
+        request,
         session,
-        principal,
         page,
-        agreement_id=agreement_id,
-        territory_id=territory_id,
-        within=within,
-        status=status,
-        external_ref=external_ref,
-        updated_since=updated_since,
-        sort=sort,
+        PositionRead,
+        lambda db, p: service.list_positions(
+            db,
+            principal,
+            p,
+            agreement_id=agreement_id,
+            territory_id=territory_id,
+            within=within,
+            status=status,
+            external_ref=external_ref,
+            updated_since=updated_since,
+            sort=sort,
+        ),
     )
-    return page_response(request, rows, next_cursor, total)
 
 
 @direct("positions_list", snapshot=True)  # the page, its current assignments, its total
@@ -128,8 +135,9 @@ async def positions_list_direct(
     limit: int,
     cursor: str | None,
     include_total: bool,
+    sep: Separator,
 ) -> Response | None:
-    page = await direct_page_request(request, session, limit, cursor, include_total)
+    page = await direct_page_request(request, session, limit, cursor, include_total, sep)
     principal = check_roles(await resolve_principal(request, session), READERS)
     rows, next_cursor, total = await service.list_positions(
         as_session(session),
@@ -264,7 +272,7 @@ async def positions_close(
     response_model=AssignmentPage,
     summary="List a position's assignments",
     description=PERSONAL_DOC + " The position's history, by `started_on`.",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=csv_responses(AssignmentRead) | problem_responses(401, 403, 404, 422),
 )
 async def positions_assignments_list(
     request: Request,
@@ -273,8 +281,13 @@ async def positions_assignments_list(
     page: PageDep,
     position_id: uuid.UUID,
 ) -> Response:
-    rows, next_cursor, total = await service.list_position_assignments(session, position_id, principal, page)
-    return page_response(request, rows, next_cursor, total)
+    return await list_response(
+        request,
+        session,
+        page,
+        AssignmentRead,
+        lambda db, p: service.list_position_assignments(db, position_id, principal, p),
+    )
 
 
 @router.post(
@@ -316,7 +329,7 @@ async def positions_assignments_create(
     response_model=AssignmentPage,
     summary="List assignments",
     description=PERSONAL_DOC.replace(" (404 when the object is outside its territories too)", ""),
-    responses=problem_responses(401, 403, 422),
+    responses=csv_responses(AssignmentRead) | problem_responses(401, 403, 422),
 )
 async def assignments_list(
     request: Request,
@@ -340,17 +353,22 @@ async def assignments_list(
         ),
     ] = None,
 ) -> Response:
-    rows, next_cursor, total = await service.list_assignments(
+    return await list_response(
+        request,
         session,
-        principal,
         page,
-        counsellor_id=counsellor_id,
-        territory_id=territory_id,
-        within=within,
-        active=active,
-        sort=sort,
+        AssignmentRead,
+        lambda db, p: service.list_assignments(
+            db,
+            principal,
+            p,
+            counsellor_id=counsellor_id,
+            territory_id=territory_id,
+            within=within,
+            active=active,
+            sort=sort,
+        ),
     )
-    return page_response(request, rows, next_cursor, total)
 
 
 @assignments_router.get(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.core.auth import AdminDep, PrincipalDep
+from app.core.csv import csv_list_response, csv_responses, vary_accept
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.pagination import set_link_header
@@ -28,9 +29,10 @@ TOTALS_DOC = (
 
 @router.get(
     "",
+    response_model=ProgrammePage,
     summary="List programmes",
     description="Public." + TOTALS_DOC,
-    responses=problem_responses(401, 422),
+    responses=csv_responses(ProgrammeRead) | problem_responses(401, 422),
 )
 async def programmes_list(
     request: Request,
@@ -41,9 +43,14 @@ async def programmes_list(
         str | None,
         Query(description="`code` or `starts_on`, `-` to reverse; default `code`.", examples=["-starts_on"]),
     ] = None,
-) -> ProgrammePage:
+) -> ProgrammePage | Response:
+    if page.csv is not None:
+        return await csv_list_response(
+            request, session, page, ProgrammeRead, lambda db, p: service.list_programmes(db, p, sort=sort)
+        )
     items, next_cursor, total = await service.list_programmes(session, page, sort=sort)
     set_link_header(request, response, next_cursor)
+    vary_accept(response)
     return ProgrammePage(items=items, next_cursor=next_cursor, total=total)
 
 

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.core.auth import AdminDep, resolve_principal
+from app.core.csv import csv_responses, list_response
 from app.core.direct import DirectSession, as_session, direct
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
+from app.core.media import Separator
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
 from app.core.types import NO_CONTROL_CHARACTERS
@@ -33,7 +35,7 @@ router = APIRouter(prefix="/territories", tags=["territories"], route_class=Tran
     "words, the start of the name, then other matches), then the most populated. `within` keeps one "
     "territory and its whole subtree.",
     response_model=TerritoryPage,
-    responses=problem_responses(401, 422),
+    responses=csv_responses(TerritoryRead) | problem_responses(401, 422),
 )
 async def territories_list(
     request: Request,
@@ -54,17 +56,15 @@ async def territories_list(
         str | None, Query(description="`name` or `-name`; default: relevance with `q`, else `name`.")
     ] = None,
 ) -> Response:
-    rows, next_cursor, total = await service.list_territories(
+    return await list_response(
+        request,
         session,
         page,
-        kind=kind,
-        code=code,
-        parent_id=parent_id,
-        within=within,
-        q=q,
-        sort=sort,
+        TerritoryRead,
+        lambda db, p: service.list_territories(
+            db, p, kind=kind, code=code, parent_id=parent_id, within=within, q=q, sort=sort
+        ),
     )
-    return page_response(request, rows, next_cursor, total)
 
 
 @direct(
@@ -85,8 +85,9 @@ async def territories_list_direct(
     limit: int,
     cursor: str | None,
     include_total: bool,
+    sep: Separator,
 ) -> Response | None:
-    page = await direct_page_request(request, session, limit, cursor, include_total)
+    page = await direct_page_request(request, session, limit, cursor, include_total, sep)
     rows, next_cursor, total = await service.list_territories(
         as_session(session),
         page,

@@ -14,6 +14,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from app.core.auth import Principal, PrincipalDep, require_roles, resolve_principal
 from app.core.cache_control import PRIVATE
+from app.core.csv import csv_responses, list_response
 from app.core.direct import (
     DirectSession,
     as_session,
@@ -23,9 +24,10 @@ from app.core.direct import (
 )
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
+from app.core.media import Separator
 from app.core.pagination import PageRequest
 from app.core.problems import ValidationFailed, problem_responses
-from app.core.responses import object_response, page_response, path_for
+from app.core.responses import object_response, path_for
 from app.core.types import NO_CONTROL_CHARACTERS, QueryTimestamp
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
 from app.db import SessionDep, TransactionRoute
@@ -217,7 +219,7 @@ FiltersDep = Annotated[repo.Filters, Depends(search_filters)]
     summary="Search workshops",
     description=READ_DOC + " Upcoming by default (`from` defaults to now). Sorted by `starts_at` then id; "
     "`sort=distance` with `near` sorts by distance from that point.",
-    responses=problem_responses(401, 422),
+    responses=csv_responses(WorkshopRead) | problem_responses(401, 422),
 )
 async def workshops_list(
     request: Request,
@@ -248,8 +250,13 @@ async def _search(
         raise ValidationFailed("/query/sort", "sort by one of: starts_at, -starts_at, distance")
     if sort == "distance" and filters.near is None:
         raise ValidationFailed("/query/sort", "sort=distance needs near=lat,lon")
-    rows, next_cursor, total = await service.list_workshops(session, principal, page, filters, sort)
-    return page_response(request, rows, next_cursor, total)
+    return await list_response(
+        request,
+        session,
+        page,
+        WorkshopRead,
+        lambda db, p: service.list_workshops(db, principal, p, filters, sort),
+    )
 
 
 @direct(
@@ -274,10 +281,11 @@ async def workshops_list_direct(
     limit: int,
     cursor: str | None,
     include_total: bool,
+    sep: Separator,
 ) -> Response | None:
     """The search's common case: the filters by territory, place, theme, level, seats and status; a date
     range, a distance or a sort go through the route."""
-    page = await direct_page_request(request, session, limit, cursor, include_total)
+    page = await direct_page_request(request, session, limit, cursor, include_total, sep)
     principal = await resolve_principal(request, session)
     db = as_session(session)
     filters = await _filters(
@@ -501,7 +509,7 @@ async def workshops_register_direct(
     response_model=RegistrationPage,
     summary="List a workshop's registrations",
     description=ORGANISERS_DOC + " Personal data. In registration order.",
-    responses=problem_responses(401, 403, 404, 422),
+    responses=csv_responses(RegistrationRead) | problem_responses(401, 403, 404, 422),
 )
 async def workshops_registrations_list(
     request: Request,
@@ -511,8 +519,13 @@ async def workshops_registrations_list(
     workshop_id: uuid.UUID,
     status: RegistrationStatus | None = None,
 ) -> Response:
-    rows, next_cursor, total = await service.list_registrations(session, workshop_id, principal, page, status)
-    return page_response(request, rows, next_cursor, total)
+    return await list_response(
+        request,
+        session,
+        page,
+        RegistrationRead,
+        lambda db, p: service.list_registrations(db, workshop_id, principal, p, status),
+    )
 
 
 CancelTokenHeader = Annotated[

@@ -118,7 +118,8 @@ async def test_a_public_answer_varies_by_origin_even_without_one(client: httpx.A
     CORS headers) to a browser that sends one."""
     plain = await client.get("/api/v1/territories")
     assert "public" in plain.headers["cache-control"]
-    assert plain.headers["vary"] == "Origin"
+    # A list also varies by Accept (JSON or CSV).
+    assert plain.headers["vary"] == "Accept, Origin"
     with_origin = await client.get(
         "/api/v1/territories/departement/69", headers={"Origin": "https://a.example"}
     )

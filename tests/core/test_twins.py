@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from app.core import direct as direct_module
 from app.core.direct import DirectSession, TwinParameters, direct, twins
 from app.core.listing import PageDep
+from app.core.media import Separator
 from app.db import TransactionRoute
 from app.main import create_app
 
@@ -133,9 +134,15 @@ def test_a_parameter_added_to_a_route_only_stops_the_start_up() -> None:
 
     @direct("things_list_for_drift")
     async def things_list_direct(
-        request: Request, session: DirectSession, *, limit: int, cursor: str | None, include_total: bool
+        request: Request,
+        session: DirectSession,
+        *,
+        limit: int,
+        cursor: str | None,
+        include_total: bool,
+        sep: Separator,
     ) -> Response | None:  # pragma: no cover - never called
-        return JSONResponse([limit, cursor, include_total])
+        return JSONResponse([limit, cursor, include_total, sep])
 
     app = FastAPI()
     app.include_router(router)

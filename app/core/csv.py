@@ -1,0 +1,576 @@
+"""CSV answers (`Accept: text/csv`): lists streamed from the database in keyset batches, and stats tables.
+
+**The format** (RFC 4180): UTF-8, `text/csv; charset=utf-8`, one header line, lines ended by CRLF, a field
+quoted only when it holds the separator, a double quote or a line break (a quote doubled inside). `sep=comma`
+(default) or `sep=semicolon`, for French spreadsheet software (its decimal separator is the comma); with
+`semicolon` the file also starts with a UTF-8 byte order mark: Excel reads a CSV file without one in the
+system's legacy code page (accents come out garbled), LibreOffice and programs reading UTF-8 do not need it
+(Python's `utf-8-sig`, pandas and R skip it). The default, for programs, has none: RFC 4180 names none and a
+BOM would stick to the first column's name in a reader that does not expect it.
+
+**The columns** come from the route's read model, in its order, so the header is the same with zero rows:
+a scalar field is one column; a nested object is flattened with `_` (`venue` → `venue_name`,
+`venue_commune_code`, ...; `null` → every one of its columns empty); a map keyed by a referential
+(`walk_ins.age_brackets`) is one column per value of that referential (`walk_ins_age_brackets_moins_de_12`);
+a list of scalars is one cell, its values joined with `|` (`themes`: `numerique_quotidien|sante`; no
+referential value holds a `|`; an empty list and `null` are both an empty cell); anything else (a list of
+objects) one cell of compact JSON. Values are written as in JSON: `true`/`false`, `null` → empty cell,
+instants RFC 3339 UTC with `Z`, dates `YYYY-MM-DD`, numbers as JSON writes them.
+
+**Formula injection** (OWASP "CSV injection"): a text cell that starts with `=`, `+`, `-`, `@`, a tab or a
+carriage return is prefixed with `'`, which spreadsheets show and never evaluate. Only text columns are: a
+number (a negative latitude, `-12.5`) stays a number that a spreadsheet can add up, and cannot carry a
+formula, since a column's type comes from the read model, not from the value (a free-text field holding
+`-12` is text, and gets its `'`).
+
+**Streaming** (`csv_list_response`, `csv_stream_response`): the route reads the first batch (1 000 rows)
+itself, so that every check (401, 403, 404, a bad cursor) answers its problem before any CSV byte; then the
+request's session, and with it the read snapshot every reading request runs in (`app.db.get_session`:
+REPEATABLE READ, READ ONLY on PostgreSQL), goes to the response (`app.db.detach_session`), which reads the
+next batches after the last row of the previous one, with the route's own page function (its filters, its
+sort, its caller's rights), until the last. Memory holds one batch at a time, whatever the size of the
+export. The connection goes back to the pool when the stream ends, whichever way: complete, the client gone
+(thrown away rather than reused when a statement was interrupted), or a database error, which ends the
+stream there (the connection is closed without the final chunk, so that a client sees an incomplete
+answer rather than a short file that looks complete).
+
+**Stats** (small, in memory): `csv_rows_response(columns, rows, sep)`; `flatten` turns nested breakdowns
+into `parent_child` keys. A stats route declares `sep: SepQuery = Separator.comma` and answers
+`csv_rows_response(...)` when `scope_accepts_csv(request.scope["headers"])`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from enum import Enum
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from app.core.media import CSV_MEDIA_TYPE, Separator
+from app.core.pagination import PageRequest
+from app.core.responses import page_response
+from app.db import detach_session, end_detached
+
+logger = logging.getLogger(__name__)
+
+BATCH_ROWS = 1000
+"""Rows read per statement while streaming: large enough that the statements' own cost is small, small
+enough that one batch's rows are a few hundred kilobytes."""
+BOM = "\ufeff"
+LIST_SEPARATOR = "|"
+# OWASP's list: the characters a spreadsheet may read as the start of a formula.
+_FORMULA_STARTS = frozenset("=+-@\t\r")
+VARY = "Accept"
+
+PageFetch = Callable[[AsyncSession, PageRequest], Awaitable[tuple[Sequence[Any], str | None, int | None]]]
+"""A route's page function: `(session, page) -> (rows, next_cursor, total)` (the services' list functions)."""
+BatchFetch = Callable[[AsyncSession, str | None], Awaitable[tuple[Sequence[Any], str | None]]]
+"""The rows after a cursor (None: from the start) and the cursor after them, None after the last."""
+
+
+def neutralise(text: str) -> str:
+    """A text cell a spreadsheet will not read as a formula (OWASP: prefix `'`)."""
+    return "'" + text if text and text[0] in _FORMULA_STARTS else text
+
+
+def _text(value: Any) -> Any:
+    if value is None:
+        return None
+    text = value if type(value) is str else value.value if isinstance(value, Enum) else str(value)
+    return "'" + text if text and text[0] in _FORMULA_STARTS else text
+
+
+def _boolean(value: Any) -> Any:
+    return None if value is None else "true" if value else "false"
+
+
+def _instant(value: Any) -> Any:
+    if value is None:
+        return None
+    text: str = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _date(value: Any) -> Any:
+    return None if value is None else value.isoformat()
+
+
+def _json(value: Any) -> Any:
+    if value is None:
+        return None
+    return neutralise(orjson.dumps(value, default=str, option=orjson.OPT_UTC_Z).decode())
+
+
+def _plain(value: Any) -> Any:
+    # csv writes None as an empty field and numbers and UUIDs with str(): JSON's own forms.
+    return value
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """The annotation without `Annotated` and `| None`; whether it was optional."""
+    optional = False
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, UnionType):
+            args = [arg for arg in get_args(annotation) if arg is not type(None)]
+            optional = optional or len(args) < len(get_args(annotation))
+            if len(args) != 1:
+                return Any, optional
+            annotation = args[0]
+        else:
+            return annotation, optional
+
+
+def _scalar_converter(annotation: Any) -> Callable[[Any], Any] | None:
+    """The converter of a scalar type, None when the type is not a scalar."""
+    if not isinstance(annotation, type):
+        origin = get_origin(annotation)
+        if origin is Literal:
+            return _text
+        # `Any`: converted by the value's own type.
+        return _cell if origin is None else None
+    if issubclass(annotation, bool):
+        return _boolean
+    if issubclass(annotation, Enum) or issubclass(annotation, str):
+        return _text
+    if issubclass(annotation, int | float | uuid.UUID):
+        return _plain
+    if issubclass(annotation, datetime):
+        return _instant
+    if issubclass(annotation, date):
+        return _date
+    if issubclass(annotation, BaseModel | list | dict | tuple | set | frozenset):
+        return None
+    return _text
+
+
+def _joined(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def join(values: Any) -> Any:
+        if values is None:
+            return None
+        return neutralise(LIST_SEPARATOR.join("" if v is None else str(_element(convert, v)) for v in values))
+
+    return join
+
+
+def _element(convert: Callable[[Any], Any], value: Any) -> Any:
+    # Inside a list a value is not neutralised on its own: the joined cell is.
+    if convert is _text:
+        return value.value if isinstance(value, Enum) else value
+    return convert(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    path: tuple[str, ...]
+    convert: Callable[[Any], Any]
+
+
+def model_columns(model: type[BaseModel]) -> list[Column]:
+    """The CSV columns of a read model (see the module's docstring)."""
+    columns: list[Column] = []
+    _walk(model, (), columns)
+    return columns
+
+
+def _walk(model: type[BaseModel], path: tuple[str, ...], columns: list[Column]) -> None:
+    for name, field in model.model_fields.items():
+        here = (*path, name)
+        annotation, _optional = _unwrap(field.annotation)
+        origin = get_origin(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _walk(annotation, here, columns)
+            continue
+        if origin is dict:
+            key, value = (_unwrap(arg)[0] for arg in get_args(annotation))
+            convert = _scalar_converter(value)
+            if isinstance(key, type) and issubclass(key, Enum) and convert is not None:
+                for member in key:
+                    columns.append(
+                        Column("_".join((*here, str(member.value))), (*here, member.value), convert)
+                    )
+                continue
+        if origin in (list, tuple, set, frozenset):
+            args = get_args(annotation)
+            element = _scalar_converter(_unwrap(args[0])[0]) if args else None
+            if element is not None:
+                columns.append(Column("_".join(here), here, _joined(element)))
+                continue
+        convert = _scalar_converter(annotation)
+        columns.append(Column("_".join(here), here, convert if convert is not None else _json))
+
+
+class CsvColumns:
+    """A read model's columns and a fast function from one row (a dict of the model's fields, nested
+    objects as dicts, as the repositories' column reads give them; or an object of the model, or one
+    that `model.model_validate` reads) to its cells."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+        self.columns = model_columns(model)
+        self.header = [column.name for column in self.columns]
+        self._cells = _compile_cells(self.columns)
+
+    def cells(self, row: Any) -> list[Any]:
+        if type(row) is not dict:
+            row = self._as_dict(row)
+        return self._cells(row)
+
+    def _as_dict(self, row: Any) -> dict[str, Any]:
+        if isinstance(row, Mapping):
+            return dict(row)
+        item: BaseModel = row if isinstance(row, self.model) else self.model.model_validate(row)
+        return item.model_dump()
+
+    def rows(self, rows: Iterable[Any]) -> Iterable[list[Any]]:
+        cells = self._cells
+        return (cells(row) if type(row) is dict else self.cells(row) for row in rows)
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _compile_cells(columns: Sequence[Column]) -> Callable[[dict[str, Any]], list[Any]]:
+    """One function per model that reads every cell of a row with no loop over the columns: the cost of an
+    export is mostly this, once per row. Nested objects are read once per row (`None` → `_EMPTY`)."""
+    namespace: dict[str, Any] = {"_EMPTY": _EMPTY}
+    lines = ["def cells(row):"]
+    parents: dict[tuple[str, ...], str] = {}
+
+    def parent(path: tuple[str, ...]) -> str:
+        if not path:
+            return "row"
+        if path not in parents:
+            outer = parent(path[:-1])
+            name = f"_n{len(parents)}"
+            lines.append(f"    {name} = {outer}.get({path[-1]!r}) or _EMPTY")
+            parents[path] = name
+        return parents[path]
+
+    namespace["_FORMULA_STARTS"] = _FORMULA_STARTS
+    namespace["_text"] = _text
+    cells = []
+    for index, column in enumerate(columns):
+        read = f"{parent(column.path[:-1])}.get({column.path[-1]!r})"
+        # The common cases inline (a call per cell is a good part of an export's cost), the same values as
+        # the converters give.
+        if column.convert is _plain:
+            cells.append(read)
+        elif column.convert is _instant:
+            cells.append(f'(None if (_v := {read}) is None else _v.isoformat().replace("+00:00", "Z"))')
+        elif column.convert is _boolean:
+            cells.append(f'(None if (_v := {read}) is None else "true" if _v else "false")')
+        elif column.convert is _text:
+            cells.append(
+                f"(_v if type(_v := {read}) is str and not (_v and _v[0] in _FORMULA_STARTS) else _text(_v))"
+            )
+        else:
+            namespace[f"_c{index}"] = column.convert
+            cells.append(f"_c{index}({read})")
+    lines.append("    return [" + ", ".join(cells) + "]")
+    exec("\n".join(lines), namespace)
+    function: Callable[[dict[str, Any]], list[Any]] = namespace["cells"]
+    return function
+
+
+_COLUMNS: dict[type[BaseModel], CsvColumns] = {}
+
+
+def columns_of(model: type[BaseModel]) -> CsvColumns:
+    """The model's columns, built once."""
+    found = _COLUMNS.get(model)
+    if found is None:
+        found = _COLUMNS[model] = CsvColumns(model)
+    return found
+
+
+class CsvWriter:
+    """Rows to UTF-8 bytes, one chunk at a time (stdlib `csv`, RFC 4180: CRLF, minimal quoting)."""
+
+    def __init__(self, sep: Separator) -> None:
+        self.sep = sep
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(
+            self._buffer,
+            delimiter=";" if sep is Separator.semicolon else ",",
+            quotechar='"',
+            doublequote=True,
+            lineterminator="\r\n",
+            quoting=csv.QUOTE_MINIMAL,
+        )
+
+    def start(self, header: Sequence[str]) -> None:
+        if self.sep is Separator.semicolon:
+            self._buffer.write(BOM)
+        self._writer.writerow(header)
+
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._writer.writerows(rows)
+
+    def chunk(self) -> bytes:
+        """What was written since the last chunk."""
+        data = self._buffer.getvalue().encode()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return data
+
+
+def _headers(request: Request | None, name: str | None) -> dict[str, str]:
+    if name is None and request is not None:
+        route_name = getattr(request.scope.get("route"), "name", None) or "export"
+        name = route_name.removesuffix("_list")
+    return {"Content-Disposition": f'attachment; filename="{name or "export"}.csv"', "Vary": VARY}
+
+
+def csv_rows_response(
+    columns: Sequence[str],
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+    sep: Separator = Separator.comma,
+    *,
+    filename: str = "export",
+) -> Response:
+    """A small table in memory (a stats answer) as CSV: `columns` is the header; a row is a mapping (by
+    column name; a missing key is an empty cell; nested mappings are flattened first with `flatten`) or
+    a sequence in the columns' order. Cells are converted by their value's type as in `model_columns`:
+    text neutralised, numbers as they are, `true`/`false`, `null` empty, instants with `Z`.
+
+    A stats route answers it beside its JSON:
+
+        async def stats_workshops(request: Request, ..., sep: SepQuery = Separator.comma) -> Response:
+            answer = await service.workshop_stats(...)
+            if scope_accepts_csv(request.scope["headers"]):
+                rows = [flatten(item) for item in answer["items"]] + [{"theme": "total", **flatten(...)}]
+                return csv_rows_response(columns, rows, sep, filename="stats-workshops")
+            ...
+
+    with `responses=csv_header_responses(columns) | problem_responses(...)` documenting `text/csv`."""
+    writer = CsvWriter(sep)
+    writer.start(columns)
+    writer.write(
+        [_cell(value) for value in (_in_order(row, columns) if isinstance(row, Mapping) else row)]
+        for row in rows
+    )
+    return Response(
+        writer.chunk(),
+        media_type=CSV_MEDIA_TYPE,
+        headers=_headers(None, filename),
+    )
+
+
+def _in_order(row: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:
+    flat = flatten(row)
+    return [flat.get(column) for column in columns]
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return _boolean(value)
+    if isinstance(value, int | float | uuid.UUID):
+        return value
+    if isinstance(value, datetime):
+        return _instant(value)
+    if isinstance(value, date):
+        return _date(value)
+    if isinstance(value, list | tuple):
+        return neutralise(LIST_SEPARATOR.join("" if v is None else str(_cell(v)) for v in value))
+    if isinstance(value, dict):
+        return _json(value)
+    return _text(value)
+
+
+def flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as `parent_child` keys: `{"age_brackets": {"moins_de_12": 3}}` →
+    `{"age_brackets_moins_de_12": 3}`."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}_"))
+        else:
+            flat[name] = value.value if isinstance(value, Enum) else value
+    return flat
+
+
+def csv_model_response(
+    request: Request,
+    model: type[BaseModel],
+    items: Iterable[Any],
+    sep: Separator,
+    *,
+    filename: str | None = None,
+) -> Response:
+    """A list held in memory (a reference list) as CSV, with the columns of its read model."""
+    columns = columns_of(model)
+    writer = CsvWriter(sep)
+    writer.start(columns.header)
+    writer.write(columns.rows(items))
+    return Response(writer.chunk(), media_type=CSV_MEDIA_TYPE, headers=_headers(request, filename))
+
+
+class CsvExportFailed(Exception):
+    """The database failed in the middle of a streamed export: the answer ends there, incomplete."""
+
+
+class _Export:
+    """One streamed export: the detached session, the batches, and whether a statement is under way (a
+    stream stopped then leaves the connection in doubt)."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        fetch: BatchFetch,
+        columns: CsvColumns,
+        sep: Separator,
+        first: tuple[Sequence[Any], str | None],
+    ) -> None:
+        self.session = session
+        self.fetch = fetch
+        self.columns = columns
+        self.writer = CsvWriter(sep)
+        self.first: tuple[Sequence[Any], str | None] | None = first
+        self.in_statement = False
+        self.ended = False
+        self.body = self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        writer, columns = self.writer, self.columns
+        writer.start(columns.header)
+        assert self.first is not None
+        rows, cursor = self.first
+        self.first = None
+        while True:
+            writer.write(columns.rows(rows))
+            del rows
+            yield writer.chunk()
+            if cursor is None:
+                return
+            self.in_statement = True
+            try:
+                rows, cursor = await self.fetch(self.session, cursor)
+            except Exception as error:
+                logger.warning(
+                    "a CSV export ended early: the database failed (%s)",
+                    type(error).__name__,
+                    exc_info=True,
+                )
+                raise CsvExportFailed("the database failed in the middle of a CSV export") from error
+            self.in_statement = False
+
+    async def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            await self.body.aclose()  # type: ignore[attr-defined]
+        finally:
+            await end_detached(self.session, in_doubt=self.in_statement)
+
+
+class CsvStreamResponse(StreamingResponse):
+    """A CSV export streamed from its detached session, which it ends whatever becomes of the stream."""
+
+    def __init__(self, export: _Export, headers: Mapping[str, str]) -> None:
+        super().__init__(export.body, media_type=CSV_MEDIA_TYPE, headers=headers)
+        self.export = export
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.export.end()
+
+
+async def csv_stream_response(
+    request: Request,
+    session: AsyncSession,
+    model: type[BaseModel],
+    fetch: BatchFetch,
+    start: str | None,
+    sep: Separator,
+    *,
+    filename: str | None = None,
+) -> Response:
+    """Every row from the cursor `start` (None: the first) to the last, as CSV with the columns of `model`.
+
+    The first batch is read here, on the request's session, before anything is answered: its errors are
+    the route's problems. The session then goes to the response (see the module's docstring)."""
+    first = await fetch(session, start)
+    export = _Export(detach_session(request), fetch, columns_of(model), sep, first)
+    return CsvStreamResponse(export, _headers(request, filename))
+
+
+async def csv_list_response(
+    request: Request,
+    session: AsyncSession,
+    page: PageRequest,
+    model: type[BaseModel],
+    fetch: PageFetch,
+) -> Response:
+    """A list route's CSV answer: every row its page function gives, from the page's `cursor` (a
+    `next_cursor` of the JSON pages: the export starts after it) to the last, in the route's order and
+    with its filters; the page's `limit` and `include_total` do not apply."""
+    assert page.csv is not None
+    batch = replace(page, limit=BATCH_ROWS, include_total=False, cursor=None)
+
+    async def batches(db: AsyncSession, cursor: str | None) -> tuple[Sequence[Any], str | None]:
+        rows, next_cursor, _total = await fetch(db, replace(batch, cursor=cursor))
+        return rows, next_cursor
+
+    return await csv_stream_response(request, session, model, batches, page.cursor, page.csv)
+
+
+async def list_response(
+    request: Request,
+    session: AsyncSession,
+    page: PageRequest,
+    model: type[BaseModel],
+    fetch: PageFetch,
+) -> Response:
+    """A list route's answer: the JSON page (`page_response`), or with `Accept: text/csv` the CSV export
+    (`csv_list_response`), from the same page function."""
+    if page.csv is not None:
+        return await csv_list_response(request, session, page, model, fetch)
+    rows, next_cursor, total = await fetch(session, page)
+    return page_response(request, rows, next_cursor, total)
+
+
+def csv_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entry: the CSV alternative of a list's 200 (Swagger UI then offers it)."""
+    return csv_header_responses(columns_of(model).header)
+
+
+def csv_header_responses(columns: Sequence[str]) -> dict[int | str, dict[str, Any]]:
+    """`csv_responses` for a table without a read model (a stats answer): its header as the example."""
+    header = ",".join(columns)
+    return {
+        200: {
+            "description": "The page as JSON; with `Accept: text/csv`, every matching item as CSV "
+            "(RFC 4180, UTF-8, streamed, no page limit; `sep` chooses the separator).",
+            "content": {
+                CSV_MEDIA_TYPE: {
+                    "schema": {"type": "string"},
+                    "example": header + "\r\n",
+                }
+            },
+        }
+    }
+
+
+def vary_accept(response: Response) -> None:
+    """A list answer depends on `Accept` (JSON or CSV): shared caches must keep them apart."""
+    response.headers["Vary"] = VARY
