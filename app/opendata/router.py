@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from app.core.problems import problem_responses
 from app.db import SessionDep, TransactionRoute
 from app.opendata import service
-from app.opendata.schemas import EXAMPLE, LieuMediationNumerique
+from app.opendata.schemas import EXAMPLE, LieuxMediationNumerique
 
 router = APIRouter(prefix="/open-data", tags=["open data"], route_class=TransactionRoute)
 
@@ -64,7 +64,7 @@ async def open_data_lieux_csv(session: SessionDep) -> Response:
     summary="Venues as the standard's JSON",
     description=DOC + " The same records as the CSV, as an array of objects; an empty cell of the CSV is a "
     "field left out.",
-    response_model=list[LieuMediationNumerique],
+    response_model=LieuxMediationNumerique,
     responses=problem_responses(401, 422),
 )
 async def open_data_lieux_json(session: SessionDep) -> Response:

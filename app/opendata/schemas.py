@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 EXAMPLE: dict[str, Any] = {
     "id": "0b9f6a0e-3f8e-5d1b-9a7c-1c2d3e4f5a6b",
@@ -54,3 +54,9 @@ class LieuMediationNumerique(BaseModel):
     frais_a_charge: str = "Gratuit"
     dispositif_programmes_nationaux: str = "Conseillers numériques"
     modalites_accompagnement: str = "Dans un atelier collectif"
+
+
+class LieuxMediationNumerique(RootModel[list[LieuMediationNumerique]]):
+    """Every venue of the export, as the standard's JSON examples write them: an array of records."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [[dict(EXAMPLE)]]})
