@@ -45,9 +45,10 @@ def _themes_union(mask: ColumnElement[int]) -> ColumnElement[int]:
 
 @cache
 def venues_statement() -> Select[tuple[object, ...]]:
-    """GROUP BY over the venue as stored and the position, within the window (`since`, bound per call):
-    a range of `ix_workshops_starts_at`, one row per spelling and position, then the employer's SIREN and
-    the commune's name joined on that small result rather than on every workshop."""
+    """GROUP BY over the venue as stored (commune, postcode, name, address) and the position, within the
+    window (`since`, bound per call: a range of `ix_workshops_starts_at`), one row per spelling and
+    position; then the employer's SIREN and the commune's name, joined on that result rather than on every
+    workshop."""
     w = Workshop.__table__.c
     name = Workshop.venue["name"].as_string()
     address = Workshop.venue["address"].as_string()
@@ -57,8 +58,9 @@ def venues_statement() -> Select[tuple[object, ...]]:
             w.venue_postcode.label("postcode"),
             name.label("name"),
             address.label("address"),
-            w.venue_lat.label("lat"),
-            w.venue_lon.label("lon"),
+            # The mean of the points its workshops give: one point per spelling, whatever the geocoding.
+            func.avg(w.venue_lat).label("lat"),
+            func.avg(w.venue_lon).label("lon"),
             w.position_id.label("position_id"),
             func.count().label("workshops"),
             func.max(w.updated_at).label("updated_at"),
@@ -70,9 +72,7 @@ def venues_statement() -> Select[tuple[object, ...]]:
             w.format == WorkshopFormat.in_person.value,
             w.status != WorkshopStatus.cancelled.value,
         )
-        .group_by(
-            w.venue_commune_code, w.venue_postcode, name, address, w.venue_lat, w.venue_lon, w.position_id
-        )
+        .group_by(w.venue_commune_code, w.venue_postcode, name, address, w.position_id)
         .subquery("venues")
     )
     employer = aliased(Territory, name="employer")

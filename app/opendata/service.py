@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ SCHEMA_VERSION = "1.0.2"
 # no longer one the map should send people to.
 WINDOW_DAYS = 365
 DEFAULT_PRODUCER = "cnfs"
+# Venues named in the log line of an export that leaves some out.
+LOGGED_VENUES = 20
 DEFAULT_TERRITORY = "france"
 # What `source` says when no producer is named: who collected these records.
 DEFAULT_SOURCE = "Conseillers numériques France Services"
@@ -116,6 +118,7 @@ def field_names() -> tuple[str, ...]:
     return tuple(f["name"] for f in schema_descriptor()["fields"])
 
 
+@lru_cache(maxsize=65536)
 def normalise(text: str) -> str:
     """Case, accents, spaces and punctuation set aside: "12, Rue de l'Église" == "12 rue de l eglise"."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
@@ -211,16 +214,21 @@ def _usual(place: _Place) -> _Spelling:
     )
 
 
+def _degrees(value: float | None) -> float | None:
+    """Six decimals (about 10 cm): the mean of a few points, without its floating-point tail."""
+    return None if value is None else round(float(value), 6)
+
+
 def _record(key: tuple[str, str], place: _Place, source: str) -> tuple[dict[str, Any] | None, str | None]:
     usual = _usual(place)
     # The employer most of the place's workshops came from: the standard's pivot is one structure.
     pivot = max(place.employers.items(), key=lambda item: (item[1], item[0]))[0] if place.employers else None
-    lat, lon = usual.lat, usual.lon
+    lat, lon = _degrees(usual.lat), _degrees(usual.lon)
     if lat is None or lon is None:
         located = [s for s in place.spellings.values() if s.lat is not None and s.lon is not None]
         if located:
             best = max(located, key=lambda s: s.workshops)
-            lat, lon = best.lat, best.lon
+            lat, lon = _degrees(best.lat), _degrees(best.lon)
     record: dict[str, Any] = {
         "id": venue_id(key[0], key[1]),
         "pivot": pivot,
@@ -268,20 +276,28 @@ def build(rows: Sequence[VenueRow], source: str = DEFAULT_SOURCE) -> Export:
     export = Export([])
     if unplaced:
         export.skipped["adresse"] = unplaced
+    left_out: list[str] = []
     for key, place in places.items():
         record, missing = _record(key, place, source)
         if record is None:
             assert missing is not None
             export.skipped[missing] = export.skipped.get(missing, 0) + 1
-            # The venue's id and commune only: the log says which place to fix, nothing about a person.
-            logger.warning(
-                "open data: venue %s in commune %s left out, %s cannot be filled as the standard asks",
-                venue_id(key[0], key[1]),
-                place.commune_code,
-                missing,
-            )
+            left_out.append(f"{venue_id(*key)} ({place.commune_code}, {missing})")
             continue
         export.records.append(record)
+    if left_out:
+        # One line per export, however many places are left out: the venue's id, its commune and the
+        # field that is missing tell which place to fix, and nothing about a person.
+        counts = ", ".join(f"{n} without {name}" for name, n in sorted(export.skipped.items()))
+        shown = ", ".join(sorted(left_out)[:LOGGED_VENUES])
+        more = f" and {len(left_out) - LOGGED_VENUES} more" if len(left_out) > LOGGED_VENUES else ""
+        logger.warning(
+            "open data: %d venues left out (%s), required fields of the standard missing: %s%s",
+            len(left_out),
+            counts,
+            shown,
+            more,
+        )
     export.records.sort(key=lambda r: (r["code_insee"], r["id"]))
     return export
 

@@ -192,8 +192,8 @@ async def test_a_venue_that_cannot_fill_a_required_field_is_left_out_and_logged(
     assert (
         left_out
         == [
-            f"open data: venue {hidden} in commune 69123 left out, pivot cannot be filled as the "
-            "standard asks"
+            f"open data: 1 venues left out (1 without pivot), required fields of the standard missing: {hidden} "
+            "(69123, pivot)"
         ]
         * 2
     )
