@@ -175,6 +175,7 @@ REGISTRATION_CLEANUP = (
 )
 WORKSHOP_SEARCH = "workshops: Rhône, insertion_professionnelle, upcoming, 20 per page"
 ONE_WORKSHOP = "one workshop, anonymous"
+OPEN_DATA_JSON = "open data: venues as JSON (no key)"
 ONE_WORKSHOP_PATH = "/api/v1/workshops/{workshop_id}"
 
 SCENARIOS: list[Scenario] = [
@@ -310,6 +311,20 @@ SCENARIOS: list[Scenario] = [
         cleanup=REGISTRATION_CLEANUP,
         lua=_REGISTER_LUA,
     ),
+    Scenario(
+        OPEN_DATA_JSON,
+        get("/api/v1/open-data/lieux-mediation-numerique.json"),
+        databases=POSTGRESQL_ONLY,
+        # A national export per request: a few per second at most, not thousands.
+        max_cpu_passes=5,
+    ),
+    Scenario(
+        "open data: venues as CSV (no key)",
+        get("/api/v1/open-data/lieux-mediation-numerique.csv"),
+        apps=SERVICE_ONLY,
+        databases=POSTGRESQL_ONLY,
+        max_cpu_passes=5,
+    ),
     *(
         Scenario(
             f"{ONE_WORKSHOP}, rate limits in {'Redis' if backend == 'redis' else backend}",
@@ -334,7 +349,7 @@ def context(dataset: dict[str, Any]) -> dict[str, str]:
 
 def needs_workshops(scenario: Scenario) -> bool:
     """Whether the scenario reads or writes the workshops (which only the PostgreSQL dataset has)."""
-    return any("/workshops" in step.path for step in scenario.steps)
+    return any("/workshops" in step.path or "/open-data" in step.path for step in scenario.steps)
 
 
 def cleanup_statements(scenario: Scenario, values: dict[str, str]) -> tuple[str, ...]:
