@@ -1721,7 +1721,7 @@ async def open_data_lieux(db: Database, authorization: str | None) -> Reply:
         if isinstance(caller, Reply):
             return caller
         rows = await conn.fetch(db.sql(_open_data_sql(db.dialect)), db.arg(since))
-    export = opendata.build([VenueRow(**dict(row)) for row in rows])
+    export = opendata.build([VenueRow(*row.values()) for row in rows])
     return Reply(
         200,
         opendata.to_json(export.records),

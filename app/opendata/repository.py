@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,8 +16,7 @@ from app.territories.models import Territory
 from app.workshops.models import Workshop, WorkshopFormat, WorkshopStatus
 
 
-@dataclass(frozen=True, slots=True)
-class VenueRow:
+class VenueRow(NamedTuple):
     """One spelling of a venue as its workshops stored it, for one employer: the service merges the
     spellings of one place."""
 
@@ -104,5 +103,7 @@ def venues_statement() -> Select[tuple[object, ...]]:
 
 
 async def venue_rows(session: AsyncSession, since: datetime) -> list[VenueRow]:
+    """The venue rows of the workshops that start at `since` or later."""
     result = await session.execute(venues_statement(), {"since": since})
-    return [VenueRow(**row._mapping) for row in result.all()]
+    # The statement selects the fields in VenueRow's order: a row is taken as it comes.
+    return [VenueRow._make(row) for row in result.all()]

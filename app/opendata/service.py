@@ -10,6 +10,7 @@ from one export to the next for as long as the place is written the same way."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -127,12 +128,21 @@ def normalise(text: str) -> str:
 
 
 def venue_id(address: str, commune_code: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, f"{commune_code}|{normalise(address)}"))
+    """uuid.uuid5(ID_NAMESPACE, "<commune code>|<normalised address>"), written out: the export computes
+    one per place, and the uuid module's objects cost several times the hash."""
+    name = f"{commune_code}|{normalise(address)}".encode()
+    digest = bytearray(hashlib.sha1(ID_NAMESPACE.bytes + name, usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def services_of(mask: int) -> list[str]:
+@lru_cache(maxsize=4096)
+def services_of(mask: int) -> str | None:
+    """The standard's services of a theme mask, in the standard's order, joined with `|`."""
     offered = {THEME_SERVICES[Theme(theme)] for theme, bit in THEME_BITS.items() if mask & bit}
-    return [service for service in SERVICES if service in offered]
+    return SEPARATOR.join(service for service in SERVICES if service in offered) or None
 
 
 @dataclass
@@ -143,153 +153,138 @@ class Export:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class _Spelling:
-    name: str | None
-    address: str | None
-    postcode: str | None
-    lat: float | None
-    lon: float | None
-    workshops: int = 0
-    updated_at: datetime | None = None
-
-
-@dataclass
-class _Place:
-    commune_code: str
-    commune_name: str | None = None
-    spellings: dict[tuple[Any, ...], _Spelling] = field(default_factory=dict)
-    employers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    updated_at: datetime | None = None
-    themes_mask: int = 0
-
-
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return max(a, b)
-
-
-def _group(rows: Iterable[VenueRow]) -> tuple[dict[tuple[str, str], _Place], int]:
-    places: dict[tuple[str, str], _Place] = {}
-    unplaced = 0
-    for row in rows:
-        if not row.commune_code or not row.address or not normalise(row.address):
-            # Without an address or a commune there is no place to key, nor to publish.
-            unplaced += 1
-            continue
-        key = (normalise(row.address), row.commune_code)
-        place = places.get(key)
-        if place is None:
-            place = places[key] = _Place(row.commune_code)
-        place.commune_name = place.commune_name or row.commune_name
-        spelling_key = (row.name, row.address, row.postcode, row.lat, row.lon)
-        spelling = place.spellings.get(spelling_key)
-        if spelling is None:
-            spelling = place.spellings[spelling_key] = _Spelling(
-                row.name, row.address, row.postcode, row.lat, row.lon
-            )
-        spelling.workshops += row.workshops
-        spelling.updated_at = _later(spelling.updated_at, row.updated_at)
-        if row.employer_siren:
-            place.employers[row.employer_siren] += row.workshops
-        place.updated_at = _later(place.updated_at, row.updated_at)
-        place.themes_mask |= int(row.themes_mask or 0)
-    return places, unplaced
-
-
-def _usual(place: _Place) -> _Spelling:
-    """The spelling most workshops used (then the latest, then the first in order): what the place is
-    called and where it is written to be."""
-    return max(
-        place.spellings.values(),
-        key=lambda s: (
-            s.workshops,
-            s.updated_at or datetime.min.replace(tzinfo=UTC),
-            s.name or "",
-            s.address,
-        ),
-    )
-
-
 def _degrees(value: float | None) -> float | None:
     """Six decimals (about 10 cm): the mean of a few points, without its floating-point tail."""
     return None if value is None else round(float(value), 6)
 
 
-def _record(key: tuple[str, str], place: _Place, source: str) -> tuple[dict[str, Any] | None, str | None]:
-    usual = _usual(place)
-    # The employer most of the place's workshops came from: the standard's pivot is one structure.
-    pivot = max(place.employers.items(), key=lambda item: (item[1], item[0]))[0] if place.employers else None
-    lat, lon = _degrees(usual.lat), _degrees(usual.lon)
-    if lat is None or lon is None:
-        located = [s for s in place.spellings.values() if s.lat is not None and s.lon is not None]
-        if located:
-            best = max(located, key=lambda s: s.workshops)
-            lat, lon = _degrees(best.lat), _degrees(best.lon)
-    record: dict[str, Any] = {
-        "id": venue_id(key[0], key[1]),
-        "pivot": pivot,
-        "nom": (usual.name or "").strip() or None,
-        "commune": place.commune_name,
-        "code_postal": usual.postcode,
-        "code_insee": place.commune_code,
-        "adresse": (usual.address or "").strip() or None,
-        "latitude": lat,
-        "longitude": lon,
-        "source": source,
-        "date_maj": place.updated_at.astimezone(UTC).date().isoformat() if place.updated_at else None,
-        "services": SEPARATOR.join(services_of(place.themes_mask)) or None,
-        "frais_a_charge": FRAIS,
-        "dispositif_programmes_nationaux": DISPOSITIF,
-        "modalites_accompagnement": MODALITE,
-    }
-    missing = _missing(record)
-    if missing:
-        return None, missing
-    return {name: record[name] for name in field_names() if record.get(name) is not None}, None
-
-
-def _missing(record: dict[str, Any]) -> str | None:
-    """The first required field the record cannot fill as the standard asks, if any."""
-    checks = (
-        ("pivot", _PIVOT),
-        ("nom", None),
-        ("commune", None),
-        ("code_postal", _POSTCODE),
-        ("code_insee", _COMMUNE_CODE),
-        ("adresse", None),
-        ("date_maj", None),
-    )
-    for name, pattern in checks:
-        value = record.get(name)
-        if value is None or (pattern is not None and not pattern.match(value)):
-            return name
+def _missing(
+    pivot: str | None, name: str | None, commune: str | None, postcode: str | None, code: str
+) -> str | None:
+    """The first required field the record cannot fill as the standard asks, if any (`id`, `adresse` and
+    `date_maj` are always there: they make the place)."""
+    if pivot is None or not _PIVOT.match(pivot):
+        return "pivot"
+    if not name:
+        return "nom"
+    if not commune:
+        return "commune"
+    if postcode is None or not _POSTCODE.match(postcode):
+        return "code_postal"
+    if not _COMMUNE_CODE.match(code):
+        return "code_insee"
     return None
 
 
-def build(rows: Sequence[VenueRow], source: str = DEFAULT_SOURCE) -> Export:
-    """The standard's records from the venue rows, in a stable order (commune code, then id)."""
-    places, unplaced = _group(rows)
+def _place_record(
+    key: tuple[str, str], rows: list[VenueRow], source: str
+) -> tuple[dict[str, Any] | None, str]:
+    """One place's record from its rows (its spellings, per position), or the field it cannot fill."""
+    if len(rows) == 1:
+        # Most places: one spelling, one employer.
+        row = rows[0]
+        pivot = row.employer_siren
+        name, address, postcode, lat, lon = row.name, row.address, row.postcode, row.lat, row.lon
+        updated_at, mask, commune = row.updated_at, row.themes_mask, row.commune_name
+    else:
+        employers: dict[str, int] = defaultdict(int)
+        # Per spelling: workshops, latest update, and the sums of the points weighted by workshops.
+        spellings: dict[tuple[Any, ...], list[Any]] = {}
+        updated_at, mask, commune = rows[0].updated_at, 0, None
+        for row in rows:
+            if row.employer_siren:
+                employers[row.employer_siren] += row.workshops
+            updated_at = max(updated_at, row.updated_at)
+            mask |= row.themes_mask
+            commune = commune or row.commune_name
+            spelling = spellings.setdefault(
+                (row.name, row.address, row.postcode), [0, row.updated_at, 0.0, 0.0, 0]
+            )
+            spelling[0] += row.workshops
+            spelling[1] = max(spelling[1], row.updated_at)
+            if row.lat is not None and row.lon is not None:
+                spelling[2] += row.lat * row.workshops
+                spelling[3] += row.lon * row.workshops
+                spelling[4] += row.workshops
+        # The employer most of the place's workshops came from: the standard's pivot is one structure.
+        pivot = max(employers.items(), key=lambda item: (item[1], item[0]))[0] if employers else None
+        # The spelling most workshops used, then the latest, then the first in order: what the place is
+        # called and where it is written to be.
+        (name, address, postcode), usual = max(
+            spellings.items(), key=lambda item: (item[1][0], item[1][1], item[0][0] or "", item[0][1] or "")
+        )
+        located = usual if usual[4] else max(spellings.values(), key=lambda s: (s[4], s[0]))
+        lat = located[2] / located[4] if located[4] else None
+        lon = located[3] / located[4] if located[4] else None
+    name = name.strip() if name else None
+    missing = _missing(pivot, name, commune, postcode, key[1])
+    if missing is not None:
+        return None, missing
+    record: dict[str, Any] = {
+        "id": venue_id(key[0], key[1]),
+        "pivot": pivot,
+        "nom": name,
+        "commune": commune,
+        "code_postal": postcode,
+        "code_insee": key[1],
+        "adresse": (address or "").strip(),
+    }
+    if lat is not None and lon is not None:
+        record["latitude"] = _degrees(lat)
+        record["longitude"] = _degrees(lon)
+    record["source"] = source
+    record["date_maj"] = updated_at.astimezone(UTC).date().isoformat()
+    services = services_of(mask)
+    if services:
+        record["services"] = services
+    record |= _CONSTANT_FIELDS
+    return record, ""
+
+
+# The fields every record carries alike, in the standard's order (they come last in it).
+_CONSTANT_FIELDS = {
+    "frais_a_charge": FRAIS,
+    "dispositif_programmes_nationaux": DISPOSITIF,
+    "modalites_accompagnement": MODALITE,
+}
+
+
+def build(rows: Iterable[VenueRow], source: str = DEFAULT_SOURCE) -> Export:
+    """The standard's records from the venue rows, in a stable order (commune code, then id).
+
+    Linear in the rows, with little per row (it serves a national export on every request): the rows of a
+    place are gathered under its key, and only a place of several rows (several spellings or employers) is
+    weighed."""
+    places: dict[tuple[str, str], list[VenueRow]] = {}
     export = Export([])
-    if unplaced:
-        export.skipped["adresse"] = unplaced
-    left_out: list[str] = []
-    for key, place in places.items():
-        record, missing = _record(key, place, source)
+    for row in rows:
+        address, commune_code = row.address, row.commune_code
+        key = (normalise(address), commune_code) if address and commune_code else None
+        if key is None or not key[0]:
+            # Without an address or a commune there is no place to key, nor to publish.
+            export.skipped["adresse"] = export.skipped.get("adresse", 0) + 1
+            continue
+        gathered = places.get(key)
+        if gathered is None:
+            places[key] = [row]
+        else:
+            gathered.append(row)
+    left_out: list[tuple[tuple[str, str], str]] = []
+    for key, gathered in places.items():
+        record, missing = _place_record(key, gathered, source)
         if record is None:
-            assert missing is not None
             export.skipped[missing] = export.skipped.get(missing, 0) + 1
-            left_out.append(f"{venue_id(*key)} ({place.commune_code}, {missing})")
+            left_out.append((key, missing))
             continue
         export.records.append(record)
     if left_out:
         # One line per export, however many places are left out: the venue's id, its commune and the
         # field that is missing tell which place to fix, and nothing about a person.
         counts = ", ".join(f"{n} without {name}" for name, n in sorted(export.skipped.items()))
-        shown = ", ".join(sorted(left_out)[:LOGGED_VENUES])
+        shown = ", ".join(
+            f"{venue_id(*key)} ({key[1]}, {missing})"
+            for key, missing in sorted(left_out, key=lambda item: (item[0][1], item[0][0]))[:LOGGED_VENUES]
+        )
         more = f" and {len(left_out) - LOGGED_VENUES} more" if len(left_out) > LOGGED_VENUES else ""
         logger.warning(
             "open data: %d venues left out (%s), required fields of the standard missing: %s%s",
@@ -325,11 +320,15 @@ def _cell(name: str, value: Any) -> str:
 def to_csv(records: Sequence[dict[str, Any]]) -> bytes:
     """RFC 4180, comma-separated, UTF-8 without BOM, every column of the standard in its order."""
     names = field_names()
+    column = {name: index for index, name in enumerate(names)}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(names)
     for record in records:
-        writer.writerow([_cell(name, record.get(name)) for name in names])
+        cells = [""] * len(names)
+        for name, value in record.items():
+            cells[column[name]] = _cell(name, value)
+        writer.writerow(cells)
     return buffer.getvalue().encode("utf-8")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -149,8 +148,15 @@ def test_every_theme_gives_a_service_of_the_standard() -> None:
     for value in service.SERVICES:
         assert value in pattern
     everything = sum(1 << i for i in range(len(Theme)))
-    assert service.services_of(everything) == list(service.SERVICES[:7])
-    assert service.services_of(0) == []
+    assert service.services_of(everything) == "|".join(service.SERVICES[:7])
+    assert service.services_of(0) is None
+
+
+def test_ids_are_uuid5_of_the_normalised_address_and_the_commune() -> None:
+    expected = uuid.uuid5(service.ID_NAMESPACE, "69123|12 rue de l eglise")
+    assert service.venue_id("12, Rue de l'Église ", "69123") == str(expected)
+    assert service.venue_id("12 RUE DE L EGLISE", "69123") == str(expected)
+    assert service.venue_id("12 rue de l'Église", "69266") != str(expected)
 
 
 async def test_ids_are_stable_across_exports(client: httpx.AsyncClient, place: Place) -> None:
@@ -192,8 +198,8 @@ async def test_a_venue_that_cannot_fill_a_required_field_is_left_out_and_logged(
     assert (
         left_out
         == [
-            f"open data: 1 venues left out (1 without pivot), required fields of the standard missing: {hidden} "
-            "(69123, pivot)"
+            "open data: 1 venues left out (1 without pivot), required fields of the standard missing: "
+            f"{hidden} (69123, pivot)"
         ]
         * 2
     )
@@ -224,7 +230,7 @@ def test_a_venue_without_a_commune_name_or_a_date_is_left_out() -> None:
 
 
 def _replace(row: VenueRow, **changes: Any) -> VenueRow:
-    return replace(row, **changes)
+    return row._replace(**changes)
 
 
 async def test_formulas_are_neutralised_in_the_csv_and_still_valid(
