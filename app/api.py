@@ -10,6 +10,7 @@ from app.api_keys.router import router as api_keys_router
 from app.changes.router import router as changes_router
 from app.core.auth import get_principal
 from app.counsellors.router import router as counsellors_router
+from app.opendata.router import router as opendata_router
 from app.positions.router import assignments_router
 from app.positions.router import router as positions_router
 from app.programmes.router import router as programmes_router
@@ -31,5 +32,6 @@ api_router.include_router(workshops_router)
 api_router.include_router(stats_router)
 api_router.include_router(changes_router)
 api_router.include_router(referentials_router)
+api_router.include_router(opendata_router)
 api_router.include_router(api_keys_router)
 api_router.include_router(me_router)

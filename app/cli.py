@@ -1,4 +1,5 @@
-"""The `cnfs-api` command: serve, migrate, seed-demo, create-key, territories import, stats rebuild."""
+"""The `cnfs-api` command: serve, migrate, seed-demo, create-key, territories import, stats rebuild,
+open-data export."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,6 +39,7 @@ from app.startup import (
 )
 
 if TYPE_CHECKING:
+    from app.opendata import service as service_types
     from app.territories.service import ImportReport
 
 cli = typer.Typer(help="cnfs-api: the Conseillers numériques France Services backend.", no_args_is_help=True)
@@ -315,6 +318,61 @@ def _print_import(report: ImportReport, seconds: float) -> None:
             f"kept, delete them once nothing refers to them): {', '.join(report.obsolete[:20])}"
         )
     console.print(f"[green]imported in {seconds:.1f} s[/green]")
+
+
+open_data_cli = typer.Typer(help="Open data: the files of the national standards.", no_args_is_help=True)
+cli.add_typer(open_data_cli, name="open-data")
+
+
+@open_data_cli.command("export")
+def open_data_export(
+    directory: Annotated[
+        Path, typer.Argument(help="Where the files go (created if missing); same-named files are replaced.")
+    ],
+    producer: Annotated[str, typer.Option(help="The producer's part of the file names.")] = "cnfs",
+    territory: Annotated[str, typer.Option(help="The territory's part of the file names.")] = "france",
+) -> None:
+    """Write today's open-data files: the venues of public workshops in the standard of lieux de médiation
+    numérique (CSV and JSON), named YYYY-MM-DD_<producer>_lieux-de-mediation-numerique_<territory>.csv;
+    each file replaced atomically. Exit status 0 and one summary line, or non-zero and the reason."""
+    from app.opendata import service
+
+    settings = checked_settings(secret=False, schema=True)
+    day = datetime.now(UTC).date()
+    if not service.file_part(producer) or not service.file_part(territory):
+        raise _refuse(
+            "--producer and --territory need at least one letter or digit (example: --producer cnfs)"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with _logging_for_the_command(settings):
+            report = asyncio.run(_open_data_export(settings, directory, day, producer, territory))
+    except OSError as exc:
+        typer.echo(
+            f"cnfs-api: cannot write the open-data files into {directory}: {exc.strerror or exc}", err=True
+        )
+        raise typer.Exit(1) from None
+    skipped = sum(report.skipped.values())
+    details = ", ".join(f"{n} without {name}" for name, n in sorted(report.skipped.items()))
+    typer.echo(
+        f"open data {day.isoformat()}: {report.venues} venues written, {skipped} left out"
+        + (f" ({details})" if details else "")
+        + f", into {', '.join(path.name for path in report.files)}"
+    )
+
+
+async def _open_data_export(
+    settings: Settings, directory: Path, day: date, producer: str, territory: str
+) -> service_types.ExportReport:
+    from app.db import make_engine, make_sessionmaker
+    from app.opendata import service
+
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return await service.export_directory(session, directory, day, producer, territory)
+    finally:
+        await engine.dispose()
 
 
 @cli.command()

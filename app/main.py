@@ -101,6 +101,11 @@ TAGS = [
         "description": "Public aggregates of positions and workshops, with statistical confidentiality.",
     },
     {"name": "referentials", "description": "Reference lists with French labels."},
+    {
+        "name": "open data",
+        "description": "The venues of public workshops in the national standard of lieux de médiation "
+        "numérique (CSV and JSON, licence etalab-2.0).",
+    },
     {"name": "access", "description": "API keys and the caller's identity."},
     {"name": "operations", "description": "Liveness, readiness and metrics."},
 ]

@@ -306,4 +306,12 @@ def create_app(database_url: str | None = None, secret_key: str | None = None) -
         )
         return respond(await shared.workshop_register(db, workshop_id, data, authorization))
 
+    @app.get("/api/v1/open-data/lieux-mediation-numerique.json")
+    async def open_data_lieux_json(
+        request: Request, db: DatabaseDep, authorization: Annotated[str | None, Header()] = None
+    ) -> Response:
+        if request.query_params:
+            return respond(shared.problem(422, "validation_error", "this route takes no query parameter"))
+        return respond(await shared.open_data_lieux(db, authorization))
+
     return app

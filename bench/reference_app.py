@@ -257,6 +257,13 @@ async def workshop_register(request: Request) -> Response:
     )
 
 
+async def open_data_lieux_json(request: Request) -> Response:
+    error = _unknown(request, frozenset())
+    if error:
+        return respond(error)
+    return respond(await shared.open_data_lieux(request.app.state.db, request.headers.get("authorization")))
+
+
 ROUTES = [
     Route("/api/v1/territories", territories_list),
     Route("/api/v1/territories/{kind}/{code}", territory_by_code),
@@ -270,6 +277,7 @@ ROUTES = [
     Route("/api/v1/workshops", workshops_list),
     Route("/api/v1/workshops/{workshop_id}", workshop_get),
     Route("/api/v1/workshops/{workshop_id}/registrations", workshop_register, methods=["POST"]),
+    Route("/api/v1/open-data/lieux-mediation-numerique.json", open_data_lieux_json),
 ]
 
 

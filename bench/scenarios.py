@@ -175,6 +175,7 @@ REGISTRATION_CLEANUP = (
 )
 WORKSHOP_SEARCH = "workshops: Rhône, insertion_professionnelle, upcoming, 20 per page"
 ONE_WORKSHOP = "one workshop, anonymous"
+OPEN_DATA_JSON = "open data: venues as JSON (no key)"
 ONE_WORKSHOP_PATH = "/api/v1/workshops/{workshop_id}"
 
 SCENARIOS: list[Scenario] = [
@@ -310,6 +311,23 @@ SCENARIOS: list[Scenario] = [
         cleanup=REGISTRATION_CLEANUP,
         lua=_REGISTER_LUA,
     ),
+    Scenario(
+        OPEN_DATA_JSON,
+        get("/api/v1/open-data/lieux-mediation-numerique.json"),
+        databases=POSTGRESQL_ONLY,
+        # A national export per request, which a map or a cache reloads a few times a day: measured one
+        # request at a time, not under wrk's 32 connections.
+        driver="sequential",
+        max_cpu_passes=3,
+    ),
+    Scenario(
+        "open data: venues as CSV (no key)",
+        get("/api/v1/open-data/lieux-mediation-numerique.csv"),
+        apps=SERVICE_ONLY,
+        databases=POSTGRESQL_ONLY,
+        driver="sequential",
+        max_cpu_passes=3,
+    ),
     *(
         Scenario(
             f"{ONE_WORKSHOP}, rate limits in {'Redis' if backend == 'redis' else backend}",
@@ -334,7 +352,7 @@ def context(dataset: dict[str, Any]) -> dict[str, str]:
 
 def needs_workshops(scenario: Scenario) -> bool:
     """Whether the scenario reads or writes the workshops (which only the PostgreSQL dataset has)."""
-    return any("/workshops" in step.path for step in scenario.steps)
+    return any("/workshops" in step.path or "/open-data" in step.path for step in scenario.steps)
 
 
 def cleanup_statements(scenario: Scenario, values: dict[str, str]) -> tuple[str, ...]:

@@ -1794,3 +1794,59 @@ async def workshops_csv(
                 rows = await conn.fetch(after, *args, last["starts_at"], last["id"])
 
     return stream()
+
+# --- open data ----------------------------------------------------------------------------------------
+
+# The service's statement (app.opendata.repository.venues_statement), written out: the venues of public
+# in-person workshops held within the window, one row per spelling and position, then the employer's SIREN
+# and the commune's name. The spellings of one place are merged in Python by the service's own `build`.
+_THEMES_UNION = "0" + "".join(f" + max(themes_mask & {bit})" for bit in referentials.THEME_BITS.values())
+
+
+def _open_data_sql(dialect: str) -> str:
+    if dialect == "sqlite":
+        name, address, public = (
+            "json_extract(venue, '$.name')",
+            "json_extract(venue, '$.address')",
+            "public = 1",
+        )
+    else:
+        name, address, public = "venue ->> 'name'", "venue ->> 'address'", "public"
+    return (
+        "SELECT v.commune_code, v.postcode, v.name, v.address, v.lat, v.lon, c.name AS commune_name, "
+        "coalesce(e.siren, CASE WHEN e.kind IN ('metropole', 'epci') THEN e.code END) AS employer_siren, "
+        "v.workshops, v.updated_at, v.themes_mask FROM ("
+        f"SELECT venue_commune_code AS commune_code, venue_postcode AS postcode, {name} AS name, "
+        f"{address} AS address, avg(venue_lat) AS lat, avg(venue_lon) AS lon, position_id, "
+        f"count(*) AS workshops, max(updated_at) AS updated_at, {_THEMES_UNION} AS themes_mask "
+        f"FROM workshops WHERE starts_at >= $1 AND {public} AND format = 'in_person' "
+        "AND status != 'cancelled' "
+        f"GROUP BY venue_commune_code, venue_postcode, {name}, {address}, position_id) AS v "
+        "JOIN positions AS p ON p.id = v.position_id "
+        "JOIN territories AS e ON e.id = p.agreement_territory_id "
+        "LEFT OUTER JOIN territories AS c ON c.kind = 'commune' AND c.code = v.commune_code"
+    )
+
+
+OPEN_DATA_CACHE_CONTROL = "public, max-age=3600"
+
+
+async def open_data_lieux(db: Database, authorization: str | None) -> Reply:
+    """The venues in the standard of lieux de médiation numérique, as the service's JSON."""
+    from datetime import timedelta
+
+    from app.opendata import service as opendata
+    from app.opendata.repository import VenueRow
+
+    since = datetime.now(UTC) - timedelta(days=opendata.WINDOW_DAYS)
+    async with db.acquire() as conn:
+        caller = await caller_for(db, conn, authorization)
+        if isinstance(caller, Reply):
+            return caller
+        rows = await conn.fetch(db.sql(_open_data_sql(db.dialect)), db.arg(since))
+    export = opendata.build([VenueRow(*row.values()) for row in rows])
+    return Reply(
+        200,
+        opendata.to_json(export.records),
+        {"content-type": "application/json", "cache-control": OPEN_DATA_CACHE_CONTROL},
+    )

@@ -143,3 +143,19 @@ async def test_the_rate_limited_rows_are_answered_and_timed(bench_data: tuple[st
         on, off = await inprocess.cpu_in_turns(limited, unlimited, row, values, measured, passes=10, turns=2)
     assert 0 < on < 1000, on
     assert 0 < off < 1000, off
+
+
+async def test_the_open_data_scenario_exports_venues(bench_data: tuple[str, dict[str, str]]) -> None:
+    url, values = bench_data
+    if not url.startswith("postgresql"):
+        pytest.skip("the workshops are PostgreSQL only")
+    scenario = next(s for s in scenarios.SCENARIOS if s.name == scenarios.OPEN_DATA_JSON)
+    async with inprocess.open_apps(url, "bench-test-secret-" + "x" * 32) as apps:
+        measured = await inprocess.measure(apps, scenario, values, passes=1)
+    for app, answers in measured.answers.items():
+        records = answers[0].body
+        # Métropoles and EPCI employ counsellors here: their venues have a pivot and are published.
+        assert len(records) > 10, (app, len(records))
+        assert {r["dispositif_programmes_nationaux"] for r in records} == {"Conseillers numériques"}
+        assert len({r["id"] for r in records}) == len(records)
+    assert inprocess.differences(scenario, measured.answers) == []

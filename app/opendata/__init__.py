@@ -1,0 +1,1 @@
+"""Open data: the venues of public workshops in the national standard of lieux de médiation numérique."""
