@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -11,12 +10,10 @@ from fastapi import APIRouter, Query, Request, Response
 from app.core.auth import PrincipalDep
 from app.core.problems import problem_responses
 from app.core.responses import json_response
+from app.core.types import QueryDay
 from app.db import SessionDep, TransactionRoute
 from app.stats import service
 from app.stats.schemas import PositionStats, WorkshopStats
-
-# The instants' range (app.core.types): a day outside has no workshop, and its month's end no date.
-FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 
 router = APIRouter(prefix="/stats", tags=["statistics"], route_class=TransactionRoute)
 
@@ -115,21 +112,17 @@ async def stats_workshops(
     territory_id: TerritoryQuery = None,
     within: WithinQuery = None,
     starts: Annotated[
-        date | None,
+        QueryDay | None,
         Query(
             alias="from",
-            ge=FIRST_DAY,
-            le=LAST_DAY,
             description="First day (UTC) of `starts_at`, inclusive (1900-01-01 to 2999-12-31).",
             examples=["2026-01-01"],
         ),
     ] = None,
     ends: Annotated[
-        date | None,
+        QueryDay | None,
         Query(
             alias="to",
-            ge=FIRST_DAY,
-            le=LAST_DAY,
             description="Last day (UTC) of `starts_at`, inclusive (1900-01-01 to 2999-12-31).",
             examples=["2026-12-31"],
         ),
