@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import service
 from app.changes.schemas import ChangePage, ChangeRead
-from app.core import csv as csv_export
 from app.core.auth import KeyHolderDep
 from app.core.csv import csv_responses, csv_stream_response, vary_accept
 from app.core.media import Separator, SepQuery, scope_accepts_csv
@@ -57,13 +54,7 @@ async def changes_list(
     sep: SepQuery = Separator.comma,
 ) -> Response:
     if scope_accepts_csv(request.scope["headers"]):
-
-        async def batches(db: AsyncSession, cursor: str | None) -> tuple[Sequence[Any], str | None]:
-            size = csv_export.BATCH_ROWS
-            body = await service.read_feed(db, principal, after=cursor, resources=resource, limit=size)
-            items = body["items"]
-            return items, body["next_after"] if len(items) == size else None
-
+        batches = service.feed_batches(principal, resource)
         return await csv_stream_response(request, session, ChangeRead, batches, after, sep)
     response = json_response(
         await service.read_feed(session, principal, after=after, resources=resource, limit=limit)

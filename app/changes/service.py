@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import changes
+from app.core import csv as csv_export
 from app.core.auth import Principal, Role
 from app.core.problems import Forbidden
 
@@ -54,3 +56,18 @@ async def read_feed(
         for row in rows
     ]
     return {"items": items, "next_after": next_after}
+
+
+def feed_batches(
+    principal: Principal, resources: list[Resource] | None
+) -> Callable[[AsyncSession, str | None], Awaitable[tuple[Sequence[Any], str | None]]]:
+    """The feed in batches for a CSV export (`app.core.csv.csv_stream_response`): the items after a cursor
+    and the cursor to go on from, None once a batch comes back short (the end of the feed as visible now)."""
+
+    async def batch(session: AsyncSession, after: str | None) -> tuple[Sequence[Any], str | None]:
+        size = csv_export.BATCH_ROWS
+        body = await read_feed(session, principal, after=after, resources=resources, limit=size)
+        items: list[dict[str, Any]] = body["items"]
+        return items, body["next_after"] if len(items) == size else None
+
+    return batch
