@@ -371,11 +371,13 @@ def write_atomically(files: dict[Path, bytes]) -> None:
             temporary.unlink(missing_ok=True)
 
 
-def statistics_files(directory: Path, day: date, producer: str, territory: str) -> dict[Path, bytes]:
-    """The statistics CSV files published beside the venues, named the same way (`stats-positions`,
-    `stats-workshops`): none yet. Takes the directory and the date so that the statistics can join the
-    same atomic write."""
-    del directory, day, producer, territory
+async def statistics_files(
+    session: AsyncSession, directory: Path, day: date, producer: str, territory: str
+) -> dict[Path, bytes]:
+    """The statistics CSV files published beside the venues, named the same way
+    (`file_name(day, producer, territory, "stats-positions", "csv")`, `stats-workshops`), read in the same
+    session and written in the same atomic step: none yet."""
+    del session, directory, day, producer, territory
     return {}
 
 
@@ -403,6 +405,6 @@ async def export_directory(
         directory / file_name(day, producer, territory, what, "csv"): to_csv(export.records),
         directory / file_name(day, producer, territory, what, "json"): to_json(export.records),
     }
-    files |= statistics_files(directory, day, producer, territory)
+    files |= await statistics_files(session, directory, day, producer, territory)
     write_atomically(files)
     return ExportReport(sorted(files), len(export.records), export.skipped)

@@ -80,8 +80,8 @@ def test_a_failed_write_leaves_the_previous_files(tmp_path: Path, monkeypatch: p
     assert names_in(tmp_path) == ["a.csv", "a.json"]
 
 
-def test_statistics_hook_adds_no_file_yet(tmp_path: Path) -> None:
-    assert service.statistics_files(tmp_path, DAY, "cnfs", "france") == {}
+async def test_statistics_hook_adds_no_file_yet(session: AsyncSession, tmp_path: Path) -> None:
+    assert await service.statistics_files(session, tmp_path, DAY, "cnfs", "france") == {}
 
 
 @pytest.fixture
