@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
 from app.core.auth import PrincipalDep
+from app.core.csv import csv_header_responses, csv_rows_response, vary_accept
+from app.core.media import Separator, SepQuery, scope_accepts_csv
 from app.core.problems import problem_responses
 from app.core.responses import json_response
 from app.core.types import QueryDay
@@ -33,7 +35,10 @@ PUBLIC_DOC = (
     "Public (no key needed), aggregated, no personal data. A key does not restrict these figures: a "
     "scoped key sees the same national figures as anyone; filter with `territory_id` or `within`. "
     "`territory_id` and `within` may be combined (both apply). Without a key the answer carries "
-    "`Cache-Control: public, max-age=60`. "
+    "`Cache-Control: public, max-age=60`. With `Accept: text/csv` (and `sep=semicolon` for French "
+    "spreadsheet software): the group key's column (`group` for `group_by=none`), then the figures, the "
+    "breakdowns flattened (`age_brackets_<value>`), one row per item then a `total` row; a suppressed cell "
+    "is empty. "
 )
 
 POSITIONS_DOC = (
@@ -81,9 +86,11 @@ WORKSHOPS_DOC = (
     response_model=PositionStats,
     summary="Statistics of positions",
     description=POSITIONS_DOC,
-    responses=problem_responses(401, 422),
+    responses=csv_header_responses(["territory_id", *service.POSITION_FIGURE_COLUMNS])
+    | problem_responses(401, 422),
 )
 async def stats_positions(
+    request: Request,
     session: SessionDep,
     programme_id: Annotated[uuid.UUID | None, Query(description="Only this programme's agreements.")] = None,
     territory_id: TerritoryQuery = None,
@@ -91,11 +98,12 @@ async def stats_positions(
     group_by: Annotated[
         service.PositionGroup, Query(description="`territory`, `kind` or `none` (default).")
     ] = service.PositionGroup.none,
+    sep: SepQuery = Separator.comma,
 ) -> Response:
     answer = await service.position_stats(
         session, programme_id=programme_id, territory_id=territory_id, within=within, group_by=group_by
     )
-    return json_response(answer)
+    return _answer(request, answer, group_by.value, service.POSITION_FIGURE_COLUMNS, sep, "stats-positions")
 
 
 @router.get(
@@ -103,7 +111,8 @@ async def stats_positions(
     response_model=WorkshopStats,
     summary="Statistics of workshops",
     description=WORKSHOPS_DOC,
-    responses=problem_responses(401, 422),
+    responses=csv_header_responses(["month", *service.workshop_figure_columns()])
+    | problem_responses(401, 422),
 )
 async def stats_workshops(
     request: Request,
@@ -131,6 +140,7 @@ async def stats_workshops(
         service.WorkshopGroup,
         Query(description="`theme`, `month`, `territory`, `level` or `none` (default)."),
     ] = service.WorkshopGroup.none,
+    sep: SepQuery = Separator.comma,
 ) -> Response:
     answer = await service.workshop_stats(
         session,
@@ -142,4 +152,17 @@ async def stats_workshops(
         group_by=group_by,
         threshold=request.app.state.settings.stats_disclosure_threshold,
     )
-    return json_response(answer)
+    return _answer(request, answer, group_by.value, service.workshop_figure_columns(), sep, "stats-workshops")
+
+
+def _answer(
+    request: Request, answer: dict[str, Any], group_by: str, figures: list[str], sep: Separator, name: str
+) -> Response:
+    """JSON, or with `Accept: text/csv` the same figures as one row per item and a `total` row."""
+    if scope_accepts_csv(request.scope["headers"]):
+        columns, rows = service.csv_table(answer, group_by, figures)
+        response = csv_rows_response(columns, rows, sep, filename=name)
+    else:
+        response = json_response(answer)
+    vary_accept(response)
+    return response

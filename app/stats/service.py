@@ -7,7 +7,7 @@ Answers are plain data, `{"totals": {...}, "items": [...]}`, that any writer (JS
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -53,6 +53,41 @@ KEY_FIELDS = {
     "month": "month",
     "level": "level",
 }
+
+
+def csv_table(
+    answer: Mapping[str, Any], group_by: str, figures: Sequence[str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """A statistics answer as a table (API.md: one row per item, breakdowns flattened as
+    `age_brackets_<value>`, then a `total` row): the first column is the group key (`group` for
+    `group_by=none`, whose only row is the total); a suppressed cell is an empty one."""
+    key = KEY_FIELDS.get(group_by, "group")
+    columns = [key, *figures]
+    rows = [{key: item.get(key), **item} for item in answer["items"]]
+    rows.append({**answer["totals"], key: "total"})
+    return columns, rows
+
+
+def workshop_figure_columns() -> list[str]:
+    return [
+        "held",
+        "cancelled",
+        "registrations",
+        "attendees",
+        *(f"age_brackets_{bracket.value}" for bracket in AgeBracket),
+        *(f"social_statuses_{status.value}" for status in SocialStatus),
+    ]
+
+
+POSITION_FIGURE_COLUMNS = [
+    "granted",
+    "open",
+    "occupied",
+    "vacant",
+    "closed",
+    "subsidy_committed_cents",
+    "occupancy_rate",
+]
 
 
 async def place(

@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from tests.stats.helpers import STATS, naive_workshops, query, rebuilt_rows, rollup_rows, someone
+from tests.stats.recovery import recoverable_cells
 from tests.workshops.helpers import WORKSHOPS, Place, at, workshop_body
+
+# The default of STATS_DISCLOSURE_THRESHOLD (the tests run with the default settings).
+THRESHOLD = 11
 
 # Around month ends in UTC; the 2026 ones have started (attendance may be reported), the 2027 ones not.
 INSTANTS = (
@@ -166,8 +170,35 @@ async def test_the_rollup_and_the_answers_follow_every_write(
                 assert answer == await naive_workshops(
                     session, starts=starts, ends=ends, group_by=group_by
                 ), params
+                public = (await client.get(f"{STATS}/workshops", params=params)).json()
+                assert_confidential(public, answer)
         within = {"within": str(place.tree.rhone.id), "group_by": "month"}
         answer = (await client.get(f"{STATS}/workshops", params=within, headers=place.admin)).json()
         assert answer == await naive_workshops(session, within=place.tree.rhone.id, group_by="month")
     finally:
         await example.rollback()
+
+
+def assert_confidential(public: dict[str, Any], exact: dict[str, Any]) -> None:
+    """The answer to a caller without a key: the exact answer with small cells hidden, and no hidden cell
+    given back by adding and subtracting its published figures (the checker of tests/stats/recovery.py)."""
+    rows = [*public["items"], public["totals"]]
+    exact_rows = [*exact["items"], exact["totals"]]
+    for name in ("age_brackets", "social_statuses"):
+        for row, exact_row in zip(rows, exact_rows, strict=True):
+            assert row["attendees"] == exact_row["attendees"]
+            for key, value in exact_row[name].items():
+                shown = row[name][key]
+                if 0 < value < THRESHOLD:
+                    assert shown is None, (name, key, value)
+                else:
+                    assert shown in (value, None), (name, key, value)
+        assert (
+            recoverable_cells(
+                [item[name] for item in public["items"]],
+                [item["attendees"] for item in public["items"]],
+                public["totals"][name],
+                public["totals"]["attendees"],
+            )
+            == []
+        ), (name, public)
