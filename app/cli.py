@@ -364,13 +364,22 @@ def open_data_export(
 async def _open_data_export(
     settings: Settings, directory: Path, day: date, producer: str, territory: str
 ) -> service_types.ExportReport:
-    from app.db import make_engine, make_sessionmaker
+    from app.db import make_engine, make_sessionmaker, read_execution_options
     from app.opendata import service
 
     engine = make_engine(settings.database_url)
     try:
-        async with make_sessionmaker(engine)() as session:
-            return await service.export_directory(session, directory, day, producer, territory)
+        # The venues and the statistics of one publication read one snapshot.
+        async with make_sessionmaker(engine)() as session, session.begin():
+            await session.connection(execution_options=read_execution_options(engine))
+            return await service.export_directory(
+                session,
+                directory,
+                day,
+                producer,
+                territory,
+                threshold=settings.stats_disclosure_threshold,
+            )
     finally:
         await engine.dispose()
 

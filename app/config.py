@@ -51,6 +51,10 @@ EXAMPLES = {
 }
 
 
+# INSEE's rule for counts of persons: a count below 11 is not published.
+DEFAULT_DISCLOSURE_THRESHOLD = 11
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -134,7 +138,7 @@ class Settings(BaseSettings):
         "it, or on an error, the request goes through unchecked.",
     )
     stats_disclosure_threshold: int = Field(
-        default=11,
+        default=DEFAULT_DISCLOSURE_THRESHOLD,
         ge=1,
         le=1000,
         description="Statistical confidentiality: for callers without a key, a breakdown cell of the "

@@ -359,17 +359,26 @@ def csv_rows_response(
             ...
 
     with `responses=csv_header_responses(columns) | problem_responses(...)` documenting `text/csv`."""
+    return Response(
+        csv_rows(columns, rows, sep),
+        media_type=CSV_MEDIA_TYPE,
+        headers=_headers(None, filename),
+    )
+
+
+def csv_rows(
+    columns: Sequence[str],
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+    sep: Separator = Separator.comma,
+) -> bytes:
+    """The bytes of `csv_rows_response` (also written to files by the open-data export)."""
     writer = CsvWriter(sep)
     writer.start(columns)
     writer.write(
         [_cell(value) for value in (_in_order(row, columns) if isinstance(row, Mapping) else row)]
         for row in rows
     )
-    return Response(
-        writer.chunk(),
-        media_type=CSV_MEDIA_TYPE,
-        headers=_headers(None, filename),
-    )
+    return writer.chunk()
 
 
 def _in_order(row: Mapping[str, Any], columns: Sequence[str]) -> list[Any]:

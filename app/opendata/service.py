@@ -31,10 +31,14 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import DEFAULT_DISCLOSURE_THRESHOLD
+from app.core.auth import ANONYMOUS
+from app.core.csv import csv_rows
 from app.db import utcnow
 from app.opendata import repository
 from app.opendata.repository import VenueRow
 from app.referentials.data import THEME_BITS, Theme
+from app.stats import service as stats
 
 logger = logging.getLogger("app.opendata")
 
@@ -372,13 +376,34 @@ def write_atomically(files: dict[Path, bytes]) -> None:
 
 
 async def statistics_files(
-    session: AsyncSession, directory: Path, day: date, producer: str, territory: str
+    session: AsyncSession, directory: Path, day: date, producer: str, territory: str, threshold: int
 ) -> dict[Path, bytes]:
-    """The statistics CSV files published beside the venues, named the same way
-    (`file_name(day, producer, territory, "stats-positions", "csv")`, `stats-workshops`), read in the same
-    session and written in the same atomic step: none yet."""
-    del session, directory, day, producer, territory
-    return {}
+    """The statistics published beside the venues, as `GET /stats/positions?group_by=territory` and
+    `GET /stats/workshops?group_by=month` answer a caller without a key (small counts hidden), as CSV,
+    named the same way (`stats-positions`, `stats-workshops`), read in the export's session and written
+    in the same atomic step."""
+    positions = await stats.position_stats(
+        session, programme_id=None, territory_id=None, within=None, group_by=stats.PositionGroup.territory
+    )
+    workshops = await stats.workshop_stats(
+        session,
+        ANONYMOUS,
+        territory_id=None,
+        within=None,
+        starts=None,
+        ends=None,
+        group_by=stats.WorkshopGroup.month,
+        threshold=threshold,
+    )
+    tables = (
+        ("stats-positions", positions, "territory", stats.POSITION_FIGURE_COLUMNS),
+        ("stats-workshops", workshops, "month", stats.workshop_figure_columns()),
+    )
+    files: dict[Path, bytes] = {}
+    for what, answer, group_by, figures in tables:
+        columns, rows = stats.csv_table(answer, group_by, figures)
+        files[directory / file_name(day, producer, territory, what, "csv")] = csv_rows(columns, rows)
+    return files
 
 
 @dataclass
@@ -395,6 +420,7 @@ async def export_directory(
     producer: str = DEFAULT_PRODUCER,
     territory: str = DEFAULT_TERRITORY,
     now: datetime | None = None,
+    threshold: int = DEFAULT_DISCLOSURE_THRESHOLD,
 ) -> ExportReport:
     """The files of one day's publication, written atomically into `directory`."""
     if not file_part(producer) or not file_part(territory):
@@ -405,6 +431,6 @@ async def export_directory(
         directory / file_name(day, producer, territory, what, "csv"): to_csv(export.records),
         directory / file_name(day, producer, territory, what, "json"): to_json(export.records),
     }
-    files |= await statistics_files(session, directory, day, producer, territory)
+    files |= await statistics_files(session, directory, day, producer, territory, threshold)
     write_atomically(files)
     return ExportReport(sorted(files), len(export.records), export.skipped)

@@ -26,6 +26,9 @@ runner = CliRunner()
 DAY = date(2026, 12, 7)
 CSV_NAME = "2026-12-07_cnfs_lieux-de-mediation-numerique_france.csv"
 JSON_NAME = "2026-12-07_cnfs_lieux-de-mediation-numerique_france.json"
+POSITIONS_NAME = "2026-12-07_cnfs_stats-positions_france.csv"
+WORKSHOPS_NAME = "2026-12-07_cnfs_stats-workshops_france.csv"
+ALL_NAMES = sorted([CSV_NAME, JSON_NAME, POSITIONS_NAME, WORKSHOPS_NAME])
 
 
 def names_in(directory: Path) -> list[str]:
@@ -39,8 +42,8 @@ async def test_the_files_of_a_day(
         await create_workshop(client, place.admin, place.lyon_position["id"], venue=venue)
     report = await service.export_directory(session, tmp_path, DAY)
 
-    assert [path.name for path in report.files] == [CSV_NAME, JSON_NAME]
-    assert names_in(tmp_path) == [CSV_NAME, JSON_NAME]
+    assert [path.name for path in report.files] == ALL_NAMES
+    assert names_in(tmp_path) == ALL_NAMES
     assert report.venues == 2
     assert report.skipped == {}
     written = (tmp_path / CSV_NAME).read_bytes()
@@ -80,8 +83,23 @@ def test_a_failed_write_leaves_the_previous_files(tmp_path: Path, monkeypatch: p
     assert names_in(tmp_path) == ["a.csv", "a.json"]
 
 
-async def test_statistics_hook_adds_no_file_yet(session: AsyncSession, tmp_path: Path) -> None:
-    assert await service.statistics_files(session, tmp_path, DAY, "cnfs", "france") == {}
+async def test_the_statistics_published_beside_the_venues_are_the_public_answers(
+    client: httpx.AsyncClient, place: Place, session: AsyncSession, tmp_path: Path
+) -> None:
+    await create_workshop(client, place.admin, place.lyon_position["id"])
+    files = await service.statistics_files(session, tmp_path, DAY, "cnfs", "france", threshold=11)
+    assert sorted(path.name for path in files) == [POSITIONS_NAME, WORKSHOPS_NAME]
+    # The same bytes as the statistics endpoints answer a caller without a key, as CSV.
+    for name, path, params in (
+        (POSITIONS_NAME, "/api/v1/stats/positions", {"group_by": "territory"}),
+        (WORKSHOPS_NAME, "/api/v1/stats/workshops", {"group_by": "month"}),
+    ):
+        answer = await client.get(path, params=params, headers={"Accept": "text/csv"})
+        assert answer.status_code == 200, answer.text
+        assert files[tmp_path / name] == answer.content
+    positions = files[tmp_path / POSITIONS_NAME].decode().splitlines()
+    assert positions[0].startswith("territory_id,granted,open,occupied,vacant,closed,")
+    assert positions[-1].startswith("total,")
 
 
 @pytest.fixture
@@ -111,14 +129,16 @@ def test_export_command(cli_database: str, tmp_path: Path) -> None:
     )
     assert done.exit_code == 0, done.output
     names = names_in(target)
-    assert len(names) == 2
+    assert len(names) == 4
     day = names[0][:10]
     assert names == [
         f"{day}_anct_lieux-de-mediation-numerique_ile-de-france.csv",
         f"{day}_anct_lieux-de-mediation-numerique_ile-de-france.json",
+        f"{day}_anct_stats-positions_ile-de-france.csv",
+        f"{day}_anct_stats-workshops_ile-de-france.csv",
     ]
     summary = done.output.strip().splitlines()[-1]
-    assert summary == f"open data {day}: 0 venues written, 0 left out, into {names[0]}, {names[1]}"
+    assert summary == f"open data {day}: 0 venues written, 0 left out, into {', '.join(names)}"
     assert errors_of_csv((target / names[0]).read_bytes(), tmp_path) == []
     assert json.loads((target / names[1]).read_bytes()) == []
 
