@@ -48,6 +48,7 @@ EXAMPLES = {
     "redis_url": "redis://127.0.0.1:6379/0",
     "rate_limit_redis_timeout_seconds": "0.5",
     "stats_disclosure_threshold": "11",
+    "open_data_cache_seconds": "300",
 }
 
 
@@ -143,6 +144,13 @@ class Settings(BaseSettings):
         le=1000,
         description="Statistical confidentiality: for callers without a key, a breakdown cell of the "
         "statistics below this (and above 0) is published as null.",
+    )
+    open_data_cache_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="How long a worker process serves the open-data files it built (0: built for each "
+        "request); the requests arriving while they are built wait for that one export.",
     )
 
     @field_validator("database_url")

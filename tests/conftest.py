@@ -97,6 +97,9 @@ def settings(database_url: str) -> Settings:
         log_level="WARNING",
         # The suite makes many requests from one address: tests/core/test_rate_limits.py turns them on.
         rate_limits_enabled=False,
+        # The open-data tests change workshops between two exports (tests/opendata/test_published.py
+        # turns the cache on).
+        open_data_cache_seconds=0,
     )
 
 

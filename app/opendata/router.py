@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.core.problems import problem_responses
 from app.db import SessionDep, TransactionRoute
@@ -26,7 +26,8 @@ DOC = (
     "the SIREN of the counsellors' employer; `services` maps the workshops' themes (docs/open-data.md). A "
     "place whose required fields cannot be filled is left out. Answers `Cache-Control: "
     + CACHE_CONTROL
-    + "`."
+    + "`. Each worker process builds the files at most once per `OPEN_DATA_CACHE_SECONDS` (300 by "
+    "default) and serves them meanwhile; requests arriving during a build wait for it."
 )
 _EXAMPLE_CSV = service.to_csv([EXAMPLE]).decode()
 _CSV: dict[int | str, dict[str, Any]] = {
@@ -35,6 +36,15 @@ _CSV: dict[int | str, dict[str, Any]] = {
         "content": {"text/csv": {"schema": {"type": "string"}, "example": _EXAMPLE_CSV}},
     }
 }
+
+
+def _published(request: Request) -> service.Published:
+    """The worker's open-data files (`OPEN_DATA_CACHE_SECONDS`), made at the first request for them."""
+    state = request.app.state
+    published: service.Published | None = getattr(state, "open_data_published", None)
+    if published is None:
+        published = state.open_data_published = service.Published(state.settings.open_data_cache_seconds)
+    return published
 
 
 def _answer(content: bytes, media_type: str, name: str) -> Response:
@@ -54,9 +64,12 @@ def _answer(content: bytes, media_type: str, name: str) -> Response:
     response_class=Response,
     responses=_CSV | problem_responses(401, 422),
 )
-async def open_data_lieux_csv(session: SessionDep) -> Response:
-    export = await service.lieux(session)
-    return _answer(service.to_csv(export.records), "text/csv; charset=utf-8", "lieux-mediation-numerique.csv")
+async def open_data_lieux_csv(request: Request, session: SessionDep) -> Response:
+    async def build() -> bytes:
+        return service.to_csv((await service.lieux(session)).records)
+
+    content = await _published(request).get("csv", build)
+    return _answer(content, "text/csv; charset=utf-8", "lieux-mediation-numerique.csv")
 
 
 @router.get(
@@ -67,6 +80,9 @@ async def open_data_lieux_csv(session: SessionDep) -> Response:
     response_model=LieuxMediationNumerique,
     responses=problem_responses(401, 422),
 )
-async def open_data_lieux_json(session: SessionDep) -> Response:
-    export = await service.lieux(session)
-    return _answer(service.to_json(export.records), "application/json", "lieux-mediation-numerique.json")
+async def open_data_lieux_json(request: Request, session: SessionDep) -> Response:
+    async def build() -> bytes:
+        return service.to_json((await service.lieux(session)).records)
+
+    content = await _published(request).get("json", build)
+    return _answer(content, "application/json", "lieux-mediation-numerique.json")

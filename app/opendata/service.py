@@ -9,6 +9,7 @@ from one export to the next for as long as the place is written the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -17,10 +18,11 @@ import logging
 import os
 import re
 import tempfile
+import time
 import unicodedata
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
@@ -434,3 +436,35 @@ async def export_directory(
     files |= await statistics_files(session, directory, day, producer, territory, threshold)
     write_atomically(files)
     return ExportReport(sorted(files), len(export.records), export.skipped)
+
+
+class Published:
+    """The open-data files a worker process serves: built once per `seconds` whatever the number of
+    requests, and by one request at a time (the others wait for its result rather than run the same
+    national aggregation beside it). A build that fails or is cancelled leaves the next request to try."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._files: dict[str, tuple[float, bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _fresh(self, name: str) -> bytes | None:
+        built = self._files.get(name)
+        if built is None or time.monotonic() - built[0] >= self.seconds:
+            return None
+        return built[1]
+
+    async def get(self, name: str, build: Callable[[], Awaitable[bytes]]) -> bytes:
+        if self.seconds <= 0:
+            return await build()
+        content = self._fresh(name)
+        if content is not None:
+            return content
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            content = self._fresh(name)
+            if content is None:
+                started = time.monotonic()
+                content = await build()
+                # Its age counts from the snapshot it was read in, not from the end of the build.
+                self._files[name] = (started, content)
+            return content
