@@ -164,6 +164,8 @@ async def open_apps(
                         log_json=False,
                         # Every request of a benchmark comes from one address.
                         rate_limits_enabled=False,
+                        # The open-data scenarios measure the export, as the reference runs it.
+                        open_data_cache_seconds=0,
                     ).model_copy(update=_rate_limit_fields(rate_limits))
                 )
             elif name == REFERENCE:

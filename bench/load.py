@@ -174,6 +174,8 @@ def start_server(
         "LOG_JSON": "true",
         # Every request of a benchmark comes from one address: the service's rate limits would refuse most.
         "RATE_LIMITS_ENABLED": "false",
+        # The open-data scenarios measure the export, as the reference runs it, not a worker's copy of it.
+        "OPEN_DATA_CACHE_SECONDS": "0",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     env.pop("WEB_CONCURRENCY", None)
