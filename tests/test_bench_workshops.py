@@ -27,6 +27,7 @@ from tests.conftest import TEST_DATABASE_URL, postgres_only
 pytestmark = postgres_only
 
 WORKSHOPS = 200
+AGREEMENTS, POSITIONS, COUNSELLORS = 10, 90, 130
 
 
 def _database_url(prefix: str) -> str:
@@ -41,7 +42,15 @@ def built() -> Iterator[tuple[str, dataset.Dataset]]:
     try:
         yield (
             url,
-            dataset.build(url, departements=("69", "01"), agreements=10, workshops=WORKSHOPS, progress=False),
+            dataset.build(
+                url,
+                departements=("69", "01"),
+                agreements=AGREEMENTS,
+                positions=POSITIONS,
+                counsellors=COUNSELLORS,
+                workshops=WORKSHOPS,
+                progress=False,
+            ),
         )
     finally:
         asyncio.run(dataset.drop_pg_database(url))
@@ -206,8 +215,10 @@ async def test_the_schema_is_the_migrations(built: tuple[str, dataset.Dataset]) 
 async def test_the_rows_depend_on_the_seed_only(built: tuple[str, dataset.Dataset]) -> None:
     url, summary = built
     territories = await _rows(url, "SELECT id, kind, code, path, postcodes FROM territories")
-    positions = await _rows(url, "SELECT id, territory_id FROM positions ORDER BY created_at, id")
-    assignments = await _rows(url, "SELECT position_id, counsellor_id FROM assignments")
+    positions = await _rows(url, "SELECT id, territory_id, closed_on FROM positions ORDER BY created_at, id")
+    assignments = await _rows(
+        url, "SELECT position_id, counsellor_id, started_on, ended_on FROM assignments ORDER BY id"
+    )
     runners, _, _ = workshops_dataset.plan(
         territories, positions, assignments, uuid.UUID(summary.departement_id)
     )
@@ -216,5 +227,6 @@ async def test_the_rows_depend_on_the_seed_only(built: tuple[str, dataset.Datase
     other = workshops_dataset.Generator(runners, 8).chunk(3, 0, 50)
     assert first == again
     assert first != other
-    # Exactly three registrations per workshop on an even number of them.
-    assert len(first.registrations) == 3 * len(first.workshops)
+    # Exactly `REGISTRATIONS_PER_WORKSHOP` registrations per workshop on an even number of them.
+    per_workshop = workshops_dataset.REGISTRATIONS_PER_WORKSHOP
+    assert len(first.registrations) == per_workshop * len(first.workshops)
