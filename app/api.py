@@ -14,6 +14,7 @@ from app.positions.router import assignments_router
 from app.positions.router import router as positions_router
 from app.programmes.router import router as programmes_router
 from app.referentials.router import router as referentials_router
+from app.stats.router import router as stats_router
 from app.territories.router import router as territories_router
 from app.workshops.router import router as workshops_router
 
@@ -27,6 +28,7 @@ api_router.include_router(positions_router)
 api_router.include_router(counsellors_router)
 api_router.include_router(assignments_router)
 api_router.include_router(workshops_router)
+api_router.include_router(stats_router)
 api_router.include_router(changes_router)
 api_router.include_router(referentials_router)
 api_router.include_router(api_keys_router)

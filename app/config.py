@@ -47,6 +47,7 @@ EXAMPLES = {
     "rate_limit_registration": "10/minute",
     "redis_url": "redis://127.0.0.1:6379/0",
     "rate_limit_redis_timeout_seconds": "0.5",
+    "stats_disclosure_threshold": "11",
 }
 
 
@@ -131,6 +132,13 @@ class Settings(BaseSettings):
         le=10,
         description="The longest a request waits for Redis to count it (connecting, sending, reading); past "
         "it, or on an error, the request goes through unchecked.",
+    )
+    stats_disclosure_threshold: int = Field(
+        default=11,
+        ge=1,
+        le=1000,
+        description="Statistical confidentiality: for callers without a key, a breakdown cell of the "
+        "statistics below this (and above 0) is published as null.",
     )
 
     @field_validator("database_url")

@@ -96,6 +96,10 @@ TAGS = [
         "name": "changes",
         "description": "The change feed: what changed, in an order that never skips a change.",
     },
+    {
+        "name": "statistics",
+        "description": "Public aggregates of positions and workshops, with statistical confidentiality.",
+    },
     {"name": "referentials", "description": "Reference lists with French labels."},
     {"name": "access", "description": "API keys and the caller's identity."},
     {"name": "operations", "description": "Liveness, readiness and metrics."},

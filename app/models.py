@@ -8,6 +8,7 @@ from app.counsellors.models import Counsellor
 from app.db import Base
 from app.positions.models import Assignment, Position
 from app.programmes.models import Programme
+from app.stats.models import workshop_monthly_stats
 from app.territories.models import Territory, TerritoryAlias, TerritoryWord
 from app.workshops.models import Registration, Workshop
 
@@ -30,4 +31,5 @@ __all__ = [
     "Workshop",
     "api_key_territories",
     "metadata",
+    "workshop_monthly_stats",
 ]

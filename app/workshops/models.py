@@ -95,6 +95,12 @@ class Workshop(TimestampedMixin, VersionedMixin, Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     # The activity report's anonymous part: {"total", "age_brackets", "social_statuses"}.
     walk_ins: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Who came, written with the activity report from the present registrations and the walk-ins: the
+    # statistics read these (and the rollup the database keeps from them, app.stats.models), never the
+    # registrations, whose personal data may be erased later.
+    attendees: Mapped[int] = mapped_column(server_default=text("0"))
+    # {"age_brackets": {<value>: n}, "social_statuses": {<value>: n}}, every referential value present.
+    attendee_breakdown: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The iCalendar SEQUENCE (RFC 5545 3.8.7.4): raised by the changes a calendar must show (start, end,
     # place, cancellation), not by a registration, which raises `version` only.
     sequence: Mapped[int] = mapped_column(server_default=text("0"))

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ from app.db import new_id, utcnow
 from app.positions import service as positions
 from app.positions.errors import PositionClosed
 from app.positions.models import today
+from app.referentials.data import AgeBracket, Attendance, SocialStatus
 from app.territories import service as territories
 from app.workshops import repository as repo
 from app.workshops.errors import (
@@ -254,6 +256,7 @@ async def create(session: AsyncSession, data: WorkshopCreate, principal: Princip
         registered_count=0,
         waitlisted_count=0,
         seats_left=data.capacity,
+        attendees=0,
         status=WorkshopStatus.scheduled.value,
         public=data.public,
         sequence=0,
@@ -596,6 +599,19 @@ async def record_attendance(session: AsyncSession, workshop: Workshop, report: A
         "total": walk_ins.total,
         "age_brackets": {k.value: v for k, v in walk_ins.age_brackets.items()},
         "social_statuses": {k.value: v for k, v in walk_ins.social_statuses.items()},
+    }
+    present = [r for r in live.values() if r.attendance == Attendance.present.value]
+    ages = Counter({bracket.value: 0 for bracket in AgeBracket})
+    socials = Counter({status.value: 0 for status in SocialStatus})
+    ages.update(workshop.walk_ins["age_brackets"])
+    socials.update(workshop.walk_ins["social_statuses"])
+    # A registrant who gave no bracket or status counts as `non_communique`, like a walk-in who did not say.
+    ages.update(r.age_bracket or AgeBracket.non_communique.value for r in present)
+    socials.update(r.social_status or SocialStatus.non_communique.value for r in present)
+    workshop.attendees = walk_ins.total + len(present)
+    workshop.attendee_breakdown = {
+        "age_brackets": {bracket.value: ages[bracket.value] for bracket in AgeBracket},
+        "social_statuses": {status.value: socials[status.value] for status in SocialStatus},
     }
     workshop.status = WorkshopStatus.completed.value
     await session.flush()

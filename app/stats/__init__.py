@@ -1,0 +1,1 @@
+"""Statistics: public aggregates of positions and workshops, with statistical confidentiality."""

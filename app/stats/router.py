@@ -1,0 +1,138 @@
+"""HTTP handlers of /stats: public aggregates of positions and workshops."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from app.core.auth import PrincipalDep
+from app.core.problems import problem_responses
+from app.core.responses import json_response
+from app.db import SessionDep, TransactionRoute
+from app.stats import service
+from app.stats.schemas import PositionStats, WorkshopStats
+
+router = APIRouter(prefix="/stats", tags=["statistics"], route_class=TransactionRoute)
+
+TerritoryQuery = Annotated[
+    uuid.UUID | None,
+    Query(description="Only this territory (an unknown id → 422 `validation_error`)."),
+]
+WithinQuery = Annotated[
+    uuid.UUID | None,
+    Query(
+        description="A territory id: it and its whole subtree (an unknown id → 422 `validation_error`, as "
+        "for the lists' `within`)."
+    ),
+]
+
+PUBLIC_DOC = (
+    "Public (no key needed), aggregated, no personal data. A key does not restrict these figures: a "
+    "scoped key sees the same national figures as anyone; filter with `territory_id` or `within`. "
+    "`territory_id` and `within` may be combined (both apply). "
+)
+
+POSITIONS_DOC = (
+    PUBLIC_DOC + "Every figure is attributed to the **agreement's territory** (the employer): `granted` and "
+    "`subsidy_committed_cents` are the sums of the draft and signed agreements (a draft reserves; a "
+    "terminated agreement frees its positions), exactly as the programme totals count them; `open` "
+    "(not closed), `occupied` (an assignment covers today, UTC), `vacant` (open − occupied) and `closed` "
+    "count the positions of the agreements there, whatever the descendant territory a counsellor works in; "
+    "`occupancy_rate` = occupied ÷ open (0 to 1, null when nothing is open). So `territory_id`, `within` "
+    "and `group_by` apply to the agreement's territory for every figure, and the items of any grouping add "
+    "up to the totals. `group_by=territory`: one item per agreement territory that has an agreement or a "
+    "position (`territory_id`), in id order; `group_by=kind`: one item per kind of the referential "
+    "`territory_kinds` (`kind`: `region`, `departement`, `metropole`, `epci`, `commune`, zeros included); "
+    "`none` (default): `items` is empty. To count positions by the territory where counsellors work, list "
+    "them: `GET /positions?territory_id=`. An unknown `programme_id` → 422 `validation_error`."
+)
+
+WORKSHOPS_DOC = (
+    PUBLIC_DOC
+    + "Counts the workshops (public or not) whose `starts_at` falls between `from` and `to` (days, both "
+    "inclusive, in UTC; each bound optional; `from` after `to` → 422 `validation_error`): `held` "
+    "(completed: their activity report is in), `cancelled`, `registrations` (confirmed ones: waitlisted "
+    "and cancelled registrations are not counted; a cancelled workshop has none), `attendees` (present "
+    "registrations plus walk-ins) and their breakdowns `age_brackets` and `social_statuses`, "
+    "`{value: count}` with every value of the referential (0 included; a present registration without a "
+    "bracket or status counts as `non_communique`). The territory is the workshop's (its position's). "
+    "`group_by`: `theme` (one item per theme of the referential, in its order; a workshop with several "
+    "themes counts in each of its themes' items, once in `totals`, so the items do not add up to the "
+    "totals), `month` (`YYYY-MM` of `starts_at` in UTC, in order, the months with a figure other than 0), "
+    "`territory` (`territory_id` of the workshop, in id order, those with a figure other than 0), "
+    "`level` (one item per level of the referential), `none` (default: `items` is empty). "
+    "**Statistical confidentiality** (callers without a key; INSEE's rule for counts of persons): a "
+    "breakdown cell from 1 to 10 (setting `STATS_DISCLOSURE_THRESHOLD`, 11 by default, minus 1) is `null`, "
+    "in `items` and in `totals` alike; 0 stays 0 and the scalar figures stay exact; and no `null` cell may "
+    "be recoverable by adding and subtracting the published figures of the same answer: a lone `null` in "
+    "a breakdown is recoverable from the exact `attendees`, so the smallest other non-zero cell is `null` "
+    "too, and the same holds down the columns, between `items` and `totals`. Callers with a key get exact "
+    "cells. Figures come from per-workshop counts written with the activity report: erasing a registrant's "
+    "personal data later does not change them."
+)
+
+
+@router.get(
+    "/positions",
+    response_model=PositionStats,
+    summary="Statistics of positions",
+    description=POSITIONS_DOC,
+    responses=problem_responses(401, 422),
+)
+async def stats_positions(
+    session: SessionDep,
+    programme_id: Annotated[uuid.UUID | None, Query(description="Only this programme's agreements.")] = None,
+    territory_id: TerritoryQuery = None,
+    within: WithinQuery = None,
+    group_by: Annotated[
+        service.PositionGroup, Query(description="`territory`, `kind` or `none` (default).")
+    ] = service.PositionGroup.none,
+) -> Response:
+    answer = await service.position_stats(
+        session, programme_id=programme_id, territory_id=territory_id, within=within, group_by=group_by
+    )
+    return json_response(answer)
+
+
+@router.get(
+    "/workshops",
+    response_model=WorkshopStats,
+    summary="Statistics of workshops",
+    description=WORKSHOPS_DOC,
+    responses=problem_responses(401, 422),
+)
+async def stats_workshops(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    territory_id: TerritoryQuery = None,
+    within: WithinQuery = None,
+    starts: Annotated[
+        date | None,
+        Query(
+            alias="from", description="First day (UTC) of `starts_at`, inclusive.", examples=["2026-01-01"]
+        ),
+    ] = None,
+    ends: Annotated[
+        date | None,
+        Query(alias="to", description="Last day (UTC) of `starts_at`, inclusive.", examples=["2026-12-31"]),
+    ] = None,
+    group_by: Annotated[
+        service.WorkshopGroup,
+        Query(description="`theme`, `month`, `territory`, `level` or `none` (default)."),
+    ] = service.WorkshopGroup.none,
+) -> Response:
+    answer = await service.workshop_stats(
+        session,
+        principal,
+        territory_id=territory_id,
+        within=within,
+        starts=starts,
+        ends=ends,
+        group_by=group_by,
+        threshold=request.app.state.settings.stats_disclosure_threshold,
+    )
+    return json_response(answer)
