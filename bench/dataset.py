@@ -170,6 +170,7 @@ class Dataset:
     workshops_register_ids: str = ""
     workshops_register_commune: str = ""
     workshops_seconds: float = 0.0
+    workshops_steps: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -615,3 +616,4 @@ def _add_workshops(
     dataset.workshops_register_ids = " ".join(written.register_ids)
     dataset.workshops_register_commune = written.register_commune
     dataset.workshops_seconds = written.seconds
+    dataset.workshops_steps = written.steps

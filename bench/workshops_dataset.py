@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.referentials.data import AgeBracket, Level, SocialStatus, Theme
+from app.stats.models import METRIC_COLUMNS
 from app.workshops.schemas import theme_mask
 from app.workshops.service import department_of
 
@@ -256,6 +257,8 @@ class Workshops:
     register_ids: list[str] = field(default_factory=list)
     register_commune: str = ""
     seconds: float = 0.0
+    # Seconds per step: "copy" (generated and copied), "indexes", "vacuum", "rollup".
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 def _ordinal(day: Any) -> int:
@@ -369,6 +372,7 @@ class Chunk:
 class _Themes:
     """A set of themes as rows store it: the JSON list, the bit mask, the titles of its first theme."""
 
+    values: tuple[str, ...]
     json: str
     mask: int
     titles: tuple[str, ...]
@@ -393,6 +397,10 @@ class Generator:
         self.seed = seed
         self.per_workshop = per_workshop
         self.attendees = attendees
+        # The monthly statistics of the workshops generated so far, as `app.stats.rollup.rebuild` would
+        # compute them from the rows: (territory, month, level, theme or '') → the metrics in the order of
+        # `app.stats.models.METRIC_COLUMNS`.
+        self.rollup: dict[tuple[Any, str, str, str], list[int]] = {}
         self._themes: dict[tuple[int, ...], _Themes] = {}
         self._venues: dict[tuple[str, int], str] = {}
 
@@ -429,7 +437,10 @@ class Generator:
         if found is None:
             values = [THEMES[i].value for i in key]
             found = self._themes[key] = _Themes(
-                json.dumps(values), theme_mask(values), TITLES.get(THEMES[key[0]], DEFAULT_TITLES)
+                tuple(values),
+                json.dumps(values),
+                theme_mask(values),
+                TITLES.get(THEMES[key[0]], DEFAULT_TITLES),
             )
         return found
 
@@ -613,8 +624,43 @@ class Generator:
             version,
         )
         if self.attendees:
-            row += (present, _BREAKDOWN % (*ages, *statuses) if present else NOBODY)
+            # The activity report writes the breakdown (zeros included); before it there is none.
+            row += (present, _BREAKDOWN % (*ages, *statuses) if completed else None)
+            self._count(
+                (runner.territory_id, f"{starts_at.year:04d}-{starts_at.month:02d}", row[8]),
+                themes.values,
+                (int(completed), int(cancelled_workshop), confirmed, present),
+                (*ages, *statuses) if present else None,
+            )
         workshops.append(row)
+
+    def _count(
+        self,
+        base: tuple[Any, str, str],
+        themes: tuple[str, ...],
+        counts: tuple[int, int, int, int],
+        breakdown: tuple[int, ...] | None,
+    ) -> None:
+        """Adds a workshop to the rollup: once under theme '', once under each of its themes."""
+        for theme in ("", *themes):
+            key = (*base, theme)
+            into = self.rollup.get(key)
+            if into is None:
+                into = self.rollup[key] = [0] * (len(counts) + len(AGE_BRACKETS) + len(SOCIAL_STATUSES))
+            into[0] += counts[0]
+            into[1] += counts[1]
+            into[2] += counts[2]
+            into[3] += counts[3]
+            if breakdown is not None:
+                for i, value in enumerate(breakdown, 4):
+                    into[i] += value
+
+    def rollup_rows(self) -> list[tuple[Any, ...]]:
+        """The rollup's rows, in key order."""
+        return [
+            (*key, *values)
+            for key, values in sorted(self.rollup.items(), key=lambda kv: (str(kv[0][0]), *kv[0][1:]))
+        ]
 
     def targets(self, runner: Runner, where: Place, count: int) -> list[tuple[Any, ...]]:
         """The registration scenario's workshops: upcoming (in 2027), public, 10 000 seats, no registration
@@ -670,14 +716,25 @@ class Generator:
                     created_at,
                     1,
                 )
-                + ((0, NOBODY) if self.attendees else ())
+                + ((0, None) if self.attendees else ())
             )
+            if self.attendees:
+                self._count(
+                    (
+                        runner.territory_id,
+                        f"{starts_at.year:04d}-{starts_at.month:02d}",
+                        Level.debutant.value,
+                    ),
+                    (Theme.culture_numerique.value,),
+                    (0, 0, 0, 0),
+                    None,
+                )
         return rows
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------------
 
-TABLES = ("workshops", "registrations")
+TABLES = ("workshops", "registrations", "workshop_monthly_stats")
 
 
 async def _schema(conn: Any) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -737,16 +794,7 @@ async def _rebuild(dsn: str, constraints: list[tuple[str, str, str]], indexes: l
 
 
 ATTENDEE_COLUMNS = ("attendees", "attendee_breakdown")
-
-
-async def _has_attendees(conn: Any) -> bool:
-    """Whether the schema has the workshops' attendance figures (`ATTENDEE_COLUMNS`)."""
-    found = await conn.fetchval(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()"
-        " AND table_name = 'workshops' AND column_name = ANY($1::text[])",
-        list(ATTENDEE_COLUMNS),
-    )
-    return bool(found == len(ATTENDEE_COLUMNS))
+ROLLUP_COLUMNS = ("territory_id", "month", "level", "theme", *METRIC_COLUMNS)
 
 
 async def load_pg(
@@ -779,9 +827,8 @@ async def load_pg(
         disable=not progress,
     )
     try:
-        attendees = await _has_attendees(conn)
-        columns = WORKSHOP_COLUMNS + (ATTENDEE_COLUMNS if attendees else ())
-        generator = Generator(runners, seed, per_workshop, attendees)
+        columns = WORKSHOP_COLUMNS + ATTENDEE_COLUMNS
+        generator = Generator(runners, seed, per_workshop, attendees=True)
         targets = generator.targets(target_runner, target, register_targets(count))
         random_count = count - len(targets)
         summary = Workshops(
@@ -820,14 +867,19 @@ async def load_pg(
                 )
                 bar.advance(task, len(chunk.workshops))
                 bar.advance(rows, len(chunk.registrations))
+            bar.update(task, description="monthly statistics ...")
+            await conn.copy_records_to_table(
+                "workshop_monthly_stats", records=generator.rollup_rows(), columns=ROLLUP_COLUMNS
+            )
             await conn.execute("RESET session_replication_role")
+            clock = _Clock(summary.steps, started)
+            clock("copy")
             bar.update(task, description="indexes and keys ...")
             await _rebuild(dsn, constraints, indexes)
+            clock("indexes")
             bar.update(task, description="VACUUM ANALYZE ...")
-            await conn.execute("VACUUM ANALYZE workshops, registrations")
-            if attendees:
-                bar.update(task, description="monthly statistics ...")
-                await _rollup(dsn)
+            await conn.execute("VACUUM ANALYZE workshops, registrations, workshop_monthly_stats")
+            clock("vacuum")
             bar.update(task, description="done")
     finally:
         await conn.close()
@@ -835,18 +887,17 @@ async def load_pg(
     return summary
 
 
-async def _rollup(dsn: str) -> None:
-    """The monthly statistics recomputed from the workshops (`app.stats.rollup.rebuild`)."""
-    from app.stats import rollup  # type: ignore[import-not-found, unused-ignore]
+class _Clock:
+    """Records the seconds since the previous call under each step's name."""
 
-    from app.db import make_engine
+    def __init__(self, steps: dict[str, float], started: float) -> None:
+        self.steps = steps
+        self.last = started
 
-    engine = make_engine(dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
-    try:
-        async with engine.begin() as connection:
-            await rollup.rebuild(connection)
-    finally:
-        await engine.dispose()
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps[name] = round(now - self.last, 1)
+        self.last = now
 
 
 def _pick_workshop(summary: Workshops, chunk: Chunk) -> None:
