@@ -1,13 +1,17 @@
 """The benchmark's national-size dataset: the official territorial referential, a programme, signed agreements
-with positions, counsellors and assignments, and API keys.
+with positions, counsellors and their contracts, and API keys.
 
 The territory tree is the referential shipped with the service (`app/territories/data`), loaded by the
 service's own import (`app.territories.service.import_referential`): the same rows, search words and former
 codes as `cnfs-api territories import`, about 36 000 territories, or only some départements' (`departements`,
-for tests). Everything else is deterministic for a given seed (ids, populations, timestamps, key secrets;
-the import's territory ids too, drawn from the seed while it runs), and built straight into a fresh database:
-on PostgreSQL with COPY (asyncpg), on SQLite with bulk INSERTs through the app's own models (so that values
-are stored exactly as the app stores them)."""
+for tests). Then the programme at its size (`build_rows`): 400 agreements signed in 2021–2022 with the
+départements, the métropoles and EPCI spread over the country, sharing 4 000 positions, held in turn by
+6 000 counsellors: each position's contracts follow each other (one ended with a reason, the next counsellor
+hired after a gap), one position in seven is vacant today and some of those were closed. Everything is
+deterministic for a given seed (ids, populations, timestamps, key secrets; the import's territory ids too,
+drawn from the seed while it runs), and built straight into a fresh database: on PostgreSQL with COPY
+(asyncpg), on SQLite with bulk INSERTs through the app's own models (so that values are stored exactly as
+the app stores them)."""
 
 from __future__ import annotations
 

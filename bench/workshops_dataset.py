@@ -1,7 +1,8 @@
-"""The benchmark's workshops: a million workshops and three million registrations over 2021–2027 (PostgreSQL).
+"""The benchmark's workshops: a million workshops and five million registrations over 2021–2027 (PostgreSQL).
 
 Each row is what the service would have stored after the workshop's life: created under one of the dataset's
-positions (its territory, its counsellor), the venue a real commune of that territory's subtree with one of
+positions (its territory; the counsellor whose contract covers the workshop's day, none while the position
+was vacant), the venue a real commune of that territory's subtree with one of
 its postcodes (the JSON object and the `venue_*` columns, the département from the commune code as
 `app.workshops.service.department_of` derives it; the coordinate is the département's chef-lieu, moved a
 little), the themes as their JSON list and their bit mask (`app.workshops.schemas.theme_mask`), `ends_at`
@@ -9,9 +10,10 @@ from the duration. The registrations agree with the counters: the first live one
 seats (`confirmed`), the next ones wait (`waitlisted`, ranks 1, 2, ...), the others were `cancelled`;
 `registered_count`, `waitlisted_count` and `seats_left = capacity - registered_count` count them, and a
 cancelled workshop has cancelled every registration (its counters are 0). Past workshops are mostly
-`completed` (attendance recorded, walk-ins), a few cancelled or never reported; `version` counts the writes
-the service would have made on the row (each registration, each cancellation, the attendance report or the
-cancellation of the workshop). Clocks stop at `DATASET_NOW`.
+`completed` (attendance recorded, walk-ins; `attendees` and `attendee_breakdown` count the present
+registrations and the walk-ins as the activity report writes them), a few cancelled or never reported;
+`version` counts the writes the service would have made on the row (each registration, each cancellation,
+the attendance report or the cancellation of the workshop). Clocks stop at `DATASET_NOW`.
 
 A share of the workshops is in the Rhône with the theme `insertion_professionnelle`, so that the public
 search of the Rhône's upcoming ones fills its pages; `REGISTER_TARGETS` upcoming workshops of 10 000 seats,
@@ -19,9 +21,13 @@ alone in one commune (`Workshops.register_commune`), take the registration scena
 
 Everything is deterministic for a seed: chunk `c` of the workshops draws from its own generator seeded with
 (seed, c), so the rows do not depend on how the chunks are scheduled. The rows go in with COPY (asyncpg's
-`copy_records_to_table`): the two tables' indexes, primary keys and foreign keys are dropped first and built
-again afterwards from their definitions as read from the catalogue (a bulk build is faster than a million
-index insertions), so that the schema ends exactly as the migration made it."""
+`copy_records_to_table`), each chunk generated in a thread while the previous one is copied: the tables'
+indexes, primary keys and foreign keys are dropped first and built again afterwards from their definitions as
+read from the catalogue (a bulk build is faster than a million index insertions), so that the schema ends
+exactly as the migration made it. The triggers that keep the monthly statistics (`workshop_monthly_stats`)
+row by row are off during the COPY (the session as a replica's): the generator sums the rows as it writes
+them, the same sums as `app.stats.rollup.rebuild` (a test checks it), and copies them at the end; the
+statement would read a million rows' JSON again (about two minutes on a busy 2-core machine)."""
 
 from __future__ import annotations
 
@@ -808,11 +814,11 @@ async def load_pg(
     per_workshop: int = REGISTRATIONS_PER_WORKSHOP,
     progress: bool = True,
 ) -> Workshops:
-    """Writes `count` workshops (the registration targets among them) and about `per_workshop` × as many
-    registrations: COPY in chunks with the indexes and keys dropped and the workshops' triggers off (the
-    session as a replica's), each chunk generated in a thread while the previous one is copied; then the
-    indexes and keys built again, VACUUM ANALYZE, and the monthly statistics computed once from the rows
-    (`app.stats.rollup.rebuild`, where the schema has them)."""
+    """Writes `count` workshops (the registration targets among them), about `per_workshop` × as many
+    registrations and their monthly statistics: COPY in chunks with the indexes and keys dropped and the
+    workshops' triggers off (the session as a replica's), each chunk generated in a thread while the
+    previous one is copied, then the statistics the generator summed; then the indexes and keys built
+    again, and VACUUM ANALYZE."""
     import asyncpg
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
