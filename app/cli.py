@@ -1,4 +1,4 @@
-"""The `cnfs-api` command: serve, migrate, seed-demo, create-key, territories import."""
+"""The `cnfs-api` command: serve, migrate, seed-demo, create-key, territories import, stats rebuild."""
 
 from __future__ import annotations
 
@@ -255,6 +255,41 @@ async def _import(settings: Settings, snapshot: Any, bar: _Bar) -> ImportReport:
             await session.commit()
         await service.after_import(engine, report)
         return report
+    finally:
+        await engine.dispose()
+
+
+stats_cli = typer.Typer(help="Statistics: the workshop rollup.", no_args_is_help=True)
+cli.add_typer(stats_cli, name="stats")
+
+
+@stats_cli.command("rebuild")
+def stats_rebuild() -> None:
+    """Recompute the workshop rollup (`workshop_monthly_stats`) whole from the workshops, in one transaction:
+    after rows were loaded with the triggers disabled, or to repair it. Safe while the service runs."""
+    settings = checked_settings(secret=False, schema=True)
+    started = time.perf_counter()
+    rows = asyncio.run(_rebuild_stats(settings))
+    console.print(
+        f"[green]workshop rollup rebuilt[/green]: {rows} rows in {time.perf_counter() - started:.1f}s"
+    )
+
+
+async def _rebuild_stats(settings: Settings) -> int:
+    from sqlalchemy import func, select
+
+    from app.db import make_engine
+    from app.stats.models import workshop_monthly_stats
+    from app.stats.rollup import rebuild
+
+    engine = make_engine(settings.database_url)
+    try:
+        async with engine.begin() as connection:
+            await rebuild(connection)
+            count = (
+                await connection.execute(select(func.count()).select_from(workshop_monthly_stats))
+            ).scalar()
+        return int(count or 0)
     finally:
         await engine.dispose()
 

@@ -17,6 +17,7 @@ from app.cli import cli
 from app.config import get_settings
 from app.db import make_engine, make_sessionmaker
 from app.programmes.models import Programme
+from app.stats.models import workshop_monthly_stats
 from app.territories import referential
 from app.territories.models import Territory
 from tests.helpers import logging_restored
@@ -85,6 +86,26 @@ def test_migrate_seed_and_create_key(cli_database: str) -> None:
     assert made.exit_code == 0, made.output
     assert made.output.strip().startswith("cnfs_")
     assert _count(cli_database, ApiKey) == 4
+
+    # The demo's workshops are in the rollup the triggers kept; a rebuild finds the same rows.
+    kept = _rollup(cli_database)
+    assert kept
+    rebuilt = runner.invoke(cli, ["stats", "rebuild"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "workshop rollup rebuilt" in rebuilt.output
+    assert _rollup(cli_database) == kept
+
+
+def _rollup(url: str) -> set[tuple[object, ...]]:
+    async def read() -> set[tuple[object, ...]]:
+        engine = make_engine(url)
+        async with engine.connect() as connection:
+            rows = (await connection.execute(select(workshop_monthly_stats))).all()
+        await engine.dispose()
+        # Rows that went back to zero mean nothing, and a rebuild does not make them.
+        return {tuple(row) for row in rows if any(row[4:])}
+
+    return asyncio.run(read())
 
 
 def test_create_key_refuses_bad_input_without_a_traceback(cli_database: str) -> None:

@@ -16,7 +16,6 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     Integer,
-    Select,
     and_,
     case,
     exists,
@@ -105,23 +104,27 @@ async def workshop_edge_sums(
     (`group_by` none, month, territory, level or theme; for theme, the key '' is the total)."""
     w = Workshop.__table__.c
     metrics = _workshop_metrics()
-    key: ColumnElement[Any]
-    stmt: Select[Any]
+    where = [w.starts_at >= starts, w.starts_at < ends, *_in_place(w.territory_id, place)]
     if group_by == "theme":
-        themes = _themes()
-        key = themes.c.theme
-        joined = Workshop.__table__.join(
-            themes, or_(themes.c.bit == 0, w.themes_mask.bitwise_and(themes.c.bit) != 0)
+        # Summed per set of themes first, then spread over the themes of each set: the breakdowns are read
+        # once per workshop, not once per workshop and theme.
+        per_set = (
+            select(w.themes_mask.label("mask"), *(m.label(f"m{i}") for i, m in enumerate(metrics)))
+            .where(*where)
+            .group_by(w.themes_mask)
+            .subquery()
         )
-        stmt = select(key, *metrics).select_from(joined)
-    else:
-        key = {
-            "month": literal(month),
-            "territory": w.territory_id,
-            "level": w.level,
-        }.get(group_by, literal(ALL_THEMES))
-        stmt = select(key, *metrics).select_from(Workshop.__table__)
-    stmt = stmt.where(w.starts_at >= starts, w.starts_at < ends, *_in_place(w.territory_id, place))
+        themes = _themes()
+        spread = per_set.join(themes, or_(themes.c.bit == 0, per_set.c.mask.bitwise_and(themes.c.bit) != 0))
+        sums = [func.sum(per_set.c[f"m{i}"]) for i in range(len(metrics))]
+        stmt = select(themes.c.theme, *sums).select_from(spread).group_by(themes.c.theme)
+        return list((await session.execute(stmt)).all())
+    key: ColumnElement[Any] = {
+        "month": literal(month),
+        "territory": w.territory_id,
+        "level": w.level,
+    }.get(group_by, literal(ALL_THEMES))
+    stmt = select(key, *metrics).select_from(Workshop.__table__).where(*where)
     if group_by != "none":
         stmt = stmt.group_by(key)
     # An aggregate without GROUP BY answers one row even when nothing matches: its sums are NULL.
@@ -208,7 +211,3 @@ async def position_sums(
     if group_by != "none":
         stmt = stmt.group_by(key)
     return [row for row in (await session.execute(stmt)).all() if row[1] is not None]
-
-
-async def territory_exists(session: AsyncSession, territory_id: uuid.UUID) -> bool:
-    return bool((await session.execute(select(exists().where(Territory.id == territory_id)))).scalar())
