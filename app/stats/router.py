@@ -8,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.core.auth import PrincipalDep
+from app.core.auth import PrincipalDep, resolve_principal
+from app.core.direct import DirectSession, as_session, direct
 from app.core.problems import problem_responses
 from app.core.responses import json_response
 from app.db import SessionDep, TransactionRoute
@@ -97,6 +98,28 @@ async def stats_positions(
     return json_response(answer)
 
 
+# The direct twins (app.core.direct): the same service calls without FastAPI's request handling and the ORM
+# session, each answer read in one snapshot (the territory filters' paths, then the sums).
+@direct("stats_positions", snapshot=True)
+async def stats_positions_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    programme_id: uuid.UUID | None,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    group_by: service.PositionGroup,
+) -> Response | None:
+    answer = await service.position_stats(
+        as_session(session),
+        programme_id=programme_id,
+        territory_id=territory_id,
+        within=within,
+        group_by=group_by,
+    )
+    return json_response(answer)
+
+
 @router.get(
     "/workshops",
     response_model=WorkshopStats,
@@ -128,6 +151,30 @@ async def stats_workshops(
     answer = await service.workshop_stats(
         session,
         principal,
+        territory_id=territory_id,
+        within=within,
+        starts=starts,
+        ends=ends,
+        group_by=group_by,
+        threshold=request.app.state.settings.stats_disclosure_threshold,
+    )
+    return json_response(answer)
+
+
+@direct("stats_workshops", snapshot=True)
+async def stats_workshops_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    starts: date | None,
+    ends: date | None,
+    group_by: service.WorkshopGroup,
+) -> Response | None:
+    answer = await service.workshop_stats(
+        as_session(session),
+        await resolve_principal(request, session),
         territory_id=territory_id,
         within=within,
         starts=starts,
