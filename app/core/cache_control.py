@@ -14,6 +14,9 @@ PUBLIC_PREFIXES = (
     # Public workshops as anyone without a key sees them (no personal data): seats may be a minute stale in
     # a cache, the registration's answer is authoritative.
     "/api/v1/workshops",
+    # Statistics as anyone without a key sees them (aggregates, small cells suppressed): a national answer
+    # reads some 100 000 rollup rows, which a shared cache may spare for a minute.
+    "/api/v1/stats",
     "/problems",
     "/openapi.json",
     "/docs",

@@ -17,7 +17,7 @@ use them. Instants are `Timestamp`. Counts and money are `int` fields with `Fiel
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
@@ -104,3 +104,30 @@ normalised to UTC so that the response says `...Z` like every other timestamp, b
 
 QueryTimestamp = Timestamp
 """An instant in a query string: the same rule as in a body (a bare number is refused)."""
+
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day_text(value: object) -> object:
+    # As for instants: pydantic reads a number ("0") as seconds since 1970, and a date-time as its day.
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
+        raise ValueError("must be a day YYYY-MM-DD, e.g. 2026-11-26")
+    return value
+
+
+def _in_range(value: date) -> date:
+    if not MIN_INSTANT.date() <= value <= MAX_INSTANT.date():
+        raise PydanticCustomError("day_out_of_range", "must be a day from 1900-01-01 to 2999-12-31")
+    return value
+
+
+QueryDay = Annotated[
+    date,
+    BeforeValidator(_iso_day_text),
+    AfterValidator(_in_range),
+    Field(json_schema_extra={"formatMinimum": "1900-01-01", "formatMaximum": "2999-12-31"}),
+]
+"""A day in a query string: `YYYY-MM-DD` only, from 1900-01-01 to 2999-12-31 (a number is a 422)."""

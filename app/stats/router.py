@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -12,6 +11,7 @@ from app.core.auth import PrincipalDep, resolve_principal
 from app.core.direct import DirectSession, as_session, direct
 from app.core.problems import problem_responses
 from app.core.responses import json_response
+from app.core.types import QueryDay
 from app.db import SessionDep, TransactionRoute
 from app.stats import service
 from app.stats.schemas import PositionStats, WorkshopStats
@@ -33,7 +33,8 @@ WithinQuery = Annotated[
 PUBLIC_DOC = (
     "Public (no key needed), aggregated, no personal data. A key does not restrict these figures: a "
     "scoped key sees the same national figures as anyone; filter with `territory_id` or `within`. "
-    "`territory_id` and `within` may be combined (both apply). "
+    "`territory_id` and `within` may be combined (both apply). Without a key the answer carries "
+    "`Cache-Control: public, max-age=60`. "
 )
 
 POSITIONS_DOC = (
@@ -134,14 +135,20 @@ async def stats_workshops(
     territory_id: TerritoryQuery = None,
     within: WithinQuery = None,
     starts: Annotated[
-        date | None,
+        QueryDay | None,
         Query(
-            alias="from", description="First day (UTC) of `starts_at`, inclusive.", examples=["2026-01-01"]
+            alias="from",
+            description="First day (UTC) of `starts_at`, inclusive (1900-01-01 to 2999-12-31).",
+            examples=["2026-01-01"],
         ),
     ] = None,
     ends: Annotated[
-        date | None,
-        Query(alias="to", description="Last day (UTC) of `starts_at`, inclusive.", examples=["2026-12-31"]),
+        QueryDay | None,
+        Query(
+            alias="to",
+            description="Last day (UTC) of `starts_at`, inclusive (1900-01-01 to 2999-12-31).",
+            examples=["2026-12-31"],
+        ),
     ] = None,
     group_by: Annotated[
         service.WorkshopGroup,

@@ -127,7 +127,11 @@ def test_0010_backfills_and_fills_the_rollup() -> None:
 
 def test_the_triggers_are_in_place_at_head(database_url: str) -> None:
     if IS_POSTGRES:
-        found = _run_sql(database_url, "SELECT tgname FROM pg_trigger WHERE tgrelid = 'workshops'::regclass")
+        found = _run_sql(
+            database_url,
+            "SELECT tgname FROM pg_trigger"
+            " WHERE tgrelid = 'workshops'::regclass AND tgdeferrable AND tginitdeferred",
+        )
     else:
         found = _run_sql(
             database_url, "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'workshops'"

@@ -273,6 +273,12 @@ async def test_callers_without_a_key_get_no_small_cells(
         else:
             assert shown in (value, None), (where, name, key)
     assert hidden > 0
+    # The public answer may be kept by a shared cache for a minute; a key's never.
+    assert (await client.get(URL, params={"group_by": group_by})).headers[
+        "cache-control"
+    ] == "public, max-age=60"
+    keyed = await client.get(URL, params={"group_by": group_by}, headers=scene.place.admin)
+    assert keyed.headers["cache-control"] == "private, no-store"
     # A key, whatever its territories, reads the exact cells.
     assert exact == await get(client, scene.place.admin, group_by=group_by)
     assert any(value not in (0, None) for *_, value in _cells(exact))
@@ -298,6 +304,10 @@ async def test_refusals(client: httpx.AsyncClient, place: Place) -> None:
     assert_problem(await client.get(URL, params={"theme": "email"}), 422, "validation_error", "/query/theme")
     assert_problem(await client.get(URL, params={"group_by": "kind"}), 422, "validation_error")
     assert_problem(await client.get(URL, params={"from": "2026-02-30"}), 422, "validation_error")
+    assert_problem(await client.get(URL, params={"to": "9999-12-31"}), 422, "validation_error", "/query/to")
+    assert_problem(
+        await client.get(URL, params={"from": "0001-01-01"}), 422, "validation_error", "/query/from"
+    )
     assert_problem(await client.get(URL, params={"within": "lyon"}), 422, "validation_error")
     bad_key = {"Authorization": "Bearer cnfs_not-a-key"}
     assert_problem(await client.get(URL, headers=bad_key), 401, "unauthenticated")
