@@ -5,10 +5,12 @@ parameter, a value the route refuses)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
 
+from app.core.direct import statement_observers
 from tests.conftest import SameAnswers
 from tests.stats.helpers import STATS, workshop_with
 from tests.workshops.helpers import Place
@@ -68,3 +70,26 @@ async def test_position_statistics(same_answers: SameAnswers, place: Place) -> N
     # The programme is read through the ORM: the route answers.
     unknown = await same_answers(url, params={"programme_id": str(uuid.uuid4())}, direct=False)
     assert unknown.status_code == 422
+
+
+async def test_a_direct_answer_reads_the_same_few_statements(client: httpx.AsyncClient, place: Place) -> None:
+    sent: list[str] = []
+    statement_observers.append(sent.append)
+    try:
+        params = {
+            "from": "2025-01-15",
+            "to": "2025-12-10",
+            "group_by": "theme",
+            "within": str(place.tree.rhone.id),
+        }
+        response = await client.get(f"{STATS}/workshops", params=params)
+        assert response.status_code == 200, response.text
+        # The subtree's path, the whole months from the rollup, the two partial months from the workshops.
+        assert len(sent) == 4, sent
+        assert not any(re.search(r"(FROM|JOIN)\s+registrations\b", s, re.IGNORECASE) for s in sent), sent
+        sent.clear()
+        response = await client.get(f"{STATS}/positions", params={"group_by": "kind"})
+        assert response.status_code == 200, response.text
+        assert len(sent) == 2, sent
+    finally:
+        statement_observers.remove(sent.append)
