@@ -1,13 +1,17 @@
 """The benchmark's national-size dataset: the official territorial referential, a programme, signed agreements
-with positions, counsellors and assignments, and API keys.
+with positions, counsellors and their contracts, and API keys.
 
 The territory tree is the referential shipped with the service (`app/territories/data`), loaded by the
 service's own import (`app.territories.service.import_referential`): the same rows, search words and former
 codes as `cnfs-api territories import`, about 36 000 territories, or only some départements' (`departements`,
-for tests). Everything else is deterministic for a given seed (ids, populations, timestamps, key secrets;
-the import's territory ids too, drawn from the seed while it runs), and built straight into a fresh database:
-on PostgreSQL with COPY (asyncpg), on SQLite with bulk INSERTs through the app's own models (so that values
-are stored exactly as the app stores them)."""
+for tests). Then the programme at its size (`build_rows`): 400 agreements signed in 2021–2022 with the
+départements, the métropoles and EPCI spread over the country, sharing 4 000 positions, held in turn by
+6 000 counsellors: each position's contracts follow each other (one ended with a reason, the next counsellor
+hired after a gap), one position in seven is vacant today and some of those were closed. Everything is
+deterministic for a given seed (ids, populations, timestamps, key secrets; the import's territory ids too,
+drawn from the seed while it runs), and built straight into a fresh database: on PostgreSQL with COPY
+(asyncpg), on SQLite with bulk INSERTs through the app's own models (so that values are stored exactly as
+the app stores them)."""
 
 from __future__ import annotations
 
@@ -30,10 +34,26 @@ PROGRAMME_BUDGET_CENTS = 10**16
 SUBSIDY_PER_POSITION_CENTS = 5_000_000
 RHONE = "69"
 LYON = "69123"
-# Positions of the Rhône's agreement (more than a page of 50, so that its list has a next page), and of
-# every other agreement.
+# The programme's size: 4 000 positions under agreements with départements, métropoles and EPCI, held in
+# turn by 6 000 counsellors (a contract ended, another counsellor hired on the position).
+NATIONAL_AGREEMENTS = 400
+NATIONAL_POSITIONS = 4_000
+NATIONAL_COUNSELLORS = 6_000
+# Positions of the Rhône's agreement (more than a page of 50, so that its list has a next page); the other
+# agreements share the rest in proportion to a weight of their territory's kind (times 0.5 to 1.5).
 RHONE_POSITIONS = 60
-OTHER_POSITIONS = 2
+KIND_WEIGHTS = {"departement": 3.0, "metropole": 4.0, "epci": 1.0}
+PROGRAMME_START = date(2021, 1, 4)
+AGREEMENT_END = date(2027, 12, 31)
+# The history of the contracts stops the day before the workshops' clock (`workshops_dataset.DATASET_NOW`).
+HISTORY_END = date(2026, 11, 28)
+VACANT_SHARE = 1 / 7
+CLOSE_REASON = "Poste non renouvelé par la structure."
+CONTRACT_TYPES = ("CDD", "CDI", "CDP", "PEC")
+CONTRACT_WEIGHTS = (60, 15, 15, 10)
+END_REASONS = ("demission", "licenciement", "non_reconduction_cdd", "fin_de_contrat", "autre")
+# A permanent contract (CDI) has no planned end to reach.
+QUIT_REASONS = ("demission", "licenciement", "autre")
 # Every counsellor of the dataset holds these values (invented, clearly fictitious): an HR sync that sends
 # them again changes nothing (`COUNSELLOR_BODY`, the idempotent `PUT /counsellors/by-ref/...`).
 COUNSELLOR_FIELDS: dict[str, Any] = {
@@ -52,7 +72,6 @@ COUNSELLOR_BODY = (
 )
 COUNSELLOR_REF_PREFIX = "BENCH-C-"
 POSITION_REF_PREFIX = "BENCH-P-"
-ASSIGNMENT_START = date(2026, 3, 2)
 
 
 class Ids:
@@ -155,6 +174,7 @@ class Dataset:
     workshops_register_ids: str = ""
     workshops_register_commune: str = ""
     workshops_seconds: float = 0.0
+    workshops_steps: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,14 +185,97 @@ def _secret(rng: random.Random) -> str:
     return KEY_PREFIX + "".join(rng.choice(alphabet) for _ in range(43))
 
 
+def _at(day: date, hour: int = 8, seconds: int = 0) -> datetime:
+    """A moment of that day (UTC)."""
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
 def _stamped(row: dict[str, Any], created: datetime) -> dict[str, Any]:
     return {**row, "created_at": created, "updated_at": created, "version": 1}
 
 
+def _share(total: int, weights: list[float]) -> list[int]:
+    """`total` split in proportion to `weights`, each part at least 1, the parts adding up to `total`
+    (largest remainders first)."""
+    spare = total - len(weights)
+    if spare < 0:
+        raise ValueError(f"{total} positions for {len(weights)} agreements: at least one each")
+    whole = sum(weights)
+    exact = [spare * w / whole for w in weights]
+    parts = [int(e) for e in exact]
+    for i in sorted(range(len(weights)), key=lambda i: (parts[i] - exact[i], i))[: spare - sum(parts)]:
+        parts[i] += 1
+    return [1 + p for p in parts]
+
+
+def _holders(rng: random.Random, positions: int, counsellors: int) -> list[int]:
+    """How many counsellors held each position in turn: one each, the others (hired after a contract
+    ended) spread over the positions at random."""
+    if counsellors < positions:
+        raise ValueError(f"{counsellors} counsellors for {positions} positions: at least one each")
+    holders = [1] * positions
+    for _ in range(counsellors - positions):
+        holders[rng.randrange(positions)] += 1
+    return holders
+
+
+Contract = tuple[date, date | None, date | None, str, str | None]
+
+
+def contracts(rng: random.Random, opened_on: date, holders: int, vacant: bool) -> list[Contract]:
+    """The successive contracts on a position opened on `opened_on`, as (started_on, ends_on, ended_on,
+    contract type, end reason): every one but the last ended, the next counsellor starting after a gap; the
+    last one goes on (`ended_on` null) unless `vacant`. Nothing starts or ends after `HISTORY_END`."""
+    first = opened_on + timedelta(days=7 + rng.randrange(60))
+    days = (HISTORY_END - first).days
+    # The n-th contract starts within the n-th of `holders` equal slices of the history.
+    starts = [first] + [
+        first + timedelta(days=int(days * (n + 0.1 + 0.8 * rng.random()) / holders))
+        for n in range(1, holders)
+    ]
+    out: list[Contract] = []
+    for n, started_on in enumerate(starts):
+        contract_type = rng.choices(CONTRACT_TYPES, CONTRACT_WEIGHTS)[0]
+        ended_on: date | None = None
+        reason = None
+        if n + 1 < holders:
+            gap = min(15 + rng.randrange(90), (starts[n + 1] - started_on).days // 2)
+            ended_on = starts[n + 1] - timedelta(days=max(gap, 1))
+        elif vacant:
+            ended_on = started_on + timedelta(
+                days=int((HISTORY_END - started_on).days * (0.3 + 0.6 * rng.random()))
+            )
+        if ended_on is not None:
+            ended_on = max(ended_on, started_on)
+            reason = rng.choice(END_REASONS if contract_type != "CDI" else QUIT_REASONS)
+        if contract_type == "CDI":
+            ends_on = None
+        elif reason in ("fin_de_contrat", "non_reconduction_cdd"):
+            # The contract reached its planned end.
+            ends_on = ended_on
+        else:
+            years = 1 if contract_type == "PEC" else 2
+            ends_on = started_on + timedelta(days=365 * years)
+            if ended_on is None:
+                # Renewed until beyond today.
+                while ends_on <= HISTORY_END:
+                    ends_on += timedelta(days=365 * years)
+            else:
+                ends_on = max(ends_on, ended_on)
+        out.append((started_on, ends_on, ended_on, contract_type, reason))
+    return out
+
+
 def build_rows(
-    territories: list[dict[str, Any]], agreements: int = 200, seed: int = 42
+    territories: list[dict[str, Any]],
+    agreements: int = NATIONAL_AGREEMENTS,
+    seed: int = 42,
+    positions: int = NATIONAL_POSITIONS,
+    counsellors: int = NATIONAL_COUNSELLORS,
 ) -> tuple[dict[str, list[dict[str, Any]]], Dataset]:
-    """Every row of the dataset beside the territories, per table, and its summary."""
+    """Every row of the dataset beside the territories, per table, and its summary: `agreements` signed
+    agreements sharing `positions` positions (the Rhône's `RHONE_POSITIONS`, the others in proportion to a
+    weight of their territory's kind), held in turn by `counsellors` counsellors (one assignment each)."""
     rng = random.Random(seed + 1)
     new_id = Ids(rng, BASE_TIME + timedelta(days=1))
     by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -182,15 +285,15 @@ def build_rows(
     programme = _stamped(
         {
             "id": new_id(),
-            "code": "BENCH-2026",
+            "code": "BENCH-2021",
             "name": "Programme du banc d'essai",
             "positions_target": PROGRAMME_POSITIONS_TARGET,
             "budget_cents": PROGRAMME_BUDGET_CENTS,
             "subsidy_per_position_cents": SUBSIDY_PER_POSITION_CENTS,
-            "starts_on": date(2026, 1, 1),
+            "starts_on": PROGRAMME_START,
             "ends_on": None,
         },
-        BASE_TIME,
+        _at(PROGRAMME_START),
     )
     # Départements (the Rhône first, so that the scoped key sees agreements whatever their number), the
     # métropoles, then EPCI spread over the country.
@@ -201,34 +304,50 @@ def build_rows(
     step = max(len(epci_list) // max(agreements - len(signatories), 1), 1)
     signatories += epci_list[::step]
     signatories = signatories[:agreements]
+    weights = [KIND_WEIGHTS.get(t["kind"], 1.0) * (0.5 + rng.random()) for t in signatories[1:]]
+    rhone_size = min(RHONE_POSITIONS, positions - len(weights))
+    sizes = [rhone_size, *_share(positions - rhone_size, weights)]
+    holders = _holders(rng, positions, counsellors)
     agreement_rows = []
     position_rows: list[dict[str, Any]] = []
     counsellor_rows: list[dict[str, Any]] = []
     assignment_rows: list[dict[str, Any]] = []
     for i, territory in enumerate(signatories):
-        created = BASE_TIME + timedelta(days=2, minutes=i)
-        positions = RHONE_POSITIONS if territory is rhone else OTHER_POSITIONS
+        size = sizes[i]
+        signed_on = PROGRAMME_START + timedelta(days=30 + rng.randrange(540))
+        created = _at(signed_on, seconds=i)
+        starts_on = signed_on + timedelta(days=rng.randrange(60))
         agreement = _stamped(
             {
                 "id": new_id(),
                 "programme_id": programme["id"],
                 "territory_id": territory["id"],
                 "kind": "convention",
-                "reference": f"CONV-2026-{i:04d}",
+                "reference": f"CONV-2021-{i:04d}",
                 "status": "signed",
-                "positions_granted": positions + rng.randrange(50),
+                "positions_granted": size + rng.randrange(1 + size // 5),
                 "subsidy_per_position_cents": SUBSIDY_PER_POSITION_CENTS,
-                "signed_on": date(2026, 2, 1) + timedelta(days=i % 28),
-                "starts_on": date(2026, 3, 1),
-                "ends_on": date(2028, 2, 29) if i % 3 else None,
+                "signed_on": signed_on,
+                "starts_on": starts_on,
+                "ends_on": AGREEMENT_END if i % 3 else None,
                 "terminated_on": None,
                 "termination_reason": None,
             },
             created,
         )
         agreement_rows.append(agreement)
-        for j in range(positions):
-            opened = BASE_TIME + timedelta(days=30, minutes=i, seconds=j)
+        hired = 0
+        for j in range(size):
+            opened_on = starts_on + timedelta(days=rng.randrange(240))
+            opened = _at(opened_on, seconds=j)
+            # One position in seven is vacant today; a third of those were closed after their last contract.
+            vacant = rng.random() < VACANT_SHARE
+            history = contracts(rng, opened_on, holders[len(position_rows)], vacant)
+            closed_on = None
+            if vacant and territory is not rhone and rng.random() < 1 / 3:
+                last_end = history[-1][2]
+                assert last_end is not None
+                closed_on = min(last_end + timedelta(days=1 + rng.randrange(90)), HISTORY_END)
             position = _stamped(
                 {
                     "id": new_id(),
@@ -237,42 +356,47 @@ def build_rows(
                     "agreement_territory_id": territory["id"],
                     "external_ref": f"{POSITION_REF_PREFIX}{i:04d}-{j:03d}",
                     "typology": "coordinateur" if j == 0 else "conum",
-                    "opened_on": date(2026, 3, 1),
-                    "closed_on": None,
-                    "close_reason": None,
+                    "opened_on": opened_on,
+                    "closed_on": closed_on,
+                    "close_reason": CLOSE_REASON if closed_on else None,
                 },
                 opened,
             )
+            if closed_on is not None:
+                position.update(version=2, updated_at=_at(closed_on, hour=17))
             position_rows.append(position)
-            # The employer is the agreement's territory; every counsellor holds the same fictitious values.
-            counsellor = _stamped(
-                {
-                    "id": new_id(),
-                    "territory_id": territory["id"],
-                    "external_ref": f"{COUNSELLOR_REF_PREFIX}{i:04d}-{j:03d}",
-                    **COUNSELLOR_FIELDS,
-                    "anonymized_at": None,
-                },
-                opened,
-            )
-            counsellor_rows.append(counsellor)
-            # Three positions in four are held today; the fourth's assignment ended (the position is vacant).
-            ended = j % 4 == 3
-            assignment_rows.append(
-                _stamped(
+            for started_on, ends_on, ended_on, contract_type, reason in history:
+                # The employer is the agreement's territory; every counsellor holds the same fictitious
+                # values.
+                counsellor = _stamped(
+                    {
+                        "id": new_id(),
+                        "territory_id": territory["id"],
+                        "external_ref": f"{COUNSELLOR_REF_PREFIX}{i:04d}-{hired:03d}",
+                        **COUNSELLOR_FIELDS,
+                        "anonymized_at": None,
+                    },
+                    _at(started_on, seconds=hired),
+                )
+                hired += 1
+                counsellor_rows.append(counsellor)
+                assignment = _stamped(
                     {
                         "id": new_id(),
                         "position_id": position["id"],
                         "counsellor_id": counsellor["id"],
-                        "contract_type": "CDD",
-                        "started_on": ASSIGNMENT_START,
-                        "ends_on": date(2028, 3, 1),
-                        "ended_on": date(2026, 6, 30) if ended else None,
-                        "end_reason": "demission" if ended else None,
+                        "contract_type": contract_type,
+                        "started_on": started_on,
+                        "ends_on": ends_on,
+                        "ended_on": ended_on,
+                        "end_reason": reason,
                     },
-                    opened,
+                    counsellor["created_at"],
                 )
-            )
+                if ended_on is not None:
+                    # Written twice: hired, then the end of the contract.
+                    assignment.update(version=2, updated_at=_at(ended_on, hour=17))
+                assignment_rows.append(assignment)
     keys = {"admin": _secret(rng), "territory_manager": _secret(rng), "viewer": _secret(rng)}
     key_rows = []
     key_territories = []
@@ -295,6 +419,8 @@ def build_rows(
             key_territories.append({"api_key_id": key_id, "territory_id": rhone["id"]})
     rhone_agreement = next(a for a in agreement_rows if a["territory_id"] == rhone["id"])
     in_scope = [c for c in counsellor_rows if c["territory_id"] == rhone["id"]]
+    current = {a["counsellor_id"] for a in assignment_rows if a["ended_on"] is None}
+    holding = next(c for c in in_scope if c["id"] in current)
     # Writes go to a commune (no seeded agreement there), outside the scoped key's subtree.
     write_territory = next(t for t in by_kind["commune"] if not t["path"].startswith(rhone["path"]))
     commune_codes = {t["code"] for t in by_kind["commune"]}
@@ -312,8 +438,8 @@ def build_rows(
         positions=len(position_rows),
         counsellors=len(counsellor_rows),
         assignments=len(assignment_rows),
-        counsellor_id=str(in_scope[0]["id"]),
-        counsellor_ref=in_scope[0]["external_ref"],
+        counsellor_id=str(holding["id"]),
+        counsellor_ref=holding["external_ref"],
         counsellors_in_scope=len(in_scope),
         keys=keys,
     )
@@ -422,14 +548,18 @@ def build(
     url: str,
     *,
     departements: Sequence[str] | None = None,
-    agreements: int = 200,
+    agreements: int = NATIONAL_AGREEMENTS,
     seed: int = 42,
     workshops: int = 0,
     progress: bool = True,
+    positions: int = NATIONAL_POSITIONS,
+    counsellors: int = NATIONAL_COUNSELLORS,
+    registrations_per_workshop: int = 5,
 ) -> Dataset:
     """Creates (PostgreSQL: drops and creates the database; SQLite: a new file), migrates and fills it: the
-    referential (all of it, or these départements'), then the rest; on PostgreSQL, `workshops` workshops
-    and three times as many registrations (`bench.workshops_dataset`; SQLite gets none)."""
+    referential (all of it, or these départements'), then the rest (`build_rows`); on PostgreSQL,
+    `workshops` workshops and `registrations_per_workshop` times as many registrations
+    (`bench.workshops_dataset`; SQLite gets none)."""
     from alembic import command
 
     from app.cli import alembic_config
@@ -444,11 +574,13 @@ def build(
     command.upgrade(alembic_config(url), "head")
     asyncio.run(import_territories(url, departements, seed))
     territories = asyncio.run(read_territories(url))
-    tables, dataset = build_rows(territories, agreements, seed)
+    tables, dataset = build_rows(territories, agreements, seed, positions, counsellors)
     if url.startswith("postgresql"):
         asyncio.run(_copy_pg(url, tables))
         if workshops > 0:
-            _add_workshops(url, territories, tables, dataset, workshops, seed, progress)
+            _add_workshops(
+                url, territories, tables, dataset, workshops, registrations_per_workshop, seed, progress
+            )
     else:
         asyncio.run(_insert_sqlite(url, tables))
     return dataset
@@ -460,6 +592,7 @@ def _add_workshops(
     tables: dict[str, list[dict[str, Any]]],
     dataset: Dataset,
     count: int,
+    per_workshop: int,
     seed: int,
     progress: bool,
 ) -> None:
@@ -470,7 +603,14 @@ def _add_workshops(
     )
     written = asyncio.run(
         workshops_dataset.load_pg(
-            asyncpg_dsn(url), runners, target_runner, target, count=count, seed=seed, progress=progress
+            asyncpg_dsn(url),
+            runners,
+            target_runner,
+            target,
+            count=count,
+            per_workshop=per_workshop,
+            seed=seed,
+            progress=progress,
         )
     )
     dataset.workshops = written.workshops
@@ -480,3 +620,4 @@ def _add_workshops(
     dataset.workshops_register_ids = " ".join(written.register_ids)
     dataset.workshops_register_commune = written.register_commune
     dataset.workshops_seconds = written.seconds
+    dataset.workshops_steps = written.steps

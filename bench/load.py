@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import secrets
@@ -58,7 +59,7 @@ from bench.scenarios import (
     rate_limit_settings,
 )
 from bench.scenarios import context as scenario_context
-from bench.workshops_dataset import DEFAULT_WORKSHOPS
+from bench.workshops_dataset import DEFAULT_WORKSHOPS, REGISTRATIONS_PER_WORKSHOP
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/cnfs_bench"
 TARGETS = {
@@ -461,13 +462,25 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
     apps = [a for a in APPS if a in args.apps.split(",")]
     console.rule(f"[bold]{'PostgreSQL' if kind == POSTGRESQL else 'SQLite'}[/bold]")
     started = time.perf_counter()
-    built = datasets.build(
-        database_url,
-        departements=args.departements,
-        agreements=args.agreements,
-        seed=args.seed,
-        workshops=args.workshops if kind == POSTGRESQL and any(needs_workshops(s) for s in scenarios) else 0,
+    saved = args.reuse_dataset if kind == POSTGRESQL else None
+    built = (
+        datasets.Dataset(**json.loads(saved.read_text()))
+        if saved is not None and saved.exists()
+        else datasets.build(
+            database_url,
+            departements=args.departements,
+            agreements=args.agreements,
+            seed=args.seed,
+            workshops=args.workshops
+            if kind == POSTGRESQL and any(needs_workshops(s) for s in scenarios)
+            else 0,
+            positions=args.positions,
+            counsellors=args.counsellors,
+            registrations_per_workshop=args.registrations_per_workshop,
+        )
     )
+    if saved is not None and not saved.exists():
+        saved.write_text(json.dumps(built.to_json()))
     console.print(
         f"dataset: {built.territories} territories (the official referential"
         + (f", départements {', '.join(args.departements)}" if args.departements else "")
@@ -475,7 +488,9 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
         f"counsellors, {built.assignments} assignments, 3 keys"
         + (
             f", {_num(built.workshops)} workshops and {_num(built.registrations)} registrations (generated "
-            f"and loaded in {built.workshops_seconds:.1f} s)"
+            f"and loaded in {built.workshops_seconds:.1f} s: "
+            + ", ".join(f"{step} {seconds:g} s" for step, seconds in built.workshops_steps.items())
+            + ")"
             if built.workshops
             else ""
         )
@@ -914,13 +929,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda text: [code.strip() for code in text.split(",") if code.strip()],
         help="only the referential's communes of these départements, e.g. 69,42 (default: all of them)",
     )
-    parser.add_argument("--agreements", type=int, default=200)
+    parser.add_argument(
+        "--agreements", type=int, default=datasets.NATIONAL_AGREEMENTS, help="signed agreements (%(default)s)"
+    )
+    parser.add_argument(
+        "--positions",
+        type=int,
+        default=datasets.NATIONAL_POSITIONS,
+        help="positions shared by the agreements (%(default)s)",
+    )
+    parser.add_argument(
+        "--counsellors",
+        type=int,
+        default=datasets.NATIONAL_COUNSELLORS,
+        help="counsellors holding the positions in turn, one contract each (%(default)s)",
+    )
+    parser.add_argument(
+        "--registrations-per-workshop",
+        type=int,
+        default=REGISTRATIONS_PER_WORKSHOP,
+        help="registrations per workshop on average (%(default)s)",
+    )
     parser.add_argument(
         "--workshops",
         type=int,
         default=DEFAULT_WORKSHOPS,
-        help="workshops of the PostgreSQL dataset, with 3 registrations each on average (default "
-        "%(default)s; 0: none, and no workshop scenario); SQLite has none",
+        help="workshops of the PostgreSQL dataset (default %(default)s; 0: none, and no workshop or "
+        "workshop statistics scenario); SQLite has none",
     )
     parser.add_argument(
         "--rate-limits",
@@ -935,6 +970,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-database", action="store_true", help="keep the PostgreSQL database at the end"
     )
     parser.add_argument("--markdown", type=Path, help="also write the Markdown tables to this file")
+    parser.add_argument(
+        "--reuse-dataset",
+        type=Path,
+        metavar="FILE.json",
+        help="keep the PostgreSQL database and write its dataset's summary to this file; when the file "
+        "exists, run on the database as it is (built by an earlier run with the same file) instead",
+    )
     parser.add_argument(
         "--cpu-passes",
         type=int,
@@ -998,7 +1040,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 outcomes.append(run_database(args, url, work_dir))
             finally:
-                if url.startswith("postgresql") and not args.keep_database:
+                if url.startswith("postgresql") and not args.keep_database and not args.reuse_dataset:
                     asyncio.run(datasets.drop_pg_database(url))
     # The benchmark itself loads the machine: the load average before it says how quiet the machine was.
     machine_line += f"; load average {load_before:.1f} before the run, {os.getloadavg()[0]:.1f} after"

@@ -33,6 +33,20 @@ class Kind(StrEnum):
     commune = "commune"
 
 
+class PositionGroup(StrEnum):
+    none = "none"
+    territory = "territory"
+    kind = "kind"
+
+
+class WorkshopGroup(StrEnum):
+    none = "none"
+    theme = "theme"
+    month = "month"
+    territory = "territory"
+    level = "level"
+
+
 class AgreementKind(StrEnum):
     preliminary = "preliminary"
     convention = "convention"
@@ -313,5 +327,31 @@ def create_app(database_url: str | None = None, secret_key: str | None = None) -
         if request.query_params:
             return respond(shared.problem(422, "validation_error", "this route takes no query parameter"))
         return respond(await shared.open_data_lieux(db, authorization))
+
+    @app.get("/api/v1/stats/positions")
+    async def stats_positions(
+        request: Request,
+        db: DatabaseDep,
+        programme_id: uuid.UUID | None = None,
+        territory_id: uuid.UUID | None = None,
+        within: uuid.UUID | None = None,
+        group_by: PositionGroup = PositionGroup.none,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.position_stats(db, request.query_params.multi_items(), authorization))
+
+    @app.get("/api/v1/stats/workshops")
+    async def stats_workshops(
+        request: Request,
+        db: DatabaseDep,
+        territory_id: uuid.UUID | None = None,
+        within: uuid.UUID | None = None,
+        starts: Annotated[date | None, Query(alias="from")] = None,
+        ends: Annotated[date | None, Query(alias="to")] = None,
+        group_by: WorkshopGroup = WorkshopGroup.none,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        # The values are validated here, as FastAPI does; `bench.shared` reads them again from the query.
+        return respond(await shared.workshop_stats(db, request.query_params.multi_items(), authorization))
 
     return app

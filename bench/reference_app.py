@@ -264,6 +264,22 @@ async def open_data_lieux_json(request: Request) -> Response:
     return respond(await shared.open_data_lieux(request.app.state.db, request.headers.get("authorization")))
 
 
+async def stats_positions(request: Request) -> Response:
+    return respond(
+        await shared.position_stats(
+            request.app.state.db, request.query_params.multi_items(), request.headers.get("authorization")
+        )
+    )
+
+
+async def stats_workshops(request: Request) -> Response:
+    return respond(
+        await shared.workshop_stats(
+            request.app.state.db, request.query_params.multi_items(), request.headers.get("authorization")
+        )
+    )
+
+
 ROUTES = [
     Route("/api/v1/territories", territories_list),
     Route("/api/v1/territories/{kind}/{code}", territory_by_code),
@@ -278,6 +294,8 @@ ROUTES = [
     Route("/api/v1/workshops/{workshop_id}", workshop_get),
     Route("/api/v1/workshops/{workshop_id}/registrations", workshop_register, methods=["POST"]),
     Route("/api/v1/open-data/lieux-mediation-numerique.json", open_data_lieux_json),
+    Route("/api/v1/stats/positions", stats_positions),
+    Route("/api/v1/stats/workshops", stats_workshops),
 ]
 
 

@@ -173,6 +173,11 @@ REGISTRATION_CLEANUP = (
     "UPDATE workshops SET registered_count = 0, waitlisted_count = 0, seats_left = capacity, version = 1,"
     " updated_at = created_at WHERE venue_commune_code = '{workshops_register_commune}' AND version <> 1",
 )
+# The statistics: a year of the dataset's history (every workshop of it is over), the Rhône's subtree or
+# the whole country. Their names all start with "stats" (`--only stats`).
+STATS_YEAR = "from=2025-01-01&to=2025-12-31"
+STATS_DEPARTEMENT = f"/api/v1/stats/workshops?within={{departement_id}}&{STATS_YEAR}&group_by=theme"
+VIEWER = "Bearer {key_viewer}"
 WORKSHOP_SEARCH = "workshops: Rhône, insertion_professionnelle, upcoming, 20 per page"
 ONE_WORKSHOP = "one workshop, anonymous"
 OPEN_DATA_JSON = "open data: venues as JSON (no key)"
@@ -328,6 +333,25 @@ SCENARIOS: list[Scenario] = [
         driver="sequential",
         max_cpu_passes=3,
     ),
+    Scenario(
+        "stats: workshops of the Rhône in 2025 by theme", get(STATS_DEPARTEMENT), databases=POSTGRESQL_ONLY
+    ),
+    Scenario(
+        "stats: workshops of the Rhône in 2025 by theme, viewer key",
+        get(STATS_DEPARTEMENT, Authorization=VIEWER),
+        databases=POSTGRESQL_ONLY,
+    ),
+    Scenario(
+        "stats: workshops national by month, 2021-2027",
+        get("/api/v1/stats/workshops?group_by=month"),
+        databases=POSTGRESQL_ONLY,
+    ),
+    Scenario(
+        "stats: workshops national in 2025 by territory",
+        get(f"/api/v1/stats/workshops?{STATS_YEAR}&group_by=territory"),
+        databases=POSTGRESQL_ONLY,
+    ),
+    Scenario("stats: positions by territory", get("/api/v1/stats/positions?group_by=territory")),
     *(
         Scenario(
             f"{ONE_WORKSHOP}, rate limits in {'Redis' if backend == 'redis' else backend}",

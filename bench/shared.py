@@ -1795,6 +1795,7 @@ async def workshops_csv(
 
     return stream()
 
+
 # --- open data ----------------------------------------------------------------------------------------
 
 # The service's statement (app.opendata.repository.venues_statement), written out: the venues of public
@@ -1850,3 +1851,351 @@ async def open_data_lieux(db: Database, authorization: str | None) -> Reply:
         opendata.to_json(export.records),
         {"content-type": "application/json", "cache-control": OPEN_DATA_CACHE_CONTROL},
     )
+
+
+# --- statistics ---------------------------------------------------------------------------------------
+#
+# The service's own statements: `app.stats.repository` (and the territory's path from
+# `app.territories.repository`) builds each one once per shape against a stand-in session that keeps the
+# statement, compiled for the database's dialect with marker values where the request's values go; a
+# request fills its values into the positions those markers took. The answer is composed as
+# `app.stats.service` composes it (its `split` of the date range, its keys and breakdowns), and callers
+# without a key get the same `app.stats.disclosure.protect`.
+
+STATS_POSITION_PARAMS = frozenset({"programme_id", "territory_id", "within", "group_by"})
+STATS_WORKSHOP_PARAMS = frozenset({"territory_id", "within", "from", "to", "group_by"})
+_MARK_TERRITORY = uuid.UUID(int=0xB1)
+_MARK_PROGRAMME = uuid.UUID(int=0xB2)
+_MARK_PATH = "/bench-mark-path/"
+_MARK_STARTS = datetime(1901, 1, 1, tzinfo=UTC)
+_MARK_ENDS = datetime(1901, 1, 2, tzinfo=UTC)
+_MARKS = {
+    "territory_id": _MARK_TERRITORY,
+    "programme_id": _MARK_PROGRAMME,
+    "first_month": "bench-mark-first",
+    "last_month": "bench-mark-last",
+    "month": "bench-mark-month",
+    "starts": _MARK_STARTS,
+    "ends": _MARK_ENDS,
+}
+
+
+class _NoRows:
+    def all(self) -> list[Any]:
+        return []
+
+    def scalar(self) -> None:
+        return None
+
+
+class _Keeper:
+    """A stand-in for a session: keeps the statement a repository function executes, answers no row."""
+
+    def __init__(self) -> None:
+        self.statement: Any = None
+        self.params: Any = None
+
+    async def execute(self, statement: Any, params: Any = None) -> _NoRows:
+        self.statement, self.params = statement, params
+        return _NoRows()
+
+
+@dataclass(frozen=True)
+class Template:
+    """A statement's SQL in one dialect and, for each of its positional parameters, where its value comes
+    from: a constant, a request's value (by name), the path (within a constant), or a function of the
+    moment (`today`)."""
+
+    sql: str
+    params: tuple[tuple[str, Any], ...]
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for how, what in self.params:
+            if how == "value":
+                out.append(values[what])
+            elif how == "path":
+                out.append(what.replace(_MARK_PATH, values["path"]))
+            elif how == "call":
+                out.append(what())
+            else:
+                out.append(what)
+        return out
+
+
+def _dialect(name: str) -> Any:
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql.asyncpg import dialect as pg
+
+        return pg()
+    from sqlalchemy.dialects.sqlite.aiosqlite import dialect as sqlite
+
+    return sqlite()
+
+
+def _template(keeper: _Keeper, dialect: str) -> Template:
+    compiled = keeper.statement.compile(
+        dialect=_dialect(dialect), compile_kwargs={"render_postcompile": True}
+    )
+    values = compiled.construct_params(keeper.params)
+    params: list[tuple[str, Any]] = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds.get(name)
+        value = values[name]
+        marked = [k for k, mark in _MARKS.items() if type(value) is type(mark) and value == mark]
+        if bind is not None and bind.callable is not None:
+            params.append(("call", bind.callable))
+        elif isinstance(value, str) and _MARK_PATH in value:
+            params.append(("path", value))
+        elif marked:
+            params.append(("value", marked[0]))
+        else:
+            params.append(("const", value))
+    return Template(str(compiled), tuple(params))
+
+
+_TEMPLATES: dict[tuple[Any, ...], Template] = {}
+
+
+async def _stats_template(dialect: str, what: str, *shape: Any) -> Template:
+    """The template of one of the statistics statements for this shape of request (built on first use)."""
+    key = (dialect, what, *shape)
+    found = _TEMPLATES.get(key)
+    if found is not None:
+        return found
+    from app.stats import repository as stats
+    from app.territories import repository as territories_repository
+
+    keeper: Any = _Keeper()
+    if what == "path":
+        await territories_repository.path_of(keeper, _MARK_TERRITORY)
+    else:
+        group_by, has_territory, has_within, *rest = shape
+        place = stats.Place(
+            territory_id=_MARK_TERRITORY if has_territory else None,
+            within_path=_MARK_PATH if has_within else None,
+        )
+        if what == "granted":
+            await stats.granted_sums(keeper, group_by, _MARK_PROGRAMME if rest[0] else None, place)
+        elif what == "positions":
+            await stats.position_sums(keeper, group_by, _MARK_PROGRAMME if rest[0] else None, place)
+        elif what == "rollup":
+            first, last = rest
+            await stats.workshop_rollup_sums(
+                keeper,
+                group_by,
+                place,
+                _MARKS["first_month"] if first else None,
+                _MARKS["last_month"] if last else None,
+            )
+        else:
+            await stats.workshop_edge_sums(keeper, group_by, place, _MARK_STARTS, _MARK_ENDS, _MARKS["month"])
+    found = _TEMPLATES[key] = _template(keeper, dialect)
+    return found
+
+
+async def _stats_rows(db: Database, conn: Any, template: Template, values: Mapping[str, Any]) -> list[Any]:
+    rows = await conn.fetch(template.sql, *template.args(values))
+    # asyncpg's records read by position; the SQLite stand-in answers dictionaries.
+    return [tuple(row.values()) if isinstance(row, dict) else row for row in rows]
+
+
+def _stats_key(value: Any) -> Any:
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def _stats_uuids(params: Mapping[str, str], names: Iterable[str]) -> dict[str, uuid.UUID | None] | Reply:
+    out: dict[str, uuid.UUID | None] = {}
+    for name in names:
+        raw = params.get(name)
+        try:
+            out[name] = uuid.UUID(raw) if raw is not None else None
+        except ValueError:
+            return problem(422, "validation_error", f"{name}: not a UUID")
+    return out
+
+
+async def _stats_place(
+    db: Database, conn: Any, ids: Mapping[str, uuid.UUID | None]
+) -> dict[str, Any] | Reply:
+    """The service's `place`: each territory filter names a territory that exists (its path for within)."""
+    values: dict[str, Any] = {"territory_id": ids.get("territory_id")}
+    for name in ("territory_id", "within"):
+        value = ids.get(name)
+        if value is not None:
+            template = await _stats_template(db.dialect, "path")
+            found = await _stats_rows(db, conn, template, {"territory_id": value})
+            path = found[0][0] if found else None
+            if path is None:
+                return problem(422, "validation_error", f"{name}: no territory with this id")
+            if name == "within":
+                values["path"] = path
+    return values
+
+
+def _position_figures(granted: Sequence[Any] | None, positions: Sequence[Any] | None) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "granted": int(granted[1]) if granted else 0,
+        "open": int(positions[1]) if positions else 0,
+        "occupied": int(positions[2]) if positions else 0,
+        "vacant": 0,
+        "closed": int(positions[3]) if positions else 0,
+        "subsidy_committed_cents": int(granted[2]) if granted else 0,
+        "occupancy_rate": None,
+    }
+    return _occupancy(figures)
+
+
+def _occupancy(figures: dict[str, Any]) -> dict[str, Any]:
+    figures["vacant"] = figures["open"] - figures["occupied"]
+    figures["occupancy_rate"] = figures["occupied"] / figures["open"] if figures["open"] else None
+    return figures
+
+
+async def position_stats(db: Database, params: Sequence[tuple[str, str]], authorization: str | None) -> Reply:
+    """Public. The service's statements in one snapshot: the territory filters' paths, then the granted
+    sums and the positions' sums."""
+    from app.territories.codes import TerritoryKind as Kind
+
+    query = dict(params)
+    unknown = set(query) - STATS_POSITION_PARAMS
+    if unknown:
+        return problem(422, "validation_error", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    group_by = query.get("group_by", "none")
+    if group_by not in ("none", "territory", "kind"):
+        return problem(422, "validation_error", "group_by: territory, kind or none")
+    ids = _stats_uuids(query, ("programme_id", "territory_id", "within"))
+    if isinstance(ids, Reply):
+        return ids
+    if ids["programme_id"] is not None:
+        return problem(422, "validation_error", "the reference serves no programme filter")
+    async with db.acquire() as conn:
+        caller = await caller_for(db, conn, authorization)
+        if isinstance(caller, Reply):
+            return caller
+        async with snapshot(db, conn):
+            values = await _stats_place(db, conn, ids)
+            if isinstance(values, Reply):
+                return values
+            shape = (group_by, ids["territory_id"] is not None, ids["within"] is not None, False)
+            granted_rows = await _stats_rows(
+                db, conn, await _stats_template(db.dialect, "granted", *shape), values
+            )
+            position_rows = await _stats_rows(
+                db, conn, await _stats_template(db.dialect, "positions", *shape), values
+            )
+    granted = {_stats_key(r[0]): r for r in granted_rows if r[1] is not None}
+    positions = {_stats_key(r[0]): r for r in position_rows if r[1] is not None}
+    if group_by == "none":
+        return json_reply({"totals": _position_figures(granted.get(""), positions.get("")), "items": []})
+    keys: list[Any] = (
+        [kind.value for kind in Kind] if group_by == "kind" else sorted(granted.keys() | positions.keys())
+    )
+    field_name = "kind" if group_by == "kind" else "territory_id"
+    items = [{field_name: key, **_position_figures(granted.get(key), positions.get(key))} for key in keys]
+    totals: dict[str, Any] = {
+        name: sum(item[name] for item in items)
+        for name in ("granted", "open", "occupied", "vacant", "closed", "subsidy_committed_cents")
+    }
+    return json_reply({"totals": _occupancy(totals), "items": items})
+
+
+def _stats_threshold() -> int:
+    return int(os.environ.get("STATS_DISCLOSURE_THRESHOLD", "11"))
+
+
+async def workshop_stats(db: Database, params: Sequence[tuple[str, str]], authorization: str | None) -> Reply:
+    """Public. The service's statements in one snapshot: the territory filters' paths, the rollup's sums
+    over the whole months of the range, the workshops' own sums for the partial months at its edges."""
+    from app.referentials.data import Level, Theme
+    from app.stats import service as stats_service
+    from app.stats.disclosure import protect
+    from app.stats.models import ALL_THEMES, COUNTS
+
+    query = dict(params)
+    unknown = set(query) - STATS_WORKSHOP_PARAMS
+    if unknown:
+        return problem(422, "validation_error", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    group_by = query.get("group_by", "none")
+    if group_by not in ("none", "theme", "month", "territory", "level"):
+        return problem(422, "validation_error", "group_by: theme, month, territory, level or none")
+    ids = _stats_uuids(query, ("territory_id", "within"))
+    if isinstance(ids, Reply):
+        return ids
+    try:
+        starts = date.fromisoformat(query["from"]) if "from" in query else None
+        ends = date.fromisoformat(query["to"]) if "to" in query else None
+    except ValueError:
+        return problem(422, "validation_error", "from, to: dates YYYY-MM-DD")
+    if starts is not None and ends is not None and starts > ends:
+        return problem(422, "validation_error", "to must be on or after from")
+    cut = stats_service.split(starts, ends)
+    width = len(COUNTS) + sum(len(values) for _, values in stats_service.BREAKDOWNS)
+    sums: dict[Any, list[int]] = {}
+
+    def add(rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            if row[1] is None:
+                continue
+            into = sums.setdefault(_stats_key(row[0]), [0] * width)
+            for i, value in enumerate(row[1:]):
+                into[i] += int(value or 0)
+
+    async with db.acquire() as conn:
+        caller = await caller_for(db, conn, authorization)
+        if isinstance(caller, Reply):
+            return caller
+        async with snapshot(db, conn):
+            values = await _stats_place(db, conn, ids)
+            if isinstance(values, Reply):
+                return values
+            shape = (group_by, ids["territory_id"] is not None, ids["within"] is not None)
+            if cut.whole:
+                template = await _stats_template(
+                    db.dialect, "rollup", *shape, cut.first_month is not None, cut.last_month is not None
+                )
+                values.update(first_month=cut.first_month, last_month=cut.last_month)
+                add(await _stats_rows(db, conn, template, values))
+            for edge_starts, edge_ends, month in cut.edges:
+                template = await _stats_template(db.dialect, "edge", *shape)
+                values.update(starts=edge_starts, ends=edge_ends, month=month)
+                add(await _stats_rows(db, conn, template, values))
+
+    def figures(values: list[int]) -> dict[str, Any]:
+        out: dict[str, Any] = dict(zip(COUNTS, values, strict=False))
+        offset = len(COUNTS)
+        for name, keys in stats_service.BREAKDOWNS:
+            out[name] = dict(zip(keys, values[offset : offset + len(keys)], strict=True))
+            offset += len(keys)
+        return out
+
+    empty = [0] * width
+    if group_by == "none":
+        answer: dict[str, Any] = {"totals": figures(sums.get(ALL_THEMES, empty)), "items": []}
+    else:
+        if group_by == "theme":
+            keys: list[Any] = [theme.value for theme in Theme]
+            total = sums.get(ALL_THEMES, empty)
+        else:
+            if group_by == "level":
+                keys = [level.value for level in Level]
+            else:
+                keys = sorted(key for key, found in sums.items() if any(found))
+            total = [sum(column) for column in zip(*sums.values(), strict=True)] if sums else empty
+        field_name = stats_service.KEY_FIELDS[group_by]
+        items = [{field_name: key, **figures(sums.get(key, empty))} for key in keys]
+        answer = {"totals": figures(total), "items": items}
+    if caller.role == "public":
+        totals = answer["totals"]
+        for name, _ in stats_service.BREAKDOWNS:
+            rows, cells = protect(
+                [item[name] for item in answer["items"]],
+                [item["attendees"] for item in answer["items"]],
+                totals[name],
+                totals["attendees"],
+                _stats_threshold(),
+            )
+            for item, row in zip(answer["items"], rows, strict=True):
+                item[name] = row
+            totals[name] = cells
+    return json_reply(answer)

@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -24,6 +25,7 @@ from tests.conftest import IS_POSTGRES, TEST_DATABASE_URL
 DEPARTEMENTS = ("69", "42", "01")
 # Enough that the Rhône's search has upcoming workshops of its theme (PostgreSQL; SQLite gets none).
 WORKSHOPS = 2000
+SIZES: dict[str, Any] = {"departements": DEPARTEMENTS, "agreements": 30, "positions": 150, "counsellors": 220}
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +35,14 @@ def bench_data() -> Iterator[tuple[str, dict[str, str]]]:
         name = f"cnfs_bench_test_{uuid.uuid4().hex[:8]}"
         url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
         try:
-            built = dataset.build(
-                url, departements=DEPARTEMENTS, agreements=30, workshops=WORKSHOPS, progress=False
-            )
+            built = dataset.build(url, **SIZES, workshops=WORKSHOPS, progress=False)
             yield url, scenarios.context(built.to_json())
         finally:
             asyncio.run(dataset.drop_pg_database(url))
     else:
         with tempfile.TemporaryDirectory(prefix="cnfs-bench-test-") as tmp:
             url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-            built = dataset.build(url, departements=DEPARTEMENTS, agreements=30)
+            built = dataset.build(url, **SIZES)
             yield url, scenarios.context(built.to_json())
 
 

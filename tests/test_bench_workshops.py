@@ -10,6 +10,7 @@ workshops."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import uuid
@@ -27,6 +28,8 @@ from tests.conftest import TEST_DATABASE_URL, postgres_only
 pytestmark = postgres_only
 
 WORKSHOPS = 200
+AGREEMENTS, POSITIONS, COUNSELLORS = 10, 90, 130
+TABLES = ("agreements", "positions", "counsellors", "assignments", "workshops", "registrations")
 
 
 def _database_url(prefix: str) -> str:
@@ -41,7 +44,15 @@ def built() -> Iterator[tuple[str, dataset.Dataset]]:
     try:
         yield (
             url,
-            dataset.build(url, departements=("69", "01"), agreements=10, workshops=WORKSHOPS, progress=False),
+            dataset.build(
+                url,
+                departements=("69", "01"),
+                agreements=AGREEMENTS,
+                positions=POSITIONS,
+                counsellors=COUNSELLORS,
+                workshops=WORKSHOPS,
+                progress=False,
+            ),
         )
     finally:
         asyncio.run(dataset.drop_pg_database(url))
@@ -190,10 +201,11 @@ async def test_the_schema_is_the_migrations(built: tuple[str, dataset.Dataset]) 
     fresh = _database_url("cnfs_bench_ws_schema")
     catalogue = (
         "SELECT 'index' AS kind, indexdef AS definition FROM pg_indexes"
-        " WHERE tablename IN ('workshops', 'registrations')"
+        " WHERE tablename IN ('workshops', 'registrations', 'workshop_monthly_stats')"
         " UNION ALL SELECT 'constraint', conrelid::regclass::text || ' ' || conname || ' '"
         " || pg_get_constraintdef(oid) FROM pg_constraint"
-        " WHERE conrelid IN ('workshops'::regclass, 'registrations'::regclass) ORDER BY 1, 2"
+        " WHERE conrelid IN ('workshops'::regclass, 'registrations'::regclass,"
+        " 'workshop_monthly_stats'::regclass) ORDER BY 1, 2"
     )
     try:
         await dataset.recreate_pg_database(fresh)
@@ -206,8 +218,10 @@ async def test_the_schema_is_the_migrations(built: tuple[str, dataset.Dataset]) 
 async def test_the_rows_depend_on_the_seed_only(built: tuple[str, dataset.Dataset]) -> None:
     url, summary = built
     territories = await _rows(url, "SELECT id, kind, code, path, postcodes FROM territories")
-    positions = await _rows(url, "SELECT id, territory_id FROM positions ORDER BY created_at, id")
-    assignments = await _rows(url, "SELECT position_id, counsellor_id FROM assignments")
+    positions = await _rows(url, "SELECT id, territory_id, closed_on FROM positions ORDER BY created_at, id")
+    assignments = await _rows(
+        url, "SELECT position_id, counsellor_id, started_on, ended_on FROM assignments ORDER BY id"
+    )
     runners, _, _ = workshops_dataset.plan(
         territories, positions, assignments, uuid.UUID(summary.departement_id)
     )
@@ -216,5 +230,146 @@ async def test_the_rows_depend_on_the_seed_only(built: tuple[str, dataset.Datase
     other = workshops_dataset.Generator(runners, 8).chunk(3, 0, 50)
     assert first == again
     assert first != other
-    # Exactly three registrations per workshop on an even number of them.
-    assert len(first.registrations) == 3 * len(first.workshops)
+    # Exactly `REGISTRATIONS_PER_WORKSHOP` registrations per workshop on an even number of them.
+    per_workshop = workshops_dataset.REGISTRATIONS_PER_WORKSHOP
+    assert len(first.registrations) == per_workshop * len(first.workshops)
+
+
+async def test_the_sizes_are_the_ones_asked(built: tuple[str, dataset.Dataset]) -> None:
+    url, summary = built
+    counts = (
+        await _rows(
+            url,
+            "SELECT " + ", ".join(f"(SELECT count(*) FROM {t}) AS {t}" for t in TABLES),
+        )
+    )[0]
+    targets = workshops_dataset.register_targets(WORKSHOPS)
+    per_workshop = workshops_dataset.REGISTRATIONS_PER_WORKSHOP
+    assert counts == {
+        "agreements": AGREEMENTS,
+        "positions": POSITIONS,
+        "counsellors": COUNSELLORS,
+        "assignments": COUNSELLORS,
+        "workshops": WORKSHOPS,
+        # The registration scenario's workshops have none yet.
+        "registrations": per_workshop * (WORKSHOPS - targets),
+    }
+    assert (summary.positions, summary.counsellors, summary.registrations) == (
+        POSITIONS,
+        COUNSELLORS,
+        counts["registrations"],
+    )
+
+
+async def test_the_contracts_follow_each_other(built: tuple[str, dataset.Dataset]) -> None:
+    url, summary = built
+    positions = {
+        r["id"]: r
+        for r in await _rows(
+            url, "SELECT p.*, a.starts_on FROM positions p JOIN agreements a ON a.id = p.agreement_id"
+        )
+    }
+    contracts: dict[Any, list[dict[str, Any]]] = {}
+    for a in await _rows(url, "SELECT * FROM assignments ORDER BY started_on"):
+        contracts.setdefault(a["position_id"], []).append(a)
+    assert set(contracts) == set(positions)
+    counsellors = [a["counsellor_id"] for held in contracts.values() for a in held]
+    assert len(counsellors) == len(set(counsellors)) == COUNSELLORS
+    end = dataset.HISTORY_END
+    replaced = vacant = closed = 0
+    for position_id, held in contracts.items():
+        position = positions[position_id]
+        assert position["starts_on"] <= position["opened_on"] < held[0]["started_on"]
+        for before, after in itertools.pairwise(held):
+            # Each contract ended (with a reason) before the next one started.
+            assert before["ended_on"] is not None
+            assert before["end_reason"] is not None
+            assert before["ended_on"] < after["started_on"]
+            replaced += 1
+        last = held[-1]
+        assert last["started_on"] <= end
+        assert last["ended_on"] is None or last["ended_on"] <= end
+        for a in held:
+            assert a["ends_on"] is None or a["ends_on"] >= a["started_on"]
+            assert (a["contract_type"] == "CDI") == (a["ends_on"] is None)
+        if last["ended_on"] is not None:
+            vacant += 1
+        if position["closed_on"] is not None:
+            closed += 1
+            assert last["ended_on"] is not None
+            assert last["ended_on"] < position["closed_on"] <= end
+    assert replaced == COUNSELLORS - POSITIONS
+    assert vacant > 0
+    assert closed > 0
+    # The scenarios' counsellor holds a position today.
+    holding = [
+        a for held in contracts.values() for a in held if str(a["counsellor_id"]) == summary.counsellor_id
+    ]
+    assert len(holding) == 1
+    assert holding[0]["ended_on"] is None
+    # A workshop is run by the counsellor whose contract covers its day, or by nobody while the position
+    # was vacant.
+    workshops = await _rows(url, "SELECT position_id, counsellor_id, starts_at FROM workshops")
+    for w in workshops:
+        day = w["starts_at"].date()
+        covering = [
+            a["counsellor_id"]
+            for a in contracts[w["position_id"]]
+            if a["started_on"] <= day and (a["ended_on"] is None or day <= a["ended_on"])
+        ]
+        assert covering == ([w["counsellor_id"]] if w["counsellor_id"] else []), w
+
+
+async def test_the_attendees_are_the_present_registrations_and_the_walk_ins(
+    built: tuple[str, dataset.Dataset],
+) -> None:
+    from app.referentials.data import AgeBracket, SocialStatus
+
+    url, _ = built
+    present: dict[Any, list[dict[str, Any]]] = {}
+    for r in await _rows(
+        url,
+        "SELECT workshop_id, age_bracket, social_status FROM registrations"
+        " WHERE attendance = 'present' AND status <> 'cancelled'",
+    ):
+        present.setdefault(r["workshop_id"], []).append(r)
+    workshops = await _rows(url, "SELECT id, status, walk_ins, attendees, attendee_breakdown FROM workshops")
+    reported = 0
+    for w in workshops:
+        if w["status"] != "completed":
+            assert (w["attendees"], w["attendee_breakdown"], w["walk_ins"]) == (0, None, None)
+            assert w["id"] not in present
+            continue
+        walk_ins = json.loads(w["walk_ins"])
+        ages = dict.fromkeys((a.value for a in AgeBracket), 0)
+        socials = dict.fromkeys((s.value for s in SocialStatus), 0)
+        for name, n in walk_ins["age_brackets"].items():
+            ages[name] += n
+        for name, n in walk_ins["social_statuses"].items():
+            socials[name] += n
+        for r in present.get(w["id"], []):
+            ages[r["age_bracket"] or "non_communique"] += 1
+            socials[r["social_status"] or "non_communique"] += 1
+        assert w["attendees"] == walk_ins["total"] + len(present.get(w["id"], []))
+        assert json.loads(w["attendee_breakdown"]) == {"age_brackets": ages, "social_statuses": socials}
+        reported += w["attendees"] > 0
+    assert reported > 0
+
+
+async def test_the_rollup_is_what_rebuild_computes(built: tuple[str, dataset.Dataset]) -> None:
+    from app.db import make_engine
+    from app.stats import rollup
+
+    url, _ = built
+    order = "SELECT * FROM workshop_monthly_stats ORDER BY territory_id, month, level, theme"
+    loaded = await _rows(url, order)
+    assert len(loaded) > WORKSHOPS // 2
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await rollup.rebuild(conn)
+            rebuilt = [dict(r._mapping) for r in await conn.execute(text(order))]
+            await conn.rollback()
+    finally:
+        await engine.dispose()
+    assert loaded == rebuilt

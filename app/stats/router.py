@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.core.auth import PrincipalDep
+from app.core.auth import PrincipalDep, resolve_principal
 from app.core.csv import csv_header_responses, csv_rows_response, vary_accept
+from app.core.direct import DirectSession, as_session, direct
 from app.core.media import Separator, SepQuery, scope_accepts_csv
 from app.core.problems import problem_responses
 from app.core.responses import json_response
@@ -106,6 +108,30 @@ async def stats_positions(
     return _answer(request, answer, group_by.value, service.POSITION_FIGURE_COLUMNS, sep, "stats-positions")
 
 
+# The direct twins (app.core.direct): the same service calls without FastAPI's request handling and the ORM
+# session, each answer read in one snapshot (the territory filters' paths, then the sums).
+@direct("stats_positions", snapshot=True)
+async def stats_positions_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    programme_id: uuid.UUID | None,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    group_by: service.PositionGroup,
+    sep: Separator,
+) -> Response | None:
+    answer = await service.position_stats(
+        as_session(session),
+        programme_id=programme_id,
+        territory_id=territory_id,
+        within=within,
+        group_by=group_by,
+    )
+    # A request for CSV never reaches a twin (app.core.direct leaves it to the route).
+    return _answer(request, answer, group_by.value, service.POSITION_FIGURE_COLUMNS, sep, "stats-positions")
+
+
 @router.get(
     "/workshops",
     response_model=WorkshopStats,
@@ -166,3 +192,29 @@ def _answer(
         response = json_response(answer)
     vary_accept(response)
     return response
+
+
+@direct("stats_workshops", snapshot=True)
+async def stats_workshops_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    starts: date | None,
+    ends: date | None,
+    group_by: service.WorkshopGroup,
+    sep: Separator,
+) -> Response | None:
+    answer = await service.workshop_stats(
+        as_session(session),
+        await resolve_principal(request, session),
+        territory_id=territory_id,
+        within=within,
+        starts=starts,
+        ends=ends,
+        group_by=group_by,
+        threshold=request.app.state.settings.stats_disclosure_threshold,
+    )
+    # A request for CSV never reaches a twin (app.core.direct leaves it to the route).
+    return _answer(request, answer, group_by.value, service.workshop_figure_columns(), sep, "stats-workshops")

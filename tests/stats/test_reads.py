@@ -16,7 +16,8 @@ from tests.stats.helpers import STATS
 
 
 async def test_a_statistics_answer_is_one_snapshot_of_a_few_statements(settings: Settings) -> None:
-    async with app_client(settings) as client:
+    # Through the routes (their direct twins read the same statements: tests/stats/test_direct_path.py).
+    async with app_client(settings.model_copy(update={"direct_path": False})) as client:
         engine: AsyncEngine = client._transport.app.state.engine  # type: ignore[attr-defined]
         region = (await client.get("/api/v1/territories", params={"kind": "region", "limit": 1})).json()
         sent: list[str] = []
