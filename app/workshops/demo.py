@@ -1,6 +1,7 @@
 """Demo workshops: a dozen upcoming sessions in Lyon and the Rhône on the programme's five launch themes
-(DOMAIN.md), some nearly full. Venues and addresses are illustrative; the registrants are invented people
-with @example.org addresses."""
+(DOMAIN.md), some nearly full, and the last four months' history (held workshops with their activity
+report, one cancelled) so that the statistics have figures to show. Venues and addresses are illustrative;
+the registrants are invented people with @example.org addresses."""
 
 from __future__ import annotations
 
@@ -12,10 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.auth import Principal, Role
 from app.core.pagination import Cursors, PageRequest
 from app.positions import service as positions
-from app.referentials.data import Level, Theme
+from app.referentials.data import AgeBracket, Level, SocialStatus, Theme
 from app.workshops import service
 from app.workshops.models import WorkshopFormat
-from app.workshops.schemas import RegistrationCreate, Venue, WorkshopCreate
+from app.workshops.schemas import (
+    AttendanceItem,
+    AttendanceReport,
+    RegistrationCreate,
+    Venue,
+    WalkIns,
+    WorkshopCancel,
+    WorkshopCreate,
+    WorkshopUpdate,
+)
 
 OPERATOR = Principal(role=Role.admin, name="demo")
 
@@ -254,4 +264,92 @@ async def load(session: AsyncSession) -> str:
             )
             await service.register(session, workshop.id, person, OPERATOR)
             registrations += 1
-    return f"{len(WORKSHOPS)} upcoming workshops with {registrations} registrations"
+    held, cancelled = await _history(session, today)
+    return (
+        f"{len(WORKSHOPS)} upcoming workshops with {registrations} registrations; "
+        f"{held} held and {cancelled} cancelled in the last four months"
+    )
+
+
+# The history: (position, venue) pairs taking turns, a workshop a week each over the last 16 weeks.
+HISTORY = [
+    ("LYON-CNFS-001", "part_dieu"),
+    ("LYON-CNFS-002", "villeurbanne"),
+    ("RHONE-CNFS-001", "villefranche"),
+    ("RHONE-CNFS-002", "tarare"),
+]
+HISTORY_WEEKS = 16
+AGES = list(AgeBracket)
+SOCIALS = list(SocialStatus)
+ATTENDANCE_CYCLE = ["present", "present", "present", "absent", "present", "excused", "present"]
+
+
+async def _history(session: AsyncSession, today: datetime) -> tuple[int, int]:
+    """Workshops of the last weeks, as they would have been lived: created while upcoming, registered to,
+    then (once started) their activity report recorded: present or absent registrants, some walk-ins.
+    Deterministic: the same figures on every load (the counts vary from one workshop to the next so that the
+    statistics show both large and small cells)."""
+    held = cancelled = 0
+    themes = [RELATIVES, CV, SCHOOLING, PERSONAL_DATA, INFORMATION]
+    for week in range(HISTORY_WEEKS):
+        for slot, (ref, venue) in enumerate(HISTORY):
+            index = week * len(HISTORY) + slot
+            workshop = await service.create(
+                session,
+                WorkshopCreate(
+                    position_id=await _position_id(session, ref),
+                    title=f"Atelier numérique n° {index + 1}",
+                    themes=themes[index % len(themes)],
+                    level=Level.debutant if index % 3 else Level.intermediaire,
+                    format=WorkshopFormat.in_person,
+                    venue=VENUES[venue],
+                    starts_at=today + timedelta(days=1),
+                    duration_minutes=120,
+                    capacity=12,
+                    waitlist_capacity=0,
+                ),
+                OPERATOR,
+            )
+            workshop_id = workshop.id
+            people = 4 + (index * 5) % 9
+            ids = []
+            for n in range(people):
+                first_name = FIRST_NAMES[(index + n) % len(FIRST_NAMES)]
+                row, _token = await service.register(
+                    session,
+                    workshop_id,
+                    RegistrationCreate(
+                        first_name=first_name,
+                        last_name="Exemple",
+                        email=f"{first_name.lower()}.historique.{index}.{n}@example.org",
+                        # Mostly older people, as in the programme's reports; some leave it blank.
+                        age_bracket=AGES[(index + 2 * n) % 4 + 3] if n % 5 else None,
+                        social_status=SOCIALS[(index + n) % 2 + 2] if n % 4 else None,
+                    ),
+                    OPERATOR,
+                )
+                ids.append(row.id)
+            # Registrations change the row behind the ORM's back (Core statements): read it again.
+            session.expire(workshop)
+            workshop = await service.get_for_change(session, workshop_id, OPERATOR)
+            starts_at = (today - timedelta(days=7 * (HISTORY_WEEKS - week) - slot)).replace(hour=9)
+            workshop = await service.update(session, workshop, WorkshopUpdate(starts_at=starts_at))
+            if index % 17 == 5:
+                await service.cancel(session, workshop, WorkshopCancel(reason="Intervenant absent."))
+                cancelled += 1
+                continue
+            walk_ins = index % 3
+            report = AttendanceReport(
+                registrations=[
+                    AttendanceItem(id=rid, attendance=ATTENDANCE_CYCLE[(index + n) % len(ATTENDANCE_CYCLE)])
+                    for n, rid in enumerate(ids)
+                ],
+                walk_ins=WalkIns(
+                    total=walk_ins,
+                    age_brackets={AgeBracket.soixante_dix_plus: walk_ins} if walk_ins else {},
+                    social_statuses={SocialStatus.retraite: walk_ins} if walk_ins else {},
+                ),
+            )
+            await service.record_attendance(session, workshop, report)
+            held += 1
+    return held, cancelled

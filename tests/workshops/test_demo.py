@@ -1,4 +1,5 @@
-"""The demo workshops: a dozen upcoming sessions in Lyon and the Rhône on the five launch themes."""
+"""The demo workshops: a dozen upcoming sessions in Lyon and the Rhône on the five launch themes, and four
+months of history that the statistics show."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ LAUNCH_THEMES = {
 }
 
 
-async def test_a_dozen_upcoming_workshops(client: httpx.AsyncClient, session: AsyncSession) -> None:
+async def test_a_dozen_upcoming_workshops(
+    client: httpx.AsyncClient, session: AsyncSession, admin: dict[str, str]
+) -> None:
     communes = {"69123", "69264", "69266", "69243", "31555"}
     by_code = await demo.load_territories(session, referential.shipped().subset(communes))
     await agreements_demo.load(session, by_code)
@@ -41,3 +44,19 @@ async def test_a_dozen_upcoming_workshops(client: httpx.AsyncClient, session: As
         await client.get(WORKSHOPS, params={"department_code": "69", "theme": "securite_numerique"})
     )
     assert len(rhone) == 2
+    # The history: held workshops with their activity reports, one of them cancelled, in the statistics.
+    assert summary.endswith("60 held and 4 cancelled in the last four months")
+    stats = await client.get("/api/v1/stats/workshops", params={"group_by": "month"}, headers=admin)
+    assert stats.status_code == 200, stats.text
+    totals = stats.json()["totals"]
+    assert (totals["held"], totals["cancelled"]) == (60, 4)
+    assert (
+        totals["attendees"] == sum(totals["age_brackets"].values()) == sum(totals["social_statuses"].values())
+    )
+    assert totals["attendees"] > 300
+    assert len(stats.json()["items"]) >= 4
+    # Without a key, small cells are hidden (and the large ones shown).
+    public = (await client.get("/api/v1/stats/workshops", params={"group_by": "month"})).json()
+    cells = [v for item in public["items"] for v in item["age_brackets"].values()]
+    assert None in cells
+    assert any(v is not None and v >= 11 for v in cells)
