@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tests.conftest import IS_POSTGRES, KeyMaker, Tree
+from tests.conftest import KeyMaker, Tree
+from tests.stats.helpers import rollup_at_each_statement
 from tests.workshops.helpers import Place, build_place
 
 
@@ -24,8 +24,5 @@ async def place(
     tree: Tree,
     make_key: KeyMaker,
 ) -> Place:
-    if IS_POSTGRES:
-        await connection.execute(
-            text("SET CONSTRAINTS workshops_stats_insert, workshops_stats_update IMMEDIATE")
-        )
+    await rollup_at_each_statement(connection)
     return await build_place(client, admin, tree, make_key)

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.referentials.data import AgeBracket, Level, SocialStatus, Theme
@@ -212,3 +212,12 @@ async def rebuilt_rows(session: AsyncSession) -> dict[tuple[Any, ...], tuple[int
 
 def day_of(instant: str) -> date:
     return datetime.fromisoformat(instant.replace("Z", "+00:00")).date()
+
+
+async def rollup_at_each_statement(connection: AsyncConnection) -> None:
+    """On PostgreSQL the rollup's triggers run at commit, which a test's transaction never reaches: run
+    them at each statement instead (the deferred behaviour itself: tests/stats/test_concurrency.py)."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(
+            text("SET CONSTRAINTS workshops_stats_insert, workshops_stats_update IMMEDIATE")
+        )

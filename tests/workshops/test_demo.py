@@ -4,7 +4,7 @@ months of history that the statistics show."""
 from __future__ import annotations
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import demo
 from app.agreements import demo as agreements_demo
@@ -12,6 +12,7 @@ from app.positions import demo as positions_demo
 from app.territories import referential
 from app.workshops import demo as workshops_demo
 from tests.helpers import items
+from tests.stats.helpers import rollup_at_each_statement
 from tests.workshops.helpers import WORKSHOPS
 
 LAUNCH_THEMES = {
@@ -24,8 +25,9 @@ LAUNCH_THEMES = {
 
 
 async def test_a_dozen_upcoming_workshops(
-    client: httpx.AsyncClient, session: AsyncSession, admin: dict[str, str]
+    client: httpx.AsyncClient, session: AsyncSession, connection: AsyncConnection, admin: dict[str, str]
 ) -> None:
+    await rollup_at_each_statement(connection)
     communes = {"69123", "69264", "69266", "69243", "31555"}
     by_code = await demo.load_territories(session, referential.shipped().subset(communes))
     await agreements_demo.load(session, by_code)
