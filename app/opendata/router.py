@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.problems import problem_responses
 from app.db import SessionDep, TransactionRoute
@@ -38,6 +39,24 @@ _CSV: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def _release(session: AsyncSession) -> None:
+    """Gives back the connection every /api/v1 request takes to resolve its caller (`get_principal`):
+    nothing was written, and the files are served from the worker's copy or built in a session of their
+    own, so a request waiting for a build holds none."""
+    await session.rollback()
+
+
+async def _lieux(request: Request) -> service.Export:
+    """The records, read by the one request that builds the files, in a session of its own (see
+    `_release`)."""
+    state = request.app.state
+    async with state.sessionmaker() as session:
+        # A session bound to one connection (the tests' rolled-back transaction) keeps its transaction.
+        if isinstance(session.bind, AsyncEngine):
+            await session.connection(execution_options=state.read_options)
+        return await service.lieux(session)
+
+
 def _published(request: Request) -> service.Published:
     """The worker's open-data files (`OPEN_DATA_CACHE_SECONDS`), made at the first request for them."""
     state = request.app.state
@@ -65,8 +84,10 @@ def _answer(content: bytes, media_type: str, name: str) -> Response:
     responses=_CSV | problem_responses(401, 422),
 )
 async def open_data_lieux_csv(request: Request, session: SessionDep) -> Response:
+    await _release(session)
+
     async def build() -> bytes:
-        return service.to_csv((await service.lieux(session)).records)
+        return service.to_csv((await _lieux(request)).records)
 
     content = await _published(request).get("csv", build)
     return _answer(content, "text/csv; charset=utf-8", "lieux-mediation-numerique.csv")
@@ -81,8 +102,10 @@ async def open_data_lieux_csv(request: Request, session: SessionDep) -> Response
     responses=problem_responses(401, 422),
 )
 async def open_data_lieux_json(request: Request, session: SessionDep) -> Response:
+    await _release(session)
+
     async def build() -> bytes:
-        return service.to_json((await service.lieux(session)).records)
+        return service.to_json((await _lieux(request)).records)
 
     content = await _published(request).get("json", build)
     return _answer(content, "application/json", "lieux-mediation-numerique.json")

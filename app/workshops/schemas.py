@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from app.core.pagination import Page
 from app.core.schemas import InputModel, PatchModel, ReadModel
@@ -79,9 +79,22 @@ OnlineUrl = Annotated[
 ]
 Title = Annotated[FreeText, Field(min_length=1, max_length=200, examples=["Rédiger son CV en ligne"])]
 Description = Annotated[FreeText, Field(max_length=5000, examples=["Apportez vos diplômes et attestations."])]
+
+
+def _each_once(themes: list[Theme]) -> list[Theme]:
+    # A theme listed twice would count twice in the statistics by theme.
+    seen: set[Theme] = set()
+    for theme in themes:
+        if theme in seen:
+            raise ValueError(f"the theme {theme.value} is listed twice: list each theme once")
+        seen.add(theme)
+    return themes
+
+
 Themes = Annotated[
     list[Theme],
-    Field(min_length=1, max_length=5, description="Values of the `themes` referential (1 to 5)."),
+    Field(min_length=1, max_length=5, description="Values of the `themes` referential (1 to 5), each once."),
+    AfterValidator(_each_once),
 ]
 Duration = Annotated[int, Field(strict=True, ge=15, le=24 * 60, description="Minutes, 15 to 1440.")]
 Capacity = Annotated[int, Field(strict=True, ge=1, le=10_000, description="Seats, 1 to 10 000.")]

@@ -97,9 +97,10 @@ def _metrics(row: str, dialect: str, sign: str = "") -> list[str]:
 
 def _themes(row: str, dialect: str) -> str:
     """The theme keys a workshop counts under: '' and each of its themes."""
+    # UNION, not UNION ALL: a theme listed twice counts once, as `themes_mask` (the partial months) counts it.
     if dialect == "postgresql":
-        return f"(SELECT '' AS theme UNION ALL SELECT json_array_elements_text({row}.themes))"
-    return f"(SELECT '' AS theme UNION ALL SELECT value FROM json_each({row}.themes))"
+        return f"(SELECT '' AS theme UNION SELECT json_array_elements_text({row}.themes))"
+    return f"(SELECT '' AS theme UNION SELECT value FROM json_each({row}.themes))"
 
 
 def _contribution(row: str, dialect: str, sign: str = "") -> str:
@@ -202,6 +203,24 @@ def _fill(dialect: str) -> None:
     op.execute(_upsert(f"{every} FROM workshops AS w UNION ALL {themed}"))
 
 
+def _themes_once(dialect: str) -> None:
+    """A theme listed twice in a workshop (accepted until this revision) is kept once, in the order of its
+    first mention: the statistics by theme count a workshop once in each of its themes."""
+    if dialect == "postgresql":
+        op.execute(
+            "UPDATE workshops SET themes = (SELECT json_agg(theme ORDER BY first) FROM (SELECT theme, "
+            "min(ord) AS first FROM json_array_elements_text(workshops.themes) WITH ORDINALITY AS x(theme, ord) "
+            "GROUP BY theme) AS s) WHERE json_array_length(themes) > (SELECT count(DISTINCT theme) FROM "
+            "json_array_elements_text(workshops.themes) AS y(theme))"
+        )
+    else:
+        op.execute(
+            "UPDATE workshops SET themes = (SELECT json_group_array(value) FROM (SELECT value, min(key) AS "
+            "first FROM json_each(workshops.themes) GROUP BY value ORDER BY first)) WHERE "
+            "json_array_length(themes) > (SELECT count(DISTINCT value) FROM json_each(workshops.themes))"
+        )
+
+
 def _backfill_attendance() -> None:
     """`attendees` and `attendee_breakdown` of the workshops that have an activity report."""
     bind = op.get_bind()
@@ -273,6 +292,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("workshop_monthly_stats", schema=None) as batch_op:
         batch_op.create_index("ix_workshop_monthly_stats_month_theme", ["month", "theme"], unique=False)
+    _themes_once(dialect)
     _backfill_attendance()
     _create_triggers(dialect)
     _fill(dialect)

@@ -85,3 +85,27 @@ async def test_without_the_cache_every_request_builds(settings: Settings, builds
         await client.get(url)
         await client.get(url)
     assert len(builds) == 2
+
+
+async def test_requests_waiting_for_a_build_hold_no_database_connection(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten readers arrive while the files are being built (a few seconds at the programme's scale): only
+    the building request holds a connection, so the rest of the service keeps answering."""
+    real = service.lieux
+
+    async def slow(session: AsyncSession, *args: Any, **kwargs: Any) -> service.Export:
+        await asyncio.sleep(1.5)
+        return await real(session, *args, **kwargs)
+
+    monkeypatch.setattr(service, "lieux", slow)
+    small_pool = settings.model_copy(
+        update={"open_data_cache_seconds": 60, "database_pool_size": 2, "database_pool_timeout_seconds": 1}
+    )
+    url = "/api/v1/open-data/lieux-mediation-numerique.json"
+    async with app_client(small_pool) as client:
+        exports = [asyncio.create_task(client.get(url)) for _ in range(10)]
+        await asyncio.sleep(0.3)
+        other = await client.get("/api/v1/programmes")
+        assert other.status_code == 200, other.text
+        assert [(await e).status_code for e in exports] == [200] * 10

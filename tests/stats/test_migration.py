@@ -23,7 +23,8 @@ def i(ident: str) -> str:
 
 
 def _insert_completed(url: str) -> None:
-    """A completed workshop of March 2026 with two themes: 2 walk-ins, 4 registrations of which 2 present
+    """A completed workshop of March 2026 with two themes, one listed twice (accepted before 0010): 2
+    walk-ins, 4 registrations of which 2 present
     (one without a bracket nor a status), one absent, one present but cancelled (not counted)."""
     true = "true" if IS_POSTGRES else "1"
     walk_ins = json.dumps(
@@ -38,7 +39,8 @@ def _insert_completed(url: str) -> None:
         "INSERT INTO workshops (id, position_id, territory_id, title, themes, themes_mask, level, format,"
         " online_url, starts_at, ends_at, duration_minutes, capacity, waitlist_capacity, registered_count,"
         " waitlisted_count, seats_left, status, public, walk_ins, created_at, updated_at, version) VALUES"
-        f" ({i(DONE)}, {i(POSITION)}, {i(TERRITORY)}, 'Atelier', '[\"email\", \"sante\"]', 257, 'avance',"
+        f' ({i(DONE)}, {i(POSITION)}, {i(TERRITORY)}, \'Atelier\', \'["email", "sante", "email"]\', 257,'
+        " 'avance',"
         " 'remote', 'https://v.example.org/x', '2026-03-31 23:30:00', '2026-04-01 01:30:00', 120, 10, 0, 3,"
         f" 0, 7, 'completed', {true}, '{walk_ins}', {NOW}, {NOW}, 4)",
     )
@@ -77,6 +79,9 @@ def test_0010_backfills_and_fills_the_rollup() -> None:
         command.upgrade(config, "0010")
         rows = dict(_run_sql(url, "SELECT id, attendees FROM workshops"))
         assert sorted(rows.values()) == [0, 4]
+        # The theme listed twice is kept once, in the order of its first mention.
+        (themes,) = _run_sql(url, f"SELECT themes FROM workshops WHERE id = {i(DONE)}")[0]
+        assert (json.loads(themes) if isinstance(themes, str) else themes) == ["email", "sante"]
         (breakdown,) = _run_sql(url, "SELECT attendee_breakdown FROM workshops WHERE attendees = 4")[0]
         breakdown = json.loads(breakdown) if isinstance(breakdown, str) else breakdown
         assert breakdown["age_brackets"] == {

@@ -86,6 +86,17 @@ async def test_themes_and_level_from_the_referentials(client: httpx.AsyncClient,
     assert_problem(
         await post_workshop(client, place.admin, position, level="expert"), 422, "validation_error"
     )
+    # A theme listed twice would count twice in the statistics by theme: each theme once.
+    twice = await post_workshop(client, place.admin, position, themes=["email", "sante", "email"])
+    assert_problem(twice, 422, "validation_error", "/themes")
+    assert "email is listed twice" in twice.json()["errors"][0]["detail"]
+    workshop = await create_workshop(client, place.admin, position, themes=["email", "sante"])
+    patched = await client.patch(
+        f"{WORKSHOPS}/{workshop['id']}",
+        json={"themes": ["sante", "sante"]},
+        headers={**place.admin, "If-Match": f'"{workshop["version"]}"'},
+    )
+    assert_problem(patched, 422, "validation_error", "/themes")
 
 
 async def test_who_may_create(client: httpx.AsyncClient, place: Place) -> None:
