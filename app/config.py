@@ -49,6 +49,7 @@ EXAMPLES = {
     "rate_limit_redis_timeout_seconds": "0.5",
     "stats_disclosure_threshold": "11",
     "open_data_cache_seconds": "300",
+    "shutdown_timeout_seconds": "20",
 }
 
 
@@ -151,6 +152,19 @@ class Settings(BaseSettings):
         le=86400,
         description="How long a worker process serves the open-data files it built (0: built for each "
         "request); the requests arriving while they are built wait for that one export.",
+    )
+
+    # Deploys: how a process stops (docs/operations.md).
+    shutdown_timeout_seconds: int = Field(
+        default=20,
+        ge=1,
+        le=3600,
+        description="On SIGTERM the server stops accepting connections and gives the requests in flight this "
+        "long to finish (and their transactions to commit) before it cancels them, which rolls their "
+        "transactions back; then it closes its database pools and exits. Keep it below the orchestrator's "
+        "grace period before SIGKILL (`docker stop` waits 10 s unless given `--time`/`--stop-timeout`; "
+        "Kubernetes 30 s) and above the longest request (DATABASE_STATEMENT_TIMEOUT_MS plus "
+        "DATABASE_LOCK_TIMEOUT_MS).",
     )
 
     @field_validator("database_url")
