@@ -25,7 +25,7 @@ from app.core.cors import ProblemCORSMiddleware
 from app.core.direct import DirectMiddleware, twins
 from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
-from app.core.logging import configure_logging
+from app.core.logging import configure_logging, stopping
 from app.core.metrics import Metrics
 from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
@@ -221,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            stopping()
             await engine.dispose()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package's own files: no CDN at run time.
