@@ -14,12 +14,12 @@ from pathlib import Path
 from types import ModuleType
 
 import asyncpg
-import httpx
 import pytest
 
+from app.config import Settings
 from tests.conftest import IS_POSTGRES
-from tests.processes import Database, create_remote_workshop, position_in, postgres_database
-from tests.test_serve import serve
+from tests.helpers import app_client
+from tests.processes import SECRET_KEY, Database, create_remote_workshop, position_in, postgres_database
 from tests.workshops.helpers import WORKSHOPS, person
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,17 +67,19 @@ def database() -> Iterator[Database]:
 
 @needs_postgres
 async def test_a_dump_restores_with_every_row(database: Database, tmp_path: Path) -> None:
-    with serve(tmp_path, **database.server_env()) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            position = await position_in(client, database)
-            workshop = await create_remote_workshop(client, database, position, capacity=3)
-            for n in range(4):
-                registered = await client.post(
-                    f"{WORKSHOPS}/{workshop['id']}/registrations",
-                    json=person(n),
-                    headers={"Idempotency-Key": f"backup-{n}"},
-                )
-                assert registered.status_code == 201, registered.text
+    settings = Settings(
+        database_url=database.url, secret_key=SECRET_KEY, rate_limits_enabled=False, log_json=False
+    )
+    async with app_client(settings) as client:
+        position = await position_in(client, database)
+        workshop = await create_remote_workshop(client, database, position, capacity=3)
+        for n in range(4):
+            registered = await client.post(
+                f"{WORKSHOPS}/{workshop['id']}/registrations",
+                json=person(n),
+                headers={"Idempotency-Key": f"backup-{n}"},
+            )
+            assert registered.status_code == 201, registered.text
     dump = tmp_path / "cnfs.dump"
     result = await asyncio.to_thread(_check, database.url, "--dump", str(dump))
     assert result.returncode == 0, result.stdout + result.stderr
