@@ -38,9 +38,9 @@ from tests.workshops.helpers import WORKSHOPS, at, workshop_body
 
 needs_postgres = pytest.mark.skipif(
     not IS_POSTGRES,
-    reason="needs PostgreSQL (TEST_DATABASE_URL): several processes on one SQLite file queue on its write "
-    "lock, and what is proven here (row locks, advisory locks, the change feed's transaction ids across "
-    "processes) is PostgreSQL's",
+    reason="needs PostgreSQL (TEST_DATABASE_URL): what is proven here across processes (row locks held by "
+    "the test, advisory locks, the change feed's transaction ids) is PostgreSQL's; on SQLite the processes "
+    "queue on the file's one write lock",
 )
 SECRET_KEY = "processes-test-" + "x" * 32
 

@@ -6,17 +6,23 @@ transaction then rolls back whole. The write is made slow by a row lock that the
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from alembic import command
 
-from app.cli import server_command
+from app.cli import alembic_config, server_command
 from app.config import Settings
 from tests.processes import (
     Database,
@@ -27,7 +33,7 @@ from tests.processes import (
     row_locked,
     wait_until_blocked,
 )
-from tests.test_serve import Server, serve
+from tests.test_serve import ROOT, Server, serve
 from tests.workshops.helpers import WORKSHOPS, person
 
 pytestmark = pytest.mark.processes
@@ -155,3 +161,34 @@ async def test_a_write_that_outlasts_the_shutdown_timeout_is_rolled_back(
     events = [line["event"] for line in lines]
     assert "Cancel 1 running task(s), timeout graceful shutdown exceeded" in events, events
     assert "Application shutdown complete." in events, events
+
+
+def test_the_previous_release_rolls_back_onto_a_newer_schema_with_no_migrate(tmp_path: Path) -> None:
+    """After a newer release migrated the database, the previous one's `serve` refuses to migrate it (exit
+    status 2: started by mistake); with `--no-migrate` (a rollback) it serves, and is ready."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}"
+    command.upgrade(alembic_config(url), "head")
+    with closing(sqlite3.connect(tmp_path / "serve.db")) as db, db:
+        db.execute("UPDATE alembic_version SET version_num = '9999_from_a_newer_release'")
+    refused = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--no-demo", "--port", "0"],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")},
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": url,
+            "SECRET_KEY": "serve-test-" + "x" * 32,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "which this release does not know (a newer release migrated it)" in refused.stderr
+    with serve(tmp_path, "--no-migrate") as server:
+        ready = httpx.get(f"{server.url}/readyz", timeout=10)
+        listed = httpx.get(f"{server.url}/api/v1/territories", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["schema_revision"] == "9999_from_a_newer_release"
+    assert listed.status_code == 200, listed.text
