@@ -44,7 +44,7 @@ import csv
 import io
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import Enum
@@ -58,8 +58,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.core.direct import DriverRows
 from app.core.media import CSV_MEDIA_TYPE, Separator
-from app.core.pagination import PageRequest
+from app.core.pagination import PageRequest, Records
 from app.core.responses import page_response
 from app.db import detach_session, end_detached
 
@@ -225,6 +226,7 @@ class CsvColumns:
         self.columns = model_columns(model)
         self.header = [column.name for column in self.columns]
         self._cells = _compile_cells(self.columns)
+        self._by_shape: dict[Hashable, Callable[[Any], list[Any]]] = {}
 
     def cells(self, row: Any) -> list[Any]:
         if type(row) is not dict:
@@ -238,27 +240,68 @@ class CsvColumns:
         return item.model_dump()
 
     def rows(self, rows: Iterable[Any]) -> Iterable[list[Any]]:
+        if isinstance(rows, Records) and rows.untouched:
+            return map(self._driver_cells(rows.driver), rows.driver.rows)
         cells = self._cells
         return (cells(row) if type(row) is dict else self.cells(row) for row in rows)
 
+    def _driver_cells(self, driver: DriverRows) -> Callable[[Any], list[Any]]:
+        """The cells of a row as the driver returns it: its values read by position, each converted by the
+        engine's processor (`driver.processors`) where it has one, then as a dict's would be."""
+        key = (driver.names, driver.processors)
+        found = self._by_shape.get(key)
+        if found is None:
+            positions = {name: index for index, name in enumerate(driver.names)}
+            processors = dict(driver.processors)
+            namespace: dict[str, Any] = {}
+
+            def top(name: str) -> str:
+                index = positions.get(name)
+                if index is None:
+                    # Not selected: the dict of the row would not have it either (`dict.get` → None).
+                    return "None"
+                processor = processors.get(index)
+                if processor is None:
+                    return f"row[{index}]"
+                namespace[f"_p{index}"] = processor
+                return f"_p{index}(row[{index}])"
+
+            found = _compile_cells(self.columns, top, namespace)
+            if len(self._by_shape) >= _SHAPES:
+                self._by_shape.clear()
+            self._by_shape[key] = found
+        return found
+
 
 _EMPTY: dict[str, Any] = {}
+# Statements (their result columns and processors) a model's CSV cells are compiled for, at most.
+_SHAPES = 64
 
 
-def _compile_cells(columns: Sequence[Column]) -> Callable[[dict[str, Any]], list[Any]]:
+def _dict_value(name: str) -> str:
+    return f"row.get({name!r})"
+
+
+def _compile_cells(
+    columns: Sequence[Column],
+    top: Callable[[str], str] = _dict_value,
+    namespace: dict[str, Any] | None = None,
+) -> Callable[[Any], list[Any]]:
     """One function per model that reads every cell of a row with no loop over the columns: the cost of an
-    export is mostly this, once per row. Nested objects are read once per row (`None` → `_EMPTY`)."""
-    namespace: dict[str, Any] = {"_EMPTY": _EMPTY}
+    export is mostly this, once per row. Nested objects are read once per row (`None` → `_EMPTY`). `top`
+    gives the expression of a field of the model in the row (a dict's `row.get(name)` by default), with
+    what it needs in `namespace`."""
+    # `top` adds what its expressions name to `namespace` as the function is written.
+    namespace = {} if namespace is None else namespace
+    namespace["_EMPTY"] = _EMPTY
     lines = ["def cells(row):"]
     parents: dict[tuple[str, ...], str] = {}
 
     def parent(path: tuple[str, ...]) -> str:
-        if not path:
-            return "row"
         if path not in parents:
-            outer = parent(path[:-1])
+            value = top(path[0]) if len(path) == 1 else f"{parent(path[:-1])}.get({path[-1]!r})"
             name = f"_n{len(parents)}"
-            lines.append(f"    {name} = {outer}.get({path[-1]!r}) or _EMPTY")
+            lines.append(f"    {name} = {value} or _EMPTY")
             parents[path] = name
         return parents[path]
 
@@ -266,7 +309,10 @@ def _compile_cells(columns: Sequence[Column]) -> Callable[[dict[str, Any]], list
     namespace["_text"] = _text
     cells = []
     for index, column in enumerate(columns):
-        read = f"{parent(column.path[:-1])}.get({column.path[-1]!r})"
+        if len(column.path) == 1:
+            read = top(column.path[0])
+        else:
+            read = f"{parent(column.path[:-1])}.get({column.path[-1]!r})"
         # The common cases inline (a call per cell is a good part of an export's cost), the same values as
         # the converters give.
         if column.convert is _plain:
@@ -284,7 +330,7 @@ def _compile_cells(columns: Sequence[Column]) -> Callable[[dict[str, Any]], list
             cells.append(f"_c{index}({read})")
     lines.append("    return [" + ", ".join(cells) + "]")
     exec("\n".join(lines), namespace)
-    function: Callable[[dict[str, Any]], list[Any]] = namespace["cells"]
+    function: Callable[[Any], list[Any]] = namespace["cells"]
     return function
 
 

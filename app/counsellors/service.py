@@ -120,7 +120,7 @@ async def list_counsellors(
     external_ref: str | None = None,
     updated_since: datetime | None = None,
     sort: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """A page of counsellors as read rows: one query, one for their current assignments, one for the total
     when asked."""
     keys = repo.sort_keys(sort)

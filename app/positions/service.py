@@ -163,7 +163,7 @@ async def list_positions(
     external_ref: str | None = None,
     updated_since: datetime | None = None,
     sort: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """A page of the positions the caller may read, as read rows: one query (the status derived in it), one
     for the current assignments of a personal-data reader's occupied positions, one for the total when
     asked. `status` filters in SQL."""
@@ -346,7 +346,7 @@ def _require_personal(principal: Principal) -> None:
 
 async def list_position_assignments(
     session: AsyncSession, position_id: uuid.UUID, principal: Principal, page: PageRequest
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """A position's history, oldest first, as read rows (404 when the position is not visible, 403 for
     viewers)."""
     if not await repo.is_visible(session, position_id, principal):
@@ -367,7 +367,7 @@ async def list_assignments(
     within: uuid.UUID | None = None,
     active: bool | None = None,
     sort: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     keys = repo.assignment_sort_keys(sort)
     stmt = repo.assignments_query(
         principal,
