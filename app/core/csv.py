@@ -46,7 +46,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import Enum
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -62,7 +62,7 @@ from app.core.direct import DriverRows
 from app.core.media import CSV_MEDIA_TYPE, Separator
 from app.core.pagination import PageRequest, Records
 from app.core.responses import page_response
-from app.db import detach_session, end_detached
+from app.db import UTCDateTime, detach_session, end_detached
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,27 @@ def _joined(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return None
         return neutralise(LIST_SEPARATOR.join("" if v is None else str(_element(convert, v)) for v in values))
 
+    if convert is _text:
+        _JOINED_TEXTS[join] = _joined_texts(join)
     return join
+
+
+# The `_joined` of text values, and its shortcut for a list of strings (a JSON list: `themes`).
+_JOINED_TEXTS: dict[Callable[[Any], Any], Callable[[Any], Any]] = {}
+
+
+def _joined_texts(join: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def join_texts(values: Any) -> Any:
+        if values is None:
+            return None
+        try:
+            # Strings only (a str enum's member is its value): what `join` writes, without a call per value.
+            text = LIST_SEPARATOR.join(values)
+        except TypeError:
+            return join(values)
+        return "'" + text if text and text[0] in _FORMULA_STARTS else text
+
+    return join_texts
 
 
 def _element(convert: Callable[[Any], Any], value: Any) -> Any:
@@ -253,7 +273,7 @@ class CsvColumns:
         if found is None:
             positions = {name: index for index, name in enumerate(driver.names)}
             processors = dict(driver.processors)
-            namespace: dict[str, Any] = {}
+            namespace: dict[str, Any] = {"_datetime": datetime, "_UTC": UTC}
 
             def top(name: str) -> str:
                 index = positions.get(name)
@@ -264,6 +284,13 @@ class CsvColumns:
                 if processor is None:
                     return f"row[{index}]"
                 namespace[f"_p{index}"] = processor
+                type_ = driver.types.get(index)
+                if isinstance(type_, UTCDateTime) and type_.keeps_utc_as_is(driver.dialect):
+                    # An instant in UTC as the driver gives it is what the processor would give back.
+                    return (
+                        f"(_w if type(_w := row[{index}]) is _datetime and _w.tzinfo is _UTC "
+                        f"else _p{index}(_w))"
+                    )
                 return f"_p{index}(row[{index}])"
 
             found = _compile_cells(self.columns, top, namespace)
@@ -325,6 +352,9 @@ def _compile_cells(
             cells.append(
                 f"(_v if type(_v := {read}) is str and not (_v and _v[0] in _FORMULA_STARTS) else _text(_v))"
             )
+        elif column.convert in _JOINED_TEXTS:
+            namespace[f"_c{index}"] = _JOINED_TEXTS[column.convert]
+            cells.append(f"_c{index}({read})")
         else:
             namespace[f"_c{index}"] = column.convert
             cells.append(f"_c{index}({read})")

@@ -116,11 +116,13 @@ class _Compiled:
     __slots__ = (
         "compiled",
         "defaults",
+        "dialect",
         "dml",
         "expanding",
         "names",
         "processors",
         "result_processors",
+        "result_types",
         "returns_rows",
         "row",
     )
@@ -148,6 +150,10 @@ class _Compiled:
             for index, (_name, type_) in enumerate(columns)
             if (processor := type_.dialect_impl(dialect).result_processor(dialect, None)) is not None
         ]
+        self.result_types = {
+            index: columns[index][1].dialect_impl(dialect) for index, _processor in self.result_processors
+        }
+        self.dialect = dialect
         try:
             self.row: Any = namedtuple("DirectRow", self.names)  # type: ignore[misc]
         except ValueError:
@@ -281,17 +287,19 @@ class DirectResult:
 class DriverRows:
     """A SELECT's rows as the driver returned them (asyncpg's records, SQLite's tuples), before the type
     processing the engine applies to each value: `names` are the result's columns in order, `processors`
-    the (index, processor) of those whose values the engine converts (`processed` applies them to one row).
-    A reader of many rows (a CSV export) applies them itself, only where a value is read, without a row
-    object per row."""
+    the (index, processor) of those whose values the engine converts (`processed` applies them to one row),
+    `types` their types (for the dialect, by index). A reader of many rows (a CSV export) applies them
+    itself, only where a value is read, without a row object per row."""
 
-    __slots__ = ("_entry", "names", "processors", "rows")
+    __slots__ = ("_entry", "dialect", "names", "processors", "rows", "types")
 
     def __init__(self, rows: Sequence[Any], entry: _Compiled) -> None:
         self.rows = rows
         self._entry = entry
+        self.dialect = entry.dialect
         self.names: tuple[str, ...] = tuple(entry.names)
         self.processors: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(entry.result_processors)
+        self.types: dict[int, Any] = entry.result_types
 
     def processed(self, raw: Any) -> Any:
         """One row as the engine gives it (a named tuple of processed values)."""
