@@ -350,7 +350,8 @@ def _compile_cells(
             cells.append(f'(None if (_v := {read}) is None else "true" if _v else "false")')
         elif column.convert is _text:
             cells.append(
-                f"(_v if type(_v := {read}) is str and not (_v and _v[0] in _FORMULA_STARTS) else _text(_v))"
+                f"(_v if type(_v := {read}) is str and not (_v and _v[0] in _FORMULA_STARTS) "
+                "else None if _v is None else _text(_v))"
             )
         elif column.convert in _JOINED_TEXTS:
             namespace[f"_c{index}"] = _JOINED_TEXTS[column.convert]
