@@ -216,6 +216,14 @@ async def get_for_change(session: AsyncSession, counsellor_id: uuid.UUID, princi
     return counsellor
 
 
+async def for_assignment(
+    session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal | None
+) -> Counsellor | None:
+    """The counsellor, unlocked, if it lies in `principal`'s territories: what an assignment checks before
+    it takes the counsellor's lock (`lock_for_assignment`)."""
+    return await repo.get(session, counsellor_id, principal)
+
+
 async def lock_for_assignment(
     session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal | None
 ) -> Counsellor | None:
