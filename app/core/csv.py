@@ -508,6 +508,15 @@ def csv_model_response(
     return Response(writer.chunk(), media_type=CSV_MEDIA_TYPE, headers=_headers(request, filename))
 
 
+def batch_column(rows: Sequence[Any], name: str) -> list[Any]:
+    """One column of a streamed export's batch (the ids of the people it returns, for instance), whatever
+    the batch holds: the driver's rows (`Records`, read without making dicts, so that the batch is still
+    written from them), dicts, or objects."""
+    if isinstance(rows, Records):
+        return rows.column(name)
+    return [row.get(name) if isinstance(row, Mapping) else getattr(row, name, None) for row in rows]
+
+
 class CsvExportFailed(Exception):
     """The database failed in the middle of a streamed export: the answer ends there, incomplete."""
 
@@ -540,6 +549,9 @@ class _Export:
         rows, cursor = self.first
         self.first = None
         while True:
+            # Every batch passes here, the first and the next ones, before its bytes are sent: what must
+            # happen once per batch in its transaction (a journal of the people it returns:
+            # `batch_column(rows, "id")`) goes here.
             writer.write(columns.rows(rows))
             del rows
             yield writer.chunk()

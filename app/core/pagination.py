@@ -377,6 +377,16 @@ class Records(Sequence[dict[str, Any]]):
             self._dicts = dicts
         return self._dicts
 
+    def column(self, name: str) -> list[Any]:
+        """One column's values, as the dicts would hold them, without making the dicts (an export's
+        journal of the people it returned reads the ids of each batch)."""
+        if self._dicts is not None:
+            return [row.get(name) for row in self._dicts]
+        index = self.driver.names.index(name)
+        processor = dict(self.driver.processors).get(index)
+        values = [raw[index] for raw in self.driver.rows]
+        return values if processor is None else [processor(value) for value in values]
+
     def __len__(self) -> int:
         return len(self.driver.rows)
 

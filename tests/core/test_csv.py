@@ -21,7 +21,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import BaseModel
-from sqlalchemy import delete, insert, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,7 @@ from app.core import pagination
 from app.core.csv import (
     CsvExportFailed,
     CsvWriter,
+    batch_column,
     columns_of,
     csv_rows_response,
     flatten,
@@ -804,3 +805,40 @@ async def test_a_database_error_mid_stream_ends_the_answer_incomplete(
         again = _Sink()
         await _asgi_get(own_app, f"{API}/territories", {"parent_id": str(root)}, again)
         assert (again.complete, again.lines) == (True, 21)
+
+
+async def test_a_batch_read_on_the_driver_is_the_page_of_dicts_and_gives_its_columns(
+    session: AsyncSession, tree: Tree
+) -> None:
+    """`fetch_page` of a CSV batch: the driver's rows (`Records`), which read as a sequence are the dicts
+    of a JSON page, and whose columns (`batch_column`: the ids an export's journal records) are read
+    without making those dicts."""
+    stmt = select(Territory.id, Territory.code, Territory.created_at)
+    keys = [pagination.SortKey("id", Territory.id, parse=pagination.parse_uuid)]
+
+    def page(csv: Separator | None) -> pagination.PageRequest:
+        return pagination.PageRequest(
+            limit=3,
+            cursor=None,
+            include_total=False,
+            binding="b",
+            cursors=pagination.Cursors("s" * 32),
+            csv=csv,
+        )
+
+    json_rows, json_cursor, _total = await pagination.fetch_page(
+        session, stmt, keys, page(None), row_values=lambda r: [r.id], scalars=False
+    )
+    rows, cursor, _total = await pagination.fetch_page(
+        session, stmt, keys, page(Separator.comma), row_values=lambda r: [r.id], scalars=False
+    )
+    assert isinstance(rows, pagination.Records)
+    assert cursor == json_cursor is not None
+    assert batch_column(rows, "id") == [row["id"] for row in json_rows]
+    assert batch_column(rows, "created_at") == [row["created_at"] for row in json_rows]
+    assert rows.untouched
+    assert list(rows) == json_rows
+    assert not rows.untouched
+    rows[0]["code"] = "changed"
+    assert batch_column(rows, "code")[0] == "changed"
+    assert batch_column(json_rows, "id") == [row["id"] for row in json_rows]
