@@ -34,6 +34,18 @@ export. The connection goes back to the pool when the stream ends, whichever way
 stream there (the connection is closed without the final chunk, so that a client sees an incomplete
 answer rather than a short file that looks complete).
 
+**Cells from the driver's rows.** A batch is read by the route's page function with the page's `csv` set:
+`fetch_page` then runs the same statement (the same filters, order and rights) on the driver's connection
+in the request's transaction, and hands back the driver's rows (`app.core.pagination.Records`) rather than
+the engine's result rows turned into dicts. A page function that hands them on as they are (workshops,
+registrations, assignments, agreements, territories) has its cells read from them by position, each value
+converted by the engine's own result processor (`CsvColumns._driver_cells`): the same values, hence the
+same bytes, at about half the CPU per row. A page function that reads or fills in its rows (positions'
+current assignments, counsellors' nested training) reads them as the dicts of a JSON page, made on first
+use; the batch is then written from those dicts. Every batch passes through `_Export._chunks`, the one
+loop where something done once per batch in its transaction belongs (`batch_column` reads a column of
+either kind of batch).
+
 **Stats** (small, in memory): `csv_rows_response(columns, rows, sep)`; `flatten` turns nested breakdowns
 into `parent_child` keys. A stats route declares `sep: SepQuery = Separator.comma` and answers
 `csv_rows_response(...)` when `scope_accepts_csv(request.scope["headers"])`."""
