@@ -183,6 +183,7 @@ async def test_a_line_on_one_row_waits_past_lock_timeout_until_statement_timeout
     try:
         async with world.sessions() as observer:
             for index in range(3):
+                started = asyncio.get_running_loop().time()
                 writers.append(
                     asyncio.create_task(
                         _lock_row(engine, counsellor, releases[index], pids[index], held[index])
@@ -192,7 +193,6 @@ async def test_a_line_on_one_row_waits_past_lock_timeout_until_statement_timeout
                     await wait_until_blocked(observer, await pids[index], writers[index])
                 else:
                     await asyncio.wait_for(held[0].wait(), timeout=10)
-        started = asyncio.get_running_loop().time()
         await asyncio.sleep(1.0)
         releases[0].set()
         assert await writers[0] == "held"
