@@ -319,10 +319,7 @@ async def driver_rows(
     come out as the engine's (`_wrapped`)."""
     session = DirectSession(connection)
     try:
-        driver = await session._connection()
-        if not _in_transaction(driver, session._postgres):
-            return None
-        return await session.driver_rows(statement, params)
+        return await session.driver_rows(statement, params, in_transaction_only=True)
     except Fallback:
         return None
     finally:
@@ -696,8 +693,13 @@ class DirectSession:
             rows = [make(raw) for raw in raw_rows]
         return DirectResult(rows)
 
-    async def driver_rows(self, statement: Any, params: dict[str, Any] | None = None) -> DriverRows:
-        """The rows of a SELECT of columns as the driver returns them (see `DriverRows`)."""
+    async def driver_rows(
+        self, statement: Any, params: dict[str, Any] | None = None, *, in_transaction_only: bool = False
+    ) -> DriverRows | None:
+        """The rows of a SELECT of columns as the driver returns them (see `DriverRows`); with
+        `in_transaction_only`, None (nothing run) when the connection is in no transaction."""
+        if in_transaction_only and not _in_transaction(await self._connection(), self._postgres):
+            return None
         entry, raw_rows = await self._execute(statement, params)
         if not entry.returns_rows or entry.dml:
             raise Fallback("not a SELECT")
