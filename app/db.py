@@ -73,6 +73,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value
         return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
 
+    def keeps_utc_as_is(self, dialect: Dialect) -> bool:
+        """Whether the result processing of this type (adapted to `dialect`) gives back unchanged a
+        `datetime` that the driver returns in UTC (`tzinfo is UTC`): the driver's value is not converted
+        first (asyncpg's instants; SQLite's come as text), and `process_result_value` keeps it. A reader
+        of many rows may then skip the processing of such values (`app.core.csv`)."""
+        return self.impl_instance.result_processor(dialect, None) is None
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)

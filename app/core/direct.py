@@ -116,11 +116,13 @@ class _Compiled:
     __slots__ = (
         "compiled",
         "defaults",
+        "dialect",
         "dml",
         "expanding",
         "names",
         "processors",
         "result_processors",
+        "result_types",
         "returns_rows",
         "row",
     )
@@ -148,6 +150,10 @@ class _Compiled:
             for index, (_name, type_) in enumerate(columns)
             if (processor := type_.dialect_impl(dialect).result_processor(dialect, None)) is not None
         ]
+        self.result_types = {
+            index: columns[index][1].dialect_impl(dialect) for index, _processor in self.result_processors
+        }
+        self.dialect = dialect
         try:
             self.row: Any = namedtuple("DirectRow", self.names)  # type: ignore[misc]
         except ValueError:
@@ -276,6 +282,48 @@ class DirectResult:
 
     def mappings(self) -> DirectResult:
         return DirectResult([row._asdict() for row in self._rows])
+
+
+class DriverRows:
+    """A SELECT's rows as the driver returned them (asyncpg's records, SQLite's tuples), before the type
+    processing the engine applies to each value: `names` are the result's columns in order, `processors`
+    the (index, processor) of those whose values the engine converts (`processed` applies them to one row),
+    `types` their types (for the dialect, by index). A reader of many rows (a CSV export) applies them
+    itself, only where a value is read, without a row object per row."""
+
+    __slots__ = ("_entry", "dialect", "names", "processors", "rows", "types")
+
+    def __init__(self, rows: Sequence[Any], entry: _Compiled) -> None:
+        self.rows = rows
+        self._entry = entry
+        self.dialect = entry.dialect
+        self.names: tuple[str, ...] = tuple(entry.names)
+        self.processors: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(entry.result_processors)
+        self.types: dict[int, Any] = entry.result_types
+
+    def processed(self, raw: Any) -> Any:
+        """One row as the engine gives it (a named tuple of processed values)."""
+        row = list(raw)
+        for index, processor in self.processors:
+            row[index] = processor(row[index])
+        return self._entry.row._make(row)
+
+
+async def driver_rows(
+    connection: AsyncConnection, statement: Any, params: dict[str, Any] | None = None
+) -> DriverRows | None:
+    """A SELECT of columns run on the driver's connection under `connection` (an engine's connection, in
+    its transaction), its rows as the driver returns them; None when that connection is in no
+    transaction yet (SQLAlchemy's asyncpg adapter begins it at its first statement: this one must then
+    go through the engine) or when the direct path cannot run the statement (`Fallback`). Driver errors
+    come out as the engine's (`_wrapped`)."""
+    session = DirectSession(connection)
+    try:
+        return await session.driver_rows(statement, params, in_transaction_only=True)
+    except Fallback:
+        return None
+    finally:
+        await session.close()
 
 
 def _driver_errors() -> tuple[
@@ -629,6 +677,37 @@ class DirectSession:
         return handed
 
     async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> DirectResult:
+        entry, raw_rows = await self._execute(statement, params)
+        if not entry.returns_rows:
+            return DirectResult([], raw_rows)
+        make = entry.row._make
+        result_processors = entry.result_processors
+        if result_processors:
+            rows = []
+            for raw in raw_rows:
+                row = list(raw)
+                for index, processor in result_processors:
+                    row[index] = processor(row[index])
+                rows.append(make(row))
+        else:
+            rows = [make(raw) for raw in raw_rows]
+        return DirectResult(rows)
+
+    async def driver_rows(
+        self, statement: Any, params: dict[str, Any] | None = None, *, in_transaction_only: bool = False
+    ) -> DriverRows | None:
+        """The rows of a SELECT of columns as the driver returns them (see `DriverRows`); with
+        `in_transaction_only`, None (nothing run) when the connection is in no transaction."""
+        if in_transaction_only and not _in_transaction(await self._connection(), self._postgres):
+            return None
+        entry, raw_rows = await self._execute(statement, params)
+        if not entry.returns_rows or entry.dml:
+            raise Fallback("not a SELECT")
+        return DriverRows(raw_rows, entry)
+
+    async def _execute(self, statement: Any, params: dict[str, Any] | None) -> tuple[_Compiled, Any]:
+        """The statement run on the driver: its compiled form, and the driver's rows (its row count for a
+        statement that returns none)."""
         entry, values = _compile(statement, self._dialect, params)
         if entry.dml and not self._write:
             raise Fallback("a write on a reading request")
@@ -648,20 +727,8 @@ class DirectSession:
             positions = compiled.positiontup or ()
         args = [processors[name](values[name]) if name in processors else values[name] for name in positions]
         if not entry.returns_rows:
-            return DirectResult([], await self._run(sql, args, rowcount=True))
-        raw_rows = await self._run(sql, args)
-        make = entry.row._make
-        result_processors = entry.result_processors
-        if result_processors:
-            rows = []
-            for raw in raw_rows:
-                row = list(raw)
-                for index, processor in result_processors:
-                    row[index] = processor(row[index])
-                rows.append(make(row))
-        else:
-            rows = [make(raw) for raw in raw_rows]
-        return DirectResult(rows)
+            return entry, await self._run(sql, args, rowcount=True)
+        return entry, await self._run(sql, args)
 
     async def scalar(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
         return (await self.execute(statement, params)).scalar()

@@ -120,7 +120,7 @@ async def list_counsellors(
     external_ref: str | None = None,
     updated_since: datetime | None = None,
     sort: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """A page of counsellors as read rows: one query, one for their current assignments, one for the total
     when asked."""
     keys = repo.sort_keys(sort)
@@ -214,6 +214,14 @@ async def get_for_change(session: AsyncSession, counsellor_id: uuid.UUID, princi
     if counsellor is None:
         raise NotFound("no counsellor with this id")
     return counsellor
+
+
+async def for_assignment(
+    session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal | None
+) -> Counsellor | None:
+    """The counsellor, unlocked, if it lies in `principal`'s territories: what an assignment checks before
+    it takes the counsellor's lock (`lock_for_assignment`)."""
+    return await repo.get(session, counsellor_id, principal)
 
 
 async def lock_for_assignment(

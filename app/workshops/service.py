@@ -14,6 +14,7 @@ import hmac
 import secrets
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -109,7 +110,7 @@ async def list_workshops(
     page: PageRequest,
     filters: repo.Filters,
     sort: str | None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     keys = repo.sort_keys(sort, filters.near)
     return await repo.list_page(session, principal, page, keys, filters)
 
@@ -475,7 +476,7 @@ async def list_registrations(
     principal: Principal,
     page: PageRequest,
     status: RegistrationStatus | None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     await _require_organiser(session, workshop_id, principal)
     return await repo.registrations_page(session, workshop_id, page, status.value if status else None)
 
