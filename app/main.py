@@ -107,6 +107,11 @@ TAGS = [
         "numérique (CSV and JSON, licence etalab-2.0).",
     },
     {"name": "access", "description": "API keys and the caller's identity."},
+    {
+        "name": "audit",
+        "description": "The audit trail (every write) and the personal-data journal (every answer that "
+        "showed people).",
+    },
     {"name": "operations", "description": "Liveness, readiness and metrics."},
 ]
 

@@ -143,7 +143,8 @@ class AuditSpec:
 
 
 _SPECS: dict[str, AuditSpec] = {}
-_ALWAYS_IGNORED = frozenset({"id", "created_at", "updated_at"})
+# The row's bookkeeping: its id is `resource_id`, its instants `occurred_at`, its version moves with any change.
+_ALWAYS_IGNORED = frozenset({"id", "created_at", "updated_at", "version"})
 
 
 def spec_for(resource: str) -> AuditSpec | None:
