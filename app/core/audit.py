@@ -143,7 +143,8 @@ class AuditSpec:
 
 
 _SPECS: dict[str, AuditSpec] = {}
-# The row's bookkeeping: its id is `resource_id`, its instants `occurred_at`, its version moves with any change.
+# The row's bookkeeping: its id is `resource_id`, its instants `occurred_at`; its version moves with any
+# change.
 _ALWAYS_IGNORED = frozenset({"id", "created_at", "updated_at", "version"})
 
 
