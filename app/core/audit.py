@@ -42,7 +42,7 @@ caller `app.core.auth` resolved, the `X-Request-ID`); outside a request, from `a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -212,7 +212,7 @@ def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[
 # --- who is acting --------------------------------------------------------------------------------------
 
 # The ASGI scope of the request being served (set by the request middleware, `bind_request`).
-_REQUEST: ContextVar[dict[str, Any] | None] = ContextVar("cnfs_audit_request", default=None)
+_REQUEST: ContextVar[MutableMapping[str, Any] | None] = ContextVar("cnfs_audit_request", default=None)
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ _DISABLED: ContextVar[bool] = ContextVar("cnfs_audit_disabled", default=False)
 
 
 @contextmanager
-def bind_request(scope: dict[str, Any]) -> Iterator[None]:
+def bind_request(scope: MutableMapping[str, Any]) -> Iterator[None]:
     """The request being served, for the events its writes and reads record (the request middleware)."""
     token = _REQUEST.set(scope)
     try:
