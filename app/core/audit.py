@@ -320,6 +320,7 @@ async def _insert_rows(session: Any, rows: list[dict[str, Any]]) -> None:
 
 
 _PENDING = "cnfs.audit.pending"
+_ORIGIN = "cnfs.audit.origin"
 Key = tuple[str, uuid.UUID]
 Pending = dict[Key, dict[str, dict[str, Any]]]
 
@@ -504,6 +505,8 @@ def _collect(session: Session, _flush_context: Any) -> None:
         known = pending.get(key)
         if known is None:
             pending[key] = changes
+            # Where it was flushed: a savepoint rolled back takes its objects' values with it.
+            session.info.setdefault(_ORIGIN, {})[key] = session.get_nested_transaction()
         else:
             for name, change in changes.items():
                 if name in known:
@@ -524,6 +527,7 @@ def _write_pending(session: Session) -> None:
     if session.new or session.dirty or session.deleted:
         session.flush()
     pending: Pending | None = session.info.pop(_PENDING, None)
+    session.info.pop(_ORIGIN, None)
     if not pending:
         return
     context = _context(None)
@@ -536,8 +540,17 @@ def _write_pending(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _forget_pending(session: Session, _previous: Any) -> None:
-    session.info.pop(_PENDING, None)
+def _forget_pending(session: Session, previous: Any) -> None:
+    """A rollback drops the values kept for the objects it undid: all of them, or a savepoint's own."""
+    origins: dict[Key, Any] = session.info.get(_ORIGIN, {})
+    if not previous.nested:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_ORIGIN, None)
+        return
+    pending: Pending = session.info.get(_PENDING, {})
+    for key in [key for key, origin in origins.items() if origin is previous]:
+        pending.pop(key, None)
+        origins.pop(key, None)
 
 
 # --- the purge ------------------------------------------------------------------------------------------
