@@ -66,6 +66,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -489,8 +490,6 @@ def _collect(session: Session, _flush_context: Any) -> None:
         spec: AuditSpec | None = getattr(type(obj), "__audit__", None)
         if spec is None:
             continue
-        from sqlalchemy import inspect
-
         state = inspect(obj)
         identity = state.identity
         object_id = identity[0] if identity else state.dict.get("id")
@@ -603,7 +602,3 @@ def subject_clause(subject_id: uuid.UUID, postgres: bool) -> Any:
     return text(
         "EXISTS (SELECT 1 FROM json_each(audit_events.subject_ids) AS subject WHERE subject.value = :subject)"
     ).bindparams(subject=str(subject_id))
-
-
-def subject_ids_of(rows: Sequence[Mapping[str, Any]], key: str = "id") -> list[Any]:
-    return [row[key] for row in rows]
