@@ -37,6 +37,7 @@ EXAMPLES = {
     "contact_email": "cnfs-api@example.fr",
     "max_body_bytes": "1048576",
     "idempotency_ttl_hours": "24",
+    "journal_retention_days": "365",
     "keep_alive_timeout_seconds": "75",
     "log_level": "INFO",
     "log_json": "true",
@@ -152,6 +153,15 @@ class Settings(BaseSettings):
         le=86400,
         description="How long a worker process serves the open-data files it built (0: built for each "
         "request); the requests arriving while they are built wait for that one export.",
+    )
+    # The personal-data journal (app.core.audit): its lines (`kind='read'` audit events, who saw whom) are
+    # kept this long, then deleted by `cnfs-api purge` (`app.core.audit.purge_journal`); the audit trail's
+    # write events are kept.
+    journal_retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="Days a personal-data journal line is kept (12 months by default) before the purge.",
     )
 
     # Deploys: how a process stops (docs/operations.md).
