@@ -49,6 +49,9 @@ EXAMPLES = {
     "rate_limit_redis_timeout_seconds": "0.5",
     "stats_disclosure_threshold": "11",
     "open_data_cache_seconds": "300",
+    "registration_retention_months": "12",
+    "counsellor_retention_months": "24",
+    "journal_retention_days": "365",
 }
 
 
@@ -151,6 +154,29 @@ class Settings(BaseSettings):
         le=86400,
         description="How long a worker process serves the open-data files it built (0: built for each "
         "request); the requests arriving while they are built wait for that one export.",
+    )
+    # Personal data retention (`cnfs-api purge`, app/personal_data/service.py, docs/personal-data.md).
+    registration_retention_months: int = Field(
+        default=12,
+        ge=1,
+        le=120,
+        description="Months after a workshop ends before `cnfs-api purge` erases its registrants' names, "
+        "email and phone (the registrations stay counted, anonymous).",
+    )
+    counsellor_retention_months: int = Field(
+        default=24,
+        ge=1,
+        le=240,
+        description="Months after a counsellor's last assignment ended (or, never assigned, after the "
+        "record last changed) before `cnfs-api purge` anonymises the counsellor; never while an assignment "
+        "lasts or is to come.",
+    )
+    journal_retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="Days the journal of personal data (`audit_events`) is kept before `cnfs-api purge` "
+        "deletes its lines.",
     )
 
     @field_validator("database_url")

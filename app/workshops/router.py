@@ -22,7 +22,7 @@ from app.core.direct import (
     json_body,
     validated,
 )
-from app.core.idempotency import IdempotencyDep
+from app.core.idempotency import Idempotency, IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.media import Separator
 from app.core.pagination import PageRequest
@@ -468,7 +468,7 @@ async def workshops_register(
     body: RegistrationCreate,
 ) -> Response:
     async def produce() -> Response:
-        return await _register(request, session, principal, workshop_id, body)
+        return await _register(request, session, principal, workshop_id, body, idem)
 
     return await idem.run(produce, secret_fields=("cancel_token",))
 
@@ -479,9 +479,13 @@ async def _register(
     principal: Principal,
     workshop_id: uuid.UUID,
     body: RegistrationCreate,
+    idem: Idempotency | None = None,
 ) -> Response:
     registration, token = await service.register(session, workshop_id, body, principal)
     row = registration._asdict()
+    if idem is not None:
+        # The stored response shows the registrant: erasing them erases it (`idempotency.forget`).
+        idem.shows(service.REGISTRATIONS, row["id"])
     row["cancel_token"] = token
     location = path_for(
         request, "workshops_registrations_get", workshop_id=str(workshop_id), registration_id=str(row["id"])

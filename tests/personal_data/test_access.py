@@ -1,0 +1,82 @@
+"""The right of access: everything held about a counsellor (admin) or a registrant (their cancel token),
+and the journal's lines about them."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.helpers import assert_problem
+from tests.positions.helpers import COUNSELLORS
+from tests.workshops.helpers import WORKSHOPS, Place, create_workshop
+
+PERSON = {
+    "first_name": "Zéphyrine",
+    "last_name": "Secrète",
+    "email": "zephyrine.secrete@example.org",
+    "age_bracket": "soixante_dix_plus",
+}
+UNKNOWN = "019abc3e-0000-7000-8000-00000000dead"
+
+
+async def test_a_counsellor_s_personal_data(client: httpx.AsyncClient, place: Place) -> None:
+    counsellor = place.counsellor
+    workshop = await create_workshop(client, place.counsellor_key, place.lyon_position["id"])
+    response = await client.get(f"{COUNSELLORS}/{counsellor['id']}/personal-data", headers=place.admin)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "private, no-store"
+    body = response.json()
+    assert set(body) == {"counsellor", "assignments", "workshops", "journal"}
+    assert body["counsellor"]["id"] == counsellor["id"]
+    assert (body["counsellor"]["first_name"], body["counsellor"]["email"]) == ("Camille", "c1@example.org")
+    assert body["counsellor"]["current_assignment"]["position_id"] == place.lyon_position["id"]
+    [assignment] = body["assignments"]
+    assert assignment["position_id"] == place.lyon_position["id"]
+    assert assignment["active"] is True
+    assert assignment["counsellor_id"] == counsellor["id"]
+    assert [(w["id"], w["title"], w["status"]) for w in body["workshops"]] == [
+        (workshop["id"], workshop["title"], "scheduled")
+    ]
+    assert isinstance(body["journal"], list)
+
+
+async def test_who_may_read_a_counsellor_s_personal_data(client: httpx.AsyncClient, place: Place) -> None:
+    path = f"{COUNSELLORS}/{place.counsellor['id']}/personal-data"
+    assert_problem(await client.get(path), 401, "unauthenticated")
+    for headers in (place.world.lyon_manager, place.world.lyon_viewer, place.counsellor_key):
+        assert_problem(await client.get(path, headers=headers), 403, "forbidden")
+    assert_problem(
+        await client.get(f"{COUNSELLORS}/{UNKNOWN}/personal-data", headers=place.admin), 404, "not_found"
+    )
+    assert_problem(
+        await client.get(f"{COUNSELLORS}/nope/personal-data", headers=place.admin), 422, "validation_error"
+    )
+    assert_problem(await client.delete(path, headers=place.admin), 405, "method_not_allowed")
+
+
+async def test_a_registrant_s_personal_data(client: httpx.AsyncClient, place: Place) -> None:
+    workshop = await create_workshop(client, place.admin, place.lyon_position["id"], public=False)
+    path = f"{WORKSHOPS}/{workshop['id']}/registrations"
+    created = (await client.post(path, json=PERSON, headers=place.admin)).json()
+    token = created["cancel_token"]
+    response = await client.get(f"{path}/{created['id']}/personal-data", headers={"X-Cancel-Token": token})
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "private, no-store"
+    body = response.json()
+    assert set(body) == {"registration", "workshop", "journal"}
+    registration = body["registration"]
+    assert {k: registration[k] for k in PERSON} == PERSON
+    assert (registration["id"], registration["status"], registration["anonymized_at"]) == (
+        created["id"],
+        "confirmed",
+        None,
+    )
+    assert "cancel_token" not in registration
+    assert "cancel_token_hash" not in response.text
+    assert body["workshop"] == {
+        "id": workshop["id"],
+        "title": workshop["title"],
+        "starts_at": workshop["starts_at"],
+        "ends_at": workshop["ends_at"],
+        "status": "scheduled",
+    }
+    assert isinstance(body["journal"], list)
