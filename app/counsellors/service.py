@@ -50,8 +50,6 @@ from app.db import new_id, utcnow
 from app.territories import service as territories
 
 RESOURCE = "counsellors"
-# What anonymisation erases.
-ERASED_FIELDS = ("first_name", "last_name", "email", "phone", "external_ref")
 PERSONAL_READERS = (Role.admin, Role.territory_manager)
 
 

@@ -46,6 +46,15 @@ async def record_write(
         )
 
 
+async def record_erasures(
+    session: AsyncSession, resource: str, ids: list[uuid.UUID], fields: tuple[str, ...]
+) -> None:
+    """One write event per person erased: `fields` went from a (masked) value to null."""
+    changes = {name: {"before": "***", "after": None} for name in fields}
+    for id in ids:
+        await record_write(session, resource=resource, resource_id=id, changes=changes)
+
+
 async def purge(session: AsyncSession, before: datetime) -> int:
     """Deletes the journal's lines older than `before`; how many."""
     audit = _audit()

@@ -109,13 +109,8 @@ async def erase_registration(
     registration = await _registrant(session, workshop_id, registration_id, principal, cancel_token)
     if registration.anonymized_at is not None:
         return
-    await workshops.erase_registrations(session, [registration.id])
-    await journal.record_write(
-        session,
-        resource=workshops.REGISTRATIONS,
-        resource_id=registration.id,
-        changes={name: {"before": "***", "after": None} for name in ERASED_FIELDS},
-    )
+    erased = await workshops.erase_registrations(session, [registration.id])
+    await journal.record_erasures(session, workshops.REGISTRATIONS, erased, ERASED_FIELDS)
 
 
 # --- retention -----------------------------------------------------------------------------------------
@@ -142,23 +137,19 @@ async def purge(session: AsyncSession, retention: Retention, now: datetime | Non
     nothing. The registrations of workshops that ended more than `registration_months` ago are erased;
     counsellors whose last assignment ended more than `counsellor_months` ago (none lasting or to come)
     are anonymised; the journal's lines older than `journal_days` and the stored `Idempotency-Key`
-    responses past their window are deleted. One journal event (`cli_purge`) tells what was done, and each
-    anonymised counsellor's own (`counsellors_anonymize`'s) does too."""
+    responses past their window are deleted. Each erasure is journaled (one write event per person, the
+    purge's action `cli_purge` from the command's context), and one event more tells the counts."""
     now = now or utcnow()
     report = PurgeReport()
     due = await workshops.registrations_due(session, months_before(now, retention.registration_months))
-    report.registrations = await workshops.erase_registrations(session, due)
+    erased = await workshops.erase_registrations(session, due)
+    await journal.record_erasures(session, workshops.REGISTRATIONS, erased, ERASED_FIELDS)
+    report.registrations = len(erased)
     ended_before = months_before(now, retention.counsellor_months)
     for counsellor_id in await counsellors.retention_due(session, ended_before.date(), ended_before):
+        # Its write event is the anonymisation's own (an ORM write, journaled with the purge's action).
         if await counsellors.anonymize_if_due(session, counsellor_id, ended_before.date(), ended_before):
             report.counsellors += 1
-            await journal.record_write(
-                session,
-                resource=counsellors.RESOURCE,
-                resource_id=counsellor_id,
-                changes={name: {"before": "***", "after": None} for name in counsellors.ERASED_FIELDS},
-                action=PURGE_ACTION,
-            )
     report.journal_lines = await journal.purge(session, now - timedelta(days=retention.journal_days))
     report.idempotency_records = await idempotency.purge_expired(
         session, timedelta(hours=retention.idempotency_hours)
@@ -168,7 +159,6 @@ async def purge(session: AsyncSession, retention: Retention, now: datetime | Non
         resource="personal_data",
         resource_id=None,
         changes={name: {"before": None, "after": count} for name, count in asdict(report).items()},
-        action=PURGE_ACTION,
     )
     return report
 

@@ -668,8 +668,9 @@ async def registrations_due(session: AsyncSession, ended_before: datetime) -> li
     return list((await session.execute(stmt)).scalars())
 
 
-async def erase_registrations(session: AsyncSession, ids: list[uuid.UUID], now: datetime) -> int:
-    """Empties the personal columns of these registrations (those not erased yet); how many."""
+async def erase_registrations(session: AsyncSession, ids: list[uuid.UUID], now: datetime) -> list[uuid.UUID]:
+    """Empties the personal columns of these registrations (those not erased yet); the ids of those it
+    erased."""
     result = await session.execute(
         update(Registration)
         .where(Registration.id.in_(ids), Registration.anonymized_at.is_(None))
@@ -682,9 +683,10 @@ async def erase_registrations(session: AsyncSession, ids: list[uuid.UUID], now: 
             anonymized_at=now,
             updated_at=now,
         )
+        .returning(Registration.id)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return list(result.scalars())
 
 
 async def runs_of(session: AsyncSession, counsellor_id: uuid.UUID) -> list[Any]:

@@ -646,13 +646,13 @@ def starts_window(starts_from: datetime | None) -> datetime:
 _ERASE_CHUNK = 500
 
 
-async def erase_registrations(session: AsyncSession, ids: list[uuid.UUID]) -> int:
+async def erase_registrations(session: AsyncSession, ids: list[uuid.UUID]) -> list[uuid.UUID]:
     """Erases the registrants' names, email and phone (the registrations stay, counted, anonymous: status,
     attendance, age bracket and social status are what the counters and the activity report count), and
     every stored `Idempotency-Key` response that showed them (a replay then answers 410). Already erased
-    ones are left as they are. How many were erased."""
+    ones are left as they are. The ids of those erased."""
     now = utcnow()
-    erased = 0
+    erased: list[uuid.UUID] = []
     for start in range(0, len(ids), _ERASE_CHUNK):
         chunk = ids[start : start + _ERASE_CHUNK]
         erased += await repo.erase_registrations(session, chunk, now)
