@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api_keys.schemas import ApiKeyRead
 from app.counsellors.schemas import COUNSELLOR_READ, CounsellorRead
 from app.positions.schemas import ASSIGNMENT_READ, AssignmentRead
 from app.workshops.models import WorkshopStatus
@@ -58,6 +59,9 @@ class CounsellorPersonalData(BaseModel):
     counsellor: CounsellorRead
     assignments: list[AssignmentRead] = Field(description="Every assignment, oldest first.")
     workshops: list[WorkshopRun] = Field(description="The workshops they run or ran, oldest first.")
+    api_keys: list[ApiKeyRead] = Field(
+        description="The API keys bound to them (role `counsellor`), revoked ones too; never a secret."
+    )
     journal: list[JournalLine] = Field(
         description="Who read or changed the person's data, and when (oldest first), within the journal's "
         "retention (`JOURNAL_RETENTION_DAYS`); this request adds one line."
@@ -77,6 +81,7 @@ class CounsellorPersonalData(BaseModel):
                             "status": "scheduled",
                         }
                     ],
+                    "api_keys": [],
                     "journal": [JOURNAL_LINE],
                 }
             ]

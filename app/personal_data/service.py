@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api_keys import service as api_keys
 from app.core import idempotency
 from app.core.auth import Principal, Role
 from app.core.problems import Forbidden, Unauthenticated
@@ -40,12 +41,14 @@ def months_before(moment: datetime, months: int) -> datetime:
 
 
 async def counsellor_personal_data(session: AsyncSession, counsellor_id: uuid.UUID) -> CounsellorPersonalData:
-    """Everything held about a counsellor (admin only: the router checks the role), and the journal's lines
-    about them; this read is journaled."""
+    """Everything held about a counsellor (admin only: the router checks the role): the record, the
+    assignments, the workshops run, the API keys bound to them, and the journal's lines about them; this
+    read is journaled."""
     row = await counsellors.visible_row(session, counsellor_id, _ADMIN)
     await counsellors.fill_current(session, [row])
     assignments = await counsellors.assignments_of(session, counsellor_id)
     runs = await workshops.runs_of(session, counsellor_id)
+    keys = await api_keys.of_counsellor(session, counsellor_id)
     lines = await journal.lines_about(session, [counsellor_id, *(a.id for a in assignments)])
     await journal.record_read(session, resource=counsellors.RESOURCE, subject_ids=[counsellor_id])
     return CounsellorPersonalData.model_validate(
@@ -53,6 +56,7 @@ async def counsellor_personal_data(session: AsyncSession, counsellor_id: uuid.UU
             "counsellor": row,
             "assignments": [positions.assignment_read(a) for a in assignments],
             "workshops": [r._asdict() for r in runs],
+            "api_keys": keys,
             "journal": lines,
         }
     )

@@ -25,7 +25,7 @@ async def test_a_counsellor_s_personal_data(client: httpx.AsyncClient, place: Pl
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "private, no-store"
     body = response.json()
-    assert set(body) == {"counsellor", "assignments", "workshops", "journal"}
+    assert set(body) == {"counsellor", "assignments", "workshops", "api_keys", "journal"}
     assert body["counsellor"]["id"] == counsellor["id"]
     assert (body["counsellor"]["first_name"], body["counsellor"]["email"]) == ("Camille", "c1@example.org")
     assert body["counsellor"]["current_assignment"]["position_id"] == place.lyon_position["id"]
@@ -36,6 +36,10 @@ async def test_a_counsellor_s_personal_data(client: httpx.AsyncClient, place: Pl
     assert [(w["id"], w["title"], w["status"]) for w in body["workshops"]] == [
         (workshop["id"], workshop["title"], "scheduled")
     ]
+    [key] = body["api_keys"]
+    assert (key["role"], key["counsellor_id"]) == ("counsellor", counsellor["id"])
+    assert "key" not in key
+    assert "secret_hash" not in response.text
     assert isinstance(body["journal"], list)
 
 
