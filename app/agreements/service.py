@@ -39,7 +39,7 @@ from app.agreements.schemas import (
     AmendmentCreate,
     AmendmentRead,
 )
-from app.core import changes
+from app.core import audit, changes
 from app.core.auth import Principal
 from app.core.changes import Action
 from app.core.pagination import PageRequest
@@ -338,6 +338,7 @@ async def create(session: AsyncSession, data: AgreementCreate, principal: Princi
         action=Action.created,
         version=1,
         territory_id=data.territory_id,
+        fields=audit.created_fields(row),
     )
     return _read_form(row)
 
@@ -428,6 +429,11 @@ async def sign(session: AsyncSession, agreement: Any, data: AgreementSign) -> di
         action=Action.updated,
         version=row.version,
         territory_id=row.territory_id,
+        fields={
+            "status": {"before": agreement.status, "after": row.status},
+            "signed_on": {"before": None, "after": data.signed_on},
+            "version": {"before": row.version - 1, "after": row.version},
+        },
     )
     return _read_form(row._asdict())
 

@@ -98,7 +98,7 @@ async def _registrant(
 # --- erasure -------------------------------------------------------------------------------------------
 
 
-ERASED_FIELDS = ("first_name", "last_name", "email", "phone")
+ERASED_FIELDS = ("first_name", "last_name", "email", "email_key", "phone")
 
 
 async def erase_registration(

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import changes, idempotency
+from app.core import audit, changes, idempotency
 from app.core.auth import ANONYMOUS, Principal, Role
 from app.core.changes import Action
 from app.core.pagination import PageRequest
@@ -440,31 +440,32 @@ async def register(
         now=now,
     )
     token = CANCEL_TOKEN_PREFIX + secrets.token_urlsafe(24)
-    row = await repo.insert_registration(
-        session,
-        {
-            "id": new_id(),
-            "workshop_id": workshop_id,
-            "first_name": data.first_name,
-            "last_name": data.last_name,
-            "email": data.email,
-            "email_key": email_key,
-            "phone": data.phone,
-            "age_bracket": data.age_bracket.value if data.age_bracket else None,
-            "social_status": data.social_status.value if data.social_status else None,
-            "status": status.value,
-            "waitlist_rank": rank,
-            "attendance": "unknown",
-            "cancel_token_hash": hash_token(token),
-            "created_at": now,
-            "updated_at": now,
-            "anonymized_at": None,
-        },
-    )
+    values = {
+        "id": new_id(),
+        "workshop_id": workshop_id,
+        "first_name": data.first_name,
+        "last_name": data.last_name,
+        "email": data.email,
+        "email_key": email_key,
+        "phone": data.phone,
+        "age_bracket": data.age_bracket.value if data.age_bracket else None,
+        "social_status": data.social_status.value if data.social_status else None,
+        "status": status.value,
+        "waitlist_rank": rank,
+        "attendance": "unknown",
+        "cancel_token_hash": hash_token(token),
+        "created_at": now,
+        "updated_at": now,
+    }
+    row = await repo.insert_registration(session, {**values, "anonymized_at": None})
     if row is None:
         # The same email registered by a request that committed while this one waited for the lock: the
         # transaction, counters included, is rolled back.
         raise AlreadyRegistered(ALREADY_REGISTERED)
+    # A Core write (no ORM object): its audit event explicitly, in its transaction.
+    await audit.record_write(
+        session, resource=REGISTRATIONS, resource_id=values["id"], changes=audit.created_fields(values)
+    )
     return row, token
 
 

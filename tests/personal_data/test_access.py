@@ -75,7 +75,7 @@ async def test_a_registrant_s_personal_data(client: httpx.AsyncClient, place: Pl
         None,
     )
     assert "cancel_token" not in registration
-    assert "cancel_token_hash" not in response.text
+    assert token not in response.text
     assert body["workshop"] == {
         "id": workshop["id"],
         "title": workshop["title"],
@@ -84,3 +84,63 @@ async def test_a_registrant_s_personal_data(client: httpx.AsyncClient, place: Pl
         "status": "scheduled",
     }
     assert isinstance(body["journal"], list)
+
+
+async def test_a_registrant_sees_the_journal_lines_about_them(
+    client: httpx.AsyncClient, place: Place
+) -> None:
+    workshop = await create_workshop(client, place.admin, place.lyon_position["id"])
+    path = f"{WORKSHOPS}/{workshop['id']}/registrations"
+    created = (await client.post(path, json=PERSON)).json()
+    other = (await client.post(path, json={**PERSON, "email": "autre@example.org"})).json()
+    mine = f"{path}/{created['id']}/personal-data"
+    token = {"X-Cancel-Token": created["cancel_token"]}
+    first = (await client.get(mine, headers=token)).json()
+    assert [(line["kind"], line["action"], line["resource_id"]) for line in first["journal"]] == [
+        ("write", "workshops_register", created["id"])
+    ]
+    # Masked: the journal shows which fields were set, never their values.
+    changes = first["journal"][0]["changes"]
+    assert changes["email"] == {"before": None, "after": "***"}
+    assert PERSON["email"] not in str(first["journal"])
+    await client.delete(mine, headers=token)
+    (
+        await client.get(
+            f"{path}/{other['id']}/personal-data", headers={"X-Cancel-Token": other["cancel_token"]}
+        )
+    )
+    second = (await client.get(mine, headers=token)).json()
+    lines = [(line["kind"], line["action"], line["actor"]["role"]) for line in second["journal"]]
+    assert lines == [
+        ("write", "workshops_register", "public"),
+        ("read", "workshops_registrations_personal_data", "public"),
+        ("write", "workshops_registrations_erase_personal_data", "public"),
+    ]
+    erasure = second["journal"][2]
+    assert erasure["resource_id"] == created["id"]
+    assert erasure["changes"]["email"] == {"before": "***", "after": None}
+
+
+async def test_a_counsellor_s_journal_lines(client: httpx.AsyncClient, place: Place) -> None:
+    path = f"{COUNSELLORS}/{place.counsellor['id']}/personal-data"
+    assert (
+        await client.get(f"{COUNSELLORS}/{place.counsellor['id']}", headers=place.admin)
+    ).status_code == 200
+    await client.get(path, headers=place.admin)
+    body = (await client.get(path, headers=place.admin)).json()
+    [assignment] = body["assignments"]
+    lines = [
+        (line["kind"], line["action"], line["resource"], line["resource_id"]) for line in body["journal"]
+    ]
+    # Its creation, its assignment (a write of the assignment: `resource_id` is the assignment's), the
+    # previous access (a read: the person in `subject_ids`).
+    assert ("write", "counsellors_create", "counsellors", place.counsellor["id"]) in lines
+    assert ("write", "positions_assignments_create", "assignments", assignment["id"]) in lines
+    assert lines[-1] == ("read", "counsellors_personal_data", "counsellors", None)
+    admin_key = body["journal"][-1]["actor"]
+    assert admin_key["role"] == "admin"
+    assert admin_key["key_id"] is not None
+    # Another counsellor's lines are not theirs.
+    assert all(
+        line["resource_id"] in (None, place.counsellor["id"], assignment["id"]) for line in body["journal"]
+    )

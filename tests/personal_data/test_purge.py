@@ -9,14 +9,23 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.core.audit import AuditEvent
 from app.counsellors.models import Counsellor
 from app.db import utcnow
-from app.personal_data import service
+from app.personal_data import journal, service
 from app.workshops.models import Registration
+from tests.audit.helpers import events
 from tests.helpers import assert_problem
-from tests.positions.helpers import assign, create_counsellor, create_position, day, end_assignment
+from tests.positions.helpers import (
+    COUNSELLORS,
+    assign,
+    create_counsellor,
+    create_position,
+    day,
+    end_assignment,
+)
 from tests.stats.helpers import STATS, rollup_rows, workshop_with
 from tests.workshops.helpers import WORKSHOPS, Place, at
 
@@ -173,3 +182,63 @@ async def test_purge_wipes_the_stored_responses_of_the_registrations_it_erases(
     gone = await client.post(path, json=body, headers={"Idempotency-Key": "k-1"})
     assert_problem(gone, 410, "idempotency_key_erased")
     assert "zephyrine" not in gone.text.lower()
+
+
+async def test_purge_deletes_old_journal_lines_keeps_the_others_and_is_journaled(
+    client: httpx.AsyncClient, session: AsyncSession, connection: AsyncConnection, place: Place
+) -> None:
+    world = await scene(client, place)
+    person = place.counsellor["id"]
+    long_ago = utcnow() - timedelta(days=RETENTION.journal_days + 30)
+    session.add(
+        AuditEvent(
+            occurred_at=long_ago,
+            kind="read",
+            action="counsellors_get",
+            resource="counsellors",
+            actor_role="admin",
+            subject_ids=[person],
+        )
+    )
+    session.add(
+        AuditEvent(
+            occurred_at=long_ago,
+            kind="write",
+            action="counsellors_update",
+            resource="counsellors",
+            resource_id=uuid.UUID(person),
+            actor_role="admin",
+        )
+    )
+    await session.flush()
+    # A recent journal line: this access.
+    assert (await client.get(f"{COUNSELLORS}/{person}/personal-data", headers=place.admin)).status_code == 200
+    reads = await events(connection, kind="read")
+    assert len(reads) == 2
+
+    with journal.command_context(service.PURGE_ACTION):
+        report = await service.purge(session, RETENTION)
+        await session.commit()
+
+    assert report.journal_lines == 1
+    assert [e["action"] for e in await events(connection, kind="read")] == ["counsellors_personal_data"]
+    # The trail of writes stays, old or not.
+    assert [e["occurred_at"] for e in await events(connection, action="counsellors_update")] == [long_ago]
+    purge_events = await events(connection, action=service.PURGE_ACTION)
+    by_resource: dict[str, list[dict[str, Any]]] = {}
+    for event in purge_events:
+        by_resource.setdefault(event["resource"], []).append(event)
+        assert event["actor_role"] == "system"
+    # One event per registration erased, masked; one per counsellor anonymised; the journal's purge; the
+    # counts.
+    erased = {str(e["resource_id"]) for e in by_resource["registrations"]}
+    assert erased == {r["id"] for name in ("old", "old_cancelled") for r in world[name]["registrations"]}
+    assert by_resource["registrations"][0]["changes"]["email"] == {"before": "***", "after": None}
+    [gone] = by_resource["counsellors"]
+    assert str(gone["resource_id"]) == world["gone"]["id"]
+    assert gone["changes"]["email"] == {"before": "***", "after": None}
+    assert len(by_resource["audit_events"]) == 1
+    [summary] = by_resource["personal_data"]
+    assert summary["changes"]["registrations"] == {"before": None, "after": 6}
+    assert summary["changes"]["counsellors"] == {"before": None, "after": 1}
+    assert summary["changes"]["journal_lines"] == {"before": None, "after": 1}
