@@ -175,8 +175,8 @@ class Settings(BaseSettings):
         default=365,
         ge=1,
         le=3650,
-        description="Days the journal of personal data (`audit_events`) is kept before `cnfs-api purge` "
-        "deletes its lines.",
+        description="Days a line of the journal of personal data (a read, in `audit_events`) is kept before "
+        "`cnfs-api purge` deletes it; the trail of writes, personal values masked, is kept.",
     )
 
     @field_validator("database_url")
