@@ -657,13 +657,13 @@ async def counts(session: AsyncSession, workshop_id: uuid.UUID) -> tuple[int, in
 # --- personal data (app.personal_data) -----------------------------------------------------------------
 
 
-async def registrations_due(session: AsyncSession, ended_before: datetime) -> list[uuid.UUID]:
-    """The registrations still holding personal data whose workshop ended before `ended_before`."""
+async def registrations_due(session: AsyncSession, ended_before: datetime, limit: int) -> list[uuid.UUID]:
+    """Up to `limit` registrations still holding personal data whose workshop ended before `ended_before`."""
     stmt = (
         select(Registration.id)
         .join(Workshop, Workshop.id == Registration.workshop_id)
         .where(Workshop.ends_at < ended_before, Registration.anonymized_at.is_(None))
-        .order_by(Registration.id)
+        .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())
 

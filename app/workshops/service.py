@@ -661,9 +661,12 @@ async def erase_registrations(session: AsyncSession, ids: list[uuid.UUID]) -> li
     return erased
 
 
-async def registrations_due(session: AsyncSession, ended_before: datetime) -> list[uuid.UUID]:
-    """The registrations still holding personal data whose workshop ended before `ended_before`."""
-    return await repo.registrations_due(session, ended_before)
+async def registrations_due(
+    session: AsyncSession, ended_before: datetime, limit: int = _ERASE_CHUNK
+) -> list[uuid.UUID]:
+    """Up to `limit` registrations still holding personal data whose workshop ended before `ended_before`
+    (erase them, and ask again for the next ones)."""
+    return await repo.registrations_due(session, ended_before, limit)
 
 
 async def runs_of(session: AsyncSession, counsellor_id: uuid.UUID) -> list[Any]:

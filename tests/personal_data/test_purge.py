@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -151,6 +152,19 @@ async def test_purge_erases_what_is_past_retention_and_keeps_every_statistic(
     again = await service.purge(session, RETENTION)
     assert (again.registrations, again.counsellors) == (0, 0)
     assert await every_statistic(client, place.admin) == before
+
+
+async def test_purge_by_batches(
+    client: httpx.AsyncClient, session: AsyncSession, place: Place, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = await scene(client, place)
+    monkeypatch.setattr(service, "BATCH", 4)
+    report = await service.purge(session, RETENTION)
+    await session.flush()
+    assert report.registrations == 6
+    for name in ("old", "old_cancelled"):
+        assert all(r.anonymized_at is not None for r in await registrations(session, world[name]))
+    assert (await service.purge(session, RETENTION)).registrations == 0
 
 
 async def test_a_counsellor_with_an_active_assignment_is_never_purged(
