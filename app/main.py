@@ -31,7 +31,7 @@ from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
 from app.core.ratelimit import RateLimiter
-from app.db import make_engine, make_sessionmaker, read_execution_options
+from app.db import journal_execution_options, make_engine, make_sessionmaker, read_execution_options
 from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
 
@@ -112,6 +112,11 @@ TAGS = [
         "registrant's erasure; retention is `cnfs-api purge` (docs/personal-data.md).",
     },
     {"name": "access", "description": "API keys and the caller's identity."},
+    {
+        "name": "audit",
+        "description": "The audit trail (every write) and the personal-data journal (every answer that "
+        "showed people).",
+    },
     {"name": "operations", "description": "Liveness, readiness and metrics."},
 ]
 
@@ -222,6 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_options = read_execution_options(engine)
+        app.state.journal_options = journal_execution_options(engine)
         await _purge_idempotency_records(app.state.sessionmaker, settings)
         try:
             yield

@@ -432,7 +432,6 @@ async def sign(session: AsyncSession, agreement: Any, data: AgreementSign) -> di
         fields={
             "status": {"before": agreement.status, "after": row.status},
             "signed_on": {"before": None, "after": data.signed_on},
-            "version": {"before": row.version - 1, "after": row.version},
         },
     )
     return _read_form(row._asdict())

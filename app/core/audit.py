@@ -42,7 +42,7 @@ caller `app.core.auth` resolved, the `X-Request-ID`); outside a request, from `a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -51,7 +51,7 @@ from decimal import Decimal
 from enum import Enum
 from functools import cache
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 
 from asgi_correlation_id import correlation_id
 from sqlalchemy import (
@@ -74,7 +74,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.core.auth import PRINCIPAL_SCOPE_KEY, Principal
 from app.core.direct import DirectSession, prepared
-from app.db import Base, new_id, utcnow
+from app.db import JOURNALED, Base, new_id, utcnow
 
 MASK = "***"
 WRITE = "write"
@@ -85,8 +85,8 @@ SYSTEM_ROLE = "system"
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
-        # GET /audit-events?resource=..&resource_id=..: the history of one object.
-        Index("ix_audit_events_resource_resource_id", "resource", "resource_id", "id"),
+        # GET /audit-events?resource_id=..: the history of one object (with its journal lines, below).
+        Index("ix_audit_events_resource_id", "resource_id", "id"),
         Index("ix_audit_events_actor_key_id", "actor_key_id", "id"),
         # The retention purge: the journal lines older than a date.
         Index("ix_audit_events_kind_occurred_at", "kind", "occurred_at"),
@@ -143,7 +143,8 @@ class AuditSpec:
 
 
 _SPECS: dict[str, AuditSpec] = {}
-_ALWAYS_IGNORED = frozenset({"id", "created_at", "updated_at"})
+# The row's bookkeeping: its id is `resource_id`, its instants `occurred_at`, its version moves with any change.
+_ALWAYS_IGNORED = frozenset({"id", "created_at", "updated_at", "version"})
 
 
 def spec_for(resource: str) -> AuditSpec | None:
@@ -396,6 +397,48 @@ async def record_read(
         return
     row = _row(READ, resource, None, None, ids, _context(action), utcnow())
     await session.execute(_insert(), row)
+
+
+# --- reads that journal -----------------------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def journaled(endpoint: F) -> F:
+    """Marks a GET route whose answer shows people: its transaction may write (`app.db.JOURNALED`), and
+    the route records its journal line (`record_read`) in it."""
+    setattr(endpoint, JOURNALED, True)
+    return endpoint
+
+
+@dataclass(frozen=True)
+class Journal:
+    """What a list's journal line names: the people of `resource`, by the `subject` field of each row (`id`
+    for counsellors and registrations, `counsellor_id` for assignments)."""
+
+    resource: str
+    subject: str = "id"
+
+    def ids(self, rows: Iterable[Any]) -> list[Any]:
+        name = self.subject
+        return [row[name] if isinstance(row, Mapping) else getattr(row, name) for row in rows]
+
+
+def journal_batch(request: Any, resource: str) -> Callable[[Sequence[uuid.UUID | str]], Awaitable[None]]:
+    """The journal of a streamed CSV export: each batch's line, in a transaction of its own committed before
+    the batch is sent (the export's snapshot is read-only). Called with the ids of the people of the batch."""
+    sessionmaker = request.app.state.sessionmaker
+    scope = request.scope
+
+    async def journal(subject_ids: Sequence[uuid.UUID | str]) -> None:
+        if not subject_ids or _DISABLED.get():
+            return
+        with bind_request(scope):
+            async with sessionmaker() as session:
+                await record_read(session, resource=resource, subject_ids=subject_ids)
+                await session.commit()
+
+    return journal
 
 
 # --- the ORM's writes -----------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.core.audit import Journal, journal_batch, record_read
 from app.core.media import CSV_MEDIA_TYPE, Separator
 from app.core.pagination import PageRequest
 from app.core.responses import page_response
@@ -446,7 +447,9 @@ class _Export:
         columns: CsvColumns,
         sep: Separator,
         first: tuple[Sequence[Any], str | None],
+        journal: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
     ) -> None:
+        self.journal = journal
         self.session = session
         self.fetch = fetch
         self.columns = columns
@@ -463,6 +466,9 @@ class _Export:
         rows, cursor = self.first
         self.first = None
         while True:
+            if self.journal is not None:
+                # The batch's journal line is committed before the batch is sent (app.core.audit).
+                await self.journal(rows)
             writer.write(columns.rows(rows))
             del rows
             yield writer.chunk()
@@ -513,13 +519,23 @@ async def csv_stream_response(
     sep: Separator,
     *,
     filename: str | None = None,
+    journal: Journal | None = None,
 ) -> Response:
     """Every row from the cursor `start` (None: the first) to the last, as CSV with the columns of `model`.
 
     The first batch is read here, on the request's session, before anything is answered: its errors are
-    the route's problems. The session then goes to the response (see the module's docstring)."""
+    the route's problems. The session then goes to the response (see the module's docstring). With
+    `journal` (rows that show people), each batch's journal line is written and committed, in a
+    transaction of its own, before the batch is sent: a person's data never leaves without its line."""
     first = await fetch(session, start)
-    export = _Export(detach_session(request), fetch, columns_of(model), sep, first)
+    write_line = None
+    if journal is not None:
+        write_batch = journal_batch(request, journal.resource)
+
+        async def write_line(rows: Sequence[Any]) -> None:
+            await write_batch(journal.ids(rows))
+
+    export = _Export(detach_session(request), fetch, columns_of(model), sep, first, write_line)
     return CsvStreamResponse(export, _headers(request, filename))
 
 
@@ -529,6 +545,7 @@ async def csv_list_response(
     page: PageRequest,
     model: type[BaseModel],
     fetch: PageFetch,
+    journal: Journal | None = None,
 ) -> Response:
     """A list route's CSV answer: every row its page function gives, from the page's `cursor` (a
     `next_cursor` of the JSON pages: the export starts after it) to the last, in the route's order and
@@ -540,7 +557,7 @@ async def csv_list_response(
         rows, next_cursor, _total = await fetch(db, replace(batch, cursor=cursor))
         return rows, next_cursor
 
-    return await csv_stream_response(request, session, model, batches, page.cursor, page.csv)
+    return await csv_stream_response(request, session, model, batches, page.cursor, page.csv, journal=journal)
 
 
 async def list_response(
@@ -549,12 +566,17 @@ async def list_response(
     page: PageRequest,
     model: type[BaseModel],
     fetch: PageFetch,
+    journal: Journal | None = None,
 ) -> Response:
     """A list route's answer: the JSON page (`page_response`), or with `Accept: text/csv` the CSV export
-    (`csv_list_response`), from the same page function."""
+    (`csv_list_response`), from the same page function. With `journal` (a list of people, a route marked
+    `app.core.audit.journaled`), the page's journal line goes in the request's transaction; the export's,
+    batch by batch (`csv_stream_response`)."""
     if page.csv is not None:
-        return await csv_list_response(request, session, page, model, fetch)
+        return await csv_list_response(request, session, page, model, fetch, journal)
     rows, next_cursor, total = await fetch(session, page)
+    if journal is not None:
+        await record_read(session, resource=journal.resource, subject_ids=journal.ids(rows))
     return page_response(request, rows, next_cursor, total)
 
 

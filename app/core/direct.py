@@ -72,10 +72,11 @@ _HANDLERS: dict[str, DirectHandler] = {}
 _REFUSED: dict[str, frozenset[str]] = {}
 Snapshot = bool | Callable[[dict[str, Any]], bool]
 _SNAPSHOT: dict[str, Snapshot] = {}
+_JOURNAL: dict[str, bool] = {}
 
 
 def direct(
-    route_name: str, refuses: tuple[str, ...] = (), snapshot: Snapshot = False
+    route_name: str, refuses: tuple[str, ...] = (), snapshot: Snapshot = False, journal: bool = False
 ) -> Callable[[DirectHandler], DirectHandler]:
     """Registers `handler` as the direct twin of the FastAPI route named `route_name`.
 
@@ -92,12 +93,18 @@ def direct(
     A reading twin's answer is read in one snapshot: in one statement (the caller's key is resolved before,
     on its own), or, with `snapshot` (True, or a function of the parameters that says when), in a
     transaction begun before its first statement (REPEATABLE READ on PostgreSQL). A twin without it whose
-    answer takes a second statement declines it (`Fallback`): the route answers, in its own transaction."""
+    answer takes a second statement declines it (`Fallback`): the route answers, in its own transaction.
+
+    A reading twin whose answer shows people (`journal`, the twin of a route marked
+    `app.core.audit.journaled`) writes its journal line in the answer's transaction: its answer runs in a
+    transaction that may write, begun before its first statement, in one snapshot (REPEATABLE READ on
+    PostgreSQL; BEGIN IMMEDIATE on SQLite, as its route's), committed before the answer is sent."""
 
     def register(handler: DirectHandler) -> DirectHandler:
         _HANDLERS[route_name] = handler
         _REFUSED[route_name] = frozenset(refuses)
         _SNAPSHOT[route_name] = snapshot
+        _JOURNAL[route_name] = journal
         return handler
 
     return register
@@ -524,10 +531,16 @@ class DirectSession:
     read then runs in the tests' transaction."""
 
     def __init__(
-        self, bind: AsyncEngine | AsyncConnection, write: bool = False, snapshot: bool = False
+        self,
+        bind: AsyncEngine | AsyncConnection,
+        write: bool = False,
+        snapshot: bool = False,
+        journal: bool = False,
     ) -> None:
         self._bind = bind
         self._write = write
+        # A read that writes its journal line: a writing transaction in one snapshot (REPEATABLE READ).
+        self._journal = journal and write
         self._nested = not isinstance(bind, AsyncEngine)
         # A read: its statements run outside a transaction until `begin_answer`; then the answer's first
         # statement begins the snapshot transaction (`snapshot`), or runs alone and a second one declines.
@@ -716,11 +729,12 @@ class DirectSession:
         for observe in transaction_observers:
             observe("BEGIN")
         if self._postgres:
-            transaction = (
-                driver.transaction()
-                if self._write
-                else driver.transaction(isolation="repeatable_read", readonly=True)
-            )
+            if self._journal:
+                transaction = driver.transaction(isolation="repeatable_read")
+            elif self._write:
+                transaction = driver.transaction()
+            else:
+                transaction = driver.transaction(isolation="repeatable_read", readonly=True)
             self._transaction = transaction
             await transaction.start()
         elif self._nested:
@@ -938,6 +952,7 @@ class TwinParameters:
     def __init__(self, route: APIRoute, handler: DirectHandler, refused: frozenset[str]) -> None:
         self.route, self.handler, self.refused = route, handler, refused
         self.snapshot: Snapshot = _SNAPSHOT.get(route.name, False)
+        self.journal = _JOURNAL.get(route.name, False)
         self.convertors: dict[str, Any] = {}
         fields = _route_fields(route)
         self.path = [_Param(field, where, route) for where, field in fields if where == "path"]
@@ -1142,9 +1157,11 @@ class DirectMiddleware:
             del scope["route"]
             scope.pop("path_params", None)
             return False
-        write = scope["method"] != "GET"
+        write = scope["method"] != "GET" or twin.journal
         snapshot = twin.snapshot(params) if callable(twin.snapshot) else twin.snapshot
-        session = DirectSession(app.state.sessionmaker.kw["bind"], write=write, snapshot=snapshot)
+        session = DirectSession(
+            app.state.sessionmaker.kw["bind"], write=write, snapshot=snapshot, journal=twin.journal
+        )
         response: Response | None
         try:
             try:

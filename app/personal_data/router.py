@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 
+from app.core import audit
 from app.core.auth import AdminDep, PrincipalDep
 from app.core.cache_control import PRIVATE
 from app.core.problems import problem_responses
@@ -53,6 +54,7 @@ def _private(response: Response) -> Response:
     "`JOURNAL_RETENTION_DAYS`)." + JOURNALED,
     responses=problem_responses(401, 403, 404, 422),
 )
+@audit.journaled
 async def counsellors_personal_data(
     session: SessionDep, principal: AdminDep, counsellor_id: uuid.UUID
 ) -> Response:
@@ -67,6 +69,7 @@ async def counsellors_personal_data(
     "journal's lines about it (who read or changed it, when). " + REGISTRANT_DOC + JOURNALED,
     responses=problem_responses(401, 403, 404, 422),
 )
+@audit.journaled
 async def workshops_registrations_personal_data(
     session: SessionDep,
     principal: PrincipalDep,

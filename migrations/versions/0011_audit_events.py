@@ -88,7 +88,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_events")),
     )
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
-        batch_op.create_index("ix_audit_events_resource_resource_id", ["resource", "resource_id", "id"])
+        batch_op.create_index("ix_audit_events_resource_id", ["resource_id", "id"])
         batch_op.create_index("ix_audit_events_actor_key_id", ["actor_key_id", "id"])
         batch_op.create_index("ix_audit_events_kind_occurred_at", ["kind", "occurred_at"])
         batch_op.create_index(
@@ -122,5 +122,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_audit_events_subject_ids")
         batch_op.drop_index("ix_audit_events_kind_occurred_at")
         batch_op.drop_index("ix_audit_events_actor_key_id")
-        batch_op.drop_index("ix_audit_events_resource_resource_id")
+        batch_op.drop_index("ix_audit_events_resource_id")
     op.drop_table("audit_events")

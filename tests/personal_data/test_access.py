@@ -4,7 +4,10 @@ and the journal's lines about them."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
+from app.db import JOURNALED
+from app.personal_data import router
 from tests.helpers import assert_problem
 from tests.positions.helpers import COUNSELLORS
 from tests.workshops.helpers import WORKSHOPS, Place, create_workshop
@@ -144,3 +147,12 @@ async def test_a_counsellor_s_journal_lines(client: httpx.AsyncClient, place: Pl
     assert all(
         line["resource_id"] in (None, place.counsellor["id"], assignment["id"]) for line in body["journal"]
     )
+
+
+@pytest.mark.parametrize(
+    "endpoint", [router.counsellors_personal_data, router.workshops_registrations_personal_data]
+)
+def test_the_access_reads_may_write_their_journal_line(endpoint: object) -> None:
+    """A GET reads in a read-only transaction unless its route journals (PostgreSQL, outside the tests'
+    own transaction): these write their journal line."""
+    assert getattr(endpoint, JOURNALED) is True
