@@ -37,6 +37,7 @@ EXAMPLES = {
     "contact_email": "cnfs-api@example.fr",
     "max_body_bytes": "1048576",
     "idempotency_ttl_hours": "24",
+    "journal_retention_days": "365",
     "keep_alive_timeout_seconds": "75",
     "log_level": "INFO",
     "log_json": "true",
@@ -51,7 +52,6 @@ EXAMPLES = {
     "open_data_cache_seconds": "300",
     "registration_retention_months": "12",
     "counsellor_retention_months": "24",
-    "journal_retention_days": "365",
 }
 
 
@@ -171,12 +171,14 @@ class Settings(BaseSettings):
         "record last changed) before `cnfs-api purge` anonymises the counsellor; never while an assignment "
         "lasts or is to come.",
     )
+    # The personal-data journal (app.core.audit): its lines (`kind='read'` audit events, who saw whom) are
+    # kept this long, then deleted by `cnfs-api purge` (`app.core.audit.purge_journal`); the audit trail's
+    # write events are kept.
     journal_retention_days: int = Field(
         default=365,
         ge=1,
         le=3650,
-        description="Days a line of the journal of personal data (a read, in `audit_events`) is kept before "
-        "`cnfs-api purge` deletes it; the trail of writes, personal values masked, is kept.",
+        description="Days a personal-data journal line is kept (12 months by default) before the purge.",
     )
 
     @field_validator("database_url")

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.pagination import Page
 
@@ -51,5 +51,36 @@ class AuditEventRead(BaseModel):
     )
 
 
+_WRITE_EXAMPLE: dict[str, Any] = {
+    "id": "019abc41-2b3c-7d4e-8f50-6a7b8c9d0e1f",
+    "occurred_at": "2026-11-26T09:30:00Z",
+    "kind": "write",
+    "action": "counsellors_update",
+    "resource": "counsellors",
+    "resource_id": "019abc3e-0000-7000-8000-000000000011",
+    "actor": {
+        "key_id": "019abc40-1b2c-7d3e-8f40-5a6b7c8d9e0f",
+        "name": "SIRH Métropole de Lyon",
+        "role": "admin",
+    },
+    "request_id": "3f1c1a52a1b54f4c9f3c5d3c2b1a0f9e",
+    "changes": {"email": {"before": "***", "after": "***"}, "training_hours": {"before": None, "after": 70}},
+    "subject_ids": None,
+}
+_READ_EXAMPLE: dict[str, Any] = {
+    **_WRITE_EXAMPLE,
+    "id": "019abc41-3c4d-7e5f-8061-7b8c9d0e1f2a",
+    "kind": "read",
+    "action": "counsellors_list",
+    "resource_id": None,
+    "changes": None,
+    "subject_ids": ["019abc3e-0000-7000-8000-000000000011"],
+}
+
+
 class AuditEventPage(Page[AuditEventRead]):
-    pass
+    """A page of audit events, newest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [_READ_EXAMPLE, _WRITE_EXAMPLE], "next_cursor": None}]}
+    )

@@ -42,7 +42,7 @@ caller `app.core.auth` resolved, the `X-Request-ID`); outside a request, from `a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -66,6 +66,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -143,7 +144,8 @@ class AuditSpec:
 
 
 _SPECS: dict[str, AuditSpec] = {}
-# The row's bookkeeping: its id is `resource_id`, its instants `occurred_at`, its version moves with any change.
+# The row's bookkeeping: its id is `resource_id`, its instants `occurred_at`; its version moves with any
+# change.
 _ALWAYS_IGNORED = frozenset({"id", "created_at", "updated_at", "version"})
 
 
@@ -211,7 +213,7 @@ def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[
 # --- who is acting --------------------------------------------------------------------------------------
 
 # The ASGI scope of the request being served (set by the request middleware, `bind_request`).
-_REQUEST: ContextVar[dict[str, Any] | None] = ContextVar("cnfs_audit_request", default=None)
+_REQUEST: ContextVar[MutableMapping[str, Any] | None] = ContextVar("cnfs_audit_request", default=None)
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ _DISABLED: ContextVar[bool] = ContextVar("cnfs_audit_disabled", default=False)
 
 
 @contextmanager
-def bind_request(scope: dict[str, Any]) -> Iterator[None]:
+def bind_request(scope: MutableMapping[str, Any]) -> Iterator[None]:
     """The request being served, for the events its writes and reads record (the request middleware)."""
     token = _REQUEST.set(scope)
     try:
@@ -319,6 +321,7 @@ async def _insert_rows(session: Any, rows: list[dict[str, Any]]) -> None:
 
 
 _PENDING = "cnfs.audit.pending"
+_ORIGIN = "cnfs.audit.origin"
 Key = tuple[str, uuid.UUID]
 Pending = dict[Key, dict[str, dict[str, Any]]]
 
@@ -487,8 +490,6 @@ def _collect(session: Session, _flush_context: Any) -> None:
         spec: AuditSpec | None = getattr(type(obj), "__audit__", None)
         if spec is None:
             continue
-        from sqlalchemy import inspect
-
         state = inspect(obj)
         identity = state.identity
         object_id = identity[0] if identity else state.dict.get("id")
@@ -503,6 +504,8 @@ def _collect(session: Session, _flush_context: Any) -> None:
         known = pending.get(key)
         if known is None:
             pending[key] = changes
+            # Where it was flushed: a savepoint rolled back takes its objects' values with it.
+            session.info.setdefault(_ORIGIN, {})[key] = session.get_nested_transaction()
         else:
             for name, change in changes.items():
                 if name in known:
@@ -523,6 +526,7 @@ def _write_pending(session: Session) -> None:
     if session.new or session.dirty or session.deleted:
         session.flush()
     pending: Pending | None = session.info.pop(_PENDING, None)
+    session.info.pop(_ORIGIN, None)
     if not pending:
         return
     context = _context(None)
@@ -535,8 +539,17 @@ def _write_pending(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _forget_pending(session: Session, _previous: Any) -> None:
-    session.info.pop(_PENDING, None)
+def _forget_pending(session: Session, previous: Any) -> None:
+    """A rollback drops the values kept for the objects it undid: all of them, or a savepoint's own."""
+    origins: dict[Key, Any] = session.info.get(_ORIGIN, {})
+    if not previous.nested:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_ORIGIN, None)
+        return
+    pending: Pending = session.info.get(_PENDING, {})
+    for key in [key for key, origin in origins.items() if origin is previous]:
+        pending.pop(key, None)
+        origins.pop(key, None)
 
 
 # --- the purge ------------------------------------------------------------------------------------------
@@ -589,7 +602,3 @@ def subject_clause(subject_id: uuid.UUID, postgres: bool) -> Any:
     return text(
         "EXISTS (SELECT 1 FROM json_each(audit_events.subject_ids) AS subject WHERE subject.value = :subject)"
     ).bindparams(subject=str(subject_id))
-
-
-def subject_ids_of(rows: Sequence[Mapping[str, Any]], key: str = "id") -> list[Any]:
-    return [row[key] for row in rows]

@@ -729,7 +729,8 @@ class DirectSession:
         for observe in transaction_observers:
             observe("BEGIN")
         if self._postgres:
-            if self._journal:
+            if self._journal and not self._nested:
+                # (Inside the tests' transaction, a savepoint of it: asyncpg takes no isolation there.)
                 transaction = driver.transaction(isolation="repeatable_read")
             elif self._write:
                 transaction = driver.transaction()

@@ -440,8 +440,9 @@ async def register(
         now=now,
     )
     token = CANCEL_TOKEN_PREFIX + secrets.token_urlsafe(24)
+    registration_id = new_id()
     values = {
-        "id": new_id(),
+        "id": registration_id,
         "workshop_id": workshop_id,
         "first_name": data.first_name,
         "last_name": data.last_name,
@@ -464,7 +465,7 @@ async def register(
         raise AlreadyRegistered(ALREADY_REGISTERED)
     # A Core write (no ORM object): its audit event explicitly, in its transaction.
     await audit.record_write(
-        session, resource=REGISTRATIONS, resource_id=values["id"], changes=audit.created_fields(values)
+        session, resource=REGISTRATIONS, resource_id=registration_id, changes=audit.created_fields(values)
     )
     return row, token
 

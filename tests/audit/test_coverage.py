@@ -23,7 +23,6 @@ from tests.positions.helpers import (
     POSITIONS,
     assign,
     create_counsellor,
-    create_position,
 )
 from tests.workshops.helpers import WORKSHOPS, Place, at, build_place, create_workshop, person
 

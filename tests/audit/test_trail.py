@@ -7,13 +7,14 @@ import uuid
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.auth import PrincipalDep
 from app.core.problems import AppError
 from app.counsellors import service as counsellors
 from app.counsellors.schemas import CounsellorCreate
 from app.db import SessionDep
+from app.territories.models import Territory
 from tests.audit.helpers import events
 from tests.conftest import KeyMaker, Tree, bearer
 from tests.helpers import MERGE_PATCH, add_route, assert_problem
@@ -163,3 +164,21 @@ async def test_a_write_rolled_back_after_its_flush_leaves_no_event(
     )
     assert_problem(response, 409, "refused_for_the_test")
     assert await events(connection, request_id="rolled-back") == []
+
+
+async def test_a_savepoint_rolled_back_takes_its_objects_events_with_it(
+    session: AsyncSession, connection: AsyncConnection
+) -> None:
+    kept = Territory(kind="region", code="11", name="Île-de-France", name_sort="ile-de-france", path="/kept/")
+    session.add(kept)
+    await session.flush()
+    savepoint = await session.begin_nested()
+    undone = Territory(kind="region", code="24", name="Centre", name_sort="centre", path="/undone/")
+    session.add(undone)
+    await session.flush()
+    await savepoint.rollback()
+    await session.commit()
+    found = await events(connection, resource="territories")
+    assert [e["resource_id"] for e in found] == [kept.id]
+    assert found[0]["actor_role"] == "system"
+    assert found[0]["changes"]["code"] == {"before": None, "after": "11"}
