@@ -51,6 +51,8 @@ EXAMPLES = {
     "stats_disclosure_threshold": "11",
     "open_data_cache_seconds": "300",
     "shutdown_timeout_seconds": "20",
+    "registration_retention_months": "12",
+    "counsellor_retention_months": "24",
 }
 
 
@@ -153,6 +155,22 @@ class Settings(BaseSettings):
         le=86400,
         description="How long a worker process serves the open-data files it built (0: built for each "
         "request); the requests arriving while they are built wait for that one export.",
+    )
+    # Personal data retention (`cnfs-api purge`, app/personal_data/service.py, docs/personal-data.md).
+    registration_retention_months: int = Field(
+        default=12,
+        ge=1,
+        le=120,
+        description="Months after a workshop ends before `cnfs-api purge` erases its registrants' names, "
+        "email and phone (the registrations stay counted, anonymous).",
+    )
+    counsellor_retention_months: int = Field(
+        default=24,
+        ge=1,
+        le=240,
+        description="Months after a counsellor's last assignment ended (or, never assigned, after the "
+        "record last changed) before `cnfs-api purge` anonymises the counsellor; never while an assignment "
+        "lasts or is to come.",
     )
     # The personal-data journal (app.core.audit): its lines (`kind='read'` audit events, who saw whom) are
     # kept this long, then deleted by `cnfs-api purge` (`app.core.audit.purge_journal`); the audit trail's

@@ -106,6 +106,11 @@ TAGS = [
         "description": "The venues of public workshops in the national standard of lieux de médiation "
         "numérique (CSV and JSON, licence etalab-2.0).",
     },
+    {
+        "name": "personal data",
+        "description": "The GDPR rights through the API: access (a counsellor's, a registrant's) and a "
+        "registrant's erasure; retention is `cnfs-api purge` (docs/personal-data.md).",
+    },
     {"name": "access", "description": "API keys and the caller's identity."},
     {
         "name": "audit",

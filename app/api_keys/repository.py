@@ -78,3 +78,14 @@ async def any_admin(session: AsyncSession) -> bool:
 
 def add(session: AsyncSession, key: ApiKey) -> None:
     session.add(key)
+
+
+async def of_counsellor(session: AsyncSession, counsellor_id: uuid.UUID) -> list[ApiKey]:
+    """The keys bound to a counsellor (revoked ones too), oldest first, with their territories."""
+    stmt = (
+        select(ApiKey)
+        .where(ApiKey.counsellor_id == counsellor_id)
+        .options(selectinload(ApiKey.territories))
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
+    return list((await session.execute(stmt)).scalars())

@@ -120,3 +120,8 @@ async def revoke(session: AsyncSession, key_id: uuid.UUID) -> None:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()
+
+
+async def of_counsellor(session: AsyncSession, counsellor_id: uuid.UUID) -> list[ApiKeyRead]:
+    """The keys bound to a counsellor (a counsellor's right of access shows them), revoked ones too."""
+    return [to_read(k) for k in await repo.of_counsellor(session, counsellor_id)]
