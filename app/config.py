@@ -49,6 +49,8 @@ EXAMPLES = {
     "rate_limit_redis_timeout_seconds": "0.5",
     "stats_disclosure_threshold": "11",
     "open_data_cache_seconds": "300",
+    "api_key_rotation_grace_seconds": "86400",
+    "api_key_last_used_interval_seconds": "60",
 }
 
 
@@ -151,6 +153,21 @@ class Settings(BaseSettings):
         le=86400,
         description="How long a worker process serves the open-data files it built (0: built for each "
         "request); the requests arriving while they are built wait for that one export.",
+    )
+    # API keys: rotation and usage (README, "API keys").
+    api_key_rotation_grace_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=30 * 86400,
+        description="After `POST /api-keys/{id}/rotate`, how long the replaced secret stays valid when the "
+        "request does not say (0: refused at once).",
+    )
+    api_key_last_used_interval_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="`last_used_at` of a key is written when older than this, after the request, outside "
+        "its transaction (0: not recorded).",
     )
 
     @field_validator("database_url")
