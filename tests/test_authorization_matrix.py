@@ -15,7 +15,9 @@ body names a territory, position...) takes `A` and `B` as what its body refers t
 To declare a rule for a new route, add one entry to `RULES`:
 
     "webhooks_list": Rule(scoped(200, "admin", "territory_manager"), objects=LIST),
-    "webhooks_get": Rule(scoped(200, "admin", "territory_manager"), call=lambda w, o: Call({"id": w.hook[o]})),
+    "webhooks_get": Rule(
+        scoped(200, "admin", "territory_manager"), lambda w, o: Call({"subscription_id": w.hook[o]["id"]})
+    ),
 
 `Rule(expect, objects=..., call=...)`: `expect(actor, obj)` gives the (status, code) that caller gets;
 the helpers below cover the documented cases (`everyone`, `key_holders`, `admin_only`, `scoped`,
@@ -33,7 +35,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import update
@@ -156,7 +157,9 @@ def organisers(status: int | Outcome) -> Expect:
 
 def public_or_scoped(status: int | Outcome) -> Expect:
     """A public object for everyone, a non-public one within the caller's territories (404 outside)."""
-    return lambda actor, obj: ok(status) if is_public(obj) or (actor.role and in_scope(actor, obj)) else NOT_FOUND
+    return lambda actor, obj: (
+        ok(status) if is_public(obj) or (actor.role and in_scope(actor, obj)) else NOT_FOUND
+    )
 
 
 def but(expect: Expect, **exceptions: Outcome | Callable[[str | None], Outcome]) -> Expect:
@@ -271,7 +274,9 @@ RULES: dict[str, Rule] = {
         admin_only(201), lambda w, o: Call(json={"kind": "region", "code": "93", "name": "PACA"}), LIST
     ),
     "territories_update": Rule(
-        admin_only(200), lambda w, o: Call({"territory_id": w.leaf["id"]}, {"name": "X"}, if_match(w.leaf)), LIST
+        admin_only(200),
+        lambda w, o: Call({"territory_id": w.leaf["id"]}, {"name": "X"}, if_match(w.leaf)),
+        LIST,
     ),
     "territories_delete": Rule(
         admin_only(204), lambda w, o: Call({"territory_id": w.leaf["id"]}, None, if_match(w.leaf)), LIST
@@ -296,7 +301,9 @@ RULES: dict[str, Rule] = {
     "open_data_lieux_json": Rule(everyone(200), objects=LIST),
     # Agreements: admin writes; admin, territory managers and viewers read within their territories.
     "agreements_list": Rule(scoped(200, *READERS), objects=LIST),
-    "agreements_get": Rule(scoped(200, *READERS), lambda w, o: Call({"agreement_id": w.signed[_obj(o)]["id"]})),
+    "agreements_get": Rule(
+        scoped(200, *READERS), lambda w, o: Call({"agreement_id": w.signed[_obj(o)]["id"]})
+    ),
     "agreements_create": Rule(
         admin_only(201),
         lambda w, o: Call(
@@ -312,10 +319,13 @@ RULES: dict[str, Rule] = {
     ),
     "agreements_update": Rule(
         admin_only(200),
-        lambda w, o: Call({"agreement_id": w.draft[_obj(o)]["id"]}, {"reference": "X"}, if_match(w.draft[_obj(o)])),
+        lambda w, o: Call(
+            {"agreement_id": w.draft[_obj(o)]["id"]}, {"reference": "X"}, if_match(w.draft[_obj(o)])
+        ),
     ),
     "agreements_sign": Rule(
-        admin_only(200), lambda w, o: Call({"agreement_id": w.draft[_obj(o)]["id"]}, {"signed_on": "2021-03-02"})
+        admin_only(200),
+        lambda w, o: Call({"agreement_id": w.draft[_obj(o)]["id"]}, {"signed_on": "2021-03-02"}),
     ),
     "agreements_terminate": Rule(
         admin_only(200),
@@ -328,18 +338,28 @@ RULES: dict[str, Rule] = {
     ),
     "agreements_amendments_get": Rule(
         scoped(200, *READERS),
-        lambda w, o: Call({"agreement_id": w.bare[_obj(o)]["id"], "amendment_id": w.amendment[_obj(o)]["id"]}),
+        lambda w, o: Call(
+            {"agreement_id": w.bare[_obj(o)]["id"], "amendment_id": w.amendment[_obj(o)]["id"]}
+        ),
     ),
     "agreements_amendments_create": Rule(
         admin_only(201),
         lambda w, o: Call(
             {"agreement_id": w.bare[_obj(o)]["id"]},
-            {"kind": "add_positions", "positions": 1, "reason": "autre", "reason_detail": "x", "effective_on": day()},
+            {
+                "kind": "add_positions",
+                "positions": 1,
+                "reason": "autre",
+                "reason_detail": "x",
+                "effective_on": day(),
+            },
         ),
     ),
     # Positions: readers within their territories; admin and territory managers write.
     "positions_list": Rule(scoped(200, *READERS), objects=LIST),
-    "positions_get": Rule(scoped(200, *READERS), lambda w, o: Call({"position_id": w.position[_obj(o)]["id"]})),
+    "positions_get": Rule(
+        scoped(200, *READERS), lambda w, o: Call({"position_id": w.position[_obj(o)]["id"]})
+    ),
     "positions_create": Rule(
         scoped(201, *WRITERS, outside=UNKNOWN_REFERENCE),
         lambda w, o: Call(json={"agreement_id": w.signed[_obj(o)]["id"], "opened_on": "2021-04-01"}),
@@ -355,7 +375,8 @@ RULES: dict[str, Rule] = {
         lambda w, o: Call({"position_id": w.vacant[_obj(o)]["id"]}, {"closed_on": day(), "reason": "Fin."}),
     ),
     "positions_assignments_list": Rule(
-        scoped(200, *PERSONAL_READERS, seen_by=("viewer",)), lambda w, o: Call({"position_id": w.position[_obj(o)]["id"]})
+        scoped(200, *PERSONAL_READERS, seen_by=("viewer",)),
+        lambda w, o: Call({"position_id": w.position[_obj(o)]["id"]}),
     ),
     "positions_assignments_create": Rule(
         scoped(201, *WRITERS),
@@ -366,7 +387,8 @@ RULES: dict[str, Rule] = {
     ),
     "assignments_list": Rule(scoped(200, *PERSONAL_READERS), objects=LIST),
     "assignments_get": Rule(
-        scoped(200, *PERSONAL_READERS, seen_by=("viewer",)), lambda w, o: Call({"assignment_id": w.assignment[_obj(o)]["id"]})
+        scoped(200, *PERSONAL_READERS, seen_by=("viewer",)),
+        lambda w, o: Call({"assignment_id": w.assignment[_obj(o)]["id"]}),
     ),
     "assignments_end": Rule(
         scoped(200, *WRITERS),
@@ -396,9 +418,13 @@ RULES: dict[str, Rule] = {
     ),
     "counsellors_update": Rule(
         scoped(200, *WRITERS),
-        lambda w, o: Call({"counsellor_id": w.free[_obj(o)]["id"]}, {"phone": None}, if_match(w.free[_obj(o)])),
+        lambda w, o: Call(
+            {"counsellor_id": w.free[_obj(o)]["id"]}, {"phone": None}, if_match(w.free[_obj(o)])
+        ),
     ),
-    "counsellors_anonymize": Rule(admin_only(200), lambda w, o: Call({"counsellor_id": w.free[_obj(o)]["id"]})),
+    "counsellors_anonymize": Rule(
+        admin_only(200), lambda w, o: Call({"counsellor_id": w.free[_obj(o)]["id"]})
+    ),
     "counsellors_upsert_by_ref": Rule(
         scoped(201, *WRITERS, outside=UNKNOWN_REFERENCE),
         lambda w, o: Call({"external_ref": "NEW-REF"}, _counsellor_body(w, o)),
@@ -412,7 +438,9 @@ RULES: dict[str, Rule] = {
     # Workshops: public ones for everyone; writers within their territories (a counsellor: its own).
     "workshops_list": Rule(everyone(200), objects=LIST),
     "workshops_calendar": Rule(everyone(200), objects=LIST),
-    "workshops_get": Rule(public_or_scoped(200), lambda w, o: Call({"workshop_id": w.workshop[_obj(o)]["id"]}), WORKSHOP_OBJECTS),
+    "workshops_get": Rule(
+        public_or_scoped(200), lambda w, o: Call({"workshop_id": w.workshop[_obj(o)]["id"]}), WORKSHOP_OBJECTS
+    ),
     "workshops_get_calendar": Rule(
         public_or_scoped(200), lambda w, o: Call({"workshop_id": w.workshop[_obj(o)]["id"]}), WORKSHOP_OBJECTS
     ),
@@ -426,7 +454,9 @@ RULES: dict[str, Rule] = {
     ),
     "workshops_update": Rule(
         organisers(200),
-        lambda w, o: Call({"workshop_id": w.workshop[_obj(o)]["id"]}, {"title": "X"}, if_match(w.workshop[_obj(o)])),
+        lambda w, o: Call(
+            {"workshop_id": w.workshop[_obj(o)]["id"]}, {"title": "X"}, if_match(w.workshop[_obj(o)])
+        ),
         WORKSHOP_OBJECTS,
     ),
     "workshops_cancel": Rule(
@@ -436,10 +466,14 @@ RULES: dict[str, Rule] = {
     ),
     "workshops_attendance": Rule(
         organisers(200),
-        lambda w, o: Call({"workshop_id": w.started[_obj(o)]["id"]}, {"registrations": [], "walk_ins": {"total": 0}}),
+        lambda w, o: Call(
+            {"workshop_id": w.started[_obj(o)]["id"]}, {"registrations": [], "walk_ins": {"total": 0}}
+        ),
     ),
     "workshops_register": Rule(
-        public_or_scoped(201), lambda w, o: Call({"workshop_id": w.workshop[_obj(o)]["id"]}, person(99)), WORKSHOP_OBJECTS
+        public_or_scoped(201),
+        lambda w, o: Call({"workshop_id": w.workshop[_obj(o)]["id"]}, person(99)),
+        WORKSHOP_OBJECTS,
     ),
     "workshops_registrations_list": Rule(
         _registrations(200), lambda w, o: Call({"workshop_id": w.workshop[_obj(o)]["id"]}), WORKSHOP_OBJECTS
@@ -480,19 +514,33 @@ async def build_world(
     started: dict[str, dict[str, Any]] = {}
     registration: dict[str, dict[str, Any]] = {}
     for o, territory in where.items():
-        signed[o] = await create_signed(client, admin, programme["id"], territory.id, reference=f"S{o}", positions_granted=5)
-        draft[o] = await create_agreement(client, admin, programme["id"], territory.id, reference=f"D{o}", positions_granted=1)
-        bare[o] = await create_signed(client, admin, programme["id"], territory.id, reference=f"T{o}", positions_granted=2)
+        signed[o] = await create_signed(
+            client, admin, programme["id"], territory.id, reference=f"S{o}", positions_granted=5
+        )
+        draft[o] = await create_agreement(
+            client, admin, programme["id"], territory.id, reference=f"D{o}", positions_granted=1
+        )
+        bare[o] = await create_signed(
+            client, admin, programme["id"], territory.id, reference=f"T{o}", positions_granted=2
+        )
         response = await client.post(
             f"{API}/agreements/{bare[o]['id']}/amendments",
-            json={"kind": "add_positions", "positions": 1, "reason": "autre", "reason_detail": "x", "effective_on": day()},
+            json={
+                "kind": "add_positions",
+                "positions": 1,
+                "reason": "autre",
+                "reason_detail": "x",
+                "effective_on": day(),
+            },
             headers=admin,
         )
         assert response.status_code == 201, response.text
         amendment[o] = response.json()
         position[o] = await create_position(client, admin, signed[o]["id"])
         vacant[o] = await create_position(client, admin, signed[o]["id"])
-        counsellor[o] = await create_counsellor(client, admin, territory.id, email=f"c.{o}@example.org", external_ref=f"REF-{o}")
+        counsellor[o] = await create_counsellor(
+            client, admin, territory.id, email=f"c.{o}@example.org", external_ref=f"REF-{o}"
+        )
         free[o] = await create_counsellor(client, admin, territory.id, email=f"f.{o}@example.org")
         assignment[o] = await assign(client, admin, position[o]["id"], counsellor[o]["id"])
         workshop[o] = await create_workshop(client, admin, position[o]["id"])
@@ -521,7 +569,9 @@ async def build_world(
     }
     spare = await client.post(f"{API}/api-keys", json={"name": "spare", "role": "admin"}, headers=admin)
     leaf = await client.post(
-        f"{API}/territories", json={"kind": "commune", "code": "69001", "name": "Affoux", "parent_id": str(tree.rhone.id)}, headers=admin
+        f"{API}/territories",
+        json={"kind": "commune", "code": "69001", "name": "Affoux", "parent_id": str(tree.rhone.id)},
+        headers=admin,
     )
     assert leaf.status_code == 201, leaf.text
     # Their versions as they are now (agreements and registrations changed them).
@@ -529,10 +579,24 @@ async def build_world(
     for o in workshop:
         workshop[o] = await _get(client, admin, f"{API}/workshops/{workshop[o]['id']}")
     return World(
-        tree, keys, programme, signed, draft, bare, amendment, position, vacant, counsellor, free, assignment,
-        workshop, started, registration, spare.json()["id"], leaf.json(),
+        tree,
+        keys,
+        programme,
+        signed,
+        draft,
+        bare,
+        amendment,
+        position,
+        vacant,
+        counsellor,
+        free,
+        assignment,
+        workshop,
+        started,
+        registration,
+        spare.json()["id"],
+        leaf.json(),
     )
-    return world
 
 
 async def _get(client: httpx.AsyncClient, headers: dict[str, str], path: str) -> dict[str, Any]:
@@ -572,8 +636,13 @@ def _code(response: httpx.Response) -> str | None:
 
 
 def test_every_route_has_a_rule(app: FastAPI) -> None:
-    missing = sorted({f"{name} ({method} {path})" for name, method, path in api_routes(app) if name not in RULES})
-    assert not missing, "routes without an authorization rule in tests/test_authorization_matrix.py RULES: " + ", ".join(missing)
+    missing = sorted(
+        {f"{name} ({method} {path})" for name, method, path in api_routes(app) if name not in RULES}
+    )
+    assert not missing, (
+        "routes without an authorization rule in tests/test_authorization_matrix.py RULES: "
+        + ", ".join(missing)
+    )
     stale = sorted(set(RULES) - {name for name, _m, _p in api_routes(app)})
     assert not stale, f"rules for routes the application does not have: {stale}"
 
@@ -612,5 +681,6 @@ async def test_every_route_answers_each_caller_as_documented(
                 actual = (response.status_code, _code(response))
                 if actual != expected:
                     detail = response.text[:200] if response.status_code >= 400 else ""
-                    mismatches.append(f"{name} {method} obj={obj} actor={actor.name}: expected {expected}, got {actual} {detail}")
+                    where = f"{name} {method} obj={obj} actor={actor.name}"
+                    mismatches.append(f"{where}: expected {expected}, got {actual} {detail}")
     assert not mismatches, f"{len(mismatches)} of {count} requests:\n" + "\n".join(mismatches)

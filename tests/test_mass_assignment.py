@@ -51,7 +51,11 @@ def _cases(app: FastAPI) -> list[tuple[str, str, str, list[str], str]]:
             else:
                 prefix = ""
                 success = next(
-                    (r for code, r in operation["responses"].items() if code.startswith("2") and "content" in r),
+                    (
+                        r
+                        for code, r in operation["responses"].items()
+                        if code.startswith("2") and "content" in r
+                    ),
                     None,
                 )
                 if success is None or "application/json" not in success["content"]:
@@ -67,7 +71,8 @@ def _path(path: str) -> str:
     """Any id: the body is refused before the object is looked up."""
     parts = path.split("/")
     return "/".join(
-        str(uuid.uuid4()) if p.startswith("{") and p.endswith("}") else p.replace("{workshop_id}", "x") for p in parts
+        str(uuid.uuid4()) if p.startswith("{") and p.endswith("}") else p.replace("{workshop_id}", "x")
+        for p in parts
     )
 
 

@@ -5,7 +5,7 @@ Named after the problem they render, like `NotFound` or `Forbidden` in app.core.
 from app.core.problems import AppError
 
 
-class ApiKeyRevoked(AppError):  # noqa: N818
+class ApiKeyRevoked(AppError):
     """A revoked key is not rotated: create another."""
 
     status, code, title = 409, "api_key_revoked", "API key revoked"

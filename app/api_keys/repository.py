@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Executable, Select, bindparam, or_, select, update
+from sqlalchemy import BindParameter, Executable, Select, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -48,7 +48,7 @@ def _by_secret_hash() -> Executable:
     # Run on every authenticated request: built once, and `prepared` so that the direct path finds its
     # compiled form by the object itself, without computing its cache key on every request. A key is found by
     # its secret or, during a rotation's grace period, by the secret it replaced (both columns unique).
-    secret_hash = bindparam("secret_hash")
+    secret_hash: BindParameter[str] = bindparam("secret_hash")
     return prepared(
         select(
             ApiKey.id,

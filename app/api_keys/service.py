@@ -9,11 +9,11 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys import repository as repo
+from app.api_keys.errors import ApiKeyRevoked
 from app.api_keys.models import ApiKey
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.core.auth import KEY_PREFIX, Principal, Role, hash_secret
 from app.core.pagination import PageRequest
-from app.api_keys.errors import ApiKeyRevoked
 from app.core.problems import NotFound, UnknownReference, ValidationFailed
 from app.counsellors import service as counsellors
 from app.db import utcnow

@@ -20,8 +20,8 @@ from tests.helpers import assert_problem
 API_KEYS = "/api/v1/api-keys"
 ME = "/api/v1/me"
 READ_FIELDS = {
-    "id", "name", "role", "prefix", "territory_ids", "counsellor_id", "expires_at", "revoked_at", "created_at",
-    "rotated_at", "previous_secret_expires_at", "last_used_at",
+    "id", "name", "role", "prefix", "territory_ids", "counsellor_id", "expires_at", "revoked_at",
+    "created_at", "rotated_at", "previous_secret_expires_at", "last_used_at",
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Rotation of a key's secret with a grace period, `last_used_at`, and no secret in any log line or problem."""
+"""Rotation of a key's secret with a grace period, `last_used_at`, no secret in any log line or problem."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ async def test_rotation_keeps_the_key_and_the_old_secret_for_the_grace_period(
     assert response.status_code == 200, response.text
     rotated = response.json()
     new = rotated["key"]
-    assert new.startswith("cnfs_") and new != old
-    assert rotated["id"] == key_id and rotated["name"] == "SIRH" and rotated["role"] == "admin"
+    assert new.startswith("cnfs_")
+    assert new != old
+    assert (rotated["id"], rotated["name"], rotated["role"]) == (key_id, "SIRH", "admin")
     assert rotated["prefix"] == new[:12]
     assert rotated["rotated_at"].endswith("Z")
     assert rotated["previous_secret_expires_at"] > rotated["rotated_at"]
@@ -51,7 +52,7 @@ async def test_rotation_keeps_the_key_and_the_old_secret_for_the_grace_period(
         assert me["previous_secret_expires_at"] == rotated["previous_secret_expires_at"]
     listed = (await client.get(API_KEYS, headers=admin)).json()["items"]
     shown = next(k for k in listed if k["id"] == key_id)
-    assert "key" not in shown and "secret_hash" not in shown and "previous_secret_hash" not in shown
+    assert not {"key", "secret_hash", "previous_secret_hash"} & set(shown)
     assert shown["previous_secret_expires_at"] == rotated["previous_secret_expires_at"]
     # Past the grace period, the old secret is refused; the new one goes on.
     await session.execute(
@@ -82,7 +83,9 @@ async def test_rotation_without_grace_and_twice(
         assert (await client.get(ME, headers=bearer(secret))).status_code == 200
 
 
-async def test_rotation_refusals(client: httpx.AsyncClient, admin: dict[str, str], make_key: KeyMaker) -> None:
+async def test_rotation_refusals(
+    client: httpx.AsyncClient, admin: dict[str, str], make_key: KeyMaker
+) -> None:
     secret = await make_key("admin")
     key_id = await _key_id(client, secret)
     assert_problem(
@@ -91,9 +94,7 @@ async def test_rotation_refusals(client: httpx.AsyncClient, admin: dict[str, str
         "validation_error",
         "/grace_seconds",
     )
-    assert_problem(
-        await client.post(f"{API_KEYS}/{uuid.uuid4()}/rotate", headers=admin), 404, "not_found"
-    )
+    assert_problem(await client.post(f"{API_KEYS}/{uuid.uuid4()}/rotate", headers=admin), 404, "not_found")
     await client.delete(f"{API_KEYS}/{key_id}", headers=admin)
     assert_problem(await client.post(f"{API_KEYS}/{key_id}/rotate", headers=admin), 409, "api_key_revoked")
     # A revoked key is refused whichever of its secrets is sent.
@@ -108,7 +109,8 @@ async def test_rotation_replayed_without_the_secret(
     first = await client.post(f"{API_KEYS}/{key_id}/rotate", json={"grace_seconds": 60}, headers=headers)
     again = await client.post(f"{API_KEYS}/{key_id}/rotate", json={"grace_seconds": 60}, headers=headers)
     assert again.headers["idempotent-replayed"] == "true"
-    assert first.json()["key"] and again.json()["key"] is None
+    assert first.json()["key"]
+    assert again.json()["key"] is None
     assert {**again.json(), "key": None} == {**first.json(), "key": None}
 
 
@@ -161,10 +163,14 @@ async def test_last_used_at_written_once_a_minute_outside_the_request(settings: 
 
     async def last_used() -> object:
         async with sessions() as session:
-            return (await session.execute(select(ApiKey.last_used_at).where(ApiKey.id == key_id))).scalar_one()
+            return (
+                await session.execute(select(ApiKey.last_used_at).where(ApiKey.id == key_id))
+            ).scalar_one()
 
     try:
-        async with app_client(settings.model_copy(update={"api_key_last_used_interval_seconds": 60})) as client:
+        async with app_client(
+            settings.model_copy(update={"api_key_last_used_interval_seconds": 60})
+        ) as client:
             assert await last_used() is None
             first = await client.get(ME, headers=bearer(created.key))
             assert first.json()["last_used_at"] is None  # the use recorded before this request
@@ -183,7 +189,9 @@ async def test_last_used_at_written_once_a_minute_outside_the_request(settings: 
             # Older than the interval: written again.
             async with sessions() as session:
                 await session.execute(
-                    update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow() - timedelta(minutes=5))
+                    update(ApiKey)
+                    .where(ApiKey.id == key_id)
+                    .values(last_used_at=utcnow() - timedelta(minutes=5))
                 )
                 await session.commit()
             client._transport.app.state.key_used._written.clear()  # type: ignore[attr-defined]
