@@ -102,8 +102,8 @@ async def api_keys_delete(session: SessionDep, _admin: AdminDep, key_id: uuid.UU
     "/{key_id}/rotate",
     response_model=ApiKeyCreated,
     summary="Rotate an API key's secret",
-    description="Admin. A new secret for the same key (same id, role, scope and expiry), in `key`, shown only in "
-    "this response. The secret it replaces stays valid for `grace_seconds` (optional body; default: "
+    description="Admin. A new secret for the same key (same id, role, scope and expiry), in `key`, "
+    "shown only in this response. The secret it replaces stays valid for `grace_seconds` (optional body; default: "
     "the `API_KEY_ROTATION_GRACE_SECONDS` setting, 24 h; 0: refused at once), so that the systems "
     "using it can switch without downtime; a secret replaced earlier is refused from now on. "
     "`previous_secret_expires_at` says until when the replaced one is accepted. A revoked key → 409 "
