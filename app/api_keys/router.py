@@ -103,12 +103,11 @@ async def api_keys_delete(session: SessionDep, _admin: AdminDep, key_id: uuid.UU
     response_model=ApiKeyCreated,
     summary="Rotate an API key's secret",
     description="Admin. A new secret for the same key (same id, role, scope and expiry), in `key`, "
-    "shown only in this response. The secret it replaces stays valid for `grace_seconds` (optional body; default: "
-    "the `API_KEY_ROTATION_GRACE_SECONDS` setting, 24 h; 0: refused at once), so that the systems "
-    "using it can switch without downtime; a secret replaced earlier is refused from now on. "
-    "`previous_secret_expires_at` says until when the replaced one is accepted. A revoked key → 409 "
-    "`api_key_revoked`. A retry under the same `Idempotency-Key` replays this answer with `key: "
-    "null`.",
+    "shown only in this response. The secret it replaces stays valid for `grace_seconds` (optional "
+    "body; default: the `API_KEY_ROTATION_GRACE_SECONDS` setting, 24 h; 0: refused at once), so that "
+    "the systems using it can switch without downtime; a secret replaced earlier is refused from now "
+    "on. `previous_secret_expires_at` says until when the replaced one is accepted. A revoked key → "
+    "409 `api_key_revoked`. A retry under the same `Idempotency-Key` replays this answer with `key: null`.",
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def api_keys_rotate(
