@@ -40,6 +40,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.api_keys.models import ApiKey
 from app.workshops.models import Workshop
 from tests.agreements.helpers import PROGRAMME, create_agreement, create_programme, create_signed
 from tests.conftest import KeyMaker, Tree, bearer
@@ -684,3 +685,41 @@ async def test_every_route_answers_each_caller_as_documented(
                     where = f"{name} {method} obj={obj} actor={actor.name}"
                     mismatches.append(f"{where}: expected {expected}, got {actual} {detail}")
     assert not mismatches, f"{len(mismatches)} of {count} requests:\n" + "\n".join(mismatches)
+
+
+async def test_every_route_refuses_an_expired_revoked_or_replaced_key(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    make_key: KeyMaker,
+    admin: dict[str, str],
+) -> None:
+    """401 on every route (the public ones too, and those the direct path answers), whatever the body."""
+    expired = await make_key("admin", name="expired")
+    revoked = await make_key("admin", name="revoked")
+    rotated = await make_key("admin", name="rotated")
+    ids = {
+        s: (await client.get(f"{API}/me", headers=bearer(s))).json()["key_id"]
+        for s in (expired, revoked, rotated)
+    }
+    await session.execute(
+        update(ApiKey).where(ApiKey.id == uuid.UUID(ids[expired])).values(expires_at=datetime.now(UTC))
+    )
+    await session.flush()
+    assert (await client.delete(f"{API}/api-keys/{ids[revoked]}", headers=admin)).status_code == 204
+    rotation = await client.post(
+        f"{API}/api-keys/{ids[rotated]}/rotate", json={"grace_seconds": 0}, headers=admin
+    )
+    assert rotation.status_code == 200, rotation.text
+    refused = []
+    for name, method, path in api_routes(app):
+        url = path.format(**{p: uuid.uuid4() for p in _placeholders(path)})
+        for secret in (expired, revoked, rotated):
+            response = await client.request(method, url, json={}, headers=bearer(secret))
+            if (response.status_code, _code(response)) != UNAUTHENTICATED:
+                refused.append(f"{name} {method}: {response.status_code} {response.text[:120]}")
+    assert not refused, refused
+
+
+def _placeholders(path: str) -> list[str]:
+    return [segment.split("}")[0] for segment in path.split("{")[1:]]
