@@ -9,8 +9,9 @@ The callers (`ACTORS`): `none` (no key), `viewer` (territory A), `counsellor` (A
 holds A's position and organises A's workshops), `manager_a` and `manager_b` (territory managers of A and B),
 `admin`. Registration routes also try `token` and `bad_token` (no key; the registration's X-Cancel-Token, or
 another's). The objects: `A` and `B` (an object in each territory; public for workshops), `A_private` and
-`B_private` (workshops that are not public); a route without an object on its path (a list, a creation whose
-body names a territory, position...) takes `A` and `B` as what its body refers to, or `None`.
+`B_private` (workshops that are not public), `A_other` (in A, another counsellor's: workshops, counsellors);
+a route without an object on its path takes `A` and `B` as what its body refers to (a creation), or `None`
+(a list: `LIST`).
 
 To declare a rule for a new route, add one entry to `RULES`:
 
@@ -19,12 +20,13 @@ To declare a rule for a new route, add one entry to `RULES`:
         scoped(200, "admin", "territory_manager"), lambda w, o: Call({"subscription_id": w.hook[o]["id"]})
     ),
 
-`Rule(expect, objects=..., call=...)`: `expect(actor, obj)` gives the (status, code) that caller gets;
-the helpers below cover the documented cases (`everyone`, `key_holders`, `admin_only`, `scoped`,
-`public_or_scoped`, and `but(...)` for exceptions); `call(world, obj)` gives the path parameters, body and
-headers of a request that the allowed callers see succeed (`Call`); `objects` lists the objects tried
-(`A`/`B` by default, `LIST` = no object, `WORKSHOP_OBJECTS` adds the private workshops). The world's objects
-are built in `build_world`."""
+`Rule(expect, call, objects, actors)`: `expect(actor, obj)` gives the (status, problem code) that caller
+gets; the helpers below cover the documented cases (`everyone`, `key_holders`, `admin_only`,
+`scoped(status, *roles, outside=..., seen_by=...)`, `public_or_scoped`, `organisers`, and `but(expect,
+<actor>=outcome)` for exceptions); `call(world, obj)` gives the path parameters, body, headers and query of a
+request that the allowed callers see succeed (`Call`); `objects` lists the objects tried (`A`/`B` by default,
+`LIST` = none, `WORKSHOP_OBJECTS` adds the private and the other counsellor's workshops). A new kind of
+object (`w.hook` above) is a field of `World`, built for A and B in `build_world`."""
 
 from __future__ import annotations
 
@@ -625,6 +627,14 @@ def api_routes(app: FastAPI) -> Iterator[tuple[str, str, str]]:
                 yield str(context.name), method, path
 
 
+def _items(response: httpx.Response) -> list[dict[str, Any]]:
+    if response.status_code != 200 or response.headers.get("content-type") != "application/json":
+        return []
+    body = response.json()
+    items = body.get("items") if isinstance(body, dict) else None
+    return [item for item in items or [] if isinstance(item, dict)]
+
+
 def _code(response: httpx.Response) -> str | None:
     """The problem's code; for a bulk answer (207), its first item's problem's."""
     if response.headers.get("content-type") == "application/problem+json":
@@ -658,6 +668,9 @@ async def test_every_route_answers_each_caller_as_documented(
     admin: dict[str, str],
 ) -> None:
     world = await build_world(client, session, tree, make_key, admin)
+    a_side = {str(t.id) for t in (tree.ara, tree.rhone, tree.lyon_metro, tree.lyon, tree.villeurbanne)}
+    b_side = {str(t.id) for t in (tree.occ, tree.hg, tree.toulouse)}
+    outside = {"A": b_side, "B": a_side}
     mismatches: list[str] = []
     count = 0
     for name, method, path in api_routes(app):
@@ -680,10 +693,19 @@ async def test_every_route_answers_each_caller_as_documented(
                     await savepoint.rollback()
                 count += 1
                 actual = (response.status_code, _code(response))
+                where = f"{name} {method} obj={obj} actor={actor.name}"
                 if actual != expected:
                     detail = response.text[:200] if response.status_code >= 400 else ""
-                    where = f"{name} {method} obj={obj} actor={actor.name}"
                     mismatches.append(f"{where}: expected {expected}, got {actual} {detail}")
+                elif obj is None and actor.scope in outside:
+                    # A scoped caller's list shows nothing of the other territory (but public workshops).
+                    shown = [
+                        item["id"]
+                        for item in _items(response)
+                        if item.get("territory_id") in outside[actor.scope] and not item.get("public")
+                    ]
+                    if shown:
+                        mismatches.append(f"{where}: lists objects outside its territories: {shown}")
     assert not mismatches, f"{len(mismatches)} of {count} requests:\n" + "\n".join(mismatches)
 
 
