@@ -98,6 +98,10 @@ async def api_keys_delete(session: SessionDep, _admin: AdminDep, key_id: uuid.UU
     return Response(status_code=204)
 
 
+# No body: the setting's grace period (a body is optional; its schema stays the model itself).
+_NO_ROTATE_BODY = ApiKeyRotate()
+
+
 @router.post(
     "/{key_id}/rotate",
     response_model=ApiKeyCreated,
@@ -116,9 +120,9 @@ async def api_keys_rotate(
     _admin: AdminDep,
     idem: IdempotencyDep,
     key_id: uuid.UUID,
-    body: ApiKeyRotate | None = None,
+    body: ApiKeyRotate = _NO_ROTATE_BODY,
 ) -> Response:
-    grace = body.grace_seconds if body is not None else None
+    grace = body.grace_seconds
     if grace is None:
         grace = request.app.state.settings.api_key_rotation_grace_seconds
 
