@@ -38,8 +38,12 @@ async def list_page(
     )
 
 
-async def get(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
+async def get(session: AsyncSession, key_id: uuid.UUID, *, lock: bool = False) -> ApiKey | None:
+    """The key; with `lock`, its row locked until the transaction ends (PostgreSQL: two rotations of one
+    key run one after the other, so that neither hands out a secret the other replaced unseen)."""
     stmt = select(ApiKey).where(ApiKey.id == key_id).options(selectinload(ApiKey.territories))
+    if lock:
+        stmt = stmt.with_for_update(of=ApiKey)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 

@@ -122,8 +122,8 @@ async def list_api_keys(
     return [to_read(k) for k in rows], next_cursor, total
 
 
-async def get(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
-    key = await repo.get(session, key_id)
+async def get(session: AsyncSession, key_id: uuid.UUID, *, lock: bool = False) -> ApiKey:
+    key = await repo.get(session, key_id, lock=lock)
     if key is None:
         raise NotFound("no API key with this id")
     return key
@@ -140,7 +140,7 @@ async def rotate(session: AsyncSession, key_id: uuid.UUID, grace_seconds: int) -
     """A new secret for the same key (same id, role and scope). The secret it replaces stays valid for
     `grace_seconds` (0: refused at once); one rotated earlier, still in its grace period, is refused from
     now on (only the last replaced secret is kept). A revoked key is not rotated (409)."""
-    key = await get(session, key_id)
+    key = await get(session, key_id, lock=True)
     if key.revoked_at is not None:
         raise ApiKeyRevoked()
     now = utcnow()
