@@ -53,6 +53,8 @@ EXAMPLES = {
     "shutdown_timeout_seconds": "20",
     "registration_retention_months": "12",
     "counsellor_retention_months": "24",
+    "api_key_rotation_grace_seconds": "86400",
+    "api_key_last_used_interval_seconds": "60",
 }
 
 
@@ -193,6 +195,21 @@ class Settings(BaseSettings):
         "grace period before SIGKILL (`docker stop` waits 10 s unless given `--time`/`--stop-timeout`; "
         "Kubernetes 30 s) and above the longest request (DATABASE_STATEMENT_TIMEOUT_MS plus "
         "DATABASE_LOCK_TIMEOUT_MS).",
+    )
+    # API keys: rotation and usage (README, "API keys").
+    api_key_rotation_grace_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=30 * 86400,
+        description="After `POST /api-keys/{id}/rotate`, how long the replaced secret stays valid when the "
+        "request does not say (0: refused at once).",
+    )
+    api_key_last_used_interval_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="`last_used_at` of a key is written when older than this, after the request, outside "
+        "its transaction (0: not recorded).",
     )
 
     @field_validator("database_url")

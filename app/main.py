@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api import api_router
 from app.api_keys import service as api_keys
+from app.api_keys.usage import KeyUsage
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
 from app.core.auth import document_security, needs_key
 from app.core.cors import ProblemCORSMiddleware
@@ -229,10 +230,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.read_options = read_execution_options(engine)
         app.state.journal_options = journal_execution_options(engine)
         await _purge_idempotency_records(app.state.sessionmaker, settings)
+        app.state.key_used.start(engine)
         try:
             yield
         finally:
             stopping()
+            await app.state.key_used.stop()
             await engine.dispose()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package's own files: no CDN at run time.
@@ -253,6 +256,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cursors = Cursors(settings.secret_key)
     app.state.metrics = Metrics()
     app.state.key_resolver = api_keys.principal_for_secret
+    app.state.key_used = KeyUsage(settings.api_key_last_used_interval_seconds)
     app.state.rate_limiter = (
         RateLimiter(
             per_key=settings.rate_limit_per_key,

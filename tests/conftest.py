@@ -100,6 +100,8 @@ def settings(database_url: str) -> Settings:
         # The open-data tests change workshops between two exports (tests/opendata/test_published.py
         # turns the cache on).
         open_data_cache_seconds=0,
+        # Recorded on a connection of its own, outside the test's transaction (tests/api_keys turns it on).
+        api_key_last_used_interval_seconds=0,
     )
 
 
