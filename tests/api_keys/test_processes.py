@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from tests import test_serve
 from tests.test_serve import ROOT, serve
 
 GRACE_SECONDS = 3
@@ -41,7 +43,9 @@ def _me(url: str, secret: str) -> int:
     ).status_code
 
 
-def test_revocation_and_rotation_across_processes(tmp_path: Path) -> None:
+def test_revocation_and_rotation_across_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two servers start one after the other, on a machine the rest of the suite keeps busy.
+    monkeypatch.setattr(test_serve, "START_TIMEOUT", 180)
     with serve(tmp_path) as first, serve(tmp_path) as second:
         admin = {"Authorization": f"Bearer {_create_admin_key(tmp_path)}"}
         created = httpx.post(
