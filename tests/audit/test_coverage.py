@@ -300,6 +300,14 @@ async def api_keys_delete(client: httpx.AsyncClient, place: Place, h: dict[str, 
     return await client.delete(f"{API}/api-keys/{created.json()['id']}", headers=h)
 
 
+async def api_keys_rotate(client: httpx.AsyncClient, place: Place, h: dict[str, str]) -> httpx.Response:
+    created = await client.post(
+        f"{API}/api-keys", json={"name": "Essai", "role": "admin"}, headers=place.admin
+    )
+    assert created.status_code == 201, created.text
+    return await client.post(f"{API}/api-keys/{created.json()['id']}/rotate", headers=h)
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -332,6 +340,7 @@ CASES: dict[str, Case] = {
         workshops_registrations_erase_personal_data,
         api_keys_create,
         api_keys_delete,
+        api_keys_rotate,
     )
 }
 
