@@ -253,6 +253,18 @@ def _registration(status: int | Outcome) -> Expect:
     return but(_registrations(status), token=ok(status), bad_token=FORBIDDEN)
 
 
+def _registrant_only(status: int | Outcome) -> Expect:
+    """The registrant's own rights (access, erasure): its cancel token only; a wrong token → 403; no token →
+    401 without a key, 403 with one."""
+
+    def expect(actor: Actor, obj: str | None) -> Outcome:
+        if actor is TOKEN:
+            return ok(status)
+        return UNAUTHENTICATED if actor.role is None and actor is not BAD_TOKEN else FORBIDDEN
+
+    return expect
+
+
 REGISTRATION_ACTORS = (*ACTORS, TOKEN, BAD_TOKEN)
 
 
@@ -496,6 +508,19 @@ RULES: dict[str, Rule] = {
     "api_keys_get": Rule(admin_only(200), lambda w, o: Call({"key_id": w.spare_key}), LIST),
     "api_keys_delete": Rule(admin_only(204), lambda w, o: Call({"key_id": w.spare_key}), LIST),
     "api_keys_rotate": Rule(admin_only(200), lambda w, o: Call({"key_id": w.spare_key}), LIST),
+    # Audit trail and journal: admin only.
+    "audit_events_list": Rule(admin_only(200), objects=LIST),
+    # Personal data (GDPR): a counsellor's, admin only; a registrant's, only with its cancel token (a key
+    # holder without it → 403 whatever the object, before any lookup).
+    "counsellors_personal_data": Rule(
+        admin_only(200), lambda w, o: Call({"counsellor_id": w.counsellor[_obj(o)]["id"]})
+    ),
+    "workshops_registrations_personal_data": Rule(
+        _registrant_only(200), lambda w, o: _registration_call(w, o), actors=REGISTRATION_ACTORS
+    ),
+    "workshops_registrations_erase_personal_data": Rule(
+        _registrant_only(204), lambda w, o: _registration_call(w, o), actors=REGISTRATION_ACTORS
+    ),
 }
 
 
