@@ -150,13 +150,13 @@ async def test_a_write_that_outlasts_the_shutdown_timeout_is_rolled_back(
                 stopped = time.monotonic()
                 server.process.send_signal(signal.SIGTERM)
                 # The process exits while the test still holds the lock: the request was cut.
-                assert await _exit_code(server, 20) in (0, -signal.SIGTERM)
+                assert await _exit_code(server, 60) in (0, -signal.SIGTERM)
                 took = time.monotonic() - stopped
                 with pytest.raises(httpx.RemoteProtocolError):
                     await asyncio.wait_for(pending, 10)
             lines = server.lines()
     # Within the timeout plus the application's shutdown; bounds of this test, not a measure of speed.
-    assert 1.5 < took < 15, took
+    assert 1.5 < took < 45, took
     # Its transaction rolled back: nothing of it was written.
     assert await _registrations(database, workshop) == []
     events = [line["event"] for line in lines]
