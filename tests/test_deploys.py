@@ -63,7 +63,9 @@ async def _refuses_connections(server: Server) -> None:
         while True:
             try:
                 await fresh.get(f"{server.url}/healthz", headers={"Connection": "close"})
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                # Refused; or, under gunicorn, accepted into the backlog of a socket being closed, then
+                # closed unanswered: either way not served, and the client may retry elsewhere.
                 return
             assert time.monotonic() < deadline, "still accepting connections 30 s after SIGTERM"
             await asyncio.sleep(0.05)
