@@ -56,15 +56,18 @@ def database() -> Iterator[Database]:
 
 
 async def _refuses_connections(server: Server) -> None:
-    """Within 10 s of the SIGTERM, a new connection is refused (the listening socket is closed)."""
-    deadline = time.monotonic() + 10
+    """Soon after the SIGTERM (30 s at most, for a loaded machine), a new connection is refused (the
+    listening socket is closed)."""
+    deadline = time.monotonic() + 30
     async with httpx.AsyncClient(timeout=2) as fresh:
         while True:
             try:
                 await fresh.get(f"{server.url}/healthz", headers={"Connection": "close"})
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                # Refused; or, under gunicorn, accepted into the backlog of a socket being closed, then
+                # closed unanswered: either way not served, and the client may retry elsewhere.
                 return
-            assert time.monotonic() < deadline, "still accepting connections 10 s after SIGTERM"
+            assert time.monotonic() < deadline, "still accepting connections 30 s after SIGTERM"
             await asyncio.sleep(0.05)
 
 
@@ -109,11 +112,11 @@ async def test_sigterm_lets_the_write_in_flight_commit_and_answer(
                 assert not pending.done()
                 assert server.process.poll() is None
             # The lock is released: the registration goes on, commits and is answered.
-            answer = await asyncio.wait_for(pending, 30)
+            answer = await asyncio.wait_for(pending, 60)
         assert answer.status_code == 201, answer.text
         assert answer.json()["status"] == "confirmed"
         # uvicorn ends by raising the signal it caught again (-15); gunicorn's arbiter exits 0.
-        assert await _exit_code(server, 30) in (0, -signal.SIGTERM)
+        assert await _exit_code(server, 60) in (0, -signal.SIGTERM)
         lines = server.lines()
     assert await _registrations(database, workshop) == [
         {"id": answer.json()["id"], "status": "confirmed", "registered_count": 1, "seats_left": 4}
@@ -149,13 +152,13 @@ async def test_a_write_that_outlasts_the_shutdown_timeout_is_rolled_back(
                 stopped = time.monotonic()
                 server.process.send_signal(signal.SIGTERM)
                 # The process exits while the test still holds the lock: the request was cut.
-                assert await _exit_code(server, 20) in (0, -signal.SIGTERM)
+                assert await _exit_code(server, 60) in (0, -signal.SIGTERM)
                 took = time.monotonic() - stopped
                 with pytest.raises(httpx.RemoteProtocolError):
                     await asyncio.wait_for(pending, 10)
             lines = server.lines()
     # Within the timeout plus the application's shutdown; bounds of this test, not a measure of speed.
-    assert 1.5 < took < 15, took
+    assert 1.5 < took < 45, took
     # Its transaction rolled back: nothing of it was written.
     assert await _registrations(database, workshop) == []
     events = [line["event"] for line in lines]

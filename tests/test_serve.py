@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 60
+START_TIMEOUT = 120
 
 
 def _free_port() -> int:

@@ -158,10 +158,13 @@ async def test_a_write_rolled_back_after_its_flush_leaves_no_event(
         await counsellors.create(session, data, principal)
         raise Refused("the write fails after its flush")
 
-    add_route(app, "/api/v1/test-audit-rollback", create_then_fail, methods=["POST"])
-    response = await client.post(
-        "/api/v1/test-audit-rollback", headers={**admin, "X-Request-ID": "rolled-back"}
-    )
+    path = "/api/v1/test-audit-rollback"
+    add_route(app, path, create_then_fail, methods=["POST"])
+    try:
+        response = await client.post(path, headers={**admin, "X-Request-ID": "rolled-back"})
+    finally:
+        # The application is shared by the session's tests (its OpenAPI document is checked elsewhere).
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != path]
     assert_problem(response, 409, "refused_for_the_test")
     assert await events(connection, request_id="rolled-back") == []
 
