@@ -52,6 +52,9 @@ def load_settings(require_secret: bool = True) -> Settings:
     problem = settings.secret_key_problem() if require_secret else None
     if problem:
         raise StartupError(f"SECRET_KEY {problem}{_example('secret_key')}")
+    database_problem = settings.pgbouncer_problem() or settings.replica_problem()
+    if database_problem:
+        raise StartupError(database_problem)
     return settings
 
 
