@@ -31,7 +31,7 @@ from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
 from app.core.ratelimit import RateLimiter
-from app.core.replica import ReadRouting
+from app.core.replica import ReadRouting, with_primary_keys
 from app.db import make_engine, make_sessionmaker, read_execution_options
 from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
@@ -234,17 +234,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 command_timeout=settings.database_command_timeout_seconds,
                 pgbouncer=settings.database_pgbouncer,
             )
-            app.state.replica = ReadRouting(
+            app.state.replica = routing = ReadRouting(
                 read_engine,
                 make_sessionmaker(read_engine),
                 primary_seconds=settings.database_read_primary_seconds,
                 retry_seconds=settings.database_read_retry_seconds,
+            )
+            # A key created a moment ago, not replayed by the replica yet, is looked up on the primary.
+            app.state.key_resolver = with_primary_keys(
+                api_keys.principal_for_secret, routing, lambda: app.state.sessionmaker
             )
         await _purge_idempotency_records(app.state.sessionmaker, settings)
         try:
             yield
         finally:
             if app.state.replica is not None:
+                app.state.key_resolver = api_keys.principal_for_secret
                 await app.state.replica.engine.dispose()
             await engine.dispose()
 

@@ -44,7 +44,7 @@ IS_POSTGRES = bool(TEST_DATABASE_URL and TEST_DATABASE_URL.startswith("postgresq
 
 postgres_only = pytest.mark.skipif(not IS_POSTGRES, reason="needs PostgreSQL (TEST_DATABASE_URL)")
 # TEST_PGBOUNCER=1 (with a PostgreSQL TEST_DATABASE_URL): the run's database is reached through a PgBouncer in
-# transaction mode that the run starts (tests/pgbouncer.py), the migrations included; every engine the
+# transaction mode that the run starts (bench/pgbouncer.py), the migrations included; every engine the
 # tests make runs as DATABASE_PGBOUNCER=true makes the service's.
 THROUGH_PGBOUNCER = IS_POSTGRES and os.environ.get("TEST_PGBOUNCER", "") not in ("", "0")
 if THROUGH_PGBOUNCER:
@@ -78,9 +78,9 @@ def database_url(worker_id: str) -> Iterator[str]:
         asyncio.run(_create_pg_database(TEST_DATABASE_URL, name))
         try:
             if THROUGH_PGBOUNCER:
-                from tests.pgbouncer import pgbouncer, through
+                from bench.pgbouncer import pgbouncer, through
 
-                with pgbouncer(TEST_DATABASE_URL) as address:
+                with pgbouncer(TEST_DATABASE_URL, pool_size=20) as address:
                     url = through(address, url)
                     command.upgrade(alembic_config(url), "head")
                     yield url

@@ -28,8 +28,8 @@ from app.core.auth import Role
 from app.core.direct import DirectSession, answer_observers
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
+from bench.pgbouncer import MISSING, PGBOUNCER, pgbouncer, through
 from tests.conftest import TEST_DATABASE_URL, _create_pg_database, _drop_pg_database, postgres_only
-from tests.pgbouncer import MISSING, PGBOUNCER, pgbouncer, through
 
 needs_pgbouncer = pytest.mark.skipif(PGBOUNCER is None, reason=MISSING)
 

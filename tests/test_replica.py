@@ -37,8 +37,8 @@ from app.core.direct import answer_observers
 from app.core.replica import PIN_COOKIE
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
+from bench.pgbouncer import free_port
 from tests.conftest import postgres_only
-from tests.pgbouncer import free_port
 
 pytestmark = postgres_only
 
@@ -248,6 +248,14 @@ async def test_reads_on_the_replica_writes_and_their_reader_on_the_primary(
             assert answered == ["territories_get_by_code"]
             page = await client.get(listed)
             assert [item["name"] for item in page.json()["items"]] == ["Avant"]
+            # A key made on the primary after the pause, unknown to the replica, works at once (looked up
+            # on the primary), and the read still comes from the replica.
+            _unused, fresh_key = await _keys(cluster.primary_url)
+            fresh = await client.get(by_code, headers={"Authorization": f"Bearer {fresh_key}"})
+            assert fresh.status_code == 200, fresh.text
+            assert fresh.json()["name"] == "Avant"
+            unknown = await client.get(by_code, headers={"Authorization": "Bearer cnfs_unknown"})
+            assert unknown.status_code == 401, unknown.text
 
             # The writer reads its own write, on the primary, through the route and the twin alike.
             answered.clear()

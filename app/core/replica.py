@@ -3,7 +3,9 @@ and what happens when the replica cannot be reached.
 
 What reads from the replica: the GET requests of the operations in `REPLICA_OPERATIONS` (searches, lists
 and single reads of territories, programmes, agreements, positions and workshops, the statistics, the
-referentials and the open-data files), on the FastAPI route and on its direct twin alike. Everything else
+referentials and the open-data files), on the FastAPI route and on its direct twin alike, the caller's key
+included (a key the replica does not know yet is looked up on the primary: `with_primary_keys`; a revoked
+one is refused there once the replica has replayed its revocation). Everything else
 reads and writes on the primary: writes; personal data (counsellors, assignments, registrations: their
 reads are journalled, a write); the change feed (its horizon reads the primary's running transactions);
 API keys and `/me`; the health checks.
@@ -28,13 +30,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.datastructures import MutableHeaders
 from starlette.types import Scope
 
+from app.core.auth import KeyResolver, Principal
 from app.core.ratelimit import key_reference
 
 logger = logging.getLogger("app.replica")
@@ -169,6 +173,22 @@ class ReadRouting:
         self._down_until = now + self.retry_seconds
 
 
-def routing_of(scope: Scope) -> ReadRouting | None:
-    app = scope.get("app")
-    return getattr(app.state, "replica", None) if app is not None else None
+def with_primary_keys(
+    resolve: KeyResolver, routing: ReadRouting, primary: Callable[[], async_sessionmaker[AsyncSession]]
+) -> KeyResolver:
+    """The key resolver of an application with a replica: a key the replica does not know (yet: created a
+    moment ago) is looked up on the primary before the request is refused, so that a new key works at once.
+    `primary`: the application's sessionmaker of the moment."""
+
+    async def resolver(session: AsyncSession, secret: str) -> Principal | None:
+        principal = await resolve(session, secret)
+        if principal is not None:
+            return principal
+        # An AsyncSession names its sync engine; the direct path's session, its AsyncEngine.
+        bound: Any = session.get_bind()
+        if bound is not routing.engine and bound is not routing.engine.sync_engine:
+            return None
+        async with primary()() as on_primary:
+            return await resolve(on_primary, secret)
+
+    return resolver

@@ -1,5 +1,6 @@
-"""A PgBouncer of the test's own, in transaction mode, in front of a PostgreSQL server: on 127.0.0.1, on a
-free port, stopped at the end (and at most `LIFETIME_SECONDS` after it started, whatever happens).
+"""A PgBouncer of its own, in transaction mode, in front of a PostgreSQL server, for the load benchmark
+(`--pgbouncer`) and the tests: on 127.0.0.1, on a free port, stopped at the end (and at most
+`LIFETIME_SECONDS` after it started, whatever happens).
 
 PgBouncer refuses to run as root: when the tests run as root, it switches to the `postgres` user (`-u`)."""
 
@@ -23,7 +24,7 @@ PGBOUNCER = shutil.which("pgbouncer") or next(
     (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if Path(p).is_file()), None
 )
 MISSING = "needs pgbouncer (apt-get install pgbouncer; .ci/run installs it)"
-LIFETIME_SECONDS = 1800
+LIFETIME_SECONDS = 4 * 3600
 START_SECONDS = 15
 
 
