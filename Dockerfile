@@ -31,5 +31,7 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/healthz', timeout=2)"]
 # `serve` checks the settings, the database and the port (one line and exit 2 when something is wrong), applies
 # the migrations, then runs uvicorn with WEB_CONCURRENCY workers, KEEP_ALIVE_TIMEOUT_SECONDS of keep-alive and
-# our own access log (no query strings). SECRET_KEY is required (32 characters or more).
+# our own access log (no query strings). SECRET_KEY is required (32 characters or more). On SIGTERM it finishes
+# the requests in flight for SHUTDOWN_TIMEOUT_SECONDS (20) before it exits: `docker stop` waits only 10 s
+# before SIGKILL unless run with `--stop-timeout 30` (docs/operations.md).
 CMD ["sh", "-c", "exec python -m app.cli serve --host 0.0.0.0 --port \"$PORT\" --no-demo"]

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from app.agreements.router import router as agreements_router
 from app.api_keys.router import me_router
 from app.api_keys.router import router as api_keys_router
+from app.audit.router import router as audit_router
 from app.changes.router import router as changes_router
 from app.core.auth import get_principal
 from app.counsellors.router import router as counsellors_router
@@ -35,3 +36,4 @@ api_router.include_router(referentials_router)
 api_router.include_router(opendata_router)
 api_router.include_router(api_keys_router)
 api_router.include_router(me_router)
+api_router.include_router(audit_router)

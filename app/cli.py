@@ -385,6 +385,11 @@ async def _open_data_export(
         await engine.dispose()
 
 
+# How much longer than SHUTDOWN_TIMEOUT_SECONDS gunicorn's arbiter waits for a worker to exit (its own
+# shutdown: cancelling what is left, closing the pools) before it SIGKILLs it.
+GRACE_MARGIN_SECONDS = 5
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -430,17 +435,31 @@ def serve(
     # replaced.
     for handler in logging.getLogger().handlers:
         handler.flush()
-    command = server_command(host, port, workers, keep_alive or settings.keep_alive_timeout_seconds)
+    command = server_command(
+        host,
+        port,
+        workers,
+        keep_alive or settings.keep_alive_timeout_seconds,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+    )
     os.execv(command[0], command)
 
 
-def server_command(host: str, port: int, workers: int, keep_alive: int) -> list[str]:
+def server_command(
+    host: str, port: int, workers: int, keep_alive: int, shutdown_timeout: int = 20
+) -> list[str]:
     """The server process: uvicorn for one worker; for several, gunicorn with uvicorn workers and the
     application loaded once before the workers are forked (`--preload`, `app.main:preloaded_app`), so that
     they share its memory (about 20 MB less private memory per worker than workers that each import it).
 
     The keep-alive is longer than the idle timeout of load balancers and client pools (60 s is common): the
-    server must not close a connection that a client is about to reuse."""
+    server must not close a connection that a client is about to reuse.
+
+    SIGTERM (a deploy): the server closes its listening socket, lets the requests in flight finish for
+    `shutdown_timeout` seconds (SHUTDOWN_TIMEOUT_SECONDS), cancels those still running (their transactions
+    roll back), then runs the application's shutdown (the database pools closed) and exits. Under gunicorn
+    each worker applies that bound itself (app.core.workers); the arbiter's `--graceful-timeout`, a few
+    seconds longer, only SIGKILLs a worker that failed to."""
     if workers <= 1:
         return [
             sys.executable,
@@ -458,6 +477,8 @@ def server_command(host: str, port: int, workers: int, keep_alive: int) -> list[
             "--no-proxy-headers",
             "--timeout-keep-alive",
             str(keep_alive),
+            "--timeout-graceful-shutdown",
+            str(shutdown_timeout),
         ]
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return [
@@ -466,7 +487,7 @@ def server_command(host: str, port: int, workers: int, keep_alive: int) -> list[
         "gunicorn",
         "app.main:preloaded_app()",
         "--worker-class",
-        "uvicorn_worker.UvicornWorker",
+        "app.core.workers.UvicornWorker",
         "--workers",
         str(workers),
         "--preload",
@@ -474,6 +495,8 @@ def server_command(host: str, port: int, workers: int, keep_alive: int) -> list[
         bind,
         "--keep-alive",
         str(keep_alive),
+        "--graceful-timeout",
+        str(shutdown_timeout + GRACE_MARGIN_SECONDS),
         "--log-level",
         "warning",
         "--error-logfile",

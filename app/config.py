@@ -37,6 +37,7 @@ EXAMPLES = {
     "contact_email": "cnfs-api@example.fr",
     "max_body_bytes": "1048576",
     "idempotency_ttl_hours": "24",
+    "journal_retention_days": "365",
     "keep_alive_timeout_seconds": "75",
     "log_level": "INFO",
     "log_json": "true",
@@ -53,6 +54,7 @@ EXAMPLES = {
     "database_read_url": "postgresql+asyncpg://cnfs:secret@replica.example.fr:5432/cnfs",
     "database_read_primary_seconds": "5",
     "database_read_retry_seconds": "10",
+    "shutdown_timeout_seconds": "20",
 }
 
 
@@ -161,6 +163,28 @@ class Settings(BaseSettings):
         le=86400,
         description="How long a worker process serves the open-data files it built (0: built for each "
         "request); the requests arriving while they are built wait for that one export.",
+    )
+    # The personal-data journal (app.core.audit): its lines (`kind='read'` audit events, who saw whom) are
+    # kept this long, then deleted by `cnfs-api purge` (`app.core.audit.purge_journal`); the audit trail's
+    # write events are kept.
+    journal_retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="Days a personal-data journal line is kept (12 months by default) before the purge.",
+    )
+
+    # Deploys: how a process stops (docs/operations.md).
+    shutdown_timeout_seconds: int = Field(
+        default=20,
+        ge=1,
+        le=3600,
+        description="On SIGTERM the server stops accepting connections and gives the requests in flight this "
+        "long to finish (and their transactions to commit) before it cancels them, which rolls their "
+        "transactions back; then it closes its database pools and exits. Keep it below the orchestrator's "
+        "grace period before SIGKILL (`docker stop` waits 10 s unless given `--time`/`--stop-timeout`; "
+        "Kubernetes 30 s) and above the longest request (DATABASE_STATEMENT_TIMEOUT_MS plus "
+        "DATABASE_LOCK_TIMEOUT_MS).",
     )
 
     # --- PgBouncer and read replicas (docs/operations.md) ---

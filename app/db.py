@@ -80,6 +80,13 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value
         return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
 
+    def keeps_utc_as_is(self, dialect: Dialect) -> bool:
+        """Whether the result processing of this type (adapted to `dialect`) gives back unchanged a
+        `datetime` that the driver returns in UTC (`tzinfo is UTC`): the driver's value is not converted
+        first (asyncpg's instants; SQLite's come as text), and `process_result_value` keeps it. A reader
+        of many rows may then skip the processing of such values (`app.core.csv`)."""
+        return self.impl_instance.result_processor(dialect, None) is None
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -407,7 +414,10 @@ async def get_session(request: Request) -> AsyncSession:
     request.scope.setdefault("state", {})[_SESSION_KEY] = session
     # A session bound to one connection (the tests' rolled-back transaction) keeps its transaction.
     if request.method in READ_METHODS and isinstance(session.bind, AsyncEngine):
-        await session.connection(execution_options=state.read_options)
+        options = state.read_options
+        if getattr(route.endpoint, JOURNALED, False) and not _asks_csv(request):
+            options = state.journal_options
+        await session.connection(execution_options=options)
     return session
 
 
@@ -427,6 +437,29 @@ async def _replica_session(routing: Any, read_options: dict[str, Any]) -> AsyncS
         await session.close()
         raise
     return session
+
+
+JOURNALED = "__cnfs_journaled__"
+"""Set on a GET endpoint whose answer shows people (`app.core.audit.journaled`): its JSON answer writes its
+journal line, so its transaction is not read-only (`journal_execution_options`). Its CSV export reads in the
+read-only snapshot and journals each batch in a transaction of its own (`app.core.csv`)."""
+
+
+def _asks_csv(request: Request) -> bool:
+    from app.core.media import scope_accepts_csv
+
+    return scope_accepts_csv(request.scope["headers"])
+
+
+def journal_execution_options(engine: AsyncEngine) -> dict[str, Any]:
+    """How a reading request that writes its journal line runs: one snapshot, as a read
+    (`read_execution_options`), in a transaction that may write. PostgreSQL: REPEATABLE READ (it only
+    inserts, so it never fails to serialize). SQLite: BEGIN IMMEDIATE (the write lock up front, as a write
+    takes it: a DEFERRED transaction upgraded at its INSERT would fail when a writer committed since its
+    snapshot)."""
+    if engine.dialect.name == "sqlite":
+        return {SQLITE_BEGIN_OPTION: "IMMEDIATE"}
+    return {"isolation_level": "REPEATABLE READ"}
 
 
 async def _end_session(request: Request, commit: bool) -> None:

@@ -25,14 +25,14 @@ from app.core.cors import ProblemCORSMiddleware
 from app.core.direct import DirectMiddleware, twins
 from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
-from app.core.logging import configure_logging
+from app.core.logging import configure_logging, stopping
 from app.core.metrics import Metrics
 from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
 from app.core.ratelimit import RateLimiter
 from app.core.replica import ReadRouting, with_primary_keys
-from app.db import make_engine, make_sessionmaker, read_execution_options
+from app.db import journal_execution_options, make_engine, make_sessionmaker, read_execution_options
 from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
 
@@ -108,6 +108,11 @@ TAGS = [
         "numérique (CSV and JSON, licence etalab-2.0).",
     },
     {"name": "access", "description": "API keys and the caller's identity."},
+    {
+        "name": "audit",
+        "description": "The audit trail (every write) and the personal-data journal (every answer that "
+        "showed people).",
+    },
     {"name": "operations", "description": "Liveness, readiness and metrics."},
 ]
 
@@ -222,6 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_options = read_execution_options(engine)
+        app.state.journal_options = journal_execution_options(engine)
         app.state.replica = None
         if settings.database_read_url:
             read_engine = make_engine(
@@ -248,6 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            stopping()
             if app.state.replica is not None:
                 app.state.key_resolver = api_keys.principal_for_secret
                 await app.state.replica.engine.dispose()

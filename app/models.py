@@ -2,6 +2,7 @@
 
 from app.agreements.models import Agreement, Amendment
 from app.api_keys.models import ApiKey, api_key_territories
+from app.core.audit import AuditEvent, purge_flag
 from app.core.changes import Change
 from app.core.idempotency import IdempotencyRecord
 from app.counsellors.models import Counsellor
@@ -19,6 +20,7 @@ __all__ = [
     "Amendment",
     "ApiKey",
     "Assignment",
+    "AuditEvent",
     "Change",
     "Counsellor",
     "IdempotencyRecord",
@@ -31,5 +33,6 @@ __all__ = [
     "Workshop",
     "api_key_territories",
     "metadata",
+    "purge_flag",
     "workshop_monthly_stats",
 ]

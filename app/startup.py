@@ -78,6 +78,9 @@ async def _probe_postgres(settings: Settings, read_revision: bool = False) -> li
             password=url.password,
             database=url.database,
             timeout=timeout,
+            # Behind PgBouncer (transaction mode): unnamed statements only, none left on a server session
+            # that another process gets next (app.db._pgbouncer_options).
+            statement_cache_size=0 if settings.database_pgbouncer else 100,
         )
     except asyncpg.InvalidCatalogNameError:
         raise StartupError(

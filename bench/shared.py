@@ -525,6 +525,14 @@ def _search_sql(db: Database, query: search.Query, args: list[Any]) -> tuple[lis
     return where, order
 
 
+def journal_snapshot(db: Database, conn: Any) -> Any:
+    """`snapshot` for an answer that writes its journal line: REPEATABLE READ that may write on PostgreSQL,
+    BEGIN IMMEDIATE on SQLite (`app.db.journal_execution_options`)."""
+    if db.dialect == "sqlite":
+        return conn.transaction("IMMEDIATE")
+    return conn.transaction(isolation="repeatable_read")
+
+
 def snapshot(db: Database, conn: Any) -> Any:
     """One snapshot for an answer read in several statements, as the service reads it (the caller's key
     before it, on its own): REPEATABLE READ and READ ONLY on PostgreSQL, a DEFERRED transaction on SQLite."""
@@ -757,6 +765,61 @@ def _change_sql(db: Database, resource: str) -> str:
     )
 
 
+def _audit_sql(db: Database) -> str:
+    """The audit trail's row (`app.core.audit`), as the service writes it in the same transaction."""
+    return db.sql(
+        "INSERT INTO audit_events (id, occurred_at, kind, action, resource, resource_id, actor_key_id,"
+        " actor_name, actor_role, request_id, changes, subject_ids)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    )
+
+
+_AUDIT_BOOKKEEPING = frozenset({"id", "created_at", "updated_at", "version"})
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value, default=str, option=orjson.OPT_UTC_Z).decode()
+
+
+def _audit_args(
+    db: Database,
+    caller: Caller,
+    kind: str,
+    action: str,
+    resource: str,
+    resource_id: Any,
+    changes: dict[str, Any] | None,
+    subject_ids: list[str] | None,
+    now: datetime,
+) -> list[Any]:
+    """The audit row's values: a write's changed fields or a read's people (the ids of the answer)."""
+    postgres = db.dialect == "postgresql"
+
+    def ident(value: Any) -> Any:
+        if value is None:
+            return None
+        return uuid.UUID(str(value)) if postgres else uuid.UUID(str(value)).hex
+
+    return [
+        ident(new_id()),
+        now if postgres else now.replace(tzinfo=None),
+        kind,
+        action,
+        resource,
+        ident(resource_id),
+        ident(caller.key_id),
+        None,
+        caller.role,
+        None,
+        _json_text(changes),
+        _json_text(subject_ids),
+    ]
+
+
+def _created(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: {"before": None, "after": v} for k, v in row.items() if k not in _AUDIT_BOOKKEEPING}
+
+
 async def agreement_create(db: Database, data: AgreementInput, authorization: str | None) -> Reply:
     """Admin. The service's statements, in its order, in one transaction: the programme locked and its
     version moved on (one UPDATE), one SELECT for the territory (share-locked), the reference and the
@@ -840,6 +903,20 @@ async def agreement_create(db: Database, data: AgreementInput, authorization: st
                 *row.values(),
             )
             await conn.execute(_change_sql(db, "agreements"), row["id"], "created", 1, data.territory_id, now)
+            await conn.execute(
+                _audit_sql(db),
+                *_audit_args(
+                    db,
+                    caller,
+                    "write",
+                    "agreements_create",
+                    "agreements",
+                    row["id"],
+                    _created(row),
+                    None,
+                    now,
+                ),
+            )
     return json_reply(agreement_json(row), 201, 1, location=f"/api/v1/agreements/{row['id']}")
 
 
@@ -895,6 +972,16 @@ async def agreement_sign(
                 signed["version"],
                 signed["territory_id"],
                 now,
+            )
+            changes = {
+                "status": {"before": row["status"], "after": signed["status"]},
+                "signed_on": {"before": None, "after": signed_on},
+            }
+            await conn.execute(
+                _audit_sql(db),
+                *_audit_args(
+                    db, caller, "write", "agreements_sign", "agreements", agreement_id, changes, None, now
+                ),
             )
     return json_reply(agreement_json(signed), version=signed["version"])
 
@@ -1073,7 +1160,7 @@ async def counsellor_get(
             return caller
         own = caller.role == "counsellor" and str(caller.counsellor_id) == str(counsellor_id)
         scope, args = ("", []) if own else scope_clause(db, caller, "territory_id", 2)
-        async with snapshot(db, conn):
+        async with journal_snapshot(db, conn):
             row = await conn.fetchrow(
                 db.sql(f"SELECT {COUNSELLOR_COLUMNS} FROM counsellors WHERE id = $1{scope}"),
                 counsellor_id,
@@ -1085,10 +1172,26 @@ async def counsellor_get(
                 return problem(
                     403, "forbidden", "counsellors are personal data: your role may not read this one"
                 )
+            unchanged = not_modified(if_none_match, row["version"])
+            if unchanged is not None:
+                return unchanged
             current = await conn.fetchrow(db.sql(CURRENT_OF_COUNSELLOR), counsellor_id, today())
-    return not_modified(if_none_match, row["version"]) or json_reply(
-        counsellor_json(row, current), version=row["version"]
-    )
+            # The personal-data journal's line, in the answer's transaction, as the service writes it.
+            await conn.execute(
+                _audit_sql(db),
+                *_audit_args(
+                    db,
+                    caller,
+                    "read",
+                    "counsellors_get",
+                    "counsellors",
+                    None,
+                    None,
+                    [str(as_uuid(row["id"]))],
+                    datetime.now(UTC),
+                ),
+            )
+    return json_reply(counsellor_json(row, current), version=row["version"])
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
+from typing import ClassVar
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core.audit import AuditSpec
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id, utcnow
 
 
@@ -37,6 +39,7 @@ def subsidy_total(positions: int, subsidy_per_position_cents: int) -> int:
 
 
 class Agreement(TimestampedMixin, VersionedMixin, Base):
+    __audit__: ClassVar[AuditSpec] = AuditSpec("agreements")
     __tablename__ = "agreements"
     __table_args__ = (
         UniqueConstraint("programme_id", "reference"),
@@ -71,6 +74,8 @@ class Agreement(TimestampedMixin, VersionedMixin, Base):
 
 class Amendment(Base):
     """Immutable: the record of one change of an agreement's positions, with the figures before and after."""
+
+    __audit__: ClassVar[AuditSpec] = AuditSpec("amendments")
 
     __tablename__ = "amendments"
     __table_args__ = (

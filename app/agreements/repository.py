@@ -169,7 +169,7 @@ async def list_page(
     within_path: str | None = None,
     status: str | None = None,
     kind: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """One page of the agreements the caller may read that match the filters (`list_query`), in the order
     of `keys` (from `sort_keys`), as dicts of `READ`: one query, and one more for the total when asked.
 
@@ -228,7 +228,7 @@ def amendments_query(agreement_id: uuid.UUID) -> Select[Amendment]:
 
 async def amendments_page(
     session: AsyncSession, agreement_id: uuid.UUID, page: PageRequest
-) -> tuple[list[Amendment], str | None, int | None]:
+) -> tuple[Sequence[Amendment], str | None, int | None]:
     """One page of an agreement's amendments, oldest first."""
     return await fetch_page(
         session,

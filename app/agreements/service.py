@@ -39,7 +39,7 @@ from app.agreements.schemas import (
     AmendmentCreate,
     AmendmentRead,
 )
-from app.core import changes
+from app.core import audit, changes
 from app.core.auth import Principal
 from app.core.changes import Action
 from app.core.pagination import PageRequest
@@ -144,7 +144,7 @@ async def list_agreements(
     status: AgreementStatus | None = None,
     kind: AgreementKind | None = None,
     sort: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """A page of the agreements the caller may read, in their read form: (items, next_cursor, total).
 
     `within` keeps the agreements of a territory and its whole subtree (an unknown id is a 422 on the
@@ -166,7 +166,7 @@ async def list_agreements(
 
 async def list_amendments(
     session: AsyncSession, agreement_id: uuid.UUID, principal: Principal, page: PageRequest
-) -> tuple[list[AmendmentRead], str | None, int | None]:
+) -> tuple[Sequence[AmendmentRead], str | None, int | None]:
     """A page of a visible agreement's amendments, oldest first: (items, next_cursor, total)."""
     agreement = await get_visible(session, agreement_id, principal)
     rows, next_cursor, total = await repo.amendments_page(session, agreement.id, page)
@@ -338,6 +338,7 @@ async def create(session: AsyncSession, data: AgreementCreate, principal: Princi
         action=Action.created,
         version=1,
         territory_id=data.territory_id,
+        fields=audit.created_fields(row),
     )
     return _read_form(row)
 
@@ -428,6 +429,10 @@ async def sign(session: AsyncSession, agreement: Any, data: AgreementSign) -> di
         action=Action.updated,
         version=row.version,
         territory_id=row.territory_id,
+        fields={
+            "status": {"before": agreement.status, "after": row.status},
+            "signed_on": {"before": None, "after": data.signed_on},
+        },
     )
     return _read_form(row._asdict())
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import ClassVar
 
 from sqlalchemy import Column, ForeignKey, String, Table
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.core.audit import AuditSpec
 from app.db import Base, new_id, utcnow
 from app.territories.models import Territory
 
@@ -20,6 +22,8 @@ api_key_territories = Table(
 
 
 class ApiKey(Base):
+    # The audit trail (app.core.audit): its writes are recorded, these fields masked.
+    __audit__: ClassVar[AuditSpec] = AuditSpec("api_keys", masked=frozenset({"secret_hash"}))
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -30,7 +31,7 @@ def list_query(role: str | None, include_revoked: bool) -> Select[ApiKey]:
 
 async def list_page(
     session: AsyncSession, page: PageRequest, *, role: str | None, include_revoked: bool
-) -> tuple[list[ApiKey], str | None, int | None]:
+) -> tuple[Sequence[ApiKey], str | None, int | None]:
     """One page of keys, newest first, with their territories (a constant number of queries)."""
     return await fetch_page(
         session, list_query(role, include_revoked), _NEWEST_FIRST, page, row_values=lambda k: [k.id]

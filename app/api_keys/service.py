@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -99,7 +100,7 @@ async def list_api_keys(
     *,
     role: Role | None = None,
     include_revoked: bool = False,
-) -> tuple[list[ApiKeyRead], str | None, int | None]:
+) -> tuple[Sequence[ApiKeyRead], str | None, int | None]:
     """A page of keys, newest first (admin only, checked by the route): (items, next_cursor, total)."""
     rows, next_cursor, total = await repo.list_page(
         session, page, role=role.value if role is not None else None, include_revoked=include_revoked

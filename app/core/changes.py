@@ -52,7 +52,7 @@ serial numbers: xid is 0 and the serial number alone orders the feed."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -83,6 +83,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core import audit
 from app.core.auth import Principal
 from app.core.direct import prepared
 from app.core.pagination import InvalidCursor
@@ -156,6 +157,9 @@ class Entry:
     action: Action
     version: int
     territory_id: uuid.UUID | None
+    # The audit event's changed fields for a Core write ({field: {"before", "after"}}); None: those the
+    # session's flushes kept for the object (`app.core.audit`).
+    fields: Mapping[str, Mapping[str, Any]] | None = None
 
 
 async def record(
@@ -166,13 +170,17 @@ async def record(
     action: Action | str,
     version: int,
     territory_id: uuid.UUID | None,
+    fields: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Adds one change to the feed, in the caller's transaction (one INSERT, no extra round trip)."""
-    await record_many(session, [Entry(resource, id, Action(action), version, territory_id)])
+    """Adds one change to the feed, in the caller's transaction (one INSERT, no extra round trip), and its
+    audit event (`fields`: see `Entry`)."""
+    await record_many(session, [Entry(resource, id, Action(action), version, territory_id, fields)])
 
 
 async def record_many(session: AsyncSession, entries: Iterable[Entry]) -> None:
-    """Adds several changes in one statement (bulk writes)."""
+    """Adds several changes in one statement (bulk writes), and their audit events in another
+    (`app.core.audit`: every change of the feed is audited, in the same transaction)."""
+    entries = list(entries)
     rows: list[dict[str, Any]] = [
         {
             "resource": e.resource,
@@ -193,6 +201,7 @@ async def record_many(session: AsyncSession, entries: Iterable[Entry]) -> None:
             row["late_after"] = late_after
     stmt = _insert(postgres)
     await session.execute(stmt, rows[0] if len(rows) == 1 else rows)
+    await audit.record_writes(session, [(e.resource, e.id, e.fields) for e in entries])
 
 
 # What the feed reads: every column but none of the ORM's bookkeeping.

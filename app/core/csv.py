@@ -34,6 +34,18 @@ export. The connection goes back to the pool when the stream ends, whichever way
 stream there (the connection is closed without the final chunk, so that a client sees an incomplete
 answer rather than a short file that looks complete).
 
+**Cells from the driver's rows.** A batch is read by the route's page function with the page's `csv` set:
+`fetch_page` then runs the same statement (the same filters, order and rights) on the driver's connection
+in the request's transaction, and hands back the driver's rows (`app.core.pagination.Records`) rather than
+the engine's result rows turned into dicts. A page function that hands them on as they are (workshops,
+registrations, assignments, agreements, territories) has its cells read from them by position, each value
+converted by the engine's own result processor (`CsvColumns._driver_cells`): the same values, hence the
+same bytes, at about half the CPU per row. A page function that reads or fills in its rows (positions'
+current assignments, counsellors' nested training) reads them as the dicts of a JSON page, made on first
+use; the batch is then written from those dicts. Every batch passes through `_Export._chunks`, the one
+loop where something done once per batch in its transaction belongs (`batch_column` reads a column of
+either kind of batch).
+
 **Stats** (small, in memory): `csv_rows_response(columns, rows, sep)`; `flatten` turns nested breakdowns
 into `parent_child` keys. A stats route declares `sep: SepQuery = Separator.comma` and answers
 `csv_rows_response(...)` when `scope_accepts_csv(request.scope["headers"])`."""
@@ -44,9 +56,9 @@ import csv
 import io
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import Enum
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -58,10 +70,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.core.audit import Journal, journal_batch, record_read
+from app.core.direct import DriverRows
 from app.core.media import CSV_MEDIA_TYPE, Separator
-from app.core.pagination import PageRequest
+from app.core.pagination import PageRequest, Records
 from app.core.responses import page_response
-from app.db import detach_session, end_detached
+from app.db import UTCDateTime, detach_session, end_detached
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +178,27 @@ def _joined(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return None
         return neutralise(LIST_SEPARATOR.join("" if v is None else str(_element(convert, v)) for v in values))
 
+    if convert is _text:
+        _JOINED_TEXTS[join] = _joined_texts(join)
     return join
+
+
+# The `_joined` of text values, and its shortcut for a list of strings (a JSON list: `themes`).
+_JOINED_TEXTS: dict[Callable[[Any], Any], Callable[[Any], Any]] = {}
+
+
+def _joined_texts(join: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def join_texts(values: Any) -> Any:
+        if values is None:
+            return None
+        try:
+            # Strings only (a str enum's member is its value): what `join` writes, without a call per value.
+            text = LIST_SEPARATOR.join(values)
+        except TypeError:
+            return join(values)
+        return "'" + text if text and text[0] in _FORMULA_STARTS else text
+
+    return join_texts
 
 
 def _element(convert: Callable[[Any], Any], value: Any) -> Any:
@@ -225,6 +259,7 @@ class CsvColumns:
         self.columns = model_columns(model)
         self.header = [column.name for column in self.columns]
         self._cells = _compile_cells(self.columns)
+        self._by_shape: dict[Hashable, Callable[[Any], list[Any]]] = {}
 
     def cells(self, row: Any) -> list[Any]:
         if type(row) is not dict:
@@ -238,27 +273,75 @@ class CsvColumns:
         return item.model_dump()
 
     def rows(self, rows: Iterable[Any]) -> Iterable[list[Any]]:
+        if isinstance(rows, Records) and rows.untouched:
+            return map(self._driver_cells(rows.driver), rows.driver.rows)
         cells = self._cells
         return (cells(row) if type(row) is dict else self.cells(row) for row in rows)
 
+    def _driver_cells(self, driver: DriverRows) -> Callable[[Any], list[Any]]:
+        """The cells of a row as the driver returns it: its values read by position, each converted by the
+        engine's processor (`driver.processors`) where it has one, then as a dict's would be."""
+        key = (driver.names, driver.processors)
+        found = self._by_shape.get(key)
+        if found is None:
+            positions = {name: index for index, name in enumerate(driver.names)}
+            processors = dict(driver.processors)
+            namespace: dict[str, Any] = {"_datetime": datetime, "_UTC": UTC}
+
+            def top(name: str) -> str:
+                index = positions.get(name)
+                if index is None:
+                    # Not selected: the dict of the row would not have it either (`dict.get` → None).
+                    return "None"
+                processor = processors.get(index)
+                if processor is None:
+                    return f"row[{index}]"
+                namespace[f"_p{index}"] = processor
+                type_ = driver.types.get(index)
+                if isinstance(type_, UTCDateTime) and type_.keeps_utc_as_is(driver.dialect):
+                    # An instant in UTC as the driver gives it is what the processor would give back.
+                    return (
+                        f"(_w if type(_w := row[{index}]) is _datetime and _w.tzinfo is _UTC "
+                        f"else _p{index}(_w))"
+                    )
+                return f"_p{index}(row[{index}])"
+
+            found = _compile_cells(self.columns, top, namespace)
+            if len(self._by_shape) >= _SHAPES:
+                self._by_shape.clear()
+            self._by_shape[key] = found
+        return found
+
 
 _EMPTY: dict[str, Any] = {}
+# Statements (their result columns and processors) a model's CSV cells are compiled for, at most.
+_SHAPES = 64
 
 
-def _compile_cells(columns: Sequence[Column]) -> Callable[[dict[str, Any]], list[Any]]:
+def _dict_value(name: str) -> str:
+    return f"row.get({name!r})"
+
+
+def _compile_cells(
+    columns: Sequence[Column],
+    top: Callable[[str], str] = _dict_value,
+    namespace: dict[str, Any] | None = None,
+) -> Callable[[Any], list[Any]]:
     """One function per model that reads every cell of a row with no loop over the columns: the cost of an
-    export is mostly this, once per row. Nested objects are read once per row (`None` → `_EMPTY`)."""
-    namespace: dict[str, Any] = {"_EMPTY": _EMPTY}
+    export is mostly this, once per row. Nested objects are read once per row (`None` → `_EMPTY`). `top`
+    gives the expression of a field of the model in the row (a dict's `row.get(name)` by default), with
+    what it needs in `namespace`."""
+    # `top` adds what its expressions name to `namespace` as the function is written.
+    namespace = {} if namespace is None else namespace
+    namespace["_EMPTY"] = _EMPTY
     lines = ["def cells(row):"]
     parents: dict[tuple[str, ...], str] = {}
 
     def parent(path: tuple[str, ...]) -> str:
-        if not path:
-            return "row"
         if path not in parents:
-            outer = parent(path[:-1])
+            value = top(path[0]) if len(path) == 1 else f"{parent(path[:-1])}.get({path[-1]!r})"
             name = f"_n{len(parents)}"
-            lines.append(f"    {name} = {outer}.get({path[-1]!r}) or _EMPTY")
+            lines.append(f"    {name} = {value} or _EMPTY")
             parents[path] = name
         return parents[path]
 
@@ -266,7 +349,10 @@ def _compile_cells(columns: Sequence[Column]) -> Callable[[dict[str, Any]], list
     namespace["_text"] = _text
     cells = []
     for index, column in enumerate(columns):
-        read = f"{parent(column.path[:-1])}.get({column.path[-1]!r})"
+        if len(column.path) == 1:
+            read = top(column.path[0])
+        else:
+            read = f"{parent(column.path[:-1])}.get({column.path[-1]!r})"
         # The common cases inline (a call per cell is a good part of an export's cost), the same values as
         # the converters give.
         if column.convert is _plain:
@@ -277,14 +363,18 @@ def _compile_cells(columns: Sequence[Column]) -> Callable[[dict[str, Any]], list
             cells.append(f'(None if (_v := {read}) is None else "true" if _v else "false")')
         elif column.convert is _text:
             cells.append(
-                f"(_v if type(_v := {read}) is str and not (_v and _v[0] in _FORMULA_STARTS) else _text(_v))"
+                f"(_v if type(_v := {read}) is str and not (_v and _v[0] in _FORMULA_STARTS) "
+                "else None if _v is None else _text(_v))"
             )
+        elif column.convert in _JOINED_TEXTS:
+            namespace[f"_c{index}"] = _JOINED_TEXTS[column.convert]
+            cells.append(f"_c{index}({read})")
         else:
             namespace[f"_c{index}"] = column.convert
             cells.append(f"_c{index}({read})")
     lines.append("    return [" + ", ".join(cells) + "]")
     exec("\n".join(lines), namespace)
-    function: Callable[[dict[str, Any]], list[Any]] = namespace["cells"]
+    function: Callable[[Any], list[Any]] = namespace["cells"]
     return function
 
 
@@ -431,6 +521,15 @@ def csv_model_response(
     return Response(writer.chunk(), media_type=CSV_MEDIA_TYPE, headers=_headers(request, filename))
 
 
+def batch_column(rows: Sequence[Any], name: str) -> list[Any]:
+    """One column of a streamed export's batch (the ids of the people it returns, for instance), whatever
+    the batch holds: the driver's rows (`Records`, read without making dicts, so that the batch is still
+    written from them), dicts, or objects."""
+    if isinstance(rows, Records):
+        return rows.column(name)
+    return [row.get(name) if isinstance(row, Mapping) else getattr(row, name, None) for row in rows]
+
+
 class CsvExportFailed(Exception):
     """The database failed in the middle of a streamed export: the answer ends there, incomplete."""
 
@@ -446,7 +545,9 @@ class _Export:
         columns: CsvColumns,
         sep: Separator,
         first: tuple[Sequence[Any], str | None],
+        journal: Callable[[Sequence[Any]], Awaitable[None]] | None = None,
     ) -> None:
+        self.journal = journal
         self.session = session
         self.fetch = fetch
         self.columns = columns
@@ -463,6 +564,9 @@ class _Export:
         rows, cursor = self.first
         self.first = None
         while True:
+            if self.journal is not None:
+                # The batch's journal line is committed before the batch is sent (app.core.audit).
+                await self.journal(rows)
             writer.write(columns.rows(rows))
             del rows
             yield writer.chunk()
@@ -513,13 +617,23 @@ async def csv_stream_response(
     sep: Separator,
     *,
     filename: str | None = None,
+    journal: Journal | None = None,
 ) -> Response:
     """Every row from the cursor `start` (None: the first) to the last, as CSV with the columns of `model`.
 
     The first batch is read here, on the request's session, before anything is answered: its errors are
-    the route's problems. The session then goes to the response (see the module's docstring)."""
+    the route's problems. The session then goes to the response (see the module's docstring). With
+    `journal` (rows that show people), each batch's journal line is written and committed, in a
+    transaction of its own, before the batch is sent: a person's data never leaves without its line."""
     first = await fetch(session, start)
-    export = _Export(detach_session(request), fetch, columns_of(model), sep, first)
+    write_line = None
+    if journal is not None:
+        write_batch = journal_batch(request, journal.resource)
+
+        async def write_line(rows: Sequence[Any]) -> None:
+            await write_batch(batch_column(rows, journal.subject))
+
+    export = _Export(detach_session(request), fetch, columns_of(model), sep, first, write_line)
     return CsvStreamResponse(export, _headers(request, filename))
 
 
@@ -529,6 +643,7 @@ async def csv_list_response(
     page: PageRequest,
     model: type[BaseModel],
     fetch: PageFetch,
+    journal: Journal | None = None,
 ) -> Response:
     """A list route's CSV answer: every row its page function gives, from the page's `cursor` (a
     `next_cursor` of the JSON pages: the export starts after it) to the last, in the route's order and
@@ -540,7 +655,7 @@ async def csv_list_response(
         rows, next_cursor, _total = await fetch(db, replace(batch, cursor=cursor))
         return rows, next_cursor
 
-    return await csv_stream_response(request, session, model, batches, page.cursor, page.csv)
+    return await csv_stream_response(request, session, model, batches, page.cursor, page.csv, journal=journal)
 
 
 async def list_response(
@@ -549,12 +664,17 @@ async def list_response(
     page: PageRequest,
     model: type[BaseModel],
     fetch: PageFetch,
+    journal: Journal | None = None,
 ) -> Response:
     """A list route's answer: the JSON page (`page_response`), or with `Accept: text/csv` the CSV export
-    (`csv_list_response`), from the same page function."""
+    (`csv_list_response`), from the same page function. With `journal` (a list of people, a route marked
+    `app.core.audit.journaled`), the page's journal line goes in the request's transaction; the export's,
+    batch by batch (`csv_stream_response`)."""
     if page.csv is not None:
-        return await csv_list_response(request, session, page, model, fetch)
+        return await csv_list_response(request, session, page, model, fetch, journal)
     rows, next_cursor, total = await fetch(session, page)
+    if journal is not None:
+        await record_read(session, resource=journal.resource, subject_ids=batch_column(rows, journal.subject))
     return page_response(request, rows, next_cursor, total)
 
 

@@ -73,10 +73,11 @@ _HANDLERS: dict[str, DirectHandler] = {}
 _REFUSED: dict[str, frozenset[str]] = {}
 Snapshot = bool | Callable[[dict[str, Any]], bool]
 _SNAPSHOT: dict[str, Snapshot] = {}
+_JOURNAL: dict[str, bool] = {}
 
 
 def direct(
-    route_name: str, refuses: tuple[str, ...] = (), snapshot: Snapshot = False
+    route_name: str, refuses: tuple[str, ...] = (), snapshot: Snapshot = False, journal: bool = False
 ) -> Callable[[DirectHandler], DirectHandler]:
     """Registers `handler` as the direct twin of the FastAPI route named `route_name`.
 
@@ -93,12 +94,18 @@ def direct(
     A reading twin's answer is read in one snapshot: in one statement (the caller's key is resolved before,
     on its own), or, with `snapshot` (True, or a function of the parameters that says when), in a
     transaction begun before its first statement (REPEATABLE READ on PostgreSQL). A twin without it whose
-    answer takes a second statement declines it (`Fallback`): the route answers, in its own transaction."""
+    answer takes a second statement declines it (`Fallback`): the route answers, in its own transaction.
+
+    A reading twin whose answer shows people (`journal`, the twin of a route marked
+    `app.core.audit.journaled`) writes its journal line in the answer's transaction: its answer runs in a
+    transaction that may write, begun before its first statement, in one snapshot (REPEATABLE READ on
+    PostgreSQL; BEGIN IMMEDIATE on SQLite, as its route's), committed before the answer is sent."""
 
     def register(handler: DirectHandler) -> DirectHandler:
         _HANDLERS[route_name] = handler
         _REFUSED[route_name] = frozenset(refuses)
         _SNAPSHOT[route_name] = snapshot
+        _JOURNAL[route_name] = journal
         return handler
 
     return register
@@ -117,11 +124,13 @@ class _Compiled:
     __slots__ = (
         "compiled",
         "defaults",
+        "dialect",
         "dml",
         "expanding",
         "names",
         "processors",
         "result_processors",
+        "result_types",
         "returns_rows",
         "row",
     )
@@ -149,6 +158,10 @@ class _Compiled:
             for index, (_name, type_) in enumerate(columns)
             if (processor := type_.dialect_impl(dialect).result_processor(dialect, None)) is not None
         ]
+        self.result_types = {
+            index: columns[index][1].dialect_impl(dialect) for index, _processor in self.result_processors
+        }
+        self.dialect = dialect
         try:
             self.row: Any = namedtuple("DirectRow", self.names)  # type: ignore[misc]
         except ValueError:
@@ -277,6 +290,48 @@ class DirectResult:
 
     def mappings(self) -> DirectResult:
         return DirectResult([row._asdict() for row in self._rows])
+
+
+class DriverRows:
+    """A SELECT's rows as the driver returned them (asyncpg's records, SQLite's tuples), before the type
+    processing the engine applies to each value: `names` are the result's columns in order, `processors`
+    the (index, processor) of those whose values the engine converts (`processed` applies them to one row),
+    `types` their types (for the dialect, by index). A reader of many rows (a CSV export) applies them
+    itself, only where a value is read, without a row object per row."""
+
+    __slots__ = ("_entry", "dialect", "names", "processors", "rows", "types")
+
+    def __init__(self, rows: Sequence[Any], entry: _Compiled) -> None:
+        self.rows = rows
+        self._entry = entry
+        self.dialect = entry.dialect
+        self.names: tuple[str, ...] = tuple(entry.names)
+        self.processors: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(entry.result_processors)
+        self.types: dict[int, Any] = entry.result_types
+
+    def processed(self, raw: Any) -> Any:
+        """One row as the engine gives it (a named tuple of processed values)."""
+        row = list(raw)
+        for index, processor in self.processors:
+            row[index] = processor(row[index])
+        return self._entry.row._make(row)
+
+
+async def driver_rows(
+    connection: AsyncConnection, statement: Any, params: dict[str, Any] | None = None
+) -> DriverRows | None:
+    """A SELECT of columns run on the driver's connection under `connection` (an engine's connection, in
+    its transaction), its rows as the driver returns them; None when that connection is in no
+    transaction yet (SQLAlchemy's asyncpg adapter begins it at its first statement: this one must then
+    go through the engine) or when the direct path cannot run the statement (`Fallback`). Driver errors
+    come out as the engine's (`_wrapped`)."""
+    session = DirectSession(connection)
+    try:
+        return await session.driver_rows(statement, params, in_transaction_only=True)
+    except Fallback:
+        return None
+    finally:
+        await session.close()
 
 
 def _driver_errors() -> tuple[
@@ -529,6 +584,7 @@ class DirectSession:
         bind: AsyncEngine | AsyncConnection,
         write: bool = False,
         snapshot: bool = False,
+        journal: bool = False,
         fallback: AsyncEngine | None = None,
         on_fallback: Callable[[BaseException], None] | None = None,
     ) -> None:
@@ -538,6 +594,8 @@ class DirectSession:
         self._fallback = fallback
         self._on_fallback = on_fallback
         self._write = write
+        # A read that writes its journal line: a writing transaction in one snapshot (REPEATABLE READ).
+        self._journal = journal and write
         self._nested = not isinstance(bind, AsyncEngine)
         # A read: its statements run outside a transaction until `begin_answer`; then the answer's first
         # statement begins the snapshot transaction (`snapshot`), or runs alone and a second one declines.
@@ -650,6 +708,37 @@ class DirectSession:
         return handed
 
     async def execute(self, statement: Any, params: dict[str, Any] | None = None) -> DirectResult:
+        entry, raw_rows = await self._execute(statement, params)
+        if not entry.returns_rows:
+            return DirectResult([], raw_rows)
+        make = entry.row._make
+        result_processors = entry.result_processors
+        if result_processors:
+            rows = []
+            for raw in raw_rows:
+                row = list(raw)
+                for index, processor in result_processors:
+                    row[index] = processor(row[index])
+                rows.append(make(row))
+        else:
+            rows = [make(raw) for raw in raw_rows]
+        return DirectResult(rows)
+
+    async def driver_rows(
+        self, statement: Any, params: dict[str, Any] | None = None, *, in_transaction_only: bool = False
+    ) -> DriverRows | None:
+        """The rows of a SELECT of columns as the driver returns them (see `DriverRows`); with
+        `in_transaction_only`, None (nothing run) when the connection is in no transaction."""
+        if in_transaction_only and not _in_transaction(await self._connection(), self._postgres):
+            return None
+        entry, raw_rows = await self._execute(statement, params)
+        if not entry.returns_rows or entry.dml:
+            raise Fallback("not a SELECT")
+        return DriverRows(raw_rows, entry)
+
+    async def _execute(self, statement: Any, params: dict[str, Any] | None) -> tuple[_Compiled, Any]:
+        """The statement run on the driver: its compiled form, and the driver's rows (its row count for a
+        statement that returns none)."""
         entry, values = _compile(statement, self._dialect, params)
         if entry.dml and not self._write:
             raise Fallback("a write on a reading request")
@@ -669,20 +758,8 @@ class DirectSession:
             positions = compiled.positiontup or ()
         args = [processors[name](values[name]) if name in processors else values[name] for name in positions]
         if not entry.returns_rows:
-            return DirectResult([], await self._run(sql, args, rowcount=True))
-        raw_rows = await self._run(sql, args)
-        make = entry.row._make
-        result_processors = entry.result_processors
-        if result_processors:
-            rows = []
-            for raw in raw_rows:
-                row = list(raw)
-                for index, processor in result_processors:
-                    row[index] = processor(row[index])
-                rows.append(make(row))
-        else:
-            rows = [make(raw) for raw in raw_rows]
-        return DirectResult(rows)
+            return entry, await self._run(sql, args, rowcount=True)
+        return entry, await self._run(sql, args)
 
     async def scalar(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
         return (await self.execute(statement, params)).scalar()
@@ -741,11 +818,13 @@ class DirectSession:
         for observe in transaction_observers:
             observe("BEGIN")
         if self._postgres:
-            transaction = (
-                driver.transaction()
-                if self._write
-                else driver.transaction(isolation="repeatable_read", readonly=True)
-            )
+            if self._journal and not self._nested:
+                # (Inside the tests' transaction, a savepoint of it: asyncpg takes no isolation there.)
+                transaction = driver.transaction(isolation="repeatable_read")
+            elif self._write:
+                transaction = driver.transaction()
+            else:
+                transaction = driver.transaction(isolation="repeatable_read", readonly=True)
             self._transaction = transaction
             await transaction.start()
             if self._per_transaction is not None and not self._nested:
@@ -984,6 +1063,7 @@ class TwinParameters:
     def __init__(self, route: APIRoute, handler: DirectHandler, refused: frozenset[str]) -> None:
         self.route, self.handler, self.refused = route, handler, refused
         self.snapshot: Snapshot = _SNAPSHOT.get(route.name, False)
+        self.journal = _JOURNAL.get(route.name, False)
         self.convertors: dict[str, Any] = {}
         fields = _route_fields(route)
         self.path = [_Param(field, where, route) for where, field in fields if where == "path"]
@@ -1188,7 +1268,7 @@ class DirectMiddleware:
             del scope["route"]
             scope.pop("path_params", None)
             return False
-        write = scope["method"] != "GET"
+        write = scope["method"] != "GET" or twin.journal
         snapshot = twin.snapshot(params) if callable(twin.snapshot) else twin.snapshot
         primary = app.state.sessionmaker.kw["bind"]
         # The twin reads where its route reads (`app.core.replica`): the replica's reads, on the replica.
@@ -1198,7 +1278,7 @@ class DirectMiddleware:
                 routing.engine, snapshot=snapshot, fallback=primary, on_fallback=routing.failed
             )
         else:
-            session = DirectSession(primary, write=write, snapshot=snapshot)
+            session = DirectSession(primary, write=write, snapshot=snapshot, journal=twin.journal)
         response: Response | None
         try:
             try:
@@ -1232,7 +1312,7 @@ class DirectMiddleware:
             del scope["route"]
             scope.pop("path_params", None)
             return False
-        if write and routing is not None and response.status_code < 400:
+        if scope["method"] != "GET" and routing is not None and response.status_code < 400:
             # Read-your-writes, as after the route's writes (`db.TransactionRoute`).
             routing.wrote(scope, response.headers)
         for observe in answer_observers:

@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core import audit
 from app.core.auth import PrincipalDep
 from app.core.problems import AppError
 from app.db import Base, SessionDep, new_id, utcnow
@@ -160,6 +161,7 @@ class Idempotency:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used for another request; use a new key for a new request"
                 )
+            await self._journal_replay(existing.id)
             headers = dict(existing.headers)
             headers[REPLAYED_HEADER] = "true"
             return Response(content=existing.body, status_code=existing.status_code, headers=headers)
@@ -190,6 +192,23 @@ class Idempotency:
                 ],
             )
         return response
+
+    async def _journal_replay(self, record_id: uuid.UUID) -> None:
+        """A replay shows again the people its response showed (`shows`): its journal line
+        (`app.core.audit`), in the replay's transaction."""
+        subjects = (
+            await self.session.execute(
+                select(IdempotencySubject.resource, IdempotencySubject.subject_id).where(
+                    IdempotencySubject.record_id == record_id
+                )
+            )
+        ).all()
+        for resource in sorted({row.resource for row in subjects}):
+            await audit.record_read(
+                self.session,
+                resource=resource,
+                subject_ids=[row.subject_id for row in subjects if row.resource == resource],
+            )
 
     async def _lock(self, key: str) -> None:
         """On PostgreSQL a second request with the same key, while the first is uncommitted, gets 409.

@@ -171,10 +171,29 @@ class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._closed = True
         super().close()
 
+    def write_each_line(self) -> None:
+        """From now on every line is written at once (what waits is written now)."""
+        self.acquire()
+        try:
+            self._capacity = 1
+        finally:
+            self.release()
+        self.flush()
+
     def _run(self) -> None:
         while not self._closed:
             time.sleep(self._interval)
             self.flush()
+
+
+def stopping() -> None:
+    """The process is stopping: its last lines are written at once, not batched. A server stopped by SIGTERM
+    may end without `logging.shutdown` (uvicorn, once shut down, raises the signal it caught again, with
+    the default action: the process dies at once), which would lose the last batch: the requests answered
+    while it drained, its shutdown's own lines."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _BatchingHandler):
+            handler.write_each_line()
 
 
 def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core import audit
 from app.core.cache_control import cache_control_for
 from app.core.logging import ACCESS_LOGGER
 from app.core.metrics import Metrics
@@ -203,10 +204,11 @@ class RequestMiddleware:
 
         token = correlation_id.set(request_id)
         try:
-            if self._cors is not None and _header(scope, b"origin") is not None:
-                await self._cors(scope, receive, send_with_id)
-            else:
-                await self._handle(scope, receive, send_with_id)
+            with audit.bind_request(scope):
+                if self._cors is not None and _header(scope, b"origin") is not None:
+                    await self._cors(scope, receive, send_with_id)
+                else:
+                    await self._handle(scope, receive, send_with_id)
         finally:
             correlation_id.reset(token)
 

@@ -7,11 +7,11 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Integer, Select, and_, bindparam, func, li
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
-from app.core.direct import prepared
+from app.core.direct import DriverRows, driver_rows, prepared
 from app.core.internals import LRUCache
 from app.core.media import Separator
 from app.core.problems import AppError, ValidationFailed
@@ -277,7 +277,7 @@ async def fetch_page(
     hidden: Sequence[str] | None = None,
     template: Hashable | None = None,
     params: dict[str, Any] | None = None,
-) -> tuple[list[Any], str | None, int | None]:
+) -> tuple[Sequence[Any], str | None, int | None]:
     """Runs one query for the page (limit + 1 rows) and, when asked, one for the total.
 
     With `scalars=True` the page holds ORM objects. Otherwise `stmt` selects columns (see
@@ -302,6 +302,10 @@ async def fetch_page(
             values.update({f"_after_{i}": v for i, v in enumerate(decoded)})
         if page.include_total:
             total = (await session.execute(total_stmt, params or {})).scalar_one()
+        if page.csv is not None and not scalars:
+            batch = await _records(session, page_stmt, values, page, row_values, hidden)
+            if batch is not None:
+                return batch
         result = await _run(session, page_stmt, values, scalars)
     else:
         assert not callable(stmt)
@@ -312,6 +316,10 @@ async def fetch_page(
         if page.cursor:
             stmt = stmt.where(keyset_after(keys, page.cursors.decode(page.cursor, page.binding, keys)))
         stmt = stmt.order_by(*(k.ordered() for k in keys)).limit(page.limit + 1)
+        if page.csv is not None and not scalars:
+            batch = await _records(session, stmt, None, page, row_values, hidden)
+            if batch is not None:
+                return batch
         result = await _run(session, stmt, None, scalars)
     rows: list[Any] = list(result.scalars().all() if scalars else result.all())
     next_cursor = None
@@ -327,6 +335,94 @@ async def fetch_page(
             for row in rows:
                 del row[name]
     return rows, next_cursor, total
+
+
+class Records(Sequence[dict[str, Any]]):
+    """A CSV batch of a page function (`fetch_page` of a SELECT of columns, `page.csv` set): its rows as
+    the driver returned them, which the CSV writer turns into cells without a row object or a dict per row
+    (`app.core.csv`).
+
+    Read as a sequence, it is what a page holds otherwise: the dicts of the read model, made on first use
+    and kept, so that a service that looks at its page's rows or changes them (a position's current
+    assignment filled in, a counsellor's nested training) sees and changes the same dicts as on a JSON
+    page, and the CSV writer then writes those (`untouched` is False). Only a batch that its page function
+    hands on as it is reaches the writer as the driver's rows: one source of statements, filters and
+    rights for both."""
+
+    __slots__ = ("_dicts", "_hidden", "driver")
+
+    def __init__(self, driver: DriverRows, hidden: Sequence[str]) -> None:
+        self.driver = driver
+        self._hidden = tuple(hidden)
+        self._dicts: list[dict[str, Any]] | None = None
+
+    @property
+    def untouched(self) -> bool:
+        """Whether nobody read the rows as dicts (the driver's rows are then the batch)."""
+        return self._dicts is None
+
+    def dicts(self) -> list[dict[str, Any]]:
+        if self._dicts is None:
+            fields = self.driver.names
+            processors = self.driver.processors
+            dicts = []
+            for raw in self.driver.rows:
+                row = list(raw)
+                for index, processor in processors:
+                    row[index] = processor(row[index])
+                dicts.append(dict(zip(fields, row, strict=True)))
+            for name in self._hidden:
+                for item in dicts:
+                    del item[name]
+            self._dicts = dicts
+        return self._dicts
+
+    def column(self, name: str) -> list[Any]:
+        """One column's values, as the dicts would hold them, without making the dicts (an export's
+        journal of the people it returned reads the ids of each batch)."""
+        if self._dicts is not None:
+            return [row.get(name) for row in self._dicts]
+        index = self.driver.names.index(name)
+        processor = dict(self.driver.processors).get(index)
+        values = [raw[index] for raw in self.driver.rows]
+        return values if processor is None else [processor(value) for value in values]
+
+    def __len__(self) -> int:
+        return len(self.driver.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self.dicts()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.dicts())
+
+
+async def _records(
+    session: AsyncSession,
+    stmt: Select[Any],
+    values: dict[str, Any] | None,
+    page: PageRequest,
+    row_values: Callable[[Any], Sequence[Any]],
+    hidden: Sequence[str] | None,
+) -> tuple[Records, str | None, None] | None:
+    """A CSV batch read on the driver (`Records`); None when it must go through the engine (the direct
+    path's session, a transaction not begun yet, a statement the driver path does not run)."""
+    if not isinstance(session, AsyncSession):
+        return None
+    driver = await driver_rows(await session.connection(), stmt, values)
+    if driver is None:
+        return None
+    next_cursor = None
+    if len(driver.rows) > page.limit:
+        driver.rows = driver.rows[: page.limit]
+        next_cursor = page.cursors.encode(row_values(driver.processed(driver.rows[-1])), page.binding)
+    return Records(driver, hidden or ()), next_cursor, None
 
 
 async def _run(session: AsyncSession, stmt: Select[Any], values: dict[str, Any] | None, scalars: bool) -> Any:

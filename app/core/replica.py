@@ -40,6 +40,7 @@ from starlette.types import Scope
 
 from app.core.auth import KeyResolver, Principal
 from app.core.ratelimit import key_reference
+from app.db import JOURNALED
 
 logger = logging.getLogger("app.replica")
 
@@ -128,6 +129,9 @@ class ReadRouting:
             return False
         route = scope.get("route")
         if getattr(route, "name", None) not in REPLICA_OPERATIONS:
+            return False
+        if getattr(getattr(route, "endpoint", None), JOURNALED, False):
+            # An answer that shows people writes its journal line (app.core.audit): on the primary.
             return False
         now = time.monotonic()
         if now < self._down_until:

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import ClassVar
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core.audit import AuditSpec
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
 
 
 class Counsellor(TimestampedMixin, VersionedMixin, Base):
+    # The audit trail (app.core.audit): its writes are recorded, these fields masked.
+    __audit__: ClassVar[AuditSpec] = AuditSpec(
+        "counsellors", masked=frozenset({"first_name", "last_name", "email", "phone", "external_ref"})
+    )
     __tablename__ = "counsellors"
     __table_args__ = (
         # HR systems key their counsellors by `external_ref` within the employer territory.

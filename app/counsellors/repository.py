@@ -209,7 +209,7 @@ def sort_keys(sort: str | None) -> list[SortKey]:
 
 async def list_page(
     session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Counsellor]
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """One page of `stmt` (a `list_query`) as read rows, before their current assignments are filled in:
     one query, one more for the total when asked."""
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
+from app.core import audit
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
 from app.core.csv import csv_responses, list_response
 from app.core.direct import (
@@ -38,6 +39,7 @@ from app.counsellors.schemas import (
 from app.db import SessionDep, TransactionRoute
 
 router = APIRouter(prefix="/counsellors", tags=["counsellors"], route_class=TransactionRoute)
+JOURNAL = audit.Journal(service.RESOURCE)
 
 # Who may call at all; which record each may see is the service's business (404 / 403, API.md).
 READERS = (Role.admin, Role.territory_manager, Role.viewer, Role.counsellor)
@@ -99,6 +101,7 @@ async def _row_response(request: Request, session: SessionDep, row: dict[str, An
     if unchanged is not None:
         return unchanged
     await service.fill_current(session, [row])
+    await audit.record_read(session, resource=service.RESOURCE, subject_ids=[row["id"]])
     return object_response(None, row)
 
 
@@ -114,6 +117,7 @@ def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
     "and a counsellor reads its own record with `GET /counsellors/{id}`); no key → 401.",
     responses=csv_responses(CounsellorRead) | problem_responses(401, 403, 422),
 )
+@audit.journaled
 async def counsellors_list(
     request: Request,
     session: SessionDep,
@@ -154,6 +158,7 @@ async def counsellors_list(
             updated_since=updated_since,
             sort=sort,
         ),
+        journal=JOURNAL,
     )
 
 
@@ -167,6 +172,7 @@ async def counsellors_list(
     "404. Answers `ETag`.",
     responses=problem_responses(401, 403, 404, 422),
 )
+@audit.journaled
 async def counsellors_get_by_ref(
     request: Request,
     session: SessionDep,
@@ -188,13 +194,15 @@ async def counsellors_get_by_ref(
     description=GET_DOC + " Answers `ETag`; `If-None-Match` with the current ETag gives 304.",
     responses=problem_responses(401, 403, 404, 422),
 )
+@audit.journaled
 async def counsellors_get(
     request: Request, session: SessionDep, principal: ReaderDep, counsellor_id: uuid.UUID
 ) -> Response:
     return await _row_response(request, session, await service.visible_row(session, counsellor_id, principal))
 
 
-@direct("counsellors_get", snapshot=True)  # the counsellor and its current assignment
+# The counsellor and its current assignment, in one snapshot, and the answer's journal line.
+@direct("counsellors_get", snapshot=True, journal=True)
 async def counsellors_get_direct(
     request: Request, session: DirectSession, *, counsellor_id: uuid.UUID
 ) -> Response | None:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import changes, idempotency
+from app.core import audit, changes, idempotency
 from app.core.auth import Principal, Role
 from app.core.changes import Action
 from app.core.pagination import PageRequest
@@ -120,7 +120,7 @@ async def list_counsellors(
     external_ref: str | None = None,
     updated_since: datetime | None = None,
     sort: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """A page of counsellors as read rows: one query, one for their current assignments, one for the total
     when asked."""
     keys = repo.sort_keys(sort)
@@ -214,6 +214,14 @@ async def get_for_change(session: AsyncSession, counsellor_id: uuid.UUID, princi
     if counsellor is None:
         raise NotFound("no counsellor with this id")
     return counsellor
+
+
+async def for_assignment(
+    session: AsyncSession, counsellor_id: uuid.UUID, principal: Principal | None
+) -> Counsellor | None:
+    """The counsellor, unlocked, if it lies in `principal`'s territories: what an assignment checks before
+    it takes the counsellor's lock (`lock_for_assignment`)."""
+    return await repo.get(session, counsellor_id, principal)
 
 
 async def lock_for_assignment(
@@ -630,7 +638,18 @@ async def _write(
     for new, p in inserts.items():
         if new in inserted:
             results[p.index] = _result(p.index, p.item.external_ref, 201, new, 1)
-            entries.append(changes.Entry(RESOURCE, new, Action.created, 1, p.territory_id))
+            entries.append(
+                changes.Entry(
+                    RESOURCE,
+                    new,
+                    Action.created,
+                    1,
+                    p.territory_id,
+                    audit.created_fields(
+                        {"territory_id": p.territory_id, "external_ref": p.item.external_ref, **p.columns}
+                    ),
+                )
+            )
     # Rows another transaction created between the SELECT and the INSERT: read them now.
     late = [p for new, p in inserts.items() if new not in inserted]
     if late:
@@ -665,7 +684,16 @@ async def _write(
         version = row["version"] + 1 if changed else row["version"]
         if changed:
             updates.append({"id": row["id"], **p.columns, "version": version, "updated_at": now})
-            entries.append(changes.Entry(RESOURCE, row["id"], Action.updated, version, p.territory_id))
+            entries.append(
+                changes.Entry(
+                    RESOURCE,
+                    row["id"],
+                    Action.updated,
+                    version,
+                    p.territory_id,
+                    audit.changed_fields(row, {**p.columns, "version": version}),
+                )
+            )
         results[p.index] = _result(p.index, p.item.external_ref, 200, row["id"], version)
     await repo.update_many(session, updates)
     await changes.record_many(session, entries)

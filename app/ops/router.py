@@ -31,7 +31,8 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: Literal["ok", "unavailable"] = Field(
-        description="`ok` when the database answers and its schema is at the expected revision.",
+        description="`ok` when the database answers and its schema is at the expected revision, or at a "
+        "later one that a newer release applied.",
         examples=["ok"],
     )
     database: Literal["ok", "unreachable", "read_only"] = Field(
@@ -64,11 +65,11 @@ _DOWN_REVISION = re.compile(r"^down_revision(?:: [^=]+)? = [\"']([^\"']+)[\"']",
 
 
 @lru_cache
-def expected_head() -> str:
-    """The latest revision of the shipped migrations, read from their files.
+def _shipped_revisions() -> tuple[str, frozenset[str]]:
+    """The latest revision of the shipped migrations and every revision they know, read from their files.
 
-    Importing Alembic to ask it would cost every worker some 15 MB of memory for one string; a test checks
-    that this agrees with Alembic's own answer."""
+    Importing Alembic to ask it would cost every worker some 15 MB of memory for these strings; a test
+    checks that this agrees with Alembic's own answer."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
@@ -78,7 +79,21 @@ def expected_head() -> str:
             revisions.add(revision.group(1))
             parents.update(_DOWN_REVISION.findall(source))
     heads = sorted(revisions - parents)
-    return heads[-1] if heads else "base"
+    return (heads[-1] if heads else "base"), frozenset(revisions)
+
+
+def expected_head() -> str:
+    """The latest revision of the shipped migrations."""
+    return _shipped_revisions()[0]
+
+
+def schema_is_current(revision: str | None) -> bool:
+    """The schema serves this release: at its latest migration, or at one it does not know, which a newer
+    release applied. During a rolling deploy the migrations run first and this release's processes go on
+    serving until they are replaced: the migrations keep the previous release working (expand, then
+    contract: docs/operations.md), so they stay ready. A revision this release knows, other than its
+    latest, is behind: not ready."""
+    return revision is not None and (revision == expected_head() or revision not in _shipped_revisions()[1])
 
 
 async def _sqlite_writable(session: AsyncSession) -> Literal["ok", "read_only"]:
@@ -111,8 +126,9 @@ async def ops_healthz() -> Health:
     operation_id="ops_readyz",
     summary="The database answers and its schema is at the latest migration",
     description="Readiness: 200 when the database answers within 3 seconds and its schema is at the "
-    "migration this release expects; otherwise 503 with the same body saying what is missing, and "
-    "`Retry-After`. For probes and load balancers; no key needed.",
+    "migration this release expects, or at a later one (a newer release migrated it during a rolling "
+    "deploy: this release goes on serving until it is replaced); otherwise 503 with the same body saying "
+    "what is missing, and `Retry-After`. For probes and load balancers; no key needed.",
     response_model=Readiness,
     responses={
         503: {
@@ -178,7 +194,7 @@ async def ops_readyz(request: Request) -> JSONResponse:
                 database = await _sqlite_writable(session)
     except Exception:
         database = "unreachable"
-    ready = database == "ok" and revision == expected
+    ready = database == "ok" and schema_is_current(revision)
     body = Readiness(
         status="ok" if ready else "unavailable",
         database=database,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import ClassVar
 
 from sqlalchemy import (
     CheckConstraint,
@@ -21,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core.audit import AuditSpec
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
 
 
@@ -31,6 +33,7 @@ class PositionStatus(StrEnum):
 
 
 class Position(TimestampedMixin, VersionedMixin, Base):
+    __audit__: ClassVar[AuditSpec] = AuditSpec("positions")
     __tablename__ = "positions"
     __table_args__ = (
         # `external_ref` is unique within the agreement's territory (NULLs aside, on both databases).
@@ -61,6 +64,8 @@ class Position(TimestampedMixin, VersionedMixin, Base):
 
 class Assignment(TimestampedMixin, VersionedMixin, Base):
     """A counsellor holding a position from `started_on` to `ended_on` (inclusive; null while it lasts)."""
+
+    __audit__: ClassVar[AuditSpec] = AuditSpec("assignments")
 
     __tablename__ = "assignments"
     __table_args__ = (

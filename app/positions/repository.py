@@ -205,7 +205,7 @@ async def list_page(
     status: PositionStatus | None = None,
     external_ref: str | None = None,
     updated_since: datetime | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """One page of the positions the caller may read that match the filters (`list_query`), as dicts of
     `READ`: one query, one more for the total.
 
@@ -395,7 +395,7 @@ async def read_assignment_row(session: AsyncSession, assignment_id: uuid.UUID, p
 
 async def assignments_page(
     session: AsyncSession, page: PageRequest, keys: list[SortKey], stmt: Select[Assignment]
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """One page of `stmt` (an `assignments_query`) as dicts of `ASSIGNMENT_READ`."""
 
     def values(a: Any) -> list[object]:

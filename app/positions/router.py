@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
+from app.core import audit
 from app.core.auth import Principal, Role, check_roles, require_roles, resolve_principal
 from app.core.csv import csv_responses, list_response
 from app.core.direct import DirectSession, as_session, direct
@@ -36,6 +37,8 @@ from app.positions.schemas import (
 
 router = APIRouter(prefix="/positions", tags=["positions"], route_class=TransactionRoute)
 assignments_router = APIRouter(prefix="/assignments", tags=["assignments"], route_class=TransactionRoute)
+# Assignments are personal data: the people a list of them shows are their counsellors.
+ASSIGNMENTS_JOURNAL = audit.Journal(service.ASSIGNMENTS, "counsellor_id")
 
 READERS = (Role.admin, Role.territory_manager, Role.viewer)
 ReaderDep = Annotated[Principal, Depends(require_roles(*READERS))]
@@ -274,6 +277,7 @@ async def positions_close(
     description=PERSONAL_DOC + " The position's history, by `started_on`.",
     responses=csv_responses(AssignmentRead) | problem_responses(401, 403, 404, 422),
 )
+@audit.journaled
 async def positions_assignments_list(
     request: Request,
     session: SessionDep,
@@ -287,6 +291,7 @@ async def positions_assignments_list(
         page,
         AssignmentRead,
         lambda db, p: service.list_position_assignments(db, position_id, principal, p),
+        journal=ASSIGNMENTS_JOURNAL,
     )
 
 
@@ -331,6 +336,7 @@ async def positions_assignments_create(
     description=PERSONAL_DOC.replace(" (404 when the object is outside its territories too)", ""),
     responses=csv_responses(AssignmentRead) | problem_responses(401, 403, 422),
 )
+@audit.journaled
 async def assignments_list(
     request: Request,
     session: SessionDep,
@@ -368,6 +374,7 @@ async def assignments_list(
             active=active,
             sort=sort,
         ),
+        journal=ASSIGNMENTS_JOURNAL,
     )
 
 
@@ -378,10 +385,17 @@ async def assignments_list(
     description=PERSONAL_DOC + " Answers `ETag`.",
     responses=problem_responses(401, 403, 404, 422),
 )
+@audit.journaled
 async def assignments_get(
     request: Request, session: SessionDep, principal: ReaderDep, assignment_id: uuid.UUID
 ) -> Response:
-    return object_response(request, await service.assignment_row(session, assignment_id, principal))
+    row = await service.assignment_row(session, assignment_id, principal)
+    response = object_response(request, row)
+    if response.status_code == 200:
+        await audit.record_read(
+            session, resource=service.ASSIGNMENTS, subject_ids=ASSIGNMENTS_JOURNAL.ids([row])
+        )
+    return response
 
 
 @assignments_router.post(

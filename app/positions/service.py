@@ -163,7 +163,7 @@ async def list_positions(
     external_ref: str | None = None,
     updated_since: datetime | None = None,
     sort: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """A page of the positions the caller may read, as read rows: one query (the status derived in it), one
     for the current assignments of a personal-data reader's occupied positions, one for the total when
     asked. `status` filters in SQL."""
@@ -346,7 +346,7 @@ def _require_personal(principal: Principal) -> None:
 
 async def list_position_assignments(
     session: AsyncSession, position_id: uuid.UUID, principal: Principal, page: PageRequest
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """A position's history, oldest first, as read rows (404 when the position is not visible, 403 for
     viewers)."""
     if not await repo.is_visible(session, position_id, principal):
@@ -367,7 +367,7 @@ async def list_assignments(
     within: uuid.UUID | None = None,
     active: bool | None = None,
     sort: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     keys = repo.assignment_sort_keys(sort)
     stmt = repo.assignments_query(
         principal,
@@ -424,13 +424,21 @@ async def _record_assignment(
 async def assign(
     session: AsyncSession, position_id: uuid.UUID, data: AssignmentCreate, principal: Principal
 ) -> Assignment:
-    """A counsellor takes a position from `started_on`. Checks run under the position's lock, then the
-    counsellor's, in that order."""
+    """A counsellor takes a position from `started_on`. Checks run under the position's lock; the
+    counsellor's lock is taken last, for the checks on the counsellor alone (anonymised, another position
+    on one of these days), which it then runs again.
+
+    Why last: every assignment of one counsellor waits in line for that lock, and each one in the line
+    holds it until its transaction ends, so the last of N waits for the N - 1 before it. Its wait is one
+    statement but several lock acquisitions (the row's tuple lock, then each holder's transaction), each
+    under `lock_timeout`, so their sum may reach `statement_timeout`: a 503 (SQLSTATE 57014) for a request
+    that only had to wait its turn. Holding the counsellor's lock for two statements rather than for every
+    check of the position keeps that line short."""
     if data.ends_on is not None and data.ends_on < data.started_on:
         raise ValidationFailed("/ends_on", "must be on or after started_on")
     position = await get_for_change(session, position_id, principal)
-    counsellor = await counsellors.lock_for_assignment(session, data.counsellor_id, principal)
-    if counsellor is None:
+    found = await counsellors.for_assignment(session, data.counsellor_id, principal)
+    if found is None:
         raise UnknownReference("/counsellor_id", "no counsellor with this id in your territories")
     if data.started_on < position.opened_on:
         raise ValidationFailed(
@@ -443,9 +451,13 @@ async def assign(
         )
     if position.closed_on is not None:
         raise PositionClosed("a closed position takes no assignment")
-    counsellors.check_not_anonymized(counsellor)
+    counsellors.check_not_anonymized(found)
     if await repo.position_has_overlap(session, position.id, data.started_on, None):
         raise PositionOccupied("another assignment of this position covers one of these days")
+    counsellor = await counsellors.lock_for_assignment(session, found.id, principal)
+    if counsellor is None:
+        raise UnknownReference("/counsellor_id", "no counsellor with this id in your territories")
+    counsellors.check_not_anonymized(counsellor)
     if await repo.counsellor_has_overlap(session, counsellor.id, data.started_on, None):
         raise CounsellorAlreadyAssigned("the counsellor holds another position on one of these days")
     assignment = Assignment(

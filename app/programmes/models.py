@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
+from typing import ClassVar
 
 from sqlalchemy import BigInteger, CheckConstraint, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core.audit import AuditSpec
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
 
 
 class Programme(TimestampedMixin, VersionedMixin, Base):
+    __audit__: ClassVar[AuditSpec] = AuditSpec("programmes")
     __tablename__ = "programmes"
     __table_args__ = (
         UniqueConstraint("code"),

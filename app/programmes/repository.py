@@ -42,7 +42,7 @@ def list_query() -> Select[Programme]:
 
 async def list_page(
     session: AsyncSession, page: PageRequest, *, sort: str | None = None
-) -> tuple[list[Programme], str | None, int | None]:
+) -> tuple[Sequence[Programme], str | None, int | None]:
     """One page of programmes (one query, and one more for the total when asked); `sort` is `code`
     (the default) or `starts_on`, `-` to reverse, then the id; 422 for any other value."""
     keys = parse_sort(sort, _SORTS, "code", _ID_KEY)

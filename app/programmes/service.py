@@ -69,7 +69,7 @@ async def read_many(session: AsyncSession, programmes: Sequence[Programme]) -> l
 
 async def list_programmes(
     session: AsyncSession, page: PageRequest, *, sort: str | None = None
-) -> tuple[list[ProgrammeRead], str | None, int | None]:
+) -> tuple[Sequence[ProgrammeRead], str | None, int | None]:
     """A page of programmes, public like each of them, with their totals: (items, next_cursor, total).
     `sort` is `code` (the default) or `starts_on`, `-` to reverse."""
     rows, next_cursor, total = await repo.list_page(session, page, sort=sort)

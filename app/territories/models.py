@@ -4,11 +4,12 @@ table serves the search, the alias table the former codes of communes."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core.audit import AuditSpec
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
 from app.territories.search import NAME_SORT_LENGTH, TOKEN_LENGTH, search_name
 
@@ -19,6 +20,7 @@ def _search_name_of_the_row(context: Any) -> str:
 
 
 class Territory(TimestampedMixin, VersionedMixin, Base):
+    __audit__: ClassVar[AuditSpec] = AuditSpec("territories")
     __tablename__ = "territories"
     __table_args__ = (
         UniqueConstraint("kind", "code"),

@@ -344,7 +344,7 @@ async def list_page(
     parent_id: uuid.UUID | None = None,
     within_path: str | None = None,
     query: search.Query | None = None,
-) -> tuple[list[Any], str | None, int | None]:
+) -> tuple[Sequence[Any], str | None, int | None]:
     """One page of territories as dicts of `READ` (one query, and one more for the total when asked).
 
     The statement is a template per shape (which filters, which shape of search, which order), built once

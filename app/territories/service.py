@@ -72,7 +72,7 @@ async def list_territories(
     within: uuid.UUID | None = None,
     q: str | None = None,
     sort: str | None = None,
-) -> tuple[list[Any], str | None, int | None]:
+) -> tuple[Sequence[Any], str | None, int | None]:
     """A page of territories, public like each of them: (rows, next_cursor, total).
 
     `within` keeps a territory and its whole subtree (an unknown id is a 422 on the parameter). `q` matches

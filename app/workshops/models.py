@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.core.audit import AuditSpec
 from app.db import Base, TimestampedMixin, VersionedMixin, new_id
 
 
@@ -37,6 +38,7 @@ class RegistrationStatus(StrEnum):
 
 
 class Workshop(TimestampedMixin, VersionedMixin, Base):
+    __audit__: ClassVar[AuditSpec] = AuditSpec("workshops")
     __tablename__ = "workshops"
     __table_args__ = (
         CheckConstraint("status IN ('scheduled', 'cancelled', 'completed')", name="status_known"),
@@ -113,6 +115,12 @@ class Workshop(TimestampedMixin, VersionedMixin, Base):
 
 class Registration(TimestampedMixin, Base):
     """A person booked on a workshop. Personal data: read by the organiser, its managers and admins only."""
+
+    # The audit trail (app.core.audit): its writes are recorded, these fields masked.
+    __audit__: ClassVar[AuditSpec] = AuditSpec(
+        "registrations",
+        masked=frozenset({"first_name", "last_name", "email", "email_key", "phone", "cancel_token_hash"}),
+    )
 
     __tablename__ = "registrations"
     __table_args__ = (

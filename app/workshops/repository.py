@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -265,7 +266,7 @@ async def list_page(
     page: PageRequest,
     keys: list[SortKey],
     filters: Filters,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     """One page as dicts of the read model: one query (and one for the total when asked).
 
     Without `near`, the statement is a template per shape (the caller's kind of scope, which filters, the
@@ -622,7 +623,7 @@ async def cancel_all(session: AsyncSession, workshop_id: uuid.UUID, now: datetim
 
 async def registrations_page(
     session: AsyncSession, workshop_id: uuid.UUID, page: PageRequest, status: str | None
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     stmt = select(*REGISTRATION_READ.columns).where(Registration.workshop_id == workshop_id)
     if status is not None:
         stmt = stmt.where(Registration.status == status)

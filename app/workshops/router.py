@@ -8,10 +8,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 
+from app.core import audit
 from app.core.auth import Principal, PrincipalDep, require_roles, resolve_principal
 from app.core.cache_control import PRIVATE
 from app.core.csv import csv_responses, list_response
@@ -468,7 +470,11 @@ async def workshops_register(
     body: RegistrationCreate,
 ) -> Response:
     async def produce() -> Response:
-        return await _register(request, session, principal, workshop_id, body)
+        response = await _register(request, session, principal, workshop_id, body)
+        if idem.key is not None:
+            # The stored response shows the registrant: its replay journals them, its erasure erases it.
+            idem.shows(service.REGISTRATIONS, uuid.UUID(orjson.loads(response.body)["id"]))
+        return response
 
     return await idem.run(produce, secret_fields=("cancel_token",))
 
@@ -511,6 +517,7 @@ async def workshops_register_direct(
     description=ORGANISERS_DOC + " Personal data. In registration order.",
     responses=csv_responses(RegistrationRead) | problem_responses(401, 403, 404, 422),
 )
+@audit.journaled
 async def workshops_registrations_list(
     request: Request,
     session: SessionDep,
@@ -525,6 +532,7 @@ async def workshops_registrations_list(
         page,
         RegistrationRead,
         lambda db, p: service.list_registrations(db, workshop_id, principal, p, status),
+        journal=audit.Journal(service.REGISTRATIONS),
     )
 
 
@@ -549,6 +557,7 @@ CancelTokenHeader = Annotated[
     "Without a token: " + ORGANISERS_DOC + " No key and no token → 401. Never cached (`private, no-store`).",
     responses=problem_responses(401, 403, 404, 422),
 )
+@audit.journaled
 async def workshops_registrations_get(
     session: SessionDep,
     principal: PrincipalDep,
@@ -557,6 +566,7 @@ async def workshops_registrations_get(
     cancel_token: CancelTokenHeader = None,
 ) -> Response:
     row = await service.read_registration(session, workshop_id, registration_id, principal, cancel_token)
+    await audit.record_read(session, resource=service.REGISTRATIONS, subject_ids=[registration_id])
     response = object_response(None, row)
     response.headers["Cache-Control"] = PRIVATE
     return response

@@ -14,12 +14,13 @@ import hmac
 import secrets
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import changes
+from app.core import audit, changes
 from app.core.auth import ANONYMOUS, Principal, Role
 from app.core.changes import Action
 from app.core.pagination import PageRequest
@@ -60,6 +61,7 @@ from app.workshops.schemas import (
 )
 
 RESOURCE = "workshops"
+REGISTRATIONS = "registrations"
 WRITERS = (Role.admin, Role.territory_manager, Role.counsellor)
 CANCEL_TOKEN_PREFIX = "ct_"
 _SYSTEM = Principal(role=Role.admin, name="workshops")
@@ -109,7 +111,7 @@ async def list_workshops(
     page: PageRequest,
     filters: repo.Filters,
     sort: str | None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     keys = repo.sort_keys(sort, filters.near)
     return await repo.list_page(session, principal, page, keys, filters)
 
@@ -438,30 +440,33 @@ async def register(
         now=now,
     )
     token = CANCEL_TOKEN_PREFIX + secrets.token_urlsafe(24)
-    row = await repo.insert_registration(
-        session,
-        {
-            "id": new_id(),
-            "workshop_id": workshop_id,
-            "first_name": data.first_name,
-            "last_name": data.last_name,
-            "email": data.email,
-            "email_key": email_key,
-            "phone": data.phone,
-            "age_bracket": data.age_bracket.value if data.age_bracket else None,
-            "social_status": data.social_status.value if data.social_status else None,
-            "status": status.value,
-            "waitlist_rank": rank,
-            "attendance": "unknown",
-            "cancel_token_hash": hash_token(token),
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    registration_id = new_id()
+    values = {
+        "id": registration_id,
+        "workshop_id": workshop_id,
+        "first_name": data.first_name,
+        "last_name": data.last_name,
+        "email": data.email,
+        "email_key": email_key,
+        "phone": data.phone,
+        "age_bracket": data.age_bracket.value if data.age_bracket else None,
+        "social_status": data.social_status.value if data.social_status else None,
+        "status": status.value,
+        "waitlist_rank": rank,
+        "attendance": "unknown",
+        "cancel_token_hash": hash_token(token),
+        "created_at": now,
+        "updated_at": now,
+    }
+    row = await repo.insert_registration(session, values)
     if row is None:
         # The same email registered by a request that committed while this one waited for the lock: the
         # transaction, counters included, is rolled back.
         raise AlreadyRegistered(ALREADY_REGISTERED)
+    # A Core write (no ORM object): its audit event explicitly, in its transaction.
+    await audit.record_write(
+        session, resource=REGISTRATIONS, resource_id=registration_id, changes=audit.created_fields(values)
+    )
     return row, token
 
 
@@ -475,7 +480,7 @@ async def list_registrations(
     principal: Principal,
     page: PageRequest,
     status: RegistrationStatus | None,
-) -> tuple[list[dict[str, Any]], str | None, int | None]:
+) -> tuple[Sequence[dict[str, Any]], str | None, int | None]:
     await _require_organiser(session, workshop_id, principal)
     return await repo.registrations_page(session, workshop_id, page, status.value if status else None)
 

@@ -21,15 +21,17 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from pydantic import BaseModel
-from sqlalchemy import delete, insert, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.core import csv as csv_module
+from app.core import pagination
 from app.core.csv import (
     CsvExportFailed,
     CsvWriter,
+    batch_column,
     columns_of,
     csv_rows_response,
     flatten,
@@ -426,6 +428,58 @@ async def test_every_list_answers_csv_with_the_rows_of_its_json_pages(
         assert row == {column: _expected_cell(flat.get(column)) for column in header}, name
 
 
+# The lists whose page functions hand their batches on as they are: written from the driver's rows.
+FROM_DRIVER_ROWS = {
+    "territories",
+    "agreements",
+    "position assignments",
+    "assignments",
+    "workshops",
+    "workshops, viewer",
+    "registrations",
+}
+
+
+@pytest.mark.parametrize(("name", "path", "caller"), LISTS, ids=[name for name, _p, _c in LISTS])
+async def test_the_driver_rows_write_the_bytes_the_page_dicts_write(
+    client: httpx.AsyncClient,
+    everything: World,
+    name: str,
+    path: Callable[[World], str],
+    caller: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CSV batch that its page function hands on untouched is written from the driver's rows
+    (`app.core.pagination.Records`), converted by the engine's own processors: the same bytes as from the
+    page's dicts (those of the JSON pages), in batches of 2 and of 1 000, with either separator. A batch
+    whose rows the service reads or fills in (positions, counsellors) is written from those dicts."""
+    place: Place = everything["place"]
+    headers = {**(place.admin if caller == "admin" else place.world.lyon_viewer), **CSV}
+    url = API + path(everything)
+    from_driver: list[type[BaseModel]] = []
+    driver_cells = csv_module.CsvColumns._driver_cells
+
+    def spy(columns: csv_module.CsvColumns, driver: Any) -> Any:
+        from_driver.append(columns.model)
+        return driver_cells(columns, driver)
+
+    async def through_the_engine(*_args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(csv_module.CsvColumns, "_driver_cells", spy)
+    for batch in (2, 1000):
+        monkeypatch.setattr(csv_module, "BATCH_ROWS", batch)
+        for sep in ("comma", "semicolon"):
+            fast = await client.get(url, params={"sep": sep}, headers=headers)
+            with monkeypatch.context() as patched:
+                patched.setattr(pagination, "_records", through_the_engine)
+                dicts = await client.get(url, params={"sep": sep}, headers=headers)
+            assert fast.status_code == dicts.status_code == 200, (fast.text, dicts.text)
+            assert fast.content == dicts.content, name
+            assert fast.content.count(b"\r\n") >= 2, (name, fast.content)
+    assert bool(from_driver) == (name in FROM_DRIVER_ROWS), name
+
+
 async def test_a_viewer_gets_no_personal_data_in_csv_either(
     client: httpx.AsyncClient, everything: World
 ) -> None:
@@ -751,3 +805,40 @@ async def test_a_database_error_mid_stream_ends_the_answer_incomplete(
         again = _Sink()
         await _asgi_get(own_app, f"{API}/territories", {"parent_id": str(root)}, again)
         assert (again.complete, again.lines) == (True, 21)
+
+
+async def test_a_batch_read_on_the_driver_is_the_page_of_dicts_and_gives_its_columns(
+    session: AsyncSession, tree: Tree
+) -> None:
+    """`fetch_page` of a CSV batch: the driver's rows (`Records`), which read as a sequence are the dicts
+    of a JSON page, and whose columns (`batch_column`: the ids an export's journal records) are read
+    without making those dicts."""
+    stmt = select(Territory.id, Territory.code, Territory.created_at)
+    keys = [pagination.SortKey("id", Territory.id, parse=pagination.parse_uuid)]
+
+    def page(csv: Separator | None) -> pagination.PageRequest:
+        return pagination.PageRequest(
+            limit=3,
+            cursor=None,
+            include_total=False,
+            binding="b",
+            cursors=pagination.Cursors("s" * 32),
+            csv=csv,
+        )
+
+    json_rows, json_cursor, _total = await pagination.fetch_page(
+        session, stmt, keys, page(None), row_values=lambda r: [r.id], scalars=False
+    )
+    rows, cursor, _total = await pagination.fetch_page(
+        session, stmt, keys, page(Separator.comma), row_values=lambda r: [r.id], scalars=False
+    )
+    assert isinstance(rows, pagination.Records)
+    assert cursor == json_cursor is not None
+    assert batch_column(rows, "id") == [row["id"] for row in json_rows]
+    assert batch_column(rows, "created_at") == [row["created_at"] for row in json_rows]
+    assert rows.untouched
+    assert list(rows) == json_rows
+    assert not rows.untouched
+    rows[0]["code"] = "changed"
+    assert batch_column(rows, "code")[0] == "changed"
+    assert batch_column(json_rows, "id") == [row["id"] for row in json_rows]

@@ -36,14 +36,35 @@ async def test_readyz_when_the_schema_is_at_head(client: httpx.AsyncClient) -> N
 async def test_readyz_when_the_schema_is_behind(client: httpx.AsyncClient, session: Any) -> None:
     from sqlalchemy import text
 
-    await session.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    # A revision this release knows, other than its latest.
+    await session.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     await session.flush()
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.headers["retry-after"]
     assert response.json()["status"] == "unavailable"
     assert response.json()["database"] == "ok"
-    assert response.json()["schema_revision"] == "older"
+    assert response.json()["schema_revision"] == "0001"
+
+
+async def test_readyz_when_a_newer_release_migrated_the_schema(
+    client: httpx.AsyncClient, session: Any
+) -> None:
+    """A rolling deploy migrates first: the previous release's processes stay ready until they are
+    replaced (the migrations keep them working), rather than all leaving the load balancer at once."""
+    from sqlalchemy import text
+
+    await session.execute(text("UPDATE alembic_version SET version_num = '9999_from_a_newer_release'"))
+    await session.flush()
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ok",
+        "database": "ok",
+        "schema_revision": "9999_from_a_newer_release",
+        "expected_revision": expected_head(),
+    }
+    assert "retry-after" not in response.headers
 
 
 async def test_metrics_are_prometheus_text_with_route_templates(client: httpx.AsyncClient) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +24,7 @@ from app.core.auth import Role
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
 from tests.helpers import assert_problem
+from tests.processes import redis_server
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
@@ -135,39 +134,8 @@ def test_limits_are_settings() -> None:
 def own_redis() -> Iterator[tuple[int, str]]:
     """A redis-server of this test's own on a free loopback port (the test stops it with SIGSTOP): its pid
     and its URL. Resumed and terminated at the end, whatever happened."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            assert process.poll() is None, "redis-server did not start"
-            assert time.monotonic() < deadline, "redis-server did not answer"
-            time.sleep(0.05)
-        yield process.pid, f"redis://127.0.0.1:{port}/0"
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with redis_server() as server:
+        yield server
 
 
 POOL = 2

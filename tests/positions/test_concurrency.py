@@ -15,13 +15,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.counsellors.models import Counsellor
 from app.positions.models import Position
 from tests.agreements.helpers import World, amend, create_programme, create_signed
-from tests.helpers import assert_problem
+from tests.conftest import postgres_only
+from tests.helpers import assert_problem, wait_until_blocked
 from tests.positions.helpers import (
     COUNSELLORS,
     PERSON,
@@ -129,6 +131,118 @@ async def test_one_counsellor_two_positions_at_once(world: World) -> None:
     responses = await asyncio.gather(
         *(post_assignment(world.client, world.admin, p["id"], counsellor, "2021-05-03") for p in positions)
     )
+    assert sorted(r.status_code for r in responses) == [201] + [409] * (WRITERS - 1), [
+        r.text for r in responses
+    ]
+    for response in responses:
+        if response.status_code == 409:
+            assert_problem(response, 409, "counsellor_already_assigned")
+
+
+async def _lock_row(
+    engine: AsyncEngine,
+    counsellor_id: str,
+    release: asyncio.Event,
+    pid: asyncio.Future[int],
+    held: asyncio.Event,
+) -> str:
+    """Locks the counsellor's row as an assignment does (`FOR UPDATE`) with a lock_timeout of 2 s and a
+    statement_timeout of 3 s, holds it until `release`, and says how the lock ended: `held`, or the
+    SQLSTATE of the error."""
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+        await conn.exec_driver_sql("SET LOCAL statement_timeout = '3s'")
+        pid.set_result(int((await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()))
+        try:
+            await conn.execute(
+                select(Counsellor.id).where(Counsellor.id == uuid.UUID(counsellor_id)).with_for_update()
+            )
+        except DBAPIError as error:
+            await conn.rollback()
+            return str(getattr(error.orig, "sqlstate", error.orig))
+        held.set()
+        await release.wait()
+        await conn.rollback()
+        return "held"
+
+
+@postgres_only
+async def test_a_line_on_one_row_waits_past_lock_timeout_until_statement_timeout(
+    world: World, engine: AsyncEngine
+) -> None:
+    """Why a line of writers on one row ends in 57014 rather than 55P03: the third in line waits in one
+    statement through two lock acquisitions, the row's tuple lock while the second waits for the first
+    (1 s here), then the second's transaction, each shorter than lock_timeout (2 s), and statement_timeout
+    (3 s) cancels it (SQLSTATE 57014). Each holder of the line adds its whole transaction to the wait of
+    those behind it: `assign` holds the counsellor's lock for as little as it can."""
+    counsellor = await _counsellor(world, "LINE")
+    releases = [asyncio.Event() for _ in range(3)]
+    pids: list[asyncio.Future[int]] = [asyncio.get_running_loop().create_future() for _ in range(3)]
+    held = [asyncio.Event() for _ in range(3)]
+    writers: list[asyncio.Task[str]] = []
+    try:
+        async with world.sessions() as observer:
+            for index in range(3):
+                started = asyncio.get_running_loop().time()
+                writers.append(
+                    asyncio.create_task(
+                        _lock_row(engine, counsellor, releases[index], pids[index], held[index])
+                    )
+                )
+                if index:
+                    await wait_until_blocked(observer, await pids[index], writers[index])
+                else:
+                    await asyncio.wait_for(held[0].wait(), timeout=10)
+        await asyncio.sleep(1.0)
+        releases[0].set()
+        assert await writers[0] == "held"
+        # The second holds the row now; the third waits for its transaction, past lock_timeout in all.
+        third = await asyncio.wait_for(writers[2], timeout=10)
+        waited = asyncio.get_running_loop().time() - started
+        assert third == "57014", third
+        assert waited > 2.0, waited
+    finally:
+        for release in releases:
+            release.set()
+        await asyncio.gather(*writers, return_exceptions=True)
+
+
+@postgres_only
+async def test_assignments_in_line_for_one_counsellor_hold_its_lock_briefly(
+    settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks of an assignment that do not depend on the counsellor (its position's: here each made
+    0.8 s slower) run before the counsellor's lock: the line of six writers on that lock does not add them
+    up, and no writer reaches statement_timeout (3 s, lock_timeout 2 s) where the line would have held the
+    last one for five times 0.8 s."""
+    from app.positions import repository
+
+    slow = Settings.model_validate(
+        {
+            **settings.model_dump(),
+            "database_lock_timeout_ms": 2000,
+            "database_statement_timeout_ms": 3000,
+        }
+    )
+    async with committed_positions_world(slow, engine) as world:
+        agreement = await _agreement(world, WRITERS)
+        positions = [
+            await create_position(world.client, world.admin, agreement["id"]) for _ in range(WRITERS)
+        ]
+        counsellor = await _counsellor(world, "C-SLOW")
+        overlap = repository.position_has_overlap
+
+        async def slow_overlap(*args: Any, **kwargs: Any) -> bool:
+            await asyncio.sleep(0.8)
+            return await overlap(*args, **kwargs)
+
+        monkeypatch.setattr(repository, "position_has_overlap", slow_overlap)
+        responses = await asyncio.gather(
+            *(
+                post_assignment(world.client, world.admin, p["id"], counsellor, "2021-05-03")
+                for p in positions
+            )
+        )
     assert sorted(r.status_code for r in responses) == [201] + [409] * (WRITERS - 1), [
         r.text for r in responses
     ]

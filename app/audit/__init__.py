@@ -1,0 +1,1 @@
+"""The audit trail and the personal-data journal, read by admins (`GET /audit-events`)."""
