@@ -12,6 +12,7 @@ from app.changes.router import router as changes_router
 from app.core.auth import get_principal
 from app.counsellors.router import router as counsellors_router
 from app.opendata.router import router as opendata_router
+from app.personal_data.router import router as personal_data_router
 from app.positions.router import assignments_router
 from app.positions.router import router as positions_router
 from app.programmes.router import router as programmes_router
@@ -30,6 +31,7 @@ api_router.include_router(positions_router)
 api_router.include_router(counsellors_router)
 api_router.include_router(assignments_router)
 api_router.include_router(workshops_router)
+api_router.include_router(personal_data_router)
 api_router.include_router(stats_router)
 api_router.include_router(changes_router)
 api_router.include_router(referentials_router)

@@ -298,6 +298,61 @@ async def _rebuild_stats(settings: Settings) -> int:
         await engine.dispose()
 
 
+@cli.command()
+def purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go, change nothing (rolled back).")
+    ] = False,
+    now: Annotated[
+        datetime | None,
+        typer.Option(
+            help="The instant the retention is counted from (default: now, UTC); for checks.",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
+        ),
+    ] = None,
+) -> None:
+    """Personal data past its retention (REGISTRATION_RETENTION_MONTHS, COUNSELLOR_RETENTION_MONTHS,
+    JOURNAL_RETENTION_DAYS): erases the registrants of workshops that ended that long ago, anonymises
+    counsellors whose last assignment ended that long ago (never one whose assignment lasts or is to come),
+    deletes old journal lines and expired Idempotency-Key responses, in one transaction, journaled
+    (`cli_purge`). Statistics do not change. Safe to run daily: a second run finds nothing. Prints the
+    counts; exit status 0."""
+    settings = checked_settings(secret=False, schema=True)
+    moment = None if now is None else (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(UTC)
+    with _logging_for_the_command(settings):
+        report = asyncio.run(_purge(settings, moment, dry_run))
+    verb = "would erase" if dry_run else "erased"
+    typer.echo(
+        f"purge{' (dry run, nothing changed)' if dry_run else ''}: {verb} {report.registrations} "
+        f"registrations' personal data, {report.counsellors} counsellors anonymised, "
+        f"{report.journal_lines} journal lines and {report.idempotency_records} stored responses deleted"
+    )
+
+
+async def _purge(settings: Settings, now: datetime | None, dry_run: bool) -> Any:
+    from app.db import make_engine, make_sessionmaker
+    from app.personal_data import journal, service
+
+    retention = service.Retention(
+        registration_months=settings.registration_retention_months,
+        counsellor_months=settings.counsellor_retention_months,
+        journal_days=settings.journal_retention_days,
+        idempotency_hours=settings.idempotency_ttl_hours,
+    )
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            with journal.command_context(service.PURGE_ACTION):
+                report = await service.purge(session, retention, now)
+            if dry_run:
+                await session.rollback()
+            else:
+                await session.commit()
+        return report
+    finally:
+        await engine.dispose()
+
+
 def _print_import(report: ImportReport, seconds: float) -> None:
     table = Table("kind", "created", "updated", "unchanged")
     for kind in ("region", "departement", "metropole", "epci", "commune"):

@@ -55,6 +55,10 @@ EXAMPLES = {
     "database_read_primary_seconds": "5",
     "database_read_retry_seconds": "10",
     "shutdown_timeout_seconds": "20",
+    "registration_retention_months": "12",
+    "counsellor_retention_months": "24",
+    "api_key_rotation_grace_seconds": "86400",
+    "api_key_last_used_interval_seconds": "60",
 }
 
 
@@ -164,6 +168,22 @@ class Settings(BaseSettings):
         description="How long a worker process serves the open-data files it built (0: built for each "
         "request); the requests arriving while they are built wait for that one export.",
     )
+    # Personal data retention (`cnfs-api purge`, app/personal_data/service.py, docs/personal-data.md).
+    registration_retention_months: int = Field(
+        default=12,
+        ge=1,
+        le=120,
+        description="Months after a workshop ends before `cnfs-api purge` erases its registrants' names, "
+        "email and phone (the registrations stay counted, anonymous).",
+    )
+    counsellor_retention_months: int = Field(
+        default=24,
+        ge=1,
+        le=240,
+        description="Months after a counsellor's last assignment ended (or, never assigned, after the "
+        "record last changed) before `cnfs-api purge` anonymises the counsellor; never while an assignment "
+        "lasts or is to come.",
+    )
     # The personal-data journal (app.core.audit): its lines (`kind='read'` audit events, who saw whom) are
     # kept this long, then deleted by `cnfs-api purge` (`app.core.audit.purge_journal`); the audit trail's
     # write events are kept.
@@ -185,6 +205,21 @@ class Settings(BaseSettings):
         "grace period before SIGKILL (`docker stop` waits 10 s unless given `--time`/`--stop-timeout`; "
         "Kubernetes 30 s) and above the longest request (DATABASE_STATEMENT_TIMEOUT_MS plus "
         "DATABASE_LOCK_TIMEOUT_MS).",
+    )
+    # API keys: rotation and usage (README, "API keys").
+    api_key_rotation_grace_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=30 * 86400,
+        description="After `POST /api-keys/{id}/rotate`, how long the replaced secret stays valid when the "
+        "request does not say (0: refused at once).",
+    )
+    api_key_last_used_interval_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="`last_used_at` of a key is written when older than this, after the request, outside "
+        "its transaction (0: not recorded).",
     )
 
     # --- PgBouncer and read replicas (docs/operations.md) ---

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api import api_router
 from app.api_keys import service as api_keys
+from app.api_keys.usage import KeyUsage
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
 from app.core.auth import document_security, needs_key
 from app.core.cors import ProblemCORSMiddleware
@@ -106,6 +107,11 @@ TAGS = [
         "name": "open data",
         "description": "The venues of public workshops in the national standard of lieux de médiation "
         "numérique (CSV and JSON, licence etalab-2.0).",
+    },
+    {
+        "name": "personal data",
+        "description": "The GDPR rights through the API: access (a counsellor's, a registrant's) and a "
+        "registrant's erasure; retention is `cnfs-api purge` (docs/personal-data.md).",
     },
     {"name": "access", "description": "API keys and the caller's identity."},
     {
@@ -251,10 +257,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 api_keys.principal_for_secret, routing, lambda: app.state.sessionmaker
             )
         await _purge_idempotency_records(app.state.sessionmaker, settings)
+        app.state.key_used.start(engine)
         try:
             yield
         finally:
             stopping()
+            await app.state.key_used.stop()
             if app.state.replica is not None:
                 app.state.key_resolver = api_keys.principal_for_secret
                 await app.state.replica.engine.dispose()
@@ -278,6 +286,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cursors = Cursors(settings.secret_key)
     app.state.metrics = Metrics()
     app.state.key_resolver = api_keys.principal_for_secret
+    app.state.key_used = KeyUsage(settings.api_key_last_used_interval_seconds)
     app.state.rate_limiter = (
         RateLimiter(
             per_key=settings.rate_limit_per_key,

@@ -115,6 +115,8 @@ def settings(database_url: str) -> Settings:
         # turns the cache on).
         open_data_cache_seconds=0,
         database_pgbouncer=THROUGH_PGBOUNCER,
+        # Recorded on a connection of its own, outside the test's transaction (tests/api_keys turns it on).
+        api_key_last_used_interval_seconds=0,
     )
 
 

@@ -172,7 +172,11 @@ async def test_readiness_documents_its_503(document: Document) -> None:
 
 
 # The writes API.md opens to the public: registering to a public workshop, cancelling with the cancel token.
-PUBLIC_WRITES = {"workshops_register", "workshops_registrations_cancel"}
+PUBLIC_WRITES = {
+    "workshops_register",
+    "workshops_registrations_cancel",
+    "workshops_registrations_erase_personal_data",
+}
 
 
 async def test_the_security_requirement_matches_what_answers_without_a_key(

@@ -23,7 +23,9 @@ api_key_territories = Table(
 
 class ApiKey(Base):
     # The audit trail (app.core.audit): its writes are recorded, these fields masked.
-    __audit__: ClassVar[AuditSpec] = AuditSpec("api_keys", masked=frozenset({"secret_hash"}))
+    __audit__: ClassVar[AuditSpec] = AuditSpec(
+        "api_keys", masked=frozenset({"secret_hash", "previous_secret_hash"})
+    )
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -31,6 +33,12 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(32))
     prefix: Mapped[str] = mapped_column(String(16))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The secret a rotation replaced, accepted until `previous_secret_expires_at` (its grace period).
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column()
+    rotated_at: Mapped[datetime | None] = mapped_column()
+    # Kept to the minute, outside the requests' transactions (app/api_keys/usage.py).
+    last_used_at: Mapped[datetime | None] = mapped_column()
     counsellor_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("counsellors.id", ondelete="RESTRICT"), index=True
     )

@@ -8,14 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from app.api_keys import service
-from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, ApiKeyRead, Me
+from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, ApiKeyRead, ApiKeyRotate, Me
 from app.core.auth import AdminDep, KeyHolderDep, Role
 from app.core.csv import csv_list_response, csv_responses, vary_accept
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
-from app.core.responses import created
+from app.core.responses import created, model_response
 from app.db import SessionDep, TransactionRoute
 
 router = APIRouter(prefix="/api-keys", tags=["access"], route_class=TransactionRoute)
@@ -98,12 +98,47 @@ async def api_keys_delete(session: SessionDep, _admin: AdminDep, key_id: uuid.UU
     return Response(status_code=204)
 
 
+# No body: the setting's grace period (a body is optional; its schema stays the model itself).
+_NO_ROTATE_BODY = ApiKeyRotate()
+
+
+@router.post(
+    "/{key_id}/rotate",
+    response_model=ApiKeyCreated,
+    summary="Rotate an API key's secret",
+    description="Admin. A new secret for the same key (same id, role, scope and expiry), in `key`, "
+    "shown only in this response. The secret it replaces stays valid for `grace_seconds` (optional "
+    "body; default: the `API_KEY_ROTATION_GRACE_SECONDS` setting, 24 h; 0: refused at once), so that "
+    "the systems using it can switch without downtime; a secret replaced earlier is refused from now "
+    "on. `previous_secret_expires_at` says until when the replaced one is accepted. A revoked key → "
+    "409 `api_key_revoked`. A retry under the same `Idempotency-Key` replays this answer with `key: null`.",
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def api_keys_rotate(
+    request: Request,
+    session: SessionDep,
+    _admin: AdminDep,
+    idem: IdempotencyDep,
+    key_id: uuid.UUID,
+    body: ApiKeyRotate = _NO_ROTATE_BODY,
+) -> Response:
+    grace = body.grace_seconds
+    if grace is None:
+        grace = request.app.state.settings.api_key_rotation_grace_seconds
+
+    async def produce() -> Response:
+        return model_response(await service.rotate(session, key_id, grace))
+
+    return await idem.run(produce, secret_fields=("key",))
+
+
 @me_router.get(
     "/me",
     summary="Describe the caller",
     description="Any key holder. The key's id, name, role and scope: `territory_ids` lists the territories "
     "whose subtrees the key covers (`[]` for admin, meaning everywhere); `counsellor_id` is set for the "
-    "counsellor role. Without a key → 401.",
+    "counsellor role. `rotated_at`, `previous_secret_expires_at` and `last_used_at` (the last use recorded "
+    "before this request, to the minute) describe the key's life; never its secret. Without a key → 401.",
     responses=problem_responses(401),
 )
 async def me_get(principal: KeyHolderDep) -> Me:
@@ -114,4 +149,7 @@ async def me_get(principal: KeyHolderDep) -> Me:
         territory_ids=list(principal.territory_ids),
         counsellor_id=principal.counsellor_id,
         expires_at=principal.expires_at,
+        rotated_at=principal.rotated_at,
+        previous_secret_expires_at=principal.previous_secret_expires_at,
+        last_used_at=principal.last_used_at,
     )

@@ -23,6 +23,9 @@ _KEY_EXAMPLE: JsonDict = {
     "expires_at": "2027-12-31T23:59:59Z",
     "revoked_at": None,
     "created_at": "2026-11-26T09:30:00Z",
+    "rotated_at": "2026-12-01T08:00:00Z",
+    "previous_secret_expires_at": "2026-12-02T08:00:00Z",
+    "last_used_at": "2026-12-01T09:12:00Z",
 }
 
 
@@ -63,6 +66,13 @@ class ApiKeyRead(ReadModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     created_at: datetime
+    rotated_at: datetime | None = Field(description="When the secret was last replaced (`/rotate`).")
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until when the secret the last rotation replaced is still accepted (null: not at all)."
+    )
+    last_used_at: datetime | None = Field(
+        description="The last request made with the key, to the minute (recorded at most once a minute)."
+    )
 
     model_config = ConfigDict(json_schema_extra={"examples": [_KEY_EXAMPLE]})
 
@@ -79,6 +89,19 @@ class ApiKeyCreated(ApiKeyRead):
             "examples": [{**_KEY_EXAMPLE, "key": "cnfs_wNsyB4K_I8QlEaracCL3LRG-n9-rsAWpXasaL_SRNmA"}]
         }
     )
+
+
+class ApiKeyRotate(InputModel):
+    grace_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=30 * 86400,
+        description="How long the replaced secret stays valid, in seconds (0: refused at once; default: "
+        "the API_KEY_ROTATION_GRACE_SECONDS setting, 24 h).",
+        examples=[3600],
+    )
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"grace_seconds": 3600}]})
 
 
 class ApiKeyPage(Page[ApiKeyRead]):
@@ -103,6 +126,13 @@ class Me(ReadModel):
     territory_ids: list[uuid.UUID] = Field(description="Empty for admin, meaning everywhere.")
     counsellor_id: uuid.UUID | None
     expires_at: datetime | None
+    rotated_at: datetime | None = Field(description="When the key's secret was last replaced.")
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until when the secret the last rotation replaced is still accepted (null: not at all)."
+    )
+    last_used_at: datetime | None = Field(
+        description="The key's last use recorded before this request (to the minute)."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -114,6 +144,9 @@ class Me(ReadModel):
                     "territory_ids": ["019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e"],
                     "counsellor_id": None,
                     "expires_at": "2027-12-31T23:59:59Z",
+                    "rotated_at": "2026-12-01T08:00:00Z",
+                    "previous_secret_expires_at": "2026-12-02T08:00:00Z",
+                    "last_used_at": "2026-12-01T09:12:00Z",
                 }
             ]
         }

@@ -5,10 +5,12 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys import repository as repo
+from app.api_keys.errors import ApiKeyRevoked
 from app.api_keys.models import ApiKey
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.core.auth import KEY_PREFIX, Principal, Role, hash_secret
@@ -34,16 +36,26 @@ def to_read(key: ApiKey) -> ApiKeyRead:
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         created_at=key.created_at,
+        rotated_at=key.rotated_at,
+        previous_secret_expires_at=key.previous_secret_expires_at,
+        last_used_at=key.last_used_at,
     )
 
 
 async def principal_for_secret(session: AsyncSession, secret: str) -> Principal | None:
-    """The caller a key secret stands for; None when the key is unknown, revoked or expired (one query)."""
-    rows = await repo.find_by_secret_hash(session, hash_secret(secret))
+    """The caller a key secret stands for; None when the key is unknown, revoked or expired, or when the
+    secret is one a rotation replaced and its grace period is over (one query)."""
+    secret_hash = hash_secret(secret)
+    rows = await repo.find_by_secret_hash(session, secret_hash)
     if not rows:
         return None
     key = rows[0]
-    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= utcnow()):
+    now = utcnow()
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        return None
+    if key.secret_hash != secret_hash and (
+        key.previous_secret_expires_at is None or key.previous_secret_expires_at <= now
+    ):
         return None
     territories = [(row.territory_id, row.territory_path) for row in rows if row.territory_id is not None]
     return Principal(
@@ -54,6 +66,9 @@ async def principal_for_secret(session: AsyncSession, secret: str) -> Principal 
         territory_paths=tuple(t[1] for t in territories),
         counsellor_id=key.counsellor_id,
         expires_at=key.expires_at,
+        rotated_at=key.rotated_at,
+        previous_secret_expires_at=key.previous_secret_expires_at,
+        last_used_at=key.last_used_at,
     )
 
 
@@ -108,8 +123,8 @@ async def list_api_keys(
     return [to_read(k) for k in rows], next_cursor, total
 
 
-async def get(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
-    key = await repo.get(session, key_id)
+async def get(session: AsyncSession, key_id: uuid.UUID, *, lock: bool = False) -> ApiKey:
+    key = await repo.get(session, key_id, lock=lock)
     if key is None:
         raise NotFound("no API key with this id")
     return key
@@ -120,3 +135,32 @@ async def revoke(session: AsyncSession, key_id: uuid.UUID) -> None:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()
+
+
+async def of_counsellor(session: AsyncSession, counsellor_id: uuid.UUID) -> list[ApiKeyRead]:
+    """The keys bound to a counsellor (a counsellor's right of access shows them), revoked ones too."""
+    return [to_read(k) for k in await repo.of_counsellor(session, counsellor_id)]
+
+
+async def rotate(session: AsyncSession, key_id: uuid.UUID, grace_seconds: int) -> ApiKeyCreated:
+    """A new secret for the same key (same id, role and scope). The secret it replaces stays valid for
+    `grace_seconds` (0: refused at once); one rotated earlier, still in its grace period, is refused from
+    now on (only the last replaced secret is kept). A revoked key is not rotated (409)."""
+    key = await get(session, key_id, lock=True)
+    if key.revoked_at is not None:
+        raise ApiKeyRevoked()
+    now = utcnow()
+    secret = new_secret()
+    if grace_seconds > 0:
+        key.previous_secret_hash = key.secret_hash
+        key.previous_secret_expires_at = now + timedelta(seconds=grace_seconds)
+    else:
+        key.previous_secret_hash = None
+        key.previous_secret_expires_at = None
+    # The unique constraints are checked at each statement: the old secret leaves `secret_hash` and enters
+    # `previous_secret_hash` in one UPDATE.
+    key.secret_hash = hash_secret(secret)
+    key.prefix = secret[:12]
+    key.rotated_at = now
+    await session.flush()
+    return ApiKeyCreated(**to_read(key).model_dump(), key=secret)

@@ -48,6 +48,10 @@ class Principal:
     territory_paths: tuple[str, ...] = ()
     counsellor_id: uuid.UUID | None = None
     expires_at: datetime | None = None
+    # What `GET /me` shows of the key's life, read with it.
+    rotated_at: datetime | None = None
+    previous_secret_expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -103,6 +107,10 @@ KeyResolver = Callable[[AsyncSession, str], Awaitable[Principal | None]]
 provides it; the application puts it in `app.state.key_resolver`, so that core imports no domain."""
 
 
+KeyUsed = Callable[[Principal], None]
+"""Told of each request's key once resolved (`app.state.key_used`, set by the api_keys domain): records
+`last_used_at` without waiting, and without a write in the request's transaction."""
+
 PRINCIPAL_SCOPE_KEY = "cnfs.principal"
 # Set once the request has been counted against its rate limits (the direct path hands requests over).
 LIMITED_SCOPE_KEY = "cnfs.limited"
@@ -156,6 +164,9 @@ async def _principal(request: Request, session: Any) -> Principal:
     if principal is None:
         raise Unauthenticated("invalid, revoked or expired API key", error="invalid_token")
     request.scope[PRINCIPAL_SCOPE_KEY] = principal
+    used: KeyUsed | None = getattr(request.app.state, "key_used", None)
+    if used is not None:
+        used(principal)
     return principal
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -259,8 +259,15 @@ async def forget(session: AsyncSession, resource: str, subject_id: uuid.UUID) ->
     """Erases every stored response that shows this object (call it in the transaction that erases the
     object's personal data); returns how many. Their keys answer 410 `idempotency_key_erased` until they
     expire."""
+    return await forget_many(session, resource, [subject_id])
+
+
+async def forget_many(session: AsyncSession, resource: str, subject_ids: Sequence[uuid.UUID]) -> int:
+    """`forget` for several objects at once (a retention purge): one statement."""
+    if not subject_ids:
+        return 0
     shown = select(IdempotencySubject.record_id).where(
-        IdempotencySubject.resource == resource, IdempotencySubject.subject_id == subject_id
+        IdempotencySubject.resource == resource, IdempotencySubject.subject_id.in_(subject_ids)
     )
     result = await session.execute(
         update(IdempotencyRecord)

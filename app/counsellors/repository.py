@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    ColumnElement,
     Executable,
     Select,
     String,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    or_,
     select,
     tuple_,
     update,
@@ -353,3 +355,40 @@ async def update_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None
         .values({name: bindparam(f"b_{name}") for name in (*SYNCED, "version", "updated_at")})
     )
     await session.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+
+
+# --- retention (app.personal_data) ---------------------------------------------------------------------
+
+
+def _retention_due(ended_before: date, changed_before: datetime) -> ColumnElement[bool]:
+    """Not anonymised; no assignment that lasts, is to come or ended on or after `ended_before`; and, never
+    assigned, unchanged since before `changed_before`."""
+    recent = exists().where(
+        Assignment.counsellor_id == Counsellor.id,
+        or_(Assignment.ended_on.is_(None), Assignment.ended_on >= ended_before),
+    )
+    assigned = exists().where(Assignment.counsellor_id == Counsellor.id)
+    return and_(
+        Counsellor.anonymized_at.is_(None),
+        ~recent,
+        or_(assigned, Counsellor.updated_at < changed_before),
+    )
+
+
+async def retention_due(
+    session: AsyncSession, ended_before: date, changed_before: datetime, only: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """The counsellors past retention (`_retention_due`), or whether `only` is one of them."""
+    stmt = select(Counsellor.id).where(_retention_due(ended_before, changed_before)).order_by(Counsellor.id)
+    if only is not None:
+        stmt = stmt.where(Counsellor.id == only)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def assignments_of(session: AsyncSession, counsellor_id: uuid.UUID) -> list[Assignment]:
+    stmt = (
+        select(Assignment)
+        .where(Assignment.counsellor_id == counsellor_id)
+        .order_by(Assignment.started_on, Assignment.id)
+    )
+    return list((await session.execute(stmt)).scalars())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -702,3 +702,33 @@ async def _write(
 
 def _differs(row: dict[str, Any], columns: dict[str, Any]) -> bool:
     return any(row[name] != value for name, value in columns.items())
+
+
+# --- retention (app.personal_data) ---------------------------------------------------------------------
+
+
+async def retention_due(
+    session: AsyncSession, ended_before: date, changed_before: datetime
+) -> list[uuid.UUID]:
+    """The counsellors whose retention is over: none of their assignments lasts, is to come, or ended on or
+    after `ended_before`; a counsellor never assigned, when unchanged since `changed_before`."""
+    return await repo.retention_due(session, ended_before, changed_before)
+
+
+async def anonymize_if_due(
+    session: AsyncSession, counsellor_id: uuid.UUID, ended_before: date, changed_before: datetime
+) -> bool:
+    """Anonymises the counsellor if its retention is over, checked again under its lock: an assignment
+    made meanwhile (which takes the same lock, `lock_for_assignment`) keeps it."""
+    counsellor = await repo.get(session, counsellor_id, None, for_update=True)
+    if counsellor is None or not await repo.retention_due(
+        session, ended_before, changed_before, counsellor_id
+    ):
+        return False
+    await anonymize(session, counsellor)
+    return True
+
+
+async def assignments_of(session: AsyncSession, counsellor_id: uuid.UUID) -> list[Any]:
+    """Every assignment of the counsellor, oldest first (ORM rows)."""
+    return await repo.assignments_of(session, counsellor_id)

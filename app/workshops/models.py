@@ -146,9 +146,10 @@ class Registration(TimestampedMixin, Base):
     workshop_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workshops.id", ondelete="CASCADE"))
     first_name: Mapped[str | None] = mapped_column(String(100))
     last_name: Mapped[str | None] = mapped_column(String(100))
-    email: Mapped[str] = mapped_column(String(254))
+    # Null once the registrant's personal data were erased (`anonymized_at`).
+    email: Mapped[str | None] = mapped_column(String(254))
     # The address folded to lower case: the same person twice is the same key.
-    email_key: Mapped[str] = mapped_column(String(254))
+    email_key: Mapped[str | None] = mapped_column(String(254))
     phone: Mapped[str | None] = mapped_column(String(32))
     age_bracket: Mapped[str | None] = mapped_column(String(32))
     social_status: Mapped[str | None] = mapped_column(String(32))
@@ -157,3 +158,6 @@ class Registration(TimestampedMixin, Base):
     attendance: Mapped[str] = mapped_column(String(16))
     # SHA-256 of the cancel token, which only the registrant ever sees (once).
     cancel_token_hash: Mapped[str] = mapped_column(String(64))
+    # When the names, email and phone were erased (app.personal_data): the row stays, anonymous, with what
+    # the counters and the activity report count (status, attendance, age bracket, social status).
+    anonymized_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -653,3 +653,56 @@ async def counts(session: AsyncSession, workshop_id: uuid.UUID) -> tuple[int, in
     ).where(Registration.workshop_id == workshop_id)
     row = (await session.execute(stmt)).one()
     return int(row[0]), int(row[1])
+
+
+# --- personal data (app.personal_data) -----------------------------------------------------------------
+
+
+async def registrations_due(session: AsyncSession, ended_before: datetime, limit: int) -> list[uuid.UUID]:
+    """Up to `limit` registrations still holding personal data whose workshop ended before `ended_before`."""
+    stmt = (
+        select(Registration.id)
+        .join(Workshop, Workshop.id == Registration.workshop_id)
+        .where(Workshop.ends_at < ended_before, Registration.anonymized_at.is_(None))
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def erase_registrations(session: AsyncSession, ids: list[uuid.UUID], now: datetime) -> list[uuid.UUID]:
+    """Empties the personal columns of these registrations (those not erased yet); the ids of those it
+    erased."""
+    result = await session.execute(
+        update(Registration)
+        .where(Registration.id.in_(ids), Registration.anonymized_at.is_(None))
+        .values(
+            first_name=None,
+            last_name=None,
+            email=None,
+            email_key=None,
+            phone=None,
+            anonymized_at=now,
+            updated_at=now,
+        )
+        .returning(Registration.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
+async def runs_of(session: AsyncSession, counsellor_id: uuid.UUID) -> list[Any]:
+    """The workshops a counsellor runs or ran, oldest first: (id, title, starts_at, status)."""
+    stmt = (
+        select(Workshop.id, Workshop.title, Workshop.starts_at, Workshop.status)
+        .where(Workshop.counsellor_id == counsellor_id)
+        .order_by(Workshop.starts_at, Workshop.id)
+    )
+    return list((await session.execute(stmt)).all())
+
+
+async def summary(session: AsyncSession, workshop_id: uuid.UUID) -> Any:
+    """(id, title, starts_at, ends_at, status) of a workshop."""
+    stmt = select(Workshop.id, Workshop.title, Workshop.starts_at, Workshop.ends_at, Workshop.status).where(
+        Workshop.id == workshop_id
+    )
+    return (await session.execute(stmt)).one()

@@ -284,6 +284,7 @@ REGISTRATION_READ: dict[str, Any] = {
     "waitlist_rank": None,
     "attendance": "unknown",
     "created_at": "2026-11-26T09:30:00Z",
+    "anonymized_at": None,
 }
 
 
@@ -292,7 +293,7 @@ class RegistrationRead(ReadModel):
     workshop_id: uuid.UUID
     first_name: str | None
     last_name: str | None
-    email: str
+    email: str | None = Field(description="Null once the registrant's personal data were erased.")
     phone: str | None
     age_bracket: AgeBracket | None
     social_status: SocialStatus | None
@@ -300,6 +301,10 @@ class RegistrationRead(ReadModel):
     waitlist_rank: int | None = Field(description="1-based place on the waitlist; null unless waitlisted.")
     attendance: Attendance
     created_at: datetime
+    anonymized_at: datetime | None = Field(
+        description="When the registrant's names, email and phone were erased (by the registrant, or by the "
+        "retention purge); null while they are held."
+    )
 
     model_config = ConfigDict(json_schema_extra={"examples": [REGISTRATION_READ]})
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import audit, changes
+from app.core import audit, changes, idempotency
 from app.core.auth import ANONYMOUS, Principal, Role
 from app.core.changes import Action
 from app.core.pagination import PageRequest
@@ -49,7 +49,7 @@ from app.workshops.errors import (
     WorkshopNotEditable,
     WorkshopNotStarted,
 )
-from app.workshops.models import RegistrationStatus, Workshop, WorkshopFormat, WorkshopStatus
+from app.workshops.models import Registration, RegistrationStatus, Workshop, WorkshopFormat, WorkshopStatus
 from app.workshops.schemas import (
     AttendanceReport,
     RegistrationCreate,
@@ -61,6 +61,7 @@ from app.workshops.schemas import (
 )
 
 RESOURCE = "workshops"
+# Registrations as the idempotency table and the journal name them (personal data).
 REGISTRATIONS = "registrations"
 WRITERS = (Role.admin, Role.territory_manager, Role.counsellor)
 CANCEL_TOKEN_PREFIX = "ct_"
@@ -458,7 +459,7 @@ async def register(
         "created_at": now,
         "updated_at": now,
     }
-    row = await repo.insert_registration(session, values)
+    row = await repo.insert_registration(session, {**values, "anonymized_at": None})
     if row is None:
         # The same email registered by a request that committed while this one waited for the lock: the
         # transaction, counters included, is rolled back.
@@ -508,6 +509,19 @@ async def read_registration(
     if await repo.get_registration(session, workshop_id, registration_id) is None:
         raise NotFound("no registration with this id on this workshop")
     return await repo.registration_row(session, registration_id)
+
+
+async def registration_with_token(
+    session: AsyncSession, workshop_id: uuid.UUID, registration_id: uuid.UUID, cancel_token: str
+) -> Registration:
+    """The registration its registrant names with its cancel token: 404 when the workshop has no such
+    registration, 403 when the token is not this registration's."""
+    registration = await repo.get_registration(session, workshop_id, registration_id)
+    if registration is None:
+        raise NotFound("no registration with this id on this workshop")
+    if not hmac.compare_digest(hash_token(cancel_token), registration.cancel_token_hash):
+        raise Forbidden("this cancel token does not belong to this registration")
+    return registration
 
 
 async def _promote(session: AsyncSession, workshop: Workshop, count: int) -> None:
@@ -627,3 +641,43 @@ async def record_attendance(session: AsyncSession, workshop: Workshop, report: A
 def starts_window(starts_from: datetime | None) -> datetime:
     """`from` defaults to now, for everyone."""
     return starts_from if starts_from is not None else utcnow()
+
+
+# --- personal data (app.personal_data) -----------------------------------------------------------------
+
+# Erasure chunks: the ids of one UPDATE's IN list.
+_ERASE_CHUNK = 500
+
+
+async def erase_registrations(session: AsyncSession, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Erases the registrants' names, email and phone (the registrations stay, counted, anonymous: status,
+    attendance, age bracket and social status are what the counters and the activity report count), and
+    every stored `Idempotency-Key` response that showed them (a replay then answers 410). Already erased
+    ones are left as they are. The ids of those erased."""
+    now = utcnow()
+    erased: list[uuid.UUID] = []
+    for start in range(0, len(ids), _ERASE_CHUNK):
+        chunk = ids[start : start + _ERASE_CHUNK]
+        erased += await repo.erase_registrations(session, chunk, now)
+        await idempotency.forget_many(session, REGISTRATIONS, chunk)
+    return erased
+
+
+async def registrations_due(
+    session: AsyncSession, ended_before: datetime, limit: int = _ERASE_CHUNK
+) -> list[uuid.UUID]:
+    """Up to `limit` registrations still holding personal data whose workshop ended before `ended_before`
+    (erase them, and ask again for the next ones)."""
+    return await repo.registrations_due(session, ended_before, limit)
+
+
+async def runs_of(session: AsyncSession, counsellor_id: uuid.UUID) -> list[Any]:
+    return await repo.runs_of(session, counsellor_id)
+
+
+async def summary(session: AsyncSession, workshop_id: uuid.UUID) -> Any:
+    return await repo.summary(session, workshop_id)
+
+
+async def registration_read(session: AsyncSession, registration_id: uuid.UUID) -> Any:
+    return await repo.registration_row(session, registration_id)

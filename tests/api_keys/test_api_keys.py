@@ -20,7 +20,8 @@ from tests.helpers import assert_problem
 API_KEYS = "/api/v1/api-keys"
 ME = "/api/v1/me"
 READ_FIELDS = {
-    "id", "name", "role", "prefix", "territory_ids", "counsellor_id", "expires_at", "revoked_at", "created_at"
+    "id", "name", "role", "prefix", "territory_ids", "counsellor_id", "expires_at", "revoked_at",
+    "created_at", "rotated_at", "previous_secret_expires_at", "last_used_at",
 }  # fmt: skip
 
 
@@ -339,7 +340,10 @@ async def test_me_for_an_admin(client: httpx.AsyncClient, admin: dict[str, str])
     response = await client.get(ME, headers=admin)
     assert response.status_code == 200
     me = response.json()
-    assert set(me) == {"key_id", "name", "role", "territory_ids", "counsellor_id", "expires_at"}
+    assert set(me) == {
+        "key_id", "name", "role", "territory_ids", "counsellor_id", "expires_at",
+        "rotated_at", "previous_secret_expires_at", "last_used_at",
+    }  # fmt: skip
     assert me["role"] == "admin"
     assert me["territory_ids"] == []
     assert me["name"] == "test admin"

@@ -278,6 +278,16 @@ async def workshops_registrations_cancel(
     )
 
 
+async def workshops_registrations_erase_personal_data(
+    client: httpx.AsyncClient, place: Place, h: dict[str, str]
+) -> httpx.Response:
+    workshop, registration = await _registration(client, place, 3)
+    return await client.delete(
+        f"{WORKSHOPS}/{workshop['id']}/registrations/{registration['id']}/personal-data",
+        headers={"X-Cancel-Token": registration["cancel_token"], "X-Request-ID": h["X-Request-ID"]},
+    )
+
+
 async def api_keys_create(client: httpx.AsyncClient, place: Place, h: dict[str, str]) -> httpx.Response:
     return await client.post(f"{API}/api-keys", json={"name": "Essai", "role": "admin"}, headers=h)
 
@@ -319,6 +329,7 @@ CASES: dict[str, Case] = {
         workshops_attendance,
         workshops_register,
         workshops_registrations_cancel,
+        workshops_registrations_erase_personal_data,
         api_keys_create,
         api_keys_delete,
     )
@@ -359,5 +370,9 @@ async def test_a_committed_write_has_its_audit_event(
     assert {e["action"] for e in found} == {name}
     assert {e["kind"] for e in found} == {"write"}
     assert all(e["resource_id"] is not None for e in found)
-    public = name in ("workshops_register", "workshops_registrations_cancel")
+    public = name in (
+        "workshops_register",
+        "workshops_registrations_cancel",
+        "workshops_registrations_erase_personal_data",
+    )
     assert {e["actor_role"] for e in found} == ({"public"} if public else {"admin"})
