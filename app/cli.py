@@ -128,6 +128,7 @@ def run_migrations(settings: Settings, revision: str = "head", downgrade: bool =
     database's revision is unknown to this release."""
     _ensure_sqlite_dir(settings)
     config = alembic_config(settings.database_url)
+    config.attributes["pgbouncer"] = settings.database_pgbouncer
     try:
         if downgrade:
             command.downgrade(config, revision)
@@ -251,7 +252,7 @@ async def _import(settings: Settings, snapshot: Any, bar: _Bar) -> ImportReport:
     from app.db import make_engine, make_sessionmaker
     from app.territories import service
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pgbouncer=settings.database_pgbouncer)
     try:
         async with make_sessionmaker(engine)() as session:
             report = await service.import_referential(session, snapshot, bar)
@@ -285,7 +286,7 @@ async def _rebuild_stats(settings: Settings) -> int:
     from app.stats.models import workshop_monthly_stats
     from app.stats.rollup import rebuild
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pgbouncer=settings.database_pgbouncer)
     try:
         async with engine.begin() as connection:
             await rebuild(connection)
@@ -422,7 +423,7 @@ async def _open_data_export(
     from app.db import make_engine, make_sessionmaker, read_execution_options
     from app.opendata import service
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pgbouncer=settings.database_pgbouncer)
     try:
         # The venues and the statistics of one publication read one snapshot.
         async with make_sessionmaker(engine)() as session, session.begin():

@@ -50,6 +50,10 @@ EXAMPLES = {
     "rate_limit_redis_timeout_seconds": "0.5",
     "stats_disclosure_threshold": "11",
     "open_data_cache_seconds": "300",
+    "database_pgbouncer": "true",
+    "database_read_url": "postgresql+asyncpg://cnfs:secret@replica.example.fr:5432/cnfs",
+    "database_read_primary_seconds": "5",
+    "database_read_retry_seconds": "10",
     "shutdown_timeout_seconds": "20",
     "registration_retention_months": "12",
     "counsellor_retention_months": "24",
@@ -57,6 +61,12 @@ EXAMPLES = {
     "api_key_last_used_interval_seconds": "60",
 }
 
+
+# Options of a DATABASE_URL that set server session state (asyncpg's `server_settings` and libpq's
+# `options`) or keep named prepared statements: refused with DATABASE_PGBOUNCER.
+SESSION_LEVEL_URL_OPTIONS = frozenset(
+    {"options", "server_settings", "prepared_statement_cache_size", "statement_cache_size"}
+)
 
 # INSEE's rule for counts of persons: a count below 11 is not published.
 DEFAULT_DISCLOSURE_THRESHOLD = 11
@@ -211,6 +221,65 @@ class Settings(BaseSettings):
         description="`last_used_at` of a key is written when older than this, after the request, outside "
         "its transaction (0: not recorded).",
     )
+
+    # --- PgBouncer and read replicas (docs/operations.md) ---
+    database_pgbouncer: bool = Field(
+        default=False,
+        description="true when DATABASE_URL (and DATABASE_READ_URL) lead to PgBouncer in transaction mode: "
+        "no server-side prepared statement outlives a statement, and the lock and statement timeouts are "
+        "set in each transaction (SET LOCAL) instead of once per connection.",
+    )
+    database_read_url: str | None = Field(
+        default=None,
+        description="A streaming replica (PostgreSQL): the searches, lists, single reads and statistics of "
+        "public and programme data read there; writes, personal data, the change feed and a caller's reads "
+        "right after its own writes stay on DATABASE_URL. Unset: everything on DATABASE_URL.",
+    )
+    database_read_primary_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Read-your-writes: after a write, the same caller (its key, or its address without "
+        "one; or the cookie the write sets) reads from DATABASE_URL for this long.",
+    )
+    database_read_retry_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A replica that cannot be reached is left alone this long (its reads go to "
+        "DATABASE_URL), then tried again.",
+    )
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _replica_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("must start with postgresql+asyncpg:// (a PostgreSQL streaming replica)")
+        return value or None
+
+    def pgbouncer_problem(self) -> str | None:
+        """Why these settings cannot run through PgBouncer in transaction mode (one line), or None."""
+        if not self.database_pgbouncer or self.is_sqlite:
+            # SQLite: the setting has no effect.
+            return None
+        from sqlalchemy.engine import make_url
+
+        for name, url in (("DATABASE_URL", self.database_url), ("DATABASE_READ_URL", self.database_read_url)):
+            if url is None:
+                continue
+            session_level = sorted(set(make_url(url).query) & SESSION_LEVEL_URL_OPTIONS)
+            if session_level:
+                return (
+                    f"{name} sets {', '.join(session_level)}, which lasts a whole server session: under "
+                    "PgBouncer's transaction pooling the next client would inherit it; remove it "
+                    "(timeouts: DATABASE_LOCK_TIMEOUT_MS, DATABASE_STATEMENT_TIMEOUT_MS)"
+                )
+        return None
+
+    def replica_problem(self) -> str | None:
+        if self.database_read_url and self.is_sqlite:
+            return "DATABASE_READ_URL needs a PostgreSQL DATABASE_URL (a replica of it)"
+        return None
 
     @field_validator("database_url")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 import weakref
@@ -18,7 +19,13 @@ from fastapi.routing import APIRoute
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
@@ -154,13 +161,18 @@ def make_engine(
     command_timeout: float | None = None,
     foreign_keys: bool = True,
     echo: bool = False,
+    pgbouncer: bool | None = None,
 ) -> AsyncEngine:
     """`foreign_keys=False` is for migrations only: SQLite's batch mode rebuilds tables, and with foreign
     keys on, dropping the old table would fire ON DELETE actions on the rows that refer to it.
 
     `connect_timeout` and `command_timeout` (seconds, PostgreSQL) bound the waits on the client side: a server
     or a proxy that accepts the connection and then says nothing must not hold a request (or the start-up)
-    for asyncpg's 60 s, or forever; both end in TimeoutError, answered 503."""
+    for asyncpg's 60 s, or forever; both end in TimeoutError, answered 503.
+
+    `pgbouncer` (PostgreSQL behind PgBouncer in transaction mode, where consecutive transactions of one
+    connection may run on different server sessions): see `_pgbouncer_options`; None reads
+    DATABASE_PGBOUNCER from the environment (the commands and scripts that build an engine from a URL)."""
     if url.startswith("sqlite"):
         in_memory = ":memory:" in url or url.rstrip("/").endswith(":")
         engine = create_async_engine(
@@ -203,6 +215,17 @@ def make_engine(
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
+    if pgbouncer is None:
+        pgbouncer = pgbouncer_from_environment()
+    connect_args: dict[str, Any] = {"timeout": connect_timeout, "command_timeout": command_timeout}
+    if pgbouncer:
+        connect_args.update(_pgbouncer_options())
+    else:
+        # A request never waits long on a lock or a runaway statement: it fails with 503 (retry later).
+        connect_args["server_settings"] = {
+            "lock_timeout": str(lock_timeout_ms),
+            "statement_timeout": str(statement_timeout_ms),
+        }
     engine = create_async_engine(
         url,
         echo=echo,
@@ -218,19 +241,63 @@ def make_engine(
         # Requests beyond the pool wait for one of its connections (up to pool_timeout, then 503).
         max_overflow=0,
         pool_timeout=pool_timeout,
-        # A request never waits long on a lock or a runaway statement: it fails with 503 (retry later).
-        connect_args={
-            "timeout": connect_timeout,
-            "command_timeout": command_timeout,
-            "server_settings": {
-                "lock_timeout": str(lock_timeout_ms),
-                "statement_timeout": str(statement_timeout_ms),
-            },
-        },
+        connect_args=connect_args,
     )
+    if pgbouncer:
+        _set_timeouts_per_transaction(engine, lock_timeout_ms, statement_timeout_ms)
     _ping_idle_connections(engine)
     event.listen(engine.sync_engine.pool, "checkin", _pg_discard_open_transaction)
     return engine
+
+
+def pgbouncer_from_environment() -> bool:
+    """DATABASE_PGBOUNCER as the settings read it (pydantic's spellings of true)."""
+    return os.environ.get("DATABASE_PGBOUNCER", "").strip().lower() in ("1", "true", "yes", "on", "t", "y")
+
+
+def _pgbouncer_options() -> dict[str, Any]:
+    """asyncpg behind PgBouncer in transaction mode (PgBouncer 1.18 keeps no prepared statement across
+    server sessions): no statement cache in asyncpg. Its statements are then all unnamed, and asyncpg sends
+    an unnamed statement's Parse again with each Bind, Execute and Sync (one message, one round trip: the
+    statement is parsed and run on the same server session, in a transaction or not). SQLAlchemy's adapter
+    keeps its cache of them (`prepared_statement_cache_size`): what it caches is the statement's
+    description, which spares the Describe round trip, never a statement kept by the server. Named
+    statements (asyncpg's `__asyncpg_stmt_N__`, the same names in every process) would outlive the
+    transaction on a server session that the next client gets: "already exists", or "does not exist" on
+    another one. The cost: the server parses and plans each statement each time (docs/performance.md,
+    PgBouncer)."""
+    return {"statement_cache_size": 0}
+
+
+_PER_TRANSACTION: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def per_transaction_sql(bind: AsyncEngine | AsyncConnection) -> str | None:
+    """The statement that a transaction begun on `bind`'s engine runs first (its timeouts, behind
+    PgBouncer), for the direct path, which begins its transactions on the driver; None when there is none."""
+    return _PER_TRANSACTION.get(bind.sync_engine)
+
+
+def _set_timeouts_per_transaction(
+    engine: AsyncEngine, lock_timeout_ms: int, statement_timeout_ms: int
+) -> None:
+    """Behind PgBouncer, a server session serves many clients in turn: a setting made for the session
+    (`server_settings` at connect, which PgBouncer refuses anyway, or SET) would stay with whichever client
+    gets the session next, and would be missing from this connection's next transaction. The timeouts are
+    set with each transaction instead (set_config(..., true): SET LOCAL), one statement at its start.
+
+    A statement of the direct path outside a transaction (a one-statement read) has no server-side timeout
+    then: DATABASE_COMMAND_TIMEOUT_SECONDS bounds it (asyncpg cancels it on the server when it expires),
+    and PgBouncer's own `query_timeout` where set (docs/operations.md)."""
+    sql = (
+        f"SELECT set_config('lock_timeout', '{int(lock_timeout_ms)}', true), "
+        f"set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
+    )
+    _PER_TRANSACTION[engine.sync_engine] = sql
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(sql)
 
 
 def _pg_discard_open_transaction(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -337,6 +404,12 @@ async def get_session(request: Request) -> AsyncSession:
             "create its router with APIRouter(..., route_class=TransactionRoute)"
         )
     state = request.app.state
+    routing = getattr(state, "replica", None)
+    if routing is not None and request.method in READ_METHODS and routing.serves(request.scope):
+        replica = await _replica_session(routing, state.read_options)
+        if replica is not None:
+            request.scope.setdefault("state", {})[_SESSION_KEY] = replica
+            return replica
     session: AsyncSession = state.sessionmaker()
     request.scope.setdefault("state", {})[_SESSION_KEY] = session
     # A session bound to one connection (the tests' rolled-back transaction) keeps its transaction.
@@ -345,6 +418,24 @@ async def get_session(request: Request) -> AsyncSession:
         if getattr(route.endpoint, JOURNALED, False) and not _asks_csv(request):
             options = state.journal_options
         await session.connection(execution_options=options)
+    return session
+
+
+async def _replica_session(routing: Any, read_options: dict[str, Any]) -> AsyncSession | None:
+    """A reading session on the read replica (`app.core.replica`), its transaction begun; None when the
+    replica cannot be reached (the request reads from the primary)."""
+    from app.core.replica import REPLICA_DOWN
+
+    session: AsyncSession = routing.sessionmaker()
+    try:
+        await session.connection(execution_options=read_options)
+    except REPLICA_DOWN as error:
+        await session.close()
+        routing.failed(error)
+        return None
+    except BaseException:
+        await session.close()
+        raise
     return session
 
 
@@ -457,6 +548,11 @@ class TransactionRoute(APIRoute):
                 await _discard(request.scope.get("state", {}).pop(_SESSION_KEY, None))
                 raise
             await _end_session(request, commit=True)
+            if request.method not in READ_METHODS and response.status_code < 400:
+                routing = getattr(request.app.state, "replica", None)
+                if routing is not None:
+                    # Read-your-writes (app.core.replica).
+                    routing.wrote(request.scope, response.headers)
             return response
 
         return run

@@ -61,7 +61,7 @@ async def seed(settings: Settings) -> dict[str, Any]:
     """Loads the demo into an empty database, with an admin key (when there is none) and two scoped keys.
     A database that already has territories is left alone. Returns what it did, with the new keys' secrets
     (shown once)."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pgbouncer=settings.database_pgbouncer)
     result: dict[str, Any] = {"loaded": False, "keys": []}
     try:
         async with make_sessionmaker(engine)() as session:
@@ -97,7 +97,7 @@ async def create_key(
     territory_ids: list[uuid.UUID],
     counsellor_id: uuid.UUID | None,
 ) -> str:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pgbouncer=settings.database_pgbouncer)
     try:
         async with make_sessionmaker(engine)() as session:
             created = await api_keys.create(

@@ -32,6 +32,7 @@ from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
 from app.core.ratelimit import RateLimiter
+from app.core.replica import ReadRouting, with_primary_keys
 from app.db import journal_execution_options, make_engine, make_sessionmaker, read_execution_options
 from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
@@ -206,6 +207,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if secret_problem:
         # `cnfs-api serve` says so in one line before this; this guards other ways of starting the app.
         raise RuntimeError(f"SECRET_KEY {secret_problem}")
+    database_problem = settings.pgbouncer_problem() or settings.replica_problem()
+    if database_problem:
+        raise RuntimeError(database_problem)
     if settings.secret_key == DEFAULT_SECRET_KEY:
         logger.warning(
             "SECRET_KEY is the development default (fine on a development machine): set a long random value "
@@ -224,11 +228,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             statement_timeout_ms=settings.database_statement_timeout_ms,
             connect_timeout=settings.database_connect_timeout_seconds,
             command_timeout=settings.database_command_timeout_seconds,
+            pgbouncer=settings.database_pgbouncer,
         )
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_options = read_execution_options(engine)
         app.state.journal_options = journal_execution_options(engine)
+        app.state.replica = None
+        if settings.database_read_url:
+            read_engine = make_engine(
+                settings.database_read_url,
+                pool_size=settings.database_pool_size,
+                pool_timeout=settings.database_pool_timeout_seconds,
+                lock_timeout_ms=settings.database_lock_timeout_ms,
+                statement_timeout_ms=settings.database_statement_timeout_ms,
+                connect_timeout=settings.database_connect_timeout_seconds,
+                command_timeout=settings.database_command_timeout_seconds,
+                pgbouncer=settings.database_pgbouncer,
+            )
+            app.state.replica = routing = ReadRouting(
+                read_engine,
+                make_sessionmaker(read_engine),
+                primary_seconds=settings.database_read_primary_seconds,
+                retry_seconds=settings.database_read_retry_seconds,
+            )
+            # A key created a moment ago, not replayed by the replica yet, is looked up on the primary.
+            app.state.key_resolver = with_primary_keys(
+                api_keys.principal_for_secret, routing, lambda: app.state.sessionmaker
+            )
         await _purge_idempotency_records(app.state.sessionmaker, settings)
         app.state.key_used.start(engine)
         try:
@@ -236,6 +263,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             stopping()
             await app.state.key_used.stop()
+            if app.state.replica is not None:
+                app.state.key_resolver = api_keys.principal_for_secret
+                await app.state.replica.engine.dispose()
             await engine.dispose()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package's own files: no CDN at run time.

@@ -52,6 +52,9 @@ def load_settings(require_secret: bool = True) -> Settings:
     problem = settings.secret_key_problem() if require_secret else None
     if problem:
         raise StartupError(f"SECRET_KEY {problem}{_example('secret_key')}")
+    database_problem = settings.pgbouncer_problem() or settings.replica_problem()
+    if database_problem:
+        raise StartupError(database_problem)
     return settings
 
 
@@ -75,6 +78,9 @@ async def _probe_postgres(settings: Settings, read_revision: bool = False) -> li
             password=url.password,
             database=url.database,
             timeout=timeout,
+            # Behind PgBouncer (transaction mode): unnamed statements only, none left on a server session
+            # that another process gets next (app.db._pgbouncer_options).
+            statement_cache_size=0 if settings.database_pgbouncer else 100,
         )
     except asyncpg.InvalidCatalogNameError:
         raise StartupError(

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.load                                   # PostgreSQL, database cnfs_bench
     .venv/bin/python -m bench.load --sqlite                          # then the read scenarios on SQLite
     .venv/bin/python -m bench.load --duration 3 --rounds 1 --scenarios "kind/code,search"
+    .venv/bin/python -m bench.load --pgbouncer                       # the apps through PgBouncer
 
 It builds a national-size dataset (the official referential through the service's import, a programme, 200
 signed agreements with positions, counsellors and assignments, keys; a fresh `cnfs_bench` database, dropped
@@ -42,6 +43,7 @@ from rich.table import Table
 
 from bench import dataset as datasets
 from bench import inprocess, wrk
+from bench.pgbouncer import pgbouncer, through
 from bench.scenarios import (
     APPS,
     MINIMAL,
@@ -161,6 +163,7 @@ def start_server(
     workers: int,
     log_dir: Path,
     rate_limits: str | None = None,
+    pgbouncer: bool = False,
 ) -> Server:
     """One app on a free port; the service with its rate limits off, or on with the `rate_limits` backend
     (limits that no run reaches, see `bench.scenarios.rate_limit_settings`)."""
@@ -181,6 +184,11 @@ def start_server(
     }
     env.pop("WEB_CONCURRENCY", None)
     env.pop("REDIS_URL", None)
+    if pgbouncer:
+        # Through PgBouncer in transaction mode: the service as DATABASE_PGBOUNCER=true runs it, the other
+        # apps with asyncpg's statement cache off (bench.shared), as asyncpg documents for PgBouncer.
+        env["DATABASE_PGBOUNCER"] = "true"
+        env["BENCH_PGBOUNCER"] = "1"
     if rate_limits is not None:
         env.update(rate_limit_settings(rate_limits))
     if app == SERVICE:
@@ -249,12 +257,18 @@ def settle(running: dict[str, Server], timeout: float = 10) -> None:
 
 @contextmanager
 def servers(
-    apps: list[str], database_url: str, secret_key: str, workers: int, log_dir: Path, probe: str
+    apps: list[str],
+    database_url: str,
+    secret_key: str,
+    workers: int,
+    log_dir: Path,
+    probe: str,
+    pgbouncer: bool = False,
 ) -> Iterator[dict[str, Server]]:
     started: dict[str, Server] = {}
     try:
         for app in apps:
-            started[app] = start_server(app, database_url, secret_key, workers, log_dir)
+            started[app] = start_server(app, database_url, secret_key, workers, log_dir, pgbouncer=pgbouncer)
         for server in started.values():
             wait_ready(server, workers, probe)
         yield started
@@ -265,11 +279,19 @@ def servers(
 
 @contextmanager
 def rate_limited_service(
-    backend: str, database_url: str, secret_key: str, workers: int, log_dir: Path, probe: str
+    backend: str,
+    database_url: str,
+    secret_key: str,
+    workers: int,
+    log_dir: Path,
+    probe: str,
+    pgbouncer: bool = False,
 ) -> Iterator[Server]:
     """The service with its rate limits on, for the rows that measure them: started for those rows only,
     so that its connection pool does not add to the three apps' for the whole run."""
-    server = start_server(SERVICE, database_url, secret_key, workers, log_dir, rate_limits=backend)
+    server = start_server(
+        SERVICE, database_url, secret_key, workers, log_dir, rate_limits=backend, pgbouncer=pgbouncer
+    )
     try:
         wait_ready(server, workers, probe)
         yield server
@@ -516,7 +538,16 @@ def run_database(args: argparse.Namespace, database_url: str, work_dir: Path) ->
         cleaner=Cleaner(database_url),
     )
     try:
-        run_rows(run, scenarios, warnings)
+        if args.pgbouncer and kind == POSTGRESQL:
+            with pgbouncer(database_url, pool_size=args.pgbouncer_pool_size) as address:
+                run.server_url = through(address, database_url)
+                console.print(
+                    f"the apps connect through PgBouncer {address} (transaction mode, "
+                    f"{args.pgbouncer_pool_size} server connections)"
+                )
+                run_rows(run, scenarios, warnings)
+        else:
+            run_rows(run, scenarios, warnings)
     finally:
         run.cleaner.close()
     return Outcome(kind, scenarios, run.cells, measured, run.rss, list(dict.fromkeys(warnings)))
@@ -536,6 +567,16 @@ class Run:
     cleaner: Cleaner
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     rss: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    # What the servers connect to: the database, or a PgBouncer in front of it (`--pgbouncer`).
+    server_url: str | None = None
+
+    @property
+    def servers_url(self) -> str:
+        return self.server_url or self.database_url
+
+    @property
+    def through_pgbouncer(self) -> bool:
+        return self.server_url is not None
 
 
 def run_rows(run: Run, scenarios: list[Scenario], warnings: list[str]) -> None:
@@ -545,7 +586,15 @@ def run_rows(run: Run, scenarios: list[Scenario], warnings: list[str]) -> None:
     limited = [s for s in scenarios if s.rate_limits is not None]
     pairs = sum(1 for s in scenarios for a in apps if a in s.apps)
     seconds = pairs * (args.rounds * (args.duration + 0.5) + args.warmup)
-    with servers(apps, run.database_url, run.secret_key, args.workers, run.work_dir, run.probe) as running:
+    with servers(
+        apps,
+        run.servers_url,
+        run.secret_key,
+        args.workers,
+        run.work_dir,
+        run.probe,
+        pgbouncer=run.through_pgbouncer,
+    ) as running:
         warnings += asyncio.run(_compare_servers(running, plain, run.values, run.database_url))
         for message in dict.fromkeys(warnings):
             console.print(f"[yellow]warning:[/yellow] {message}")
@@ -566,7 +615,13 @@ def run_rows(run: Run, scenarios: list[Scenario], warnings: list[str]) -> None:
     for scenario in limited:
         assert scenario.rate_limits is not None
         with rate_limited_service(
-            scenario.rate_limits, run.database_url, run.secret_key, args.workers, run.work_dir, run.probe
+            scenario.rate_limits,
+            run.servers_url,
+            run.secret_key,
+            args.workers,
+            run.work_dir,
+            run.probe,
+            pgbouncer=run.through_pgbouncer,
         ) as server:
             found = asyncio.run(_compare_servers({SERVICE: server}, [scenario], run.values, run.database_url))
             warnings += found
@@ -982,6 +1037,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=50,
         help="operations timed in-process per app and scenario for the CPU column (0: skip; default 50)",
+    )
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="the apps connect through a PgBouncer (transaction mode) started on 127.0.0.1 for the run: "
+        "the service with DATABASE_PGBOUNCER=true, the others with asyncpg's statement cache off",
+    )
+    parser.add_argument(
+        "--pgbouncer-pool-size",
+        type=int,
+        default=20,
+        help="PgBouncer's server connections (default %(default)s: one app's two workers' pools)",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = parser.parse_args(argv)

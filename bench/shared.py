@@ -68,12 +68,17 @@ class PgDatabase:
         import asyncpg
 
         dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=min(2, size),
-            max_size=size,
-            server_settings={"lock_timeout": "5000", "statement_timeout": "30000"},
-        )
+        timeouts = {"lock_timeout": "5000", "statement_timeout": "30000"}
+        if os.environ.get("BENCH_PGBOUNCER"):
+            # Through PgBouncer in transaction mode (`bench.load --pgbouncer`): what asyncpg documents for
+            # it, no statement cache (PgBouncer refuses the timeouts as start-up parameters).
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min(2, size), max_size=size, statement_cache_size=0
+            )
+        else:
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min(2, size), max_size=size, server_settings=timeouts
+            )
         return cls(pool)
 
     def acquire(self) -> Any:

@@ -72,8 +72,13 @@ def _run_sync(connection: Connection) -> None:
 async def run_async_migrations() -> None:
     # On SQLite, a second process waits for the first one's write lock as long as it would wait for the
     # PostgreSQL lock.
+    # Behind PgBouncer (transaction mode) too: the migrations run in one transaction, under a
+    # transaction-level lock (app.migration_lock), and set nothing for the session.
     engine = make_engine(
-        database_url(), foreign_keys=False, sqlite_busy_timeout_ms=MIGRATION_LOCK_WAIT_SECONDS * 1000
+        database_url(),
+        foreign_keys=False,
+        sqlite_busy_timeout_ms=MIGRATION_LOCK_WAIT_SECONDS * 1000,
+        pgbouncer=config.attributes.get("pgbouncer"),
     )
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)

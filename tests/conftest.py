@@ -43,6 +43,12 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 IS_POSTGRES = bool(TEST_DATABASE_URL and TEST_DATABASE_URL.startswith("postgresql"))
 
 postgres_only = pytest.mark.skipif(not IS_POSTGRES, reason="needs PostgreSQL (TEST_DATABASE_URL)")
+# TEST_PGBOUNCER=1 (with a PostgreSQL TEST_DATABASE_URL): the run's database is reached through a PgBouncer in
+# transaction mode that the run starts (bench/pgbouncer.py), the migrations included; every engine the
+# tests make runs as DATABASE_PGBOUNCER=true makes the service's.
+THROUGH_PGBOUNCER = IS_POSTGRES and os.environ.get("TEST_PGBOUNCER", "") not in ("", "0")
+if THROUGH_PGBOUNCER:
+    os.environ["DATABASE_PGBOUNCER"] = "true"
 
 
 async def _create_pg_database(admin_url: str, name: str) -> None:
@@ -71,6 +77,14 @@ def database_url(worker_id: str) -> Iterator[str]:
         url = make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
         asyncio.run(_create_pg_database(TEST_DATABASE_URL, name))
         try:
+            if THROUGH_PGBOUNCER:
+                from bench.pgbouncer import pgbouncer, through
+
+                with pgbouncer(TEST_DATABASE_URL, pool_size=20) as address:
+                    url = through(address, url)
+                    command.upgrade(alembic_config(url), "head")
+                    yield url
+                return
             command.upgrade(alembic_config(url), "head")
             yield url
         finally:
@@ -100,6 +114,7 @@ def settings(database_url: str) -> Settings:
         # The open-data tests change workshops between two exports (tests/opendata/test_published.py
         # turns the cache on).
         open_data_cache_seconds=0,
+        database_pgbouncer=THROUGH_PGBOUNCER,
         # Recorded on a connection of its own, outside the test's transaction (tests/api_keys turns it on).
         api_key_last_used_interval_seconds=0,
     )

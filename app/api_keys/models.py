@@ -23,7 +23,9 @@ api_key_territories = Table(
 
 class ApiKey(Base):
     # The audit trail (app.core.audit): its writes are recorded, these fields masked.
-    __audit__: ClassVar[AuditSpec] = AuditSpec("api_keys", masked=frozenset({"secret_hash", "previous_secret_hash"}))
+    __audit__: ClassVar[AuditSpec] = AuditSpec(
+        "api_keys", masked=frozenset({"secret_hash", "previous_secret_hash"})
+    )
     __tablename__ = "api_keys"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

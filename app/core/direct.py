@@ -62,6 +62,7 @@ from app.core.internals import (
     result_columns,
 )
 from app.core.media import scope_accepts_csv
+from app.core.replica import REPLICA_DOWN
 
 logger = logging.getLogger("app.direct")
 
@@ -584,8 +585,14 @@ class DirectSession:
         write: bool = False,
         snapshot: bool = False,
         journal: bool = False,
+        fallback: AsyncEngine | None = None,
+        on_fallback: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._bind = bind
+        # A read on the replica (`app.core.replica`): the primary's engine, used when the replica cannot be
+        # connected to (`on_fallback` is told).
+        self._fallback = fallback
+        self._on_fallback = on_fallback
         self._write = write
         # A read that writes its journal line: a writing transaction in one snapshot (REPEATABLE READ).
         self._journal = journal and write
@@ -601,6 +608,7 @@ class DirectSession:
         self._unusable = False
         self._dialect: Dialect = bind.dialect
         self._postgres = self._dialect.name == "postgresql"
+        self._per_transaction = db.per_transaction_sql(bind) if self._postgres else None
         self._engine_connection: Any = None
         self._fairy: Any = None
         self._driver: Any = None
@@ -641,7 +649,17 @@ class DirectSession:
                 if kept.stale:
                     await greenlet_spawn(kept.release_stale)
             if self._engine_connection is None:
-                self._engine_connection = await self._checkout(kept)
+                try:
+                    self._engine_connection = await self._checkout(kept)
+                except REPLICA_DOWN as error:
+                    fallback = self._fallback
+                    if fallback is None:
+                        raise
+                    self._fallback = None
+                    if self._on_fallback is not None:
+                        self._on_fallback(error)
+                    self._bind = fallback
+                    return await self._connection()
             self._fairy = self._engine_connection.connection
         else:
             self._fairy = await self._bind.get_raw_connection()
@@ -776,6 +794,10 @@ class DirectSession:
             if rowcount:
                 status: str = await driver.execute(sql, *args)
                 return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else -1
+            if self._per_transaction is not None:
+                # Behind PgBouncer: the statement's description, kept for this connection (`_unnamed`).
+                statement = await _unnamed(driver, sql)
+                return await statement.fetch(*args)
             return await driver.fetch(sql, *args)
         if rowcount:
             cursor = await driver.execute(sql, args)
@@ -805,6 +827,9 @@ class DirectSession:
                 transaction = driver.transaction(isolation="repeatable_read", readonly=True)
             self._transaction = transaction
             await transaction.start()
+            if self._per_transaction is not None and not self._nested:
+                # Behind PgBouncer: the timeouts, set in the transaction (`db.per_transaction_sql`).
+                await driver.execute(self._per_transaction)
         elif self._nested:
             self._transaction = "savepoint"
             await driver.execute("SAVEPOINT direct_write")
@@ -867,6 +892,24 @@ class DirectSession:
         kept = _kept_connections(self._bind) if isinstance(self._bind, AsyncEngine) else None
         if kept is None or not kept.keep(connection):
             await greenlet_spawn(connection.close)
+
+
+_UNNAMED: weakref.WeakKeyDictionary[Any, LRUCache[str, Any]] = weakref.WeakKeyDictionary()
+
+
+async def _unnamed(driver: Any, sql: str) -> Any:
+    """Behind PgBouncer (asyncpg's statement cache off, `db._pgbouncer_options`): asyncpg's prepared form of
+    `sql` for this connection, kept as SQLAlchemy's adapter keeps its own. It is unnamed: asyncpg sends its
+    Parse again with each execution, in the same message as Bind and Execute, so nothing is kept on a
+    server session, and an execution is one round trip instead of the two (Parse and Describe, then Parse,
+    Bind and Execute) of `fetch` without a cache."""
+    statements = _UNNAMED.get(driver)
+    if statements is None:
+        statements = _UNNAMED[driver] = LRUCache(500)
+    statement = statements.get(sql)
+    if statement is None:
+        statement = statements[sql] = await driver.prepare(sql)
+    return statement
 
 
 async def _settle(connection: Any, driver: Any, throw_away: bool) -> None:
@@ -1227,9 +1270,15 @@ class DirectMiddleware:
             return False
         write = scope["method"] != "GET" or twin.journal
         snapshot = twin.snapshot(params) if callable(twin.snapshot) else twin.snapshot
-        session = DirectSession(
-            app.state.sessionmaker.kw["bind"], write=write, snapshot=snapshot, journal=twin.journal
-        )
+        primary = app.state.sessionmaker.kw["bind"]
+        # The twin reads where its route reads (`app.core.replica`): the replica's reads, on the replica.
+        routing = getattr(app.state, "replica", None)
+        if routing is not None and not write and isinstance(primary, AsyncEngine) and routing.serves(scope):
+            session = DirectSession(
+                routing.engine, snapshot=snapshot, fallback=primary, on_fallback=routing.failed
+            )
+        else:
+            session = DirectSession(primary, write=write, snapshot=snapshot, journal=twin.journal)
         response: Response | None
         try:
             try:
@@ -1263,6 +1312,9 @@ class DirectMiddleware:
             del scope["route"]
             scope.pop("path_params", None)
             return False
+        if scope["method"] != "GET" and routing is not None and response.status_code < 400:
+            # Read-your-writes, as after the route's writes (`db.TransactionRoute`).
+            routing.wrote(scope, response.headers)
         for observe in answer_observers:
             observe(route.name)
         await response(scope, receive, send)
