@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -429,8 +430,29 @@ def serve(
     # replaced.
     for handler in logging.getLogger().handlers:
         handler.flush()
+    prepare_metrics_dir(workers)
     command = server_command(host, port, workers, keep_alive or settings.keep_alive_timeout_seconds)
     os.execv(command[0], command)
+
+
+def prepare_metrics_dir(workers: int) -> None:
+    """Several workers write their metrics into one directory (prometheus_client's multiprocess mode), which
+    a scrape of any worker reads whole: PROMETHEUS_MULTIPROC_DIR, or a temporary directory made here (and
+    removed when the server stops). Values left by an earlier run are deleted: counters start at zero."""
+    from app.core.gunicorn_config import MADE_BY_SERVE_ENV
+    from app.core.metrics import MULTIPROCESS_ENV
+
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        if workers <= 1:
+            return
+        directory = tempfile.mkdtemp(prefix="cnfs-api-metrics-")
+        os.environ[MULTIPROCESS_ENV] = directory
+        os.environ[MADE_BY_SERVE_ENV] = directory
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 def server_command(host: str, port: int, workers: int, keep_alive: int) -> list[str]:
@@ -480,6 +502,9 @@ def server_command(host: str, port: int, workers: int, keep_alive: int) -> list[
         # gunicorn's lines in the service's format (JSON), not gunicorn's text format.
         "--logger-class",
         "app.core.gunicorn_logging.GunicornLogger",
+        # The metrics' shared directory forgets the workers that exit.
+        "--config",
+        "python:app.core.gunicorn_config",
         # The workers trust no X-Forwarded-* themselves (gunicorn's default trusts 127.0.0.1): the
         # application does, from FORWARDED_ALLOW_IPS only.
         "--forwarded-allow-ips",

@@ -49,6 +49,8 @@ EXAMPLES = {
     "rate_limit_redis_timeout_seconds": "0.5",
     "stats_disclosure_threshold": "11",
     "open_data_cache_seconds": "300",
+    "metrics_enabled": "true",
+    "metrics_token": "$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
 }
 
 
@@ -152,6 +154,14 @@ class Settings(BaseSettings):
         description="How long a worker process serves the open-data files it built (0: built for each "
         "request); the requests arriving while they are built wait for that one export.",
     )
+    # Observability: GET /metrics (Prometheus). Off, it answers 404; with a token, only a scraper that sends
+    # it (`Authorization: Bearer <token>`) reads it, so that the public port need not be filtered.
+    metrics_enabled: bool = Field(default=True, description="Whether GET /metrics answers (404 when off).")
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="When set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise).",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -224,6 +234,11 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _no_empty_token(cls, value: object) -> object:
         return value or None
 
     @field_validator("log_level")

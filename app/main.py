@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from app.core.direct import DirectMiddleware, twins
 from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging
-from app.core.metrics import Metrics
+from app.core.metrics import Metrics, multiprocess_dir, sample_pool
 from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
@@ -217,10 +218,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_options = read_execution_options(engine)
+        metrics: Metrics = app.state.metrics
+        metrics.watch_pool(engine)
         await _purge_idempotency_records(app.state.sessionmaker, settings)
+        # With several workers, each writes its pool's gauges for the others' scrapes.
+        sampler = asyncio.create_task(sample_pool(metrics)) if multiprocess_dir() else None
         try:
             yield
         finally:
+            if sampler is not None:
+                sampler.cancel()
+            metrics.watch_pool(None)
+            metrics.sample_pool()
             await engine.dispose()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package's own files: no CDN at run time.
