@@ -420,9 +420,13 @@ def serve(
         run_migrations(settings)
     if load_demo:
         _report_seed(asyncio.run(seed(settings)))
-    console.print(
-        f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)"
-    )
+    if settings.log_json:
+        # A log line like the others: with LOG_JSON, every line the running service writes is JSON.
+        logging.getLogger("app.cli").info("Swagger UI: http://%s:%s/docs", host, port)
+    else:
+        console.print(
+            f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)"
+        )
     # The server replaces this process: its workers then hold the application only, not this command line,
     # the migrations and the demo data.
     sys.stdout.flush()
