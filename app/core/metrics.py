@@ -42,10 +42,22 @@ _PENDING = "metrics_on_commit"
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def multiprocess_dir() -> str | None:
-    """The shared directory of the workers' values, when the process runs in multiprocess mode (the variable
-    is read by prometheus_client when it is first imported: `cnfs-api serve` sets it before)."""
+def _multiprocess_dir() -> str | None:
+    """The shared directory of the workers' values, when this process runs in multiprocess mode:
+    prometheus_client chose where its values live when it was first imported (from the variable then), and
+    a variable set later (a test that runs `serve` in-process) changes nothing."""
+    from prometheus_client import values
+
+    if getattr(values.ValueClass, "__name__", "") != "MmapedValue":
+        return None
     return os.environ.get(MULTIPROCESS_ENV) or None
+
+
+_MULTIPROCESS_DIR = _multiprocess_dir()
+
+
+def multiprocess_dir() -> str | None:
+    return _MULTIPROCESS_DIR
 
 
 class Metrics:
