@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -480,9 +481,13 @@ def serve(
         run_migrations(settings)
     if load_demo:
         _report_seed(asyncio.run(seed(settings)))
-    console.print(
-        f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)"
-    )
+    if settings.log_json:
+        # A log line like the others: with LOG_JSON, every line the running service writes is JSON.
+        logging.getLogger("app.cli").info("Swagger UI: http://%s:%s/docs", host, port)
+    else:
+        console.print(
+            f"Swagger UI: [bold]http://{host}:{port}/docs[/bold]  (click Authorize and paste an API key)"
+        )
     # The server replaces this process: its workers then hold the application only, not this command line,
     # the migrations and the demo data.
     sys.stdout.flush()
@@ -497,7 +502,29 @@ def serve(
         keep_alive or settings.keep_alive_timeout_seconds,
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )
+    command += metrics_dir_options(workers)
     os.execv(command[0], command)
+
+
+def metrics_dir_options(workers: int) -> list[str]:
+    """Several workers write their metrics into one directory (prometheus_client's multiprocess mode), which
+    a scrape of any worker reads whole: PROMETHEUS_MULTIPROC_DIR, or a temporary directory made here, given
+    to gunicorn (`--env`, set before it loads the application) and removed when it stops. Values left by an
+    earlier run are deleted: counters start at zero."""
+    from app.core.gunicorn_config import MADE_BY_SERVE_ENV, MULTIPROCESS_ENV
+
+    options: list[str] = []
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        if workers <= 1:
+            return options
+        directory = tempfile.mkdtemp(prefix="cnfs-api-metrics-")
+        options = ["--env", f"{MULTIPROCESS_ENV}={directory}", "--env", f"{MADE_BY_SERVE_ENV}={directory}"]
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return options
 
 
 def server_command(
@@ -559,6 +586,9 @@ def server_command(
         # gunicorn's lines in the service's format (JSON), not gunicorn's text format.
         "--logger-class",
         "app.core.gunicorn_logging.GunicornLogger",
+        # The metrics' shared directory forgets the workers that exit.
+        "--config",
+        "python:app.core.gunicorn_config",
         # The workers trust no X-Forwarded-* themselves (gunicorn's default trusts 127.0.0.1): the
         # application does, from FORWARDED_ALLOW_IPS only.
         "--forwarded-allow-ips",

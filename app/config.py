@@ -59,6 +59,8 @@ EXAMPLES = {
     "counsellor_retention_months": "24",
     "api_key_rotation_grace_seconds": "86400",
     "api_key_last_used_interval_seconds": "60",
+    "metrics_enabled": "true",
+    "metrics_token": "$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
 }
 
 
@@ -281,6 +283,15 @@ class Settings(BaseSettings):
             return "DATABASE_READ_URL needs a PostgreSQL DATABASE_URL (a replica of it)"
         return None
 
+    # Observability: GET /metrics (Prometheus). Off, it answers 404; with a token, only a scraper that sends
+    # it (`Authorization: Bearer <token>`) reads it, so that the public port need not be filtered.
+    metrics_enabled: bool = Field(default=True, description="Whether GET /metrics answers (404 when off).")
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="When set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise).",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
@@ -352,6 +363,11 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _no_empty_token(cls, value: object) -> object:
         return value or None
 
     @field_validator("log_level")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from app.core.direct import DirectMiddleware, twins
 from app.core.hosts import TrustedHostMiddleware
 from app.core.idempotency import purge_expired
 from app.core.logging import configure_logging, stopping
-from app.core.metrics import Metrics
+from app.core.metrics import Metrics, multiprocess_dir, sample_pool
 from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
@@ -256,12 +257,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.key_resolver = with_primary_keys(
                 api_keys.principal_for_secret, routing, lambda: app.state.sessionmaker
             )
+        metrics: Metrics = app.state.metrics
+        metrics.watch_pool(engine)
         await _purge_idempotency_records(app.state.sessionmaker, settings)
         app.state.key_used.start(engine)
+        # With several workers, each writes its pool's gauges for the others' scrapes.
+        sampler = asyncio.create_task(sample_pool(metrics)) if multiprocess_dir() else None
         try:
             yield
         finally:
             stopping()
+            if sampler is not None:
+                sampler.cancel()
+            metrics.watch_pool(None)
+            metrics.sample_pool()
             await app.state.key_used.stop()
             if app.state.replica is not None:
                 app.state.key_resolver = api_keys.principal_for_secret

@@ -196,6 +196,11 @@ def start_server(
         from app.cli import server_command
 
         command = server_command("127.0.0.1", port, workers, keep_alive=75)
+        if workers > 1:
+            # As `cnfs-api serve` runs them: the workers' metrics in one directory (multiprocess mode).
+            metrics_dir = log_dir / f"metrics-{port}"
+            metrics_dir.mkdir(parents=True, exist_ok=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     else:
         command = uvicorn_command(app, port, workers)
     with log.open("wb") as out:

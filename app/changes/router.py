@@ -53,11 +53,15 @@ async def changes_list(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many changes, 1 to 200.")] = 50,
     sep: SepQuery = Separator.comma,
 ) -> Response:
+    metrics = request.app.state.metrics
     if scope_accepts_csv(request.scope["headers"]):
         batches = service.feed_batches(principal, resource)
-        return await csv_stream_response(request, session, ChangeRead, batches, after, sep)
-    response = json_response(
-        await service.read_feed(session, principal, after=after, resources=resource, limit=limit)
-    )
+        streamed = await csv_stream_response(request, session, ChangeRead, batches, after, sep)
+        metrics.change_feed_reads.labels("csv").inc()
+        return streamed
+    page = await service.read_feed(session, principal, after=after, resources=resource, limit=limit)
+    metrics.change_feed_reads.labels("json").inc()
+    metrics.change_feed_items.inc(len(page["items"]))
+    response = json_response(page)
     vary_accept(response)
     return response

@@ -62,6 +62,7 @@ from app.core.internals import (
     result_columns,
 )
 from app.core.media import scope_accepts_csv
+from app.core.metrics import committed, rolled_back
 from app.core.replica import REPLICA_DOWN
 
 logger = logging.getLogger("app.direct")
@@ -516,6 +517,15 @@ class _KeptConnections:
 
 
 _KEPT: weakref.WeakKeyDictionary[Any, _KeptConnections] = weakref.WeakKeyDictionary()
+
+
+def kept_idle(pool: Any) -> int:
+    """How many of the pool's checked-out connections the direct path keeps idle between requests (the
+    metrics count them as not in use)."""
+    kept = _KEPT.get(pool)
+    return 0 if kept is None else len(kept._idle) + len(kept.stale)
+
+
 _CLOSING: set[asyncio.Task[Any]] = set()
 
 
@@ -613,6 +623,8 @@ class DirectSession:
         self._fairy: Any = None
         self._driver: Any = None
         self._lock: Any = None
+        # As a session's `info`: what waits for the commit (`app.core.metrics.on_commit`).
+        self.info: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         raise Fallback(f"the direct path has no session.{name}")
@@ -843,6 +855,10 @@ class DirectSession:
         ended only once COMMIT or ROLLBACK has completed: interrupted, it leaves the connection in doubt."""
         transaction = self._transaction
         if transaction is None or self._driver is None or self._unusable:
+            if commit and not self._unusable:
+                committed(self.info)
+            else:
+                rolled_back(self.info)
             return
         driver = self._driver
         for observe in transaction_observers:
@@ -859,10 +875,15 @@ class DirectSession:
         except _DRIVER_ERRORS as error:
             self._unusable = True
             self._failed(error, driver)
+            rolled_back(self.info)
             if commit:
                 raise _wrapped("COMMIT", error, driver) from error
             return
         self._transaction = None
+        if commit:
+            committed(self.info)
+        else:
+            rolled_back(self.info)
 
     def _failed(self, error: BaseException, driver: Any) -> None:
         """A connection left unusable by `error` is thrown away by `close`; when the server is gone, the

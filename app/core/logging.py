@@ -101,9 +101,16 @@ class _Formatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+# The servers' own lines (starting, stopping, a worker booted): few, and uvicorn ends its process with the
+# signal it received right after its last line, before the writer thread or `logging.shutdown` could write
+# a waiting batch.
+_WRITTEN_AT_ONCE = frozenset({"uvicorn", "uvicorn.error", "gunicorn", "gunicorn.error"})
+
+
 class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes the lines of INFO and below in batches: at most `interval` seconds after the first of them, or
-    as soon as `capacity` lines wait; a WARNING or above is written at once, after the lines before it.
+    as soon as `capacity` lines wait; a WARNING or above, and the servers' lines (`_WRITTEN_AT_ONCE`), are
+    written at once, after the lines before them.
 
     One write (and one system call) per batch instead of one per request: the access log's line had cost a
     small read a write of its own. The lines keep their order. A batch waits at most `interval` seconds
@@ -138,7 +145,11 @@ class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         # Called with the handler's lock held (`Handler.handle`).
         try:
             self._lines.append(self.format(record))
-            if record.levelno >= logging.WARNING or len(self._lines) >= self._capacity:
+            if (
+                record.levelno >= logging.WARNING
+                or record.name in _WRITTEN_AT_ONCE
+                or len(self._lines) >= self._capacity
+            ):
                 self._write()
             elif self._writer is None or self._writer_pid != os.getpid() or not self._writer.is_alive():
                 # This process's writer: a forked worker has none of its parent's threads.

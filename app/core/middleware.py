@@ -216,13 +216,19 @@ class RequestMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        replayed = False
         request_id = correlation_id.get() or ""
+        keyed = scope["method"] == "POST" and _header(scope, b"idempotency-key") is not None
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, replayed
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                if keyed:
+                    replayed = any(
+                        name.lower() == b"idempotent-replayed" for name, _ in message.get("headers") or ()
+                    )
             await send(message)
 
         try:
@@ -252,6 +258,8 @@ class RequestMiddleware:
             template = self.templates.lookup(scope)
             method = scope["method"]
             self.metrics.observe(method, template, status, elapsed)
+            if replayed:
+                self.metrics.replayed(template)
             if logger.isEnabledFor(logging.INFO):
                 logger.info(
                     "%s %s %s",

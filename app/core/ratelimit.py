@@ -101,6 +101,12 @@ class RateLimiter:
             ("reason",),
             registry=registry,
         )
+        self.refused = Counter(
+            "cnfs_rate_limited",
+            "Requests refused by a rate limit (429), by limit (key, address, registration).",
+            ("limit",),
+            registry=registry,
+        )
 
     async def check(self, key: str | None, address: str, operation: str | None) -> None:
         """Counts this request against its caller's limits (`key`: `key_reference` of its API key's
@@ -129,6 +135,7 @@ class RateLimiter:
             self._resume()
         if stats is None:
             return
+        self.refused.labels(identifiers[0]).inc()
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimited(
             f"at most {item.amount} requests per {item.get_expiry()} s here: retry in {retry_after} s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Annotated, Any
 
 import orjson
@@ -21,12 +22,14 @@ from app.core.direct import (
 )
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep
+from app.core.metrics import Metrics, on_commit_tally
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
 from app.counsellors import service
+from app.counsellors.errors import BulkRejected
 from app.counsellors.schemas import (
     BulkRequest,
     BulkResponse,
@@ -103,6 +106,16 @@ async def _row_response(request: Request, session: SessionDep, row: dict[str, An
     await service.fill_current(session, [row])
     await audit.record_read(session, resource=service.RESOURCE, subject_ids=[row["id"]])
     return object_response(None, row)
+
+
+def _statuses(results: Any) -> Counter[str]:
+    """How many items of a bulk's results have each status (`201`, `200`, `422`, `424`)."""
+    return Counter(str(result["status"]) for result in results)
+
+
+def bulk_tally(metrics: Metrics, results: Any) -> None:
+    for status, amount in _statuses(results).items():
+        metrics.bulk_items.labels(status).inc(amount)
 
 
 def _respond(read: CounsellorRead, status_code: int = 200) -> Response:
@@ -365,14 +378,23 @@ async def counsellors_upsert_by_ref_direct(
     responses=problem_responses(401, 403, 410, 413, 422),
 )
 async def counsellors_bulk(
+    request: Request,
     session: SessionDep,
     principal: WriterDep,
     idem: IdempotencyDep,
     body: BulkRequest,
     atomic: Annotated[bool, Query(description="All or none.")] = False,
 ) -> Response:
+    metrics = request.app.state.metrics
+
     async def produce() -> Response:
-        results = await service.bulk_upsert(session, body.items, principal, atomic=atomic)
+        try:
+            results = await service.bulk_upsert(session, body.items, principal, atomic=atomic)
+        except BulkRejected as rejected:
+            # Nothing applied: the items are counted by the result each was given.
+            bulk_tally(metrics, rejected.extra.get("items", ()))
+            raise
+        on_commit_tally(session, metrics.bulk_items, _statuses(results))
         idem.shows(service.RESOURCE, *service.shown(results))
         return Response(
             content=orjson.dumps({"items": results}), status_code=207, media_type="application/json"
@@ -395,7 +417,13 @@ async def counsellors_bulk_direct(
         items = BulkRequest.model_validate(body).items
     except ValidationError:
         return None
-    results = await service.bulk_replay(as_session(session), items, principal, atomic=atomic)
+    metrics = request.app.state.metrics
+    try:
+        results = await service.bulk_replay(as_session(session), items, principal, atomic=atomic)
+    except BulkRejected as rejected:
+        bulk_tally(metrics, rejected.extra.get("items", ()))
+        raise
     if results is None:
         return None
+    on_commit_tally(session, metrics.bulk_items, _statuses(results))
     return Response(content=orjson.dumps({"items": results}), status_code=207, media_type="application/json")

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.problems import is_read_only
+from app.core.problems import is_read_only, problem_responses
 
 router = APIRouter(tags=["operations"])
 logger = logging.getLogger("app.ops")
@@ -210,8 +210,18 @@ async def ops_readyz(request: Request) -> JSONResponse:
     "/metrics",
     operation_id="ops_metrics",
     summary="Prometheus metrics",
-    description="Request counts and latencies per route template, in the Prometheus text format.",
-    response_class=PlainTextResponse,
+    description="Request counts and latencies per route template, domain events (registrations, "
+    "idempotent replays, 412/428, bulk items, rate limits, change feed reads) and the database pool's "
+    "gauges, in the Prometheus text format, summed over every worker. `METRICS_ENABLED=false` → 404; with "
+    "`METRICS_TOKEN` set, `Authorization: Bearer <METRICS_TOKEN>` is needed (401 otherwise).",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The Prometheus text format.",
+            "content": {"text/plain": {"schema": {"type": "string"}, "example": "cnfs_db_pool_size 10.0"}},
+        },
+        **problem_responses(401, 404),
+    },
 )
 async def ops_metrics(request: Request) -> Response:
     return request.app.state.metrics.response(request)  # type: ignore[no-any-return]

@@ -27,8 +27,9 @@ from app.core.direct import (
 from app.core.idempotency import IdempotencyDep
 from app.core.listing import PageDep, direct_page_request
 from app.core.media import Separator
+from app.core.metrics import on_commit
 from app.core.pagination import PageRequest
-from app.core.problems import ValidationFailed, problem_responses
+from app.core.problems import AppError, ValidationFailed, problem_responses
 from app.core.responses import object_response, path_for
 from app.core.types import NO_CONTROL_CHARACTERS, QueryTimestamp
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
@@ -486,8 +487,15 @@ async def _register(
     workshop_id: uuid.UUID,
     body: RegistrationCreate,
 ) -> Response:
-    registration, token = await service.register(session, workshop_id, body, principal)
+    metrics = request.app.state.metrics
+    try:
+        registration, token = await service.register(session, workshop_id, body, principal)
+    except AppError as refusal:
+        metrics.registrations_refused.labels(refusal.code).inc()
+        raise
     row = registration._asdict()
+    status = row["status"]
+    on_commit(session, metrics.registrations.labels(str(getattr(status, "value", status))))
     row["cancel_token"] = token
     location = path_for(
         request, "workshops_registrations_get", workshop_id=str(workshop_id), registration_id=str(row["id"])

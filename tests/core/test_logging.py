@@ -157,6 +157,28 @@ def test_a_full_batch_is_written_without_waiting(
     assert capsys.readouterr().err == "line 3\n"
 
 
+def test_a_servers_line_is_written_at_once(
+    capsys: pytest.CaptureFixture[str],
+    batching_logger: Callable[..., tuple[logging.Logger, _BatchingHandler]],
+) -> None:
+    """uvicorn ends its process with the signal it received right after its last line ("Finished server
+    process"), before a waiting batch could be written: its lines, and the batch before them, go at once."""
+    access, handler = batching_logger("tests.batching.server", interval=3600)
+    server = logging.getLogger("uvicorn.error")
+    saved = (list(server.handlers), server.propagate, server.level)
+    server.handlers, server.propagate = [handler], False
+    server.setLevel(logging.INFO)
+    try:
+        capsys.readouterr()
+        access.info("GET /healthz 200")
+        assert capsys.readouterr().err == ""
+        server.info("Finished server process")
+        assert capsys.readouterr().err == "GET /healthz 200\nFinished server process\n"
+    finally:
+        server.handlers, server.propagate = saved[0], saved[1]
+        server.setLevel(saved[2])
+
+
 @pytest.fixture
 def server_loggers() -> Iterator[None]:
     """The loggers that uvicorn's and gunicorn's set-ups change, restored after the test."""
