@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -107,6 +108,11 @@ TAGS = [
         "numérique (CSV and JSON, licence etalab-2.0).",
     },
     {"name": "access", "description": "API keys and the caller's identity."},
+    {
+        "name": "webhooks",
+        "description": "Subscriptions to the change feed, delivered to your URL under the Standard Webhooks "
+        "specification (signed, retried, in order per object).",
+    },
     {"name": "operations", "description": "Liveness, readiness and metrics."},
 ]
 
@@ -188,6 +194,34 @@ async def _purge_idempotency_records(
         logger.warning("idempotency purge skipped: %s", type(exc).__name__)
 
 
+# How long a stopping process waits for the webhook round under way (an HTTP call at most twice the timeout).
+WEBHOOK_STOP_SECONDS = 15.0
+
+
+def _start_webhook_worker(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> tuple[asyncio.Task[None], asyncio.Event] | None:
+    """The webhook delivery worker inside this process, when WEBHOOKS_DELIVER_IN_SERVE asks for it."""
+    if not settings.webhooks_deliver_in_serve:
+        return None
+    from app.webhooks.delivery import run_worker
+
+    stop = asyncio.Event()
+    return asyncio.create_task(run_worker(sessionmaker, settings, stop)), stop
+
+
+async def _stop_webhook_worker(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Lets the round under way finish (its outcomes recorded), a bounded time, then cancels it: a
+    delivery whose outcome is lost is sent again once its lease expires."""
+    stop.set()
+    try:
+        await asyncio.wait_for(task, timeout=WEBHOOK_STOP_SECONDS)
+    except (TimeoutError, asyncio.CancelledError):
+        pass
+    except Exception as exc:
+        logger.warning("webhook delivery worker failed: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -218,9 +252,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_options = read_execution_options(engine)
         await _purge_idempotency_records(app.state.sessionmaker, settings)
+        deliveries = _start_webhook_worker(app.state.sessionmaker, settings)
         try:
             yield
         finally:
+            if deliveries is not None:
+                await _stop_webhook_worker(*deliveries)
             await engine.dispose()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package's own files: no CDN at run time.

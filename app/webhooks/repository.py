@@ -1,0 +1,246 @@
+"""Every query of the webhooks domain: subscriptions, deliveries, the fan-out cursor, the worker's claims."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    exists,
+    insert,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased, selectinload
+
+from app.core.auth import Principal
+from app.core.pagination import PageRequest, SortKey, fetch_page, parse_uuid
+from app.db import utcnow
+from app.webhooks.models import (
+    DeliveryStatus,
+    SubscriptionStatus,
+    WebhookDelivery,
+    WebhookFanout,
+    WebhookSubscription,
+    WebhookSubscriptionTerritory,
+)
+
+_SUBSCRIPTION_KEYS = [SortKey("id", WebhookSubscription.id, parse=parse_uuid)]
+_DELIVERY_KEYS = [SortKey("id", WebhookDelivery.id, desc=True, parse=parse_uuid)]
+
+
+def visible(principal: Principal) -> ColumnElement[bool]:
+    """Subscriptions the caller may see and change: all for admin; for a territory manager, those limited to
+    territories that all lie within its own (a subscription of no territory sees everything: admin's)."""
+    if principal.is_admin:
+        return true()
+    link = WebhookSubscriptionTerritory
+    mine = link.subscription_id == WebhookSubscription.id
+    return and_(
+        exists().where(mine),
+        not_(exists().where(mine, not_(principal.territory_clause(link.territory_id)))),
+    )
+
+
+def _with_territories(stmt: Select[Any]) -> Select[Any]:
+    return stmt.options(selectinload(WebhookSubscription.territories))
+
+
+async def get(
+    session: AsyncSession, subscription_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+) -> WebhookSubscription | None:
+    stmt = _with_territories(
+        select(WebhookSubscription).where(WebhookSubscription.id == subscription_id, visible(principal))
+    )
+    if for_update:
+        stmt = stmt.with_for_update(of=WebhookSubscription).execution_options(populate_existing=True)
+    found: WebhookSubscription | None = (await session.execute(stmt)).scalar_one_or_none()
+    return found
+
+
+async def list_page(
+    session: AsyncSession, principal: Principal, page: PageRequest
+) -> tuple[list[WebhookSubscription], str | None, int | None]:
+    stmt = _with_territories(select(WebhookSubscription).where(visible(principal)))
+    return await fetch_page(session, stmt, _SUBSCRIPTION_KEYS, page, row_values=lambda s: [s.id])
+
+
+def add(session: AsyncSession, subscription: WebhookSubscription) -> None:
+    session.add(subscription)
+
+
+async def delete_subscription(session: AsyncSession, subscription: WebhookSubscription) -> None:
+    await session.delete(subscription)
+
+
+# --- deliveries ----------------------------------------------------------------------------------------
+
+
+async def list_deliveries(
+    session: AsyncSession, subscription_id: uuid.UUID, page: PageRequest
+) -> tuple[list[WebhookDelivery], str | None, int | None]:
+    stmt = select(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription_id)
+    return await fetch_page(session, stmt, _DELIVERY_KEYS, page, row_values=lambda d: [d.id])
+
+
+async def get_delivery(
+    session: AsyncSession, subscription_id: uuid.UUID, delivery_id: uuid.UUID, *, for_update: bool = False
+) -> WebhookDelivery | None:
+    stmt = select(WebhookDelivery).where(
+        WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == subscription_id
+    )
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+# --- the worker: fan-out -------------------------------------------------------------------------------
+
+
+async def lock_fanout(session: AsyncSession, *, skip_locked: bool) -> tuple[int, int] | None:
+    """The fan-out cursor, locked until the transaction ends; None when another worker holds it (PostgreSQL;
+    on SQLite the writing transaction already runs alone)."""
+    stmt = select(WebhookFanout.after_xid, WebhookFanout.after_seq).where(WebhookFanout.id == 1)
+    if skip_locked:
+        stmt = stmt.with_for_update(skip_locked=True)
+    row = (await session.execute(stmt)).one_or_none()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def move_fanout(session: AsyncSession, xid: int, seq: int) -> None:
+    await session.execute(
+        update(WebhookFanout).where(WebhookFanout.id == 1).values(after_xid=xid, after_seq=seq)
+    )
+
+
+async def fanout_targets(session: AsyncSession) -> list[WebhookSubscription]:
+    """The subscriptions changes are queued for: active and paused ones."""
+    stmt = _with_territories(
+        select(WebhookSubscription).where(
+            WebhookSubscription.status.in_([SubscriptionStatus.active.value, SubscriptionStatus.paused.value])
+        )
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def insert_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(WebhookDelivery), list(rows))
+
+
+# --- the worker: claims and results --------------------------------------------------------------------
+
+
+_CLAIM_COLUMNS = (
+    WebhookDelivery.id,
+    WebhookDelivery.subscription_id,
+    WebhookDelivery.change_xid,
+    WebhookDelivery.change_seq,
+    WebhookDelivery.resource,
+    WebhookDelivery.object_id,
+    WebhookDelivery.action,
+    WebhookDelivery.object_version,
+    WebhookDelivery.territory_id,
+    WebhookDelivery.occurred_at,
+    WebhookDelivery.attempts,
+    WebhookDelivery.attempt_log,
+)
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    token: uuid.UUID,
+    limit: int,
+    skip_locked: bool,
+) -> list[Any]:
+    """Up to `limit` deliveries due now, of active subscriptions, none held by another worker and none with an
+    earlier delivery of the same object to the same subscription still pending, leased to `token` until
+    `lease_until`; as rows of the delivery's columns and its subscription's url and secrets."""
+    delivery = WebhookDelivery
+    earlier = aliased(WebhookDelivery)
+    held_back = exists().where(
+        earlier.subscription_id == delivery.subscription_id,
+        earlier.object_id == delivery.object_id,
+        earlier.status == DeliveryStatus.pending.value,
+        tuple_(earlier.change_xid, earlier.change_seq) < tuple_(delivery.change_xid, delivery.change_seq),
+    )
+    stmt = (
+        select(delivery.id)
+        .join(WebhookSubscription, WebhookSubscription.id == delivery.subscription_id)
+        .where(
+            delivery.status == DeliveryStatus.pending.value,
+            delivery.next_attempt_at <= now,
+            or_(delivery.lease_until.is_(None), delivery.lease_until <= now),
+            WebhookSubscription.status == SubscriptionStatus.active.value,
+            not_(held_back),
+        )
+        .order_by(delivery.next_attempt_at)
+        .limit(limit)
+    )
+    if skip_locked:
+        stmt = stmt.with_for_update(of=delivery, skip_locked=True)
+    ids = list((await session.execute(stmt)).scalars().all())
+    if not ids:
+        return []
+    await session.execute(
+        update(delivery).where(delivery.id.in_(ids)).values(lease_until=lease_until, lease_token=token)
+    )
+    rows = await session.execute(
+        select(
+            *_CLAIM_COLUMNS,
+            WebhookSubscription.url,
+            WebhookSubscription.secret,
+            WebhookSubscription.previous_secret,
+            WebhookSubscription.previous_secret_expires_at,
+        )
+        .join(WebhookSubscription, WebhookSubscription.id == delivery.subscription_id)
+        .where(delivery.id.in_(ids))
+    )
+    return list(rows.all())
+
+
+async def record_result(
+    session: AsyncSession, delivery_id: uuid.UUID, token: uuid.UUID, values: dict[str, Any]
+) -> bool:
+    """Writes an attempt's outcome, unless the lease was lost meanwhile (another worker took it over)."""
+    result = await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_token == token)
+        .values(lease_until=None, lease_token=None, **values)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def disable_subscription(session: AsyncSession, subscription_id: uuid.UUID) -> None:
+    """The receiver said 410 Gone: nothing more is queued nor sent (its version moves, like any change)."""
+    await session.execute(
+        update(WebhookSubscription)
+        .where(
+            WebhookSubscription.id == subscription_id,
+            WebhookSubscription.status != SubscriptionStatus.disabled.value,
+        )
+        .values(
+            status=SubscriptionStatus.disabled.value,
+            version=WebhookSubscription.version + 1,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def purge_subscription_deliveries(session: AsyncSession, subscription_id: uuid.UUID) -> None:
+    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.subscription_id == subscription_id))
