@@ -20,6 +20,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    # What the receiver answered.
+    status: int = 0
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -44,10 +46,12 @@ class Receiver:
             return list(self.log)
 
     def unique(self) -> dict[str, Received]:
-        """The first request of each `webhook-id` (what a receiver that dedups processes)."""
+        """The first request of each `webhook-id` answered 2xx: what a receiver that ignores an id it has
+        already processed processes."""
         first: dict[str, Received] = {}
         for item in self.received():
-            first.setdefault(item.webhook_id, item)
+            if 200 <= item.status < 300:
+                first.setdefault(item.webhook_id, item)
         return first
 
     def wait_for(self, count: int, timeout: float = 20) -> list[Received]:
@@ -68,6 +72,7 @@ def receiving(path: str = "/hook") -> Iterator[Receiver]:
                 {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length), time.time()
             )
             status, headers = receiver.answer(item)
+            item.status = status
             with receiver.lock:
                 receiver.log.append(item)
             self.send_response(status)
