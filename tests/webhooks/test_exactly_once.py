@@ -1,7 +1,8 @@
 """Every committed change delivered exactly once (after dedup by `webhook-id`), none rolled back ever, in
 order per object: writers race on separate connections while `cnfs-api webhooks deliver` processes are
 killed with SIGKILL and restarted (two at once for a while), and the receiver answers 500 at first and now
-and then afterwards. PostgreSQL: transactions commit out of order there."""
+and then afterwards. On PostgreSQL transactions commit out of order; on SQLite the processes share one
+file, its writers one at a time."""
 
 from __future__ import annotations
 
@@ -23,11 +24,9 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from app.core.changes import FEED_ORDER, Change
-from tests.conftest import postgres_only
 from tests.webhooks.conftest import World
 from tests.webhooks.receiver import Received, Receiver
 
-pytestmark = postgres_only
 ROOT = Path(__file__).resolve().parents[2]
 WRITERS = 4
 CHANGES_PER_WRITER = 30
