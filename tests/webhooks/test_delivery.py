@@ -4,6 +4,7 @@ rotation, and the SSRF check at delivery time."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,11 +14,15 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks import Webhook
 
+from app.api_keys import service as api_keys
+from app.api_keys.schemas import ApiKeyCreate
 from app.config import DEFAULT_WEBHOOK_RETRY_SCHEDULE
+from app.core.auth import Role
 from app.webhooks import service
 from app.webhooks.delivery import Worker, parse_retry_after, retry_delay
 from app.webhooks.models import WebhookDelivery, WebhookSubscription
-from tests.webhooks.conftest import World
+from tests.helpers import app_client
+from tests.webhooks.conftest import ADMIN, World
 from tests.webhooks.receiver import Receiver
 
 
@@ -280,7 +285,7 @@ async def test_during_a_rotation_both_secrets_sign(world: World, receiver: Recei
     subscription = await world.subscribe(receiver.url)
     old = subscription.secret
     async with world.sessions() as session:
-        found = await service.get(session, world_admin(), subscription.id, for_update=True)
+        found = await service.get(session, ADMIN, subscription.id, for_update=True)
         new = (await service.rotate_secret(session, found, world.settings)).secret
         await session.commit()
     await world.change(uuid.uuid4(), 1)
@@ -310,12 +315,6 @@ async def test_during_a_rotation_both_secrets_sign(world: World, receiver: Recei
     Webhook(new).verify(last.body, last.headers)
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(old).verify(last.body, last.headers)
-
-
-def world_admin() -> Any:
-    from tests.webhooks.conftest import ADMIN
-
-    return ADMIN
 
 
 async def test_an_address_that_turns_internal_is_refused_at_delivery(
@@ -354,8 +353,6 @@ async def test_an_address_that_turns_internal_is_refused_at_delivery(
 
 
 async def test_the_deliveries_route_and_a_manual_retry(world: World, receiver: Receiver) -> None:
-    from tests.helpers import app_client
-
     receiver.answer = lambda _r: (500, {})
     subscription = await world.subscribe(receiver.url, settings=world.settings)
     await world.change(uuid.uuid4(), 1)
@@ -364,10 +361,6 @@ async def test_the_deliveries_route_and_a_manual_retry(world: World, receiver: R
     try:
         await _drain(worker)
         async with world.sessions() as session:
-            from app.api_keys import service as api_keys
-            from app.api_keys.schemas import ApiKeyCreate
-            from app.core.auth import Role
-
             key = (await api_keys.create(session, ApiKeyCreate(name="webhooks test", role=Role.admin))).key
             await session.commit()
         headers = {"Authorization": f"Bearer {key}"}
@@ -403,3 +396,21 @@ async def test_the_deliveries_route_and_a_manual_retry(world: World, receiver: R
     (row,) = await _deliveries(world, subscription.id)
     assert (row.status, row.attempts) == ("succeeded", 2)
     assert len({i.webhook_id for i in receiver.received()}) == 1
+
+
+async def test_the_service_delivers_too_when_asked(world: World, receiver: Receiver) -> None:
+    """WEBHOOKS_DELIVER_IN_SERVE: each process of `serve` runs the worker in its lifespan."""
+    await world.subscribe(receiver.url)
+    settings = world.settings.model_copy(update={"webhooks_deliver_in_serve": True})
+    async with app_client(settings):
+        await world.change(uuid.uuid4(), 1)
+        for _ in range(400):  # 20 s at most
+            if receiver.unique():
+                break
+            await asyncio.sleep(0.05)
+    assert [i.payload["type"] for i in receiver.unique().values()] == ["positions.created"]
+    # Without the setting, nothing runs in the service.
+    async with app_client(world.settings):
+        await world.change(uuid.uuid4(), 2)
+        await asyncio.sleep(0.5)
+    assert len(receiver.received()) == 1
