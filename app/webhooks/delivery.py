@@ -62,6 +62,8 @@ LOG_LENGTH = 20
 MAX_RETRY_AFTER = timedelta(hours=24)
 JITTER = 0.1
 USER_AGENT = "cnfs-api-webhooks/1"
+# The most of a receiver's answer read (the rest is not: the connection is then closed rather than reused).
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -253,9 +255,12 @@ class Worker:
             return 0
         outcomes = await asyncio.gather(*(self._attempt(row) for row in claimed))
         async with self.sessionmaker() as session, session.begin():
-            for row, outcome in zip(claimed, outcomes, strict=True):
-                kept = await repo.record_result(session, row.id, token, self._result(row, outcome))
-                if kept and outcome.status_code == 410:
+            pairs = list(zip(claimed, outcomes, strict=True))
+            await repo.record_results(
+                session, token, [(row.id, self._result(row, out)) for row, out in pairs]
+            )
+            for row, outcome in pairs:
+                if outcome.status_code == 410 and await repo.still_failed_by(session, row.id, outcome.at):
                     await repo.disable_subscription(session, row.subscription_id)
         return len(claimed)
 
@@ -273,6 +278,8 @@ class Worker:
             "last_attempt_at": outcome.at,
             "last_status_code": outcome.status_code,
             "last_error": outcome.error[:200] if outcome.error else None,
+            "status": DeliveryStatus.pending.value,
+            "delivered_at": None,
         }
         if outcome.succeeded:
             return values | {
@@ -321,6 +328,12 @@ class Worker:
             async with self.client.stream(
                 "POST", url, content=body, headers=headers, extensions=extensions
             ) as response:
+                # Read (a bounded part of) the answer, so that the connection goes back to the pool.
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > MAX_ANSWER_BYTES:
+                        break
                 retry_after = parse_retry_after(response.headers.get("retry-after"), at)
                 return done(response.status_code, None, retry_after)
         except httpx.TimeoutException:

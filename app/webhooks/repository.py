@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     and_,
+    bindparam,
     delete,
     exists,
     insert,
@@ -213,16 +216,53 @@ async def claim(
     return list(rows.all())
 
 
-async def record_result(
-    session: AsyncSession, delivery_id: uuid.UUID, token: uuid.UUID, values: dict[str, Any]
-) -> bool:
-    """Writes an attempt's outcome, unless the lease was lost meanwhile (another worker took it over)."""
-    result = await session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.lease_token == token)
+_RESULT_FIELDS = (
+    "status",
+    "attempts",
+    "attempt_log",
+    "next_attempt_at",
+    "last_attempt_at",
+    "last_status_code",
+    "last_error",
+    "delivered_at",
+)
+
+
+@cache
+def _record_statement() -> Any:
+    """One UPDATE for a round's outcomes (executemany), each applied only if the worker still holds the
+    lease (another worker may have taken an expired one over): built once."""
+    table = WebhookDelivery.__table__
+    assert isinstance(table, Table)
+    values: dict[str, Any] = {
+        name: bindparam(f"v_{name}", type_=table.c[name].type) for name in _RESULT_FIELDS
+    }
+    return (
+        update(table)
+        .where(
+            table.c.id == bindparam("v_id", type_=table.c.id.type),
+            table.c.lease_token == bindparam("v_token"),
+        )
         .values(lease_until=None, lease_token=None, **values)
     )
-    return bool(getattr(result, "rowcount", 0))
+
+
+async def record_results(
+    session: AsyncSession, token: uuid.UUID, results: Sequence[tuple[uuid.UUID, dict[str, Any]]]
+) -> None:
+    rows = [
+        {"v_id": delivery_id, "v_token": token, **{f"v_{name}": values.get(name) for name in _RESULT_FIELDS}}
+        for delivery_id, values in results
+    ]
+    if rows:
+        connection = await session.connection()
+        await connection.execute(_record_statement(), rows)
+
+
+async def still_failed_by(session: AsyncSession, delivery_id: uuid.UUID, at: datetime) -> bool:
+    """Whether the delivery's last attempt is the one made at `at` (its outcome was recorded)."""
+    stmt = select(exists().where(WebhookDelivery.id == delivery_id, WebhookDelivery.last_attempt_at == at))
+    return bool((await session.execute(stmt)).scalar())
 
 
 async def disable_subscription(session: AsyncSession, subscription_id: uuid.UUID) -> None:

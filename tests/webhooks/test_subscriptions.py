@@ -4,6 +4,7 @@ refusals at creation."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -189,3 +190,26 @@ async def test_deliveries_of_an_unknown_subscription(
     assert listed.json() == {"items": [], "next_cursor": None}
     retry = await client.post(f"{BASE}/{created['id']}/deliveries/{missing}/retry", headers=admin)
     assert_problem(retry, 404, "not_found")
+
+
+async def test_a_write_costs_the_same_statements_with_a_subscription(
+    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree, make_key: KeyMaker, count_queries: Any
+) -> None:
+    """The change feed is the outbox: a subscription adds nothing to a write (the worker copies the feed)."""
+    manager = bearer(await make_key("territory_manager", [tree.lyon_metro]))
+    url = "/api/v1/counsellors/by-ref/HOOK-1"
+
+    async def put(first_name: str) -> list[str]:
+        body = {"first_name": first_name, "last_name": "Exemple", "email": "c.exemple@example.org"}
+        with count_queries() as counter:
+            response = await client.put(url, json=body, headers=manager)
+        assert response.status_code in (200, 201), response.text
+        return list(counter.statements)
+
+    await put("Camille")
+    without = await put("Dominique")
+    assert (await _create(client, manager)).status_code == 201
+    with_one = await put("Camille")
+    assert with_one == without
+    assert any("INSERT INTO changes" in statement for statement in with_one)
+    assert not any("webhook" in statement for statement in with_one)
