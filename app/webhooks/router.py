@@ -88,7 +88,7 @@ async def webhook_subscriptions_create(
             subscription_id=str(subscription.id),
         )
 
-    return await idem.run(produce)
+    return await idem.run(produce, secret_fields=("secret",))
 
 
 @router.get(

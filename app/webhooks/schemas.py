@@ -90,9 +90,10 @@ SECRET_EXAMPLE = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 class SubscriptionWithSecret(SubscriptionRead):
     """A subscription as created or after a rotation: the only answers that show its secret."""
 
-    secret: str = Field(
+    secret: str | None = Field(
         description="The signing secret (`whsec_` + base64), shown this once: verify `webhook-signature` "
-        "with it (any Standard Webhooks library: `Webhook(secret).verify(body, headers)`).",
+        "with it (any Standard Webhooks library: `Webhook(secret).verify(body, headers)`). Null in the "
+        "replay of an `Idempotency-Key`: the secret is never stored with the answer.",
         examples=[SECRET_EXAMPLE],
     )
 

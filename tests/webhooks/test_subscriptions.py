@@ -213,3 +213,16 @@ async def test_a_write_costs_the_same_statements_with_a_subscription(
     assert with_one == without
     assert any("INSERT INTO changes" in statement for statement in with_one)
     assert not any("webhook" in statement for statement in with_one)
+
+
+async def test_an_idempotent_replay_does_not_show_the_secret(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    headers = {**admin, "Idempotency-Key": "hook-once"}
+    first = await client.post(BASE, json={"url": PUBLIC_URL}, headers=headers)
+    again = await client.post(BASE, json={"url": PUBLIC_URL}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["secret"].startswith("whsec_")
+    assert again.json() == {**first.json(), "secret": None}
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len((await client.get(BASE, headers=admin)).json()["items"]) == 1
