@@ -283,7 +283,7 @@ async def writes(url: str, receiver: str, requests: int, rounds: int) -> dict[st
             stmt = select(WebhookDelivery.status, func.count()).where(
                 WebhookDelivery.territory_id == territory_id
             )
-            counts = dict((await session.execute(stmt.group_by(WebhookDelivery.status))).tuples().all())
+            counts = dict((await session.execute(stmt.group_by(WebhookDelivery.status))).all())
         print(f"deliveries of the writes with a subscription, by status: {counts}")
         return results
     finally:

@@ -129,6 +129,8 @@ def signature(row: Any, message_id: str, at: datetime, body: str) -> str:
 def _matches(
     subscription: WebhookSubscription, paths: Sequence[str], row: Any, change_path: str | None
 ) -> bool:
+    if row.seq <= subscription.starts_after_seq:
+        return False
     if row.resource not in subscription.resources or row.action not in subscription.actions:
         return False
     if not subscription.territories:

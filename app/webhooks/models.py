@@ -52,6 +52,9 @@ class WebhookSubscription(TimestampedMixin, VersionedMixin, Base):
     # The secret before the last rotation, which signs too until `previous_secret_expires_at`.
     previous_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column()
+    # The feed's last serial number when the subscription was created: the changes written before it are
+    # not delivered, however late the worker copies them.
+    starts_after_seq: Mapped[int] = mapped_column(BigInteger)
     territories: Mapped[list[WebhookSubscriptionTerritory]] = relationship(
         lazy="raise", cascade="all, delete-orphan", order_by="WebhookSubscriptionTerritory.position"
     )

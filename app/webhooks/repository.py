@@ -16,6 +16,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     insert,
     not_,
     or_,
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
 from app.core.auth import Principal
+from app.core.changes import Change
 from app.core.pagination import PageRequest, SortKey, fetch_page, parse_uuid
 from app.db import utcnow
 from app.webhooks.models import (
@@ -77,6 +79,11 @@ async def list_page(
 ) -> tuple[list[WebhookSubscription], str | None, int | None]:
     stmt = _with_territories(select(WebhookSubscription).where(visible(principal)))
     return await fetch_page(session, stmt, _SUBSCRIPTION_KEYS, page, row_values=lambda s: [s.id])
+
+
+async def last_change_seq(session: AsyncSession) -> int:
+    """The greatest serial number of the change feed (0 when empty): one seek of its primary key."""
+    return int((await session.execute(select(func.coalesce(func.max(Change.seq), 0)))).scalar_one())
 
 
 def add(session: AsyncSession, subscription: WebhookSubscription) -> None:

@@ -165,6 +165,7 @@ async def create(
         actions=actions,
         status=SubscriptionStatus.active.value,
         secret=new_secret(),
+        starts_after_seq=await repo.last_change_seq(session),
     )
     _set_territories(subscription, territory_ids)
     repo.add(session, subscription)

@@ -414,3 +414,19 @@ async def test_the_service_delivers_too_when_asked(world: World, receiver: Recei
         await world.change(uuid.uuid4(), 2)
         await asyncio.sleep(0.5)
     assert len(receiver.received()) == 1
+
+
+async def test_changes_written_before_the_subscription_are_not_delivered(
+    world: World, receiver: Receiver
+) -> None:
+    """However late the worker copies the feed: no worker runs between these writes."""
+    before, after = uuid.uuid4(), uuid.uuid4()
+    await world.change(before, 1)
+    await world.subscribe(receiver.url)
+    await world.change(after, 1)
+    worker = _worker(world)
+    try:
+        await _drain(worker)
+    finally:
+        await worker.close()
+    assert [i.payload["data"]["id"] for i in receiver.received()] == [str(after)]
