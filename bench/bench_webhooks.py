@@ -8,14 +8,14 @@ It creates the database afresh and migrates it, then:
 1. Deliveries: `--deliveries` changes of `--objects` objects in the feed, one subscription matching them, and
    one delivery worker in this process (`app.webhooks.delivery.Worker`, WEBHOOK_CONCURRENCY at a time) sending
    them to a receiver on a loopback port (a uvicorn process answering 204). Printed: deliveries per second,
-   from the first fan-out to the last delivery recorded.
+   from the first fan-out to the last delivery recorded, and the worker's CPU time per delivery.
 2. The write: `PUT /counsellors/by-ref/{ref}` that changes the counsellor each time (its version moves and a
    change enters the feed), sequential requests in process (httpx ASGITransport), through the service and
    through the reference app (bench/reference_app.py, which writes the same change row): without a
    subscription; with one subscription matching every change, no worker running (the write path alone);
    and with a `cnfs-api webhooks deliver` process delivering them meanwhile (on the same machine: it takes
-   CPU, and on SQLite the write lock, from the writes). Printed: the median and p99 latency and requests
-   per second of each.
+   CPU, and on SQLite the write lock, from the writes). Printed: the median and p99 latency, requests per
+   second, and this process's CPU time per request (the app and the client; it holds on a busy machine).
 
 Everything it starts is on 127.0.0.1 and stopped at the end."""
 
@@ -63,6 +63,9 @@ PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DATABASE = "cnfs_bench_webhooks"
 SECRET = "bench-webhooks-" + "x" * 32
 LOOPBACK = ["127.0.0.0/8"]
+# CPU seconds per request of each run of `_puts` (this process: the app and the client, not the worker).
+CPU: list[float] = []
+CPU_OF: dict[str, list[float]] = {}
 
 
 async def receiver_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -164,7 +167,9 @@ async def _subscribe(sessions: Any, settings: Settings, url: str, territory_id: 
         return subscription.id
 
 
-async def deliveries(url: str, receiver: str, count: int, objects: int, concurrency: int) -> float:
+async def deliveries(
+    url: str, receiver: str, count: int, objects: int, concurrency: int
+) -> tuple[float, float]:
     settings = _settings(url, webhook_concurrency=concurrency)
     engine = make_engine(url, pool_size=4)
     sessions = make_sessionmaker(engine)
@@ -185,16 +190,18 @@ async def deliveries(url: str, receiver: str, count: int, objects: int, concurre
         done_query = select(func.count()).where(
             WebhookDelivery.subscription_id == subscription_id, WebhookDelivery.status == "succeeded"
         )
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             while True:
-                await worker.run_once()
+                queued, sent = await worker.run_once()
+                if queued or sent:
+                    continue
                 async with sessions() as session:
                     if (await session.execute(done_query)).scalar_one() >= count:
                         break
         finally:
             await worker.close()
-        return count / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started), (time.process_time() - cpu) / count
     finally:
         await engine.dispose()
 
@@ -211,6 +218,7 @@ async def _puts(client: httpx.AsyncClient, key: str, prefix: str, requests: int)
     """Sequential PUTs by reference, each changing its counsellor (two names, in turn, on 20 references)."""
     headers = {"Authorization": f"Bearer {key}"}
     timings = []
+    cpu = time.process_time()
     for n in range(requests):
         body = {
             "first_name": "Camille" if (n // 20) % 2 else "Dominique",
@@ -223,6 +231,7 @@ async def _puts(client: httpx.AsyncClient, key: str, prefix: str, requests: int)
         )
         timings.append(time.perf_counter() - started)
         assert response.status_code in (200, 201), response.text
+    CPU.append((time.process_time() - cpu) / requests)
     return timings
 
 
@@ -240,6 +249,7 @@ async def writes(url: str, receiver: str, requests: int, rounds: int) -> dict[st
     engine = make_engine(url, pool_size=2)
     sessions = make_sessionmaker(engine)
     results: dict[str, list[float]] = {}
+    cpu_of = CPU_OF
     try:
         territory_id = await _territory(sessions, "69")
         async with sessions() as session:
@@ -276,6 +286,7 @@ async def writes(url: str, receiver: str, requests: int, rounds: int) -> dict[st
                         for name, client in apps.items():
                             timings = await _puts(client, key, name, requests)
                             results.setdefault(f"{name}, {phase}", []).extend(timings)
+                            cpu_of.setdefault(f"{name}, {phase}", []).append(CPU[-1])
                 finally:
                     if worker is not None:
                         worker.__exit__(None, None, None)
@@ -305,14 +316,16 @@ def main() -> None:
         command.upgrade(alembic_config(url), "head")
         with receiving() as receiver:
             for concurrency in (10, 50):
-                rate = asyncio.run(deliveries(url, receiver, args.deliveries, args.objects, concurrency))
+                rate, cpu = asyncio.run(deliveries(url, receiver, args.deliveries, args.objects, concurrency))
                 print(
                     f"deliveries: {args.deliveries} changes of {args.objects} objects, one worker, "
-                    f"WEBHOOK_CONCURRENCY={concurrency}: {rate:.0f} deliveries/s"
+                    f"WEBHOOK_CONCURRENCY={concurrency}: {rate:.0f} deliveries/s, "
+                    f"{cpu * 1000:.2f} ms of the worker's CPU per delivery ({1 / cpu:.0f}/s per core)"
                 )
             results = asyncio.run(writes(url, receiver, args.requests, args.rounds))
         for name, timings in results.items():
-            print(f"PUT by-ref (a change), {name:46}: {_summary(timings)}")
+            cpu = statistics.median(CPU_OF[name]) * 1000
+            print(f"PUT by-ref (a change), {name:46}: {_summary(timings)}, CPU {cpu:.2f} ms/request")
 
 
 if __name__ == "__main__":
