@@ -56,6 +56,7 @@ EXAMPLES = {
     "webhook_retry_schedule_seconds": "'[5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]'",
     "webhook_poll_interval_seconds": "1",
     "webhook_concurrency": "10",
+    "webhook_delivery_retention_days": "30",
 }
 
 # The Standard Webhooks retry schedule: the delay before each retry after the first attempt.
@@ -195,6 +196,13 @@ class Settings(BaseSettings):
     )
     webhook_concurrency: int = Field(
         default=10, ge=1, le=200, description="Deliveries one worker sends at once (to different objects)."
+    )
+    webhook_delivery_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Deliveries succeeded or failed this long ago are deleted by the worker (pending ones "
+        "are kept).",
     )
 
     @field_validator("webhook_allowed_networks")

@@ -64,6 +64,9 @@ JITTER = 0.1
 USER_AGENT = "cnfs-api-webhooks/1"
 # The most of a receiver's answer read (the rest is not: the connection is then closed rather than reused).
 MAX_ANSWER_BYTES = 64 * 1024
+# Old deliveries are deleted by each worker once an hour, this many per transaction.
+PURGE_EVERY_SECONDS = 3600.0
+PURGE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ class Worker:
         self.networks = addresses.parse_networks(settings.webhook_allowed_networks)
         self.timeout = settings.webhook_timeout_seconds
         self.lease = timedelta(seconds=2 * self.timeout + 1)
+        self._purged_at: float | None = None
         self.client = httpx.AsyncClient(
             timeout=self.timeout,
             follow_redirects=False,
@@ -343,6 +347,28 @@ class Worker:
         except httpx.HTTPError as exc:
             return done(None, type(exc).__name__)
 
+    # --- retention ---------------------------------------------------------------------------------------
+
+    async def purge(self) -> int:
+        """Deletes the deliveries no longer pending made more than WEBHOOK_DELIVERY_RETENTION_DAYS ago, in
+        batches; returns how many."""
+        before = self.clock() - timedelta(days=self.settings.webhook_delivery_retention_days)
+        total = 0
+        while True:
+            async with self.sessionmaker() as session, session.begin():
+                purged = await repo.purge_deliveries(session, before, PURGE_BATCH)
+            total += purged
+            if purged < PURGE_BATCH:
+                return total
+
+    async def _purge_now_and_then(self) -> None:
+        now = time.monotonic()
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY_SECONDS:
+            self._purged_at = now
+            purged = await self.purge()
+            if purged:
+                logger.info("purged %d old webhook deliveries", purged)
+
     # --- the loop ----------------------------------------------------------------------------------------
 
     async def run_once(self) -> tuple[int, int]:
@@ -359,6 +385,7 @@ class Worker:
         while not stop.is_set():
             busy = False
             try:
+                await self._purge_now_and_then()
                 _, more = await self.fan_out()
                 sent = await self.send_due()
                 busy = more or sent > 0

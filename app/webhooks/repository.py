@@ -272,6 +272,25 @@ async def still_failed_by(session: AsyncSession, delivery_id: uuid.UUID, at: dat
     return bool((await session.execute(stmt)).scalar())
 
 
+def id_before(moment: datetime) -> uuid.UUID:
+    """The smallest UUID v7 of `moment`'s millisecond: every id made before it is smaller."""
+    return uuid.UUID(int=(int(moment.timestamp() * 1000) << 80) | (7 << 76) | (2 << 62))
+
+
+async def purge_deliveries(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` deliveries made before `before` that are no longer pending (by their UUID v7
+    ids: a range of the primary key); returns how many."""
+    old = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.id < id_before(before), WebhookDelivery.status != DeliveryStatus.pending.value)
+        .limit(limit)
+    )
+    ids = list((await session.execute(old)).scalars().all())
+    if ids:
+        await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    return len(ids)
+
+
 async def disable_subscription(session: AsyncSession, subscription_id: uuid.UUID) -> None:
     """The receiver said 410 Gone: nothing more is queued nor sent (its version moves, like any change)."""
     await session.execute(

@@ -430,3 +430,28 @@ async def test_changes_written_before_the_subscription_are_not_delivered(
     finally:
         await worker.close()
     assert [i.payload["data"]["id"] for i in receiver.received()] == [str(after)]
+
+
+async def test_old_deliveries_are_purged_pending_ones_kept(world: World, receiver: Receiver) -> None:
+    done_id, failing_id = uuid.uuid4(), uuid.uuid4()
+    receiver.answer = lambda r: (500, {}) if r.payload["data"]["id"] == str(failing_id) else (204, {})
+    subscription = await world.subscribe(receiver.url)
+    await world.change(done_id, 1)
+    await world.change(failing_id, 1)
+    worker = Worker(world.sessions, world.settings)
+    try:
+        await _drain(worker)
+        assert await worker.purge() == 0  # not old yet
+        later = Clock()
+        later.now = datetime.now(UTC) + timedelta(
+            days=world.settings.webhook_delivery_retention_days, hours=1
+        )
+        old = _worker(world, later)
+        try:
+            assert await old.purge() == 1
+        finally:
+            await old.close()
+    finally:
+        await worker.close()
+    rows = await _deliveries(world, subscription.id)
+    assert [(str(r.object_id), r.status) for r in rows] == [(str(failing_id), "pending")]
