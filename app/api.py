@@ -19,6 +19,7 @@ from app.programmes.router import router as programmes_router
 from app.referentials.router import router as referentials_router
 from app.stats.router import router as stats_router
 from app.territories.router import router as territories_router
+from app.webhooks.router import router as webhooks_router
 from app.workshops.router import router as workshops_router
 
 # Every route checks its query parameters and resolves the caller (`get_principal`), so that an invalid key
@@ -39,3 +40,4 @@ api_router.include_router(opendata_router)
 api_router.include_router(api_keys_router)
 api_router.include_router(me_router)
 api_router.include_router(audit_router)
+api_router.include_router(webhooks_router)

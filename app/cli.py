@@ -1,5 +1,5 @@
 """The `cnfs-api` command: serve, migrate, seed-demo, create-key, territories import, stats rebuild,
-open-data export."""
+open-data export, webhooks deliver."""
 
 from __future__ import annotations
 
@@ -444,6 +444,56 @@ async def _open_data_export(
 # How much longer than SHUTDOWN_TIMEOUT_SECONDS gunicorn's arbiter waits for a worker to exit (its own
 # shutdown: cancelling what is left, closing the pools) before it SIGKILLs it.
 GRACE_MARGIN_SECONDS = 5
+
+
+webhooks_cli = typer.Typer(help="Webhooks: the delivery worker.", no_args_is_help=True)
+cli.add_typer(webhooks_cli, name="webhooks")
+
+
+@webhooks_cli.command("deliver")
+def webhooks_deliver(
+    once: Annotated[
+        bool, typer.Option("--once", help="Fan the feed out and send what is due once, then stop.")
+    ] = False,
+) -> None:
+    """Deliver the webhooks (app/webhooks/delivery.py) until SIGTERM or SIGINT: copies the change feed into
+    deliveries and sends them. Several may run at once, beside `serve`, on any machine: each delivery is
+    sent by one of them at a time."""
+    settings = checked_settings(secret=False, schema=True)
+    with _logging_for_the_command(settings):
+        asyncio.run(_deliver(settings, once))
+
+
+async def _deliver(settings: Settings, once: bool) -> None:
+    import signal
+
+    from app.db import make_engine, make_sessionmaker
+    from app.webhooks.delivery import Worker
+
+    engine = make_engine(
+        settings.database_url,
+        pool_size=2,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        lock_timeout_ms=settings.database_lock_timeout_ms,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+        connect_timeout=settings.database_connect_timeout_seconds,
+        command_timeout=settings.database_command_timeout_seconds,
+    )
+    worker = Worker(make_sessionmaker(engine), settings)
+    try:
+        if once:
+            queued, attempted = await worker.run_once()
+            console.print(f"webhooks: {queued} deliveries queued, {attempted} attempted")
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        logging.getLogger("app.webhooks").info("webhook delivery worker started")
+        await worker.run(stop)
+    finally:
+        await worker.close()
+        await engine.dispose()
 
 
 @cli.command()

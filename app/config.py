@@ -61,7 +61,18 @@ EXAMPLES = {
     "api_key_last_used_interval_seconds": "60",
     "metrics_enabled": "true",
     "metrics_token": "$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+    "webhooks_deliver_in_serve": "false",
+    "webhook_allowed_networks": "'[\"10.20.0.0/16\"]'",
+    "webhook_timeout_seconds": "10",
+    "webhook_secret_grace_hours": "24",
+    "webhook_retry_schedule_seconds": "'[5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]'",
+    "webhook_poll_interval_seconds": "1",
+    "webhook_concurrency": "10",
+    "webhook_delivery_retention_days": "30",
 }
+
+# The Standard Webhooks retry schedule: the delay before each retry after the first attempt.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0]
 
 
 # Options of a DATABASE_URL that set server session state (asyncpg's `server_settings` and libpq's
@@ -291,6 +302,64 @@ class Settings(BaseSettings):
         min_length=16,
         description="When set, GET /metrics needs `Authorization: Bearer <token>` (401 otherwise).",
     )
+
+    # --- webhooks (app/webhooks) -------------------------------------------------------------------------
+    webhooks_deliver_in_serve: bool = Field(
+        default=False,
+        description="Each `serve` worker process also runs the webhook delivery worker (several may run: "
+        "each delivery is sent by one of them); otherwise run `cnfs-api webhooks deliver` beside it.",
+    )
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks webhooks may be sent to beyond public addresses (loopback, private and "
+        'link-local addresses are refused otherwise: SSRF), e.g. ["10.20.0.0/16"]; tests allow loopback.',
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="The longest wait for a receiver's answer to one delivery."
+    )
+    webhook_secret_grace_hours: float = Field(
+        default=24.0,
+        ge=0,
+        le=24 * 30,
+        description="After a secret's rotation, how long deliveries are signed with the old secret too.",
+    )
+    webhook_retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_RETRY_SCHEDULE),
+        min_length=1,
+        max_length=50,
+        description="The delay before each retry of a failed delivery (jittered by up to 10 %); after the "
+        "last, the delivery is `failed`. The Standard Webhooks schedule by default.",
+    )
+    webhook_poll_interval_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="How often an idle delivery worker looks for work."
+    )
+    webhook_concurrency: int = Field(
+        default=10, ge=1, le=200, description="Deliveries one worker sends at once (to different objects)."
+    )
+    webhook_delivery_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Deliveries succeeded or failed this long ago are deleted by the worker (pending ones "
+        "are kept).",
+    )
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network, e.g. 10.20.0.0/16") from None
+        return value
+
+    @field_validator("webhook_retry_schedule_seconds")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 or delay > 7 * 86400 for delay in value):
+            raise ValueError("each delay must be from 0 to 604800 seconds")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -120,6 +120,11 @@ TAGS = [
         "description": "The audit trail (every write) and the personal-data journal (every answer that "
         "showed people).",
     },
+    {
+        "name": "webhooks",
+        "description": "Subscriptions to the change feed, delivered to your URL under the Standard Webhooks "
+        "specification (signed, retried, in order per object).",
+    },
     {"name": "operations", "description": "Liveness, readiness and metrics."},
 ]
 
@@ -201,6 +206,34 @@ async def _purge_idempotency_records(
         logger.warning("idempotency purge skipped: %s", type(exc).__name__)
 
 
+# How long a stopping process waits for the webhook round under way (an HTTP call at most twice the timeout).
+WEBHOOK_STOP_SECONDS = 15.0
+
+
+def _start_webhook_worker(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> tuple[asyncio.Task[None], asyncio.Event] | None:
+    """The webhook delivery worker inside this process, when WEBHOOKS_DELIVER_IN_SERVE asks for it."""
+    if not settings.webhooks_deliver_in_serve:
+        return None
+    from app.webhooks.delivery import run_worker
+
+    stop = asyncio.Event()
+    return asyncio.create_task(run_worker(sessionmaker, settings, stop)), stop
+
+
+async def _stop_webhook_worker(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Lets the round under way finish (its outcomes recorded), a bounded time, then cancels it: a
+    delivery whose outcome is lost is sent again once its lease expires."""
+    stop.set()
+    try:
+        await asyncio.wait_for(task, timeout=WEBHOOK_STOP_SECONDS)
+    except (TimeoutError, asyncio.CancelledError):
+        pass
+    except Exception as exc:
+        logger.warning("webhook delivery worker failed: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -263,9 +296,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_used.start(engine)
         # With several workers, each writes its pool's gauges for the others' scrapes.
         sampler = asyncio.create_task(sample_pool(metrics)) if multiprocess_dir() else None
+        deliveries = _start_webhook_worker(app.state.sessionmaker, settings)
         try:
             yield
         finally:
+            if deliveries is not None:
+                await _stop_webhook_worker(*deliveries)
             stopping()
             if sampler is not None:
                 sampler.cancel()

@@ -11,6 +11,12 @@ from app.positions.models import Assignment, Position
 from app.programmes.models import Programme
 from app.stats.models import workshop_monthly_stats
 from app.territories.models import Territory, TerritoryAlias, TerritoryWord
+from app.webhooks.models import (
+    WebhookDelivery,
+    WebhookFanout,
+    WebhookSubscription,
+    WebhookSubscriptionTerritory,
+)
 from app.workshops.models import Registration, Workshop
 
 metadata = Base.metadata
@@ -30,6 +36,10 @@ __all__ = [
     "Territory",
     "TerritoryAlias",
     "TerritoryWord",
+    "WebhookDelivery",
+    "WebhookFanout",
+    "WebhookSubscription",
+    "WebhookSubscriptionTerritory",
     "Workshop",
     "api_key_territories",
     "metadata",

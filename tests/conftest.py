@@ -476,3 +476,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         database = "PostgreSQL" if IS_POSTGRES else "SQLite"
         limit = f"max {test_fuzz.MAX_EXAMPLES} examples per operation and caller"
         terminalreporter.write_line(f"schemathesis on {database} ({limit}): {parts}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_dns() -> Iterator[None]:
+    """No test resolves a name through the network: a webhook URL's host name resolves nowhere (422)
+    unless the test plays the DNS answer itself (`app.webhooks.service.resolver`)."""
+    from app.webhooks import service as webhooks
+
+    async def nowhere(host: str, port: int) -> list[str]:
+        raise OSError(f"the tests resolve no names ({host})")
+
+    original = webhooks.resolver
+    webhooks.resolver = nowhere
+    try:
+        yield
+    finally:
+        webhooks.resolver = original

@@ -43,6 +43,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api_keys.models import ApiKey
+from app.webhooks.models import WebhookDelivery
 from app.workshops.models import Workshop
 from tests.agreements.helpers import PROGRAMME, create_agreement, create_programme, create_signed
 from tests.conftest import KeyMaker, Tree, bearer
@@ -213,6 +214,8 @@ class World:
     registration: dict[str, dict[str, Any]]  # on workshop A / B, with its cancel_token
     spare_key: str
     leaf: dict[str, Any]  # a territory nothing refers to
+    hook: dict[str, dict[str, Any]]  # a webhook subscription of A / B
+    delivery: dict[str, str]  # the id of a failed delivery of `hook`
 
     def territory(self, obj: str | None) -> uuid.UUID:
         return self.tree.ara.id if _territory(obj) == "A" else self.tree.occ.id
@@ -508,6 +511,26 @@ RULES: dict[str, Rule] = {
     "api_keys_get": Rule(admin_only(200), lambda w, o: Call({"key_id": w.spare_key}), LIST),
     "api_keys_delete": Rule(admin_only(204), lambda w, o: Call({"key_id": w.spare_key}), LIST),
     "api_keys_rotate": Rule(admin_only(200), lambda w, o: Call({"key_id": w.spare_key}), LIST),
+    # Webhook subscriptions: admin, and territory managers for subscriptions within their territories.
+    "webhook_subscriptions_list": Rule(scoped(200, *WRITERS), objects=LIST),
+    "webhook_subscriptions_create": Rule(
+        scoped(201, *WRITERS, outside=UNKNOWN_REFERENCE),
+        lambda w, o: Call(json={"url": HOOK_URL, "territory_ids": [str(w.territory(o))]}),
+    ),
+    "webhook_subscriptions_get": Rule(scoped(200, *WRITERS), lambda w, o: _hook_call(w, o)),
+    "webhook_subscriptions_update": Rule(
+        scoped(200, *WRITERS),
+        lambda w, o: _hook_call(w, o, json={"status": "paused"}, headers=if_match(w.hook[_obj(o)])),
+    ),
+    "webhook_subscriptions_delete": Rule(
+        scoped(204, *WRITERS), lambda w, o: _hook_call(w, o, headers=if_match(w.hook[_obj(o)]))
+    ),
+    "webhook_subscriptions_rotate_secret": Rule(scoped(200, *WRITERS), lambda w, o: _hook_call(w, o)),
+    "webhook_subscriptions_deliveries": Rule(scoped(200, *WRITERS), lambda w, o: _hook_call(w, o)),
+    "webhook_subscriptions_delivery_retry": Rule(
+        scoped(200, *WRITERS),
+        lambda w, o: Call({"subscription_id": w.hook[_obj(o)]["id"], "delivery_id": w.delivery[_obj(o)]}),
+    ),
     # Audit trail and journal: admin only.
     "audit_events_list": Rule(admin_only(200), objects=LIST),
     # Personal data (GDPR): a counsellor's, admin only; a registrant's, only with its cancel token (a key
@@ -522,6 +545,14 @@ RULES: dict[str, Rule] = {
         _registrant_only(204), lambda w, o: _registration_call(w, o), actors=REGISTRATION_ACTORS
     ),
 }
+
+
+# A public address, never contacted: creating a subscription only checks where its URL leads.
+HOOK_URL = "https://93.184.215.14/hooks"
+
+
+def _hook_call(w: World, o: str | None, **request: Any) -> Call:
+    return Call({"subscription_id": w.hook[_obj(o)]["id"]}, **request)
 
 
 def _registration_call(w: World, o: str | None) -> Call:
@@ -602,6 +633,31 @@ async def build_world(
         headers=admin,
     )
     assert leaf.status_code == 201, leaf.text
+    hook: dict[str, dict[str, Any]] = {}
+    delivery: dict[str, str] = {}
+    for o, territory in where.items():
+        body = {"url": HOOK_URL, "territory_ids": [str(territory.id)]}
+        created = await client.post(f"{API}/webhook-subscriptions", json=body, headers=admin)
+        assert created.status_code == 201, created.text
+        hook[o] = created.json()
+        failed = WebhookDelivery(
+            id=uuid.uuid4(),
+            subscription_id=uuid.UUID(hook[o]["id"]),
+            change_xid=0,
+            change_seq=1,
+            resource="territories",
+            object_id=territory.id,
+            action="updated",
+            object_version=1,
+            territory_id=territory.id,
+            occurred_at=datetime.now(UTC),
+            status="failed",
+            attempts=9,
+            created_at=datetime.now(UTC),
+        )
+        session.add(failed)
+        await session.flush()
+        delivery[o] = str(failed.id)
     # Their versions as they are now (agreements and registrations changed them).
     programme = await _get(client, admin, f"{API}/programmes/{programme['id']}")
     for o in workshop:
@@ -624,6 +680,8 @@ async def build_world(
         registration,
         spare.json()["id"],
         leaf.json(),
+        hook,
+        delivery,
     )
 
 

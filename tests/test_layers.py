@@ -17,6 +17,7 @@ from app.positions import router as positions_router
 from app.programmes import router as programmes_router
 from app.referentials import router as referentials_router
 from app.territories import router as territories_router
+from app.webhooks import router as webhooks_router
 
 QUERY_BUILDING = {"fetch_page", "parse_sort", "SortKey", "select", "Select"}
 ENUMS = {
@@ -45,6 +46,7 @@ ROUTERS = [
     changes_router,
     api_keys_router,
     referentials_router,
+    webhooks_router,
 ]
 
 

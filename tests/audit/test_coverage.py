@@ -4,6 +4,7 @@ test fails when one commits without an event of its own action, or when a write 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +14,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.db import utcnow
+from app.webhooks.models import WebhookDelivery
 from tests.agreements.helpers import AGREEMENTS, PROGRAMMES, amend, create_agreement, create_programme
 from tests.audit.helpers import events
 from tests.conftest import KeyMaker, Tree
@@ -308,6 +311,74 @@ async def api_keys_rotate(client: httpx.AsyncClient, place: Place, h: dict[str, 
     return await client.post(f"{API}/api-keys/{created.json()['id']}/rotate", headers=h)
 
 
+HOOKS = f"{API}/webhook-subscriptions"
+
+
+async def _subscription(client: httpx.AsyncClient, place: Place) -> dict[str, Any]:
+    # A public address, never contacted: creating a subscription only checks where its URL leads.
+    body = {"url": "https://93.184.215.14/hooks"}
+    response = await client.post(HOOKS, json=body, headers=place.admin)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def webhook_subscriptions_create(
+    client: httpx.AsyncClient, place: Place, h: dict[str, str]
+) -> httpx.Response:
+    return await client.post(HOOKS, json={"url": "https://93.184.215.14/hooks"}, headers=h)
+
+
+async def webhook_subscriptions_update(
+    client: httpx.AsyncClient, place: Place, h: dict[str, str]
+) -> httpx.Response:
+    sub = await _subscription(client, place)
+    return await client.patch(
+        f"{HOOKS}/{sub['id']}", json={"status": "paused"}, headers=_patch(h, sub["version"])
+    )
+
+
+async def webhook_subscriptions_delete(
+    client: httpx.AsyncClient, place: Place, h: dict[str, str]
+) -> httpx.Response:
+    sub = await _subscription(client, place)
+    return await client.delete(f"{HOOKS}/{sub['id']}", headers={**h, "If-Match": f'"{sub["version"]}"'})
+
+
+async def webhook_subscriptions_rotate_secret(
+    client: httpx.AsyncClient, place: Place, h: dict[str, str]
+) -> httpx.Response:
+    sub = await _subscription(client, place)
+    return await client.post(f"{HOOKS}/{sub['id']}/rotate-secret", headers=h)
+
+
+async def webhook_subscriptions_delivery_retry(
+    client: httpx.AsyncClient, place: Place, h: dict[str, str]
+) -> httpx.Response:
+    sub = await _subscription(client, place)
+    # A failed delivery, as the worker leaves one (the worker reads the feed outside the test's transaction).
+    app = client._transport.app  # type: ignore[attr-defined]
+    delivery = WebhookDelivery(
+        id=uuid.uuid4(),
+        subscription_id=uuid.UUID(sub["id"]),
+        change_xid=0,
+        change_seq=1,
+        resource="territories",
+        object_id=uuid.uuid4(),
+        action="created",
+        object_version=1,
+        territory_id=None,
+        occurred_at=utcnow(),
+        status="failed",
+        attempts=9,
+        created_at=utcnow(),
+    )
+    async with app.state.sessionmaker() as session:
+        session.add(delivery)
+        await session.commit()
+    return await client.post(f"{HOOKS}/{sub['id']}/deliveries/{delivery.id}/retry", headers=h)
+
+
 CASES: dict[str, Case] = {
     case.__name__: case
     for case in (
@@ -341,6 +412,11 @@ CASES: dict[str, Case] = {
         api_keys_create,
         api_keys_delete,
         api_keys_rotate,
+        webhook_subscriptions_create,
+        webhook_subscriptions_update,
+        webhook_subscriptions_delete,
+        webhook_subscriptions_rotate_secret,
+        webhook_subscriptions_delivery_retry,
     )
 }
 

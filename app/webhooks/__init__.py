@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions to the change feed, delivered by a worker under the Standard Webhooks spec."""
