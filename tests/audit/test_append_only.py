@@ -56,8 +56,11 @@ async def test_purge_deletes_old_journal_lines_only_and_is_audited(
     await _journal_line(session, recent)
     with audit.acting("cli_purge"):
         purged = await audit.purge_journal(session, cutoff)
-    assert purged == 1
-    assert [r["subject_ids"] for r in await events(connection, kind="read")] == [[str(recent)]]
+    # (On PostgreSQL, other tests' committed journal lines may be older than the cut-off too.)
+    assert purged >= 1
+    subjects = [r["subject_ids"] for r in await events(connection, kind="read")]
+    assert [str(recent)] in subjects
+    assert [str(old)] not in subjects
     writes = await events(connection, kind="write")
     # Write events are kept, their personal values masked.
     assert writes[0]["resource"] == "counsellors"
@@ -66,7 +69,7 @@ async def test_purge_deletes_old_journal_lines_only_and_is_audited(
     assert purge["resource"] == "audit_events"
     assert purge["action"] == "cli_purge"
     assert purge["actor_role"] == "system"
-    assert purge["changes"]["purged"] == {"before": None, "after": 1}
+    assert purge["changes"]["purged"] == {"before": None, "after": purged}
     assert purge["changes"]["occurred_before"]["after"].startswith(cutoff.strftime("%Y-%m-%dT%H:%M:%S"))
     # Outside the purge, DELETE is refused again (the flag lasted for the purge only).
     savepoint = await connection.begin_nested()
