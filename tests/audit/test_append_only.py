@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -14,10 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.core import audit
 from app.db import utcnow
 from tests.audit.helpers import events
-
-
-def _aware(instant: datetime) -> datetime:
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 async def _journal_line(session: AsyncSession, subject: uuid.UUID) -> None:
@@ -61,18 +56,15 @@ async def test_purge_deletes_old_journal_lines_only_and_is_audited(
     await _journal_line(session, recent)
     with audit.acting("cli_purge"):
         purged = await audit.purge_journal(session, cutoff)
-    # Other tests of this database may have committed journal lines (a served process's, say): the purge
-    # takes them too, and only what is older than the cutoff.
+    # (On PostgreSQL, other tests' committed journal lines may be older than the cut-off too.)
     assert purged >= 1
-    reads = await events(connection, kind="read")
-    assert [str(recent)] in [r["subject_ids"] for r in reads]
-    assert [str(old)] not in [r["subject_ids"] for r in reads]
-    assert all(_aware(r["occurred_at"]) >= cutoff for r in reads)
-    writes = [e for e in await events(connection, kind="write") if e["resource_id"] in (old, str(old))]
+    subjects = [r["subject_ids"] for r in await events(connection, kind="read")]
+    assert [str(recent)] in subjects
+    assert [str(old)] not in subjects
+    writes = await events(connection, kind="write")
     # Write events are kept, their personal values masked.
     assert writes[0]["resource"] == "counsellors"
     assert writes[0]["changes"] == {"email": {"before": "***", "after": None}}
-    writes = await events(connection, kind="write", resource="audit_events")
     purge = writes[-1]
     assert purge["resource"] == "audit_events"
     assert purge["action"] == "cli_purge"

@@ -181,7 +181,12 @@ async def test_a_savepoint_rolled_back_takes_its_objects_events_with_it(
     await session.flush()
     await savepoint.rollback()
     await session.commit()
-    found = await events(connection, resource="territories")
+    # (Other tests' committed rows may be there on PostgreSQL: these two objects only.)
+    found = [
+        e
+        for e in await events(connection, resource="territories")
+        if e["resource_id"] in (kept.id, undone.id)
+    ]
     assert [e["resource_id"] for e in found] == [kept.id]
     assert found[0]["actor_role"] == "system"
     assert found[0]["changes"]["code"] == {"before": None, "after": "11"}
