@@ -545,6 +545,7 @@ def serve(
     # replaced.
     for handler in logging.getLogger().handlers:
         handler.flush()
+    prepare_metrics_dir(workers)
     command = server_command(
         host,
         port,
@@ -552,29 +553,27 @@ def serve(
         keep_alive or settings.keep_alive_timeout_seconds,
         shutdown_timeout=settings.shutdown_timeout_seconds,
     )
-    command += metrics_dir_options(workers)
     os.execv(command[0], command)
 
 
-def metrics_dir_options(workers: int) -> list[str]:
+def prepare_metrics_dir(workers: int) -> None:
     """Several workers write their metrics into one directory (prometheus_client's multiprocess mode), which
-    a scrape of any worker reads whole: PROMETHEUS_MULTIPROC_DIR, or a temporary directory made here, given
-    to gunicorn (`--env`, set before it loads the application) and removed when it stops. Values left by an
-    earlier run are deleted: counters start at zero."""
-    from app.core.gunicorn_config import MADE_BY_SERVE_ENV, MULTIPROCESS_ENV
+    a scrape of any worker reads whole: PROMETHEUS_MULTIPROC_DIR, or a temporary directory made here (and
+    removed when the server stops). Values left by an earlier run are deleted: counters start at zero."""
+    from app.core.gunicorn_config import MADE_BY_SERVE_ENV
+    from app.core.metrics import MULTIPROCESS_ENV
 
-    options: list[str] = []
     directory = os.environ.get(MULTIPROCESS_ENV)
     if not directory:
         if workers <= 1:
-            return options
+            return
         directory = tempfile.mkdtemp(prefix="cnfs-api-metrics-")
-        options = ["--env", f"{MULTIPROCESS_ENV}={directory}", "--env", f"{MADE_BY_SERVE_ENV}={directory}"]
+        os.environ[MULTIPROCESS_ENV] = directory
+        os.environ[MADE_BY_SERVE_ENV] = directory
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
         stale.unlink(missing_ok=True)
-    return options
 
 
 def server_command(

@@ -104,7 +104,8 @@ def test_every_line_is_json_until_sigterm(tmp_path: Path, workers: int) -> None:
 
 
 def test_two_workers_are_counted_together(tmp_path: Path) -> None:
-    environment = {"TMPDIR": str(tmp_path), "DATABASE_POOL_SIZE": "3"}
+    # No directory given (an empty variable): `serve` makes one.
+    environment = {"TMPDIR": str(tmp_path), "DATABASE_POOL_SIZE": "3", "PROMETHEUS_MULTIPROC_DIR": ""}
     with serve(tmp_path, "--workers", "2", **environment) as server:
         made = list(tmp_path.glob("cnfs-api-metrics-*"))
         assert len(made) == 1, made

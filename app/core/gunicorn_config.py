@@ -8,9 +8,8 @@ import os
 import shutil
 from typing import Any
 
-# Not imported from app.core.metrics: gunicorn reads this file before it sets the variable (`--env`), and
-# prometheus_client must be imported after, in multiprocess mode.
-MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from app.core.metrics import MULTIPROCESS_ENV
+
 # Set by `cnfs-api serve` when it made the directory itself (no PROMETHEUS_MULTIPROC_DIR given).
 MADE_BY_SERVE_ENV = "CNFS_API_METRICS_DIR_MADE"
 

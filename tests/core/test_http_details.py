@@ -122,6 +122,8 @@ def test_serve_keeps_idle_connections_75_seconds(monkeypatch: pytest.MonkeyPatch
         seen["argv"] = argv
 
     monkeypatch.setattr(cli_module.os, "execv", execv)
+    # `serve --workers 2` sets the metrics' directory in its environment before the (here pretended) exec.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cnfs.db'}")
     monkeypatch.setenv("SECRET_KEY", "k" * 40)
     get_settings.cache_clear()
