@@ -1609,6 +1609,7 @@ REGISTRATION_FIELDS = (
     "waitlist_rank",
     "attendance",
     "created_at",
+    "anonymized_at",
 )
 _REGISTRATION_INPUT = frozenset({"first_name", "last_name", "email", "phone", "age_bracket", "social_status"})
 _REGISTRANT_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
