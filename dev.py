@@ -43,6 +43,9 @@ def test(args: list[str]) -> None:
     """SQLite, then PostgreSQL: the race and lock tests only mean something on PostgreSQL."""
     only = args[0] if args and args[0] in ("--sqlite", "--postgres") else None
     rest = args[1:] if only else args
+    # Two processes (pytest-xdist), each with its own database, unless told otherwise (`-n 0`, `-n 4`).
+    if not any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in rest):
+        rest = ["-n", "2", *rest]
     url = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
     server = f"{urlsplit(url).hostname}:{urlsplit(url).port or 5432}"
     results: dict[str, str] = {}
