@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -163,7 +163,15 @@ def seed_demo() -> None:
     """Load the demo data into an empty database and print the demo API keys it creates."""
     from app.demo import seed
 
-    _report_seed(asyncio.run(seed(checked_settings(secret=False, schema=True))))
+    with _acting("cli_seed_demo"):
+        _report_seed(asyncio.run(seed(checked_settings(secret=False, schema=True))))
+
+
+def _acting(action: str) -> AbstractContextManager[None]:
+    """The audit trail's actor for what a command writes: `system`, with the command as the action."""
+    from app.core import audit
+
+    return audit.acting(action)
 
 
 def _report_seed(result: dict[str, Any]) -> None:
@@ -189,15 +197,16 @@ def create_key(
 
     settings = checked_settings(secret=False, schema=True)
     try:
-        secret = asyncio.run(
-            do_create(
-                settings,
-                name=name,
-                role=role,
-                territory_ids=[uuid.UUID(t) for t in territory or []],
-                counsellor_id=uuid.UUID(counsellor) if counsellor else None,
+        with _acting("cli_create_key"):
+            secret = asyncio.run(
+                do_create(
+                    settings,
+                    name=name,
+                    role=role,
+                    territory_ids=[uuid.UUID(t) for t in territory or []],
+                    counsellor_id=uuid.UUID(counsellor) if counsellor else None,
+                )
             )
-        )
     except (ValueError, AppError) as exc:
         # ValueError covers pydantic's ValidationError and malformed UUIDs.
         console.print(f"[red]cannot create the key:[/red] {getattr(exc, 'detail', None) or exc}")
@@ -244,7 +253,7 @@ def territories_import(
     console.print(f"referential {meta.get('package')} {meta.get('version')} ({meta.get('licence')})")
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress, _acting("cli_territories_import"):
         report = asyncio.run(_import(settings, snapshot, _Bar(progress)))
     _print_import(report, time.perf_counter() - started)
 
@@ -530,7 +539,8 @@ def serve(
     if migrate_first:
         run_migrations(settings)
     if load_demo:
-        _report_seed(asyncio.run(seed(settings)))
+        with _acting("cli_seed_demo"):
+            _report_seed(asyncio.run(seed(settings)))
     if settings.log_json:
         # A log line like the others: with LOG_JSON, every line the running service writes is JSON.
         logging.getLogger("app.cli").info("Swagger UI: http://%s:%s/docs", host, port)
