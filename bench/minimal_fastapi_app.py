@@ -245,6 +245,15 @@ def create_app(database_url: str | None = None, secret_key: str | None = None) -
     ) -> Response:
         return respond(await shared.positions_list(db, _list_request(request, limit), authorization))
 
+    @app.get("/api/v1/counsellors")
+    async def counsellors_list(
+        request: Request,
+        db: DatabaseDep,
+        limit: Limit = shared.DEFAULT_LIMIT,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        return respond(await shared.counsellors_list(db, _list_request(request, limit), authorization))
+
     @app.get("/api/v1/counsellors/{counsellor_id}")
     async def counsellor_get(
         db: DatabaseDep,

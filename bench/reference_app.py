@@ -166,6 +166,22 @@ async def positions_list(request: Request) -> Response:
     )
 
 
+async def counsellors_list(request: Request) -> Response:
+    error = _unknown(request, shared.COUNSELLOR_LIST_PARAMS)
+    if error:
+        return respond(error)
+    if set(request.query_params) - {"limit"}:
+        return respond(shared.problem(422, "validation_error", "the reference serves first pages only"))
+    limit = _limit(request)
+    if isinstance(limit, Reply):
+        return respond(limit)
+    return respond(
+        await shared.counsellors_list(
+            request.app.state.db, _list_request(request, limit), request.headers.get("authorization")
+        )
+    )
+
+
 async def counsellor_get(request: Request) -> Response:
     counsellor_id = _uuid_param(request.path_params["counsellor_id"])
     if not isinstance(counsellor_id, uuid.UUID):
@@ -288,6 +304,7 @@ ROUTES = [
     Route("/api/v1/agreements/{agreement_id}", agreement_get),
     Route("/api/v1/agreements/{agreement_id}/sign", agreement_sign, methods=["POST"]),
     Route("/api/v1/positions", positions_list),
+    Route("/api/v1/counsellors", counsellors_list),
     Route("/api/v1/counsellors/by-ref/{external_ref}", counsellor_upsert, methods=["PUT"]),
     Route("/api/v1/counsellors/{counsellor_id}", counsellor_get),
     Route("/api/v1/workshops", workshops_list),

@@ -229,6 +229,10 @@ SCENARIOS: list[Scenario] = [
         cleanup=(CHANGES_CLEANUP, f"DELETE FROM agreements WHERE reference LIKE '{WRITE_PREFIX}%'"),
     ),
     Scenario("positions, 50 per page, scoped key", get("/api/v1/positions?limit=50", Authorization=MANAGER)),
+    Scenario(
+        "counsellors, 50 per page, scoped key (journaled)",
+        get("/api/v1/counsellors?limit=50", Authorization=MANAGER),
+    ),
     Scenario("one counsellor, scoped key", get("/api/v1/counsellors/{counsellor_id}", Authorization=MANAGER)),
     Scenario(
         "PUT counsellor by-ref, unchanged (idempotent)",

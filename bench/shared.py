@@ -1194,6 +1194,65 @@ async def counsellor_get(
     return json_reply(counsellor_json(row, current), version=row["version"])
 
 
+COUNSELLOR_LIST_PARAMS = frozenset(
+    {"territory_id", "within", "external_ref", "updated_since", "sort", "limit", "cursor", "include_total"}
+)
+
+
+async def counsellors_list(db: Database, page: ListRequest, authorization: str | None) -> Reply:
+    """Admin and territory managers (a scoped key sees the counsellors of its subtrees); viewers and
+    counsellor keys → 403. Oldest first (the default sort). The service's statements: the page, the
+    current assignments of its counsellors (one query), and the page's journal line in its transaction."""
+    async with db.acquire() as conn:
+        caller = require_reader(await caller_for(db, conn, authorization), PERSONAL_READERS)
+        if isinstance(caller, Reply):
+            return caller
+        scope, args = scope_clause(db, caller, "territory_id", 1)
+        args.append(page.limit + 1)
+        async with journal_snapshot(db, conn):
+            rows = await conn.fetch(
+                db.sql(
+                    f"SELECT {COUNSELLOR_COLUMNS} FROM counsellors WHERE true{scope}"
+                    f" ORDER BY created_at, id LIMIT ${len(args)}"
+                ),
+                *args,
+            )
+            shown = rows[: page.limit]
+            current: dict[str, Mapping[str, Any]] = {}
+            if shown:
+                found = await conn.fetch(
+                    db.sql(
+                        "SELECT counsellor_id, id, position_id, contract_type, started_on, ends_on"
+                        f" FROM assignments WHERE counsellor_id IN ({_in_list(2, len(shown))}) AND {COVERS}"
+                    ),
+                    today(),
+                    *(as_uuid(r["id"]) for r in shown),
+                )
+                current = {str(as_uuid(a["counsellor_id"])): a for a in found}
+                # The personal-data journal's line, in the answer's transaction, as the service writes it.
+                await conn.execute(
+                    _audit_sql(db),
+                    *_audit_args(
+                        db,
+                        caller,
+                        "read",
+                        "counsellors_list",
+                        "counsellors",
+                        None,
+                        None,
+                        [str(as_uuid(r["id"])) for r in shown],
+                        datetime.now(UTC),
+                    ),
+                )
+    page = ListRequest(page.limit, caller.name, page.path, page.params, page.base_url, page.secret)
+    return _page(
+        rows,
+        page,
+        lambda r: [r["created_at"], r["id"]],
+        lambda r: counsellor_json(r, current.get(str(as_uuid(r["id"])))),
+    )
+
+
 @dataclass(frozen=True)
 class CounsellorInput:
     """The body of `PUT /counsellors/by-ref/{external_ref}`, as stored columns."""

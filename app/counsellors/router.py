@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -13,7 +14,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from app.core import audit
 from app.core.auth import AdminDep, Principal, Role, check_roles, require_roles, resolve_principal
-from app.core.csv import csv_responses, list_response
+from app.core.csv import batch_column, csv_responses, list_response
 from app.core.direct import (
     DirectSession,
     as_session,
@@ -21,10 +22,11 @@ from app.core.direct import (
     json_body,
 )
 from app.core.idempotency import IdempotencyDep
-from app.core.listing import PageDep
+from app.core.listing import PageDep, direct_page_request
+from app.core.media import Separator
 from app.core.metrics import Metrics, on_commit_tally
 from app.core.problems import problem_responses
-from app.core.responses import created, model_response, object_response
+from app.core.responses import created, model_response, object_response, page_response
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
@@ -173,6 +175,41 @@ async def counsellors_list(
         ),
         journal=JOURNAL,
     )
+
+
+# The page, its current assignments, its total, and the page's journal line in the answer's transaction.
+@direct("counsellors_list", snapshot=True, journal=True)
+async def counsellors_list_direct(
+    request: Request,
+    session: DirectSession,
+    *,
+    territory_id: uuid.UUID | None,
+    within: uuid.UUID | None,
+    external_ref: str | None,
+    updated_since: datetime | None,
+    sort: str | None,
+    limit: int,
+    cursor: str | None,
+    include_total: bool,
+    sep: Separator,
+) -> Response | None:
+    page = await direct_page_request(request, session, limit, cursor, include_total, sep)
+    principal = check_roles(await resolve_principal(request, session), (Role.admin, Role.territory_manager))
+    direct_session = as_session(session)
+    rows, next_cursor, total = await service.list_counsellors(
+        direct_session,
+        principal,
+        page,
+        territory_id=territory_id,
+        within=within,
+        external_ref=external_ref,
+        updated_since=updated_since,
+        sort=sort,
+    )
+    await audit.record_read(
+        direct_session, resource=JOURNAL.resource, subject_ids=batch_column(rows, JOURNAL.subject)
+    )
+    return page_response(request, rows, next_cursor, total)
 
 
 @router.get(

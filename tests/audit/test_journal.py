@@ -65,19 +65,27 @@ async def test_a_counsellor_read_by_id_has_its_line_on_both_paths(
 
 
 async def test_lists_journal_the_people_of_the_page(
-    client: httpx.AsyncClient, admin: dict[str, str], tree: Tree, connection: AsyncConnection
+    client: httpx.AsyncClient,
+    route_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    tree: Tree,
+    connection: AsyncConnection,
 ) -> None:
     ids = [
         (await create_counsellor(client, admin, tree.lyon.id, email=f"p{i}@example.org"))["id"]
         for i in range(3)
     ]
-    page = await client.get(COUNSELLORS, params={"limit": 2}, headers={**admin, "X-Request-ID": "list-1"})
-    assert page.status_code == 200
-    shown = [item["id"] for item in page.json()["items"]]
-    (line,) = await _reads(connection, "list-1")
-    assert line["action"] == "counsellors_list"
-    assert line["subject_ids"] == shown
-    assert set(shown) < set(ids)
+    # The direct path and the route journal the page alike.
+    for name, answering in (("direct", client), ("route", route_client)):
+        page = await answering.get(
+            COUNSELLORS, params={"limit": 2}, headers={**admin, "X-Request-ID": f"list-{name}"}
+        )
+        assert page.status_code == 200
+        shown = [item["id"] for item in page.json()["items"]]
+        (line,) = await _reads(connection, f"list-{name}")
+        assert line["action"] == "counsellors_list"
+        assert line["subject_ids"] == shown
+        assert set(shown) < set(ids)
     empty = await client.get(
         COUNSELLORS,
         params={"territory_id": str(tree.toulouse.id)},

@@ -1,5 +1,5 @@
-"""The direct twin of `GET /counsellors/{id}` answers exactly as the route does (`same_answers`,
-tests/conftest.py): personal data, so every role's 200, 403 and 404, in the route's order."""
+"""The direct twins of `GET /counsellors/{id}` and `GET /counsellors` answer exactly as their routes do
+(`same_answers`, tests/conftest.py): personal data, so every role's 200, 403 and 404, in the route's order."""
 
 from __future__ import annotations
 
@@ -72,3 +72,37 @@ async def test_one_counsellor(
     await same_answers(url("bulk"), headers=admin, direct=False)
     await same_answers(url("not-a-uuid"), headers=admin, direct=False)
     await same_answers(url("not-a-uuid"), direct=False)  # 401 first
+
+
+async def test_the_list_of_counsellors(
+    client: httpx.AsyncClient, same_answers: SameAnswers, world: World, make_key: KeyMaker
+) -> None:
+    admin, tree = world.admin, world.tree
+    lyon = await create_counsellor(client, admin, tree.lyon_metro.id, external_ref="L-1")
+    await create_counsellor(client, admin, tree.lyon.id, external_ref="L-2")
+    await create_counsellor(client, admin, tree.rhone.id, external_ref="R-1")
+    position = await create_position(client, admin, world.lyon["id"])
+    await assign(client, admin, position["id"], lyon["id"], started_on=day(-1))
+    own_key = bearer(await make_key("counsellor", [tree.lyon_metro], counsellor_id=uuid.UUID(lyon["id"])))
+
+    first = await same_answers(COUNSELLORS, params={"limit": 2}, headers=admin)
+    assert first.status_code == 200
+    body = first.json()
+    assert len(body["items"]) == 2
+    assert body["next_cursor"]
+    assert body["items"][0]["current_assignment"] is not None
+    await same_answers(COUNSELLORS, params={"cursor": body["next_cursor"], "limit": 2}, headers=admin)
+    scoped = await same_answers(COUNSELLORS, headers=world.lyon_manager)
+    assert [c["external_ref"] for c in scoped.json()["items"]] == ["L-1", "L-2"]
+    assert (await same_answers(COUNSELLORS, headers=world.rhone_manager)).status_code == 200
+    params: dict[str, str] = {"sort": "-updated_at", "include_total": "true", "within": str(tree.lyon.id)}
+    assert (await same_answers(COUNSELLORS, params=params, headers=admin)).json()["total"] == 1
+    assert (await same_answers(COUNSELLORS, params={"external_ref": "R-1"}, headers=admin)).status_code == 200
+    assert (await same_answers(COUNSELLORS, headers=world.lyon_viewer)).status_code == 403
+    assert (await same_answers(COUNSELLORS, headers=own_key)).status_code == 403
+    assert (await same_answers(COUNSELLORS)).status_code == 401
+    assert (
+        await same_answers(COUNSELLORS, params={"within": str(uuid.uuid4())}, headers=admin)
+    ).status_code == 422
+    await same_answers(COUNSELLORS, params={"limit": "0"}, headers=admin, direct=None)
+    await same_answers(COUNSELLORS, params={"x": "1"}, headers=admin, direct=False)
