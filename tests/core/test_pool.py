@@ -26,6 +26,17 @@ async def one_connection(settings: Settings) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
+@pytest.fixture
+async def patient_connection(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """One connection, waited for up to 10 s: for an order that must not depend on a busy machine's speed
+    (four requests served one after the other within 0.5 s is not a given on 2 loaded cores)."""
+    engine = make_engine(settings.database_url, pool_size=1, pool_timeout=10)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
 def _waiting(engine: AsyncEngine) -> int:
     queue = engine.sync_engine.pool._pool  # type: ignore[attr-defined]
     assert isinstance(queue, FairAsyncQueue)
@@ -44,30 +55,32 @@ async def test_the_engines_use_the_fair_pool(one_connection: AsyncEngine) -> Non
     assert isinstance(one_connection.sync_engine.pool, FairAsyncQueuePool)
 
 
-async def test_waiters_get_the_connection_in_the_order_they_came(one_connection: AsyncEngine) -> None:
+async def test_waiters_get_the_connection_in_the_order_they_came(
+    patient_connection: AsyncEngine,
+) -> None:
     served: list[str] = []
 
     async def request(name: str) -> None:
-        async with one_connection.connect() as connection:
+        async with patient_connection.connect() as connection:
             served.append(name)
             await connection.execute(text("SELECT 1"))
 
-    held = await one_connection.connect()
+    held = await patient_connection.connect()
     await held.execute(text("SELECT 1"))
     waiters = []
     for index, name in enumerate(["first", "second", "third"]):
         waiters.append(asyncio.create_task(request(name)))
-        await _until_waiting(one_connection, index + 1)
+        await _until_waiting(patient_connection, index + 1)
     # The connection comes back, and a request asks for one in the same instant, before the first waiter
     # has run: it comes last, behind the three that were waiting, instead of taking the connection.
     await held.close()
-    async with one_connection.connect() as late:
+    async with patient_connection.connect() as late:
         served.append("late")
         await late.execute(text("SELECT 1"))
     await asyncio.gather(*waiters)
     assert served == ["first", "second", "third", "late"]
-    assert _waiting(one_connection) == 0
-    assert one_connection.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert _waiting(patient_connection) == 0
+    assert patient_connection.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 async def test_a_waiter_still_times_out_and_leaves_the_line(one_connection: AsyncEngine) -> None:
