@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import configure_mappers
 
 from app.api import api_router
 from app.api_keys import service as api_keys
@@ -416,8 +418,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def preloaded_app() -> FastAPI:
     """The application for a server that loads it once, then forks its workers (`cnfs-api serve --workers
     2`: gunicorn `--preload`). Objects made so far are moved out of the garbage collector's reach, so that
-    its passes do not write to (and so copy) the pages the workers share."""
+    its passes do not write to (and so copy) the pages the workers share.
+
+    What every worker would otherwise build for itself at its first request is built here once and shared:
+    the ORM's mappers (their relationships and loaders, configured at the first query) and anyio's asyncio
+    backend (loaded at the first request's task group).  `bench.soak`'s memory table measures the result."""
     app = create_app()
+    configure_mappers()
+    importlib.import_module("anyio._backends._asyncio")
+    importlib.import_module("anyio.streams.memory")
     gc.collect()
     gc.freeze()
     return app
