@@ -7,6 +7,13 @@ Run once per new vintage, by hand, then commit the output:
     cd "$(mktemp -d)" && npm pack @etalab/decoupage-administratif@6.0.0 && tar xzf *.tgz
     python3 scripts/build_referential.py <that directory>/package
 
+The dataset gives no SIREN for régions and départements. `--sirens FILE` adds them from a CSV an operator
+keeps (header `kind,code,siren`, `kind` being `region` or `departement`, one row per territory, the SIREN as
+the SIRENE directory records it for the collectivité): they become the optional last element of those rows,
+and the open-data export uses them as the `pivot` of the venues of the counsellors these collectivités
+employ. Unknown codes, malformed SIRENs and duplicates are refused. A snapshot built without the option has
+none, and importing it leaves the SIRENs already stored in place.
+
 Only standard-library Python: the script runs without the service's dependencies. It keeps what the service
 uses and nothing else:
 
@@ -27,6 +34,7 @@ import (`app/territories/referential.py`), not here: the file only records the d
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import json
 import sys
@@ -43,7 +51,35 @@ def _load(package: Path, name: str) -> list[dict[str, Any]]:
     return data
 
 
-def build(package: Path) -> dict[str, Any]:
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def read_sirens(path: Path) -> dict[tuple[str, str], str]:
+    """The région and département SIRENs of an operator's CSV (`kind,code,siren`), checked."""
+    sirens: dict[tuple[str, str], str] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or set(reader.fieldnames) != {"kind", "code", "siren"}:
+            raise SystemExit(f"{path}: expected the header kind,code,siren")
+        for line, row in enumerate(reader, start=2):
+            kind, code, siren = row["kind"].strip(), row["code"].strip(), row["siren"].strip()
+            if kind not in ("region", "departement"):
+                raise SystemExit(f"{path}:{line}: kind must be region or departement, not {kind!r}")
+            if not (siren.isascii() and siren.isdigit() and len(siren) == 9 and _luhn_ok(siren)):
+                raise SystemExit(f"{path}:{line}: {siren!r} is not a SIREN (9 digits with a valid Luhn key)")
+            if (kind, code) in sirens:
+                raise SystemExit(f"{path}:{line}: {kind} {code} is listed twice")
+            sirens[(kind, code)] = siren
+    return sirens
+
+
+def build(package: Path, sirens: dict[tuple[str, str], str] | None = None) -> dict[str, Any]:
+    sirens = sirens or {}
     manifest = json.loads((package / "package.json").read_text(encoding="utf-8"))
     regions = [r for r in _load(package, "regions") if r["zone"] in KEPT_ZONES]
     departements = [d for d in _load(package, "departements") if d["zone"] in KEPT_ZONES]
@@ -78,6 +114,16 @@ def build(package: Path) -> dict[str, Any]:
         if code in current or aliases[code][1] not in current:
             del aliases[code]
 
+    known = {("region", r["code"]) for r in regions} | {("departement", d["code"]) for d in departements}
+    unknown = sorted(set(sirens) - known)
+    if unknown:
+        raise SystemExit(f"SIRENs of territories the dataset does not hold: {unknown}")
+
+    def siren_of(kind: str, code: str) -> list[str]:
+        # The optional last element: only written when known, so that a snapshot without SIRENs keeps the
+        # rows it always had.
+        return [sirens[(kind, code)]] if (kind, code) in sirens else []
+
     return {
         "format": FORMAT,
         "meta": {
@@ -91,9 +137,13 @@ def build(package: Path) -> dict[str, Any]:
             "licence": "Licence Ouverte / Open Licence 2.0 (data); MIT (package)",
             "zones": sorted(KEPT_ZONES),
         },
-        "regions": [[r["code"], r["nom"]] for r in sorted(regions, key=lambda r: r["code"])],
+        "regions": [
+            [r["code"], r["nom"], *siren_of("region", r["code"])]
+            for r in sorted(regions, key=lambda r: r["code"])
+        ],
         "departements": [
-            [d["code"], d["nom"], d["region"]] for d in sorted(departements, key=lambda d: d["code"])
+            [d["code"], d["nom"], d["region"], *siren_of("departement", d["code"])]
+            for d in sorted(departements, key=lambda d: d["code"])
         ],
         "epci": [
             [e["code"], e["nom"], e["type"], e.get("populationMunicipale")]
@@ -128,8 +178,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--output", type=Path, help="default: app/territories/data/referential-<version>.json.gz"
     )
+    parser.add_argument(
+        "--sirens", type=Path, help="a CSV kind,code,siren of régions' and départements' SIRENs (optional)"
+    )
     args = parser.parse_args(argv)
-    data = build(args.package)
+    data = build(args.package, read_sirens(args.sirens) if args.sirens else None)
     output = args.output or ROOT / "app/territories/data" / f"referential-{data['meta']['version']}.json.gz"
     output.parent.mkdir(parents=True, exist_ok=True)
     raw = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

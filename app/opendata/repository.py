@@ -77,7 +77,8 @@ def venues_statement() -> Select[tuple[object, ...]]:
     employer = aliased(Territory, name="employer")
     commune = aliased(Territory, name="commune")
     # The employer is the agreement's territory: a commune's SIREN is stored beside it; a métropole's or an
-    # EPCI's code is its SIREN. A département or a région has none in the referential: no pivot.
+    # EPCI's code is its SIREN; a département's or a région's is stored when the imported referential
+    # carried it (the dataset has none: scripts/build_referential.py --sirens). Otherwise no pivot.
     employer_siren = func.coalesce(
         employer.siren, case((employer.kind.in_(("metropole", "epci")), employer.code), else_=None)
     )

@@ -41,6 +41,11 @@ CODE_RULES = {
 }
 
 
+def is_siren(code: str) -> bool:
+    """9 ASCII digits with a valid Luhn key."""
+    return code.isascii() and code.isdigit() and len(code) == 9 and bool(siren.is_valid(code))
+
+
 def code_error(kind: TerritoryKind, code: str) -> str | None:
     """None when `code` is a valid official code for `kind`, else what it should look like."""
     ok: bool
@@ -51,7 +56,7 @@ def code_error(kind: TerritoryKind, code: str) -> str | None:
     elif kind is TerritoryKind.commune:
         ok = bool(_COMMUNE.fullmatch(code))
     else:
-        ok = code.isascii() and code.isdigit() and len(code) == 9 and siren.is_valid(code)
+        ok = is_siren(code)
     return None if ok else f"invalid code for a {kind.value}: expected {CODE_RULES[kind]}"
 
 

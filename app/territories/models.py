@@ -47,7 +47,9 @@ class Territory(TimestampedMixin, VersionedMixin, Base):
     # and names that start with the query on it.
     search_name: Mapped[str] = mapped_column(String(NAME_SORT_LENGTH), default=_search_name_of_the_row)
     # Communes of the official referential: their SIREN and La Poste postcodes (space-separated). Searched,
-    # and checked by `check_commune`; not part of the API's territory shape.
+    # and checked by `check_commune`; not part of the API's territory shape. A région's or a département's
+    # SIREN when the imported snapshot carried one (the dataset has none; app/territories/referential.py):
+    # the open-data export's `pivot` for the counsellors they employ.
     siren: Mapped[str | None] = mapped_column(String(9))
     postcodes: Mapped[str | None] = mapped_column(String(200))
 

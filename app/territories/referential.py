@@ -13,7 +13,12 @@ package `@etalab/decoupage-administratif`) records the dataset's facts; `plan` d
   stays within its département;
 - a commune in no EPCI (four islands) hangs off its département;
 - populations are the dataset's municipal populations; a région's or département's is the sum of its
-  communes' (the Rhône's without the Métropole de Lyon's).
+  communes' (the Rhône's without the Métropole de Lyon's);
+- SIRENs: a commune's and an EPCI's come with the dataset; a région's or a département's does not (the
+  dataset has none), so a snapshot may carry them as an optional last element of their rows
+  (`scripts/build_referential.py --sirens`). An import writes the SIREN a row carries and keeps the stored
+  one of a région or département whose row carries none: the shipped snapshot, which has none, never erases
+  one an operator loaded.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.territories.codes import TerritoryKind
+from app.territories.codes import TerritoryKind, is_siren
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SNAPSHOT_VERSION = "6.0.0"
@@ -38,6 +43,10 @@ LYON_TYPE = "MET69"
 METROPOLE_TYPES = frozenset({"METRO", LYON_TYPE})
 
 Key = tuple[str, str]
+
+# Kinds whose SIREN the dataset does not give: a snapshot may carry one, and an import that has none for
+# such a territory keeps the stored one.
+SIREN_OPTIONAL_KINDS = frozenset({TerritoryKind.region, TerritoryKind.departement})
 
 
 class SnapshotError(ValueError):
@@ -79,6 +88,8 @@ class Snapshot:
     epcis: dict[str, Epci]
     communes: dict[str, Commune]
     aliases: dict[str, Alias]
+    # The SIRENs of régions and départements the snapshot carries, by (kind, code): none in the dataset.
+    sirens: dict[Key, str] = field(default_factory=dict)
 
     def subset(self, commune_codes: set[str]) -> Snapshot:
         """Only these communes, with their EPCI, départements, régions and former codes (for tests)."""
@@ -91,23 +102,51 @@ class Snapshot:
             epcis={e: self.epcis[e] for e in sorted({c.epci for c in communes.values() if c.epci})},
             communes=communes,
             aliases={a.code: a for a in self.aliases.values() if a.commune in communes},
+            sirens={
+                key: siren
+                for key, siren in self.sirens.items()
+                if (key[0] == "region" and key[1] in {region for _, region in departements.values()})
+                or (key[0] == "departement" and key[1] in departements)
+            },
         )
+
+
+def _optional_siren(kind: str, code: str, rest: list[Any], sirens: dict[Key, str]) -> None:
+    """The optional last element of a région's or département's row: its SIREN, or null."""
+    if len(rest) > 1:
+        raise ValueError(f"{kind} {code}: too many elements")
+    siren = rest[0] if rest else None
+    if siren is None:
+        return
+    if not isinstance(siren, str) or not is_siren(siren):
+        raise ValueError(f"{kind} {code}: {siren!r} is not a SIREN (9 digits with a valid Luhn key)")
+    sirens[(kind, code)] = siren
 
 
 def parse(data: dict[str, Any]) -> Snapshot:
     if not isinstance(data, dict) or data.get("format") != SUPPORTED_FORMAT:
         raise SnapshotError(f"not a referential snapshot of format {SUPPORTED_FORMAT}")
     try:
+        sirens: dict[Key, str] = {}
+        regions: dict[str, str] = {}
+        for code, name, *rest in data["regions"]:
+            regions[code] = name
+            _optional_siren("region", code, rest, sirens)
+        departements: dict[str, tuple[str, str]] = {}
+        for code, name, region, *rest in data["departements"]:
+            departements[code] = (name, region)
+            _optional_siren("departement", code, rest, sirens)
         return Snapshot(
             meta=dict(data["meta"]),
-            regions=dict(data["regions"]),
-            departements={code: (name, region) for code, name, region in data["departements"]},
+            regions=regions,
+            departements=departements,
             epcis={siren: Epci(siren, name, type_, pop) for siren, name, type_, pop in data["epci"]},
             communes={
                 row[0]: Commune(row[0], row[1], row[2], row[3], row[4], row[5], tuple(row[6]))
                 for row in data["communes"]
             },
             aliases={row[0]: Alias(*row) for row in data["aliases"]},
+            sirens=sirens,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"malformed referential snapshot: {exc!r}") from exc
@@ -201,11 +240,25 @@ def plan(snapshot: Snapshot) -> tuple[list[Planned], list[PlannedAlias]]:
             departement_population[commune.departement] += commune.population or 0
 
     planned = [
-        Planned(TerritoryKind.region, code, name, None, region_population[code])
+        Planned(
+            TerritoryKind.region,
+            code,
+            name,
+            None,
+            region_population[code],
+            snapshot.sirens.get(("region", code)),
+        )
         for code, name in snapshot.regions.items()
     ]
     planned += [
-        Planned(TerritoryKind.departement, code, name, ("region", region), departement_population[code])
+        Planned(
+            TerritoryKind.departement,
+            code,
+            name,
+            ("region", region),
+            departement_population[code],
+            snapshot.sirens.get(("departement", code)),
+        )
         for code, (name, region) in snapshot.departements.items()
     ]
     planned += [

@@ -349,7 +349,8 @@ async def import_referential(
 ) -> ImportReport:
     """Loads the referential into the territories, idempotently by (kind, code): new ones are created,
     changed ones updated (their version moves), others left alone; nothing is deleted. Former codes of
-    communes become aliases. Bulk statements in the caller's transaction (flushes, never commits)."""
+    communes become aliases. A région or département the snapshot gives no SIREN keeps its stored one.
+    Bulk statements in the caller's transaction (flushes, never commits)."""
     planned, planned_aliases = referential.plan(snapshot)
     total = len(planned) + len(planned_aliases)
     if progress:
@@ -378,17 +379,22 @@ async def import_referential(
     for row in planned:
         territory_id = ids[row.key]
         keys = search.name_keys(row.name)
+        state = by_id.get(territory_id)
+        siren = row.siren
+        if siren is None and state is not None and row.kind in referential.SIREN_OPTIONAL_KINDS:
+            # The dataset has no SIREN for a région or a département: a snapshot without one (the shipped
+            # one) keeps what an operator loaded.
+            siren = state["siren"]
         wanted = {
             "name": row.name,
             "parent_id": parents[territory_id],
             "population": row.population,
             "path": _path_of(territory_id, parents, paths),
-            "siren": row.siren,
+            "siren": siren,
             "postcodes": " ".join(row.postcodes) or None,
             "search_name": keys.search_name,
             "name_sort": keys.name_sort,
         }
-        state = by_id.get(territory_id)
         if state is None:
             inserts.append(
                 {"id": territory_id, "kind": row.kind.value, "code": row.code, "version": 1}
@@ -410,7 +416,7 @@ async def import_referential(
             words_of[territory_id] = search.tokens(
                 code=row.code,
                 name=row.name,
-                siren=row.siren,
+                siren=siren,
                 postcodes=list(row.postcodes),
                 name_words=keys.words,
             )

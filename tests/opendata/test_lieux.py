@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from datetime import timedelta
@@ -10,13 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.opendata import service
 from app.opendata.repository import VenueRow
 from app.referentials.data import Theme
+from app.territories import referential
+from app.territories import service as territories
+from app.territories.models import Territory
 from app.workshops.models import Workshop
 from tests.opendata.helpers import (
     CSV_URL,
@@ -30,6 +34,9 @@ from tests.opendata.helpers import (
 from tests.workshops.helpers import VENUE, Place, create_workshop
 
 LYON_SIREN = "200046977"
+# A number with a valid Luhn key, for the tests only: not the Rhône's SIREN (the service ships none for a
+# département; an operator loads the real one, scripts/build_referential.py --sirens).
+DEPARTEMENT_SIREN = "123456782"
 
 
 async def workshop(client: httpx.AsyncClient, place: Place, position: str = "lyon", **changes: Any) -> str:
@@ -204,6 +211,46 @@ async def test_a_venue_that_cannot_fill_a_required_field_is_left_out_and_logged(
         * 2
     )
     assert not any(secret_name in line or "rue du Rhône" in line for line in caplog.text.splitlines())
+
+
+async def test_a_departements_venue_is_published_once_the_referential_has_its_siren(
+    client: httpx.AsyncClient, place: Place, session: AsyncSession, tmp_path: Path
+) -> None:
+    """The Rhône's position is employed by the département: without a SIREN its venue is left out (the
+    standard prescribes no value for an unknown SIRET); once an import of the referential carries the
+    département's SIREN, the venue is published with it as `pivot`, and a later import of a snapshot
+    without it (the shipped one has none) keeps it."""
+    await workshop(client, place)
+    rhone_venue = VENUE | {"name": "Maison du Rhône", "address": "7 rue du Rhône"}
+    await workshop(client, place, "rhone", venue=rhone_venue)
+    as_csv, as_json = await export(client)
+    assert [r["adresse"] for r in as_json.json()] == [VENUE["address"]]
+    assert errors_of_csv(as_csv.content, tmp_path) == []
+
+    subset = referential.shipped().subset({"69123", "69264", "69266"})
+    await territories.import_referential(
+        session, dataclasses.replace(subset, sirens={("departement", "69"): DEPARTEMENT_SIREN})
+    )
+    await session.flush()
+    as_csv, as_json = await export(client)
+    records = {r["adresse"]: r for r in as_json.json()}
+    assert set(records) == {VENUE["address"], "7 rue du Rhône"}
+    assert records["7 rue du Rhône"]["pivot"] == DEPARTEMENT_SIREN
+    assert records["7 rue du Rhône"]["nom"] == "Maison du Rhône"
+    assert records[VENUE["address"]]["pivot"] == LYON_SIREN
+    assert [row["pivot"] for row in csv_rows(as_csv.content)] == [
+        records[row["adresse"]]["pivot"] for row in csv_rows(as_csv.content)
+    ]
+    assert errors_of_csv(as_csv.content, tmp_path) == []
+    assert errors_of_records(as_json.json()) == []
+
+    await territories.import_referential(session, subset)
+    await session.flush()
+    the_rhone = select(Territory).where(Territory.kind == "departement", Territory.code == "69")
+    rhone = (await session.execute(the_rhone)).scalar_one()
+    assert rhone.siren == DEPARTEMENT_SIREN
+    _, as_json = await export(client)
+    assert {r["pivot"] for r in as_json.json()} == {LYON_SIREN, DEPARTEMENT_SIREN}
 
 
 def test_a_venue_without_a_commune_name_or_a_date_is_left_out() -> None:

@@ -4,6 +4,9 @@ Métropole de Lyon, idempotence, former codes, search, the commune check)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -122,6 +125,84 @@ def test_a_file_that_is_not_a_snapshot_is_refused(tmp_path: Any) -> None:
         referential.read(bad)
     with pytest.raises(referential.SnapshotError):
         referential.read(tmp_path / "missing.json.gz")
+
+
+# A number with a valid Luhn key, for the tests only: not a real collectivité's SIREN (the dataset has none
+# for régions and départements; an operator supplies them, scripts/build_referential.py --sirens).
+TEST_SIREN = "123456782"
+OTHER_TEST_SIREN = "100000009"
+
+
+def _raw(snapshot: referential.Snapshot) -> dict[str, Any]:
+    """A snapshot written back as the file's rows (the parser's input)."""
+    return {
+        "format": referential.SUPPORTED_FORMAT,
+        "meta": snapshot.meta,
+        "regions": [[code, name] for code, name in snapshot.regions.items()],
+        "departements": [[code, name, region] for code, (name, region) in snapshot.departements.items()],
+        "epci": [[e.siren, e.name, e.type, e.population] for e in snapshot.epcis.values()],
+        "communes": [
+            [c.code, c.name, c.departement, c.epci, c.population, c.siren, list(c.postcodes)]
+            for c in snapshot.communes.values()
+        ],
+        "aliases": [[a.code, a.commune, a.reason, a.name] for a in snapshot.aliases.values()],
+    }
+
+
+def test_a_snapshot_may_carry_the_siren_of_a_region_or_a_departement(subset: referential.Snapshot) -> None:
+    assert subset.sirens == {}
+    raw = _raw(subset)
+    assert referential.parse(raw) == subset
+    # A SIREN, a null or nothing at the end of a row.
+    raw["regions"] = [[*row, TEST_SIREN if row[0] == "84" else None] for row in raw["regions"]]
+    raw["departements"] = [[*row, OTHER_TEST_SIREN] if row[0] == "69" else row for row in raw["departements"]]
+    parsed = referential.parse(raw)
+    assert parsed.sirens == {("region", "84"): TEST_SIREN, ("departement", "69"): OTHER_TEST_SIREN}
+    assert parsed.regions == subset.regions
+    assert parsed.departements == subset.departements
+    # A subset keeps the SIRENs of the régions and départements it keeps.
+    assert parsed.subset({"69123"}).sirens == parsed.sirens
+    assert parsed.subset({"31555"}).sirens == {}
+    planned = {row.key: row for row in referential.plan(parsed)[0]}
+    assert planned[("region", "84")].siren == TEST_SIREN
+    assert planned[("departement", "69")].siren == OTHER_TEST_SIREN
+    assert planned[("departement", "31")].siren is None
+
+    for bad in ("123456789", "12345678", "1234567820", "abcdefghi", 123456782):
+        wrong = _raw(subset)
+        wrong["departements"] = [[*row, bad] for row in wrong["departements"]]
+        with pytest.raises(referential.SnapshotError, match="not a SIREN"):
+            referential.parse(wrong)
+    too_long = _raw(subset)
+    too_long["regions"] = [[*row, TEST_SIREN, "extra"] for row in too_long["regions"]]
+    with pytest.raises(referential.SnapshotError, match="too many elements"):
+        referential.parse(too_long)
+
+
+async def test_the_siren_of_a_departement_is_imported_and_kept(
+    client: httpx.AsyncClient, session: AsyncSession, subset: referential.Snapshot
+) -> None:
+    await load(session, subset)
+    rhone = await by_code(session, "departement", "69")
+    assert (rhone.siren, rhone.version) == (None, 1)
+
+    report = await load(session, dataclasses.replace(subset, sirens={("departement", "69"): TEST_SIREN}))
+    assert report.updated == {"departement": 1}
+    rhone = await by_code(session, "departement", "69")
+    assert (rhone.siren, rhone.version) == (TEST_SIREN, 2)
+    # Its SIREN finds it, as a commune's does.
+    assert names(await client.get(BASE, params={"q": TEST_SIREN})) == ["Rhône"]
+
+    # The shipped snapshot has no SIREN for a département: importing it again keeps the one loaded.
+    report = await load(session, subset)
+    assert not report.updated
+    rhone = await by_code(session, "departement", "69")
+    assert (rhone.siren, rhone.version) == (TEST_SIREN, 2)
+
+    # Another SIREN replaces it.
+    await load(session, dataclasses.replace(subset, sirens={("departement", "69"): OTHER_TEST_SIREN}))
+    rhone = await by_code(session, "departement", "69")
+    assert (rhone.siren, rhone.version) == (OTHER_TEST_SIREN, 3)
 
 
 # --- import: hierarchy ------------------------------------------------------------------------------
@@ -476,3 +557,84 @@ async def test_the_problem_codes_are_in_the_catalogue(client: httpx.AsyncClient)
         response = await client.get(f"/problems/{code}")
         assert response.status_code == 200, response.text
         assert response.json()["status"] == 422
+
+
+# --- scripts/build_referential.py --sirens ---------------------------------------------------------
+
+
+def _build_script() -> Any:
+    path = Path(__file__).resolve().parents[2] / "scripts" / "build_referential.py"
+    spec = importlib.util.spec_from_file_location("build_referential", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _package(root: Path) -> Path:
+    """The smallest package the script reads: one région, one département, one EPCI, one commune."""
+    data = root / "data"
+    data.mkdir(parents=True)
+    files: dict[str, Any] = {
+        "regions": [{"code": "84", "nom": "Auvergne-Rhône-Alpes", "zone": "metro"}],
+        "departements": [{"code": "69", "nom": "Rhône", "region": "84", "zone": "metro"}],
+        "communes": [
+            {
+                "code": "69264",
+                "nom": "Villefranche-sur-Saône",
+                "departement": "69",
+                "zone": "metro",
+                "type": "commune-actuelle",
+                "population": 36_172,
+                "siren": "216902643",
+                "codesPostaux": ["69400"],
+            }
+        ],
+        "epci": [
+            {
+                "code": "200040590",
+                "nom": "CA Villefranche Beaujolais Saône",
+                "type": "CA",
+                "populationMunicipale": 73_717,
+                "membres": [{"code": "69264"}],
+            }
+        ],
+    }
+    for name, rows in files.items():
+        (data / f"{name}.json").write_text(json.dumps(rows), encoding="utf-8")
+    (root / "package.json").write_text(
+        json.dumps({"name": "@etalab/decoupage-administratif", "version": "6.0.0"}), encoding="utf-8"
+    )
+    return root
+
+
+def test_the_build_script_writes_the_sirens_the_import_reads(tmp_path: Path) -> None:
+    script = _build_script()
+    package = _package(tmp_path / "package")
+    without = referential.parse(script.build(package))
+    assert without.sirens == {}
+    # Rows without a SIREN keep the shape they always had.
+    assert script.build(package)["departements"] == [["69", "Rhône", "84"]]
+
+    sirens = tmp_path / "sirens.csv"
+    sirens.write_text(f"kind,code,siren\ndepartement,69,{TEST_SIREN}\nregion,84,{OTHER_TEST_SIREN}\n")
+    built = script.build(package, script.read_sirens(sirens))
+    assert built["departements"] == [["69", "Rhône", "84", TEST_SIREN]]
+    assert referential.parse(built).sirens == {
+        ("departement", "69"): TEST_SIREN,
+        ("region", "84"): OTHER_TEST_SIREN,
+    }
+
+    for content, message in (
+        ("code,siren\n69,123456782\n", "header"),
+        ("kind,code,siren\ncommune,69264,123456782\n", "region or departement"),
+        ("kind,code,siren\ndepartement,69,123456789\n", "not a SIREN"),
+        (f"kind,code,siren\ndepartement,69,{TEST_SIREN}\ndepartement,69,{TEST_SIREN}\n", "twice"),
+    ):
+        sirens.write_text(content)
+        with pytest.raises(SystemExit, match=message):
+            script.read_sirens(sirens)
+    sirens.write_text(f"kind,code,siren\ndepartement,01,{TEST_SIREN}\n")
+    with pytest.raises(SystemExit, match="does not hold"):
+        script.build(package, script.read_sirens(sirens))
