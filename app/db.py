@@ -290,7 +290,8 @@ def _set_timeouts_per_transaction(
     The direct path (`app.core.direct`), which talks to the driver, runs every statement in a transaction
     behind PgBouncer, its key lookups and one-statement reads included: it begins each with one string of
     the simple protocol, BEGIN and these settings (`per_transaction_sql`), in one round trip. No statement
-    of the service runs outside a transaction there, hence none without these timeouts."""
+    of the service runs outside a transaction there, hence none without these timeouts (but `VACUUM` after a
+    territories import, which cannot run in one: `app.territories.repository.vacuum`)."""
     sql = (
         f"SELECT set_config('lock_timeout', '{int(lock_timeout_ms)}', true), "
         f"set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
