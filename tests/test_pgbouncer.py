@@ -314,7 +314,8 @@ async def test_direct_path_statements_time_out_on_the_server_behind_pgbouncer(
                     # the lock is still held.
                     busy = await locker.fetch(
                         "SELECT state, wait_event_type, query FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle'"
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend' AND state <> 'idle'"
                     )
                     assert busy == []
                 assert f"SQLSTATE {fired}" in caplog.text
