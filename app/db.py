@@ -273,8 +273,9 @@ _PER_TRANSACTION: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionar
 
 
 def per_transaction_sql(bind: AsyncEngine | AsyncConnection) -> str | None:
-    """The statement that a transaction begun on `bind`'s engine runs first (its timeouts, behind
-    PgBouncer), for the direct path, which begins its transactions on the driver; None when there is none."""
+    """What a transaction begun on the driver of `bind`'s engine sets first, behind PgBouncer (its
+    timeouts: `SET LOCAL lock_timeout = ...; SET LOCAL statement_timeout = ...`, statements of the simple
+    protocol, sent after BEGIN in the same string: `app.core.direct`); None when there is none."""
     return _PER_TRANSACTION.get(bind.sync_engine)
 
 
@@ -286,14 +287,19 @@ def _set_timeouts_per_transaction(
     gets the session next, and would be missing from this connection's next transaction. The timeouts are
     set with each transaction instead (set_config(..., true): SET LOCAL), one statement at its start.
 
-    A statement of the direct path outside a transaction (a one-statement read) has no server-side timeout
-    then: DATABASE_COMMAND_TIMEOUT_SECONDS bounds it (asyncpg cancels it on the server when it expires),
-    and PgBouncer's own `query_timeout` where set (docs/operations.md)."""
+    The direct path (`app.core.direct`), which talks to the driver, runs every statement in a transaction
+    behind PgBouncer, its key lookups and one-statement reads included: it begins each with one string of
+    the simple protocol, BEGIN and these settings (`per_transaction_sql`), in one round trip. No statement
+    of the service runs outside a transaction there, hence none without these timeouts (but `VACUUM` after a
+    territories import, which cannot run in one: `app.territories.repository.vacuum`)."""
     sql = (
         f"SELECT set_config('lock_timeout', '{int(lock_timeout_ms)}', true), "
         f"set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
     )
-    _PER_TRANSACTION[engine.sync_engine] = sql
+    _PER_TRANSACTION[engine.sync_engine] = (
+        f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}; "
+        f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"
+    )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:

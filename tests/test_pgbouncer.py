@@ -7,6 +7,8 @@ The whole suite runs through PgBouncer with TEST_PGBOUNCER=1 (tests/conftest.py)
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -216,3 +218,121 @@ def test_session_settings_are_refused_at_start_up(url: str, named: str) -> None:
     assert (
         Settings(database_url=url, database_pgbouncer=False, secret_key="x" * 40).pgbouncer_problem() is None
     )
+
+
+@postgres_only
+@needs_pgbouncer
+@pytest.mark.parametrize(
+    ("code", "locked", "keyed", "lock_timeout_ms", "statement_timeout_ms", "fired"),
+    [
+        # A one-statement read of the direct path, anonymous: the lock timeout cancels its wait.
+        ("51", "territories", False, 250, 20_000, "55P03"),
+        # The same read after the caller's key lookup: the statement timeout cancels it.
+        ("52", "territories", True, 20_000, 350, "57014"),
+        # The caller's key lookup itself, on a read and on a write.
+        ("53", "api_keys", True, 250, 20_000, "55P03"),
+    ],
+    ids=["read-lock-timeout", "keyed-read-statement-timeout", "key-lookup-lock-timeout"],
+)
+async def test_direct_path_statements_time_out_on_the_server_behind_pgbouncer(
+    bouncer: str,
+    caplog: pytest.LogCaptureFixture,
+    code: str,
+    locked: str,
+    keyed: bool,
+    lock_timeout_ms: int,
+    statement_timeout_ms: int,
+    fired: str,
+) -> None:
+    """Behind PgBouncer every statement of the direct path runs in a transaction that sets the timeouts,
+    its one-statement reads and key lookups included: a read that waits on a lock (held here, on a
+    connection straight to PostgreSQL) is cancelled by the server after the lock or statement timeout,
+    long before the client's own command timeout (60 s here), answered 503, and leaves nothing running on
+    the server. Once the lock is gone, the same connections answer again."""
+    database = make_url(bouncer).database
+    engine = make_engine(bouncer, pgbouncer=True)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            key = (await api_keys.create(session, ApiKeyCreate(name="timeouts", role=Role.admin))).key
+            await session.commit()
+    finally:
+        await engine.dispose()
+    admin = {"Authorization": f"Bearer {key}"}
+    settings = Settings(
+        database_url=bouncer,
+        database_pgbouncer=True,
+        database_pool_size=4,
+        database_lock_timeout_ms=lock_timeout_ms,
+        database_statement_timeout_ms=statement_timeout_ms,
+        database_command_timeout_seconds=60,
+        secret_key="pgbouncer-test-" + "x" * 32,
+        log_json=False,
+        log_level="WARNING",
+        rate_limits_enabled=False,
+        api_key_last_used_interval_seconds=0,
+    )
+    upstream = make_url(TEST_DATABASE_URL)
+    locker = await asyncpg.connect(
+        host=upstream.host, port=upstream.port or 5432, user=upstream.username, database=database
+    )
+    answered: list[str] = []
+    app = create_app(settings)
+    try:
+        async with LifespanManager(app):
+            logging.getLogger().addHandler(caplog.handler)
+            answer_observers.append(answered.append)
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=90) as client:
+                created = await client.post(
+                    "/api/v1/territories",
+                    json={"kind": "departement", "code": code, "name": f"Département {code}"},
+                    headers=admin,
+                )
+                assert created.status_code == 201, created.text
+                path = f"/api/v1/territories/departement/{code}"
+                headers = admin if keyed else {}
+                assert (await client.get(path, headers=headers)).status_code == 200
+                answered.clear()
+
+                async with locker.transaction():
+                    await locker.execute(f"LOCK TABLE {locked} IN ACCESS EXCLUSIVE MODE")
+                    started = time.monotonic()
+                    refused = await asyncio.wait_for(client.get(path, headers=headers), 20)
+                    waited = time.monotonic() - started
+                    assert refused.status_code == 503, refused.text
+                    assert refused.json()["code"] == "service_unavailable"
+                    assert answered == ["territories_get_by_code"]
+                    assert waited < 10, waited
+                    if locked == "api_keys":
+                        # A writing request's key lookup (the direct twin of the creation).
+                        write = await asyncio.wait_for(
+                            client.post("/api/v1/agreements", json={}, headers=admin), 20
+                        )
+                        assert write.status_code == 503, write.text
+                        assert answered == ["territories_get_by_code", "agreements_create"]
+                    # Cancelled by the server: nothing of the service waits or runs there any more, while
+                    # the lock is still held.
+                    busy = await locker.fetch(
+                        "SELECT state, wait_event_type, query FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend' AND state <> 'idle'"
+                    )
+                    assert busy == []
+                assert f"SQLSTATE {fired}" in caplog.text
+
+                answered.clear()
+                again = await client.get(path, headers=headers)
+                assert again.status_code == 200, again.text
+                assert answered == ["territories_get_by_code"]
+    finally:
+        logging.getLogger().removeHandler(caplog.handler)
+        if answered.append in answer_observers:
+            answer_observers.remove(answered.append)
+        await locker.close()
+    # The timeouts were set for the transactions only: a client of the same PgBouncer finds the defaults.
+    connection = await asyncpg.connect(**_asyncpg_dsn(bouncer), statement_cache_size=0)
+    try:
+        assert await connection.fetchval("SHOW statement_timeout") == "0"
+        assert await connection.fetchval("SHOW lock_timeout") == "0"
+    finally:
+        await connection.close()

@@ -581,7 +581,11 @@ class DirectSession:
     BEGIN IMMEDIATE on SQLite). A reading request's answer is one statement, or, where the twin declares
     it (`snapshot`), one transaction begun before its first statement (REPEATABLE READ, READ ONLY on
     PostgreSQL; a DEFERRED transaction on SQLite, whose snapshot is taken by its first read); a second
-    statement of an undeclared answer declines (`Fallback`). A connection
+    statement of an undeclared answer declines (`Fallback`). Behind PgBouncer (`db.per_transaction_sql`),
+    no statement runs outside a transaction, so that each runs under the server's lock and statement
+    timeouts that the transaction sets: a reading request's first statement (its key lookup, or its answer)
+    begins a REPEATABLE READ, READ ONLY transaction that the answer goes on in; a writing request's key
+    lookup runs in one of its own, ended before the answer's. A connection
     whose transaction did not end cleanly (a cancellation or any error between BEGIN and the end of COMMIT
     or ROLLBACK), or that raised an error leaving it unusable, is thrown away by `close()`: never kept,
     handed on or given back to the pool as it is.
@@ -609,6 +613,7 @@ class DirectSession:
         self._nested = not isinstance(bind, AsyncEngine)
         # A read: its statements run outside a transaction until `begin_answer`; then the answer's first
         # statement begins the snapshot transaction (`snapshot`), or runs alone and a second one declines.
+        # Behind PgBouncer, the first statement begins a transaction whatever it is (`_run`).
         self._snapshot = snapshot and not write
         self._answering = False
         self._answer_statements = 0
@@ -619,6 +624,8 @@ class DirectSession:
         self._dialect: Dialect = bind.dialect
         self._postgres = self._dialect.name == "postgresql"
         self._per_transaction = db.per_transaction_sql(bind) if self._postgres else None
+        # Behind PgBouncer every statement runs in a transaction (`_run`), under the timeouts it sets.
+        self._bounced = self._per_transaction is not None and not self._nested
         self._engine_connection: Any = None
         self._fairy: Any = None
         self._driver: Any = None
@@ -671,6 +678,8 @@ class DirectSession:
                     if self._on_fallback is not None:
                         self._on_fallback(error)
                     self._bind = fallback
+                    self._per_transaction = db.per_transaction_sql(fallback)
+                    self._bounced = self._per_transaction is not None
                     return await self._connection()
             self._fairy = self._engine_connection.connection
         else:
@@ -784,15 +793,22 @@ class DirectSession:
         for observe in statement_observers:
             observe(sql)
         try:
-            if self._answering and self._transaction is None:
-                if self._write or (self._snapshot and not self._nested):
-                    await self._begin(driver)
-                elif not self._snapshot:
+            if self._answering:
+                if not self._write and not self._snapshot:
                     # Counted inside the tests' transaction too, so that the tests see the twins that
-                    # decline.
+                    # decline; and behind PgBouncer, where the answer runs in a transaction all the same.
                     self._answer_statements += 1
                     if self._answer_statements > 1:
                         raise Fallback("an answer of several statements: the route reads it in one snapshot")
+                if self._transaction is None and (
+                    self._write or self._bounced or (self._snapshot and not self._nested)
+                ):
+                    await self._begin(driver)
+            elif self._bounced and self._transaction is None:
+                # Behind PgBouncer, the caller's key is looked up in a transaction too (its timeouts): a
+                # reading request's, which its answer goes on in; a writing request's own (`_direct` ends
+                # it before the answer's transaction begins).
+                await self._begin(driver)
             if self._lock is not None:
                 async with self._lock:
                     return await self._fetch(driver, sql, args, rowcount)
@@ -825,11 +841,24 @@ class DirectSession:
         READ ONLY. SQLite: BEGIN IMMEDIATE for a write (the write lock up front, as the session path takes
         it), BEGIN DEFERRED for a read, or a savepoint inside the tests' transaction.
 
+        Behind PgBouncer (not inside the tests' transaction), BEGIN and the timeouts of the transaction
+        (`db.per_transaction_sql`) go in one string of the simple protocol, one round trip; the key lookup
+        before the answer begins a read's transaction (the reading request's answer goes on in it).
+
         `_transaction` is set before BEGIN is sent: a BEGIN that is cancelled or fails may have reached the
         server, and the connection is then in doubt (`close`)."""
         for observe in transaction_observers:
             observe("BEGIN")
-        if self._postgres:
+        if self._bounced:
+            if not self._answering or not self._write:
+                begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            elif self._journal:
+                begin = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+            else:
+                begin = "BEGIN"
+            self._transaction = "transaction"
+            await driver.execute(f"{begin}; {self._per_transaction}")
+        elif self._postgres:
             if self._journal and not self._nested:
                 # (Inside the tests' transaction, a savepoint of it: asyncpg takes no isolation there.)
                 transaction = driver.transaction(isolation="repeatable_read")
@@ -839,9 +868,6 @@ class DirectSession:
                 transaction = driver.transaction(isolation="repeatable_read", readonly=True)
             self._transaction = transaction
             await transaction.start()
-            if self._per_transaction is not None and not self._nested:
-                # Behind PgBouncer: the timeouts, set in the transaction (`db.per_transaction_sql`).
-                await driver.execute(self._per_transaction)
         elif self._nested:
             self._transaction = "savepoint"
             await driver.execute("SAVEPOINT direct_write")
@@ -864,7 +890,7 @@ class DirectSession:
         for observe in transaction_observers:
             observe("COMMIT" if commit else "ROLLBACK")
         try:
-            if self._postgres:
+            if not isinstance(transaction, str):
                 await (transaction.commit() if commit else transaction.rollback())
             elif transaction == "savepoint":
                 if not commit:
@@ -1304,11 +1330,14 @@ class DirectMiddleware:
         try:
             try:
                 # The caller first, on its own (its key is no part of the answer, nor of a write's
-                # transaction: an unknown key takes no write lock); then the answer.
+                # transaction: an unknown key takes no write lock); then the answer. (Behind PgBouncer, a
+                # read's lookup begins the transaction that its answer goes on in: `_run`.)
                 await resolve_principal(request, session)
                 if write:
                     # The write's transaction takes a connection when it begins: meanwhile (a twin that
-                    # reads on a session of its own, or declines) this request holds none.
+                    # reads on a session of its own, or declines) this request holds none. (Behind
+                    # PgBouncer, the lookup's own transaction ends first.)
+                    await session.finish(commit=True)
                     await session.close()
                 session.begin_answer()
                 response = await twin.handler(request, session, **params)
