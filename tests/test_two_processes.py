@@ -86,13 +86,17 @@ async def clients(pair: Pair) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.As
 async def test_capacity_is_never_exceeded_by_registrations_spread_over_both(
     pair: Pair, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
 ) -> None:
-    """40 people register at once for the last 5 seats and 2 waitlist places, half through each process."""
+    """40 people register for 5 seats and 2 waitlist places, half through each process: one through each
+    first (so that both have written a seat, however unequal their speed), then the other 38 at once."""
     one, other = clients
     workshop = await create_remote_workshop(
         one, pair.database, pair.position_id, capacity=5, waitlist_capacity=2
     )
     url = f"{WORKSHOPS}/{workshop['id']}/registrations"
-    answers = await asyncio.gather(*((one if n % 2 else other).post(url, json=person(n)) for n in range(40)))
+    answers = [await one.post(url, json=person(0)), await other.post(url, json=person(1))]
+    answers += await asyncio.gather(
+        *((one if n % 2 else other).post(url, json=person(n)) for n in range(2, 40))
+    )
     outcomes: dict[str, int] = {}
     for answer in answers:
         key = answer.json()["status"] if answer.status_code == 201 else answer.json()["code"]
