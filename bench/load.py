@@ -186,7 +186,8 @@ def start_server(
     env.pop("REDIS_URL", None)
     if pgbouncer:
         # Through PgBouncer in transaction mode: the service as DATABASE_PGBOUNCER=true runs it, the other
-        # apps with asyncpg's statement cache off (bench.shared), as asyncpg documents for PgBouncer.
+        # apps with asyncpg's statement cache off, as asyncpg documents for PgBouncer, and the server's
+        # timeouts set in each transaction as the service sets them (bench.shared.BouncedConnection).
         env["DATABASE_PGBOUNCER"] = "true"
         env["BENCH_PGBOUNCER"] = "1"
     if rate_limits is not None:

@@ -55,34 +55,44 @@ def dumps(value: Any) -> bytes:
 # --- database access ----------------------------------------------------------------------------------
 
 
+TIMEOUTS = {"lock_timeout": "5000", "statement_timeout": "30000"}
+
+
 class PgDatabase:
-    """An asyncpg pool; connections are handed out as asyncpg connections."""
+    """An asyncpg pool; connections are handed out as asyncpg connections (behind PgBouncer, wrapped so that
+    every statement runs under the server's timeouts: `BouncedConnection`)."""
 
     dialect = "postgresql"
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, bounced: bool = False) -> None:
         self.pool = pool
+        self.bounced = bounced
 
     @classmethod
     async def open(cls, url: str, size: int = 10) -> PgDatabase:
         import asyncpg
 
         dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        timeouts = {"lock_timeout": "5000", "statement_timeout": "30000"}
         if os.environ.get("BENCH_PGBOUNCER"):
             # Through PgBouncer in transaction mode (`bench.load --pgbouncer`): what asyncpg documents for
-            # it, no statement cache (PgBouncer refuses the timeouts as start-up parameters).
+            # it, no statement cache. PgBouncer refuses the timeouts as start-up parameters: they are set
+            # in each transaction (`BouncedConnection`), as the service sets them.
             pool = await asyncpg.create_pool(
                 dsn, min_size=min(2, size), max_size=size, statement_cache_size=0
             )
-        else:
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min(2, size), max_size=size, server_settings=timeouts
-            )
+            return cls(pool, bounced=True)
+        pool = await asyncpg.create_pool(dsn, min_size=min(2, size), max_size=size, server_settings=TIMEOUTS)
         return cls(pool)
 
     def acquire(self) -> Any:
+        if self.bounced:
+            return self._bounced()
         return self.pool.acquire()
+
+    @asynccontextmanager
+    async def _bounced(self) -> AsyncIterator[BouncedConnection]:
+        async with self.pool.acquire() as conn:
+            yield BouncedConnection(conn)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -103,6 +113,76 @@ class PgDatabase:
     @staticmethod
     def arg(value: Any) -> Any:
         return value
+
+
+_SET_TIMEOUTS = "; ".join(f"SET LOCAL {name} = {value}" for name, value in TIMEOUTS.items())
+
+
+class BouncedConnection:
+    """An asyncpg connection behind PgBouncer (transaction mode) with the server's timeouts on every
+    statement, as the service has them there (`app.core.direct`): a statement outside a transaction runs in
+    one of its own, begun with its timeouts in one string of the simple protocol (BEGIN; SET LOCAL ...),
+    then committed; a transaction begins the same way. Without this, behind PgBouncer the reference would
+    run with no server-side timeout at all, which the service does not allow itself."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    async def _alone(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        conn = self.conn
+        if conn.is_in_transaction():
+            return await getattr(conn, method)(*args, **kwargs)
+        await conn.execute(f"BEGIN; {_SET_TIMEOUTS}")
+        try:
+            result = await getattr(conn, method)(*args, **kwargs)
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+        return result
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._alone("fetch", *args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._alone("fetchrow", *args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._alone("fetchval", *args, **kwargs)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._alone("execute", *args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._alone("executemany", *args, **kwargs)
+
+    @asynccontextmanager
+    async def transaction(self, isolation: str | None = None, readonly: bool = False) -> AsyncIterator[None]:
+        # (asyncpg's own transactions refuse to nest in one begun by hand: a savepoint is made here.)
+        if self.conn.is_in_transaction():
+            await self.conn.execute("SAVEPOINT bounced")
+            try:
+                yield
+            except BaseException:
+                await self.conn.execute("ROLLBACK TO SAVEPOINT bounced")
+                raise
+            await self.conn.execute("RELEASE SAVEPOINT bounced")
+            return
+        begin = "BEGIN"
+        if isolation is not None:
+            begin += " ISOLATION LEVEL " + isolation.replace("_", " ").upper()
+        if readonly:
+            begin += " READ ONLY"
+        await self.conn.execute(f"{begin}; {_SET_TIMEOUTS}")
+        try:
+            yield
+        except BaseException:
+            await self.conn.execute("ROLLBACK")
+            raise
+        await self.conn.execute("COMMIT")
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
