@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -420,13 +419,11 @@ def preloaded_app() -> FastAPI:
     2`: gunicorn `--preload`). Objects made so far are moved out of the garbage collector's reach, so that
     its passes do not write to (and so copy) the pages the workers share.
 
-    What every worker would otherwise build for itself at its first request is built here once and shared:
-    the ORM's mappers (their relationships and loaders, configured at the first query) and anyio's asyncio
-    backend (loaded at the first request's task group).  `bench.soak`'s memory table measures the result."""
+    The ORM's mappers (their relationships and loaders), which each worker would otherwise configure for
+    itself at its first query, are configured here once and shared. `bench.soak`'s memory table measures
+    the result."""
     app = create_app()
     configure_mappers()
-    importlib.import_module("anyio._backends._asyncio")
-    importlib.import_module("anyio.streams.memory")
     gc.collect()
     gc.freeze()
     return app
