@@ -38,7 +38,12 @@ DEADLINE_SECONDS = 90
 def deliver(database_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`cnfs-api webhooks deliver` as a process of its own; killed at the end if still running."""
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "WEBHOOK"))},
+        # DATABASE_PGBOUNCER stays: a run through PgBouncer (TEST_PGBOUNCER=1) hands its URL to the process.
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DATABASE_", "WEBHOOK")) or k == "DATABASE_PGBOUNCER"
+        },
         "PYTHONPATH": str(ROOT),
         "DATABASE_URL": database_url,
         "LOG_JSON": "false",
