@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Collection
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -78,9 +79,9 @@ async def _probe_postgres(settings: Settings, read_revision: bool = False) -> li
             password=url.password,
             database=url.database,
             timeout=timeout,
-            # Behind PgBouncer (transaction mode): unnamed statements only, none left on a server session
-            # that another process gets next (app.db._pgbouncer_options).
-            statement_cache_size=0 if settings.database_pgbouncer else 100,
+            # Unnamed statements only: none left on a server session that a pooler (PgBouncer in
+            # transaction mode) hands to another client next, whatever DATABASE_PGBOUNCER says.
+            statement_cache_size=0,
         )
     except asyncpg.InvalidCatalogNameError:
         raise StartupError(
@@ -105,6 +106,8 @@ async def _probe_postgres(settings: Settings, read_revision: bool = False) -> li
             f"DATABASE_URL: cannot reach PostgreSQL at {_where(settings)} ({reason})"
         ) from None
     try:
+        if not settings.database_pgbouncer:
+            await _refuse_a_pooler(connection)
         if not read_revision:
             return []
         try:
@@ -114,6 +117,26 @@ async def _probe_postgres(settings: Settings, read_revision: bool = False) -> li
         return [str(row[0]) for row in rows]
     finally:
         await connection.close()
+
+
+POOLER_LINE = (
+    "DATABASE_URL leads to a connection pooler, not to PostgreSQL itself (the process id it gave this "
+    "connection, {given}, is not the server's, {server}): with PgBouncer set DATABASE_PGBOUNCER=true, "
+    "without which the driver's prepared statements and the timeouts sent at connect would meet server "
+    "sessions that other clients share (docs/operations.md, PgBouncer)"
+)
+
+
+async def _refuse_a_pooler(connection: Any) -> None:
+    """PostgreSQL gives each connection its server process's id (BackendKeyData, for cancel requests);
+    a pooler (PgBouncer, in every mode) gives ids of its own, since it routes the cancel requests itself.
+    Without DATABASE_PGBOUNCER, such a URL is refused: in transaction mode a named statement prepared on
+    one server session would be run, by name, on another, where the same name may be another client's
+    statement. (In session mode the setting costs a little speed and nothing else.)"""
+    server = await connection.fetchval("SELECT pg_backend_pid()")
+    given = connection.get_server_pid()
+    if server != given:
+        raise StartupError(POOLER_LINE.format(given=given, server=server))
 
 
 def _probe_sqlite(settings: Settings) -> None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,10 +34,12 @@ from app.core.auth import Role
 from app.core.direct import DirectSession, answer_observers
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
+from app.startup import StartupError, check_database
 from bench.pgbouncer import MISSING, PGBOUNCER, pgbouncer, through
 from tests.conftest import TEST_DATABASE_URL, _create_pg_database, _drop_pg_database, postgres_only
 
 needs_pgbouncer = pytest.mark.skipif(PGBOUNCER is None, reason=MISSING)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +342,35 @@ async def test_direct_path_statements_time_out_on_the_server_behind_pgbouncer(
         assert await connection.fetchval("SHOW lock_timeout") == "0"
     finally:
         await connection.close()
+
+
+@postgres_only
+@needs_pgbouncer
+def test_a_pooler_without_the_setting_is_refused_at_start_up(bouncer: str, tmp_path: Path) -> None:
+    """A URL that leads to PgBouncer without DATABASE_PGBOUNCER=true is refused before anything runs, in one
+    line that says what to set (`cnfs-api migrate`, as an operator starts it: exit status 2); with the
+    setting it migrates. The database itself, reached directly, is not a pooler."""
+    settings = Settings(database_url=bouncer, database_pgbouncer=False, secret_key="x" * 40)
+    with pytest.raises(StartupError, match="leads to a connection pooler") as refused:
+        check_database(settings)
+    assert "set DATABASE_PGBOUNCER=true" in str(refused.value)
+    assert TEST_DATABASE_URL
+    direct = make_url(TEST_DATABASE_URL).set(database=make_url(bouncer).database).render_as_string(False)
+    check_database(Settings(database_url=direct, database_pgbouncer=False, secret_key="x" * 40))
+    check_database(settings.model_copy(update={"database_pgbouncer": True}))
+
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")},
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": bouncer,
+        "SECRET_KEY": "pgbouncer-test-" + "x" * 32,
+    }
+    migrate = [sys.executable, "-m", "app.cli", "migrate"]
+    run = subprocess.run(migrate, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert "set DATABASE_PGBOUNCER=true" in lines[0], run.stderr
+    environment["DATABASE_PGBOUNCER"] = "true"
+    run = subprocess.run(migrate, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -464,6 +464,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 # shutting down or starting up (57P01-57P03), and a database that does not accept connections now
 # (55000 object_not_in_prerequisite_state: `ALTER DATABASE ... ALLOW_CONNECTIONS false`, a template).
 _TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "55000", "57014", "57P01", "57P02", "57P03")
+# A prepared statement that already exists (42P05) or no longer does (26000): the driver's named statements
+# met server sessions that a pooler in transaction mode hands from client to client, which happens only
+# when DATABASE_URL leads to PgBouncer without DATABASE_PGBOUNCER=true (the service prepares no statement
+# by name itself). A configuration to fix, not a request's error: 503, and the log line says what to set.
+_POOLER_SQLSTATES = ("42P05", "26000")
+_PGBOUNCER_HINT = (
+    "; DATABASE_URL seems to lead to PgBouncer in transaction mode: set DATABASE_PGBOUNCER=true "
+    "(docs/operations.md, PgBouncer)"
+)
 
 
 def _driver_connection_errors() -> list[type[Exception]]:
@@ -490,6 +499,11 @@ def unavailable_reason(exc: BaseException) -> str:
     if sqlstate == "57014":
         cause = "statement_timeout" if "statement timeout" in str(orig or exc) else "a cancel request"
         return f"{name} (SQLSTATE 57014, {cause})"
+    if sqlstate in _POOLER_SQLSTATES:
+        return f"{name} (SQLSTATE {sqlstate}){_PGBOUNCER_HINT}"
+    if sqlstate == "08P01" and "unsupported startup parameter" in str(orig or exc):
+        # PgBouncer's refusal of the timeouts the service sends when connecting (its text has no data).
+        return f"{name} (SQLSTATE 08P01, PgBouncer refused a start-up parameter){_PGBOUNCER_HINT}"
     return f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
 
 
@@ -512,7 +526,7 @@ def is_transient(exc: DBAPIError) -> bool:
         return sqlite_name.startswith(_TRANSIENT_SQLITE)
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     if isinstance(sqlstate, str):
-        return sqlstate.startswith(_TRANSIENT_SQLSTATES)
+        return sqlstate.startswith(_TRANSIENT_SQLSTATES) or sqlstate in _POOLER_SQLSTATES
     # No answer from a server at all: the connection failed or was lost.
     return isinstance(exc, OperationalError)
 

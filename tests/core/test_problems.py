@@ -447,3 +447,32 @@ def test_a_cancelled_statement_says_which_cause_in_the_log() -> None:
     )
     assert unavailable_reason(timed_out) == "QueryCanceledError (SQLSTATE 57014, statement_timeout)"
     assert unavailable_reason(cancelled) == "QueryCanceledError (SQLSTATE 57014, a cancel request)"
+
+
+def test_a_pooler_met_without_the_setting_is_a_503_whose_log_line_says_what_to_set() -> None:
+    """Behind PgBouncer without DATABASE_PGBOUNCER=true (a process the start-up check did not see, or a
+    PgBouncer swapped in under a running one), PgBouncer's refusal of the timeouts sent at connect and the
+    named statements met on another server session are 503s, not 500s, and the log line names the setting.
+    A protocol violation of another kind keeps its plain line."""
+    from sqlalchemy.exc import DBAPIError
+
+    from app.core.problems import is_transient, unavailable_reason
+
+    class DriverError(Exception):
+        def __init__(self, message: str, sqlstate: str) -> None:
+            super().__init__(message)
+            self.sqlstate = sqlstate
+
+    refused = DBAPIError("", None, DriverError("unsupported startup parameter: lock_timeout", "08P01"))
+    missing = DBAPIError(
+        "", None, DriverError('prepared statement "__asyncpg_stmt_3__" does not exist', "26000")
+    )
+    duplicate = DBAPIError(
+        "", None, DriverError('prepared statement "__asyncpg_stmt_1__" already exists', "42P05")
+    )
+    for error in (refused, missing, duplicate):
+        assert is_transient(error)
+        assert "set DATABASE_PGBOUNCER=true" in unavailable_reason(error)
+    assert "PgBouncer refused a start-up parameter" in unavailable_reason(refused)
+    other = DBAPIError("", None, DriverError("invalid message format", "08P01"))
+    assert unavailable_reason(other) == "DriverError (SQLSTATE 08P01)"
