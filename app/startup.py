@@ -120,14 +120,14 @@ async def _probe_postgres(settings: Settings, read_revision: bool = False) -> li
 
 
 POOLER_LINE = (
-    "DATABASE_URL leads to a connection pooler, not to PostgreSQL itself (the process id it gave this "
+    "{variable} leads to a connection pooler, not to PostgreSQL itself (the process id it gave this "
     "connection, {given}, is not the server's, {server}): with PgBouncer set DATABASE_PGBOUNCER=true, "
     "without which the driver's prepared statements and the timeouts sent at connect would meet server "
     "sessions that other clients share (docs/operations.md, PgBouncer)"
 )
 
 
-async def _refuse_a_pooler(connection: Any) -> None:
+async def _refuse_a_pooler(connection: Any, variable: str = "DATABASE_URL") -> None:
     """PostgreSQL gives each connection its server process's id (BackendKeyData, for cancel requests);
     a pooler (PgBouncer, in every mode) gives ids of its own, since it routes the cancel requests itself.
     Without DATABASE_PGBOUNCER, such a URL is refused: in transaction mode a named statement prepared on
@@ -136,7 +136,7 @@ async def _refuse_a_pooler(connection: Any) -> None:
     server = await connection.fetchval("SELECT pg_backend_pid()")
     given = connection.get_server_pid()
     if server != given:
-        raise StartupError(POOLER_LINE.format(given=given, server=server))
+        raise StartupError(POOLER_LINE.format(variable=variable, given=given, server=server))
 
 
 def _probe_sqlite(settings: Settings) -> None:
@@ -243,6 +243,32 @@ def check_database(settings: Settings, create: bool = True) -> None:
         _probe_sqlite(settings)
     else:
         asyncio.run(_probe_postgres(settings))
+        if settings.database_read_url and not settings.database_pgbouncer:
+            asyncio.run(_probe_replica(settings, settings.database_read_url))
+
+
+async def _probe_replica(settings: Settings, read_url: str) -> None:
+    """DATABASE_READ_URL, when it answers, is not a pooler (without DATABASE_PGBOUNCER). A replica that does
+    not answer is no reason not to start: its reads go to DATABASE_URL until it does (app.core.replica)."""
+    import asyncpg
+
+    url = make_url(read_url)
+    try:
+        connection = await asyncpg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database=url.database,
+            timeout=settings.database_connect_timeout_seconds,
+            statement_cache_size=0,
+        )
+    except Exception:  # whatever keeps it from answering, it is looked at no further
+        return
+    try:
+        await _refuse_a_pooler(connection, "DATABASE_READ_URL")
+    finally:
+        await connection.close()
 
 
 def check_port(host: str, port: int) -> None:

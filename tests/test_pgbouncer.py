@@ -35,7 +35,7 @@ from app.core.direct import DirectSession, answer_observers
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
 from app.startup import StartupError, check_database
-from bench.pgbouncer import MISSING, PGBOUNCER, pgbouncer, through
+from bench.pgbouncer import MISSING, PGBOUNCER, free_port, pgbouncer, through
 from tests.conftest import TEST_DATABASE_URL, _create_pg_database, _drop_pg_database, postgres_only
 
 needs_pgbouncer = pytest.mark.skipif(PGBOUNCER is None, reason=MISSING)
@@ -358,6 +358,11 @@ def test_a_pooler_without_the_setting_is_refused_at_start_up(bouncer: str, tmp_p
     direct = make_url(TEST_DATABASE_URL).set(database=make_url(bouncer).database).render_as_string(False)
     check_database(Settings(database_url=direct, database_pgbouncer=False, secret_key="x" * 40))
     check_database(settings.model_copy(update={"database_pgbouncer": True}))
+    # A read replica's URL likewise, when it answers; one that does not is no reason not to start.
+    with pytest.raises(StartupError, match=r"^DATABASE_READ_URL leads to a connection pooler"):
+        check_database(settings.model_copy(update={"database_url": direct, "database_read_url": bouncer}))
+    nowhere = make_url(direct).set(host="127.0.0.1", port=free_port()).render_as_string(False)
+    check_database(settings.model_copy(update={"database_url": direct, "database_read_url": nowhere}))
 
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")},
