@@ -64,6 +64,24 @@ def _where(settings: Settings) -> str:
     return f"{url.host or 'localhost'}:{url.port or 5432}"
 
 
+async def _connect(settings: Settings, database_url: str) -> Any:
+    """One asyncpg connection for the start-up checks."""
+    import asyncpg
+
+    url = make_url(database_url)
+    return await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        timeout=settings.database_connect_timeout_seconds,
+        # Unnamed statements only: none left on a server session that a pooler (PgBouncer in transaction
+        # mode) hands to another client next, whatever DATABASE_PGBOUNCER says.
+        statement_cache_size=0,
+    )
+
+
 async def _probe_postgres(settings: Settings, read_revision: bool = False) -> list[str]:
     """Connects (one line on failure); with `read_revision`, the database's migration revisions (none when
     it was never migrated)."""
@@ -72,17 +90,7 @@ async def _probe_postgres(settings: Settings, read_revision: bool = False) -> li
     url = make_url(settings.database_url)
     timeout = settings.database_connect_timeout_seconds
     try:
-        connection = await asyncpg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            database=url.database,
-            timeout=timeout,
-            # Unnamed statements only: none left on a server session that a pooler (PgBouncer in
-            # transaction mode) hands to another client next, whatever DATABASE_PGBOUNCER says.
-            statement_cache_size=0,
-        )
+        connection = await _connect(settings, settings.database_url)
     except asyncpg.InvalidCatalogNameError:
         raise StartupError(
             f'DATABASE_URL names a database "{url.database}" that does not exist on {_where(settings)}: '
@@ -250,19 +258,8 @@ def check_database(settings: Settings, create: bool = True) -> None:
 async def _probe_replica(settings: Settings, read_url: str) -> None:
     """DATABASE_READ_URL, when it answers, is not a pooler (without DATABASE_PGBOUNCER). A replica that does
     not answer is no reason not to start: its reads go to DATABASE_URL until it does (app.core.replica)."""
-    import asyncpg
-
-    url = make_url(read_url)
     try:
-        connection = await asyncpg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            database=url.database,
-            timeout=settings.database_connect_timeout_seconds,
-            statement_cache_size=0,
-        )
+        connection = await _connect(settings, read_url)
     except Exception:  # whatever keeps it from answering, it is looked at no further
         return
     try:
