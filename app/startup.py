@@ -64,22 +64,34 @@ def _where(settings: Settings) -> str:
     return f"{url.host or 'localhost'}:{url.port or 5432}"
 
 
-async def _connect(settings: Settings, database_url: str) -> Any:
-    """One asyncpg connection for the start-up checks."""
-    import asyncpg
+# What SQLAlchemy's dialect reads from a URL's query for the engine but asyncpg.connect does not take.
+_ENGINE_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func")
 
-    url = make_url(database_url)
-    return await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database=url.database,
+
+async def _connect(settings: Settings, database_url: str) -> Any:
+    """One asyncpg connection for the start-up checks, to where the engine's go: the URL read by
+    SQLAlchemy's asyncpg dialect (its query's `host` for a Unix socket, `port`, `ssl`, ...)."""
+    import asyncpg
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+    _args, options = dialect().create_connect_args(make_url(database_url))  # type: ignore[no-untyped-call]
+    for name in _ENGINE_ONLY:
+        options.pop(name, None)
+    options.update(
         timeout=settings.database_connect_timeout_seconds,
         # Unnamed statements only: none left on a server session that a pooler (PgBouncer in transaction
         # mode) hands to another client next, whatever DATABASE_PGBOUNCER says.
         statement_cache_size=0,
     )
+    return await asyncpg.connect(**options)
+
+
+async def _close(connection: Any) -> None:
+    """Closed, or dropped when the server or the pooler broke it off."""
+    try:
+        await connection.close(timeout=5)
+    except Exception:  # a broken connection: nothing is left to close cleanly
+        connection.terminate()
 
 
 async def _probe_postgres(settings: Settings, read_revision: bool = False) -> list[str]:
@@ -115,33 +127,42 @@ async def _probe_postgres(settings: Settings, read_revision: bool = False) -> li
         ) from None
     try:
         if not settings.database_pgbouncer:
-            await _refuse_a_pooler(connection)
+            await _refuse_a_pooler(connection, seconds=timeout)
+            if settings.database_read_url:
+                await _probe_replica(settings, settings.database_read_url)
         if not read_revision:
             return []
         try:
-            rows = await connection.fetch("SELECT version_num FROM alembic_version")
+            rows = await connection.fetch("SELECT version_num FROM alembic_version", timeout=timeout)
         except asyncpg.UndefinedTableError:
             return []
         return [str(row[0]) for row in rows]
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StartupError(
+            f"DATABASE_URL: {_where(settings)} accepted the connection, then failed its first query "
+            f"({type(exc).__name__}); is it the PostgreSQL database itself?"
+        ) from None
     finally:
-        await connection.close()
+        await _close(connection)
 
 
 POOLER_LINE = (
-    "{variable} leads to a connection pooler, not to PostgreSQL itself (the process id it gave this "
-    "connection, {given}, is not the server's, {server}): with PgBouncer set DATABASE_PGBOUNCER=true, "
-    "without which the driver's prepared statements and the timeouts sent at connect would meet server "
-    "sessions that other clients share (docs/operations.md, PgBouncer)"
+    "{variable} leads to a pooler or proxy that gives connections process ids of its own (PgBouncer, a "
+    "cloud provider's proxy), not to PostgreSQL itself (given {given}, the server's is {server}): set "
+    "DATABASE_PGBOUNCER=true, without which the driver's prepared statements and the timeouts sent at "
+    "connect would meet server sessions that other clients may share (docs/operations.md, PgBouncer)"
 )
 
 
-async def _refuse_a_pooler(connection: Any, variable: str = "DATABASE_URL") -> None:
-    """PostgreSQL gives each connection its server process's id (BackendKeyData, for cancel requests);
-    a pooler (PgBouncer, in every mode) gives ids of its own, since it routes the cancel requests itself.
-    Without DATABASE_PGBOUNCER, such a URL is refused: in transaction mode a named statement prepared on
-    one server session would be run, by name, on another, where the same name may be another client's
-    statement. (In session mode the setting costs a little speed and nothing else.)"""
-    server = await connection.fetchval("SELECT pg_backend_pid()")
+async def _refuse_a_pooler(connection: Any, variable: str = "DATABASE_URL", *, seconds: float) -> None:
+    """PostgreSQL gives each connection its server process's id (BackendKeyData, for cancel requests); a
+    pooler (PgBouncer, in every mode) or a proxy that routes cancel requests itself gives ids of its own.
+    Without DATABASE_PGBOUNCER such a URL is refused: behind a pooler in transaction mode, a named
+    statement prepared on one server session would be run, by name, on another, where the same name may
+    be another client's statement. DATABASE_PGBOUNCER=true is right behind any of them (behind a proxy
+    that keeps one server session per connection, it costs a little speed and nothing else). A pooler
+    that passes the server's ids on is not seen."""
+    server = await connection.fetchval("SELECT pg_backend_pid()", timeout=seconds)
     given = connection.get_server_pid()
     if server != given:
         raise StartupError(POOLER_LINE.format(variable=variable, given=given, server=server))
@@ -251,21 +272,25 @@ def check_database(settings: Settings, create: bool = True) -> None:
         _probe_sqlite(settings)
     else:
         asyncio.run(_probe_postgres(settings))
-        if settings.database_read_url and not settings.database_pgbouncer:
-            asyncio.run(_probe_replica(settings, settings.database_read_url))
 
 
 async def _probe_replica(settings: Settings, read_url: str) -> None:
     """DATABASE_READ_URL, when it answers, is not a pooler (without DATABASE_PGBOUNCER). A replica that does
-    not answer is no reason not to start: its reads go to DATABASE_URL until it does (app.core.replica)."""
+    not answer, or fails its query, is no reason not to start: its reads go to DATABASE_URL until it
+    answers (app.core.replica)."""
+    timeout = settings.database_connect_timeout_seconds
     try:
         connection = await _connect(settings, read_url)
     except Exception:  # whatever keeps it from answering, it is looked at no further
         return
     try:
-        await _refuse_a_pooler(connection, "DATABASE_READ_URL")
+        await _refuse_a_pooler(connection, "DATABASE_READ_URL", seconds=timeout)
+    except StartupError:
+        raise
+    except Exception:  # a replica that answers but fails the query: left for later, as one that does not
+        return
     finally:
-        await connection.close()
+        await _close(connection)
 
 
 def check_port(host: str, port: int) -> None:

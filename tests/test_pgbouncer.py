@@ -351,7 +351,7 @@ def test_a_pooler_without_the_setting_is_refused_at_start_up(bouncer: str, tmp_p
     line that says what to set (`cnfs-api migrate`, as an operator starts it: exit status 2); with the
     setting it migrates. The database itself, reached directly, is not a pooler."""
     settings = Settings(database_url=bouncer, database_pgbouncer=False, secret_key="x" * 40)
-    with pytest.raises(StartupError, match="leads to a connection pooler") as refused:
+    with pytest.raises(StartupError, match="leads to a pooler or proxy") as refused:
         check_database(settings)
     assert "set DATABASE_PGBOUNCER=true" in str(refused.value)
     assert TEST_DATABASE_URL
@@ -359,10 +359,16 @@ def test_a_pooler_without_the_setting_is_refused_at_start_up(bouncer: str, tmp_p
     check_database(Settings(database_url=direct, database_pgbouncer=False, secret_key="x" * 40))
     check_database(settings.model_copy(update={"database_pgbouncer": True}))
     # A read replica's URL likewise, when it answers; one that does not is no reason not to start.
-    with pytest.raises(StartupError, match=r"^DATABASE_READ_URL leads to a connection pooler"):
+    with pytest.raises(StartupError, match=r"^DATABASE_READ_URL leads to a pooler or proxy"):
         check_database(settings.model_copy(update={"database_url": direct, "database_read_url": bouncer}))
     nowhere = make_url(direct).set(host="127.0.0.1", port=free_port()).render_as_string(False)
     check_database(settings.model_copy(update={"database_url": direct, "database_read_url": nowhere}))
+    # One that answers, then fails the check's query (PgBouncer's own console refuses it) is left for later.
+    console = make_url(bouncer).set(database="pgbouncer").render_as_string(False)
+    check_database(settings.model_copy(update={"database_url": direct, "database_read_url": console}))
+    # DATABASE_URL itself so: one line, no traceback.
+    with pytest.raises(StartupError, match="accepted the connection, then failed its first query"):
+        check_database(settings.model_copy(update={"database_url": console}))
 
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")},

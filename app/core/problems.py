@@ -416,7 +416,9 @@ def install_problem_handlers(app: FastAPI) -> None:
                 "answer 503 until it is writable again"
             )
         else:
-            logger.error("database unavailable: %s", unavailable_reason(exc))
+            settings = getattr(request.app.state, "settings", None)
+            pgbouncer = bool(getattr(settings, "database_pgbouncer", False))
+            logger.error("database unavailable: %s", unavailable_reason(exc, pgbouncer))
         return problem_response(
             request,
             status=503,
@@ -464,15 +466,18 @@ def install_problem_handlers(app: FastAPI) -> None:
 # shutting down or starting up (57P01-57P03), and a database that does not accept connections now
 # (55000 object_not_in_prerequisite_state: `ALTER DATABASE ... ALLOW_CONNECTIONS false`, a template).
 _TRANSIENT_SQLSTATES = ("08", "53", "40001", "40P01", "55P03", "55000", "57014", "57P01", "57P02", "57P03")
-# A prepared statement that already exists (42P05) or no longer does (26000): the driver's named statements
-# met server sessions that a pooler in transaction mode hands from client to client, which happens only
-# when DATABASE_URL leads to PgBouncer without DATABASE_PGBOUNCER=true (the service prepares no statement
-# by name itself). A configuration to fix, not a request's error: 503, and the log line says what to set.
+# A prepared statement that already exists (42P05) or no longer does (26000). Without DATABASE_PGBOUNCER the
+# driver names every statement it prepares (`__asyncpg_stmt_N__`, N counted in each process) and keeps it
+# on its connection's server session; the service itself runs no PREPARE, DEALLOCATE or DISCARD. Such names
+# only meet another's, or go missing, when server sessions pass from client to client: behind a pooler in
+# transaction mode that the setting was not told of (the start-up check refuses one it sees). A
+# configuration to fix, not the request's error: 503, and the log line says what to set.
 _POOLER_SQLSTATES = ("42P05", "26000")
 _PGBOUNCER_HINT = (
-    "; DATABASE_URL seems to lead to PgBouncer in transaction mode: set DATABASE_PGBOUNCER=true "
+    "; the database URL seems to lead to PgBouncer in transaction mode: set DATABASE_PGBOUNCER=true "
     "(docs/operations.md, PgBouncer)"
 )
+_UNEXPECTED_WITH_PGBOUNCER = "; unexpected with DATABASE_PGBOUNCER=true (unnamed statements only): report it"
 
 
 def _driver_connection_errors() -> list[type[Exception]]:
@@ -489,21 +494,24 @@ def _driver_connection_errors() -> list[type[Exception]]:
     ]
 
 
-def unavailable_reason(exc: BaseException) -> str:
+def unavailable_reason(exc: BaseException, pgbouncer: bool = False) -> str:
     """What the log line says: the exception's class and its SQLSTATE, never its message (bound values).
     A cancelled statement (57014) also says which of PostgreSQL's fixed causes it was: its own
-    `statement_timeout`, or a cancel request (a client that stopped waiting for an earlier statement)."""
+    `statement_timeout`, or a cancel request (a client that stopped waiting for an earlier statement).
+    A pooler's refusals (`_POOLER_SQLSTATES`, a start-up parameter refused) say what to set, unless
+    DATABASE_PGBOUNCER (`pgbouncer`) is set already."""
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(exc, "sqlstate", None)
     name = type(orig).__name__ if orig is not None else type(exc).__name__
     if sqlstate == "57014":
         cause = "statement_timeout" if "statement timeout" in str(orig or exc) else "a cancel request"
         return f"{name} (SQLSTATE 57014, {cause})"
+    hint = _UNEXPECTED_WITH_PGBOUNCER if pgbouncer else _PGBOUNCER_HINT
     if sqlstate in _POOLER_SQLSTATES:
-        return f"{name} (SQLSTATE {sqlstate}){_PGBOUNCER_HINT}"
+        return f"{name} (SQLSTATE {sqlstate}){hint}"
     if sqlstate == "08P01" and "unsupported startup parameter" in str(orig or exc):
         # PgBouncer's refusal of the timeouts the service sends when connecting (its text has no data).
-        return f"{name} (SQLSTATE 08P01, PgBouncer refused a start-up parameter){_PGBOUNCER_HINT}"
+        return f"{name} (SQLSTATE 08P01, PgBouncer refused a start-up parameter){hint}"
     return f"{name} (SQLSTATE {sqlstate})" if sqlstate else name
 
 

@@ -55,7 +55,7 @@ async def _terminate(settings: Settings, pids: set[int]) -> None:
             if THROUGH_PGBOUNCER:
                 terminated = await conn.execute(
                     text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     )
                 )

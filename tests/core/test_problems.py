@@ -474,5 +474,11 @@ def test_a_pooler_met_without_the_setting_is_a_503_whose_log_line_says_what_to_s
         assert is_transient(error)
         assert "set DATABASE_PGBOUNCER=true" in unavailable_reason(error)
     assert "PgBouncer refused a start-up parameter" in unavailable_reason(refused)
+    # With the setting already on, the same errors are not the configuration's: the line says so.
+    for error in (refused, missing, duplicate):
+        with_setting = unavailable_reason(error, pgbouncer=True)
+        assert "DATABASE_PGBOUNCER=true" in with_setting
+        assert "report it" in with_setting
+        assert "set DATABASE_PGBOUNCER" not in with_setting
     other = DBAPIError("", None, DriverError("invalid message format", "08P01"))
     assert unavailable_reason(other) == "DriverError (SQLSTATE 08P01)"

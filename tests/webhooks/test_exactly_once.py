@@ -24,6 +24,7 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from app.core.changes import FEED_ORDER, Change
+from tests.conftest import THROUGH_PGBOUNCER
 from tests.webhooks.conftest import World
 from tests.webhooks.receiver import Received, Receiver
 
@@ -38,12 +39,9 @@ DEADLINE_SECONDS = 90
 def deliver(database_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`cnfs-api webhooks deliver` as a process of its own; killed at the end if still running."""
     env = {
-        # DATABASE_PGBOUNCER stays: a run through PgBouncer (TEST_PGBOUNCER=1) hands its URL to the process.
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DATABASE_", "WEBHOOK")) or k == "DATABASE_PGBOUNCER"
-        },
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "WEBHOOK"))},
+        # A run through PgBouncer (TEST_PGBOUNCER=1) hands the process its URL, hence the setting too.
+        "DATABASE_PGBOUNCER": "true" if THROUGH_PGBOUNCER else "false",
         "PYTHONPATH": str(ROOT),
         "DATABASE_URL": database_url,
         "LOG_JSON": "false",
