@@ -64,16 +64,22 @@ def _asyncpg_dsn(url: str) -> dict[str, Any]:
     return {"host": parsed.host, "port": parsed.port, "user": parsed.username, "database": parsed.database}
 
 
-@pytest.fixture(scope="module")
-async def bounced(bouncer: str) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    """The service through PgBouncer (a pool of 8 connections over PgBouncer's 2), and an admin's headers."""
+async def _admin_key(bouncer: str, name: str) -> str:
+    """An admin key, written through PgBouncer."""
     engine = make_engine(bouncer, pgbouncer=True)
     try:
         async with make_sessionmaker(engine)() as session:
-            key = (await api_keys.create(session, ApiKeyCreate(name="pgbouncer", role=Role.admin))).key
+            key = (await api_keys.create(session, ApiKeyCreate(name=name, role=Role.admin))).key
             await session.commit()
     finally:
         await engine.dispose()
+    return key
+
+
+@pytest.fixture(scope="module")
+async def bounced(bouncer: str) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """The service through PgBouncer (a pool of 8 connections over PgBouncer's 2), and an admin's headers."""
+    key = await _admin_key(bouncer, "pgbouncer")
     settings = Settings(
         database_url=bouncer,
         database_pgbouncer=True,
@@ -256,13 +262,7 @@ async def test_direct_path_statements_time_out_on_the_server_behind_pgbouncer(
     long before the client's own command timeout (60 s here), answered 503, and leaves nothing running on
     the server. Once the lock is gone, the same connections answer again."""
     database = make_url(bouncer).database
-    engine = make_engine(bouncer, pgbouncer=True)
-    try:
-        async with make_sessionmaker(engine)() as session:
-            key = (await api_keys.create(session, ApiKeyCreate(name="timeouts", role=Role.admin))).key
-            await session.commit()
-    finally:
-        await engine.dispose()
+    key = await _admin_key(bouncer, "timeouts")
     admin = {"Authorization": f"Bearer {key}"}
     settings = Settings(
         database_url=bouncer,
