@@ -606,7 +606,8 @@ def server_command(
             sys.executable,
             "-m",
             "uvicorn",
-            "app.main:create_app",
+            # The application as the workers below get it, its start-up objects out of the collector's reach.
+            "app.main:preloaded_app",
             "--factory",
             "--host",
             host,

@@ -415,9 +415,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def preloaded_app() -> FastAPI:
-    """The application for a server that loads it once, then forks its workers (`cnfs-api serve --workers
-    2`: gunicorn `--preload`). Objects made so far are moved out of the garbage collector's reach, so that
-    its passes do not write to (and so copy) the pages the workers share.
+    """The application as `cnfs-api serve` runs it: built once, its ORM's mappers configured, then every
+    object made so far moved out of the garbage collector's reach (`gc.freeze`).
+
+    Those objects (modules, routes, models and validators, mappers: most of a worker's heap) live as long
+    as the process. Left in the collector's reach, each of its full passes walks all of them, and a
+    request that allocates a lot (a CSV export of 100 000 rows) triggers several: frozen, the passes walk
+    only what requests made (a fifth of a large export's CPU time, `bench.csv_export`). With several
+    workers (gunicorn `--preload`) it is also what keeps the pages the forked workers share from being
+    written to, and so copied, by the collector. One worker is served by the same function, as uvicorn's
+    factory.
 
     The ORM's mappers (their relationships and loaders), which each worker would otherwise configure for
     itself at its first query, are configured here once and shared. `bench.soak`'s memory table measures
