@@ -11,7 +11,7 @@ import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +20,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import OperationalError
@@ -120,6 +122,16 @@ class Sample(BaseModel):
 
 
 def _write(rows: list[Any], sep: Separator = Separator.comma, model: type[BaseModel] = Sample) -> str:
+    """As an export writes a batch: each row's line (`CsvColumns.write`)."""
+    columns = columns_of(model)
+    writer = CsvWriter(sep)
+    writer.start(columns.header)
+    columns.write(writer, rows)
+    return writer.chunk().decode()
+
+
+def _write_by_the_csv_module(rows: list[Any], sep: Separator, model: type[BaseModel] = Sample) -> str:
+    """Each row's cells through the stdlib's csv writer."""
     columns = columns_of(model)
     writer = CsvWriter(sep)
     writer.start(columns.header)
@@ -232,6 +244,77 @@ def test_a_joined_list_is_neutralised_as_one_cell() -> None:
         tags: list[str]
 
     assert _write([{"tags": ["=cmd", "b"]}], model=Tagged).split("\r\n")[1] == "'=cmd|b"
+
+
+class Loose(BaseModel):
+    """Columns whose converter is not inlined: any value, a list of objects (JSON), a list of numbers."""
+
+    anything: Any = None
+    objects: list[dict[str, Any]] | None = None
+    numbers: list[int] | None = None
+    on: date | None = None
+    inner: Inner | None = None
+
+
+# Text with what a line must not hold unquoted (either delimiter, quotes, line breaks) and formula starts.
+_texts = st.text(alphabet=st.sampled_from(list("ab é,;\"\r\n=+-@\t'|🎉")), max_size=6)
+_instants = st.builds(
+    lambda at, zone: at.replace(tzinfo=zone),
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 1, 1)),
+    st.sampled_from([UTC, timezone(timedelta(0)), timezone(timedelta(hours=2))]),
+)
+_floats = st.floats(allow_nan=True, allow_infinity=True)
+_samples = st.fixed_dictionaries(
+    {
+        "text": st.none() | _texts,
+        "count": st.integers(),
+        "ratio": st.none() | _floats,
+        "flag": st.booleans(),
+        "at": _instants,
+        "on": st.none() | st.dates(),
+        "colour": st.sampled_from(["red", Colour.blue]),
+        "tags": st.lists(st.sampled_from(["red", Colour.blue]), max_size=3),
+        "inner": st.none() | st.fixed_dictionaries({"label": _texts, "lat": _floats}),
+        "counts": st.dictionaries(st.sampled_from(["red", "blue"]), st.none() | st.integers()),
+        "ref": st.uuids(),
+    }
+)
+# Integers as the database holds them (64 bits: orjson writes no larger ones in a JSON cell).
+_integers = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_scalars = st.none() | st.booleans() | _integers | _floats | _texts | _instants | st.dates() | st.uuids()
+_loose = st.fixed_dictionaries(
+    {
+        "anything": _scalars | st.lists(_scalars, max_size=3),
+        "objects": st.none() | st.lists(st.dictionaries(_texts, _scalars, max_size=2), max_size=2),
+        "numbers": st.none() | st.lists(st.integers(), max_size=3),
+        "on": st.none() | st.dates(),
+        "inner": st.none() | st.fixed_dictionaries({"label": _texts, "lat": _floats}),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(_samples, max_size=6),
+    loose=st.lists(_loose, max_size=6),
+    sep=st.sampled_from(list(Separator)),
+)
+def test_lines_are_the_bytes_of_the_csv_writer(
+    rows: list[dict[str, Any]], loose: list[dict[str, Any]], sep: Separator
+) -> None:
+    """An export writes each row as one f-string of its cells (`CsvColumns.write`), checked for what would
+    need quotes: whatever the values, the same text as the stdlib's csv writer writes from the cells, a row
+    that needs quotes among rows that do not included."""
+    assert _write(rows, sep) == _write_by_the_csv_module(rows, sep)
+    assert _write(loose, sep, Loose) == _write_by_the_csv_module(loose, sep, Loose)
+
+
+def test_a_row_that_needs_quotes_keeps_its_place_among_lines() -> None:
+    rows = [_sample(text="first"), _sample(text='a "b", c\r\nd'), _sample(text="last")]
+    text = _write(rows)
+    assert text == _write_by_the_csv_module(rows, Separator.comma)
+    lines = list(csv.reader(io.StringIO(text, newline="")))
+    assert [line[0] for line in lines] == ["text", "first", 'a "b", c\r\nd', "last"]
 
 
 def test_stats_tables_are_written_from_rows_in_memory() -> None:
@@ -451,8 +534,9 @@ async def test_the_driver_rows_write_the_bytes_the_page_dicts_write(
 ) -> None:
     """A CSV batch that its page function hands on untouched is written from the driver's rows
     (`app.core.pagination.Records`), converted by the engine's own processors: the same bytes as from the
-    page's dicts (those of the JSON pages), in batches of 2 and of 1 000, with either separator. A batch
-    whose rows the service reads or fills in (positions, counsellors) is written from those dicts."""
+    page's dicts (those of the JSON pages), and as the stdlib's csv writer writes from the cells (rather
+    than each row's line), in batches of 2 and of 1 000, with either separator. A batch whose rows the
+    service reads or fills in (positions, counsellors) is written from those dicts."""
     place: Place = everything["place"]
     headers = {**(place.admin if caller == "admin" else place.world.lyon_viewer), **CSV}
     url = API + path(everything)
@@ -466,6 +550,9 @@ async def test_the_driver_rows_write_the_bytes_the_page_dicts_write(
     async def through_the_engine(*_args: Any) -> None:
         return None
 
+    def by_the_csv_module(columns: csv_module.CsvColumns, writer: CsvWriter, rows: Any) -> None:
+        writer.write(columns.rows(rows))
+
     monkeypatch.setattr(csv_module.CsvColumns, "_driver_cells", spy)
     for batch in (2, 1000):
         monkeypatch.setattr(csv_module, "BATCH_ROWS", batch)
@@ -474,8 +561,12 @@ async def test_the_driver_rows_write_the_bytes_the_page_dicts_write(
             with monkeypatch.context() as patched:
                 patched.setattr(pagination, "_records", through_the_engine)
                 dicts = await client.get(url, params={"sep": sep}, headers=headers)
-            assert fast.status_code == dicts.status_code == 200, (fast.text, dicts.text)
+            with monkeypatch.context() as patched:
+                patched.setattr(csv_module.CsvColumns, "write", by_the_csv_module)
+                cells = await client.get(url, params={"sep": sep}, headers=headers)
+            assert fast.status_code == dicts.status_code == cells.status_code == 200, (fast.text, dicts.text)
             assert fast.content == dicts.content, name
+            assert fast.content == cells.content, name
             assert fast.content.count(b"\r\n") >= 2, (name, fast.content)
     assert bool(from_driver) == (name in FROM_DRIVER_ROWS), name
 
