@@ -314,10 +314,10 @@ class CsvColumns:
         """`_driver_cells`'s line function (`_compile_line`)."""
         key = (driver.names, driver.processors, delimiter)
         if key not in self._lines:
-            top, namespace = self._driver_reads(driver)
+            top, namespace, raw = self._driver_reads(driver)
             if len(self._lines) >= _SHAPES:
                 self._lines.clear()
-            self._lines[key] = _compile_line(self.columns, delimiter, top, namespace)
+            self._lines[key] = _compile_line(self.columns, delimiter, top, namespace, raw)
         return self._lines[key]
 
     def _driver_cells(self, driver: DriverRows) -> Callable[[Any], list[Any]]:
@@ -326,16 +326,19 @@ class CsvColumns:
         key = (driver.names, driver.processors)
         found = self._by_shape.get(key)
         if found is None:
-            top, namespace = self._driver_reads(driver)
+            top, namespace, _raw = self._driver_reads(driver)
             found = _compile_cells(self.columns, top, namespace)
             if len(self._by_shape) >= _SHAPES:
                 self._by_shape.clear()
             self._by_shape[key] = found
         return found
 
-    def _driver_reads(self, driver: DriverRows) -> tuple[Callable[[str], str], dict[str, Any]]:
+    def _driver_reads(
+        self, driver: DriverRows
+    ) -> tuple[Callable[[str], str], dict[str, Any], Callable[[str], bool]]:
         """How a generated function reads a field of the model in a driver's row: by position, through the
-        engine's processor; and the names those reads use."""
+        engine's processor; the names those reads use; and whether a field's value is the driver's own,
+        without a processor (of its codecs' exact types: `int`, `float`, `str`, its UUID, orjson's values)."""
         positions = {name: index for index, name in enumerate(driver.names)}
         processors = dict(driver.processors)
         namespace: dict[str, Any] = {"_datetime": datetime, "_UTC": UTC}
@@ -357,7 +360,11 @@ class CsvColumns:
                 )
             return f"_p{index}(row[{index}])"
 
-        return top, namespace
+        def raw(name: str) -> bool:
+            index = positions.get(name)
+            return index is not None and index not in processors
+
+        return top, namespace, raw
 
 
 _EMPTY: dict[str, Any] = {}
@@ -375,13 +382,16 @@ def _cell_code(
     namespace: dict[str, Any] | None = None,
     *,
     fields: bool = False,
+    raw: Callable[[str], bool] = lambda _name: False,
 ) -> tuple[list[str], list[str], dict[str, Any]]:
     """The source of a function of `row` that reads every cell with no loop over the columns: the lines
     that read the nested objects once per row (`None` → `_EMPTY`), one expression per cell (its value as
     the column's converter gives it), and the names they use. With `fields`, each cell is instead an
     f-string's replacement field, `{...}`, that writes it as the csv writer writes a cell it does not quote
-    (`None` → empty, a string as it is, anything else `str()`). `top` gives the expression of a field of
-    the model in the row (a dict's `row.get(name)` by default), with what it needs in `namespace`."""
+    (`None` → empty, a string's characters as they are, a subclass's too, anything else `str()`). `top`
+    gives the expression of a field of the model in the row (a dict's `row.get(name)` by default), with what
+    it needs in `namespace`; `raw`, whether a field's values (those inside it too) are of exact types, no
+    subclass of `str` among them."""
     # `top` adds what its expressions name to `namespace` as the function is written.
     namespace = {} if namespace is None else namespace
     namespace["_EMPTY"] = _EMPTY
@@ -398,6 +408,9 @@ def _cell_code(
 
     namespace["_FORMULA_STARTS"] = _FORMULA_STARTS
     namespace["_text"] = _text
+    namespace["_str"] = str.__str__
+    namespace["_datetime"] = datetime
+    namespace["_UTC"] = UTC
     cells = []
     for index, column in enumerate(columns):
         if len(column.path) == 1:
@@ -407,16 +420,20 @@ def _cell_code(
         # The common cases inline (a call per cell is a good part of an export's cost), the same values as
         # the converters give. An empty cell is `None` in a list for the csv writer, `''` in a line.
         empty = "''" if fields else "None"
-        if column.convert is _plain:
-            # Numbers and UUIDs (the model's types): the csv writer writes them with `str()`, as `!s` does.
-            cell = f"'' if (_v := {read}) is None else _v!s" if fields else read
+        if column.convert is _plain and fields and raw(column.path[0]):
+            # Numbers and UUIDs of the driver's types: the csv writer writes them with `str()`, as `!s` does.
+            cell = f"'' if (_v := {read}) is None else _v!s"
+        elif column.convert is _plain and fields:
+            # The csv writer writes a subclass of `str` as its characters, not its `str()`.
+            cell = f"'' if (_v := {read}) is None else _str(_v) if isinstance(_v, str) else _v!s"
+        elif column.convert is _plain:
+            cell = read
         elif column.convert is _instant and fields:
             # In UTC, its date's and time's ISO forms (`isoformat` on an aware instant costs twice as much).
             cell = (
                 f"'' if (_v := {read}) is None else f'{{_v.date().isoformat()}}T{{_v.time().isoformat()}}Z' "
-                "if _v.tzinfo is _UTC else _v.isoformat().replace('+00:00', 'Z')"
+                "if type(_v) is _datetime and _v.tzinfo is _UTC else _v.isoformat().replace('+00:00', 'Z')"
             )
-            namespace["_UTC"] = UTC
         elif column.convert is _instant:
             cell = f"None if (_v := {read}) is None else _v.isoformat().replace('+00:00', 'Z')"
         elif column.convert is _boolean:
@@ -428,7 +445,11 @@ def _cell_code(
             )
         else:
             namespace[f"_c{index}"] = _JOINED_TEXTS.get(column.convert, column.convert)
-            cell = f"'' if (_v := _c{index}({read})) is None else _v!s" if fields else f"_c{index}({read})"
+            cell = (
+                f"'' if (_v := _c{index}({read})) is None else _str(_v) if isinstance(_v, str) else _v!s"
+                if fields
+                else f"_c{index}({read})"
+            )
         cells.append("{" + cell + "}" if fields else "(" + cell + ")")
     return lines, cells, namespace
 
@@ -452,15 +473,14 @@ def _compile_line(
     delimiter: str,
     top: Callable[[str], str] = _dict_value,
     namespace: dict[str, Any] | None = None,
+    raw: Callable[[str], bool] = lambda _name: False,
 ) -> Callable[[Any], str] | None:
     """One function per model from a row to its line without the line's end: its cells as
     `_compile_cells` reads them, each written as the csv writer writes a cell that needs no quotes
-    (`None` → empty, a string as it is, anything else `str()`: the converters give numbers and UUIDs that
-    way, text always as `str` itself), joined by `delimiter`, in one f-string. Whether a line's cells needed
-    quotes is `CsvWriter.write_lines`'s to check. None where an f-string cannot hold the expressions (a
-    field's name with a quote or a backslash) or for a single column (whose empty cell the csv writer
-    quotes)."""
-    lines, cells, namespace = _cell_code(columns, top, namespace, fields=True)
+    (`_cell_code`'s fields), joined by `delimiter`, in one f-string. Whether a line's cells needed quotes
+    is `CsvWriter.write_lines`'s to check. None where an f-string cannot hold the expressions (a field's
+    name with a quote or a backslash) or for a single column (whose empty cell the csv writer quotes)."""
+    lines, cells, namespace = _cell_code(columns, top, namespace, fields=True, raw=raw)
     body = delimiter.join(cells)
     if len(cells) < 2 or any(c in body for c in '"\\') or delimiter in "{}":
         return None

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta, timezone
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -293,20 +293,62 @@ _loose = st.fixed_dictionaries(
 )
 
 
+class Typed(BaseModel):
+    """Columns given values of other types than their own: what a service might put in a dict."""
+
+    count: int | None = None
+    ref: uuid.UUID | None = None
+    at: datetime | None = None
+
+
+class Mixed(str, Enum):  # noqa: UP042 - a str mixin, whose str() is not its value
+    value = "mixed"
+
+
+class Shouting(str):
+    def __str__(self) -> str:
+        return "SHOUTED"
+
+
+class Spaced(datetime):
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        return super().isoformat(" ", timespec)
+
+
+_odd = (
+    st.none()
+    | _integers
+    | _floats
+    | _texts
+    | st.builds(Shouting, _texts)
+    | st.just(Mixed.value)
+    | st.just(Colour.red)
+    | st.dates()
+    | _instants
+)
+_moments = (
+    st.none() | st.dates() | _instants | st.builds(lambda at: Spaced.fromisoformat(at.isoformat()), _instants)
+)
+_typed = st.fixed_dictionaries({"count": _odd, "ref": _odd | st.uuids(), "at": _moments})
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     rows=st.lists(_samples, max_size=6),
     loose=st.lists(_loose, max_size=6),
+    typed=st.lists(_typed, max_size=6),
     sep=st.sampled_from(list(Separator)),
 )
 def test_lines_are_the_bytes_of_the_csv_writer(
-    rows: list[dict[str, Any]], loose: list[dict[str, Any]], sep: Separator
+    rows: list[dict[str, Any]], loose: list[dict[str, Any]], typed: list[dict[str, Any]], sep: Separator
 ) -> None:
     """An export writes each row as one f-string of its cells (`CsvColumns.write`), checked for what would
     need quotes: whatever the values, the same text as the stdlib's csv writer writes from the cells, a row
-    that needs quotes among rows that do not included."""
+    that needs quotes among rows that do not included, and values of other types than their column's (a
+    subclass of `str` in a number column, a date or a subclass of datetime in an instant's)."""
     assert _write(rows, sep) == _write_by_the_csv_module(rows, sep)
     assert _write(loose, sep, Loose) == _write_by_the_csv_module(loose, sep, Loose)
+    assert _write(typed, sep, Typed) == _write_by_the_csv_module(typed, sep, Typed)
 
 
 def test_a_row_that_needs_quotes_keeps_its_place_among_lines() -> None:
