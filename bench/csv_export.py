@@ -12,7 +12,7 @@ For each:
 
 1. a small export (`SMALL_QUERY`, a few thousand rows): warms the worker up, and its peak resident memory
    (`VmHWM`) afterwards is the baseline;
-2. `--rounds` exports of `QUERY` (every public workshop of the Rhône since 2021: 121 242 of the default
+2. `--rounds` exports of `QUERY` (every public workshop of the Rhône since 2021: 125 067 of the default
    million), one after the other through one HTTP client reading the stream as it comes: rows per second
    (the median round), the worker's CPU time (rows per CPU second: what a shared machine's load does not
    blur), the body's SHA-256;
