@@ -408,6 +408,7 @@ def _cell_code(
 
     namespace["_FORMULA_STARTS"] = _FORMULA_STARTS
     namespace["_text"] = _text
+    namespace["_instant"] = _instant
     namespace["_str"] = str.__str__
     namespace["_datetime"] = datetime
     namespace["_UTC"] = UTC
@@ -428,14 +429,14 @@ def _cell_code(
             cell = f"'' if (_v := {read}) is None else _str(_v) if isinstance(_v, str) else _v!s"
         elif column.convert is _plain:
             cell = read
-        elif column.convert is _instant and fields:
-            # In UTC, its date's and time's ISO forms (`isoformat` on an aware instant costs twice as much).
-            cell = (
-                f"'' if (_v := {read}) is None else f'{{_v.date().isoformat()}}T{{_v.time().isoformat()}}Z' "
-                "if type(_v) is _datetime and _v.tzinfo is _UTC else _v.isoformat().replace('+00:00', 'Z')"
-            )
         elif column.convert is _instant:
-            cell = f"None if (_v := {read}) is None else _v.isoformat().replace('+00:00', 'Z')"
+            # In UTC, its date's and time's ISO forms (`isoformat` on an aware instant costs twice as much);
+            # anything else as the converter writes it.
+            cell = (
+                f"{empty} if (_v := {read}) is None "
+                "else f'{_v.date().isoformat()}T{_v.time().isoformat()}Z' "
+                "if type(_v) is _datetime and _v.tzinfo is _UTC else _instant(_v)"
+            )
         elif column.convert is _boolean:
             cell = f"{empty} if (_v := {read}) is None else 'true' if _v else 'false'"
         elif column.convert is _text:
