@@ -51,9 +51,9 @@ either kind of batch).
 converted as above, then `CsvWriter.write_lines` checks the batch's lines at once for what would need
 quotes (a delimiter inside a cell, a double quote, a line break): where nothing does, the lines are the
 csv writer's text, and a line where something does is written by the csv writer from the row's cells. An
-instant in UTC is written from its date's and time's ISO forms. A third less CPU per row than the cells
-through the csv writer; `tests/core/test_csv.py` compares the two writers' bytes for any values
-(hypothesis) and for every list through the API.
+instant in UTC is written from its date's and time's ISO forms. About 40 % less CPU per row than the
+cells through the csv writer (`docs/performance.md`); `tests/core/test_csv.py` compares the two
+writers' bytes for any values (hypothesis) and for every list through the API.
 
 **Stats** (small, in memory): `csv_rows_response(columns, rows, sep)`; `flatten` turns nested breakdowns
 into `parent_child` keys. A stats route declares `sep: SepQuery = Separator.comma` and answers
@@ -290,8 +290,8 @@ class CsvColumns:
 
     def write(self, writer: CsvWriter, rows: Iterable[Any]) -> None:
         """The rows' lines written to `writer`, each made by one function from the row to its line
-        (`CsvWriter.write_lines`): the bytes of `writer.write(self.rows(rows))`, at about two thirds of
-        its CPU time."""
+        (`CsvWriter.write_lines`): the bytes of `writer.write(self.rows(rows))`, for about 60 % of its
+        CPU time."""
         delimiter = writer.delimiter
         if isinstance(rows, Records) and rows.untouched:
             driver = rows.driver
