@@ -6,6 +6,8 @@ CORS only for requests that carry an `Origin` header."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -159,7 +161,9 @@ class RequestMiddleware:
       limit answers plain text).
     - CORS: requests with an `Origin` header go through `cors` (Starlette's CORSMiddleware around the
       rest); the others skip it.
-    - An unhandled exception becomes a 500 problem without internals.
+    - An unhandled exception becomes a 500 problem without internals; a request that the server cancels
+      as it stops (its shutdown deadline) a 503 `service_unavailable`, so that the server's own plain-text
+      500 is never what a client gets.
     - `Cache-Control` on every response that does not set its own (`cache_control_for`).
     - One access log line (route template, status, duration: never the query string, which may carry
       personal data) and the Prometheus metrics, per request."""
@@ -253,6 +257,25 @@ class RequestMiddleware:
             )
             await response(scope, receive, send_wrapper)
             status = 500
+        except asyncio.CancelledError:
+            # The server cancels a request still running at its shutdown deadline (SHUTDOWN_TIMEOUT_SECONDS:
+            # uvicorn's graceful timeout, app.core.workers under gunicorn); its transaction rolls back, unless
+            # it was cancelled while its COMMIT was under way. Unanswered, the server's own answer to the
+            # cancellation would be a plain-text 500: the client is told to retry instead, if the answer
+            # leaves before the process ends (otherwise it sees the connection cut).
+            if not response_started:
+                response = problem_response(
+                    Request(scope),
+                    status=503,
+                    code="service_unavailable",
+                    title="Service unavailable",
+                    detail="the service stopped before this request ended; retry (a POST with the same "
+                    "Idempotency-Key)",
+                    headers={"Retry-After": "5"},
+                )
+                with contextlib.suppress(Exception):
+                    await response(scope, receive, send_wrapper)
+            raise
         finally:
             elapsed = time.perf_counter() - started
             template = self.templates.lookup(scope)
