@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.middleware import valid_request_id
+from app.core.metrics import Metrics
+from app.core.middleware import RequestMiddleware, valid_request_id
 from tests.helpers import assert_problem
 
 TERRITORIES = "/api/v1/territories"
@@ -133,33 +134,24 @@ async def test_a_public_answer_varies_by_origin_even_without_one(client: httpx.A
     assert "origin" not in private.headers.get("vary", "").lower()
 
 
-async def test_a_request_cancelled_as_the_server_stops_is_a_503_not_the_servers_500() -> None:
-    """uvicorn cancels a request still running at its shutdown deadline, and answers a cancelled request
-    that has not answered with a plain-text 500 of its own: the middleware answers first, a 503 problem
-    that says to retry, and lets the cancellation go on."""
-    from app.core.metrics import Metrics
-    from app.core.middleware import RequestMiddleware
+async def _cancelled(inner: ASGIApp, started: asyncio.Event, method: str) -> list[Message]:
+    """What RequestMiddleware sends for a request whose task is cancelled once `inner` sets `started` (as
+    the server cancels what still runs at its shutdown deadline); the cancellation must go on."""
+    app = RequestMiddleware(inner, max_body_size=1024, metrics=Metrics())
+    sent: list[Message] = []
 
-    started = asyncio.Event()
-
-    async def waits_on_a_lock(scope: Any, receive: Any, send: Any) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    app = RequestMiddleware(waits_on_a_lock, max_body_size=1024, metrics=Metrics())
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: Any) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
+    path = "/api/v1/workshops/x/registrations"
     scope = {
         "type": "http",
-        "method": "POST",
-        "path": "/api/v1/workshops/x/registrations",
-        "raw_path": b"/api/v1/workshops/x/registrations",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "headers": [(b"host", b"testserver")],
         "scheme": "http",
@@ -174,7 +166,20 @@ async def test_a_request_cancelled_as_the_server_stops_is_a_503_not_the_servers_
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    start, body = sent[0], sent[1]
+    return sent
+
+
+async def test_a_request_cancelled_as_the_server_stops_is_a_503_not_the_servers_500() -> None:
+    """uvicorn cancels a request still running at its shutdown deadline, and answers a cancelled request
+    that has not answered with a plain-text 500 of its own: the middleware answers first, a 503 problem
+    that says to retry, and lets the cancellation go on."""
+    started = asyncio.Event()
+
+    async def waits_on_a_lock(scope: Scope, receive: Receive, send: Send) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    start, body = await _cancelled(waits_on_a_lock, started, "POST")
     assert start["status"] == 503
     headers = {name.decode(): value.decode() for name, value in start["headers"]}
     assert headers["content-type"] == "application/problem+json"
@@ -186,37 +191,12 @@ async def test_a_request_cancelled_as_the_server_stops_is_a_503_not_the_servers_
 
 async def test_a_cancelled_request_that_has_answered_is_left_to_the_server() -> None:
     """Once its answer has started, nothing more can be said: the cancellation goes on as it came."""
-    from app.core.metrics import Metrics
-    from app.core.middleware import RequestMiddleware
-
     started = asyncio.Event()
 
-    async def streams(scope: Any, receive: Any, send: Any) -> None:
+    async def streams(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         started.set()
         await asyncio.Event().wait()
 
-    app = RequestMiddleware(streams, max_body_size=1024, metrics=Metrics())
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/api/v1/workshops",
-        "raw_path": b"/api/v1/workshops",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "app": None,
-    }
-    task = asyncio.create_task(app(scope, receive, send))
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    sent = await _cancelled(streams, started, "GET")
     assert [message["type"] for message in sent] == ["http.response.start"]
