@@ -31,6 +31,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from app.core.internals import FairAsyncQueuePool, transaction_left_open
+from app.core.problems import refused_before_dependencies
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -547,8 +548,13 @@ class TransactionRoute(APIRoute):
         async def run(request: Request) -> Response:
             try:
                 response = await handler(request)
-            except Exception:
+            except Exception as error:
                 await _end_session(request, commit=False)
+                if refused_before_dependencies(error):
+                    # The caller's 401, 403 or 429 before the body's 422, as for any other request.
+                    from app.core.auth import check_caller_of_unread_body
+
+                    await check_caller_of_unread_body(request)
                 raise
             except BaseException:
                 await _discard(request.scope.get("state", {}).pop(_SESSION_KEY, None))

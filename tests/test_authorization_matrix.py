@@ -828,3 +828,68 @@ async def test_every_route_refuses_an_expired_revoked_or_replaced_key(
 
 def _placeholders(path: str) -> list[str]:
     return [segment.split("}")[0] for segment in path.split("{")[1:]]
+
+
+def _reads_a_body(app: FastAPI) -> set[tuple[str, str]]:
+    """(name, method) of every /api/v1 route that reads a JSON body."""
+    return {
+        (str(context.name), method)
+        for context in iter_route_contexts(app.router.routes)
+        if isinstance(context.original_route, APIRoute)
+        and context.original_route.dependant.body_params
+        and (context.path_format or "").startswith(API + "/")
+        for method in context.methods or ()
+    }
+
+
+async def test_a_body_that_is_not_json_meets_the_callers_checks_first(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    connection: AsyncConnection,
+    session: AsyncSession,
+    tree: Tree,
+    make_key: KeyMaker,
+    admin: dict[str, str],
+) -> None:
+    """FastAPI reads a JSON body before it resolves the route's dependencies: a body that is not JSON must
+    not answer its 422 before the caller's 401 or 403. For every route that reads a body, each caller gets
+    what the rule gives it on every object (401 without a key, 403 for a role the route refuses), and
+    whoever passes those checks gets the body's 422 `validation_error`."""
+    world = await build_world(client, session, tree, make_key, admin)
+    bodies = _reads_a_body(app)
+    assert len(bodies) > 20, bodies
+    mismatches: list[str] = []
+    for name, method, path in api_routes(app):
+        if (name, method) not in bodies:
+            continue
+        rule = RULES[name]
+        for actor in rule.actors:
+            outcomes = {rule.expect(actor, obj) for obj in rule.objects}
+            expected = (
+                outcomes.pop() if outcomes in ({UNAUTHENTICATED}, {FORBIDDEN}) else (422, "validation_error")
+            )
+            for broken in (b'{"name": ', b"[" * 5000, b"\xff\xfe"):
+                obj = rule.objects[0]
+                call = rule.call(world, obj)
+                savepoint = await connection.begin_nested()
+                try:
+                    response = await client.request(
+                        method,
+                        path.format(**call.params),
+                        content=broken,
+                        params=call.query,
+                        headers={
+                            **call.headers,
+                            **_headers(world, actor, obj),
+                            "Content-Type": "application/json",
+                        },
+                    )
+                finally:
+                    await savepoint.rollback()
+                actual = (response.status_code, _code(response))
+                if actual != expected:
+                    mismatches.append(
+                        f"{name} {method} actor={actor.name} body={broken[:10]!r}: expected {expected}, "
+                        f"got {actual} {response.text[:160]}"
+                    )
+    assert not mismatches, "\n".join(mismatches)

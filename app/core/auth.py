@@ -231,21 +231,57 @@ def check_roles(principal: Principal, roles: tuple[Role, ...]) -> Principal:
     return principal
 
 
+_ROLES = "__cnfs_roles__"
+
+
 def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """401 for the anonymous caller, 403 for a role outside `roles`."""
 
     async def dependency(principal: PrincipalDep) -> Principal:
         return check_roles(principal, roles)
 
+    setattr(dependency, _ROLES, roles)
     return dependency
+
+
+def route_roles(dependant: Dependant) -> tuple[Role, ...] | None:
+    """The roles a route's dependencies let through (`require_roles`); None when it has no role check."""
+    roles: tuple[Role, ...] | None = getattr(dependant.call, _ROLES, None)
+    if roles is not None:
+        return roles
+    for sub in dependant.dependencies:
+        roles = route_roles(sub)
+        if roles is not None:
+            return roles
+    return None
 
 
 def needs_key(dependant: Dependant) -> bool:
     """Whether a route's dependencies include a role check (so that it refuses callers without a key)."""
-    call = dependant.call
-    if call is not None and getattr(call, "__qualname__", "").startswith(require_roles.__qualname__ + "."):
-        return True
-    return any(needs_key(sub) for sub in dependant.dependencies)
+    return route_roles(dependant) is not None
+
+
+async def check_caller_of_unread_body(request: Request) -> None:
+    """The caller's checks for a request whose body FastAPI refused before it resolved the route's
+    dependencies: a body that is not JSON (or not UTF-8, or nested too deeply) fails as FastAPI reads it,
+    and its 422 would otherwise answer before the checks every other request meets first, the rate limits
+    included. Here they run in the dependencies' order: unknown query parameters (422), the Authorization
+    header's form (401), the rate limits (429), the key (401 unknown, revoked or expired; looked up in a
+    session of its own), then the route's roles (401 without a key, 403 for another role). Raises the
+    first that fails; returns when the caller may make the request, and the body's 422 stands."""
+    await check_caller(request)
+    principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if principal is None:
+        session = request.app.state.sessionmaker()
+        try:
+            principal = await _principal(request, session)
+        finally:
+            await session.close()
+    route = request.scope.get("route")
+    dependant: Dependant | None = getattr(route, "dependant", None)
+    roles = None if dependant is None else route_roles(dependant)
+    if roles is not None:
+        check_roles(principal, roles)
 
 
 AdminDep = Annotated[Principal, Depends(require_roles(Role.admin))]

@@ -276,6 +276,19 @@ def field_message(err: Mapping[str, Any]) -> str:
     return msg
 
 
+def refused_before_dependencies(error: BaseException) -> bool:
+    """Whether FastAPI refused a request's body as it read it, before it resolved the route's dependencies
+    (`app.core.auth.check_caller_of_unread_body`): a body that is not JSON (FastAPI's `json_invalid`), or
+    one its JSON decoder cannot read (a 400 that `unparsable_body` answers)."""
+    if isinstance(error, RequestValidationError):
+        return any(err.get("type") == "json_invalid" for err in error.errors())
+    return (
+        isinstance(error, StarletteHTTPException)
+        and error.status_code == 400
+        and error.detail == _UNPARSABLE_BODY
+    )
+
+
 def validation_errors(exc: RequestValidationError) -> list[FieldError]:
     out = []
     for err in exc.errors():
