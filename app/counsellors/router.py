@@ -387,9 +387,10 @@ async def counsellors_upsert_by_ref_direct(
     if "if-match" in request.headers:
         return None
     body = await json_body(request)
-    # It only reads: its statements run as a reading request's do (one read-only snapshot, no write lock),
-    # on a session of their own; the writing request's `session` stays unused.
-    async with DirectSession(request.app.state.sessionmaker.kw["bind"], snapshot=True) as reads:
+    # It only reads, as a reading request does (no write lock), on a session of its own; the writing
+    # request's `session` stays unused. Its answer is one statement (`repository.sync_state_by_ref`: the
+    # employer, the counsellor and its current assignment), so one snapshot without BEGIN and COMMIT.
+    async with DirectSession(request.app.state.sessionmaker.kw["bind"]) as reads:
         principal = await _writer(request, reads)
         reads.begin_answer()
         try:

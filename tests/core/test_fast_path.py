@@ -14,13 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from app.config import Settings
-from app.core.direct import DirectSession, _kept_connections, statement_observers, transaction_observers
+from app.core.direct import (
+    DirectSession,
+    _kept_connections,
+    answer_observers,
+    statement_observers,
+    transaction_observers,
+)
 from app.core.internals import FairAsyncQueuePool
 from app.db import IDLE_PING_SECONDS, make_engine, suspect_connections
 from app.ops.router import expected_head
 from app.territories.schemas import TerritoryRead
 from tests.conftest import TEST_DATABASE_URL, THROUGH_PGBOUNCER, Tree, postgres_only
 from tests.helpers import app_client, assert_problem
+from tests.positions.helpers import PERSON, committed_positions_world
 
 
 def _app_engine(client: Any) -> AsyncEngine:
@@ -409,3 +416,35 @@ async def test_a_direct_request_waits_only_when_the_pool_may_not_open_a_connecti
             await _done(session)
     finally:
         await engine.dispose()
+
+
+@postgres_only
+async def test_an_unchanged_hr_put_is_two_statements_and_no_transaction(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """An HR system's replay (`PUT /counsellors/by-ref/{ref}` that changes nothing) on the direct path: the
+    key, then one statement for the employer, the counsellor and its current assignment, each a snapshot
+    of its own, with no BEGIN and no COMMIT (behind PgBouncer, each in a transaction, for the timeouts it
+    sets: the key's is a writing request's own, ended before the answer's)."""
+    own = settings.model_copy(update={"direct_path": True, "rate_limits_enabled": False})
+    async with committed_positions_world(own, engine) as world:
+        url = "/api/v1/counsellors/by-ref/REPLAY-1"
+        body = {**PERSON, "territory_id": str(world.territory_id)}
+        created = await world.client.put(url, json=body, headers=world.admin)
+        assert created.status_code == 201, created.text
+        statements: list[str] = []
+        rounds: list[str] = []
+        answered: list[str] = []
+        statement_observers.append(statements.append)
+        transaction_observers.append(rounds.append)
+        answer_observers.append(answered.append)
+        try:
+            replay = await world.client.put(url, json=body, headers=world.admin)
+        finally:
+            statement_observers.remove(statements.append)
+            transaction_observers.remove(rounds.append)
+            answer_observers.remove(answered.append)
+        assert (replay.status_code, replay.json()) == (200, created.json())
+        assert answered == ["counsellors_upsert_by_ref"]
+        assert len(statements) == 2, statements
+        assert rounds == (["BEGIN", "COMMIT"] * 2 if THROUGH_PGBOUNCER else []), rounds
