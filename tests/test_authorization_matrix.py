@@ -845,6 +845,7 @@ def _reads_a_body(app: FastAPI) -> set[tuple[str, str]]:
 async def test_a_body_that_is_not_json_meets_the_callers_checks_first(
     app: FastAPI,
     client: httpx.AsyncClient,
+    route_client: httpx.AsyncClient,
     connection: AsyncConnection,
     session: AsyncSession,
     tree: Tree,
@@ -854,7 +855,8 @@ async def test_a_body_that_is_not_json_meets_the_callers_checks_first(
     """FastAPI reads a JSON body before it resolves the route's dependencies: a body that is not JSON must
     not answer its 422 before the caller's 401 or 403. For every route that reads a body, each caller gets
     what the rule gives it on every object (401 without a key, 403 for a role the route refuses), and
-    whoever passes those checks gets the body's 422 `validation_error`."""
+    whoever passes those checks gets the body's 422 `validation_error`; an unknown key gets its 401. Both
+    ways: the direct path (whose twins resolve the caller before they read the body) and the routes."""
     world = await build_world(client, session, tree, make_key, admin)
     bodies = _reads_a_body(app)
     assert len(bodies) > 20, bodies
@@ -863,33 +865,36 @@ async def test_a_body_that_is_not_json_meets_the_callers_checks_first(
         if (name, method) not in bodies:
             continue
         rule = RULES[name]
+        obj = rule.objects[0]
+        call = rule.call(world, obj)
+        callers: list[tuple[str, dict[str, str], Outcome]] = [
+            ("unknown key", bearer("cnfs_unknown"), UNAUTHENTICATED)
+        ]
         for actor in rule.actors:
-            outcomes = {rule.expect(actor, obj) for obj in rule.objects}
+            outcomes = {rule.expect(actor, o) for o in rule.objects}
             expected = (
                 outcomes.pop() if outcomes in ({UNAUTHENTICATED}, {FORBIDDEN}) else (422, "validation_error")
             )
-            for broken in (b'{"name": ', b"[" * 5000, b"\xff\xfe"):
-                obj = rule.objects[0]
-                call = rule.call(world, obj)
-                savepoint = await connection.begin_nested()
-                try:
-                    response = await client.request(
-                        method,
-                        path.format(**call.params),
-                        content=broken,
-                        params=call.query,
-                        headers={
-                            **call.headers,
-                            **_headers(world, actor, obj),
-                            "Content-Type": "application/json",
-                        },
-                    )
-                finally:
-                    await savepoint.rollback()
-                actual = (response.status_code, _code(response))
-                if actual != expected:
-                    mismatches.append(
-                        f"{name} {method} actor={actor.name} body={broken[:10]!r}: expected {expected}, "
-                        f"got {actual} {response.text[:160]}"
-                    )
+            callers.append((actor.name, _headers(world, actor, obj), expected))
+        for caller, headers, expected in callers:
+            # Not JSON; nested too deeply for the decoder; not UTF-8.
+            for broken in (b'{"name": ', b"[" * 5000, b'"\xff"'):
+                for way, sender in (("direct", client), ("route", route_client)):
+                    savepoint = await connection.begin_nested()
+                    try:
+                        response = await sender.request(
+                            method,
+                            path.format(**call.params),
+                            content=broken,
+                            params=call.query,
+                            headers={**call.headers, **headers, "Content-Type": "application/json"},
+                        )
+                    finally:
+                        await savepoint.rollback()
+                    actual = (response.status_code, _code(response))
+                    if actual != expected:
+                        mismatches.append(
+                            f"{name} {method} {way} caller={caller} body={broken[:10]!r}: expected "
+                            f"{expected}, got {actual} {response.text[:160]}"
+                        )
     assert not mismatches, "\n".join(mismatches)

@@ -13,14 +13,14 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
 from sqlalchemy import ColumnElement, false, or_, select, true
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
 from app.core.paths import path_startswith
-from app.core.problems import Forbidden, Unauthenticated
+from app.core.problems import AppError, Forbidden, Unauthenticated
 from app.core.query import reject_unknown_query
 from app.core.ratelimit import RateLimiter, key_reference
-from app.db import SessionDep
+from app.db import SessionDep, end_detached
 
 KEY_PREFIX = "cnfs_"
 
@@ -170,6 +170,25 @@ async def _principal(request: Request, session: Any) -> Principal:
     return principal
 
 
+async def _look_up(request: Request) -> Principal:
+    """`_principal` in a reading session of its own (no write lock on SQLite), ended as a detached session
+    is: rolled back, and its connection thrown away if a cancellation or an error of the database left it
+    in doubt."""
+    session: AsyncSession = request.app.state.sessionmaker()
+    in_doubt = True
+    try:
+        if isinstance(session.bind, AsyncEngine):
+            await session.connection(execution_options=request.app.state.read_options)
+        principal = await _principal(request, session)
+        in_doubt = False
+    except AppError:  # the key's 401: the lookup itself ended
+        in_doubt = False
+        raise
+    finally:
+        await end_detached(session, in_doubt)
+    return principal
+
+
 def _secret(header: str) -> str:
     """The key secret of an Authorization header; 401 when it is not `Bearer cnfs_...`."""
     scheme, _, secret = header.partition(" ")
@@ -245,15 +264,21 @@ def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
 
 
 def route_roles(dependant: Dependant) -> tuple[Role, ...] | None:
-    """The roles a route's dependencies let through (`require_roles`); None when it has no role check."""
-    roles: tuple[Role, ...] | None = getattr(dependant.call, _ROLES, None)
-    if roles is not None:
-        return roles
-    for sub in dependant.dependencies:
-        roles = route_roles(sub)
+    """The roles a route's dependencies let through (`require_roles`: those of every check, when it has
+    several); None when it has no role check."""
+    checks: list[tuple[Role, ...]] = []
+
+    def collect(node: Dependant) -> None:
+        roles: tuple[Role, ...] | None = getattr(node.call, _ROLES, None)
         if roles is not None:
-            return roles
-    return None
+            checks.append(roles)
+        for sub in node.dependencies:
+            collect(sub)
+
+    collect(dependant)
+    if not checks:
+        return None
+    return tuple(role for role in checks[0] if all(role in other for other in checks[1:]))
 
 
 def needs_key(dependant: Dependant) -> bool:
@@ -272,11 +297,7 @@ async def check_caller_of_unread_body(request: Request) -> None:
     await check_caller(request)
     principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
     if principal is None:
-        session = request.app.state.sessionmaker()
-        try:
-            principal = await _principal(request, session)
-        finally:
-            await session.close()
+        principal = await _look_up(request)
     route = request.scope.get("route")
     dependant: Dependant | None = getattr(route, "dependant", None)
     roles = None if dependant is None else route_roles(dependant)

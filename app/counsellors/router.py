@@ -389,7 +389,8 @@ async def counsellors_upsert_by_ref_direct(
     body = await json_body(request)
     # It only reads, as a reading request does (no write lock), on a session of its own; the writing
     # request's `session` stays unused. Its answer is one statement (`repository.sync_state_by_ref`: the
-    # employer, the counsellor and its current assignment), so one snapshot without BEGIN and COMMIT.
+    # employer, the counsellor and its current assignment): one snapshot without BEGIN and COMMIT
+    # (behind PgBouncer, in a transaction all the same, for the timeouts it sets).
     async with DirectSession(request.app.state.sessionmaker.kw["bind"]) as reads:
         principal = await _writer(request, reads)
         reads.begin_answer()

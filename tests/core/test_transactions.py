@@ -117,6 +117,38 @@ async def test_on_sqlite_reads_go_on_while_a_writer_holds_the_lock(
         await engine.dispose()
 
 
+@pytest.mark.skipif(IS_POSTGRES, reason="SQLite's locking")
+async def test_on_sqlite_a_body_that_is_not_json_gets_its_answer_while_a_writer_holds_the_lock(
+    settings: Settings,
+) -> None:
+    """Such a request's key is looked up for its 401 or 403 (`check_caller_of_unread_body`) as a read:
+    without the write lock, so that a writer holding it delays neither its refusal nor its 422."""
+    quick = settings.model_copy(update={"sqlite_busy_timeout_ms": 300})
+    engine = make_engine(settings.database_url)
+    sessionmaker = make_sessionmaker(engine)
+    async with sessionmaker() as session:
+        admin = await api_keys.create(session, ApiKeyCreate(name="lock test", role=Role.admin))
+        await session.commit()
+    broken, json_type = b'{"kind": ', {"Content-Type": "application/json"}
+    try:
+        async with app_client(quick) as client, engine.connect() as writer:
+            await writer.begin()  # BEGIN IMMEDIATE: the write lock, held until the end of the block
+            unknown = await client.post(
+                "/api/v1/territories", content=broken, headers={**json_type, **bearer("cnfs_unknown")}
+            )
+            assert_problem(unknown, 401, "unauthenticated")
+            known = await client.post(
+                "/api/v1/territories", content=broken, headers={**json_type, **bearer(str(admin.key))}
+            )
+            assert_problem(known, 422, "validation_error")
+            await writer.rollback()
+    finally:
+        async with sessionmaker() as session:
+            await session.execute(delete(ApiKey).where(ApiKey.id == admin.id))
+            await session.commit()
+        await engine.dispose()
+
+
 @pytest.mark.skipif(not IS_POSTGRES, reason="PostgreSQL row locks and lock_timeout")
 async def test_a_lock_held_too_long_is_a_503_not_a_hang(settings: Settings) -> None:
     """Writes to one programme queue on its row lock; past lock_timeout the waiter gets "retry later"."""
