@@ -1433,10 +1433,10 @@ async def counsellor_upsert(
 ) -> Reply:
     """Admin and territory managers. A replay first, as the service's direct path: the employer (its path
     checked against the caller's), its counsellor and that one's current assignment in one statement; when
-    nothing differs, that is the answer. Otherwise the service's statements in one transaction: the employer
-    checked in the caller's scope, the counsellor locked by (employer, external_ref), then created (201) or
-    updated when a field differs (its version moves, a change enters the feed), and its current assignment
-    read."""
+    nothing differs, that is the answer, with its journal line. Otherwise the service's statements in one
+    transaction: the employer checked in the caller's scope, the counsellor locked by (employer,
+    external_ref), then created (201) or updated when a field differs (its version moves, a change enters
+    the feed), and its current assignment read."""
     if not 1 <= len(external_ref) <= 64 or _CONTROL.search(external_ref):
         return problem(422, "validation_error", "external_ref: printable, 1 to 64 characters")
     async with db.acquire() as conn:
@@ -1454,6 +1454,23 @@ async def counsellor_upsert(
         )
         if in_scope and state["id"] is not None and all(_same(state[k], v) for k, v in data.columns.items()):
             current = None if state["a_id"] is None else {name: state[f"a_{name}"] for name in _CURRENT}
+            # The answer shows the person: its journal line, in a transaction of its own after the read, as
+            # the service writes it.
+            async with conn.transaction():
+                await conn.execute(
+                    _audit_sql(db),
+                    *_audit_args(
+                        db,
+                        caller,
+                        "read",
+                        "counsellors_upsert_by_ref",
+                        "counsellors",
+                        None,
+                        None,
+                        [str(as_uuid(state["id"]))],
+                        datetime.now(UTC),
+                    ),
+                )
             return json_reply(counsellor_json(state, current), version=state["version"])
         async with conn.transaction():
             if caller.role == "admin":

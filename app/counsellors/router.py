@@ -340,7 +340,8 @@ async def counsellors_anonymize(
     summary="Create or update a counsellor by HR reference",
     description=WRITE_DOC
     + " Idempotent upsert keyed by (employer, `external_ref`): 201 with `Location` when "
-    "it creates, 200 when it updates or finds nothing to change (the `version` then stays). The body is "
+    "it creates, 200 when it updates or finds nothing to change (the `version` then stays, and the answer, "
+    "which shows the person, has its line in the personal-data journal). The body is "
     "the whole record: an optional field left out becomes null. `territory_id` (the employer) may be left "
     "out when the key has exactly one territory; one outside the caller's territories → 422 "
     "`unknown_reference`. `If-Match` is optional here (an HR system syncs without reading first); when "
@@ -358,12 +359,16 @@ async def counsellors_upsert_by_ref(
     body: CounsellorUpsert,
     if_match: OptionalIfMatchHeader = None,
 ) -> Response:
-    counsellor, was_created = await service.upsert_by_ref(session, external_ref, body, principal, if_match)
+    counsellor, upserted = await service.upsert_by_ref(session, external_ref, body, principal, if_match)
     read = await service.read(session, counsellor)
-    if was_created:
+    if upserted == "created":
         return created(
             request, read, "counsellors_get", version=counsellor.version, counsellor_id=str(counsellor.id)
         )
+    if upserted == "unchanged":
+        # Nothing written, so no write event: the answer shows the person (its current assignment too),
+        # and the journal has its line, as for a read.
+        await audit.record_read(session, resource=service.RESOURCE, subject_ids=[counsellor.id])
     return _respond(read)
 
 
@@ -382,8 +387,9 @@ async def _writer(request: Request, session: DirectSession) -> Principal:
 async def counsellors_upsert_by_ref_direct(
     request: Request, session: DirectSession, *, external_ref: str
 ) -> Response | None:
-    """An unchanged counsellor (an HR system's replay) answered without writing; the route creates or
-    changes one, and answers `If-Match` and every invalid request."""
+    """An unchanged counsellor (an HR system's replay) answered without changing it (its answer's journal
+    line is all it writes); the route creates or changes one, and answers `If-Match` and every invalid
+    request."""
     if "if-match" in request.headers:
         return None
     body = await json_body(request)
@@ -399,7 +405,12 @@ async def counsellors_upsert_by_ref_direct(
         except ValidationError:
             return None
         read = await service.unchanged_by_ref(as_session(reads), external_ref, data, principal)
-    return None if read is None else _respond(read)
+    if read is None:
+        return None
+    # The answer's journal line (the route's), in the request's write transaction, committed before the
+    # answer is sent: a transaction of its own after the read, which took no lock.
+    await audit.record_read(session, resource=service.RESOURCE, subject_ids=[read.id])
+    return _respond(read)
 
 
 @router.post(

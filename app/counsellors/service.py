@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -321,17 +321,20 @@ def _apply(counsellor: Counsellor, columns: dict[str, Any]) -> bool:
     return bool(changed)
 
 
+Upserted = Literal["created", "updated", "unchanged"]
+
+
 async def upsert_by_ref(
     session: AsyncSession,
     external_ref: str,
     data: CounsellorUpsert,
     principal: Principal,
     if_match: str | None,
-) -> tuple[Counsellor, bool]:
-    """Creates or updates the counsellor `external_ref` of the employer; returns it and whether it was
-    created. Two syncs of the same person at once: the second waits on the first's row lock, or, when both
-    create, its INSERT meets the unique (territory_id, external_ref) and it updates the row the first
-    created instead."""
+) -> tuple[Counsellor, Upserted]:
+    """Creates or updates the counsellor `external_ref` of the employer; returns it and what became of it
+    (`created`, `updated`, or `unchanged` when the body held what was there). Two syncs of the same person
+    at once: the second waits on the first's row lock, or, when both create, its INSERT meets the unique
+    (territory_id, external_ref) and it updates the row the first created instead."""
     territory_id = _employer(data.territory_id, principal, "/territory_id")
     await _check_territory(session, territory_id, principal)
     columns = _columns(data)
@@ -353,13 +356,14 @@ async def upsert_by_ref(
                 raise
         else:
             await _record(session, counsellor, Action.created)
-            return counsellor, True
+            return counsellor, "created"
     if if_match is not None:
         require_if_match(if_match, existing.version)
-    if _apply(existing, columns):
-        await session.flush()
-        await _record(session, existing, Action.updated)
-    return existing, False
+    if not _apply(existing, columns):
+        return existing, "unchanged"
+    await session.flush()
+    await _record(session, existing, Action.updated)
+    return existing, "updated"
 
 
 async def unchanged_by_ref(

@@ -19,7 +19,7 @@ from app.core.media import Separator
 from app.counsellors.schemas import CounsellorRead
 from tests.audit.helpers import events
 from tests.conftest import KeyMaker, SameAnswers, Tree, bearer
-from tests.positions.helpers import COUNSELLORS, POSITIONS, create_counsellor
+from tests.positions.helpers import COUNSELLORS, PERSON, POSITIONS, create_counsellor
 from tests.workshops.helpers import WORKSHOPS, build_place, create_workshop, person
 
 
@@ -62,6 +62,35 @@ async def test_a_counsellor_read_by_id_has_its_line_on_both_paths(
     refused = await client.get(url, headers={**viewer, "X-Request-ID": "refused"})
     assert refused.status_code == 403
     assert await events(connection, request_id="refused") == []
+
+
+async def test_an_unchanged_put_by_reference_has_its_line_on_both_paths(
+    client: httpx.AsyncClient,
+    route_client: httpx.AsyncClient,
+    tree: Tree,
+    make_key: KeyMaker,
+    connection: AsyncConnection,
+) -> None:
+    """An HR system's replay writes nothing, so it has no write event; its answer shows the person (and
+    its current assignment) as a read does, so it has a read line. A change has its write event only."""
+    manager = bearer(await make_key("territory_manager", [tree.lyon_metro], name="Lyon HR"))
+    url = f"{COUNSELLORS}/by-ref/HR-1"
+    body = {**PERSON, "territory_id": str(tree.lyon.id)}
+    created = await client.put(url, json=body, headers={**manager, "X-Request-ID": "hr-created"})
+    assert created.status_code == 201, created.text
+    assert await _reads(connection, "hr-created") == []
+    for name, answering in (("direct", client), ("route", route_client)):
+        replay = await answering.put(url, json=body, headers={**manager, "X-Request-ID": f"hr-{name}"})
+        assert (replay.status_code, replay.json()) == (200, created.json())
+        (line,) = await events(connection, request_id=f"hr-{name}")
+        assert (line["kind"], line["action"]) == ("read", "counsellors_upsert_by_ref")
+        assert line["subject_ids"] == [created.json()["id"]]
+        assert (line["actor_role"], line["actor_name"]) == ("territory_manager", "Lyon HR")
+    changed = await client.put(
+        url, json={**body, "phone": None}, headers={**manager, "X-Request-ID": "hr-changed"}
+    )
+    assert changed.json()["version"] == 2
+    assert [e["kind"] for e in await events(connection, request_id="hr-changed")] == ["write"]
 
 
 async def test_lists_journal_the_people_of_the_page(

@@ -419,13 +419,13 @@ async def test_a_direct_request_waits_only_when_the_pool_may_not_open_a_connecti
 
 
 @postgres_only
-async def test_an_unchanged_hr_put_is_two_statements_and_no_transaction(
+async def test_an_unchanged_hr_put_reads_in_one_statement_and_journals_it(
     settings: Settings, engine: AsyncEngine
 ) -> None:
     """An HR system's replay (`PUT /counsellors/by-ref/{ref}` that changes nothing) on the direct path: the
     key, then one statement for the employer, the counsellor and its current assignment, each a snapshot
-    of its own, with no BEGIN and no COMMIT (behind PgBouncer, each in a transaction, for the timeouts it
-    sets: the key's is a writing request's own, ended before the answer's)."""
+    of its own with no BEGIN and no COMMIT; then the answer's journal line in a transaction (behind
+    PgBouncer, each in a transaction, for the timeouts it sets)."""
     own = settings.model_copy(update={"direct_path": True, "rate_limits_enabled": False})
     async with committed_positions_world(own, engine) as world:
         url = "/api/v1/counsellors/by-ref/REPLAY-1"
@@ -446,5 +446,6 @@ async def test_an_unchanged_hr_put_is_two_statements_and_no_transaction(
             answer_observers.remove(answered.append)
         assert (replay.status_code, replay.json()) == (200, created.json())
         assert answered == ["counsellors_upsert_by_ref"]
-        assert len(statements) == 2, statements
-        assert rounds == (["BEGIN", "COMMIT"] * 2 if THROUGH_PGBOUNCER else []), rounds
+        assert len(statements) == 3, statements
+        assert statements[-1].startswith("INSERT INTO audit_events"), statements
+        assert rounds == ["BEGIN", "COMMIT"] * (3 if THROUGH_PGBOUNCER else 1), rounds

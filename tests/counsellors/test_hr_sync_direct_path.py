@@ -161,7 +161,7 @@ async def test_put_by_ref_answers_the_same(
     )
 
 
-async def test_an_unchanged_put_writes_nothing(
+async def test_an_unchanged_put_changes_nothing(
     client: httpx.AsyncClient, world: World, count_queries: Any
 ) -> None:
     url = f"{COUNSELLORS}/by-ref/M-1"
@@ -172,8 +172,9 @@ async def test_an_unchanged_put_writes_nothing(
         with count_queries() as counter:
             answer = await client.put(url, json=PERSON, headers=world.lyon_manager)
         assert (answer.status_code, answer.json()) == (200, created.json())
-        # The key, then the employer with the counsellor and its current assignment.
-        assert counter.count == 2, counter.statements
+        # The key, the employer with the counsellor and its current assignment, the answer's journal line.
+        assert counter.count == 3, counter.statements
+        assert "INSERT INTO audit_events" in counter.statements[-1]
     assert await _changes(client, world) == before
     changed = await client.put(url, json={**PERSON, "phone": None}, headers=world.lyon_manager)
     assert changed.json()["version"] == 2
