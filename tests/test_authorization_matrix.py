@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy import update
@@ -741,16 +742,16 @@ def test_every_route_has_a_rule(app: FastAPI) -> None:
     assert not stale, f"rules for routes the application does not have: {stale}"
 
 
+@pytest.fixture
+async def world(
+    client: httpx.AsyncClient, session: AsyncSession, tree: Tree, make_key: KeyMaker, admin: dict[str, str]
+) -> World:
+    return await build_world(client, session, tree, make_key, admin)
+
+
 async def test_every_route_answers_each_caller_as_documented(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    connection: AsyncConnection,
-    session: AsyncSession,
-    tree: Tree,
-    make_key: KeyMaker,
-    admin: dict[str, str],
+    app: FastAPI, client: httpx.AsyncClient, connection: AsyncConnection, tree: Tree, world: World
 ) -> None:
-    world = await build_world(client, session, tree, make_key, admin)
     a_side = {str(t.id) for t in (tree.ara, tree.rhone, tree.lyon_metro, tree.lyon, tree.villeurbanne)}
     b_side = {str(t.id) for t in (tree.occ, tree.hg, tree.toulouse)}
     outside = {"A": b_side, "B": a_side}
@@ -847,17 +848,13 @@ async def test_a_body_that_is_not_json_meets_the_callers_checks_first(
     client: httpx.AsyncClient,
     route_client: httpx.AsyncClient,
     connection: AsyncConnection,
-    session: AsyncSession,
-    tree: Tree,
-    make_key: KeyMaker,
-    admin: dict[str, str],
+    world: World,
 ) -> None:
     """FastAPI reads a JSON body before it resolves the route's dependencies: a body that is not JSON must
     not answer its 422 before the caller's 401 or 403. For every route that reads a body, each caller gets
     what the rule gives it on every object (401 without a key, 403 for a role the route refuses), and
     whoever passes those checks gets the body's 422 `validation_error`; an unknown key gets its 401. Both
     ways: the direct path (whose twins resolve the caller before they read the body) and the routes."""
-    world = await build_world(client, session, tree, make_key, admin)
     bodies = _reads_a_body(app)
     assert len(bodies) > 20, bodies
     mismatches: list[str] = []
