@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api_keys.models import ApiKey
 from app.core.auth import Principal
 from app.core.columns import ReadColumns
 from app.core.direct import prepared
@@ -390,5 +391,17 @@ async def assignments_of(session: AsyncSession, counsellor_id: uuid.UUID) -> lis
         select(Assignment)
         .where(Assignment.counsellor_id == counsellor_id)
         .order_by(Assignment.started_on, Assignment.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def open_keys_of(session: AsyncSession, counsellor_id: uuid.UUID) -> list[ApiKey]:
+    """The API keys bound to the counsellor that are not revoked, locked (their revocation is written in
+    the caller's transaction, its audit events with it)."""
+    stmt = (
+        select(ApiKey)
+        .where(ApiKey.counsellor_id == counsellor_id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at, ApiKey.id)
+        .with_for_update()
     )
     return list((await session.execute(stmt)).scalars())

@@ -318,7 +318,8 @@ async def counsellors_update(
     "and sets `anonymized_at`; keeps the employer, the training figures and the assignments with their "
     "dates, so that positions and statistics keep counting, and, in the same transaction, every response "
     "stored for an `Idempotency-Key` that showed the person (a creation, a bulk upsert): a retry with such a "
-    "key answers 410 `idempotency_key_erased`. Anonymising again changes nothing. "
+    "key answers 410 `idempotency_key_erased`; and every API key bound to the counsellor is revoked, "
+    "each revocation in the audit trail. Anonymising again changes nothing. "
     "Answers 200 with the counsellor.",
     responses=problem_responses(401, 403, 404, 422),
 )

@@ -273,16 +273,21 @@ async def update(
 async def anonymize(session: AsyncSession, counsellor: Counsellor) -> Counsellor:
     """Erases names, email, phone and the HR reference (which points at the person in the employer's
     files); keeps the employer, the training figures and every assignment with its dates, so that positions
-    and statistics keep counting. The responses stored for `Idempotency-Key` that show the person go in the
-    same transaction (`idempotency.forget`). Anonymising twice changes nothing."""
+    and statistics keep counting. In the same transaction: the responses stored for `Idempotency-Key` that
+    show the person go (`idempotency.forget`), and the API keys bound to the counsellor are revoked (a
+    person who has left must not keep reading their workshops' registrants). Anonymising twice changes
+    nothing."""
     if counsellor.anonymized_at is not None:
         return counsellor
+    now = utcnow()
     counsellor.first_name = None
     counsellor.last_name = None
     counsellor.email = None
     counsellor.phone = None
     counsellor.external_ref = None
-    counsellor.anonymized_at = utcnow()
+    counsellor.anonymized_at = now
+    for key in await repo.open_keys_of(session, counsellor.id):
+        key.revoked_at = now
     await session.flush()
     await idempotency.forget(session, RESOURCE, counsellor.id)
     await _record(session, counsellor, Action.updated)

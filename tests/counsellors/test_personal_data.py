@@ -8,9 +8,11 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.idempotency import IdempotencyRecord
+from tests.audit.helpers import events
+from tests.conftest import KeyMaker, bearer
 from tests.helpers import assert_problem, items
 from tests.positions.helpers import (
     ASSIGNMENTS,
@@ -133,3 +135,49 @@ async def test_no_stored_response_outlives_an_anonymisation(
     )
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.json() == kept.json()
+
+
+async def test_an_anonymisation_revokes_the_counsellors_keys(
+    client: httpx.AsyncClient, world: World, make_key: KeyMaker, connection: AsyncConnection
+) -> None:
+    """A counsellor who has left must not keep their access (their workshops' registrants are personal
+    data): the anonymisation revokes every key bound to them, in its transaction, each revocation in the
+    audit trail; another counsellor's key, and a key revoked earlier, are left as they were."""
+    lyon = world.tree.lyon_metro
+    leaving = await create_counsellor(client, world.admin, lyon.id, email="leaving@example.org")
+    staying = await create_counsellor(client, world.admin, lyon.id, email="staying@example.org")
+    tablet = bearer(await make_key("counsellor", [lyon], counsellor_id=leaving["id"], name="tablet"))
+    phone = bearer(await make_key("counsellor", [lyon], counsellor_id=leaving["id"], name="phone"))
+    other = bearer(await make_key("counsellor", [lyon], counsellor_id=staying["id"]))
+    earlier = await make_key("counsellor", [lyon], counsellor_id=leaving["id"], name="earlier")
+    earlier_id = (await client.get("/api/v1/me", headers=bearer(earlier))).json()["key_id"]
+    assert (await client.delete(f"/api/v1/api-keys/{earlier_id}", headers=world.admin)).status_code == 204
+    for headers in (tablet, phone, other):
+        assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
+    keys_before = await client.get(f"{COUNSELLORS}/{leaving['id']}/personal-data", headers=world.admin)
+    revoked_earlier = {k["id"]: k["revoked_at"] for k in keys_before.json()["api_keys"]}[earlier_id]
+
+    anonymized = await client.post(
+        f"{COUNSELLORS}/{leaving['id']}/anonymize", headers={**world.admin, "X-Request-ID": "leaving"}
+    )
+    assert anonymized.status_code == 200, anonymized.text
+
+    for headers in (tablet, phone):
+        assert_problem(await client.get("/api/v1/me", headers=headers), 401, "unauthenticated")
+    assert (await client.get("/api/v1/me", headers=other)).status_code == 200
+    keys = (await client.get(f"{COUNSELLORS}/{leaving['id']}/personal-data", headers=world.admin)).json()[
+        "api_keys"
+    ]
+    assert {k["name"]: k["revoked_at"] is not None for k in keys} == {
+        "tablet": True,
+        "phone": True,
+        "earlier": True,
+    }
+    assert {k["id"]: k["revoked_at"] for k in keys}[earlier_id] == revoked_earlier
+    written = await events(connection, request_id="leaving", kind="write")
+    revocations = [e for e in written if e["resource"] == "api_keys"]
+    assert len(revocations) == 2
+    assert all(set(e["changes"]) == {"revoked_at"} for e in revocations), revocations
+    # Anonymising again changes nothing.
+    again = await client.post(f"{COUNSELLORS}/{leaving['id']}/anonymize", headers=world.admin)
+    assert (again.status_code, again.json()) == (200, anonymized.json())
