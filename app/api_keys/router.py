@@ -29,8 +29,9 @@ me_router = APIRouter(tags=["access"], route_class=TransactionRoute)
     summary="Create an API key",
     description="Admin. The secret (`cnfs_...`) is in `key`, shown only in this response; only its hash "
     "is kept. A retry under the same `Idempotency-Key` replays this answer with `key: null`: if the secret "
-    "was lost, revoke the key and create another.",
-    responses=problem_responses(401, 403, 422),
+    "was lost, revoke the key and create another. A counsellor key for an anonymised counsellor → 409 "
+    "`counsellor_anonymized`.",
+    responses=problem_responses(401, 403, 409, 422),
 )
 async def api_keys_create(
     request: Request, session: SessionDep, _admin: AdminDep, idem: IdempotencyDep, body: ApiKeyCreate

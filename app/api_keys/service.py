@@ -91,8 +91,8 @@ async def create(session: AsyncSession, data: ApiKeyCreate) -> ApiKeyCreated:
     for index, territory_id in enumerate(data.territory_ids):
         if territory_id not in found:
             raise UnknownReference(f"/territory_ids/{index}", "no territory with this id")
-    if data.counsellor_id is not None and not await counsellors.exists(session, data.counsellor_id):
-        raise UnknownReference("/counsellor_id", "no counsellor with this id")
+    if data.counsellor_id is not None:
+        await counsellors.lock_for_key(session, data.counsellor_id)
     secret = new_secret()
     key = ApiKey(
         name=data.name,
@@ -131,7 +131,8 @@ async def get(session: AsyncSession, key_id: uuid.UUID, *, lock: bool = False) -
 
 
 async def revoke(session: AsyncSession, key_id: uuid.UUID) -> None:
-    key = await get(session, key_id)
+    # Locked: a revocation that waited on another (an anonymisation's) finds it revoked and keeps its time.
+    key = await get(session, key_id, lock=True)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()

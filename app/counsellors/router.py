@@ -306,7 +306,9 @@ async def counsellors_update(
 ) -> Response:
     counsellor = await service.get_for_change(session, counsellor_id, principal)
     require_if_match(if_match, counsellor.version)
-    counsellor = await service.update(session, counsellor, body, principal)
+    if not await service.update(session, counsellor, body, principal):
+        # Nothing written, so no write event: the answer shows the person, and the journal has its line.
+        await audit.record_read(session, resource=service.RESOURCE, subject_ids=[counsellor.id])
     return _respond(await service.read(session, counsellor))
 
 
@@ -394,10 +396,11 @@ async def counsellors_upsert_by_ref_direct(
     if "if-match" in request.headers:
         return None
     body = await json_body(request)
-    # It only reads, as a reading request does (no write lock), on a session of its own; the writing
-    # request's `session` stays unused. Its answer is one statement (`repository.sync_state_by_ref`: the
-    # employer, the counsellor and its current assignment): one snapshot without BEGIN and COMMIT
-    # (behind PgBouncer, in a transaction all the same, for the timeouts it sets).
+    # It reads as a reading request does (no write lock), on a session of its own; the writing request's
+    # `session` only writes the answer's journal line. Its answer is one statement
+    # (`repository.sync_state_by_ref`: the employer, the counsellor and its current assignment): one
+    # snapshot without BEGIN and COMMIT (behind PgBouncer, in a transaction all the same, for the timeouts
+    # it sets).
     async with DirectSession(request.app.state.sessionmaker.kw["bind"]) as reads:
         principal = await _writer(request, reads)
         reads.begin_answer()

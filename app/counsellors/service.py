@@ -236,12 +236,24 @@ async def exists(session: AsyncSession, counsellor_id: uuid.UUID) -> bool:
     return await repo.get(session, counsellor_id, None) is not None
 
 
+async def lock_for_key(session: AsyncSession, counsellor_id: uuid.UUID) -> None:
+    """Before an API key is bound to the counsellor: 422 `unknown_reference` when there is none, 409
+    `counsellor_anonymized` when it is anonymised. Its row is locked until the key is written, so that an
+    anonymisation (which locks it too, then revokes the counsellor's keys) comes wholly before or after."""
+    counsellor = await repo.get(session, counsellor_id, None, for_update=True)
+    if counsellor is None:
+        raise UnknownReference("/counsellor_id", "no counsellor with this id")
+    if counsellor.anonymized_at is not None:
+        raise CounsellorAnonymized("this counsellor was anonymised: no key can be bound to them")
+
+
 _NOT_NULL = ("territory_id", "first_name", "last_name")
 
 
 async def update(
     session: AsyncSession, counsellor: Counsellor, patch: CounsellorUpdate, principal: Principal
-) -> Counsellor:
+) -> bool:
+    """Applies the merge patch; whether it changed anything."""
     values = patch.changes()
     for name in _NOT_NULL:
         if name in values and values[name] is None:
@@ -262,12 +274,12 @@ async def update(
         await _check_external_ref(session, territory_id, ref, counsellor.id)
     changed = {k: v for k, v in values.items() if getattr(counsellor, k) != v}
     if not changed:
-        return counsellor
+        return False
     for name, value in changed.items():
         setattr(counsellor, name, value)
     await session.flush()
     await _record(session, counsellor, Action.updated)
-    return counsellor
+    return True
 
 
 async def anonymize(session: AsyncSession, counsellor: Counsellor) -> Counsellor:
@@ -276,22 +288,27 @@ async def anonymize(session: AsyncSession, counsellor: Counsellor) -> Counsellor
     and statistics keep counting. In the same transaction: the responses stored for `Idempotency-Key` that
     show the person go (`idempotency.forget`), and the API keys bound to the counsellor are revoked (a
     person who has left must not keep reading their workshops' registrants). Anonymising twice changes
-    nothing."""
-    if counsellor.anonymized_at is not None:
-        return counsellor
+    nothing (but revokes a key that would still be open)."""
     now = utcnow()
+    if counsellor.anonymized_at is not None:
+        await _revoke_keys(session, counsellor.id, now)
+        return counsellor
     counsellor.first_name = None
     counsellor.last_name = None
     counsellor.email = None
     counsellor.phone = None
     counsellor.external_ref = None
     counsellor.anonymized_at = now
-    for key in await repo.open_keys_of(session, counsellor.id):
-        key.revoked_at = now
-    await session.flush()
+    await _revoke_keys(session, counsellor.id, now)
     await idempotency.forget(session, RESOURCE, counsellor.id)
     await _record(session, counsellor, Action.updated)
     return counsellor
+
+
+async def _revoke_keys(session: AsyncSession, counsellor_id: uuid.UUID, now: datetime) -> None:
+    for key in await repo.open_keys_of(session, counsellor_id):
+        key.revoked_at = now
+    await session.flush()
 
 
 # --- HR sync --------------------------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.idempotency import IdempotencyRecord
+from app.counsellors.models import Counsellor
 from tests.audit.helpers import events
 from tests.conftest import KeyMaker, bearer
 from tests.helpers import assert_problem, items
@@ -181,3 +184,56 @@ async def test_an_anonymisation_revokes_the_counsellors_keys(
     # Anonymising again changes nothing.
     again = await client.post(f"{COUNSELLORS}/{leaving['id']}/anonymize", headers=world.admin)
     assert (again.status_code, again.json()) == (200, anonymized.json())
+
+
+async def test_no_key_is_bound_to_an_anonymised_counsellor(
+    client: httpx.AsyncClient, world: World, session: AsyncSession
+) -> None:
+    """A key created for an anonymised counsellor is refused (409); one that an anonymisation could not see
+    (a creation that raced it) is revoked by anonymising again."""
+    lyon = world.tree.lyon_metro
+    counsellor = await create_counsellor(client, world.admin, lyon.id, email="gone@example.org")
+    body = {"name": "late", "role": "counsellor", "territory_ids": [str(lyon.id)]}
+    raced = await client.post(
+        "/api/v1/api-keys", json={**body, "counsellor_id": counsellor["id"]}, headers=world.admin
+    )
+    assert raced.status_code == 201, raced.text
+    # As if the key's creation had committed just after an anonymisation that could not see it.
+    await session.execute(
+        update(Counsellor)
+        .where(Counsellor.id == uuid.UUID(counsellor["id"]))
+        .values(anonymized_at=datetime.now(UTC), first_name=None, last_name=None, email=None)
+    )
+    await session.flush()
+    assert (await client.get("/api/v1/me", headers=bearer(raced.json()["key"]))).status_code == 200
+    refused = await client.post(
+        "/api/v1/api-keys", json={**body, "counsellor_id": counsellor["id"]}, headers=world.admin
+    )
+    assert_problem(refused, 409, "counsellor_anonymized")
+    again = await client.post(f"{COUNSELLORS}/{counsellor['id']}/anonymize", headers=world.admin)
+    assert again.status_code == 200, again.text
+    assert_problem(
+        await client.get("/api/v1/me", headers=bearer(raced.json()["key"])), 401, "unauthenticated"
+    )
+
+
+async def test_a_patch_that_changes_nothing_has_its_journal_line(
+    client: httpx.AsyncClient, world: World, connection: AsyncConnection
+) -> None:
+    """An empty merge patch (with `If-Match: *`) writes nothing, so it has no write event; its answer shows
+    the person, so it has a read line. A patch that changes something has its write event only."""
+    counsellor = await create_counsellor(client, world.admin, world.tree.lyon_metro.id)
+    url = f"{COUNSELLORS}/{counsellor['id']}"
+    headers = {**world.lyon_manager, "If-Match": "*"}
+    same = await client.patch(url, json={}, headers={**headers, "X-Request-ID": "patch-same"})
+    assert same.status_code == 200, same.text
+    assert same.json()["version"] == counsellor["version"]
+    (line,) = await events(connection, request_id="patch-same")
+    assert (line["kind"], line["action"], line["subject_ids"]) == (
+        "read",
+        "counsellors_update",
+        [counsellor["id"]],
+    )
+    changed = await client.patch(url, json={"phone": None}, headers={**headers, "X-Request-ID": "patch-1"})
+    assert changed.status_code == 200, changed.text
+    assert [e["kind"] for e in await events(connection, request_id="patch-1")] == ["write"]
