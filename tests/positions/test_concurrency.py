@@ -146,12 +146,12 @@ async def _lock_row(
     pid: asyncio.Future[int],
     held: asyncio.Event,
 ) -> str:
-    """Locks the counsellor's row as an assignment does (`FOR UPDATE`) with a lock_timeout of 2 s and a
-    statement_timeout of 3 s, holds it until `release`, and says how the lock ended: `held`, or the
+    """Locks the counsellor's row as an assignment does (`FOR UPDATE`) with a lock_timeout of 4 s and a
+    statement_timeout of 5 s, holds it until `release`, and says how the lock ended: `held`, or the
     SQLSTATE of the error."""
     async with engine.connect() as conn:
-        await conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
-        await conn.exec_driver_sql("SET LOCAL statement_timeout = '3s'")
+        await conn.exec_driver_sql("SET LOCAL lock_timeout = '4s'")
+        await conn.exec_driver_sql("SET LOCAL statement_timeout = '5s'")
         pid.set_result(int((await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()))
         try:
             await conn.execute(
@@ -172,9 +172,10 @@ async def test_a_line_on_one_row_waits_past_lock_timeout_until_statement_timeout
 ) -> None:
     """Why a line of writers on one row ends in 57014 rather than 55P03: the third in line waits in one
     statement through two lock acquisitions, the row's tuple lock while the second waits for the first
-    (1 s here), then the second's transaction, each shorter than lock_timeout (2 s), and statement_timeout
-    (3 s) cancels it (SQLSTATE 57014). Each holder of the line adds its whole transaction to the wait of
-    those behind it: `assign` holds the counsellor's lock for as little as it can."""
+    (2 s here), then the second's transaction, each shorter than lock_timeout (4 s), and statement_timeout
+    (5 s) cancels it (SQLSTATE 57014). Each holder of the line adds its whole transaction to the wait of
+    those behind it: `assign` holds the counsellor's lock for as little as it can. (Either wait must stay
+    under lock_timeout: the first lasts 2 s and a busy machine's delays, the second the rest of the 5 s.)"""
     counsellor = await _counsellor(world, "LINE")
     releases = [asyncio.Event() for _ in range(3)]
     pids: list[asyncio.Future[int]] = [asyncio.get_running_loop().create_future() for _ in range(3)]
@@ -193,14 +194,14 @@ async def test_a_line_on_one_row_waits_past_lock_timeout_until_statement_timeout
                     await wait_until_blocked(observer, await pids[index], writers[index])
                 else:
                     await asyncio.wait_for(held[0].wait(), timeout=10)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)
         releases[0].set()
         assert await writers[0] == "held"
         # The second holds the row now; the third waits for its transaction, past lock_timeout in all.
         third = await asyncio.wait_for(writers[2], timeout=10)
         waited = asyncio.get_running_loop().time() - started
         assert third == "57014", third
-        assert waited > 2.0, waited
+        assert waited > 4.0, waited
     finally:
         for release in releases:
             release.set()
