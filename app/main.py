@@ -19,7 +19,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import configure_mappers
 
-from app.api import api_router
+from app.api import API_ROUTERS
 from app.api_keys import service as api_keys
 from app.api_keys.usage import KeyUsage
 from app.config import DEFAULT_SECRET_KEY, Settings, get_settings
@@ -35,6 +35,7 @@ from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
 from app.core.ratelimit import RateLimiter
 from app.core.replica import ReadRouting, with_primary_keys
+from app.core.routers import API_PREFIX, operation_id, routes_of
 from app.db import journal_execution_options, make_engine, make_sessionmaker, read_execution_options
 from app.ops.problems import router as problems_router
 from app.ops.router import router as ops_router
@@ -190,10 +191,6 @@ def public_operations(app: FastAPI) -> set[str]:
     }
 
 
-def _operation_id(route: APIRoute) -> str:
-    return route.name
-
-
 async def _purge_idempotency_records(
     sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
@@ -322,7 +319,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        generate_unique_id_function=_operation_id,
+        generate_unique_id_function=operation_id,
+        # The routes as they are served, each built once (app.core.routers).
+        routes=routes_of([ops_router, problems_router, *API_ROUTERS]),
         # `/territories/` is a 404 rather than a redirect whose Location would be built from the Host header.
         redirect_slashes=False,
         # No persistAuthorization: a pasted admin key must not stay in the browser's storage.
@@ -347,9 +346,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     install_problem_handlers(app)
-    app.include_router(ops_router)
-    app.include_router(problems_router)
-    app.include_router(api_router)
 
     # One layer does the request id, the body limit, CORS (for requests with an Origin), the last-resort 500,
     # the access log, Cache-Control and the metrics: see RequestMiddleware. Trusted hosts, when set, are
@@ -403,10 +399,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             license_info=LICENSE_INFO,
         )
         schema["servers"] = [{"url": "/"}]
-        document_problems(schema, api_prefix=api_router.prefix)
+        document_problems(schema, api_prefix=API_PREFIX)
         restore_null_examples(schema)
         restore_null_response_examples(schema, app)
-        document_security(schema, api_router.prefix, public_operations(app))
+        document_security(schema, API_PREFIX, public_operations(app))
         app.openapi_schema = schema
         return schema
 

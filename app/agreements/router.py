@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from pydantic import TypeAdapter
 
 from app.agreements import service
@@ -30,10 +30,11 @@ from app.core.media import Separator
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response, path_for
+from app.core.routers import api_router
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 
-router = APIRouter(prefix="/agreements", tags=["agreements"], route_class=TransactionRoute)
+router = api_router("/agreements", tags=["agreements"])
 
 READERS = (Role.admin, Role.territory_manager, Role.viewer)
 ReaderDep = Annotated[Principal, Depends(require_roles(*READERS))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from app.api_keys import service
 from app.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, ApiKeyRead, ApiKeyRotate, Me
@@ -16,10 +16,11 @@ from app.core.listing import PageDep
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response
-from app.db import SessionDep, TransactionRoute
+from app.core.routers import api_router
+from app.db import SessionDep
 
-router = APIRouter(prefix="/api-keys", tags=["access"], route_class=TransactionRoute)
-me_router = APIRouter(tags=["access"], route_class=TransactionRoute)
+router = api_router("/api-keys", tags=["access"])
+me_router = api_router("", tags=["access"])
 
 
 @router.post(

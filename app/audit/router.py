@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from app.audit import repository as repo
 from app.audit.schemas import AuditEventPage, AuditEventRead, EventKind
@@ -14,11 +14,12 @@ from app.core.csv import csv_responses, list_response
 from app.core.listing import PageDep
 from app.core.pagination import PageRequest
 from app.core.problems import ValidationFailed, problem_responses
+from app.core.routers import api_router
 from app.core.schemas import Timestamp
 from app.core.types import Code
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 
-router = APIRouter(prefix="/audit-events", tags=["audit"], route_class=TransactionRoute)
+router = api_router("/audit-events", tags=["audit"])
 
 
 @router.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from app.changes import service
 from app.changes.schemas import ChangePage, ChangeRead
@@ -14,9 +14,10 @@ from app.core.media import Separator, SepQuery, scope_accepts_csv
 from app.core.pagination import MAX_LIMIT
 from app.core.problems import problem_responses
 from app.core.responses import json_response
-from app.db import SessionDep, TransactionRoute
+from app.core.routers import api_router
+from app.db import SessionDep
 
-router = APIRouter(prefix="/changes", tags=["changes"], route_class=TransactionRoute)
+router = api_router("/changes", tags=["changes"])
 
 
 @router.get(

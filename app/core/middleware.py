@@ -44,9 +44,11 @@ def valid_request_id(value: str) -> bool:
 class RouteTemplates:
     """The full path template of a matched route (`/api/v1/territories/{territory_id}`), computed once.
 
-    FastAPI (≥ 0.160) composes included routers lazily: `scope["route"]` is the route as declared in its
-    own router (`/{territory_id}`), and the prefixes live in its effective context. Walking those contexts
-    on every request costs as much as routing again, so the walk is done once per set of routes."""
+    The service's routes are declared with their whole path (`app.core.routers`), but FastAPI (≥ 0.160)
+    composes an included router lazily: for a route served through one, `scope["route"]` is the route as
+    declared in its own router (`/{territory_id}`), and the prefixes live in its effective context. Walking
+    those contexts on every request costs as much as routing again, so the walk is done once per set of
+    routes."""
 
     def __init__(self) -> None:
         self._routes_id: int | None = None

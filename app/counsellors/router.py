@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import Depends, Header, Path, Query, Request, Response
 from pydantic import ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -27,6 +27,7 @@ from app.core.media import Separator
 from app.core.metrics import Metrics, on_commit_tally
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
+from app.core.routers import api_router
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
@@ -41,9 +42,9 @@ from app.counsellors.schemas import (
     CounsellorUpdate,
     CounsellorUpsert,
 )
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 
-router = APIRouter(prefix="/counsellors", tags=["counsellors"], route_class=TransactionRoute)
+router = api_router("/counsellors", tags=["counsellors"])
 JOURNAL = audit.Journal(service.RESOURCE)
 
 # Who may call at all; which record each may see is the service's business (404 / 403, API.md).

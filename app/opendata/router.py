@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.problems import problem_responses
-from app.db import SessionDep, TransactionRoute
+from app.core.routers import api_router
+from app.db import SessionDep
 from app.opendata import service
 from app.opendata.schemas import EXAMPLE, LieuxMediationNumerique
 
-router = APIRouter(prefix="/open-data", tags=["open data"], route_class=TransactionRoute)
+router = api_router("/open-data", tags=["open data"])
 
 # The records change when a workshop does, and a map reloads them a few times a day at most: an hour in
 # clients and shared caches spares the database the repeated aggregation.

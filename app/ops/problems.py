@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
 from app.core.problems import AppError, NotFound, problem_responses
+from app.core.routers import plain_router
 
-router = APIRouter(prefix="/problems", tags=["operations"])
+router = plain_router("/problems", tags=["operations"])
 
 
 _EXAMPLE: JsonDict = {

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
@@ -17,8 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.problems import is_read_only, problem_responses
+from app.core.routers import plain_router
 
-router = APIRouter(tags=["operations"])
+router = plain_router("", tags=["operations"])
 logger = logging.getLogger("app.ops")
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 

@@ -6,18 +6,19 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import Header, Response
 
 from app.core import audit
 from app.core.auth import AdminDep, PrincipalDep
 from app.core.cache_control import PRIVATE
 from app.core.problems import problem_responses
 from app.core.responses import model_response
-from app.db import SessionDep, TransactionRoute
+from app.core.routers import api_router
+from app.db import SessionDep
 from app.personal_data import service
 from app.personal_data.schemas import CounsellorPersonalData, RegistrationPersonalData
 
-router = APIRouter(tags=["personal data"], route_class=TransactionRoute)
+router = api_router("", tags=["personal data"])
 
 CancelTokenHeader = Annotated[
     str | None,

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 
 from app.core import audit
 from app.core.auth import Principal, Role, check_roles, require_roles, resolve_principal
@@ -17,10 +17,11 @@ from app.core.listing import PageDep, direct_page_request
 from app.core.media import Separator
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
+from app.core.routers import api_router
 from app.core.schemas import Timestamp
 from app.core.types import FreeText
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 from app.positions import service
 from app.positions.models import PositionStatus
 from app.positions.schemas import (
@@ -35,8 +36,8 @@ from app.positions.schemas import (
     PositionUpdate,
 )
 
-router = APIRouter(prefix="/positions", tags=["positions"], route_class=TransactionRoute)
-assignments_router = APIRouter(prefix="/assignments", tags=["assignments"], route_class=TransactionRoute)
+router = api_router("/positions", tags=["positions"])
+assignments_router = api_router("/assignments", tags=["assignments"])
 # Assignments are personal data: the people a list of them shows are their counsellors.
 ASSIGNMENTS_JOURNAL = audit.Journal(service.ASSIGNMENTS, "counsellor_id")
 

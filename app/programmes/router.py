@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from app.core.auth import AdminDep, PrincipalDep
 from app.core.csv import csv_list_response, csv_responses, vary_accept
@@ -14,12 +14,13 @@ from app.core.listing import PageDep
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response
+from app.core.routers import api_router
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 from app.programmes import service
 from app.programmes.schemas import ProgrammeCreate, ProgrammePage, ProgrammeRead, ProgrammeUpdate
 
-router = APIRouter(prefix="/programmes", tags=["programmes"], route_class=TransactionRoute)
+router = api_router("/programmes", tags=["programmes"])
 
 TOTALS_DOC = (
     " `positions_granted` and `subsidy_committed_cents` sum the programme's draft and signed agreements "

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import Path, Request, Response
 
 from app.core.csv import csv_model_response, csv_responses, vary_accept
 from app.core.media import Separator, SepQuery, scope_accepts_csv
 from app.core.problems import NotFound, problem_responses
-from app.db import TransactionRoute
+from app.core.routers import api_router
 from app.referentials.data import REFERENTIALS
 from app.referentials.schemas import Referential, ReferentialIndex, ReferentialItem, ReferentialSummary
 
-router = APIRouter(prefix="/referentials", tags=["referentials"], route_class=TransactionRoute)
+router = api_router("/referentials", tags=["referentials"])
 
 # The lists only change with a deployment, so clients and shared caches may keep them for an hour.
 CACHE_CONTROL = "public, max-age=3600"

@@ -6,7 +6,7 @@ import uuid
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from app.core.auth import PrincipalDep, resolve_principal
 from app.core.csv import csv_header_responses, csv_rows_response, vary_accept
@@ -14,12 +14,13 @@ from app.core.direct import DirectSession, as_session, direct
 from app.core.media import Separator, SepQuery, scope_accepts_csv
 from app.core.problems import problem_responses
 from app.core.responses import json_response
+from app.core.routers import api_router
 from app.core.types import QueryDay
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 from app.stats import service
 from app.stats.schemas import PositionStats, WorkshopStats
 
-router = APIRouter(prefix="/stats", tags=["statistics"], route_class=TransactionRoute)
+router = api_router("/stats", tags=["statistics"])
 
 TerritoryQuery = Annotated[
     uuid.UUID | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import Path, Query, Request, Response
 
 from app.core.auth import AdminDep, resolve_principal
 from app.core.csv import csv_responses, list_response
@@ -15,14 +15,15 @@ from app.core.listing import PageDep, direct_page_request
 from app.core.media import Separator
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response, object_response, page_response
+from app.core.routers import api_router
 from app.core.types import NO_CONTROL_CHARACTERS
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 from app.territories import service
 from app.territories.codes import TerritoryKind
 from app.territories.schemas import TerritoryCreate, TerritoryPage, TerritoryRead, TerritoryUpdate
 
-router = APIRouter(prefix="/territories", tags=["territories"], route_class=TransactionRoute)
+router = api_router("/territories", tags=["territories"])
 
 
 @router.get(

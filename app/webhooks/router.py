@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 
 from app.config import Settings
 from app.core.auth import Principal, Role, require_roles
@@ -14,8 +14,9 @@ from app.core.listing import PageDep
 from app.core.pagination import set_link_header
 from app.core.problems import problem_responses
 from app.core.responses import created, model_response
+from app.core.routers import api_router
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, not_modified, require_if_match
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 from app.webhooks import service
 from app.webhooks.schemas import (
     DeliveryPage,
@@ -27,7 +28,7 @@ from app.webhooks.schemas import (
     SubscriptionWithSecret,
 )
 
-router = APIRouter(prefix="/webhook-subscriptions", tags=["webhooks"], route_class=TransactionRoute)
+router = api_router("/webhook-subscriptions", tags=["webhooks"])
 
 ManagerDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.territory_manager))]
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from pydantic import TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -31,9 +31,10 @@ from app.core.metrics import on_commit
 from app.core.pagination import PageRequest
 from app.core.problems import AppError, ValidationFailed, problem_responses
 from app.core.responses import object_response, path_for
+from app.core.routers import api_router
 from app.core.types import NO_CONTROL_CHARACTERS, QueryTimestamp
 from app.core.versioning import IF_MATCH_DOC, IfMatchHeader, require_if_match
-from app.db import SessionDep, TransactionRoute
+from app.db import SessionDep
 from app.referentials.data import Level, Theme
 from app.workshops import calendar, service
 from app.workshops import repository as repo
@@ -52,7 +53,7 @@ from app.workshops.schemas import (
     theme_mask,
 )
 
-router = APIRouter(prefix="/workshops", tags=["workshops"], route_class=TransactionRoute)
+router = api_router("/workshops", tags=["workshops"])
 
 
 class _NoDot(Convertor[str]):
