@@ -408,7 +408,7 @@ async def get_session(request: Request) -> AsyncSession:
     if not isinstance(route, TransactionRoute):
         raise RuntimeError(
             f"{getattr(route, 'name', route)!r} uses the database session but is not a TransactionRoute: "
-            "create its router with APIRouter(..., route_class=TransactionRoute)"
+            "declare its router with app.core.routers.api_router"
         )
     state = request.app.state
     routing = getattr(state, "replica", None)

@@ -103,6 +103,23 @@ def test_each_route_is_built_once_as_it_is_served() -> None:
         assert route.unique_id == route.name
 
 
+def test_a_router_whose_handlers_the_app_would_not_run_is_refused() -> None:
+    """The app takes its routers' routes, not their start-up and shutdown handlers: such a router is refused
+    when the app is built rather than served without them."""
+    from fastapi import APIRouter
+
+    from app.core.routers import api_router, routes_of
+
+    async def start() -> None:
+        return None
+
+    plain = api_router("/things", tags=["things"])
+    assert routes_of([plain]) == []
+    handled = APIRouter(prefix="/api/v1/things", on_startup=[start])
+    with pytest.raises(TypeError, match="lifespan"):
+        routes_of([plain, handled])
+
+
 def test_rich_still_imports_after_the_logging_setup() -> None:
     """The CLI's progress bars: keeping rich out of structlog's import must not keep it out for good."""
     loaded = _modules_after("import app.core.logging\nimport rich.console\nrich.console.Console()")

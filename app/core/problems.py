@@ -316,7 +316,7 @@ def _allowed_methods(request: Request) -> str:
     (GET /territories), although another route serves POST on the same path."""
     path = route_path(request.scope)
     methods: set[str] = set()
-    # Included routers are composed lazily (FastAPI ≥ 0.160): iterate their effective routes.
+    # Through the effective routes of an included router too (FastAPI ≥ 0.160 composes them lazily).
     for route in iter_route_contexts(request.app.router.routes):
         regex = getattr(route, "path_regex", None)
         if route.methods and regex is not None and regex.match(path):

@@ -8,7 +8,11 @@ once per level), and two of the three copies stayed in memory for the process's 
 
 The service's routes are declared instead as they are served: on routers whose prefix is the whole path
 (`/api/v1/workshops`), with the caller's check and the operation ids the app documents, and `create_app`
-hands them to the app as they are (`FastAPI(routes=...)`). `bench.memory` measures what this saves."""
+hands them to the app as they are (`FastAPI(routes=...)`). `bench.memory` measures what this saves.
+
+The routes are built once per process and shared by every app built in it (the tests build many), so no
+route knows its app: `app.dependency_overrides` does not reach them (the direct path never read it either).
+The tests change what they need through the settings instead."""
 
 from __future__ import annotations
 
@@ -50,5 +54,12 @@ def plain_router(prefix: str, tags: Sequence[str | Enum]) -> APIRouter:
 
 
 def routes_of(routers: Sequence[APIRouter]) -> list[BaseRoute]:
-    """The routes of `routers`, in order, as the app serves them."""
+    """The routes of `routers`, in order, as the app serves them. A router's start-up and shutdown handlers
+    would be left behind, so a router that has some is refused (the app's lifespan does that work)."""
+    for router in routers:
+        if router.on_startup or router.on_shutdown:
+            raise TypeError(
+                f"a router of {router.prefix or '/'} has start-up or shutdown handlers, which the app would "
+                "not run: move them into the app's lifespan (app.main)"
+            )
     return [route for router in routers for route in router.routes]
