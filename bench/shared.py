@@ -896,6 +896,14 @@ def _audit_args(
     ]
 
 
+# A registration's fields that its audit event masks (`app.workshops.models`; tests/test_bench.py compares).
+REGISTRATION_MASKED = frozenset({"first_name", "last_name", "email", "email_key", "phone", "cancel_token_hash"})
+
+
+def _masked(row: Mapping[str, Any], masked: frozenset[str]) -> dict[str, Any]:
+    return {k: "***" if k in masked and v is not None else v for k, v in row.items()}
+
+
 def _created(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: {"before": None, "after": v} for k, v in row.items() if k not in _AUDIT_BOOKKEEPING}
 
@@ -1835,7 +1843,7 @@ async def workshop_register(
     """Public for public workshops. The service's statements, in one transaction: the workshop's counters
     read and its row locked if the caller may see it, with whether the email holds a live registration;
     the counters' UPDATE (a new version); the INSERT returning the registration, nothing on the unique
-    index's conflict (409, all rolled back). Confirmed while seats are left, then waitlisted, then 409
+    index's conflict (409, all rolled back); the audit trail's event, its personal fields masked. Confirmed while seats are left, then waitlisted, then 409
     `workshop_full`."""
     already = problem(409, "already_registered", "this email address is already registered on this workshop")
     async with db.acquire() as conn:
@@ -1931,6 +1939,20 @@ async def _register_in_transaction(
         )
         if stored is None:
             raise _AlreadyRegistered
+        await conn.execute(
+            _audit_sql(db),
+            *_audit_args(
+                db,
+                caller,
+                "write",
+                "workshops_register",
+                "registrations",
+                registration["id"],
+                _created(_masked(registration, REGISTRATION_MASKED)),
+                None,
+                now,
+            ),
+        )
     body = {name: stored[name] for name in REGISTRATION_FIELDS}
     body["cancel_token"] = token
     location = f"/api/v1/workshops/{workshop_id}/registrations/{registration['id']}"

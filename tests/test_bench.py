@@ -159,3 +159,15 @@ async def test_the_open_data_scenario_exports_venues(bench_data: tuple[str, dict
         assert {r["dispositif_programmes_nationaux"] for r in records} == {"Conseillers numériques"}
         assert len({r["id"] for r in records}) == len(records)
     assert inprocess.differences(scenario, measured.answers) == []
+
+
+def test_the_reference_masks_a_registrations_audit_event_as_the_service_does() -> None:
+    """The reference writes the audit event of a registration, as the service does in the same transaction
+    (without it, the reference's registration was a statement lighter than the contract allows)."""
+    from app.core.audit import spec_for
+    from app.workshops import models  # noqa: F401  (declares the registrations' audit spec)
+    from bench import shared
+
+    spec = spec_for("registrations")
+    assert spec is not None
+    assert shared.REGISTRATION_MASKED == spec.masked
