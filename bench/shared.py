@@ -897,7 +897,9 @@ def _audit_args(
 
 
 # A registration's fields that its audit event masks (`app.workshops.models`; tests/test_bench.py compares).
-REGISTRATION_MASKED = frozenset({"first_name", "last_name", "email", "email_key", "phone", "cancel_token_hash"})
+REGISTRATION_MASKED = frozenset(
+    {"first_name", "last_name", "email", "email_key", "phone", "cancel_token_hash"}
+)
 
 
 def _masked(row: Mapping[str, Any], masked: frozenset[str]) -> dict[str, Any]:
@@ -1843,8 +1845,8 @@ async def workshop_register(
     """Public for public workshops. The service's statements, in one transaction: the workshop's counters
     read and its row locked if the caller may see it, with whether the email holds a live registration;
     the counters' UPDATE (a new version); the INSERT returning the registration, nothing on the unique
-    index's conflict (409, all rolled back); the audit trail's event, its personal fields masked. Confirmed while seats are left, then waitlisted, then 409
-    `workshop_full`."""
+    index's conflict (409, all rolled back); the audit trail's event, its personal fields masked. Confirmed
+    while seats are left, then waitlisted, then 409 `workshop_full`."""
     already = problem(409, "already_registered", "this email address is already registered on this workshop")
     async with db.acquire() as conn:
         caller = await caller_for(db, conn, authorization)

@@ -170,4 +170,4 @@ def test_the_reference_masks_a_registrations_audit_event_as_the_service_does() -
 
     spec = spec_for("registrations")
     assert spec is not None
-    assert shared.REGISTRATION_MASKED == spec.masked
+    assert spec.masked == shared.REGISTRATION_MASKED
