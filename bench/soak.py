@@ -13,12 +13,15 @@ the feed from where it was), with a scrape of /metrics every 5 s. Every answer's
 answer that the scenario did not design (anything but 201 or 409 `workshop_full` for a registration, 207
 for a bulk, 200 elsewhere) or a transport error is an error. The workers' RSS and PSS (from
 /proc/<pid>/smaps_rollup) are read after a warm-up (the caches filled on first use) and at the end: the
-growth between the two is what a leak would show. At the end, /metrics is compared with what the client
+growth between the two is what a leak would show. The warm-up lasts 30 s or more, in phases of 10 s on fresh
+connections, until every worker has had at least half of an even split of its CPU time (`warm_up`): the
+workers take connections from one socket unevenly, and a worker left cold would fill its caches during the
+soak and show as growth. At the end, /metrics is compared with what the client
 counted (registrations, bulk items, change feed reads): one scrape counts every worker's.
 
 The memory table: the service (`cnfs-api serve --workers N`: gunicorn forking preloaded workers, or uvicorn
-alone for 1) and the minimal FastAPI app (`uvicorn --workers N`), each started alone, warmed by the same 30 s
-of the load's requests that both answer, then measured: the total PSS of the server's processes (its
+alone for 1) and the minimal FastAPI app (`uvicorn --workers N`), each started alone, warmed the same way
+by the load's requests that both answer, then measured: the total PSS of the server's processes (its
 master included) and the mean PSS per worker.
 
 It builds a small dataset first (the Rhône's referential, agreements, positions, counsellors, 20 000
@@ -58,6 +61,14 @@ BULK_REFS = 2_000
 SOAK_PREFIX = "SOAK-"
 SCRAPE_SECONDS = 5.0
 WARM_UP_SECONDS = 30.0
+# The warm-up runs in phases, each on fresh connections: the server's workers take a client's connections
+# from one listening socket, unevenly, and a worker that served few of them during the warm-up fills its
+# caches during the soak instead, which the growth column would take for a leak.
+WARM_UP_PHASE_SECONDS = 10.0
+# Each worker must have had at least this share of an even split of the warm-up's CPU time...
+WARM_UP_FAIR_SHARE = 0.5
+# ...within this many times WARM_UP_SECONDS, or the run stops and says so.
+WARM_UP_LIMIT = 3
 
 
 @dataclass
@@ -74,6 +85,16 @@ class Tally:
         self.requests[kind] += 1
         self.statuses[(kind, status)] += 1
         self.latencies.setdefault(kind, []).append(seconds)
+
+    def add(self, other: Tally) -> None:
+        self.requests += other.requests
+        self.statuses += other.statuses
+        self.errors += other.errors
+        for kind, seconds in other.latencies.items():
+            self.latencies.setdefault(kind, []).extend(seconds)
+        self.registrations += other.registrations
+        self.bulk_items += other.bulk_items
+        self.feed_reads += other.feed_reads
 
 
 class Load:
@@ -209,6 +230,36 @@ async def drive(
     return tally
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) that process `pid` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def warm_up(
+    server: Server, values: dict[str, str], concurrency: int, service: bool
+) -> tuple[Tally, list[float]]:
+    """At least WARM_UP_SECONDS of the load, in phases on fresh connections, until every worker has had at
+    least WARM_UP_FAIR_SHARE of an even split of the CPU time spent: the tally, and each worker's CPU
+    seconds. Stops the run (SystemExit) when WARM_UP_LIMIT times WARM_UP_SECONDS did not get there."""
+    workers = server.workers()
+    start = {pid: cpu_seconds(pid) for pid in workers}
+    tally = Tally()
+    spent = 0.0
+    while True:
+        tally.add(asyncio.run(drive(server.base_url, values, WARM_UP_PHASE_SECONDS, concurrency, service)))
+        spent += WARM_UP_PHASE_SECONDS
+        used = [cpu_seconds(pid) - start[pid] for pid in workers]
+        even = sum(used) / len(used)
+        if spent >= WARM_UP_SECONDS and min(used) >= WARM_UP_FAIR_SHARE * even:
+            return tally, used
+        if spent >= WARM_UP_LIMIT * WARM_UP_SECONDS:
+            raise SystemExit(
+                f"the warm-up did not reach every worker in {spent:g} s: CPU seconds per worker "
+                + ", ".join(f"{seconds:.1f}" for seconds in used)
+            )
+
+
 # --- memory -----------------------------------------------------------------------------------------------
 
 
@@ -317,8 +368,10 @@ def _counter(text: str, name: str, **labels: str) -> float:
 
 def soak(args: argparse.Namespace, values: dict[str, str], secret_key: str, log_dir: Path) -> SoakResult:
     with running("service", args.database_url, secret_key, args.workers, log_dir) as server:
-        print(f"warm-up: {WARM_UP_SECONDS:g} s, {args.concurrency} connections", flush=True)
-        asyncio.run(drive(server.base_url, values, WARM_UP_SECONDS, args.concurrency, service=True))
+        print(f"warm-up: {WARM_UP_SECONDS:g} s or more, {args.concurrency} connections", flush=True)
+        _, used = warm_up(server, values, args.concurrency, service=True)
+        shares = ", ".join(f"{seconds:.1f}" for seconds in used)
+        print(f"warm-up: CPU seconds per worker {shares}", flush=True)
         metrics_before = httpx.get(f"{server.base_url}/metrics", timeout=30).text
         warm = memory(server)
         print(f"soak: {args.minutes:g} min, {args.workers} workers", flush=True)
@@ -354,12 +407,13 @@ def memory_table(
     for workers in args.memory_workers:
         for app in ("service", MINIMAL):
             with running(app, args.database_url, secret_key, workers, log_dir) as server:
-                warm = asyncio.run(drive(server.base_url, values, WARM_UP_SECONDS, 8, service=False))
+                warm, used = warm_up(server, values, 8, service=False)
                 time.sleep(1)
                 measured = memory(server)
             print(
                 f"{app} x{workers}: {sum(warm.requests.values())} requests, "
-                f"{sum(warm.errors.values())} errors; "
+                f"{sum(warm.errors.values())} errors, CPU seconds per worker "
+                f"{', '.join(f'{seconds:.1f}' for seconds in used)}; "
                 f"total PSS {measured.total_pss:.1f} MB, per worker {measured.mean_pss:.1f}",
                 flush=True,
             )
