@@ -52,7 +52,7 @@ EXAMPLES = {
     "open_data_cache_seconds": "300",
     "database_pgbouncer": "true",
     "database_read_url": "postgresql+asyncpg://cnfs:secret@replica.example.fr:5432/cnfs",
-    "database_read_primary_seconds": "5",
+    "database_read_wait_seconds": "0.5",
     "database_read_retry_seconds": "10",
     "shutdown_timeout_seconds": "20",
     "registration_retention_months": "12",
@@ -245,22 +245,25 @@ class Settings(BaseSettings):
     database_read_url: str | None = Field(
         default=None,
         description="A streaming replica (PostgreSQL): the searches, lists, single reads and statistics of "
-        "public and programme data read there; writes, personal data, the change feed and a caller's reads "
-        "right after its own writes stay on DATABASE_URL. Unset: everything on DATABASE_URL.",
+        "public and programme data read there, once it has replayed every write acknowledged before the read "
+        "came; writes, personal data and the change feed stay on DATABASE_URL. Unset: everything on "
+        "DATABASE_URL.",
     )
-    database_read_primary_seconds: float = Field(
-        default=5.0,
+    database_read_wait_seconds: float = Field(
+        default=0.5,
         ge=0,
-        le=3600,
-        description="Read-your-writes: after a write, the same caller (its key, or its address without "
-        "one; or the cookie the write sets) reads from DATABASE_URL for this long.",
+        le=60,
+        description="A read on the replica first waits until the replica has replayed what the primary had "
+        "acknowledged when the read came (read-your-writes for every caller), for this long at most; a "
+        "replica still behind is left alone for DATABASE_READ_RETRY_SECONDS (its reads go to DATABASE_URL).",
     )
     database_read_retry_seconds: float = Field(
         default=10.0,
         gt=0,
         le=3600,
-        description="A replica that cannot be reached is left alone this long (its reads go to "
-        "DATABASE_URL), then tried again.",
+        description="A replica that cannot be reached, or is behind, is left alone this long (its reads go "
+        "to DATABASE_URL), then tried again; a primary that cannot be reached is not asked its position "
+        "this long (the replica answers as it stands).",
     )
 
     @field_validator("database_read_url")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -413,7 +414,7 @@ async def get_session(request: Request) -> AsyncSession:
     state = request.app.state
     routing = getattr(state, "replica", None)
     if routing is not None and request.method in READ_METHODS and routing.serves(request.scope):
-        replica = await _replica_session(routing, state.read_options)
+        replica = await _replica_session(routing, request.scope, state.read_options)
         if replica is not None:
             request.scope.setdefault("state", {})[_SESSION_KEY] = replica
             return replica
@@ -428,22 +429,47 @@ async def get_session(request: Request) -> AsyncSession:
     return session
 
 
-async def _replica_session(routing: Any, read_options: dict[str, Any]) -> AsyncSession | None:
-    """A reading session on the read replica (`app.core.replica`), its transaction begun; None when the
-    replica cannot be reached (the request reads from the primary)."""
+async def _replica_session(routing: Any, scope: Any, read_options: dict[str, Any]) -> AsyncSession | None:
+    """A reading session on the read replica (`app.core.replica`), once the replica has replayed what the
+    primary had acknowledged when the request came; None when the replica is behind or cannot be reached
+    (the request reads from the primary)."""
     from app.core.replica import REPLICA_DOWN
 
+    position = await routing.position()
     session: AsyncSession = routing.sessionmaker()
+    connection = None
     try:
-        await session.connection(execution_options=read_options)
-    except REPLICA_DOWN as error:
+        connection = await session.connection(execution_options=read_options)
+        raw = await connection.get_raw_connection()
+        # No statement has run: the check is outside the transaction, whose snapshot comes after it.
+        ready = await routing.replayed(raw.driver_connection, position)
+    except Exception as error:
+        await _invalidated(connection)
         await session.close()
+        if connection is None and not isinstance(error, REPLICA_DOWN):
+            # The replica's pool full: the 503 it always was.
+            raise
+        # Not connected, or the check failed on the connection (closed, the server shutting down).
         routing.failed(error)
+        routing.read_on(scope, "primary")
         return None
     except BaseException:
+        # Interrupted (a cancellation) in the middle of a statement: the connection is not given back.
+        await _invalidated(connection)
         await session.close()
         raise
+    if not ready:
+        await session.close()
+        routing.read_on(scope, "primary")
+        return None
+    routing.read_on(scope, "replica")
     return session
+
+
+async def _invalidated(connection: Any) -> None:
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            await connection.invalidate()
 
 
 JOURNALED = "__cnfs_journaled__"
@@ -560,11 +586,6 @@ class TransactionRoute(APIRoute):
                 await _discard(request.scope.get("state", {}).pop(_SESSION_KEY, None))
                 raise
             await _end_session(request, commit=True)
-            if request.method not in READ_METHODS and response.status_code < 400:
-                routing = getattr(request.app.state, "replica", None)
-                if routing is not None:
-                    # Read-your-writes (app.core.replica).
-                    routing.wrote(request.scope, response.headers)
             return response
 
         return run

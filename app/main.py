@@ -34,7 +34,7 @@ from app.core.middleware import RequestMiddleware
 from app.core.pagination import Cursors
 from app.core.problems import document_problems, install_problem_handlers
 from app.core.ratelimit import RateLimiter
-from app.core.replica import ReadRouting, with_primary_keys
+from app.core.replica import ReadRouting
 from app.core.routers import API_PREFIX, operation_id, routes_of
 from app.db import journal_execution_options, make_engine, make_sessionmaker, read_execution_options
 from app.ops.problems import router as problems_router
@@ -278,18 +278,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 command_timeout=settings.database_command_timeout_seconds,
                 pgbouncer=settings.database_pgbouncer,
             )
-            app.state.replica = routing = ReadRouting(
+            app.state.replica = ReadRouting(
                 read_engine,
                 make_sessionmaker(read_engine),
-                primary_seconds=settings.database_read_primary_seconds,
+                primary=engine,
+                wait_seconds=settings.database_read_wait_seconds,
                 retry_seconds=settings.database_read_retry_seconds,
-            )
-            # A key created a moment ago, not replayed by the replica yet, is looked up on the primary.
-            app.state.key_resolver = with_primary_keys(
-                api_keys.principal_for_secret, routing, lambda: app.state.sessionmaker
+                count=app.state.metrics.read_on,
             )
         metrics: Metrics = app.state.metrics
-        metrics.watch_pool(engine)
+        replica = app.state.replica
+        metrics.watch_pool(engine, replica.engine if replica is not None else None)
         await _purge_idempotency_records(app.state.sessionmaker, settings)
         app.state.key_used.start(engine)
         # With several workers, each writes its pool's gauges for the others' scrapes.
@@ -305,11 +304,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sampler.cancel()
             metrics.watch_pool(None)
             metrics.sample_pool()
-            await app.state.key_used.stop()
-            if app.state.replica is not None:
-                app.state.key_resolver = api_keys.principal_for_secret
-                await app.state.replica.engine.dispose()
-            await engine.dispose()
+            try:
+                await app.state.key_used.stop()
+            finally:
+                # The pools are closed whatever came before.
+                if app.state.replica is not None:
+                    await app.state.replica.engine.dispose()
+                await engine.dispose()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package's own files: no CDN at run time.
     app = FastAPIOffline(

@@ -14,12 +14,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import httpx
@@ -34,7 +33,6 @@ from app.cli import alembic_config
 from app.config import Settings
 from app.core.auth import Role
 from app.core.direct import answer_observers
-from app.core.replica import PIN_COOKIE
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
 from bench.pgbouncer import free_port
@@ -79,6 +77,13 @@ def _run(args: list[str]) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=STEP_TIMEOUT)
 
 
+def _cannot(reason: str) -> NoReturn:
+    """A component missing: skipped on a developer's machine, a failure in CI (`.ci/run` installs it)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: .ci/run installs it")
+    pytest.skip(reason)
+
+
 def _start(bindir: Path, data: Path, log: Path) -> None:
     _run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"])
 
@@ -86,12 +91,12 @@ def _start(bindir: Path, data: Path, log: Path) -> None:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     if BINDIR is None:
-        pytest.skip("needs PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup)")
+        _cannot("needs PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup)")
     if RUN_AS is not None:
         try:
             pwd.getpwnam(RUN_AS)
         except KeyError:
-            pytest.skip("runs as root without a `postgres` user to run PostgreSQL as")
+            _cannot("runs as root without a `postgres` user to run PostgreSQL as")
     folder = Path(tempfile.mkdtemp(prefix="cnfs-replica-"))
     if RUN_AS is not None:
         shutil.chown(folder, RUN_AS)
@@ -126,7 +131,8 @@ def cluster() -> Iterator[Cluster]:
             ]
         )
         with (standby / "postgresql.conf").open("a") as conf:
-            conf.write(f"port = {replica_port}\n")
+            # Its log names every statement it runs: what shows that a read was served there.
+            conf.write(f"port = {replica_port}\nlog_statement = 'all'\n")
         _start(BINDIR, standby, folder / "standby.log")
         started.append(standby)
         primary_url = f"postgresql+asyncpg://postgres@127.0.0.1:{primary_port}/cnfs"
@@ -180,119 +186,147 @@ async def _keys(url: str) -> tuple[str, str]:
         await engine.dispose()
 
 
-@pytest.fixture(scope="module")
-async def replica_app(cluster: Cluster) -> AsyncIterator[FastAPI]:
-    settings = Settings(
+WAIT_SECONDS = 0.3
+RETRY_SECONDS = 1.0
+
+
+def _settings(cluster: Cluster) -> Settings:
+    return Settings(
         database_url=cluster.primary_url,
         database_read_url=cluster.replica_url,
-        database_read_primary_seconds=1.5,
-        database_read_retry_seconds=30,
+        database_read_wait_seconds=WAIT_SECONDS,
+        database_read_retry_seconds=RETRY_SECONDS,
         secret_key="replica-test-" + "x" * 32,
         log_json=False,
         log_level="WARNING",
         rate_limits_enabled=False,
     )
-    app = create_app(settings)
-    async with LifespanManager(app):
-        yield app
 
 
-async def test_reads_on_the_replica_writes_and_their_reader_on_the_primary(
-    cluster: Cluster, replica_app: FastAPI
+@pytest.fixture(scope="module")
+async def replica_apps(cluster: Cluster) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
+    """Two applications on the same primary and replica, sharing nothing: two workers, or two machines."""
+    first, second = create_app(_settings(cluster)), create_app(_settings(cluster))
+    async with LifespanManager(first), LifespanManager(second):
+        yield first, second
+
+
+def _statements_on_replica(cluster: Cluster) -> int:
+    """How many statements the replica has run on the territories (its log names each)."""
+    log = (cluster.folder / "standby.log").read_text(errors="replace")
+    return sum(1 for line in log.splitlines() if "LOG:" in line and "territories" in line)
+
+
+def _read_on(app: FastAPI, database: str) -> float:
+    return float(app.state.metrics.replica_reads.labels(database)._value.get())
+
+
+async def test_reads_on_the_replica_see_every_write_acknowledged_before_them(
+    cluster: Cluster, replica_apps: tuple[FastAPI, FastAPI]
 ) -> None:
+    first_app, second_app = replica_apps
     writer_key, reader_key = await _keys(cluster.primary_url)
     writer = {"Authorization": f"Bearer {writer_key}"}
     reader = {"Authorization": f"Bearer {reader_key}"}
     answered: list[str] = []
     answer_observers.append(answered.append)
-    transport = httpx.ASGITransport(app=replica_app, raise_app_exceptions=False)
+    first_transport = httpx.ASGITransport(app=first_app, raise_app_exceptions=False)
+    second_transport = httpx.ASGITransport(app=second_app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with (
+            httpx.AsyncClient(transport=first_transport, base_url="http://test") as first,
+            httpx.AsyncClient(transport=second_transport, base_url="http://test") as second,
+        ):
             code = "84"
-            created = await client.post(
+            created = await first.post(
                 "/api/v1/territories", json={"kind": "region", "code": code, "name": "Avant"}, headers=writer
             )
             assert created.status_code == 201, created.text
+            assert "set-cookie" not in created.headers
             territory_id = created.json()["id"]
-            # The write's answer carries the read-your-writes cookie.
-            assert PIN_COOKIE in created.headers["set-cookie"]
-            # Each caller below is told apart by its key: the client keeps no cookie unless a step says so.
-            client.cookies.clear()
-            await _caught_up(cluster)
-            await _sql(cluster.replica_port, "SELECT pg_wal_replay_pause()")
-
-            renamed = await client.patch(
-                f"/api/v1/territories/{territory_id}",
-                json={"name": "Après"},
-                headers={**writer, "If-Match": '"1"', "Content-Type": "application/merge-patch+json"},
-            )
-            assert renamed.status_code == 200, renamed.text
-            client.cookies.clear()
-            assert (
-                await _sql(
-                    cluster.primary_port,
-                    "SELECT name FROM territories WHERE id = $1",
-                    uuid.UUID(territory_id),
-                )
-                == "Après"
-            )
-
             by_id = f"/api/v1/territories/{territory_id}"
             by_code = f"/api/v1/territories/region/{code}"
             listed = f"/api/v1/territories?kind=region&code={code}"
 
-            # Another caller reads the replica, paused before the rename: the route, the direct twin, a list.
-            answered.clear()
-            assert (await client.get(by_id, headers=reader)).json()["name"] == "Avant"
-            assert (await client.get(by_code, headers=reader)).json()["name"] == "Avant"
-            assert answered == ["territories_get_by_code"]
-            page = await client.get(listed)
-            assert [item["name"] for item in page.json()["items"]] == ["Avant"]
-            # A key made on the primary after the pause, unknown to the replica, works at once (looked up
-            # on the primary), and the read still comes from the replica.
-            _unused, fresh_key = await _keys(cluster.primary_url)
-            fresh = await client.get(by_code, headers={"Authorization": f"Bearer {fresh_key}"})
-            assert fresh.status_code == 200, fresh.text
-            assert fresh.json()["name"] == "Avant"
-            unknown = await client.get(by_code, headers={"Authorization": "Bearer cnfs_unknown"})
-            assert unknown.status_code == 401, unknown.text
+            # Read at once, on the other application too: the replica has replayed the creation first.
+            assert (await second.get(by_code, headers=writer)).json()["name"] == "Avant"
+            await _caught_up(cluster)
 
-            # The writer reads its own write, on the primary, through the route and the twin alike.
+            # Served by the replica: its log shows the statements, the route, the direct twin and a list.
+            on_replica = _statements_on_replica(cluster)
+            counted = _read_on(first_app, "replica")
             answered.clear()
-            assert (await client.get(by_id, headers=writer)).json()["name"] == "Après"
-            assert (await client.get(by_code, headers=writer)).json()["name"] == "Après"
+            assert (await first.get(by_id, headers=reader)).json()["name"] == "Avant"
+            assert (await first.get(by_code, headers=reader)).json()["name"] == "Avant"
             assert answered == ["territories_get_by_code"]
-            # So does a client that sends the write's cookie back (another worker, another connection).
-            pinned = {"Cookie": f"{PIN_COOKIE}={time.time() + 30:.3f}"}
-            assert (await client.get(by_code, headers=pinned)).json()["name"] == "Après"
-            assert (await client.get(by_code)).json()["name"] == "Avant"
+            page = await first.get(listed)
+            assert [item["name"] for item in page.json()["items"]] == ["Avant"]
+            assert _read_on(first_app, "replica") == counted + 3
+            assert _statements_on_replica(cluster) >= on_replica + 3
+
+            # The replica stops replaying; a rename is acknowledged on the primary. Every read after it,
+            # by the writer or anyone, on either application, the route or the twin, sees it: the replica
+            # has not replayed it, so they read from the primary.
+            await _sql(cluster.replica_port, "SELECT pg_wal_replay_pause()")
+            renamed = await first.patch(
+                by_id,
+                json={"name": "Après"},
+                headers={**writer, "If-Match": '"1"', "Content-Type": "application/merge-patch+json"},
+            )
+            assert renamed.status_code == 200, renamed.text
+            primary_reads = _read_on(second_app, "primary")
+            assert (await second.get(by_id, headers=writer)).json()["name"] == "Après"
+            answered.clear()
+            assert (await second.get(by_code, headers=reader)).json()["name"] == "Après"
+            assert answered == ["territories_get_by_code"]
+            assert (await first.get(by_code)).json()["name"] == "Après"
+            page = await first.get(listed)
+            assert [item["name"] for item in page.json()["items"]] == ["Après"]
+            assert _read_on(second_app, "primary") == primary_reads + 2
+
+            # A key revoked while the replica is behind is refused at once, on both applications.
+            await asyncio.sleep(RETRY_SECONDS)
+            listed_keys = await first.get("/api/v1/api-keys", headers=writer, params={"limit": 200})
+            assert listed_keys.status_code == 200, listed_keys.text
+            reader_id = next(item["id"] for item in listed_keys.json()["items"] if item["name"] == "reader")
+            revoked = await first.delete(f"/api/v1/api-keys/{reader_id}", headers=writer)
+            assert revoked.status_code == 204, revoked.text
+            assert (await second.get(by_code, headers=reader)).status_code == 401
+            assert (await first.get(by_id, headers=reader)).status_code == 401
 
             # Personal data reads on the primary: a counsellor made while the replica is paused is found.
-            counsellor = await client.post(
+            counsellor = await first.post(
                 "/api/v1/counsellors",
                 json={"territory_id": territory_id, "first_name": "Camille", "last_name": "Exemple"},
                 headers=writer,
             )
             assert counsellor.status_code == 201, counsellor.text
-            client.cookies.clear()
-            found = await client.get(f"/api/v1/counsellors/{counsellor.json()['id']}", headers=reader)
+            found = await second.get(f"/api/v1/counsellors/{counsellor.json()['id']}", headers=writer)
             assert found.status_code == 200, found.text
             assert found.json()["last_name"] == "Exemple"
 
-            # The writer's window ends: it reads the replica again.
-            await asyncio.sleep(1.6)
-            assert (await client.get(by_id, headers=writer)).json()["name"] == "Avant"
-
+            # Replay resumes: once the replica is tried again, it serves the reads, renamed.
             await _sql(cluster.replica_port, "SELECT pg_wal_replay_resume()")
             await _caught_up(cluster)
-            assert (await client.get(by_id, headers=reader)).json()["name"] == "Après"
+            await asyncio.sleep(RETRY_SECONDS)
+            on_replica = _statements_on_replica(cluster)
+            counted = _read_on(second_app, "replica")
+            assert (await second.get(by_id, headers=writer)).json()["name"] == "Après"
+            assert _read_on(second_app, "replica") == counted + 1
+            assert _statements_on_replica(cluster) > on_replica
+            # A key made a moment ago on the primary works at once, its read on the replica.
+            _unused, fresh_key = await _keys(cluster.primary_url)
+            fresh = await first.get(by_code, headers={"Authorization": f"Bearer {fresh_key}"})
+            assert fresh.status_code == 200, fresh.text
+            unknown = await first.get(by_code, headers={"Authorization": "Bearer cnfs_unknown"})
+            assert unknown.status_code == 401, unknown.text
 
             # The replica stops: the reads go to the primary. The one request whose pooled connection
             # breaks in the middle may be a 503 with Retry-After; none after it.
             cluster.pg_ctl("standby", "-m", "fast", "-w", "stop")
             statuses = []
             for path in (by_code, by_id, by_code, by_id, listed):
-                response = await client.get(path, headers=reader)
+                response = await first.get(path, headers=writer)
                 statuses.append(response.status_code)
                 if response.status_code == 503:
                     assert "retry-after" in response.headers
@@ -303,7 +337,52 @@ async def test_reads_on_the_replica_writes_and_their_reader_on_the_primary(
             assert statuses.count(503) <= 1, statuses
             assert statuses[-3:] == [200, 200, 200], statuses
             answered.clear()
-            assert (await client.get(by_code, headers=reader)).json()["name"] == "Après"
+            assert (await first.get(by_code, headers=writer)).json()["name"] == "Après"
             assert answered == ["territories_get_by_code"]
+            primary_pool = f'cnfs_db_pool_size{{pool="primary"}} {float(10)}'
+            scraped = (await first.get("/metrics")).text
+            assert primary_pool in scraped
+            assert 'cnfs_db_pool_size{pool="replica"}' in scraped
+            assert 'cnfs_replica_reads_total{database="replica"}' in scraped
     finally:
         answer_observers.remove(answered.append)
+
+
+async def test_the_primary_down_the_replica_answers_as_it_stands(
+    cluster: Cluster, replica_apps: tuple[FastAPI, FastAPI]
+) -> None:
+    app, _other = replica_apps
+    # Runs last: it stops the primary. The replica may have been stopped before.
+    with suppress(subprocess.SubprocessError):
+        cluster.pg_ctl("standby", "-l", str(cluster.folder / "standby.log"), "-w", "-t", "60", "start")
+    key, _unused = await _keys(cluster.primary_url)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test"
+    ) as client:
+        made = await client.post(
+            "/api/v1/territories", json={"kind": "region", "code": "93", "name": "Sud"}, headers=headers
+        )
+        assert made.status_code == 201, made.text
+        await _caught_up(cluster)
+        # The replica restarted: the connections its pool held are gone (the first use of each would be a
+        # 503, or a read on the primary).
+        await app.state.replica.engine.dispose()
+        await asyncio.sleep(RETRY_SECONDS)
+
+        cluster.pg_ctl("primary", "-m", "fast", "-w", "stop")
+        counted = _read_on(app, "replica")
+        statuses = []
+        for _ in range(3):
+            response = await client.get("/api/v1/territories/region/93", headers=headers)
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                assert response.json()["name"] == "Sud"
+        assert statuses == [200, 200, 200], statuses
+        assert _read_on(app, "replica") == counted + 3
+        # Writes need the primary: a 503 with Retry-After, nothing else.
+        refused = await client.post(
+            "/api/v1/territories", json={"kind": "region", "code": "94", "name": "Corse"}, headers=headers
+        )
+        assert refused.status_code == 503, refused.text
+        assert "retry-after" in refused.headers

@@ -120,9 +120,9 @@ def test_two_workers_are_counted_together(tmp_path: Path) -> None:
         assert [_counter(server, "http_requests_total", **territories) for _ in range(6)] == [20.0] * 6
         # Each live worker adds its pool (written every second by each).
         deadline = time.monotonic() + 10
-        while _counter(server, "cnfs_db_pool_size") != 6.0 and time.monotonic() < deadline:
+        while _counter(server, "cnfs_db_pool_size", pool="primary") != 6.0 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _counter(server, "cnfs_db_pool_size") == 6.0
+        assert _counter(server, "cnfs_db_pool_size", pool="primary") == 6.0
         victim = server.workers()[0]
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30
@@ -131,6 +131,6 @@ def test_two_workers_are_counted_together(tmp_path: Path) -> None:
         time.sleep(2)
         # The killed worker's requests stay counted; its gauges are gone, its replacement's came.
         assert _counter(server, "http_requests_total", **territories) == 20.0
-        assert _counter(server, "cnfs_db_pool_size") == 6.0
+        assert _counter(server, "cnfs_db_pool_size", pool="primary") == 6.0
     # The directory `serve` made goes with the server.
     assert list(tmp_path.glob("cnfs-api-metrics-*")) == []

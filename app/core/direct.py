@@ -601,12 +601,15 @@ class DirectSession:
         journal: bool = False,
         fallback: AsyncEngine | None = None,
         on_fallback: Callable[[BaseException], None] | None = None,
+        replayed: Callable[[Any], Awaitable[bool]] | None = None,
     ) -> None:
         self._bind = bind
         # A read on the replica (`app.core.replica`): the primary's engine, used when the replica cannot be
-        # connected to (`on_fallback` is told).
+        # connected to (`on_fallback` is told), or has not replayed what the read must see (`replayed`, asked
+        # on the replica's connection before its first statement, says whether it has).
         self._fallback = fallback
         self._on_fallback = on_fallback
+        self._replayed = replayed
         self._write = write
         # A read that writes its journal line: a writing transaction in one snapshot (REPEATABLE READ).
         self._journal = journal and write
@@ -671,23 +674,47 @@ class DirectSession:
                 try:
                     self._engine_connection = await self._checkout(kept)
                 except REPLICA_DOWN as error:
-                    fallback = self._fallback
-                    if fallback is None:
+                    if self._fallback is None:
                         raise
-                    self._fallback = None
                     if self._on_fallback is not None:
                         self._on_fallback(error)
-                    self._bind = fallback
-                    self._per_transaction = db.per_transaction_sql(fallback)
-                    self._bounced = self._per_transaction is not None
-                    return await self._connection()
+                    return await self._on_primary()
             self._fairy = self._engine_connection.connection
         else:
             self._fairy = await self._bind.get_raw_connection()
             # The test's connection is shared with the session path: take turns, as its adapter does.
             self._lock = execute_mutex(self._fairy.dbapi_connection)
         self._driver = self._fairy.driver_connection
+        replayed, self._replayed = self._replayed, None
+        if replayed is not None:
+            try:
+                # No statement has run on this connection for this request: outside any transaction.
+                ready = await replayed(self._driver)
+            except BaseException as error:
+                # Broken (closed, the server shutting down), or interrupted in the middle of the statement:
+                # thrown away by `close`.
+                self._unusable = True
+                if not isinstance(error, Exception) or self._fallback is None:
+                    raise
+                await self.close()
+                if self._on_fallback is not None:
+                    self._on_fallback(error)
+                return await self._on_primary()
+            if not ready:
+                await self.close()
+                return await self._on_primary()
         return self._driver
+
+    async def _on_primary(self) -> Any:
+        """The replica's read goes to the primary (`fallback`): its connection, as `_connection`'s."""
+        fallback = self._fallback
+        assert fallback is not None
+        self._fallback = None
+        self._replayed = None
+        self._bind = fallback
+        self._per_transaction = db.per_transaction_sql(fallback)
+        self._bounced = self._per_transaction is not None
+        return await self._connection()
 
     async def _checkout(self, kept: _KeptConnections | None) -> Any:
         """A Connection of the engine: the pool's checkout runs its events (the idle ping), and a failure to
@@ -1320,15 +1347,35 @@ class DirectMiddleware:
         primary = app.state.sessionmaker.kw["bind"]
         # The twin reads where its route reads (`app.core.replica`): the replica's reads, on the replica.
         routing = getattr(app.state, "replica", None)
-        if routing is not None and not write and isinstance(primary, AsyncEngine) and routing.serves(scope):
+        on_replica = (
+            routing is not None and not write and isinstance(primary, AsyncEngine) and routing.serves(scope)
+        )
+        position: str | None = None
+        if on_replica:
+            assert routing is not None
+
+            async def replayed(driver: Any) -> bool:
+                assert routing is not None
+                ready: bool = await routing.replayed(driver, position)
+                routing.read_on(scope, "replica" if ready else "primary")
+                return ready
+
+            def failed(error: BaseException) -> None:
+                routing.failed(error)
+                routing.read_on(scope, "primary")
+
             session = DirectSession(
-                routing.engine, snapshot=snapshot, fallback=primary, on_fallback=routing.failed
+                routing.engine, snapshot=snapshot, fallback=primary, on_fallback=failed, replayed=replayed
             )
         else:
             session = DirectSession(primary, write=write, snapshot=snapshot, journal=twin.journal)
         response: Response | None
         try:
             try:
+                if on_replica:
+                    assert routing is not None
+                    # Where the primary's log stands as the request begins: the replica's reads wait for it.
+                    position = await routing.position()
                 # The caller first, on its own (its key is no part of the answer, nor of a write's
                 # transaction: an unknown key takes no write lock); then the answer. (Behind PgBouncer, a
                 # read's lookup begins the transaction that its answer goes on in: `_run`.)
@@ -1362,9 +1409,6 @@ class DirectMiddleware:
             del scope["route"]
             scope.pop("path_params", None)
             return False
-        if scope["method"] != "GET" and routing is not None and response.status_code < 400:
-            # Read-your-writes, as after the route's writes (`db.TransactionRoute`).
-            routing.wrote(scope, response.headers)
         for observe in answer_observers:
             observe(route.name)
         await response(scope, receive, send)

@@ -126,29 +126,42 @@ class Metrics:
             "Changes handed out by the change feed's JSON pages.",
             registry=registry,
         )
-        # Gauges are the sum over the live workers (each writes its own in multiprocess mode).
+        self.replica_reads = Counter(
+            "cnfs_replica_reads_total",
+            "Reading requests of the operations that the read replica answers (DATABASE_READ_URL), by where "
+            "they read: replica, or primary (the replica behind, unreachable, or left alone for a while).",
+            ("database",),
+            registry=registry,
+        )
+        # Gauges are the sum over the live workers (each writes its own in multiprocess mode), by pool:
+        # primary (DATABASE_URL), replica (DATABASE_READ_URL, when set).
         self.pool_in_use = Gauge(
             "cnfs_db_pool_connections_in_use",
             "Database connections busy with a request (the pool's connections checked out, less those the "
-            "direct path keeps idle between requests).",
+            "direct path keeps idle between requests), by pool (primary, replica).",
+            ("pool",),
             registry=registry,
             multiprocess_mode="livesum",
         )
         self.pool_waiting = Gauge(
             "cnfs_db_pool_waiting",
-            "Requests waiting for a database connection.",
+            "Requests waiting for a database connection, by pool (primary, replica).",
+            ("pool",),
             registry=registry,
             multiprocess_mode="livesum",
         )
         self.pool_size = Gauge(
             "cnfs_db_pool_size",
-            "Database connections each worker may open (DATABASE_POOL_SIZE), summed over the workers.",
+            "Database connections each worker may open (DATABASE_POOL_SIZE), summed over the workers, by "
+            "pool (primary, replica).",
+            ("pool",),
             registry=registry,
             multiprocess_mode="livesum",
         )
         # Children are cached: `labels()` resolves and locks on every call, which is most of its cost.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._engine: Any = None
+        self._engines: dict[str, Any] = {"primary": None, "replica": None}
+        self._sampled: set[str] = set()
 
     def observe(self, method: str, handler: str, status: int, seconds: float) -> None:
         if method not in _METHODS:
@@ -171,25 +184,32 @@ class Metrics:
 
     # --- the database pool ---
 
-    def watch_pool(self, engine: Any) -> None:
-        """The engine whose pool the gauges show (the lifespan's); None when it is disposed."""
-        self._engine = engine
+    def watch_pool(self, engine: Any, replica: Any = None) -> None:
+        """The engines whose pools the gauges show (the lifespan's: the primary's, and the replica's when
+        there is one); None when they are disposed."""
+        self._engines = {"primary": engine, "replica": replica}
 
     def sample_pool(self) -> None:
-        engine = self._engine
-        if engine is None:
-            self.pool_in_use.set(0)
-            self.pool_waiting.set(0)
-            self.pool_size.set(0)
-            return
-        pool = engine.sync_engine.pool
-        checked_out = pool.checkedout() if hasattr(pool, "checkedout") else 0
         from app.core.direct import kept_idle
 
-        self.pool_in_use.set(max(0, checked_out - kept_idle(pool)))
-        line = getattr(pool, "line", None)
-        self.pool_waiting.set(line().waiting() if line is not None else 0)
-        self.pool_size.set(pool.size() if hasattr(pool, "size") else 1)
+        for name, engine in self._engines.items():
+            if engine is None:
+                if name == "primary" or name in self._sampled:
+                    self.pool_in_use.labels(name).set(0)
+                    self.pool_waiting.labels(name).set(0)
+                    self.pool_size.labels(name).set(0)
+                continue
+            self._sampled.add(name)
+            pool = engine.sync_engine.pool
+            checked_out = pool.checkedout() if hasattr(pool, "checkedout") else 0
+            self.pool_in_use.labels(name).set(max(0, checked_out - kept_idle(pool)))
+            line = getattr(pool, "line", None)
+            self.pool_waiting.labels(name).set(line().waiting() if line is not None else 0)
+            self.pool_size.labels(name).set(pool.size() if hasattr(pool, "size") else 1)
+
+    def read_on(self, database: str) -> None:
+        """A reading request of the replica's operations read on `database` (replica, primary)."""
+        self.replica_reads.labels(database).inc()
 
     # --- exposition ---
 

@@ -264,9 +264,9 @@ async def test_pool_gauges(settings: Settings) -> None:
     async with app_client(small, keep) as client:
         assert app is not None
         idle = await scrape(client)
-        assert value(idle, "cnfs_db_pool_connections_in_use") == 0
-        assert value(idle, "cnfs_db_pool_waiting") == 0
-        assert value(idle, "cnfs_db_pool_size") == 1
+        assert value(idle, "cnfs_db_pool_connections_in_use", pool="primary") == 0
+        assert value(idle, "cnfs_db_pool_waiting", pool="primary") == 0
+        assert value(idle, "cnfs_db_pool_size", pool="primary") == 1
         engine = app.state.engine
         async with engine.connect() as held:
             await held.exec_driver_sql("SELECT 1")
@@ -278,12 +278,12 @@ async def test_pool_gauges(settings: Settings) -> None:
                 await asyncio.sleep(0.01)
             busy = await scrape(client)
         assert (await waiting).status_code == 200
-        assert value(busy, "cnfs_db_pool_connections_in_use") == 1
-        assert value(busy, "cnfs_db_pool_waiting") == 1
+        assert value(busy, "cnfs_db_pool_connections_in_use", pool="primary") == 1
+        assert value(busy, "cnfs_db_pool_waiting", pool="primary") == 1
         done = await scrape(client)
         # The connection the direct path keeps between requests is idle, not in use.
-        assert value(done, "cnfs_db_pool_connections_in_use") == 0
-        assert value(done, "cnfs_db_pool_waiting") == 0
+        assert value(done, "cnfs_db_pool_connections_in_use", pool="primary") == 0
+        assert value(done, "cnfs_db_pool_waiting", pool="primary") == 0
 
 
 async def test_metrics_can_be_turned_off_or_need_a_token(settings: Settings) -> None:
@@ -299,5 +299,5 @@ async def test_metrics_can_be_turned_off_or_need_a_token(settings: Settings) -> 
             "unauthenticated",
         )
         samples = await scrape(client, headers={"Authorization": f"Bearer {token}"})
-    assert value(samples, "cnfs_db_pool_size") >= 1
+    assert value(samples, "cnfs_db_pool_size", pool="primary") >= 1
     assert Settings(metrics_token="").metrics_token is None
