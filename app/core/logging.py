@@ -44,6 +44,22 @@ SERVER_LOGGERS = (
     "alembic",
     "sqlalchemy",
 )
+# Libraries whose debug and info lines may carry what the logs must not: aiosqlite logs each statement with
+# its bound values (a registration's name and email) at DEBUG, httpx each request's URL at INFO (a webhook
+# subscriber's, whose query string may hold a token), urllib3 its URLs and hpack the HTTP/2 headers it
+# decodes at DEBUG; httpcore, asyncpg and the multipart parser (a form's body) are kept to the same rule.
+# They log at WARNING and above whatever LOG_LEVEL: LOG_LEVEL=DEBUG adds the service's own debug lines,
+# not theirs.
+QUIET_LOGGERS = (
+    "aiosqlite",
+    "asyncpg",
+    "httpx",
+    "httpcore",
+    "hpack",
+    "urllib3",
+    "multipart",
+    "python_multipart",
+)
 # Keys that libraries pass as `extra` and that mean nothing in a JSON line (uvicorn's coloured copy of
 # its message).
 _DROPPED_EXTRAS = ("color_message",)
@@ -249,6 +265,8 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
         library = logging.getLogger(name)
         library.handlers = [ToRootHandler()]
         library.propagate = False
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # uvicorn's access log prints query strings, which may hold personal data: ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(
