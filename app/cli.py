@@ -569,10 +569,18 @@ def serve(
 def prepare_metrics_dir(workers: int) -> None:
     """Several workers write their metrics into one directory (prometheus_client's multiprocess mode), which
     a scrape of any worker reads whole: PROMETHEUS_MULTIPROC_DIR, or a temporary directory made here (and
-    removed when the server stops). Values left by an earlier run are deleted: counters start at zero."""
+    removed when the server stops). Values left by an earlier run are deleted: counters start at zero.
+
+    One worker keeps its values in memory, unless PROMETHEUS_MULTIPROC_DIR names a directory. An empty
+    variable names none, and is removed (prometheus_client's older lower-case spelling too): the library
+    turns its multiprocess mode on when the variable merely exists, and would then write its files into the
+    working directory (read-only in the image: the server would not start)."""
     from app.core.gunicorn_config import MADE_BY_SERVE_ENV
     from app.core.metrics import MULTIPROCESS_ENV
 
+    for name in (MULTIPROCESS_ENV, MULTIPROCESS_ENV.lower()):
+        if os.environ.get(name) == "":
+            del os.environ[name]
     directory = os.environ.get(MULTIPROCESS_ENV)
     if not directory:
         if workers <= 1:

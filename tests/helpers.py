@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, redirect_stderr
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings
+from app.core.logging import configure_logging
 from app.core.problems import PROBLEM_BASE
 from app.db import TransactionRoute
 from app.main import create_app
@@ -119,12 +121,12 @@ def logging_restored() -> Iterator[None]:
     """The root logger's handlers and level, and the library loggers that `configure_logging` takes over,
     as they were: a command run in-process (CliRunner) sets the service's logging up on a stream that is
     closed once the command returns."""
-    from app.core.logging import SERVER_LOGGERS
+    from app.core.logging import QUIET_LOGGERS, SERVER_LOGGERS
 
     root = logging.getLogger()
     saved = [(root, list(root.handlers), root.level, root.propagate)] + [
         (lib, list(lib.handlers), lib.level, lib.propagate)
-        for lib in (logging.getLogger(name) for name in SERVER_LOGGERS)
+        for lib in (logging.getLogger(name) for name in (*SERVER_LOGGERS, *QUIET_LOGGERS))
     ]
     try:
         yield
@@ -139,3 +141,22 @@ def logging_restored() -> Iterator[None]:
         for logger, handlers, level, propagate in saved:
             logger.handlers, logger.propagate = handlers, propagate
             logger.setLevel(level)
+
+
+@contextmanager
+def service_logs(level: str) -> Iterator[Callable[[], str]]:
+    """The service's logging as `configure_logging` sets it up (JSON lines, `level`), its handler writing to
+    a buffer instead of the standard error: every record that reaches the root logger's handler, libraries'
+    included. Yields a function that returns what was written so far, the waiting batch included; the
+    logging is put back as it was afterwards."""
+    buffer = io.StringIO()
+    with logging_restored():
+        with redirect_stderr(buffer):
+            configure_logging(level, json_logs=True)
+
+        def written() -> str:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            return buffer.getvalue()
+
+        yield written

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.api_keys.models import ApiKey
-from app.cli import cli
+from app.cli import cli, prepare_metrics_dir
 from app.config import get_settings
 from app.db import make_engine, make_sessionmaker
 from app.programmes.models import Programme
@@ -148,3 +151,34 @@ def test_migrate_down_and_up(cli_database: str) -> None:
     assert down.exit_code == 0, down.output
     assert runner.invoke(cli, ["migrate"]).exit_code == 0
     assert _count(cli_database, Territory) == 0
+
+
+@pytest.mark.parametrize("name", ["PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"])
+def test_an_empty_metrics_directory_is_no_directory_for_one_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    """prometheus_client turns its multiprocess mode on when the variable merely exists: left empty, the
+    server would write its values' files into its working directory (the image's /srv, read-only: it would
+    not start)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, "")
+    prepare_metrics_dir(1)
+    assert name not in os.environ
+    # The server's process, started with this environment, counts in memory.
+    counted = "from prometheus_client import Counter; Counter('served', 'Served.').inc()"
+    subprocess.run([sys.executable, "-c", counted], cwd=tmp_path, check=True, timeout=60)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_metrics_directory_given_for_one_worker_is_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An operator who names the directory gets it with one worker too, its files from an earlier run
+    deleted, as with several."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    (directory / "counter_1.db").write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    prepare_metrics_dir(1)
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory)
+    assert list(directory.iterdir()) == []

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,22 @@ SERVER_LOGGERS = (
     "gunicorn.access",
     "alembic",
     "sqlalchemy",
+)
+# Libraries whose debug and info lines may carry what the logs must not: aiosqlite logs each statement with
+# its bound values (a registration's name and email) at DEBUG, httpx each request's URL at INFO (a webhook
+# subscriber's, whose query string may hold a token), urllib3 its URLs and hpack the HTTP/2 headers it
+# decodes at DEBUG; httpcore, asyncpg and the multipart parser (a form's body) are kept to the same rule.
+# They log at WARNING and above whatever LOG_LEVEL: LOG_LEVEL=DEBUG adds the service's own debug lines,
+# not theirs.
+QUIET_LOGGERS = (
+    "aiosqlite",
+    "asyncpg",
+    "httpx",
+    "httpcore",
+    "hpack",
+    "urllib3",
+    "multipart",
+    "python_multipart",
 )
 # Keys that libraries pass as `extra` and that mean nothing in a JSON line (uvicorn's coloured copy of
 # its message).
@@ -197,6 +213,48 @@ class _BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
 
 
+UNRAISABLE_LOGGER = "py.unraisable"
+
+
+class _UnraisableToLog:
+    """`sys.unraisablehook`: an exception that Python cannot raise (in a `__del__`, a weak reference's
+    callback, a generator closed by the garbage collector) becomes an ERROR line with its traceback, where
+    Python's default hook prints text on the standard error. A hook set before this one (an error
+    tracker's, the test runner's) still gets it."""
+
+    def __init__(self, previous: Callable[[sys.UnraisableHookArgs], object] | None) -> None:
+        self.previous = previous
+
+    def __call__(self, unraisable: sys.UnraisableHookArgs) -> None:
+        try:
+            message = unraisable.err_msg or "Exception ignored in"
+            if unraisable.object is not None:
+                try:
+                    described = repr(unraisable.object)
+                except Exception:
+                    described = "<object repr() failed>"
+                message = f"{message}: {described}"
+            error = unraisable.exc_value
+            logging.getLogger(UNRAISABLE_LOGGER).error(
+                "%s",
+                message,
+                exc_info=(type(error), error, unraisable.exc_traceback) if error is not None else None,
+            )
+        finally:
+            if self.previous is not None:
+                self.previous(unraisable)
+
+
+def _log_what_python_prints() -> None:
+    """Warnings (SQLAlchemy's connection left to the garbage collector, a coroutine never awaited) and
+    unraisable exceptions go through the logs: Python would print them on the standard error as text, among
+    the JSON lines."""
+    logging.captureWarnings(True)
+    hook = sys.unraisablehook
+    if not isinstance(hook, _UnraisableToLog):
+        sys.unraisablehook = _UnraisableToLog(None if hook is sys.__unraisablehook__ else hook)
+
+
 def stopping() -> None:
     """The process is stopping: its last lines are written at once, not batched. A server stopped by SIGTERM
     may end without `logging.shutdown` (uvicorn, once shut down, raises the signal it caught again, with
@@ -249,6 +307,9 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
         library = logging.getLogger(name)
         library.handlers = [ToRootHandler()]
         library.propagate = False
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    _log_what_python_prints()
     # uvicorn's access log prints query strings, which may hold personal data: ours replaces it.
     logging.getLogger("uvicorn.access").disabled = True
     structlog.configure(

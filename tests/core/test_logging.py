@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -287,3 +289,55 @@ def test_values_orjson_refuses_still_make_a_json_line(stderr_json_logs: None) ->
     line = handler.formatter.format(record)
     assert orjson.loads(line)["total"] == 2**70
     assert '"by_year":{"2026":3}' in line
+
+
+def test_warnings_and_unraisable_exceptions_are_json_lines_too() -> None:
+    """Python prints a warning (SQLAlchemy's connection left to the garbage collector, a coroutine never
+    awaited) and an exception it cannot raise (in a `__del__`, a callback) on the standard error, as text:
+    with the service's set-up they are log lines, JSON like the others."""
+    script = textwrap.dedent(
+        """
+        import gc
+        import warnings
+
+        from app.core.logging import configure_logging
+
+        configure_logging("INFO", json_logs=True)
+        warnings.warn("a warning's message", RuntimeWarning)
+
+        class Faulty:
+            def __del__(self):
+                raise ValueError("raised by a finaliser")
+
+        Faulty()
+
+        async def never_awaited():
+            pass
+
+        never_awaited()
+        gc.collect()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stderr.splitlines() if not _is_json(line)] == []
+    lines = [orjson.loads(line) for line in done.stderr.splitlines()]
+    assert len(lines) == 3, lines
+    warning, unraisable, coroutine = lines
+    assert (warning["logger"], warning["level"]) == ("py.warnings", "warning")
+    assert "RuntimeWarning: a warning's message" in warning["event"]
+    assert (unraisable["logger"], unraisable["level"]) == ("py.unraisable", "error")
+    assert unraisable["event"].startswith("Exception ignored in: <")
+    assert "Faulty" in unraisable["event"]
+    assert "ValueError: raised by a finaliser" in unraisable["exception"]
+    assert (coroutine["logger"], coroutine["level"]) == ("py.warnings", "warning")
+    assert "coroutine 'never_awaited' was never awaited" in coroutine["event"]
+
+
+def _is_json(line: str) -> bool:
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False

@@ -5,6 +5,7 @@ rotation, and the SSRF check at delivery time."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from app.core.auth import Role
 from app.webhooks import service
 from app.webhooks.delivery import Worker, parse_retry_after, retry_delay
 from app.webhooks.models import WebhookDelivery, WebhookSubscription
-from tests.helpers import app_client
+from tests.helpers import app_client, service_logs
 from tests.webhooks.conftest import ADMIN, World
 from tests.webhooks.receiver import Receiver
 
@@ -115,6 +116,25 @@ async def test_committed_changes_arrive_signed_once_and_rolled_back_never(
     finally:
         await worker.close()
     assert len(receiver.received()) == 3
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+async def test_a_subscribers_url_is_not_logged(world: World, receiver: Receiver, level: str) -> None:
+    """Its query string may hold the subscriber's token: the HTTP client's lines (httpx logs each request's
+    URL at INFO, httpcore its steps at DEBUG) and the driver's (the URL bound to a statement) stay out."""
+    with service_logs(level) as written:
+        await world.subscribe(f"{receiver.url}?token=s3cr3t")
+        await world.change(uuid.uuid4(), 1)
+        worker = Worker(world.sessions, world.settings)
+        try:
+            await _drain(worker)
+        finally:
+            await worker.close()
+        logging.getLogger("app").log(logging.getLevelName(level), "a line at %s", level)
+        logged = written()
+    assert len(receiver.received()) == 1
+    assert f"a line at {level}" in logged
+    assert "s3cr3t" not in logged
 
 
 async def test_filters_by_resource_action_and_territory(world: World, receiver: Receiver) -> None:

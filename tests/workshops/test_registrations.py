@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.workshops.models import Registration
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, service_logs
 from tests.workshops.helpers import WORKSHOPS, Place, at, create_workshop, person, register
 
 
@@ -52,6 +53,29 @@ async def test_confirmed_then_waitlisted_then_full(
     # Only the token's hash is stored.
     stored = (await session.execute(select(Registration.cancel_token_hash))).scalars().all()
     assert all(len(h) == 64 and not h.startswith("ct_") for h in stored)
+
+
+async def test_a_registration_leaves_no_personal_data_in_the_logs_even_at_debug(
+    client: httpx.AsyncClient, place: Place
+) -> None:
+    """LOG_LEVEL=DEBUG: every line that reaches the service's handler, the libraries' included (aiosqlite
+    logs each statement it runs with its bound values at DEBUG)."""
+    workshop = await _workshop(client, place)
+    body = {
+        "first_name": "Philibertine",
+        "last_name": "Secretnom",
+        "email": "philibertine.secretnom@example.org",
+    }
+    with service_logs("DEBUG") as written:
+        response = await client.post(f"{WORKSHOPS}/{workshop['id']}/registrations", json=body)
+        logging.getLogger("app").debug("a debug line")
+        logged = written()
+    assert response.status_code == 201, response.text
+    # The lines were captured, DEBUG's included.
+    assert "a debug line" in logged
+    assert "POST /api/v1/workshops/{workshop_id}/registrations 201" in logged
+    for secret in ("philibertine", "secretnom"):
+        assert secret not in logged.lower()
 
 
 async def test_same_email_twice(client: httpx.AsyncClient, place: Place) -> None:
