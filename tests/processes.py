@@ -32,7 +32,14 @@ from app.territories import service as territories
 from app.territories.codes import TerritoryKind
 from app.territories.schemas import TerritoryCreate
 from tests.agreements.helpers import create_programme, create_signed
-from tests.conftest import IS_POSTGRES, TEST_DATABASE_URL, _create_pg_database, _drop_pg_database, bearer
+from tests.conftest import (
+    IS_POSTGRES,
+    TEST_DATABASE_URL,
+    THROUGH_PGBOUNCER,
+    _create_pg_database,
+    _drop_pg_database,
+    bearer,
+)
 from tests.positions.helpers import create_position
 from tests.workshops.helpers import WORKSHOPS, at, workshop_body
 
@@ -47,14 +54,17 @@ SECRET_KEY = "processes-test-" + "x" * 32
 
 @dataclass(frozen=True)
 class Database:
-    """A migrated database of its own: its SQLAlchemy URL, the admin key's headers, a region's id."""
+    """A migrated database of its own: the SQLAlchemy URL its servers are given (through a PgBouncer of
+    its own in transaction mode when the run goes through one, TEST_PGBOUNCER=1), the admin key's headers,
+    a region's id, and the server's own URL (`direct_url`: the test's own connections, pg_dump)."""
 
     url: str
     admin: dict[str, str]
     region_id: uuid.UUID
+    direct_url: str = ""
 
     def connect_args(self) -> dict[str, Any]:
-        target = make_url(self.url)
+        target = make_url(self.direct_url or self.url)
         return {
             "host": target.host,
             "port": target.port or 5432,
@@ -70,6 +80,7 @@ class Database:
         """The settings of a `serve` on this database (`tests.test_serve.serve`'s keyword arguments)."""
         return {
             "DATABASE_URL": self.url,
+            "DATABASE_PGBOUNCER": "true" if self.url != (self.direct_url or self.url) else "false",
             "SECRET_KEY": SECRET_KEY,
             "DATABASE_POOL_SIZE": "6",
             "RATE_LIMITS_ENABLED": "false",
@@ -87,7 +98,14 @@ def postgres_database(prefix: str) -> Iterator[Database]:
     try:
         command.upgrade(alembic_config(url), "head")
         region_id, secret = asyncio.run(_seed(url))
-        yield Database(url, bearer(secret), region_id)
+        if not THROUGH_PGBOUNCER:
+            yield Database(url, bearer(secret), region_id, direct_url=url)
+            return
+        from bench.pgbouncer import pgbouncer, through
+
+        # Fewer server connections than the servers' pools hold: their transactions share server sessions.
+        with pgbouncer(TEST_DATABASE_URL, pool_size=6) as address:
+            yield Database(through(address, url), bearer(secret), region_id, direct_url=url)
     finally:
         asyncio.run(_drop_pg_database(TEST_DATABASE_URL, name))
 

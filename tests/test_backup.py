@@ -68,7 +68,7 @@ def database() -> Iterator[Database]:
 @needs_postgres
 async def test_a_dump_restores_with_every_row(database: Database, tmp_path: Path) -> None:
     settings = Settings(
-        database_url=database.url, secret_key=SECRET_KEY, rate_limits_enabled=False, log_json=False
+        database_url=database.direct_url, secret_key=SECRET_KEY, rate_limits_enabled=False, log_json=False
     )
     async with app_client(settings) as client:
         position = await position_in(client, database)
@@ -81,7 +81,7 @@ async def test_a_dump_restores_with_every_row(database: Database, tmp_path: Path
             )
             assert registered.status_code == 201, registered.text
     dump = tmp_path / "cnfs.dump"
-    result = await asyncio.to_thread(_check, database.url, "--dump", str(dump))
+    result = await asyncio.to_thread(_check, database.direct_url, "--dump", str(dump))
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {
         line.split()[0]: (int(line.split()[1]), int(line.split()[2]))
@@ -113,7 +113,9 @@ async def test_a_dump_restores_with_every_row(database: Database, tmp_path: Path
 async def test_a_failed_restore_is_exit_status_2(database: Database, tmp_path: Path) -> None:
     """A dump that cannot be written (its directory does not exist): the step's error, exit status 2, and
     no restored database left behind."""
-    result = await asyncio.to_thread(_check, database.url, "--dump", str(tmp_path / "missing" / "x.dump"))
+    result = await asyncio.to_thread(
+        _check, database.direct_url, "--dump", str(tmp_path / "missing" / "x.dump")
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "backup check failed: pg_dump failed" in result.stderr
     connection: asyncpg.Connection = await database.connect()
