@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from app.config import Settings
@@ -176,7 +177,15 @@ async def test_the_change_feed_read_through_both_gives_every_change_written_thro
         body = remote_workshop(pair.position_id, title=f"Atelier {n}")
         response = await client.post(WORKSHOPS, json=body, headers=pair.admin)
         assert response.status_code == 201, response.text
-        written.append(response.json()["id"])
+        workshop_id = response.json()["id"]
+        written.append(workshop_id)
+        # Changed at once through the other process: its version 2 must come after its version 1.
+        changed = await (other if client is one else one).patch(
+            f"{WORKSHOPS}/{workshop_id}",
+            content=orjson.dumps({"title": f"Atelier {n}, changé"}),
+            headers={**pair.admin, "Content-Type": "application/merge-patch+json", "If-Match": '"1"'},
+        )
+        assert changed.status_code == 200, changed.text
 
     async def writers() -> None:
         try:
@@ -210,12 +219,15 @@ async def test_the_change_feed_read_through_both_gives_every_change_written_thro
                 await asyncio.sleep(0.02)
 
     await asyncio.gather(writers(), reader())
-    created = [(id, 1) for id in written]
-    mine = [change for change in seen if change in set(created)]
+    made = [(id, version) for id in written for version in (1, 2)]
+    mine = [change for change in seen if change in set(made)]
     # Every change written is read, once; nothing is read twice.
-    assert sorted(mine) == sorted(created)
+    assert sorted(mine) == sorted(made)
     assert len(seen) == len(set(seen))
     assert len(cursors) == len(set(cursors))
+    # In order: each workshop's creation before its change, whichever process wrote each.
+    for workshop_id in written:
+        assert [version for id, version in mine if id == workshop_id] == [1, 2], workshop_id
 
 
 async def test_a_key_revoked_through_one_is_refused_by_both(
