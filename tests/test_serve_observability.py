@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_serve import Server, serve
@@ -103,6 +107,20 @@ def test_every_line_is_json_until_sigterm(tmp_path: Path, workers: int) -> None:
         assert len(pids) == workers
 
 
+def _served_by(directory: Path, pids: list[int], labels: dict[str, str]) -> dict[int, float]:
+    """The requests each worker has counted, read from its own file in the metrics' directory."""
+    served = {}
+    for pid in pids:
+        with tempfile.TemporaryDirectory() as alone:
+            for file in directory.glob(f"counter_{pid}.db"):
+                shutil.copy(file, alone)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=alone)  # type: ignore[no-untyped-call]
+            value = registry.get_sample_value("http_requests_total", labels)
+        served[pid] = value or 0.0
+    return served
+
+
 def test_two_workers_are_counted_together(tmp_path: Path) -> None:
     # No directory given (an empty variable): `serve` makes one.
     environment = {"TMPDIR": str(tmp_path), "DATABASE_POOL_SIZE": "3", "PROMETHEUS_MULTIPROC_DIR": ""}
@@ -110,27 +128,32 @@ def test_two_workers_are_counted_together(tmp_path: Path) -> None:
         made = list(tmp_path.glob("cnfs-api-metrics-*"))
         assert len(made) == 1, made
         territories = {"method": "GET", "handler": "/api/v1/territories", "status": "2xx"}
-        for _ in range(20):
-            # A connection of its own each: the two workers take them as they come.
-            assert (
-                httpx.get(f"{server.url}/api/v1/territories", params={"limit": 1}, timeout=10).status_code
-                == 200
-            )
+        sent = 0
+        # A connection of its own each: the two workers take them as they come, until each has served some.
+        while sent < 20 or min(_served_by(made[0], server.workers(), territories).values()) == 0:
+            assert sent < 400, _served_by(made[0], server.workers(), territories)
+            response = httpx.get(f"{server.url}/api/v1/territories", params={"limit": 1}, timeout=10)
+            assert response.status_code == 200
+            sent += 1
+        served = _served_by(made[0], server.workers(), territories)
+        assert sum(served.values()) == sent, served
         # Whichever worker answers the scrape, it counts the other's requests too.
-        assert [_counter(server, "http_requests_total", **territories) for _ in range(6)] == [20.0] * 6
+        scrapes = [_counter(server, "http_requests_total", **territories) for _ in range(6)]
+        assert scrapes == [float(sent)] * 6
         # Each live worker adds its pool (written every second by each).
         deadline = time.monotonic() + 10
         while _counter(server, "cnfs_db_pool_size", pool="primary") != 6.0 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _counter(server, "cnfs_db_pool_size", pool="primary") == 6.0
         victim = server.workers()[0]
+        assert _served_by(made[0], [victim], territories)[victim] > 0
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while (victim in server.workers() or len(server.workers()) < 2) and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(2)
         # The killed worker's requests stay counted; its gauges are gone, its replacement's came.
-        assert _counter(server, "http_requests_total", **territories) == 20.0
+        assert _counter(server, "http_requests_total", **territories) == float(sent)
         assert _counter(server, "cnfs_db_pool_size", pool="primary") == 6.0
     # The directory `serve` made goes with the server.
     assert list(tmp_path.glob("cnfs-api-metrics-*")) == []
