@@ -69,9 +69,28 @@ def _ensure_sqlite_dir(settings: Settings) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+# `serve` writes its refusals as JSON log lines when LOG_JSON is on (its default), as the running service
+# writes every line: a log collector reads the reason a container did not start like any other line.
+_json_refusals = False
+
+
 def _refuse(message: str) -> typer.Exit:
-    typer.echo(f"cnfs-api: {message}", err=True)
+    if _json_refusals:
+        line = {
+            "event": f"cnfs-api: {message}",
+            "level": "error",
+            "logger": "app.cli",
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        typer.echo(json.dumps(line, ensure_ascii=False), err=True)
+    else:
+        typer.echo(f"cnfs-api: {message}", err=True)
     return typer.Exit(EXIT_CODE)
+
+
+def _log_json_asked() -> bool:
+    """LOG_JSON as the environment gives it, read before the settings are (they may be what is refused)."""
+    return os.environ.get("LOG_JSON", "true").strip().lower() not in {"0", "false", "f", "no", "n", "off"}
 
 
 def checked_settings(
@@ -527,6 +546,17 @@ def serve(
 ) -> None:
     """Serve the API: migrations applied, and on the embedded SQLite database, demo data loaded into an
     empty database."""
+    global _json_refusals
+    _json_refusals = _log_json_asked()
+    try:
+        _serve(host, port, workers, keep_alive, migrate_first, demo)
+    finally:
+        _json_refusals = False
+
+
+def _serve(
+    host: str, port: int, workers: int, keep_alive: int | None, migrate_first: bool, demo: bool | None
+) -> None:
     from app.demo import seed
 
     load_demo = demo if demo is not None else checked_settings(database=False).is_sqlite

@@ -3,6 +3,8 @@ exit status 2, before anything is migrated."""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -36,15 +38,25 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.Monk
 
 
 def refused(args: list[str], *expected: str) -> str:
+    """The one line a command refuses with (`serve`'s is a JSON log line, LOG_JSON being on by default:
+    its message is returned)."""
     result = runner.invoke(cli, args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output
+    line = lines[0]
+    if args[0] == "serve" and os.environ.get("LOG_JSON", "true") == "true":
+        logged = json.loads(line)
+        assert logged.keys() == {"event", "level", "logger", "timestamp"}, logged
+        assert (logged["level"], logged["logger"]) == ("error", "app.cli")
+        assert logged["timestamp"].endswith("Z")
+        line = logged["event"]
+    assert line.startswith("cnfs-api: "), line
     for text in expected:
-        assert text in lines[0], lines[0]
-    print(lines[0])  # shown with -s: the messages as an operator sees them
-    return lines[0]
+        assert text in line, line
+    print(line)  # shown with -s: the messages as an operator sees them
+    return line
 
 
 def free_port() -> int:
