@@ -26,6 +26,10 @@ from app.core.logging import ACCESS_LOGGER
 from app.core.metrics import Metrics
 from app.core.problems import FieldError, problem_response, route_path, route_template
 
+# isort: split
+# After app.core.logging, which imports structlog without rich (see there).
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
 logger = logging.getLogger(ACCESS_LOGGER)
 errors = logging.getLogger("app.problems")
 MAX_REQUEST_ID_LENGTH = 128
@@ -107,8 +111,9 @@ def _vary_by_origin(headers: list[tuple[bytes, bytes]]) -> None:
 class RequestMiddleware:
     """Everything each request needs around the application, in one layer.
 
-    - `X-Request-ID`: kept when valid (`valid_request_id`), generated otherwise; echoed on every response
-      and available to problems and logs through `correlation_id`.
+    - `X-Request-ID`: kept when valid (`valid_request_id`), generated otherwise; echoed on every response,
+      available to problems through `correlation_id`, and bound to every log line written while the
+      request runs (structlog's context variables, which the formatter merges into each line).
     - A path with percent-encoded bytes that are not UTF-8 is refused: 422 `validation_error` at the
       pointer of the path parameter that holds it (`undecodable_path`).
     - Body limit: a declared `Content-Length` over the limit is refused before the app runs; a streamed
@@ -172,6 +177,7 @@ class RequestMiddleware:
             await send(message)
 
         token = correlation_id.set(request_id)
+        bound = bind_contextvars(request_id=request_id)
         try:
             with audit.bind_request(scope):
                 if self._cors is not None and _header(scope, b"origin") is not None:
@@ -180,6 +186,7 @@ class RequestMiddleware:
                     await self._handle(scope, receive, send_with_id)
         finally:
             self._observe(scope, path, status, replayed, time.perf_counter() - started, request_id)
+            reset_contextvars(**bound)
             correlation_id.reset(token)
 
     def _observe(
@@ -222,12 +229,7 @@ class RequestMiddleware:
             else:
                 await self._with_body_limit(scope, receive, send_wrapper, lambda: response_started)
         except Exception:
-            errors.exception(
-                "unhandled error on %s %s",
-                scope["method"],
-                route_template(scope),
-                extra={"request_id": correlation_id.get()},
-            )
+            errors.exception("unhandled error on %s %s", scope["method"], route_template(scope))
             if response_started:
                 raise
             response = problem_response(

@@ -305,6 +305,34 @@ def _add_database_failures(app: FastAPI) -> None:
     add_route(app, "/things/{thing_id}/conflict", conflict)
 
 
+async def test_every_line_of_a_request_has_its_request_id(
+    settings: Settings, stderr_json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lines a request's failures write (a 500's traceback, a lost database, a conflict) carry its
+    request id, as its access line does, so that the id a client quotes finds them; a line written once
+    the request has ended carries none."""
+    update = {"log_level": "INFO", "log_json": True}
+    async with app_client(settings.model_copy(update=update), _add_database_failures) as client:
+        capsys.readouterr()
+        statuses = [
+            (await client.get(f"/things/t/{name}", headers={"X-Request-ID": "r-9"})).status_code
+            for name in ("bad-sql", "lost", "conflict")
+        ]
+        logging.getLogger("app.problems").warning("after the request")
+    lines = written_json_lines(capsys)
+    assert statuses == [500, 503, 409]
+    problems = [line for line in lines if line["logger"] == "app.problems"]
+    assert [(line["level"], line["request_id"]) for line in problems[:3]] == [
+        ("error", "r-9"),
+        ("error", "r-9"),
+        ("warning", "r-9"),
+    ]
+    assert "ProgrammingError" in problems[0]["exception"]
+    assert problems[3]["event"] == "after the request"
+    assert "request_id" not in problems[3]
+    assert len(problems) == 4
+
+
 async def test_error_lines_name_the_route_template_not_the_path(
     settings: Settings, stderr_json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
