@@ -24,7 +24,7 @@ from app.core import audit
 from app.core.cache_control import cache_control_for
 from app.core.logging import ACCESS_LOGGER
 from app.core.metrics import Metrics
-from app.core.problems import FieldError, problem_response, route_path, route_template
+from app.core.problems import AnswerCutShort, FieldError, problem_response, route_path, route_template
 
 # isort: split
 # After app.core.logging, which imports structlog without rich (see there).
@@ -33,6 +33,8 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 logger = logging.getLogger(ACCESS_LOGGER)
 errors = logging.getLogger("app.problems")
 MAX_REQUEST_ID_LENGTH = 128
+# The logger of uvicorn's line for an exception that an application raised.
+SERVER_ERROR_LOGGER = "uvicorn.error"
 
 
 def valid_request_id(value: str) -> bool:
@@ -108,6 +110,15 @@ def _vary_by_origin(headers: list[tuple[bytes, bytes]]) -> None:
     headers.append((b"vary", b"Origin"))
 
 
+class AlreadyLogged(logging.Filter):
+    """Drops the server's line for an answer cut short (`AnswerCutShort`): `RequestMiddleware` logged it
+    already, with its request id and route template, and the server's copy (its traceback again, without
+    either) would count one failure twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AnswerCutShort))
+
+
 class RequestMiddleware:
     """Everything each request needs around the application, in one layer.
 
@@ -123,7 +134,8 @@ class RequestMiddleware:
       rest); the others skip it.
     - An unhandled exception becomes a 500 problem without internals; a request that the server cancels
       as it stops (its shutdown deadline) a 503 `service_unavailable`, so that the server's own plain-text
-      500 is never what a client gets.
+      500 is never what a client gets. An exception after the answer started (`AnswerCutShort`) is
+      logged once and counted as a 500.
     - `Cache-Control` on every response that does not set its own (`cache_control_for`).
     - One access log line (route template, status, duration: never the path's values nor the query
       string, which may carry personal data) and the Prometheus metrics, per request, CORS preflights
@@ -141,6 +153,9 @@ class RequestMiddleware:
         self.max_body_size = max_body_size
         self.metrics = metrics
         self._cors = cors(self._handle) if cors is not None else None
+        server = logging.getLogger(SERVER_ERROR_LOGGER)
+        if not any(isinstance(existing, AlreadyLogged) for existing in server.filters):
+            server.addFilter(AlreadyLogged())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -184,6 +199,9 @@ class RequestMiddleware:
                     await self._cors(scope, receive, send_with_id)
                 else:
                     await self._handle(scope, receive, send_with_id)
+        except AnswerCutShort:
+            status = 500
+            raise
         finally:
             self._observe(scope, path, status, replayed, time.perf_counter() - started, request_id)
             reset_contextvars(**bound)
@@ -228,10 +246,16 @@ class RequestMiddleware:
                 await self._refuse_body(scope, receive, send_wrapper)
             else:
                 await self._with_body_limit(scope, receive, send_wrapper, lambda: response_started)
-        except Exception:
-            errors.exception("unhandled error on %s %s", scope["method"], route_template(scope))
+        except Exception as error:
+            where = f"{scope['method']} {route_template(scope)}"
             if response_started:
-                raise
+                # Nothing more can be said to the client: the server closes the connection, and the
+                # client sees the body without its end (a chunked answer's last chunk, or short of its
+                # Content-Length). One line, here, where the request id and the route are known.
+                cause = type(error).__name__
+                errors.error("the answer to %s was cut short: %s", where, cause, exc_info=error)
+                raise AnswerCutShort(where) from error
+            errors.exception("unhandled error on %s", where)
             response = problem_response(
                 Request(scope),
                 status=500,

@@ -395,6 +395,13 @@ def route_template(scope: Scope, path: str | None = None) -> str:
     return _TEMPLATES.lookup(scope, path)
 
 
+class AnswerCutShort(Exception):
+    """An answer failed after its status was sent (a CSV export whose database failed mid-stream):
+    `app.core.middleware` logs it once, with its request id and route template, counts it as a 500, and
+    raises this on to the server, which closes the connection so that the client sees an incomplete body.
+    The server's own line for it is dropped (`app.core.middleware.AlreadyLogged`)."""
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method of the resource: Starlette's 405 names only the first route whose path matched
     (GET /territories), although another route serves POST on the same path."""
@@ -532,9 +539,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         return await server_error(request, exc)
 
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception(
-            "unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc
-        )
+        if not isinstance(exc, AnswerCutShort):
+            # An answer cut short was logged by `RequestMiddleware`; Starlette's outermost layer still calls
+            # this handler for it, but its answer has started: the problem below is never sent.
+            logger.exception(
+                "unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc
+            )
         return problem_response(
             request,
             status=500,
