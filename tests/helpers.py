@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, contextmanager, redirect_stderr
 from typing import Any
 
 import httpx
+import orjson
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -114,6 +115,25 @@ async def wait_until_blocked(session: AsyncSession, pid: int, task: asyncio.Task
 def add_route(app: FastAPI, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
     """A test route on `app`, able to use the request's database session (`SessionDep`)."""
     app.router.add_api_route(path, endpoint, route_class_override=TransactionRoute, **options)
+
+
+@contextmanager
+def stderr_json_logs() -> Iterator[None]:
+    """JSON logs on the standard error (which `capsys` captures), the root logger restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers, root.level
+    configure_logging("INFO", json_logs=True)
+    try:
+        yield
+    finally:
+        root.handlers, root.level = handlers, level
+
+
+def written_json_lines(capsys: Any) -> list[dict[str, Any]]:
+    """The JSON lines the logs wrote (`stderr_json_logs`), their pending batch included."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
 
 
 @contextmanager

@@ -62,7 +62,6 @@ into `parent_child` keys. A stats route declares `sep: SepQuery = Separator.comm
 from __future__ import annotations
 
 import csv
-import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -84,8 +83,6 @@ from app.core.media import CSV_MEDIA_TYPE, Separator
 from app.core.pagination import PageRequest, Records
 from app.core.responses import page_response
 from app.db import UTCDateTime, detach_session, end_detached
-
-logger = logging.getLogger(__name__)
 
 BATCH_ROWS = 1000
 """Rows read per statement while streaming: large enough that the statements' own cost is small, small
@@ -730,11 +727,8 @@ class _Export:
             try:
                 rows, cursor = await self.fetch(self.session, cursor)
             except Exception as error:
-                logger.warning(
-                    "a CSV export ended early: the database failed (%s)",
-                    type(error).__name__,
-                    exc_info=True,
-                )
+                # Logged once, with the request's id and route, by `app.core.middleware` (an answer cut
+                # short), with this cause.
                 raise CsvExportFailed("the database failed in the middle of a CSV export") from error
             self.in_statement = False
 

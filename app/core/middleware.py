@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import uuid_utils
@@ -26,11 +24,17 @@ from app.core import audit
 from app.core.cache_control import cache_control_for
 from app.core.logging import ACCESS_LOGGER
 from app.core.metrics import Metrics
-from app.core.problems import FieldError, problem_response, route_path
+from app.core.problems import AnswerCutShort, FieldError, problem_response, route_path, route_template
+
+# isort: split
+# After app.core.logging, which imports structlog without rich (see there).
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 logger = logging.getLogger(ACCESS_LOGGER)
+errors = logging.getLogger("app.problems")
 MAX_REQUEST_ID_LENGTH = 128
-MAX_LOGGED_PATH = 256
+# The logger of uvicorn's line for an exception that an application raised.
+SERVER_ERROR_LOGGER = "uvicorn.error"
 
 
 def valid_request_id(value: str) -> bool:
@@ -39,51 +43,6 @@ def valid_request_id(value: str) -> bool:
     Printable ASCII includes the space (`trace 42`); control characters and non-ASCII are refused, since the
     value is echoed in a header and written to the logs."""
     return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and value.isascii() and value.isprintable()
-
-
-class RouteTemplates:
-    """The full path template of a matched route (`/api/v1/territories/{territory_id}`), computed once.
-
-    The service's routes are declared with their whole path (`app.core.routers`), but FastAPI (≥ 0.160)
-    composes an included router lazily: for a route served through one, `scope["route"]` is the route as
-    declared in its own router (`/{territory_id}`), and the prefixes live in its effective context. Walking
-    those contexts on every request costs as much as routing again, so the walk is done once per set of
-    routes."""
-
-    def __init__(self) -> None:
-        self._routes_id: int | None = None
-        self._count = -1
-        self._templates: dict[int, list[tuple[Any, re.Pattern[str] | None, str]]] = {}
-
-    def _build(self, routes: list[Any]) -> None:
-        templates: dict[int, list[tuple[Any, re.Pattern[str] | None, str]]] = {}
-        for context in iter_route_contexts(routes):
-            template = str(context.path_format or context.path)
-            templates.setdefault(id(context.original_route), []).append(
-                (context.original_route, getattr(context, "path_regex", None), template)
-            )
-        self._templates = templates
-        self._routes_id = id(routes)
-        self._count = len(routes)
-
-    def lookup(self, scope: Scope) -> str:
-        route = scope.get("route")
-        if route is None:
-            return "-"
-        routes = getattr(scope.get("app"), "routes", None)
-        if routes is None:
-            return str(getattr(route, "path", "-"))
-        if id(routes) != self._routes_id or len(routes) != self._count:
-            self._build(routes)
-        candidates = self._templates.get(id(route), ())
-        if len(candidates) == 1 and candidates[0][0] is route:
-            return candidates[0][2]
-        # The same route included twice (under two prefixes): the path tells which.
-        path = route_path(scope)
-        for original, regex, template in candidates:
-            if original is route and (regex is None or regex.match(path)):
-                return template
-        return str(getattr(route, "path", "-"))
 
 
 UNDECODABLE_PATH = "must be UTF-8: the path has percent-encoded bytes that are not UTF-8"
@@ -151,11 +110,21 @@ def _vary_by_origin(headers: list[tuple[bytes, bytes]]) -> None:
     headers.append((b"vary", b"Origin"))
 
 
+class AlreadyLogged(logging.Filter):
+    """Drops the server's line for an answer cut short (`AnswerCutShort`): `RequestMiddleware` logged it
+    already, with its request id and route template, and the server's copy (its traceback again, without
+    either) would count one failure twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AnswerCutShort))
+
+
 class RequestMiddleware:
     """Everything each request needs around the application, in one layer.
 
-    - `X-Request-ID`: kept when valid (`valid_request_id`), generated otherwise; echoed on every response
-      and available to problems and logs through `correlation_id`.
+    - `X-Request-ID`: kept when valid (`valid_request_id`), generated otherwise; echoed on every response,
+      available to problems through `correlation_id`, and bound to every log line written while the
+      request runs (structlog's context variables, which the formatter merges into each line).
     - A path with percent-encoded bytes that are not UTF-8 is refused: 422 `validation_error` at the
       pointer of the path parameter that holds it (`undecodable_path`).
     - Body limit: a declared `Content-Length` over the limit is refused before the app runs; a streamed
@@ -165,10 +134,12 @@ class RequestMiddleware:
       rest); the others skip it.
     - An unhandled exception becomes a 500 problem without internals; a request that the server cancels
       as it stops (its shutdown deadline) a 503 `service_unavailable`, so that the server's own plain-text
-      500 is never what a client gets.
+      500 is never what a client gets. An exception after the answer started (`AnswerCutShort`) is
+      logged once and counted as a 500.
     - `Cache-Control` on every response that does not set its own (`cache_control_for`).
-    - One access log line (route template, status, duration: never the query string, which may carry
-      personal data) and the Prometheus metrics, per request."""
+    - One access log line (route template, status, duration: never the path's values nor the query
+      string, which may carry personal data) and the Prometheus metrics, per request, CORS preflights
+      included."""
 
     def __init__(
         self,
@@ -181,23 +152,35 @@ class RequestMiddleware:
         self.app = app
         self.max_body_size = max_body_size
         self.metrics = metrics
-        self.templates = RouteTemplates()
         self._cors = cors(self._handle) if cors is not None else None
+        server = logging.getLogger(SERVER_ERROR_LOGGER)
+        if not any(isinstance(existing, AlreadyLogged) for existing in server.filters):
+            server.addFilter(AlreadyLogged())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        path = route_path(scope)
         raw_id = _header(scope, b"x-request-id")
         request_id = raw_id.decode("latin-1") if raw_id is not None else ""
         if not valid_request_id(request_id):
             request_id = uuid_utils.uuid4().hex
         id_header = (b"x-request-id", request_id.encode("latin-1"))
         authorized = _header(scope, b"authorization") is not None
+        keyed = scope["method"] == "POST" and _header(scope, b"idempotency-key") is not None
+        # What the client was answered (a CORS preflight's answer too); 500 when nothing was.
+        status = 500
+        replayed = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status, replayed
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = list(message.get("headers") or ())
+                if keyed:
+                    replayed = any(name.lower() == b"idempotent-replayed" for name, _ in headers)
                 headers.append(id_header)
                 if not any(name.lower() == b"cache-control" for name, _ in headers):
                     rule = cache_control_for(
@@ -209,32 +192,49 @@ class RequestMiddleware:
             await send(message)
 
         token = correlation_id.set(request_id)
+        bound = bind_contextvars(request_id=request_id)
         try:
             with audit.bind_request(scope):
                 if self._cors is not None and _header(scope, b"origin") is not None:
                     await self._cors(scope, receive, send_with_id)
                 else:
                     await self._handle(scope, receive, send_with_id)
+        except AnswerCutShort:
+            status = 500
+            raise
         finally:
+            self._observe(scope, path, status, replayed, time.perf_counter() - started, request_id)
+            reset_contextvars(**bound)
             correlation_id.reset(token)
 
+    def _observe(
+        self, scope: Scope, path: str, status: int, replayed: bool, elapsed: float, request_id: str
+    ) -> None:
+        template = route_template(scope, path)
+        method = scope["method"]
+        self.metrics.observe(method, template, status, elapsed)
+        if replayed:
+            self.metrics.replayed(template)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "%s %s %s",
+                method,
+                template,
+                status,
+                extra={
+                    "request_id": request_id,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        status = 500
         response_started = False
-        replayed = False
-        request_id = correlation_id.get() or ""
-        keyed = scope["method"] == "POST" and _header(scope, b"idempotency-key") is not None
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started, replayed
+            nonlocal response_started
             if message["type"] == "http.response.start":
-                status = message["status"]
                 response_started = True
-                if keyed:
-                    replayed = any(
-                        name.lower() == b"idempotent-replayed" for name, _ in message.get("headers") or ()
-                    )
             await send(message)
 
         try:
@@ -246,10 +246,16 @@ class RequestMiddleware:
                 await self._refuse_body(scope, receive, send_wrapper)
             else:
                 await self._with_body_limit(scope, receive, send_wrapper, lambda: response_started)
-        except Exception:
-            logger.exception("unhandled error", extra={"request_id": request_id})
+        except Exception as error:
+            where = f"{scope['method']} {route_template(scope)}"
             if response_started:
-                raise
+                # Nothing more can be said to the client: the server closes the connection, and the
+                # client sees the body without its end (a chunked answer's last chunk, or short of its
+                # Content-Length). One line, here, where the request id and the route are known.
+                cause = type(error).__name__
+                errors.error("the answer to %s was cut short: %s", where, cause, exc_info=error)
+                raise AnswerCutShort(where) from error
+            errors.exception("unhandled error on %s", where)
             response = problem_response(
                 Request(scope),
                 status=500,
@@ -258,7 +264,6 @@ class RequestMiddleware:
                 detail="an unexpected error occurred; quote the request_id when reporting it",
             )
             await response(scope, receive, send_wrapper)
-            status = 500
         except asyncio.CancelledError:
             # The server cancels a request still running at its shutdown deadline (SHUTDOWN_TIMEOUT_SECONDS:
             # uvicorn's graceful timeout, app.core.workers under gunicorn); its transaction rolls back, unless
@@ -278,27 +283,6 @@ class RequestMiddleware:
                 with contextlib.suppress(Exception):
                     await response(scope, receive, send_wrapper)
             raise
-        finally:
-            elapsed = time.perf_counter() - started
-            template = self.templates.lookup(scope)
-            method = scope["method"]
-            self.metrics.observe(method, template, status, elapsed)
-            if replayed:
-                self.metrics.replayed(template)
-            if logger.isEnabledFor(logging.INFO):
-                logger.info(
-                    "%s %s %s",
-                    method,
-                    # A request that matched no route of the API (a 404, the OpenAPI document, the
-                    # documentation's files) has no template: its path, without the query string.
-                    template if template != "-" else str(scope.get("path", "-"))[:MAX_LOGGED_PATH],
-                    status,
-                    extra={
-                        "request_id": request_id,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                    },
-                )
 
     async def _with_body_limit(
         self, scope: Scope, receive: Receive, send: Send, response_started: Callable[[], bool]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -311,6 +312,96 @@ def route_path(scope: Scope) -> str:
     return path[len(root_path) :] if root_path and path.startswith(root_path) else path
 
 
+class RouteTemplates:
+    """The full path template of a request's route (`/api/v1/territories/{territory_id}`), computed once:
+    what the logs and the metrics name a request by, never its path's values.
+
+    The service's routes are declared with their whole path (`app.core.routers`), but FastAPI (≥ 0.160)
+    composes an included router lazily: for a route served through one, `scope["route"]` is the route as
+    declared in its own router (`/{territory_id}`), and the prefixes live in its effective context. Walking
+    those contexts on every request costs as much as routing again, so the walk is done once per set of
+    routes."""
+
+    def __init__(self) -> None:
+        self._routes_id: int | None = None
+        self._count = -1
+        self._templates: dict[int, list[tuple[Any, re.Pattern[str] | None, str]]] = {}
+        self._paths: list[tuple[re.Pattern[str], frozenset[str] | None, str]] = []
+
+    def _build(self, routes: list[Any]) -> None:
+        templates: dict[int, list[tuple[Any, re.Pattern[str] | None, str]]] = {}
+        paths: list[tuple[re.Pattern[str], frozenset[str] | None, str]] = []
+        for context in iter_route_contexts(routes):
+            template = str(context.path_format or context.path)
+            regex = getattr(context, "path_regex", None)
+            templates.setdefault(id(context.original_route), []).append(
+                (context.original_route, regex, template)
+            )
+            if regex is not None:
+                methods = getattr(context.original_route, "methods", None)
+                paths.append((regex, frozenset(methods) if methods else None, template))
+        self._templates = templates
+        self._paths = paths
+        self._routes_id = id(routes)
+        self._count = len(routes)
+
+    def lookup(self, scope: Scope, path: str | None = None) -> str:
+        """`path`: the request's `route_path` before routing, when a mount (the documentation's files) may
+        have moved the scope's `root_path` since."""
+        route = scope.get("route")
+        routes = getattr(scope.get("app"), "routes", None)
+        if routes is None:
+            return str(getattr(route, "path", "-"))
+        if id(routes) != self._routes_id or len(routes) != self._count:
+            self._build(routes)
+        if route is None:
+            return self._by_path(scope, route_path(scope) if path is None else path)
+        candidates = self._templates.get(id(route), ())
+        if len(candidates) == 1 and candidates[0][0] is route:
+            return candidates[0][2]
+        # The same route included twice (under two prefixes): the path tells which.
+        path = route_path(scope)
+        for original, regex, template in candidates:
+            if original is route and (regex is None or regex.match(path)):
+                return template
+        return str(getattr(route, "path", "-"))
+
+    def _by_path(self, scope: Scope, path: str) -> str:
+        """The template of a request that no API route took: answered before routing (a CORS preflight, a
+        body or a path refused, an unknown host), served by a route that is not the API's (the OpenAPI
+        document, the documentation's files), or matching nothing (a 404: `-`, never the path itself)."""
+        method = scope.get("method", "")
+        if method == "OPTIONS":
+            # A preflight names the method that it asks for.
+            for name, value in scope.get("headers", ()):
+                if name == b"access-control-request-method":
+                    method = bytes(value).decode("latin-1").strip().upper()
+                    break
+        found = "-"
+        for regex, methods, template in self._paths:
+            if regex.match(path):
+                if methods is None or method in methods:
+                    return template
+                if found == "-":
+                    found = template
+        return found
+
+
+_TEMPLATES = RouteTemplates()
+
+
+def route_template(scope: Scope, path: str | None = None) -> str:
+    """The template of the request's route (`RouteTemplates.lookup`), `-` when it matches none."""
+    return _TEMPLATES.lookup(scope, path)
+
+
+class AnswerCutShort(Exception):
+    """An answer failed after its status was sent (a CSV export whose database failed mid-stream):
+    `app.core.middleware` logs it once, with its request id and route template, counts it as a 500, and
+    raises this on to the server, which closes the connection so that the client sees an incomplete body.
+    The server's own line for it is dropped (`app.core.middleware.AlreadyLogged`)."""
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method of the resource: Starlette's 405 names only the first route whose path matched
     (GET /territories), although another route serves POST on the same path."""
@@ -404,7 +495,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     async def integrity_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.warning("integrity error on %s %s", request.method, request.url.path)
+        logger.warning("integrity error on %s %s", request.method, route_template(request.scope))
         return problem_response(
             request,
             status=409,
@@ -448,7 +539,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         return await server_error(request, exc)
 
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        if not isinstance(exc, AnswerCutShort):
+            # An answer cut short was logged by `RequestMiddleware`; Starlette's outermost layer still calls
+            # this handler for it, but its answer has started: the problem below is never sent.
+            logger.exception(
+                "unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc
+            )
         return problem_response(
             request,
             status=500,

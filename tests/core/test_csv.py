@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import sqlite3
 import tracemalloc
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import orjson
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
@@ -42,6 +44,7 @@ from app.core.csv import (
 )
 from app.core.direct import answer_observers
 from app.core.media import Separator, accepts_csv
+from app.core.problems import AnswerCutShort
 from app.db import make_sessionmaker, new_id
 from app.main import create_app
 from app.territories import service as territories_service
@@ -49,7 +52,7 @@ from app.territories.models import Territory
 from app.workshops.schemas import WorkshopRead
 from tests.agreements.helpers import amend
 from tests.conftest import IS_POSTGRES, KeyMaker, Tree
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, stderr_json_logs, written_json_lines
 from tests.workshops.helpers import Place, build_place, create_workshop, register
 
 CSV = {"Accept": "text/csv"}
@@ -739,7 +742,12 @@ class _Sink:
                 await asyncio.sleep(0)
 
 
-async def _asgi_get(app: FastAPI, path: str, query: dict[str, str], sink: _Sink) -> None:
+async def _asgi_get(
+    app: FastAPI, path: str, query: dict[str, str], sink: _Sink, request_id: str | None = None
+) -> None:
+    headers = [(b"host", b"test"), (b"accept", b"text/csv")]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -750,7 +758,7 @@ async def _asgi_get(app: FastAPI, path: str, query: dict[str, str], sink: _Sink)
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": urlencode(query).encode(),
-        "headers": [(b"host", b"test"), (b"accept", b"text/csv")],
+        "headers": headers,
         "client": ("127.0.0.1", 50000),
         "server": ("test", 80),
     }
@@ -901,11 +909,9 @@ async def test_a_client_gone_mid_stream_gives_the_connection_back(
         assert _checked_out(own_app) == 0
 
 
-async def test_a_database_error_mid_stream_ends_the_answer_incomplete(
-    own_app: FastAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The second batch fails (on PostgreSQL, its connection is terminated by the server): the answer stops
-    there without its final chunk, so a client sees an incomplete body; the connection goes back."""
+def _fail_the_second_batch(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """The second batch of the next exports fails (on PostgreSQL, its connection is terminated by the
+    server); the function returned undoes it."""
     monkeypatch.setattr(csv_module, "BATCH_ROWS", 2)
     real = territories_service.list_territories
     calls: list[int] = []
@@ -915,7 +921,7 @@ async def test_a_database_error_mid_stream_ends_the_answer_incomplete(
         if len(calls) == 2:
             if IS_POSTGRES:
                 pid = (await db.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-                async with own_app.state.engine.connect() as other:
+                async with app.state.engine.connect() as other:
                     await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
                     await other.commit()
             else:
@@ -923,21 +929,69 @@ async def test_a_database_error_mid_stream_ends_the_answer_incomplete(
         return await real(db, page, **filters)
 
     monkeypatch.setattr(territories_service, "list_territories", failing)
+    return lambda: monkeypatch.setattr(territories_service, "list_territories", real)
+
+
+async def test_a_database_error_mid_stream_ends_the_answer_incomplete(
+    own_app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second batch fails: the answer stops there without its final chunk, so a client sees an
+    incomplete body; the connection goes back."""
+    undo = _fail_the_second_batch(own_app, monkeypatch)
     async with _committed_territories(own_app, 20) as root:
         sink = _Sink()
-        with pytest.raises(CsvExportFailed):
+        with pytest.raises(AnswerCutShort) as raised:
             await asyncio.wait_for(
                 _asgi_get(own_app, f"{API}/territories", {"parent_id": str(root)}, sink), 10
             )
+        assert isinstance(raised.value.__cause__, CsvExportFailed)
         assert sink.status == 200
         assert not sink.complete
         assert sink.lines == 3  # the header and the first batch
         await asyncio.sleep(0.05)
         assert _checked_out(own_app) == 0
-        monkeypatch.setattr(territories_service, "list_territories", real)
+        undo()
         again = _Sink()
         await _asgi_get(own_app, f"{API}/territories", {"parent_id": str(root)}, again)
         assert (again.complete, again.lines) == (True, 21)
+
+
+async def test_an_export_cut_short_is_a_5xx_logged_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The export had answered 200 when its database failed, but the request failed: it is counted and
+    access-logged as a 500 (an alert on 5xx fires), and the failure is one error line, with the request id
+    and the route's template, where each layer it crossed used to write its own traceback (the
+    middleware, Starlette's last-resort handler, the server)."""
+    with stderr_json_logs():
+        app = create_app(settings.model_copy(update={"log_level": "INFO", "log_json": True}))
+        async with LifespanManager(app):
+            _fail_the_second_batch(app, monkeypatch)
+            async with _committed_territories(app, 20) as root:
+                capsys.readouterr()
+                sink = _Sink()
+                try:
+                    await _asgi_get(app, f"{API}/territories", {"parent_id": str(root)}, sink, "csv-7")
+                except Exception as error:
+                    # What uvicorn does with an exception that an application raises.
+                    server = logging.getLogger("uvicorn.error")
+                    server.error("Exception in ASGI application\n", exc_info=error)
+                lines = written_json_lines(capsys)
+            metrics = app.state.metrics.text().decode()
+    assert (sink.status, sink.complete) == (200, False)
+    failures = [line for line in lines if line["level"] in ("warning", "error", "critical")]
+    assert len(failures) == 1, failures
+    failure = failures[0]
+    assert (failure["level"], failure["request_id"]) == ("error", "csv-7")
+    assert failure["event"] == "the answer to GET /api/v1/territories was cut short: CsvExportFailed"
+    assert "CsvExportFailed" in failure["exception"]
+    access = [line for line in lines if line["logger"] == "app.access"]
+    assert [(line["event"], line["request_id"]) for line in access] == [
+        ("GET /api/v1/territories 500", "csv-7")
+    ]
+    assert str(root) not in orjson.dumps(lines).decode()
+    assert 'http_requests_total{handler="/api/v1/territories",method="GET",status="5xx"} 1.0' in metrics
+    assert 'status="2xx"' not in metrics
 
 
 async def test_a_batch_read_on_the_driver_is_the_page_of_dicts_and_gives_its_columns(

@@ -14,22 +14,20 @@ from typing import Any
 
 import orjson
 import pytest
+from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from app.config import Settings
 from app.core.logging import ACCESS_LOGGER, _BatchingHandler, configure_logging
-from tests.helpers import app_client
+from tests.helpers import add_route, app_client, written_json_lines
+from tests.helpers import stderr_json_logs as json_logs
 
 
 @pytest.fixture
 def stderr_json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     """JSON logs on the standard error that `capsys` captures."""
-    root = logging.getLogger()
-    handlers, level = root.handlers, root.level
-    configure_logging("INFO", json_logs=True)
-    try:
+    with json_logs():
         yield
-    finally:
-        root.handlers, root.level = handlers, level
 
 
 def _written(capsys: pytest.CaptureFixture[str]) -> str:
@@ -252,11 +250,12 @@ def test_server_and_migration_lines_are_json_like_the_others(
     assert all("color_message" not in line and line["timestamp"].endswith("Z") for line in lines)
 
 
-async def test_a_request_without_a_route_is_logged_with_its_path(
+async def test_a_request_without_an_api_route_is_logged_without_its_path(
     settings: Settings, stderr_json_logs: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The OpenAPI document, Swagger UI's files and 404s match no route template: their line names the
-    path (never the query string), where it said `GET - 200`."""
+    """The OpenAPI document and Swagger UI's files are served by routes that are not the API's: their
+    line names that route's template; a 404 that matches nothing says `-`, never its path (which may hold
+    a name) nor its query string."""
     async with app_client(settings.model_copy(update={"log_level": "INFO", "log_json": True})) as client:
         logging.getLogger().setLevel(logging.INFO)
         capsys.readouterr()
@@ -273,8 +272,8 @@ async def test_a_request_without_a_route_is_logged_with_its_path(
     assert statuses == [200, 200, 404, 404]
     assert events == [
         "GET /openapi.json 200",
-        "GET /static-offline-docs/swagger-ui.css 200",
-        "GET /nowhere/camille 404",
+        "GET /static-offline-docs/{path} 200",
+        "GET - 404",
         # A route's 404 (no such territory) keeps the route's template: never the values of its path.
         "GET /api/v1/territories/{kind}/{code} 404",
     ]
@@ -341,3 +340,66 @@ def _is_json(line: str) -> bool:
         return isinstance(orjson.loads(line), dict)
     except orjson.JSONDecodeError:
         return False
+
+
+def _add_database_failures(app: FastAPI) -> None:
+    """Routes whose database fails: a bug (500), an outage (503), a conflict (409), each logged."""
+
+    async def bad_sql(thing_id: str) -> None:
+        raise ProgrammingError("SELECT secret_column", {}, Exception('column "secret_column" does not exist'))
+
+    async def lost(thing_id: str) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    async def conflict(thing_id: str) -> None:
+        raise IntegrityError("INSERT INTO things", {}, Exception("duplicate key"))
+
+    add_route(app, "/things/{thing_id}/bad-sql", bad_sql)
+    add_route(app, "/things/{thing_id}/lost", lost)
+    add_route(app, "/things/{thing_id}/conflict", conflict)
+
+
+async def test_every_line_of_a_request_has_its_request_id(
+    settings: Settings, stderr_json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lines a request's failures write (a 500's traceback, a lost database, a conflict) carry its
+    request id, as its access line does, so that the id a client quotes finds them; a line written once
+    the request has ended carries none."""
+    update = {"log_level": "INFO", "log_json": True}
+    async with app_client(settings.model_copy(update=update), _add_database_failures) as client:
+        capsys.readouterr()
+        statuses = [
+            (await client.get(f"/things/t/{name}", headers={"X-Request-ID": "r-9"})).status_code
+            for name in ("bad-sql", "lost", "conflict")
+        ]
+        logging.getLogger("app.problems").warning("after the request")
+    lines = written_json_lines(capsys)
+    assert statuses == [500, 503, 409]
+    problems = [line for line in lines if line["logger"] == "app.problems"]
+    assert [(line["level"], line["request_id"]) for line in problems[:3]] == [
+        ("error", "r-9"),
+        ("error", "r-9"),
+        ("warning", "r-9"),
+    ]
+    assert "ProgrammingError" in problems[0]["exception"]
+    assert problems[3]["event"] == "after the request"
+    assert "request_id" not in problems[3]
+    assert len(problems) == 4
+
+
+async def test_error_lines_name_the_route_template_not_the_path(
+    settings: Settings, stderr_json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path's values (an id, a name) never reach the logs: an error line names its route's template."""
+    update = {"log_level": "INFO", "log_json": True}
+    async with app_client(settings.model_copy(update=update), _add_database_failures) as client:
+        capsys.readouterr()
+        for name in ("bad-sql", "conflict"):
+            await client.get(f"/things/camille-exemple/{name}")
+    lines = written_json_lines(capsys)
+    assert [line["event"] for line in lines if line["logger"] == "app.problems"] == [
+        "unhandled error on GET /things/{thing_id}/bad-sql",
+        "integrity error on GET /things/{thing_id}/conflict",
+    ]
+    # (httpx, the test's client, logs the URL it asked for.)
+    assert "camille" not in orjson.dumps([line for line in lines if line["logger"] != "httpx"]).decode()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.logging import ACCESS_LOGGER
 from app.core.metrics import Metrics
 from app.core.middleware import RequestMiddleware, valid_request_id
 from tests.helpers import assert_problem
@@ -116,6 +119,46 @@ async def test_another_origin_gets_no_cors_grant(client: httpx.AsyncClient) -> N
     assert simple.status_code == 200
     # Without Access-Control-Allow-Origin the browser hides the response from the page.
     assert "access-control-allow-origin" not in simple.headers
+
+
+async def _requests_total(client: httpx.AsyncClient, **labels: str) -> float:
+    text = (await client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "http_requests_total" and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+async def test_a_preflight_is_counted_and_logged_like_any_answer(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CORS answers a preflight before any route runs: the grant (200) and the refusal (400 `cors_refused`,
+    whose body gives a request id to quote) are counted under the template of the route asked for, and
+    each has its access line with that request id."""
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    labels = {"method": "OPTIONS", "handler": f"{TERRITORIES}/{{territory_id}}"}
+    before = [await _requests_total(client, **labels, status=status) for status in ("2xx", "4xx")]
+    path = f"{TERRITORIES}/019abc3e-5f6a-7b8c-9d0e-1f2a3b4c5d6e"
+    asked = {"Access-Control-Request-Method": "PATCH"}
+    granted = await client.options(path, headers={**asked, "Origin": ORIGIN, "X-Request-ID": "pre-1"})
+    refused = await client.options(
+        path, headers={**asked, "Origin": "https://evil.example.com", "X-Request-ID": "pre-2"}
+    )
+    after = [await _requests_total(client, **labels, status=status) for status in ("2xx", "4xx")]
+    assert granted.status_code == 200
+    assert assert_problem(refused, 400, "cors_refused")["request_id"] == "pre-2"
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1.0, 1.0]
+    lines = [
+        (record.getMessage(), getattr(record, "request_id", None))
+        for record in caplog.records
+        if record.name == ACCESS_LOGGER and record.getMessage().startswith("OPTIONS")
+    ]
+    assert lines == [
+        ("OPTIONS /api/v1/territories/{territory_id} 200", "pre-1"),
+        ("OPTIONS /api/v1/territories/{territory_id} 400", "pre-2"),
+    ]
+    assert "019abc3e" not in caplog.text
 
 
 async def test_a_public_answer_varies_by_origin_even_without_one(client: httpx.AsyncClient) -> None:
