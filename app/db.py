@@ -293,7 +293,9 @@ def _set_timeouts_per_transaction(
     behind PgBouncer, its key lookups and one-statement reads included: it begins each with one string of
     the simple protocol, BEGIN and these settings (`per_transaction_sql`), in one round trip. No statement
     of the service runs outside a transaction there, hence none without these timeouts (but `VACUUM` after a
-    territories import, which cannot run in one: `app.territories.repository.vacuum`)."""
+    territories import, which cannot run in one: `app.territories.repository.vacuum`; and, with a read
+    replica, the two one-function questions about the write-ahead log that must come before a read's
+    snapshot: `app.core.replica`, bounded by the driver's command timeout)."""
     sql = (
         f"SELECT set_config('lock_timeout', '{int(lock_timeout_ms)}', true), "
         f"set_config('statement_timeout', '{int(statement_timeout_ms)}', true)"
@@ -436,12 +438,37 @@ async def _replica_session(routing: Any, scope: Any, read_options: dict[str, Any
     from app.core.replica import REPLICA_DOWN
 
     position = await routing.position()
-    session: AsyncSession = routing.sessionmaker()
+    if per_transaction_sql(routing.engine) is not None:
+        # Behind PgBouncer, the session's transaction begins (and takes its snapshot, with its timeouts)
+        # as soon as it has a connection: the check runs before, on a connection of its own. (PgBouncer
+        # sends both to the same server.)
+        ready = await _replayed_apart(routing, scope, position)
+        if ready is None:
+            return None
+        session: AsyncSession = routing.sessionmaker()
+        try:
+            await session.connection(execution_options=read_options)
+        except REPLICA_DOWN as error:
+            await session.close()
+            routing.failed(error)
+            routing.read_on(scope, "primary")
+            return None
+        except BaseException:
+            await session.close()
+            raise
+        if not ready:
+            await session.close()
+            routing.read_on(scope, "primary")
+            return None
+        routing.read_on(scope, "replica")
+        return session
+    session = routing.sessionmaker()
     connection = None
     try:
         connection = await session.connection(execution_options=read_options)
         raw = await connection.get_raw_connection()
-        # No statement has run: the check is outside the transaction, whose snapshot comes after it.
+        # No statement has run: the check is outside the transaction (SQLAlchemy's asyncpg adapter begins
+        # it with the first statement), whose snapshot comes after it.
         ready = await routing.replayed(raw.driver_connection, position)
     except Exception as error:
         await _invalidated(connection)
@@ -464,6 +491,34 @@ async def _replica_session(routing: Any, scope: Any, read_options: dict[str, Any
         return None
     routing.read_on(scope, "replica")
     return session
+
+
+async def _replayed_apart(routing: Any, scope: Any, position: str | None) -> bool | None:
+    """The replica's check on a connection of its own, given back at once: whether it has replayed
+    `position`; None when it cannot be reached (counted, and left alone)."""
+    from app.core.replica import REPLICA_DOWN
+
+    connection = None
+    try:
+        connection = await routing.engine.connect()
+        raw = await connection.get_raw_connection()
+        ready: bool = await routing.replayed(raw.driver_connection, position)
+    except Exception as error:
+        await _invalidated(connection)
+        if connection is not None:
+            await connection.close()
+        if connection is None and not isinstance(error, REPLICA_DOWN):
+            raise
+        routing.failed(error)
+        routing.read_on(scope, "primary")
+        return None
+    except BaseException:
+        await _invalidated(connection)
+        if connection is not None:
+            await connection.close()
+        raise
+    await connection.close()
+    return ready
 
 
 async def _invalidated(connection: Any) -> None:

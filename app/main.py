@@ -278,10 +278,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 command_timeout=settings.database_command_timeout_seconds,
                 pgbouncer=settings.database_pgbouncer,
             )
+            # The primary's position is asked on a connection of its own (app.core.replica).
+            position_engine = make_engine(
+                settings.database_url,
+                pool_size=1,
+                pool_timeout=settings.database_pool_timeout_seconds,
+                lock_timeout_ms=settings.database_lock_timeout_ms,
+                statement_timeout_ms=settings.database_statement_timeout_ms,
+                connect_timeout=settings.database_connect_timeout_seconds,
+                command_timeout=settings.database_command_timeout_seconds,
+                pgbouncer=settings.database_pgbouncer,
+            )
             app.state.replica = ReadRouting(
                 read_engine,
                 make_sessionmaker(read_engine),
-                primary=engine,
+                primary=position_engine,
                 wait_seconds=settings.database_read_wait_seconds,
                 retry_seconds=settings.database_read_retry_seconds,
                 count=app.state.metrics.read_on,
@@ -309,7 +320,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 # The pools are closed whatever came before.
                 if app.state.replica is not None:
+                    await app.state.replica.close()
                     await app.state.replica.engine.dispose()
+                    await app.state.replica.primary.dispose()
                 await engine.dispose()
 
     # FastAPIOffline serves Swagger UI and ReDoc from the package's own files: no CDN at run time.

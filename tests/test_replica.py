@@ -1,26 +1,22 @@
-"""DATABASE_READ_URL with a real streaming replica: a primary made with initdb and a standby made from it with
-`pg_basebackup -R`, both on free loopback ports, started for this module and stopped at its end.
+"""DATABASE_READ_URL with a real streaming replica (`bench.replica.streaming_cluster`): a primary made with
+initdb and a standby made from it with `pg_basebackup -R`, both on free loopback ports, started for this
+module and stopped at its end.
 
-What shows that a read came from the replica: the standby's replay is paused (pg_wal_replay_pause), then a
-territory is renamed on the primary; a read that answers the old name was served by the replica, one that
-answers the new name by the primary."""
+What shows that a read came from the replica: the standby logs every statement it runs, and the service
+counts where each read went (`cnfs_replica_reads_total`). What shows that no read sees less than was
+acknowledged before it: the standby's replay is paused (pg_wal_replay_pause), then a territory is renamed
+through the service; every read after that answers the new name."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import pwd
-import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import suppress
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
-import asyncpg
 import httpx
 import pytest
 from alembic import command
@@ -35,46 +31,10 @@ from app.core.auth import Role
 from app.core.direct import answer_observers
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
-from bench.pgbouncer import free_port
+from bench.replica import Cluster, caught_up, missing, sql, streaming_cluster
 from tests.conftest import postgres_only
 
 pytestmark = postgres_only
-
-
-def _bindir() -> Path | None:
-    """The binaries of the PostgreSQL the machine runs (initdb, pg_ctl and pg_basebackup of one version)."""
-    candidates = []
-    if shutil.which("pg_config"):
-        found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
-        candidates.append(Path(found.stdout.strip()))
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    for folder in candidates:
-        if all((folder / name).is_file() for name in ("initdb", "pg_ctl", "pg_basebackup", "postgres")):
-            return folder
-    return None
-
-
-BINDIR = _bindir()
-# PostgreSQL refuses to run as root: the clusters belong to `postgres` when the tests run as root.
-RUN_AS = "postgres" if os.geteuid() == 0 else None
-STEP_TIMEOUT = 120
-
-
-@dataclass
-class Cluster:
-    primary_url: str
-    replica_url: str
-    primary_port: int
-    replica_port: int
-    folder: Path
-
-    def pg_ctl(self, data: str, *args: str) -> None:
-        _run([str(BINDIR / "pg_ctl"), "-D", str(self.folder / data), *args])
-
-
-def _run(args: list[str]) -> None:
-    command = ["runuser", "-u", RUN_AS, "--", *args] if RUN_AS else args
-    subprocess.run(command, check=True, capture_output=True, timeout=STEP_TIMEOUT)
 
 
 def _cannot(reason: str) -> NoReturn:
@@ -84,94 +44,23 @@ def _cannot(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _start(bindir: Path, data: Path, log: Path) -> None:
-    _run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"])
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    if BINDIR is None:
-        _cannot("needs PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup)")
-    if RUN_AS is not None:
-        try:
-            pwd.getpwnam(RUN_AS)
-        except KeyError:
-            _cannot("runs as root without a `postgres` user to run PostgreSQL as")
-    folder = Path(tempfile.mkdtemp(prefix="cnfs-replica-"))
-    if RUN_AS is not None:
-        shutil.chown(folder, RUN_AS)
-    primary, standby = folder / "primary", folder / "standby"
-    primary_port, replica_port = free_port(), free_port()
-    started: list[Path] = []
-    try:
-        _run([str(BINDIR / "initdb"), "-D", str(primary), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
-        with (primary / "postgresql.conf").open("a") as conf:
-            conf.write(
-                f"port = {primary_port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
-                "max_connections = 60\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-            )
-        _start(BINDIR, primary, folder / "primary.log")
-        started.append(primary)
-        _run(
-            [
-                str(BINDIR / "pg_basebackup"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(primary_port),
-                "-U",
-                "postgres",
-                "-D",
-                str(standby),
-                "-R",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-            ]
-        )
-        with (standby / "postgresql.conf").open("a") as conf:
-            # Its log names every statement it runs: what shows that a read was served there.
-            conf.write(f"port = {replica_port}\nlog_statement = 'all'\n")
-        _start(BINDIR, standby, folder / "standby.log")
-        started.append(standby)
-        primary_url = f"postgresql+asyncpg://postgres@127.0.0.1:{primary_port}/cnfs"
-        asyncio.run(_sql(primary_port, "CREATE DATABASE cnfs", database="postgres"))
-        command.upgrade(alembic_config(primary_url), "head")
-        yield Cluster(
-            primary_url,
-            f"postgresql+asyncpg://postgres@127.0.0.1:{replica_port}/cnfs",
-            primary_port,
-            replica_port,
-            folder,
-        )
-    finally:
-        for data in reversed(started):
-            with suppress(subprocess.SubprocessError):
-                _run([str(BINDIR / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
-        shutil.rmtree(folder, ignore_errors=True)
+    reason = missing()
+    if reason is not None:
+        _cannot(reason)
+    # The standby's log names every statement it runs: what shows that a read was served there.
+    with streaming_cluster("cnfs", log_statements=True) as made:
+        command.upgrade(alembic_config(made.primary_url), "head")
+        yield made
 
 
-async def _sql(port: int, sql: str, *args: Any, database: str = "cnfs") -> Any:
-    connection = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", database=database)
-    try:
-        return await connection.fetchval(sql, *args)
-    finally:
-        await connection.close()
+async def _sql(port: int, statement: str, *args: Any) -> Any:
+    return await sql(port, statement, *args)
 
 
 async def _caught_up(cluster: Cluster) -> None:
-    """Until the replica has replayed everything the primary has written so far (30 s at most)."""
-    target = await _sql(cluster.primary_port, "SELECT pg_current_wal_lsn()::text")
-    deadline = time.monotonic() + 30
-    while True:
-        behind = await _sql(
-            cluster.replica_port, "SELECT pg_wal_lsn_diff($1::text::pg_lsn, pg_last_wal_replay_lsn())", target
-        )
-        if behind <= 0:
-            return
-        assert time.monotonic() < deadline, f"the replica is {behind} bytes behind"
-        await asyncio.sleep(0.05)
+    await caught_up(cluster)
 
 
 async def _keys(url: str) -> tuple[str, str]:
@@ -348,13 +237,76 @@ async def test_reads_on_the_replica_see_every_write_acknowledged_before_them(
         answer_observers.remove(answered.append)
 
 
+@pytest.mark.parametrize("bounced", [False, True], ids=["direct", "through PgBouncer"])
+async def test_a_read_that_waits_for_the_replica_reads_what_it_waited_for(
+    cluster: Cluster, bounced: bool
+) -> None:
+    """The replica's replay is resumed while reads wait for it: each then reads on the replica, in a
+    snapshot taken after the check, so it sees the rename it waited for (on the route and the twin; behind
+    PgBouncer too, where a transaction begins with its connection)."""
+    from bench.pgbouncer import MISSING, PGBOUNCER, pgbouncer, through
+
+    if bounced and PGBOUNCER is None:
+        _cannot(MISSING)
+    # An earlier test may have stopped the replica.
+    with suppress(subprocess.SubprocessError):
+        cluster.start("standby")
+    writer_key, _unused = await _keys(cluster.primary_url)
+    writer = {"Authorization": f"Bearer {writer_key}"}
+    code = "27" if bounced else "28"
+    with contextlib.ExitStack() as stack:
+        replica_url = cluster.replica_url
+        if bounced:
+            replica_url = through(stack.enter_context(pgbouncer(cluster.replica_url)), replica_url)
+        settings = _settings(cluster).model_copy(
+            update={
+                "database_read_url": replica_url,
+                "database_read_wait_seconds": 10.0,
+                "database_pgbouncer": bounced,
+            }
+        )
+        app = create_app(settings)
+        async with (
+            LifespanManager(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://test"
+            ) as client,
+        ):
+            made = await client.post(
+                "/api/v1/territories", json={"kind": "region", "code": code, "name": "Avant"}, headers=writer
+            )
+            assert made.status_code == 201, made.text
+            by_id = f"/api/v1/territories/{made.json()['id']}"
+            by_code = f"/api/v1/territories/region/{code}"
+            await _caught_up(cluster)
+            await _sql(cluster.replica_port, "SELECT pg_wal_replay_pause()")
+            try:
+                renamed = await client.patch(
+                    by_id,
+                    json={"name": "Après"},
+                    headers={**writer, "If-Match": '"1"', "Content-Type": "application/merge-patch+json"},
+                )
+                assert renamed.status_code == 200, renamed.text
+                counted = _read_on(app, "replica")
+                waiting = [
+                    asyncio.ensure_future(client.get(path, headers=writer)) for path in (by_id, by_code)
+                ]
+                await asyncio.sleep(0.5)
+                assert not any(read.done() for read in waiting)
+            finally:
+                await _sql(cluster.replica_port, "SELECT pg_wal_replay_resume()")
+            answers = await asyncio.gather(*waiting)
+            assert [answer.json()["name"] for answer in answers] == ["Après", "Après"]
+            assert _read_on(app, "replica") == counted + 2
+
+
 async def test_the_primary_down_the_replica_answers_as_it_stands(
     cluster: Cluster, replica_apps: tuple[FastAPI, FastAPI]
 ) -> None:
     app, _other = replica_apps
     # Runs last: it stops the primary. The replica may have been stopped before.
     with suppress(subprocess.SubprocessError):
-        cluster.pg_ctl("standby", "-l", str(cluster.folder / "standby.log"), "-w", "-t", "60", "start")
+        cluster.start("standby")
     key, _unused = await _keys(cluster.primary_url)
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(

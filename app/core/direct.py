@@ -601,6 +601,7 @@ class DirectSession:
         journal: bool = False,
         fallback: AsyncEngine | None = None,
         on_fallback: Callable[[BaseException], None] | None = None,
+        before_replica: Callable[[], Awaitable[None]] | None = None,
         replayed: Callable[[Any], Awaitable[bool]] | None = None,
     ) -> None:
         self._bind = bind
@@ -609,6 +610,7 @@ class DirectSession:
         # on the replica's connection before its first statement, says whether it has).
         self._fallback = fallback
         self._on_fallback = on_fallback
+        self._before_replica = before_replica
         self._replayed = replayed
         self._write = write
         # A read that writes its journal line: a writing transaction in one snapshot (REPEATABLE READ).
@@ -664,6 +666,10 @@ class DirectSession:
     async def _connection(self) -> Any:
         if self._driver is not None:
             return self._driver
+        if self._before_replica is not None:
+            # Before the replica's connection is taken (`fallback` given): what the check will need.
+            before, self._before_replica = self._before_replica, None
+            await before()
         if isinstance(self._bind, AsyncEngine):
             kept = _kept_connections(self._bind)
             if kept is not None:
@@ -710,6 +716,7 @@ class DirectSession:
         fallback = self._fallback
         assert fallback is not None
         self._fallback = None
+        self._before_replica = None
         self._replayed = None
         self._bind = fallback
         self._per_transaction = db.per_transaction_sql(fallback)
@@ -1350,9 +1357,16 @@ class DirectMiddleware:
         on_replica = (
             routing is not None and not write and isinstance(primary, AsyncEngine) and routing.serves(scope)
         )
-        position: str | None = None
         if on_replica:
             assert routing is not None
+            position: str | None = None
+
+            async def ask() -> None:
+                # Where the primary's log stands, asked as the request's first connection is taken (after
+                # the rate limits): the replica's reads wait for it.
+                nonlocal position
+                assert routing is not None
+                position = await routing.position()
 
             async def replayed(driver: Any) -> bool:
                 assert routing is not None
@@ -1365,17 +1379,18 @@ class DirectMiddleware:
                 routing.read_on(scope, "primary")
 
             session = DirectSession(
-                routing.engine, snapshot=snapshot, fallback=primary, on_fallback=failed, replayed=replayed
+                routing.engine,
+                snapshot=snapshot,
+                fallback=primary,
+                on_fallback=failed,
+                before_replica=ask,
+                replayed=replayed,
             )
         else:
             session = DirectSession(primary, write=write, snapshot=snapshot, journal=twin.journal)
         response: Response | None
         try:
             try:
-                if on_replica:
-                    assert routing is not None
-                    # Where the primary's log stands as the request begins: the replica's reads wait for it.
-                    position = await routing.position()
                 # The caller first, on its own (its key is no part of the answer, nor of a write's
                 # transaction: an unknown key takes no write lock); then the answer. (Behind PgBouncer, a
                 # read's lookup begins the transaction that its answer goes on in: `_run`.)
