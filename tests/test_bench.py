@@ -171,3 +171,12 @@ def test_the_reference_masks_a_registrations_audit_event_as_the_service_does() -
     spec = spec_for("registrations")
     assert spec is not None
     assert spec.masked == shared.REGISTRATION_MASKED
+
+
+def test_the_replica_benchmark_names_scenarios_that_exist() -> None:
+    """`bench.replica` picks its scenarios by name from the load benchmark's: a renamed one fails here
+    rather than leaving its row out."""
+    from bench import replica
+    from bench.scenarios import SCENARIOS
+
+    assert set(replica.SCENARIOS) <= {scenario.name for scenario in SCENARIOS}
